@@ -1,0 +1,161 @@
+"""The one error hierarchy of builder, and the exit code each error maps to.
+
+Core code raises these; only the CLI turns them into a message line and an exit
+code (see ``builder.cli``).  This module imports nothing from builder.
+
+Exit codes (documented in README.md):
+
+====  =====================================================================
+0     success (check: pass or warn; preflight: ready)
+1     a check failed: stale/missing lock, incompatible runtime, host not ready
+2     usage error: bad option, bad spec, unknown matrix, bad lock file
+3     needed data could not be read: network down, HTTP error, host probe failed
+4     a required tool is missing (uv, conda, nvidia-smi ...)
+5     a tool ran and failed (e.g. uv could not resolve the pins)
+6     refused: the command would write into a protected environment (QL_1)
+7     busy: another builder process holds the lock on this directory
+130   interrupted (Ctrl-C)
+====  =====================================================================
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_TOOL_MISSING = 4
+EXIT_TOOL_FAILED = 5
+EXIT_PROTECTED = 6
+EXIT_BUSY = 7
+EXIT_INTERRUPTED = 130
+
+
+class BuilderError(Exception):
+    """Base of every error builder reports to the user.
+
+    ``message`` says what failed and why; ``hint`` says what to do next.
+    """
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def line(self) -> str:
+        """One line for the terminal: what failed, why, what to do."""
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(BuilderError):
+    """A bad option or argument combination."""
+
+    exit_code = EXIT_USAGE
+
+
+class SpecError(BuilderError):
+    """A matrix or host spec is invalid; ``problems`` lists every problem found."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problems: list[str], hint: str | None = None) -> None:
+        self.problems = list(problems)
+        head = self.problems[0] if len(self.problems) == 1 else (
+            f"{len(self.problems)} problems in spec"
+        )
+        super().__init__(head, hint)
+
+    def line(self) -> str:
+        if len(self.problems) == 1:
+            return super().line()
+        body = "\n".join(f"  {p}" for p in self.problems)
+        tail = f"\n{self.hint}" if self.hint else ""
+        return f"{self.message}:\n{body}{tail}"
+
+
+class UnknownMatrix(UsageError):
+    """The selector names no matrix in envs/."""
+
+
+class LockFileError(BuilderError):
+    """A lock file is unreadable or not a valid PEP 751 / builder lock."""
+
+    exit_code = EXIT_USAGE
+
+
+class StaleLock(BuilderError):
+    """A lock does not match its spec (or is missing)."""
+
+    exit_code = EXIT_FAILED
+
+
+class SdistOnly(BuilderError):
+    """The resolution would build a package from source on the host."""
+
+    exit_code = EXIT_FAILED
+
+
+class Incompatible(BuilderError):
+    """A runtime's components are incompatible with each other or the host."""
+
+    exit_code = EXIT_FAILED
+
+
+class NotReady(BuilderError):
+    """The host is not ready (preflight / verify-driver)."""
+
+    exit_code = EXIT_FAILED
+
+
+class Unavailable(BuilderError):
+    """Needed data could not be read: network down, HTTP error, probe failed."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class ToolNotFound(BuilderError):
+    """A required executable is not installed."""
+
+    exit_code = EXIT_TOOL_MISSING
+
+
+class ToolFailed(BuilderError):
+    """A tool ran and exited non-zero (or timed out)."""
+
+    exit_code = EXIT_TOOL_FAILED
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        returncode: int | None = None,
+        stderr_tail: str = "",
+    ) -> None:
+        super().__init__(message, hint)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+class ToolTimeout(ToolFailed):
+    """A tool did not finish within its bound and was killed."""
+
+
+class ProtectedEnvError(BuilderError):
+    """The command would write inside a protected environment such as QL_1."""
+
+    exit_code = EXIT_PROTECTED
+
+
+class Busy(BuilderError):
+    """Another builder process holds the lock."""
+
+    exit_code = EXIT_BUSY
+
+
+class BuildError(BuilderError):
+    """A runtime build failed; nothing was switched in."""
+
+    exit_code = EXIT_FAILED

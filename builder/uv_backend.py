@@ -1,0 +1,134 @@
+"""Locking one (matrix, Python) with ``uv pip compile --format pylock.toml``.
+
+Everything uv needs is passed on the command line with ``--no-config``; the
+environment is scrubbed of ``UV_*``/``PIP_*`` by the subprocess wrapper, so a
+stray ``uv.toml`` or ``UV_INDEX_URL`` cannot change what gets locked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder import _proc
+from builder.errors import LockFileError, SdistOnly, ToolFailed, Unavailable
+from builder.spec import Matrix
+
+#: uv is given this long per lock before it is killed.
+UV_TIMEOUT = 900.0
+
+_NETWORK = re.compile(
+    r"(dns error|failed to connect|Could not connect|Connection refused|timed out|"
+    r"Network is unreachable|error sending request|Failed to fetch|tcp connect error)",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    body: str
+    argv: tuple[str, ...]  # with temp paths replaced by placeholders
+    seconds: float
+
+
+def compile_argv(
+    uv: str, matrix: Matrix, python: str, workdir: Path, *, offline: bool = False,
+    cache_dir: str | None = None,
+) -> list[str]:
+    """The full uv command; inputs are written into ``workdir``."""
+    (workdir / "requirements.in").write_text("\n".join(matrix.requirements()) + "\n")
+    argv = [
+        uv, "pip", "compile", str(workdir / "requirements.in"),
+        "--format", "pylock.toml",
+        "--output-file", str(workdir / "pylock.toml"),
+        "--no-header", "--no-config", "--quiet",
+        "--python-version", python,
+        "--python-platform", matrix.platform,
+        "--exclude-newer", matrix.exclude_newer,
+        # Resolution must never run arbitrary build code on this machine.
+        "--no-build",
+        "--index-url", matrix.index_url,
+    ]
+    for url in matrix.index_urls():
+        argv += ["--extra-index-url", url]
+    if matrix.index_urls():
+        # torch+cuXYZ lives on its own index; let uv pick the best match anywhere.
+        argv += ["--index-strategy", "unsafe-best-match"]
+    for fl in matrix.find_links:
+        argv += ["--find-links", fl]
+    if matrix.overrides:
+        (workdir / "overrides.txt").write_text("\n".join(matrix.overrides) + "\n")
+        argv += ["--overrides", str(workdir / "overrides.txt")]
+    if matrix.constraints:
+        (workdir / "constraints.txt").write_text("\n".join(matrix.constraints) + "\n")
+        argv += ["--constraints", str(workdir / "constraints.txt")]
+    if offline:
+        argv.append("--offline")
+    if cache_dir:
+        argv += ["--cache-dir", cache_dir]
+    return argv
+
+
+def uv_env() -> dict[str, str]:
+    """Scrubbed environment for uv; UV_CACHE_DIR is honoured via --cache-dir instead."""
+    return _proc.clean_env(extra={"NO_COLOR": "1"})
+
+
+def sdist_only(body: str) -> list[str]:
+    """Names of packages in a pylock body that have no wheel (would build on the host)."""
+    data = tomllib.loads(body)
+    return sorted(
+        f"{p.get('name')} {p.get('version', '')}".strip()
+        for p in data.get("packages", [])
+        if not p.get("wheels") and ("sdist" in p or "vcs" in p or "directory" in p or "archive" in p)
+    )
+
+
+def compile_lock(
+    uv: str, matrix: Matrix, python: str, *, offline: bool = False
+) -> CompileResult:
+    """Resolve one lock; raise a typed error on any failure."""
+    cache_dir = os.environ.get("UV_CACHE_DIR") or None
+    with tempfile.TemporaryDirectory(prefix="builder-lock-") as tmp:
+        work = Path(tmp)
+        argv = compile_argv(uv, matrix, python, work, offline=offline, cache_dir=cache_dir)
+        res = _proc.run(argv, timeout=UV_TIMEOUT, env=uv_env(), what="uv pip compile")
+        target = f"{matrix.name} py{python}"
+        if res.missing:
+            raise ToolFailed(f"uv not runnable: {uv}")
+        if res.timed_out:
+            raise ToolFailed(f"{target}: uv pip compile did not finish in {UV_TIMEOUT:g}s",
+                             "check the network and retry")
+        if res.returncode != 0:
+            tail = res.stderr_tail(8)
+            if _NETWORK.search(res.stderr):
+                raise Unavailable(f"{target}: uv could not reach the package index: {tail}",
+                                  "check the network (or use --offline with a warm cache)")
+            if "no versions of" in res.stderr.lower() and "--no-build" in res.stderr:
+                raise SdistOnly(f"{target}: a package has no wheel for {matrix.platform}: {tail}",
+                                "pin a version with wheels or change the platform")
+            raise ToolFailed(f"{target}: uv could not resolve the spec: {tail}",
+                             "adjust the pins or overrides in the spec",
+                             returncode=res.returncode, stderr_tail=tail)
+        body = (work / "pylock.toml").read_text(encoding="utf-8")
+        public = argv[1:]
+        if cache_dir:  # machine-specific: keep it out of the stamp
+            i = public.index("--cache-dir")
+            public = public[:i] + public[i + 2 :]
+        shown = tuple(a.replace(str(work) + os.sep, "") for a in public)
+    try:
+        missing = sdist_only(body)
+    except tomllib.TOMLDecodeError as exc:
+        raise LockFileError(f"{target}: uv wrote an unreadable lock: {exc}") from None
+    if missing:
+        raise SdistOnly(
+            f"{target}: resolves to source distributions only for {matrix.platform}: "
+            + ", ".join(missing),
+            "the lock would compile them on the host; pin versions that ship wheels "
+            "or target a platform they support",
+        )
+    return CompileResult(body=body, argv=("uv", *shown), seconds=res.duration)
