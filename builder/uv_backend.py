@@ -45,7 +45,7 @@ def compile_argv(
         uv, "pip", "compile", str(workdir / "requirements.in"),
         "--format", "pylock.toml",
         "--output-file", str(workdir / "pylock.toml"),
-        "--no-header", "--no-config", "--quiet",
+        "--no-header", "--no-config", "--quiet", "--no-python-downloads",
         "--python-version", python,
         "--python-platform", matrix.platform,
         "--exclude-newer", matrix.exclude_newer,

@@ -1,0 +1,157 @@
+"""A local HTTP server for tests: serves a directory, honours Range requests,
+counts requests and bytes, and can be told to fail (shared by all tests)."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    bytes_sent: int = 0
+    ranges: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    fail_with: int | None = None  # set to e.g. 404/503 to make every request fail
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    stats: Stats
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+    def _count(self, n: int) -> None:
+        with self.stats.lock:
+            self.stats.bytes_sent += n
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def do_GET(self) -> None:
+        self._serve(head=False)
+
+    def _serve(self, head: bool) -> None:
+        st = self.stats
+        with st.lock:
+            st.requests += 1
+            st.paths.append(self.path)
+        if st.fail_with:
+            self.send_error(st.fail_with)
+            return
+        path = Path(self.translate_path(self.path))
+        if path.is_dir():
+            if not self.path.endswith("/"):
+                self.send_response(301)
+                self.send_header("Location", self.path + "/")
+                self.end_headers()
+                return
+            index = path / "index.html"
+            if not index.exists():
+                return super().do_GET() if not head else super().do_HEAD()
+            path = index
+        if not path.is_file():
+            self.send_error(404)
+            return
+        size = path.stat().st_size
+        rng = self.headers.get("Range")
+        start, end = 0, size - 1
+        status = 200
+        if rng:
+            with st.lock:
+                st.ranges.append(rng)
+            m = re.match(r"bytes=(\d*)-(\d*)$", rng.strip())
+            if not m:
+                self.send_error(416)
+                return
+            a, b = m.groups()
+            if a == "":
+                start, end = max(0, size - int(b)), size - 1
+            else:
+                start, end = int(a), min(int(b) if b else size - 1, size - 1)
+            if start > end or start >= size:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.end_headers()
+                return
+            status = 206
+        length = end - start + 1
+        self.send_response(status)
+        ctype = "text/html" if path.suffix == ".html" else "application/octet-stream"
+        self.send_header("Content-Type", ctype)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(length))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        if head:
+            return
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(length)
+        self._count(len(data))
+        self.wfile.write(data)
+
+
+@contextmanager
+def serve(directory: Path) -> Iterator[tuple[str, Stats]]:
+    """Serve ``directory`` on 127.0.0.1; yields (base URL, stats)."""
+    stats = Stats()
+    handler = type("Handler", (_Handler,), {"stats": stats})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=os.fspath(directory)))
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", stats
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def write_simple_index(root: Path, wheels_dir: Path) -> Path:
+    """Write a PEP 503 simple index under ``root/simple`` for the files in ``wheels_dir``.
+
+    Files are linked relatively as ``../../files/NAME`` with their sha256 as a
+    URL fragment, so uv records real hashes.  Returns the ``simple`` directory.
+    """
+    import hashlib
+
+    from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+
+    files = root / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    by_project: dict[str, list[Path]] = {}
+    for f in sorted(wheels_dir.iterdir()):
+        if f.suffix == ".whl":
+            name = str(parse_wheel_filename(f.name)[0])
+        elif f.name.endswith(".tar.gz"):
+            name = str(parse_sdist_filename(f.name)[0])
+        else:
+            continue
+        target = files / f.name
+        if not target.exists():
+            target.write_bytes(f.read_bytes())
+        by_project.setdefault(canonicalize_name(name), []).append(target)
+    simple = root / "simple"
+    simple.mkdir(parents=True, exist_ok=True)
+    links = []
+    for proj, fs in sorted(by_project.items()):
+        d = simple / proj
+        d.mkdir(exist_ok=True)
+        rows = "".join(
+            f'<a href="../../files/{f.name}#sha256={hashlib.sha256(f.read_bytes()).hexdigest()}">{f.name}</a><br>\n'
+            for f in fs
+        )
+        (d / "index.html").write_text(f"<html><body>\n{rows}</body></html>\n")
+        links.append(f'<a href="{proj}/">{proj}</a><br>')
+    (simple / "index.html").write_text("<html><body>\n" + "\n".join(links) + "\n</body></html>\n")
+    return simple
