@@ -96,7 +96,7 @@ def run_lock(
             for fut in futures:
                 o = fut.result()
                 if o.error is not None:
-                    say(o.target.label, f"failed: {o.error.message}")
+                    say(o.target.label, "failed")
                 else:
                     say(o.target.label, ("written" if o.changed else "unchanged")
                         + f" ({o.seconds:.1f}s)")

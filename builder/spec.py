@@ -91,6 +91,7 @@ _CONDA = {
     "packages": Field(list, item=str),
     "virtual-packages": Field(dict),
     "channel-overrides": Field(dict),
+    "python": Field(dict),  # per matrix Python, a conda version pin: { "3.12" = "3.12.8" }
 }
 
 MATRIX_SCHEMA: dict[str, Field] = {
@@ -178,6 +179,7 @@ class CondaBase:
     packages: tuple[str, ...] = ()
     virtual_packages: Mapping[str, str] = field(default_factory=dict)
     channel_overrides: Mapping[str, str] = field(default_factory=dict)
+    python: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -313,6 +315,7 @@ def matrix_from_mapping(data: Mapping[str, Any], source: str = "<spec>", expect_
             packages=tuple(c.get("packages", [])),
             virtual_packages={str(k): str(v) for k, v in c.get("virtual-packages", {}).items()},
             channel_overrides={str(k): str(v) for k, v in c.get("channel-overrides", {}).items()},
+            python={str(k): str(v) for k, v in c.get("python", {}).items()},
         )
     en = data["exclude-newer"]
     return Matrix(

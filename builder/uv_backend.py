@@ -28,6 +28,9 @@ _NETWORK = re.compile(
 )
 
 
+_NO_WHEEL = re.compile(r"Wheels are required for `([^`]+)`")
+
+
 @dataclass(frozen=True)
 class CompileResult:
     body: str
@@ -78,6 +81,14 @@ def uv_env() -> dict[str, str]:
     return _proc.clean_env(extra={"NO_COLOR": "1"})
 
 
+def summarize(stderr: str, limit: int = 400) -> str:
+    """uv's multi-line error as one line: the error, its causes and hint."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    keep = [ln for ln in lines if ln.startswith(("error:", "cause:", "hint:", "×", "╰─▶"))] or lines[-3:]
+    text = " ".join(keep).replace("error: ", "", 1)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def sdist_only(body: str) -> list[str]:
     """Names of packages in a pylock body that have no wheel (would build on the host)."""
     data = tomllib.loads(body)
@@ -104,13 +115,18 @@ def compile_lock(
             raise ToolFailed(f"{target}: uv pip compile did not finish in {UV_TIMEOUT:g}s",
                              "check the network and retry")
         if res.returncode != 0:
-            tail = res.stderr_tail(8)
+            tail = summarize(res.stderr)
             if _NETWORK.search(res.stderr):
                 raise Unavailable(f"{target}: uv could not reach the package index: {tail}",
                                   "check the network (or use --offline with a warm cache)")
-            if "no versions of" in res.stderr.lower() and "--no-build" in res.stderr:
-                raise SdistOnly(f"{target}: a package has no wheel for {matrix.platform}: {tail}",
-                                "pin a version with wheels or change the platform")
+            no_wheel = sorted(set(_NO_WHEEL.findall(res.stderr)))
+            if no_wheel:
+                raise SdistOnly(
+                    f"{target}: no wheel for {matrix.platform} / Python {python}, only source "
+                    f"distributions: {', '.join(no_wheel)}",
+                    "the lock would compile them on the host; pin versions that ship wheels "
+                    "or target a platform they support",
+                )
             raise ToolFailed(f"{target}: uv could not resolve the spec: {tail}",
                              "adjust the pins or overrides in the spec",
                              returncode=res.returncode, stderr_tail=tail)

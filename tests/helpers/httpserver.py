@@ -55,7 +55,9 @@ class _Handler(SimpleHTTPRequestHandler):
                 self.send_header("Location", self.path + "/")
                 self.end_headers()
                 return
-            index = path / "index.html"
+            index = path / "index.json"
+            if not index.exists():
+                index = path / "index.html"
             if not index.exists():
                 return super().do_GET() if not head else super().do_HEAD()
             path = index
@@ -86,7 +88,8 @@ class _Handler(SimpleHTTPRequestHandler):
             status = 206
         length = end - start + 1
         self.send_response(status)
-        ctype = "text/html" if path.suffix == ".html" else "application/octet-stream"
+        ctype = {".html": "text/html", ".json": "application/vnd.pypi.simple.v1+json"}.get(
+            path.suffix, "application/octet-stream")
         self.send_header("Content-Type", ctype)
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(length))
@@ -117,13 +120,14 @@ def serve(directory: Path) -> Iterator[tuple[str, Stats]]:
         httpd.server_close()
 
 
-def write_simple_index(root: Path, wheels_dir: Path) -> Path:
+def write_simple_index(root: Path, wheels_dir: Path, upload_time: str = "2025-06-01T00:00:00Z") -> Path:
     """Write a PEP 503 simple index under ``root/simple`` for the files in ``wheels_dir``.
 
     Files are linked relatively as ``../../files/NAME`` with their sha256 as a
     URL fragment, so uv records real hashes.  Returns the ``simple`` directory.
     """
     import hashlib
+    import json
 
     from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
@@ -147,6 +151,22 @@ def write_simple_index(root: Path, wheels_dir: Path) -> Path:
     for proj, fs in sorted(by_project.items()):
         d = simple / proj
         d.mkdir(exist_ok=True)
+        # PEP 691 JSON with PEP 700 upload-time, so --exclude-newer keeps the files.
+        doc = {
+            "meta": {"api-version": "1.1"},
+            "name": proj,
+            "files": [
+                {
+                    "filename": f.name,
+                    "url": f"../../files/{f.name}",
+                    "hashes": {"sha256": hashlib.sha256(f.read_bytes()).hexdigest()},
+                    "upload-time": upload_time,
+                    "size": f.stat().st_size,
+                }
+                for f in fs
+            ],
+        }
+        (d / "index.json").write_text(json.dumps(doc, indent=1))
         rows = "".join(
             f'<a href="../../files/{f.name}#sha256={hashlib.sha256(f.read_bytes()).hexdigest()}">{f.name}</a><br>\n'
             for f in fs

@@ -1,0 +1,237 @@
+"""Host probes: what builder reads on the GPU host, and how (the "run" layer).
+
+Every probe is read-only and runs through :func:`builder._proc.run` with a hard
+timeout, so a ``nvidia-smi`` stuck in uninterruptible sleep costs at most its
+bound (FACTS.md: ``subprocess.run(timeout=...)`` alone can block forever).  A
+probe never raises: a missing tool, a non-zero exit or a timeout is recorded
+as a raw :class:`ProbeRecord` for the parse and decide layers to judge.
+
+builder never changes the host: :func:`run_argv` refuses any program outside
+:data:`ALLOWED` (and any sub-command outside its read-only verbs), so apt,
+dkms install, mokutil --import, modprobe and reboot cannot be reached from
+here.  The runbook prints those commands for the operator; it runs nothing.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from builder import _proc
+
+#: The query fields builder asks nvidia-smi for, in this order.
+GPU_FIELDS = ("index", "name", "driver_version", "compute_cap", "memory.total", "pci.bus_id", "uuid")
+APP_FIELDS = ("gpu_uuid", "pid", "process_name", "used_memory")
+
+#: Programs a probe may run, each with the argument lists it may pass.  A
+#: program maps to a predicate over its arguments; nothing else runs.
+ALLOWED: Mapping[str, Callable[[tuple[str, ...]], bool]] = {
+    "nvidia-smi": lambda a: len(a) == 2 and a[0].startswith(("--query-gpu=", "--query-compute-apps="))
+    and a[1].startswith("--format=csv"),
+    "cat": lambda a: len(a) == 2 and a[0] == "--" and a[1].startswith(("/proc/", "/sys/", "/etc/", "/var/run/")),
+    "uname": lambda a: a == ("-r",),
+    "getconf": lambda a: a == ("GNU_LIBC_VERSION",),
+    "ldd": lambda a: a == ("--version",),
+    "dkms": lambda a: a == ("status",),
+    "mokutil": lambda a: a == ("--sb-state",),
+    "ubuntu-drivers": lambda a: a == ("devices",),
+    "apt-mark": lambda a: a == ("showhold",),
+    "dpkg-query": lambda a: len(a) >= 3 and a[0] == "-W" and a[1].startswith("--showformat="),
+    "df": lambda a: len(a) >= 2 and a[0] == "-Pk",
+}
+
+#: The torch check run inside a runtime's own interpreter (verify-driver).
+TORCH_CODE = (
+    "import json, torch\n"
+    "n = torch.cuda.device_count() if torch.cuda.is_available() else 0\n"
+    "print(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda,"
+    " 'available': torch.cuda.is_available(), 'count': n,"
+    " 'devices': [{'name': torch.cuda.get_device_name(i),"
+    " 'capability': '%d.%d' % torch.cuda.get_device_capability(i)} for i in range(n)]}))\n"
+)
+
+
+class Refused(Exception):
+    """An argv outside :data:`ALLOWED` reached the probe runner (a bug)."""
+
+
+def allowed(argv: Sequence[str]) -> bool:
+    """True when ``argv`` is one of the read-only commands builder may run."""
+    if not argv:
+        return False
+    prog, args = os.path.basename(argv[0]), tuple(argv[1:])
+    if prog.startswith("python") and Path(argv[0]).parent.name == "bin" and \
+            Path(argv[0]).parent.parent.parent.name == "runtimes":
+        return args == ("-c", TORCH_CODE)
+    check = ALLOWED.get(prog)
+    return bool(check and check(args))
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One thing to read: a command, a file (via ``cat``) or a path's existence."""
+
+    id: str
+    kind: str                       # "command", "file" or "path"
+    argv: tuple[str, ...] = ()
+    path: str = ""
+    timeout: float = 10.0
+    env: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class ProbeRecord:
+    """The raw result of one probe, as stored in a snapshot.
+
+    ``exit`` is the exit code, ``"missing"`` (tool or file absent) or None
+    (killed after ``timed_out``).
+    """
+
+    id: str
+    kind: str
+    command: tuple[str, ...] | None
+    path: str | None
+    stdout: str
+    stderr: str
+    exit: int | str | None
+    duration: float
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit == 0 and not self.timed_out
+
+    @property
+    def missing(self) -> bool:
+        return self.exit == "missing"
+
+    def text(self) -> str:
+        """stdout and stderr together (nvidia-smi prints some errors on stdout)."""
+        return "\n".join(s for s in (self.stdout.strip(), self.stderr.strip()) if s)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["command"] = list(self.command) if self.command is not None else None
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ProbeRecord:
+        cmd = d.get("command")
+        exit_ = d.get("exit")
+        if not (exit_ is None or exit_ == "missing" or isinstance(exit_, int)):
+            raise ValueError(f"exit must be an integer, 'missing' or null, got {exit_!r}")
+        return cls(
+            id=str(d["id"]), kind=str(d.get("kind", "command")),
+            command=tuple(str(a) for a in cmd) if cmd is not None else None,
+            path=d.get("path"), stdout=str(d.get("stdout", "")), stderr=str(d.get("stderr", "")),
+            exit=exit_, duration=float(d.get("duration", 0.0)), timed_out=bool(d.get("timed_out", False)),
+        )
+
+
+def probes(kernel: str | None = None) -> list[Probe]:
+    """Every host probe, in snapshot order.  ``kernel`` defaults to the running one."""
+    release = kernel or os.uname().release
+    smi_env = _proc.clean_env(extra={"LC_ALL": "C"})
+    # CUDA_VISIBLE_DEVICES does not filter nvidia-smi, but it would filter torch.
+    return [
+        Probe("nvidia-smi-gpus", "command",
+              ("nvidia-smi", f"--query-gpu={','.join(GPU_FIELDS)}", "--format=csv,nounits"),
+              timeout=20.0, env=smi_env),
+        Probe("nvidia-smi-apps", "command",
+              ("nvidia-smi", f"--query-compute-apps={','.join(APP_FIELDS)}", "--format=csv,nounits"),
+              timeout=20.0, env=smi_env),
+        Probe("module-version", "file", path="/sys/module/nvidia/version"),
+        Probe("proc-version", "file", path="/proc/driver/nvidia/version"),
+        Probe("nvml-library", "path", path="/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.*"),
+        Probe("kernel", "command", ("uname", "-r")),
+        Probe("os-release", "file", path="/etc/os-release"),
+        Probe("glibc", "command", ("getconf", "GNU_LIBC_VERSION")),
+        Probe("kernel-headers", "path", path=f"/lib/modules/{release}/build/Makefile"),
+        Probe("dkms", "command", ("dkms", "status"), timeout=30.0),
+        Probe("efi", "path", path="/sys/firmware/efi"),
+        Probe("secure-boot", "command", ("mokutil", "--sb-state")),
+        Probe("ubuntu-drivers", "command", ("ubuntu-drivers", "devices"), timeout=90.0),
+        Probe("reboot-required", "file", path="/var/run/reboot-required"),
+        Probe("reboot-required-pkgs", "file", path="/var/run/reboot-required.pkgs"),
+        Probe("disk", "command", ("df", "-Pk", "/", "/boot")),
+        Probe("apt-holds", "command", ("apt-mark", "showhold"), timeout=30.0),
+        Probe("driver-packages", "command",
+              ("dpkg-query", "-W", "--showformat=${Package}\\t${Version}\\t${db:Status-Abbrev}\\n",
+               "nvidia-driver-*", "nvidia-dkms-*", "nvidia-utils-*"), timeout=30.0),
+    ]
+
+
+def run_argv(probe_id: str, argv: Sequence[str], timeout: float,
+             env: Mapping[str, str] | None = None, kind: str = "command",
+             path: str | None = None) -> ProbeRecord:
+    """Run one allowed read-only command; never raises for its outcome.
+
+    Raises :class:`Refused` (before anything runs) for an argv outside
+    :data:`ALLOWED`: that is a programming error, not a host state.
+    """
+    argv = tuple(argv)
+    if not allowed(argv):
+        raise Refused(f"builder does not run {argv!r}: only read-only probes are allowed")
+    try:
+        res = _proc.run(argv, timeout=timeout, env=env if env is not None else _proc.clean_env(),
+                        what=probe_id)
+    except OSError as exc:  # e.g. exec format error, permission denied
+        return ProbeRecord(probe_id, kind, argv, path, "", str(exc), 126, 0.0)
+    exit_: int | str | None = "missing" if res.missing else res.returncode
+    return ProbeRecord(probe_id, kind, argv, path, res.stdout, res.stderr, exit_,
+                       round(res.duration, 3), res.timed_out)
+
+
+def run_probe(probe: Probe) -> ProbeRecord:
+    """Run one probe with its bound; the record keeps the raw text."""
+    if probe.kind == "command":
+        return run_argv(probe.id, probe.argv, probe.timeout, probe.env)
+    start = time.monotonic()
+    if probe.kind == "path":
+        hits = sorted(glob.glob(probe.path)) if any(c in probe.path for c in "*?[") else (
+            [probe.path] if os.path.exists(probe.path) else [])
+        return ProbeRecord(probe.id, "path", None, probe.path, "\n".join(hits), "",
+                           0 if hits else "missing", round(time.monotonic() - start, 3))
+    if not os.path.exists(probe.path):
+        return ProbeRecord(probe.id, "file", None, probe.path, "", f"{probe.path}: not present",
+                           "missing", 0.0)
+    # procfs/sysfs reads go through a child too, so a wedged driver cannot
+    # hang builder in a read() it cannot interrupt.
+    return run_argv(probe.id, ("cat", "--", probe.path), probe.timeout, kind="file", path=probe.path)
+
+
+def runtime_dirs(runtimes: Path, matrix_id: str | None = None) -> list[Path]:
+    """Runtimes under ``runtimes/`` named ``matrix-<id>-py<XY>-<hash>`` with a bin/python."""
+    import re
+
+    rx = re.compile(r"^matrix-(?P<id>[a-z0-9][a-z0-9-]*?)-py(?P<py>\d{2,3})-(?P<hash>[0-9A-Za-z]+)$")
+    out = []
+    if runtimes.is_dir():
+        for d in sorted(runtimes.iterdir()):
+            m = rx.match(d.name)
+            if m and (matrix_id is None or m.group("id") == matrix_id) and (d / "bin" / "python").exists():
+                out.append(d)
+    return out
+
+
+def torch_probe(runtime: Path) -> ProbeRecord:
+    """Ask a runtime's own torch which GPUs it sees (bounded, scrubbed env)."""
+    env = _proc.clean_env()
+    # The check is "torch sees every GPU": a leftover mask would hide some.
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return run_argv(f"torch:{runtime.name}", (str(runtime / "bin" / "python"), "-c", TORCH_CODE),
+                    timeout=180.0, env=env)
+
+
+def capture(runtimes: Path | None = None, matrix_id: str | None = None,
+            only: Sequence[Probe] | None = None) -> list[ProbeRecord]:
+    """Run every probe (and the torch probe of each runtime found) in order."""
+    records = [run_probe(p) for p in (only if only is not None else probes())]
+    if runtimes is not None:
+        records += [torch_probe(d) for d in runtime_dirs(runtimes, matrix_id)]
+    return records

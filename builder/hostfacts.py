@@ -1,0 +1,186 @@
+"""Host facts: a snapshot's raw probe records, parsed once (pure).
+
+Each fact is either a value or, when its probe is missing, timed out, failed
+or printed something unparsable, None with the reason (and the raw text) in
+:attr:`HostFacts.problems`.  The decide layer (preflight, verify-driver)
+turns a missing fact into ``unknown``, never into ``pass``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from builder import hostparse as hp
+from builder.host import ProbeRecord
+from builder.snapshot import Snapshot
+
+T = TypeVar("T")
+
+
+@dataclass
+class HostFacts:
+    nvsmi_error: hp.NvsmiError | None = None
+    gpus: list[hp.GpuInfo] | None = None
+    apps: list[hp.GpuProcess] | None = None
+    module_version: str | None = None
+    proc: hp.ProcVersion | None = None
+    nvml_libs: list[str] | None = None
+    kernel: str | None = None
+    os_release: dict[str, str] | None = None
+    glibc: str | None = None
+    headers: bool | None = None
+    dkms: list[hp.DkmsEntry] | None = None
+    efi: bool | None = None
+    secure_boot: hp.SecureBoot | None = None
+    ubuntu_drivers: list[hp.UbuntuDevice] | None = None
+    reboot_required: bool | None = None
+    reboot_pkgs: list[str] = field(default_factory=list)
+    disk: list[hp.DfEntry] | None = None
+    holds: list[str] | None = None
+    packages: list[hp.DpkgPackage] | None = None
+    torch: dict[str, dict[str, Any]] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+    raw: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def driver(self) -> str | None:
+        """The loaded driver: nvidia-smi's, else the kernel module's."""
+        for g in self.gpus or []:
+            if g.driver:
+                return g.driver
+        if self.module_version:
+            return self.module_version
+        return self.proc.version if self.proc else None
+
+    def installed_driver_package(self) -> hp.DpkgPackage | None:
+        """The installed ``nvidia-driver-NNN`` metapackage, if dpkg knows one."""
+        for p in self.packages or []:
+            if p.installed and re.fullmatch(r"nvidia-driver-\d+(-open|-server|-server-open)?", p.name):
+                return p
+        return None
+
+
+def _why(rec: ProbeRecord | None, what: str) -> str | None:
+    """Why a record carries no usable output, or None when it does."""
+    if rec is None:
+        return f"{what}: not captured in this snapshot"
+    if rec.missing:
+        return f"{what}: {'not installed' if rec.kind == 'command' else 'not present'}"
+    if rec.timed_out:
+        return f"{what}: did not finish within its bound and was killed"
+    if rec.exit != 0:
+        tail = rec.text().splitlines()[-3:]
+        return f"{what}: exit {rec.exit}" + (f": {' / '.join(tail)}" if tail else "")
+    return None
+
+
+def _parse(facts: HostFacts, key: str, rec: ProbeRecord | None, what: str,
+           fn: Callable[[str], T]) -> T | None:
+    if rec is not None:
+        facts.raw[key] = rec.text()
+    why = _why(rec, what)
+    if why is not None:
+        facts.problems[key] = why
+        return None
+    assert rec is not None
+    try:
+        return fn(rec.stdout)
+    except hp.ParseError as exc:
+        facts.problems[key] = f"{what}: unparsable output ({exc})"
+        return None
+
+
+def _nvidia_smi(facts: HostFacts, snap: Snapshot) -> None:
+    rec = snap.get("nvidia-smi-gpus")
+    if rec is not None:
+        err = hp.nvsmi_error(rec.text())
+        if err is not None:
+            facts.nvsmi_error = err
+            facts.raw["gpus"] = rec.text()
+            facts.problems["gpus"] = f"nvidia-smi: {err.text.splitlines()[0]}"
+            return
+    facts.gpus = _parse(facts, "gpus", rec, "nvidia-smi --query-gpu",
+                        lambda t: hp.gpus_from_rows(hp.parse_query_csv(t)))
+    app = snap.get("nvidia-smi-apps")
+    if app is not None and hp.nvsmi_error(app.text()):
+        facts.problems["apps"] = f"nvidia-smi --query-compute-apps: {app.text().splitlines()[0]}"
+        return
+    # With no GPU process the answer is the header line alone: an empty list.
+    facts.apps = _parse(facts, "apps", app, "nvidia-smi --query-compute-apps",
+                        lambda t: hp.processes_from_rows(hp.parse_query_csv(t)))
+
+
+def _lib_versions(text: str) -> list[str]:
+    out = sorted({m.group(1) for m in re.finditer(r"libnvidia-ml\.so\.(\d+\.\d+(?:\.\d+)?)$", text, re.M)})
+    return out
+
+
+def _torch(rec: ProbeRecord) -> dict[str, Any]:
+    why = _why(rec, rec.id)
+    if why is not None:
+        return {"error": why, "raw": rec.text()}
+    try:
+        line = rec.stdout.strip().splitlines()[-1]
+        data = json.loads(line)
+    except (IndexError, json.JSONDecodeError):
+        return {"error": f"{rec.id}: unparsable output", "raw": rec.text()}
+    return data if isinstance(data, dict) else {"error": f"{rec.id}: unexpected output", "raw": rec.text()}
+
+
+def from_snapshot(snap: Snapshot) -> HostFacts:
+    """Parse every probe record of ``snap`` into facts (pure)."""
+    f = HostFacts()
+    _nvidia_smi(f, snap)
+    mod = snap.get("module-version")
+    if mod is not None and mod.missing:
+        f.problems["module"] = "the nvidia kernel module is not loaded (/sys/module/nvidia/version absent)"
+        f.raw["module"] = mod.text()
+    else:
+        f.module_version = _parse(f, "module", mod, "/sys/module/nvidia/version", hp.parse_sys_version)
+    f.proc = _parse(f, "proc", snap.get("proc-version"), "/proc/driver/nvidia/version", hp.parse_proc_version)
+    libs = snap.get("nvml-library")
+    f.nvml_libs = _lib_versions(libs.stdout) if libs is not None and libs.ok else None
+    f.kernel = _parse(f, "kernel", snap.get("kernel"), "uname -r", lambda t: t.strip() or _bad("empty"))
+    f.os_release = _parse(f, "os", snap.get("os-release"), "/etc/os-release", hp.parse_os_release)
+    f.glibc = _parse(f, "glibc", snap.get("glibc"), "getconf GNU_LIBC_VERSION", hp.parse_glibc)
+    hdr = snap.get("kernel-headers")
+    f.headers = None if hdr is None else hdr.ok
+    f.dkms = _parse(f, "dkms", snap.get("dkms"), "dkms status", hp.parse_dkms_status)
+    efi = snap.get("efi")
+    f.efi = None if efi is None else efi.ok
+    sb = snap.get("secure-boot")
+    if sb is not None and not sb.missing and not sb.timed_out:
+        # mokutil exits 1 with "EFI variables are not supported" on BIOS hosts:
+        # that is an answer, not a failure.
+        try:
+            f.secure_boot = hp.parse_sb_state(sb.text())
+        except hp.ParseError as exc:
+            f.problems["secure-boot"] = f"mokutil --sb-state: {exc}"
+        f.raw["secure-boot"] = sb.text()
+    else:
+        f.problems["secure-boot"] = _why(sb, "mokutil --sb-state") or "mokutil --sb-state: no answer"
+    f.ubuntu_drivers = _parse(f, "ubuntu-drivers", snap.get("ubuntu-drivers"), "ubuntu-drivers devices",
+                              hp.parse_ubuntu_drivers)
+    rr = snap.get("reboot-required")
+    f.reboot_required = None if rr is None or rr.timed_out else rr.ok
+    pk = snap.get("reboot-required-pkgs")
+    f.reboot_pkgs = pk.stdout.split() if pk is not None and pk.ok else []
+    f.disk = _parse(f, "disk", snap.get("disk"), "df -Pk / /boot", hp.parse_df)
+    f.holds = _parse(f, "holds", snap.get("apt-holds"), "apt-mark showhold", hp.parse_apt_holds)
+    dp = snap.get("driver-packages")
+    if dp is not None and dp.exit == 1 and "no packages found" in dp.text():
+        f.packages = []  # dpkg-query exits 1 when no name matches: nothing installed
+    else:
+        f.packages = _parse(f, "packages", dp, "dpkg-query -W", hp.parse_dpkg_query)
+    for key, rec in snap.records.items():
+        if key.startswith("torch:"):
+            f.torch[key.removeprefix("torch:")] = _torch(rec)
+    return f
+
+
+def _bad(msg: str) -> str:
+    raise hp.ParseError(msg)

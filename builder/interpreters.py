@@ -1,0 +1,158 @@
+"""Finding a Python X.Y interpreter to base a runtime on.
+
+Discovery order (first verified candidate wins; every rejected one is
+reported with its reason):
+
+1. ``--interpreter PATH`` given by the user (must be Python X.Y, or it fails);
+2. ``pythonX.Y`` on ``PATH`` (the scrubbed PATH: an active venv/conda env's
+   ``bin`` is not searched);
+3. pyenv's installed versions: ``$PYENV_ROOT`` or ``pyenv root``, then
+   ``versions/X.Y.*/bin/pythonX.Y``, newest patch first;
+4. uv-managed Pythons: ``uv python find --managed-python --no-python-downloads X.Y``.
+
+A candidate counts only once it ran and reported the wanted version; an
+interpreter living inside a protected environment (QL_1) is never used: the
+runtime would depend on the production env's files.  Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder import _proc
+from builder.errors import ToolNotFound, UsageError
+from builder.protect import Protected
+
+PROBE = "import json, sys; print(json.dumps([list(sys.version_info[:3]), sys.implementation.name, sys.executable]))"
+PROBE_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """A verified interpreter: where it is, its version, and why it was chosen."""
+
+    path: str  # sys.executable as the interpreter reports it
+    version: str  # "3.12.1"
+    source: str  # "interpreter" | "path" | "pyenv" | "uv"
+    reason: str
+    rejected: tuple[tuple[str, str], ...] = field(default=())  # (candidate, why not)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"path": self.path, "version": self.version, "source": self.source,
+                "reason": self.reason, "rejected": [list(r) for r in self.rejected]}
+
+
+def probe(exe: str, env: Mapping[str, str] | None = None) -> tuple[str, str, str] | str:
+    """(version, implementation, sys.executable) of ``exe``, or a reason it failed."""
+    res = _proc.run([exe, "-I", "-S", "-c", PROBE], timeout=PROBE_TIMEOUT,
+                    env=env if env is not None else _proc.clean_env(), what=f"{exe} (probe)")
+    if res.missing:
+        return "not found or not executable"
+    if not res.ok:
+        tail = res.stderr_tail(2).replace("\n", " ")
+        return "timed out" if res.timed_out else f"exit {res.returncode}: {tail}"
+    try:
+        ver, impl, executable = json.loads(res.stdout)
+        return ".".join(map(str, ver)), str(impl), str(executable)
+    except (ValueError, TypeError):
+        return f"unexpected output: {res.stdout.strip()[:80]}"
+
+
+def pyenv_root(env: Mapping[str, str]) -> Path | None:
+    """``$PYENV_ROOT``, else what ``pyenv root`` says, else None."""
+    if env.get("PYENV_ROOT"):
+        return Path(env["PYENV_ROOT"])
+    res = _proc.run(["pyenv", "root"], timeout=PROBE_TIMEOUT, env=env, what="pyenv root")
+    return Path(res.stdout.strip()) if res.ok and res.stdout.strip() else None
+
+
+def _patch_key(p: Path) -> tuple[int, ...]:
+    nums = re.findall(r"\d+", p.name)
+    return tuple(int(n) for n in nums)
+
+
+def candidates(python: str, env: Mapping[str, str], uv: str | None) -> list[tuple[str, str]]:
+    """(source, path) candidates in discovery order (not yet verified)."""
+    out: list[tuple[str, str]] = []
+    exe = f"python{python}"
+    on_path = _proc.which(exe, path=env.get("PATH"))
+    if on_path:
+        out.append(("path", on_path))
+    root = pyenv_root(env)
+    if root is not None:
+        versions = sorted((root / "versions").glob(f"{python}.*"), key=_patch_key, reverse=True)
+        for v in versions:
+            # Only plain CPython X.Y.Z directories (not 3.12-dev or envs named 3.12.1/envs/x).
+            if re.fullmatch(rf"{re.escape(python)}\.\d+", v.name) and (v / "bin" / exe).exists():
+                out.append(("pyenv", str(v / "bin" / exe)))
+    if uv:
+        res = _proc.run([uv, "python", "find", "--managed-python", "--no-python-downloads",
+                         "--no-config", "--no-project", python],
+                        timeout=PROBE_TIMEOUT, env=env, what="uv python find")
+        if res.ok and res.stdout.strip():
+            out.append(("uv", res.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def find(
+    python: str,
+    *,
+    explicit: str | None = None,
+    protected: Protected | None = None,
+    uv: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Interpreter:
+    """Find and verify a CPython ``python`` (``"3.12"``) interpreter."""
+    env = dict(env) if env is not None else _proc.clean_env()
+    rejected: list[tuple[str, str]] = []
+
+    def verify(source: str, path: str) -> Interpreter | None:
+        if protected is not None:
+            for p in (path, os.path.realpath(path)):
+                hit = protected.match(p)
+                if hit is not None:
+                    rejected.append((path, f"inside the protected {hit.why}"))
+                    return None
+        got = probe(path, env)
+        if isinstance(got, str):
+            rejected.append((path, got))
+            return None
+        version, impl, executable = got
+        if impl != "cpython":
+            rejected.append((path, f"{impl}, not CPython"))
+            return None
+        if ".".join(version.split(".")[:2]) != python:
+            rejected.append((path, f"is Python {version}, not {python}"))
+            return None
+        if protected is not None and protected.match(executable) is not None:
+            rejected.append((path, f"resolves into a protected env ({executable})"))
+            return None
+        why = {
+            "interpreter": "given with --interpreter",
+            "path": f"python{python} on PATH",
+            "pyenv": "installed by pyenv",
+            "uv": "managed by uv",
+        }[source]
+        return Interpreter(executable, version, source, why, tuple(rejected))
+
+    if explicit is not None:
+        found = verify("interpreter", explicit)
+        if found is None:
+            raise UsageError(f"--interpreter {explicit} cannot be used: {rejected[-1][1]}",
+                             f"pass a CPython {python} executable")
+        return found
+    for source, path in candidates(python, env, uv):
+        found = verify(source, path)
+        if found is not None:
+            return found
+    tried = "; ".join(f"{p}: {why}" for p, why in rejected) or "no candidates"
+    raise ToolNotFound(
+        f"no usable Python {python} found (tried PATH, pyenv, uv-managed: {tried})",
+        f"install it (`pyenv install {python}` or `uv python install {python}`) "
+        "or pass --interpreter PATH",
+    )

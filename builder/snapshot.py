@@ -1,0 +1,111 @@
+"""Host snapshots: every probe's raw result in one readable JSON file.
+
+A snapshot lets an operator capture on the GPU server (``builder host snapshot
+FILE``) and analyse anywhere (``--from-snapshot FILE``).  It holds only what
+the probes print plus when and with which builder it was taken.  It holds no
+environment variables, no hostname, user name or working directory: the
+probes were chosen so that none of them prints those (``uname -r``, not
+``uname -a``; nvidia-smi's process *names*, not command lines with their
+arguments).  What the tools print is kept verbatim, so a process name that is
+a path under a home directory stays as nvidia-smi printed it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder.errors import UsageError
+from builder.host import ProbeRecord
+from builder.lockfile import atomic_write
+
+FORMAT = "builder-host-snapshot"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Probe records by id, plus when they were taken and where from."""
+
+    records: dict[str, ProbeRecord]
+    created: str
+    builder: str = ""
+    source: str = "live"
+
+    def get(self, probe_id: str) -> ProbeRecord | None:
+        return self.records.get(probe_id)
+
+    def torch_records(self, matrix_id: str) -> list[ProbeRecord]:
+        """The torch probes of this matrix's runtimes (``torch:matrix-a-py312-...``)."""
+        prefix = f"torch:matrix-{matrix_id}-py"
+        return [r for k, r in sorted(self.records.items()) if k.startswith(prefix)]
+
+
+def _builder_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("builder")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+def make(records: Iterable[ProbeRecord], source: str = "live") -> Snapshot:
+    """A snapshot of ``records`` taken now."""
+    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return Snapshot({r.id: r for r in records}, now, _builder_version(), source)
+
+
+def to_json(snap: Snapshot) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": snap.created,
+        "builder": snap.builder,
+        "probes": [r.to_json() for r in snap.records.values()],
+    }
+
+
+def write(snap: Snapshot, path: Path) -> None:
+    """Write ``snap`` to ``path`` atomically (temp file, fsync, rename)."""
+    atomic_write(path, json.dumps(to_json(snap), indent=2, ensure_ascii=False) + "\n")
+
+
+def from_json(data: Any, source: str = "<snapshot>") -> Snapshot:
+    """Validate a parsed snapshot; UsageError naming the problem and the file."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UsageError(f"{source}: not a builder host snapshot (no \"format\": \"{FORMAT}\")",
+                         "create one with `builder host snapshot FILE` on the GPU host")
+    if data.get("version") != VERSION:
+        raise UsageError(f"{source}: snapshot version {data.get('version')!r} is not supported "
+                         f"(this builder reads version {VERSION})", "take a new snapshot")
+    probes = data.get("probes")
+    if not isinstance(probes, list):
+        raise UsageError(f"{source}: \"probes\" must be a list", "take a new snapshot")
+    records: dict[str, ProbeRecord] = {}
+    for n, p in enumerate(probes):
+        try:
+            rec = ProbeRecord.from_json(p)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"{source}: probes[{n}] is invalid: {exc}", "take a new snapshot") from None
+        records[rec.id] = rec
+    return Snapshot(records, str(data.get("created", "")), str(data.get("builder", "")), source)
+
+
+def load(path: Path) -> Snapshot:
+    """Read a snapshot file written by :func:`write`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: snapshot file not found", "check the path") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read snapshot: {exc.strerror}", "check the path") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not valid JSON: {exc}", "take a new snapshot") from None
+    return from_json(data, str(path))

@@ -1,0 +1,133 @@
+"""Shared fixtures: a local PEP 503 index of tiny real wheels, and temp projects.
+
+Fixture owners: the lead. Add fixtures specific to one area in that area's
+test module (or a tests/helpers module), not here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import httpserver, wheels
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny wheels standing in for torch/vLLM and friends (plus one sdist-only package)."""
+    d = tmp_path_factory.mktemp("wheelhouse")
+    wheels.make_wheel(d, "torch", "2.9.0", requires=["nvidia-cublas-cu12==12.8.4.1", "filelock"],
+                      tag="cp312-cp312-manylinux_2_28_x86_64")
+    wheels.make_wheel(d, "torch", "2.9.0", requires=["nvidia-cublas-cu12==12.8.4.1", "filelock"],
+                      tag="cp311-cp311-manylinux_2_28_x86_64")
+    wheels.make_wheel(d, "vllm", "0.13.0", requires=["torch==2.9.0", "filelock>=3"],
+                      tag="cp38-abi3-manylinux_2_31_x86_64")
+    wheels.make_wheel(d, "nvidia-cublas-cu12", "12.8.4.1", tag="py3-none-manylinux_2_27_x86_64")
+    wheels.make_wheel(d, "nvidia-cublas-cu12", "12.9.1.4", tag="py3-none-manylinux_2_27_x86_64")
+    wheels.make_wheel(d, "filelock", "3.20.0")
+    wheels.make_wheel(d, "filelock", "3.19.1")
+    wheels.make_sdist(d, "srconly", "1.0")
+    return d
+
+
+@pytest.fixture(scope="session")
+def index(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a PEP 503 simple index serving ``wheelhouse`` on 127.0.0.1."""
+    root = tmp_path_factory.mktemp("index")
+    simple = httpserver.write_simple_index(root, wheelhouse)
+    with httpserver.serve(root) as (url, _stats):
+        assert simple.is_dir()
+        yield f"{url}/simple"
+
+
+MATRIX_TEMPLATE = """\
+# a test matrix
+id = "{id}"
+title = "test matrix {id}"
+driver-floor = "570.26"
+cuda-track = "12.8"
+pythons = {pythons}
+platform = "x86_64-manylinux_2_35"
+exclude-newer = "2025-12-30"
+
+[torch]
+version = "2.9.0"
+cuda = "12.8"
+source = "pypi"
+
+[vllm]
+version = "0.13.0"
+cuda = "12.9"
+source = "pypi"
+
+[packages]
+extra = {extra}
+overrides = {overrides}
+
+[index]
+url = "{index}"
+"""
+
+HOST = (ROOT / "envs" / "host.toml").read_text()
+
+
+def write_project(root: Path, index: str, matrices: dict[str, dict[str, object]] | None = None) -> Path:
+    """A temp project with ``envs/`` (host + matrices) and an empty ``locks/``."""
+    (root / "envs").mkdir(parents=True, exist_ok=True)
+    (root / "locks").mkdir(exist_ok=True)
+    (root / "envs" / "host.toml").write_text(HOST)
+    for mid, opts in (matrices or {"t": {}}).items():
+        vals = {"id": mid, "pythons": '["3.11", "3.12"]', "extra": "[]", "overrides": "[]", "index": index}
+        vals.update({k: str(v) for k, v in opts.items()})
+        (root / "envs" / f"matrix-{mid}.toml").write_text(MATRIX_TEMPLATE.format(**vals))
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path, index: str) -> Path:
+    return write_project(tmp_path / "proj", index)
+
+
+def builder_cmd(*args: str, cwd: Path, env: dict[str, str] | None = None,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real ``builder`` CLI in a subprocess (as an operator would)."""
+    e = dict(os.environ if env is None else env)
+    e.pop("BUILDER_PROJECT", None)
+    return subprocess.run([sys.executable, "-m", "builder", *args], cwd=cwd, env=e,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def uv_exe() -> str:
+    from builder import tools
+
+    return tools.uv_bin()
+
+
+def tree_digest(root: Path) -> str:
+    """Hash of a tree's paths, modes, contents and mtimes (for untouched-env proofs)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath, name)
+            st = p.lstat()
+            h.update(f"{p.relative_to(root)}|{st.st_mode}|{st.st_mtime_ns}|".encode())
+            if p.is_symlink():
+                h.update(os.readlink(p).encode())
+            elif p.is_file():
+                h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+__all__ = ["builder_cmd", "tree_digest", "write_project", "shutil"]

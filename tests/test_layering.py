@@ -1,0 +1,58 @@
+"""Architecture rules: click only in builder/cli, subprocess only in builder/_proc,
+importing builder modules runs no tool, and `builder --help` is cheap."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "builder"
+MODULES = sorted(p for p in PKG.rglob("*.py"))
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PKG)))
+def test_click_only_in_cli_and_subprocess_only_in_proc(path: Path) -> None:
+    imports = _imports(path)
+    rel = path.relative_to(PKG)
+    if "click" in imports:
+        assert rel.parts[0] == "cli", f"{rel} imports click"
+    if "subprocess" in imports:
+        assert rel == Path("_proc.py"), f"{rel} imports subprocess"
+
+
+def test_errors_module_imports_nothing_from_builder() -> None:
+    assert "builder" not in _imports(PKG / "errors.py")
+
+
+def test_core_modules_import_cleanly_without_running_tools() -> None:
+    mods = [
+        "builder." + ".".join(p.relative_to(PKG).with_suffix("").parts)
+        for p in MODULES
+        if p.name not in ("__main__.py",) and p.relative_to(PKG).parts[0] != "cli"
+    ]
+    code = (
+        "import sys, builder._proc as P\n"
+        "calls = []\n"
+        "orig = P.subprocess.Popen\n"
+        "P.subprocess.Popen = lambda *a, **k: calls.append(a) or orig(*a, **k)\n"
+        f"for m in {mods!r}:\n"
+        "    __import__(m)\n"
+        "assert 'click' not in sys.modules, 'core imported click'\n"
+        "assert not calls, calls\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
