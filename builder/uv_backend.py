@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
 import tomllib
 from dataclasses import dataclass
@@ -71,9 +72,20 @@ def compile_argv(
         argv += ["--constraints", str(workdir / "constraints.txt")]
     if offline:
         argv.append("--offline")
+    # Machine-specific settings go last: public_argv() drops them for the stamp.
+    # An explicit interpreter spares uv its discovery (pyenv shims cost ~0.4 s);
+    # with --python-version/--python-platform and --no-build it does not change
+    # the resolution.
+    argv += ["--python", sys.executable]
     if cache_dir:
         argv += ["--cache-dir", cache_dir]
     return argv
+
+
+def public_argv(argv: list[str], workdir: Path) -> tuple[str, ...]:
+    """The command as recorded in a lock: no temp paths, no machine-specific flags."""
+    cut = argv.index("--python")
+    return ("uv", *(a.replace(str(workdir) + os.sep, "") for a in argv[1:cut]))
 
 
 def uv_env() -> dict[str, str]:
@@ -131,11 +143,7 @@ def compile_lock(
                              "adjust the pins or overrides in the spec",
                              returncode=res.returncode, stderr_tail=tail)
         body = (work / "pylock.toml").read_text(encoding="utf-8")
-        public = argv[1:]
-        if cache_dir:  # machine-specific: keep it out of the stamp
-            i = public.index("--cache-dir")
-            public = public[:i] + public[i + 2 :]
-        shown = tuple(a.replace(str(work) + os.sep, "") for a in public)
+        shown = public_argv(argv, work)
     try:
         missing = sdist_only(body)
     except tomllib.TOMLDecodeError as exc:
@@ -147,4 +155,4 @@ def compile_lock(
             "the lock would compile them on the host; pin versions that ship wheels "
             "or target a platform they support",
         )
-    return CompileResult(body=body, argv=("uv", *shown), seconds=res.duration)
+    return CompileResult(body=body, argv=shown, seconds=res.duration)

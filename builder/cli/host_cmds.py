@@ -1,0 +1,126 @@
+"""``builder host snapshot``, ``builder preflight``, ``builder runbook`` and
+``builder verify-driver``: the driver-upgrade commands (read-only on the host)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from builder.cli import main
+from builder.cli.common import echo_json, project, quiet, table
+
+if TYPE_CHECKING:
+    from builder.preflight import Report
+
+_MATRIX = click.option("-m", "--matrix", required=True, help="Matrix: A, a or matrix-a.")
+_SNAPSHOT = click.option("--from-snapshot", "from_snapshot", type=click.Path(dir_okay=False, path_type=Path),
+                         help="Analyse this snapshot (from `builder host snapshot`) instead of probing "
+                              "the live host.")
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+
+_MARK = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "unknown": "??"}
+
+
+def _render(ctx: click.Context, report: Report, as_json: bool) -> None:
+    if as_json:
+        echo_json(report.to_json())
+    else:
+        click.echo(f"{report.command} {report.matrix} ({report.extra.get('source', '')})")
+        click.echo(table([[_MARK[c.level], c.id, c.message] for c in report.checks],
+                         ["", "check", "result"]))
+        steps = [c for c in report.checks if c.next and c.level != "pass"]
+        if steps and not quiet(ctx):
+            click.echo("\nnext steps:")
+            for c in steps:
+                click.echo(f"  {c.id}: {c.next}")
+        click.echo(f"\nverdict: {report.verdict}")
+    ctx.exit(report.exit_code)
+
+
+@main.group("host")
+def host_grp() -> None:
+    """Read the GPU host's driver state (read-only)."""
+
+
+@host_grp.command("snapshot")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def snapshot_cmd(ctx: click.Context, file: Path) -> None:
+    """Capture every host probe's raw output into FILE (JSON, no secrets).
+
+    Run it on the GPU host, copy FILE anywhere, and analyse it with
+    `--from-snapshot FILE`.  Missing tools are recorded, not errors.
+    """
+    from builder import hostops
+
+    snap = hostops.take_snapshot(project(ctx), file)
+    if not quiet(ctx):
+        for r in snap.records.values():
+            state = ("ok" if r.ok else "missing" if r.missing else "timed out" if r.timed_out
+                     else f"exit {r.exit}")
+            click.echo(f"  {r.id}: {state} ({r.duration:.2f}s)", err=True)
+    bad = sum(1 for r in snap.records.values() if not r.ok)
+    click.echo(f"wrote {file}: {len(snap.records)} probes, {bad} without output")
+
+
+@main.command("preflight")
+@_MATRIX
+@_SNAPSHOT
+@_JSON
+@click.pass_context
+def preflight_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | None, as_json: bool) -> None:
+    """Check the host is ready for MATRIX's driver step-up.
+
+    Exit 0 ready (warnings allowed), 1 not ready, 2 usage, 3 cannot probe
+    (something needed could not be read; the report says what).
+    """
+    from builder import hostops
+
+    _render(ctx, hostops.run_preflight(project(ctx), matrix, from_snapshot), as_json)
+
+
+@main.command("runbook")
+@_MATRIX
+@click.option("--format", "fmt", type=click.Choice(["md", "sh"]), default="md", show_default=True,
+              help="Markdown, or a commented shell script with one function per step.")
+@_SNAPSHOT
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (atomically) instead of stdout.")
+@click.pass_context
+def runbook_cmd(ctx: click.Context, matrix: str, fmt: str, from_snapshot: Path | None,
+                output: Path | None) -> None:
+    """Render the operator's driver-upgrade runbook for MATRIX (builder runs none of it)."""
+    from builder import hostops
+
+    text = hostops.render_runbook(project(ctx), matrix, fmt, from_snapshot)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    from builder.lockfile import atomic_write
+
+    atomic_write(output, text)
+    if fmt == "sh":
+        output.chmod(output.stat().st_mode | 0o100)
+    if not quiet(ctx):
+        click.echo(f"wrote {output}", err=True)
+
+
+@main.command("verify-driver")
+@_MATRIX
+@_SNAPSHOT
+@_JSON
+@click.option("--skip-torch", is_flag=True, help="Do not check that each runtime's torch sees every GPU.")
+@click.pass_context
+def verify_driver_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | None, as_json: bool,
+                      skip_torch: bool) -> None:
+    """After the reboot: verify the driver for MATRIX.
+
+    Exit 0 only when module and userspace agree, the floor is met, every GPU
+    is visible with its compute capability and each runtime's torch sees
+    them all; 1 when a check fails; 3 when something could not be checked.
+    """
+    from builder import hostops
+
+    _render(ctx, hostops.run_verify(project(ctx), matrix, from_snapshot, skip_torch), as_json)

@@ -1,0 +1,246 @@
+"""CUDA knowledge: releases, driver floors, component versions (pure).
+
+Everything factual lives in ``builder/data/cuda.toml`` (one source URL per row);
+this module only reads that table and answers questions about it.  Adding a
+CUDA release is a data change.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+DATA = Path(__file__).with_name("data") / "cuda.toml"
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    release: str  # "12.9"
+    update: int  # 0 = GA
+    driver: str  # "575.57.08"
+    source: str
+
+
+@dataclass(frozen=True)
+class ComponentRow:
+    component: str  # cudart, nvcc, cublas
+    version: str
+    release: str
+    update: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a component version sits: its CUDA release/update and driver floor.
+
+    ``exact`` is false when the version falls between rows of the table; then
+    ``driver`` is the highest floor of the updates it could belong to.
+    """
+
+    component: str
+    version: str
+    release: str
+    update: int | None
+    driver: str
+    exact: bool
+    source: str
+
+    @property
+    def label(self) -> str:
+        if self.update is None:
+            return self.release
+        return f"{self.release} GA" if self.update == 0 else f"{self.release} Update {self.update}"
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    releases: tuple[ReleaseRow, ...]
+    components: tuple[ComponentRow, ...]
+    compat: Mapping[int, tuple[str, str]]  # major -> (driver, source)
+    release_from_version: frozenset[str]
+    packages: Mapping[str, tuple[str, str]]  # PyPI name -> (component, source)
+    gpu: frozenset[str]
+    follows_torch: frozenset[str]
+    neutral: frozenset[str]
+    name_patterns: tuple[re.Pattern[str], ...]
+    arch_floor: Mapping[int, tuple[str, str]]  # major -> (min cc, source)
+    arch_intro: Mapping[str, tuple[str, str]]  # cc -> (first release, source)
+    known_bad: Mapping[str, Mapping[str, Any]]
+
+
+def from_mapping(d: Mapping[str, Any]) -> Knowledge:
+    """Build the knowledge tables from a parsed ``cuda.toml``."""
+    pk = d.get("packages", {})
+    return Knowledge(
+        releases=tuple(ReleaseRow(r["release"], int(r["update"]), r["driver"], r["source"])
+                       for r in d.get("release", [])),
+        components=tuple(ComponentRow(c["component"], c["version"], c["release"], int(c["update"]),
+                                      c["source"]) for c in d.get("component", [])),
+        compat={int(c["major"]): (c["driver"], c["source"]) for c in d.get("compat", [])},
+        release_from_version=frozenset(d.get("components", {}).get("release-from-version", [])),
+        packages={p["name"]: (p["component"], p["source"]) for p in d.get("package", [])},
+        gpu=frozenset(pk.get("gpu", [])),
+        follows_torch=frozenset(pk.get("follows-torch", [])),
+        neutral=frozenset(pk.get("neutral", [])),
+        name_patterns=tuple(re.compile(p) for p in pk.get("name-patterns", [])),
+        arch_floor={int(a["major"]): (a["min-cc"], a["source"]) for a in d.get("arch-floor", [])},
+        arch_intro={a["cc"]: (a["release"], a["source"]) for a in d.get("arch-intro", [])},
+        known_bad={k["id"]: k for k in d.get("known-bad", [])},
+    )
+
+
+@functools.cache
+def load(path: Path = DATA) -> Knowledge:
+    """The shipped tables (cached)."""
+    with open(path, "rb") as f:
+        return from_mapping(tomllib.load(f))
+
+
+def driver_key(version: str) -> tuple[int, ...]:
+    """Full driver versions compare numerically per field: 575.57.08 > 570.124.06."""
+    return tuple(int(x) for x in version.strip().split("."))
+
+
+def driver_max(*versions: str | None) -> str | None:
+    present = [v for v in versions if v]
+    return max(present, key=driver_key) if present else None
+
+
+def release_key(release: str) -> tuple[int, int]:
+    major, minor = release.split(".")[:2]
+    return int(major), int(minor)
+
+
+def release_of(version: str) -> str:
+    """``12.9.86`` -> ``12.9``."""
+    return ".".join(version.split(".")[:2])
+
+
+def variant_release(variant: str) -> str | None:
+    """``cu128`` -> ``12.8``, ``cu130`` -> ``13.0`` (the PyTorch/vLLM variant tags)."""
+    m = re.fullmatch(r"cu(\d{2})(\d)", variant)
+    return f"{int(m.group(1))}.{m.group(2)}" if m else None
+
+
+def updates(k: Knowledge, release: str) -> list[ReleaseRow]:
+    return sorted((r for r in k.releases if r.release == release), key=lambda r: r.update)
+
+
+def release_floor(k: Knowledge, release: str, update: int | None = None) -> ReleaseRow | None:
+    """The driver row of a release update; ``update=None`` means the release's GA."""
+    rows = updates(k, release)
+    want = 0 if update is None else update
+    return next((r for r in rows if r.update == want), None)
+
+
+def _v(s: str) -> Version | None:
+    try:
+        return Version(s)
+    except InvalidVersion:
+        return None
+
+
+def place(k: Knowledge, component: str, version: str) -> Placement | None:
+    """Map a component version to its CUDA release/update and driver floor, or None."""
+    v = _v(version)
+    if v is None:
+        return None
+    rows = sorted((r for r in k.components if r.component == component), key=lambda r: Version(r.version))
+    for r in rows:
+        if Version(r.version) == v:
+            rr = release_floor(k, r.release, r.update)
+            if rr is None:
+                return None
+            return Placement(component, version, r.release, r.update, rr.driver, True, r.source)
+    if component in k.release_from_version:
+        release = release_of(version)
+        same = [r for r in rows if r.release == release]
+    else:
+        same = [r for r in rows if Version(r.version).major == v.major]
+        lower_any = [r for r in same if Version(r.version) < v]
+        if not lower_any:
+            return None
+        release = lower_any[-1].release
+        same = [r for r in same if r.release == release]
+    rel_rows = updates(k, release)
+    if not rel_rows:
+        return None
+    lower = [r for r in same if Version(r.version) < v]
+    upper = [r for r in same if Version(r.version) > v]
+    lo = lower[-1].update if lower else 0
+    hi = upper[0].update if upper else rel_rows[-1].update
+    # Without an exact row the version could be any update in [lo, hi]: take the
+    # highest floor among them, so an unknown version never looks more compatible.
+    cands = [r for r in rel_rows if lo <= r.update <= hi] or rel_rows
+    floor = max(cands, key=lambda r: driver_key(r.driver))
+    upd = cands[0].update if len(cands) == 1 else None
+    return Placement(component, version, release, upd, floor.driver, False, floor.source)
+
+
+def compat_floor(k: Knowledge, major: int) -> tuple[str, str] | None:
+    """(driver, source) under which any runtime of ``major`` runs (minor-version compat)."""
+    return k.compat.get(major)
+
+
+def package_component(k: Knowledge, name: str) -> str | None:
+    """``nvidia-cublas-cu12`` -> ``cublas``."""
+    hit = k.packages.get(name)
+    return hit[0] if hit else None
+
+
+def name_major(k: Knowledge, name: str) -> int | None:
+    """The CUDA major a package name carries (``nvidia-cudnn-cu12``, ``cupy-cuda12x``)."""
+    for rx in k.name_patterns:
+        m = rx.search(name)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def _cc(cc: str) -> tuple[int, int]:
+    a, b = cc.split(".")
+    return int(a), int(b)
+
+
+def arch_problem(k: Knowledge, cc: str, release: str) -> tuple[str, str] | None:
+    """Why a GPU of compute capability ``cc`` cannot run CUDA ``release`` code, or None.
+
+    Returns (reason, source).  A capability the table does not know is not a problem
+    by itself: ``arch_known`` says whether it was judged.
+    """
+    major = release_key(release)[0]
+    floor = k.arch_floor.get(major)
+    if floor and _cc(cc) < _cc(floor[0]):
+        return (f"CUDA {major} supports compute capability {floor[0]} and newer; "
+                f"this GPU is {cc}", floor[1])
+    intro = k.arch_intro.get(cc)
+    if intro and release_key(release) < release_key(intro[0]):
+        return (f"compute capability {cc} needs CUDA {intro[0]} or newer; the lock uses {release}",
+                intro[1])
+    return None
+
+
+def sm_runs_on(sm: str, cc: str) -> bool:
+    """Whether a cubin for ``sm_89`` (or PTX ``compute_80``) runs on a GPU of ``cc``.
+
+    Cubins run on the same major with an equal or higher minor; PTX runs on any
+    equal or newer GPU (JIT).  Source: CUDA C++ Programming Guide, "Binary Compatibility".
+    """
+    m = re.fullmatch(r"(sm|compute)_(\d+)(\d)([a-z]?)", sm)
+    if not m:
+        return False
+    want = (int(m.group(2)), int(m.group(3)))
+    have = _cc(cc)
+    if m.group(4):  # sm_90a: architecture-specific features, that exact GPU only
+        return have == want
+    if m.group(1) == "compute":
+        return have >= want
+    return have[0] == want[0] and have[1] >= want[1]

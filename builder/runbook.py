@@ -1,0 +1,235 @@
+"""The operator's driver-upgrade runbook, rendered from the spec and host facts.
+
+Pure text: this module runs nothing and imports nothing that can.  The steps
+follow sections 3 and 4 of the upgrade plan (record state, Secure Boot plan,
+prerequisites, driver package, reboot, verification, rollback); the values
+(current driver, target series, held packages, running GPU processes, the
+exact package to roll back to) come from a snapshot when one is given, else
+from ``envs/host.toml``.  The reboot is its own step, fenced as the
+maintenance-window step, in both formats; the shell format refuses to reboot
+unless ``MAINTENANCE_WINDOW=yes`` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from packaging.version import Version
+
+from builder.hostfacts import HostFacts
+from builder.preflight import NVIDIA_HOLD_PREFIXES, DriverTarget, driver_target
+from builder.spec import Host, Matrix
+
+MOK_DER = "/var/lib/shim-signed/mok/MOK.der"  # Ubuntu's DKMS signing key (shim-signed, update-secureboot-policy)
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    title: str
+    text: list[str]
+    commands: list[str] = field(default_factory=list)
+    window: bool = False        # only inside the maintenance window
+    privileged: bool = False    # changes the host (sudo)
+
+
+@dataclass(frozen=True)
+class Plan:
+    matrix: Matrix
+    current: str
+    current_from: str
+    target: DriverTarget
+    rollback: str
+    steps: list[Step]
+
+
+def _rollback_package(f: HostFacts | None, current: str) -> str:
+    """The exact package to go back to: dpkg's version when known, else the series."""
+    pkg = f.installed_driver_package() if f else None
+    if pkg is not None and pkg.version:
+        return f"{pkg.name}={pkg.version}"
+    return f"nvidia-driver-{Version(current).major}"
+
+
+def plan(matrix: Matrix, host: Host, f: HostFacts | None = None, source: str = "") -> Plan:
+    """The runbook's steps for ``matrix`` (facts from a snapshot when given)."""
+    current = (f.driver if f else None) or host.driver
+    current_from = source if f and f.driver else "envs/host.toml"
+    target = driver_target(matrix.driver_floor)
+    rollback = _rollback_package(f, current)
+    rollback_series = rollback.split("=")[0]
+    holds = [h for h in (f.holds or [] if f else []) if h.startswith(NVIDIA_HOLD_PREFIXES)]
+    sb = f.secure_boot.state if f and f.secure_boot else "unknown"
+    procs = f.apps if f and f.apps is not None else None
+    pending_kernel = bool(f and any(p.startswith("linux-image") for p in f.reboot_pkgs))
+
+    steps = [
+        Step("record", "Record the current state", [
+            "Keep these files: they are what the rollback returns to.",
+        ], [
+            "builder host snapshot before-upgrade.json",
+            "nvidia-smi",
+            "uname -r",
+            "cat /proc/driver/nvidia/version || true",
+            "dpkg-query -W -f='${Package} ${Version}\\n' 'nvidia-*' 'libnvidia-*' > nvidia-packages-before.txt",
+            "apt-mark showhold",
+        ]),
+        _secure_boot_step(sb),
+        Step("stop-workloads", "Stop your own GPU workloads", [
+            "Stop only the GPU services you own; do not run `ray stop` (it stops other people's work).",
+            *(["Running GPU processes in the snapshot: " + "; ".join(
+                f"pid {p.pid} {p.name}" for p in procs) + "."] if procs else
+              ["The snapshot shows no GPU processes."] if procs is not None else []),
+        ], ["nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv"]),
+        Step("prerequisites", "Install prerequisites", [
+            "DKMS builds the new kernel module against the running kernel's headers.",
+            *(["A kernel update is pending: install the generic headers too, so DKMS also builds for "
+               "the kernel the reboot starts."] if pending_kernel else []),
+        ], [
+            "sudo apt-get update",
+            'sudo apt-get install -y build-essential dkms "linux-headers-$(uname -r)" ubuntu-drivers-common'
+            + (" linux-headers-generic" if pending_kernel else ""),
+        ], privileged=True),
+        Step("install-driver", f"Install the driver package ({target.package})", [
+            f"{matrix.name} needs driver >= {matrix.driver_floor}: current {current} -> target {target.label}.",
+            *([target.note() + "."] if target.note() else []),
+            "Check the package exists in your apt sources first; ubuntu-drivers lists what Ubuntu offers.",
+            *(["Held NVIDIA packages block the change: unhold them here, hold the new series after "
+               "verification."] if holds else []),
+            "Until the reboot, nvidia-smi reports `Driver/library version mismatch`: that is expected.",
+        ], [
+            "ubuntu-drivers devices",
+            f"apt-cache policy {target.package}",
+            *([f"sudo apt-mark unhold {' '.join(holds)}"] if holds else []),
+            f"sudo apt-get install -y {target.package}",
+            "dkms status",
+        ], privileged=True),
+        Step("reboot", "Reboot", [
+            "Only inside the scheduled maintenance window, with console access in case the display or "
+            "network does not come back.",
+            *(["Secure Boot is enabled: the MOK Manager (blue screen) appears on the console; choose "
+               "Enroll MOK and enter the password set in the Secure Boot step."] if sb == "enabled" else []),
+        ], ["sudo reboot"], window=True, privileged=True),
+        Step("verify", "Verify after the reboot", [
+            f"builder checks module/userspace agreement, the floor {matrix.driver_floor}, every GPU of "
+            "envs/host.toml, and that each runtime's torch sees every GPU.",
+        ], [
+            "nvidia-smi",
+            "cat /proc/driver/nvidia/version",
+            f"builder verify-driver --matrix {matrix.id}",
+            *([f"sudo apt-mark hold {target.package}"] if holds else []),
+        ]),
+        Step("rollback", f"Rollback to {rollback_series} (only if the new driver fails)", [
+            "If the new driver does not load or causes regressions, return to the known-good series "
+            f"({current}). If apt refuses because of the {target.branch.series} packages, remove them "
+            f"first (`sudo apt-get remove --purge '^nvidia-.*-{target.branch.series}$'`).",
+            "The reboot that completes the rollback is a maintenance-window step too.",
+        ], [
+            "sudo apt-get update",
+            f"sudo apt-get install -y --allow-downgrades {rollback}",
+            "sudo reboot",
+        ], window=True, privileged=True),
+    ]
+    return Plan(matrix, current, current_from, target, rollback, steps)
+
+
+def _secure_boot_step(state: str) -> Step:
+    title = "Secure Boot plan"
+    if state in ("disabled", "unsupported"):
+        return Step("secure-boot", title, [f"Secure Boot is {state} on this host: no MOK enrollment needed."],
+                    ["mokutil --sb-state"])
+    text = [
+        "Secure Boot is enabled: the DKMS-built module is signed with Ubuntu's MOK key, which must be "
+        "enrolled in firmware or the new module will not load." if state == "enabled" else
+        "Secure Boot state unknown: check it; if enabled, enroll the MOK key as below.",
+        "`mokutil --import` asks for a one-time password; you confirm it at the console on the next boot. "
+        "If `--test-key` says the key is already enrolled, skip the import.",
+    ]
+    return Step("secure-boot", title, text, [
+        "mokutil --sb-state",
+        f"mokutil --test-key {MOK_DER} || true",
+        f"sudo mokutil --import {MOK_DER}",
+    ], privileged=True)
+
+
+def render_markdown(p: Plan) -> str:
+    """The runbook as Markdown."""
+    m = p.matrix
+    out = [
+        f"# Driver upgrade runbook: {m.name}",
+        "",
+        f"**current {p.current} -> target {p.target.label}** (`{p.target.package}`; {m.name} needs driver "
+        f">= {m.driver_floor}).  ",
+        f"Values from: {p.current_from}.  ",
+        f"Rollback: `{p.rollback}`.",
+        "",
+        "builder runs none of these commands: you do, in order.  Steps marked **MAINTENANCE WINDOW ONLY** "
+        "reboot the host.",
+        "",
+    ]
+    for n, s in enumerate(p.steps, 1):
+        if s.window:
+            out += ["---", "", f"## {n}. MAINTENANCE WINDOW ONLY: {s.title}", "",
+                    "> **Do not run this outside the scheduled maintenance window.**", ""]
+        else:
+            out += [f"## {n}. {s.title}", ""]
+        out += [*s.text, ""]
+        if s.commands:
+            out += ["```bash", *s.commands, "```", ""]
+        if s.window:
+            out += ["---", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_sh(p: Plan) -> str:
+    """The runbook as a commented shell script: one function per step, run by name.
+
+    Nothing runs without a step name; window steps refuse unless
+    ``MAINTENANCE_WINDOW=yes``.
+    """
+    m = p.matrix
+    out = [
+        "#!/usr/bin/env bash",
+        f"# Driver upgrade runbook for {m.name}: current {p.current} -> target {p.target.label} "
+        f"({p.target.package}).",
+        f"# Values from: {p.current_from}.  Rollback: {p.rollback}.",
+        "# Generated by `builder runbook --format sh`; builder itself runs none of this.",
+        "# Usage: bash THIS_FILE STEP   (steps run one at a time, in order)",
+        "set -euo pipefail",
+        "",
+        "window_only() {",
+        '  if [ "${MAINTENANCE_WINDOW:-}" != "yes" ]; then',
+        '    echo "refusing: this step reboots the host; run it inside the maintenance window with '
+        'MAINTENANCE_WINDOW=yes" >&2',
+        "    exit 2",
+        "  fi",
+        "}",
+        "",
+    ]
+    names = []
+    for n, s in enumerate(p.steps, 1):
+        fn = "step_" + s.id.replace("-", "_")
+        names.append(s.id)
+        if s.window:
+            out += ["# " + "=" * 70, f"# {n}. MAINTENANCE WINDOW ONLY: {s.title}", "# " + "=" * 70]
+        else:
+            out.append(f"# {n}. {s.title}")
+        out += [f"#   {line}" for line in s.text]
+        out.append(f"{fn}() {{")
+        if s.window:
+            out.append("  window_only")
+        out += [f"  {c}" for c in s.commands] or ["  :"]
+        out += ["}", ""]
+    out += [
+        'case "${1:-}" in',
+        *(f"  {sid}) step_{sid.replace('-', '_')} ;;" for sid in names),
+        f"  *) echo \"usage: $0 {{{'|'.join(names)}}}\" >&2; exit 2 ;;",
+        "esac",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def render(p: Plan, fmt: str) -> str:
+    """``md`` or ``sh``."""
+    return render_sh(p) if fmt == "sh" else render_markdown(p)
+

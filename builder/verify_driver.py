@@ -1,0 +1,85 @@
+"""Post-reboot verification of the driver step-up (pure decisions).
+
+After the window's reboot the host must show: module and userspace versions
+that agree, no version-mismatch state, a driver at or above the matrix floor,
+every GPU of ``envs/host.toml`` with its compute capability, and, for each
+runtime of the matrix under ``runtimes/``, a torch that sees every GPU.  The
+verdict is ``verified`` only when all of that holds; a runtime that was not
+found or not probed is ``unknown`` (never ``pass``) unless the operator skips
+that check explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from packaging.version import Version
+
+from builder.hostfacts import HostFacts
+from builder.preflight import (
+    Check,
+    Report,
+    check_gpus,
+    check_module,
+    check_nvml,
+    driver_target,
+    host_summary,
+    verdict,
+)
+from builder.spec import Host, Matrix
+
+
+def check_floor_met(f: HostFacts, matrix: Matrix) -> Check:
+    drv = f.driver
+    if drv is None:
+        return Check("driver-floor", "unknown", f"driver version unknown; {matrix.name} needs >= "
+                     f"{matrix.driver_floor}", "", f.raw.get("gpus", ""))
+    if Version(drv) >= Version(matrix.driver_floor):
+        return Check("driver-floor", "pass", f"driver {drv} meets {matrix.name}'s floor {matrix.driver_floor}")
+    return Check("driver-floor", "fail", f"driver {drv} is below {matrix.name}'s floor {matrix.driver_floor}",
+                 f"install {driver_target(matrix.driver_floor).package} (see `builder runbook --matrix "
+                 f"{matrix.id}`) or roll back")
+
+
+def check_torch(name: str, data: dict[str, Any], host: Host) -> Check:
+    """One runtime's torch: CUDA available, every GPU visible with the right capability."""
+    cid = f"torch:{name}"
+    if "error" in data:
+        err = str(data["error"])
+        level = "unknown" if "killed" in err or "not captured" in err else "fail"
+        return Check(cid, level, f"torch check failed: {err}", f"run `{name}/bin/python -c 'import torch'` to "
+                     "see the error", str(data.get("raw", "")))
+    if not data.get("available"):
+        return Check(cid, "fail", f"torch {data.get('torch')} (CUDA {data.get('cuda')}): "
+                     "torch.cuda.is_available() is False", "check the driver meets the runtime's CUDA; see "
+                     "`builder check`")
+    caps = sorted(str(d.get("capability")) for d in data.get("devices", []))
+    want = sorted(g.compute_capability for g in host.gpus for _ in range(g.count))
+    if data.get("count") != host.gpu_count or caps != want:
+        return Check(cid, "fail", f"torch sees {data.get('count')} GPU(s) with capabilities {caps}; "
+                     f"envs/host.toml has {host.gpu_count} with {want}",
+                     "check CUDA_VISIBLE_DEVICES and `nvidia-smi`")
+    return Check(cid, "pass", f"torch {data.get('torch')} (CUDA {data.get('cuda')}) sees all "
+                 f"{data.get('count')} GPU(s), capability {', '.join(sorted(set(caps)))}")
+
+
+def evaluate(f: HostFacts, matrix: Matrix, host: Host, *, skip_torch: bool = False,
+             runtimes_found: int | None = None) -> Report:
+    """Every post-reboot check for ``matrix``.
+
+    ``runtimes_found`` is how many runtimes of the matrix exist here (live
+    runs); None when analysing a snapshot, whose torch probes say it all.
+    """
+    checks = [check_nvml(f), check_module(f), check_floor_met(f, matrix), check_gpus(f, host)]
+    torch = {k: v for k, v in sorted(f.torch.items()) if k.startswith(f"{matrix.name}-py")}
+    if skip_torch:
+        checks.append(Check("torch", "warn", "torch GPU visibility not checked (--skip-torch)"))
+    elif not torch:
+        where = ("no runtime named matrix-" f"{matrix.id}-py<XY>-<hash> with bin/python under runtimes/"
+                 if runtimes_found == 0 else "the snapshot has no torch probe for this matrix")
+        checks.append(Check("torch", "unknown", f"torch GPU visibility not checked: {where}",
+                            "build a runtime for the matrix, or pass --skip-torch to verify the driver alone"))
+    else:
+        checks += [check_torch(name, data, host) for name, data in torch.items()]
+    return Report("verify-driver", matrix.name, verdict(checks, "verified", "not-verified"), checks,
+                  host_summary(f))

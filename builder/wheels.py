@@ -1,0 +1,400 @@
+"""Reading a wheel's METADATA and CUDA binaries: from a local file, or by HTTP
+range requests from the URL in a lock, never downloading a large wheel whole.
+
+Remote reads fetch the zip's tail (end-of-central-directory and usually the
+central directory), then METADATA, then the smallest extension modules until
+one links ``libcudart``.  The total size the server reports must equal the size
+in the lock; a small wheel is fetched whole and its sha256 checked.  Results are
+cached as JSON keyed by the wheel's sha256, so a second check is offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from email.parser import BytesHeaderParser
+from pathlib import Path
+from typing import Any
+
+from builder import elf
+from builder.errors import Unavailable
+
+CACHE_SCHEMA = 1
+TAIL = 64 * 1024  # first read: the zip's last 64 KiB (EOCD + most central directories)
+READAHEAD = 64 * 1024  # a miss fetches at least this much (local header + small member)
+SMALL_WHEEL = 256 * 1024  # wheels up to this size are fetched whole and hash-checked
+BINARY_BUDGET = 2 * 1024 * 1024  # compressed bytes of extension members read per wheel
+MAX_MEMBERS = 6
+HTTP_TIMEOUT = 30.0
+_SO = re.compile(r"\.so(\.\d+)*$")
+
+
+@dataclass
+class FetchStats:
+    """Network use of one check (thread-safe counters)."""
+
+    requests: int = 0
+    bytes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.requests += 1
+            self.bytes += n
+
+
+@dataclass(frozen=True)
+class WheelRef:
+    """One wheel named by a lock: where it is and what it must be."""
+
+    name: str
+    version: str
+    filename: str
+    url: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Binary:
+    """What one extension module says about CUDA."""
+
+    member: str
+    needed: tuple[str, ...]
+    toolkit: str | None
+    archs: tuple[str, ...] = ()
+
+    @property
+    def cudart_soname(self) -> str | None:
+        return next((n for n in self.needed if n.startswith("libcudart.so")), None)
+
+
+@dataclass(frozen=True)
+class WheelFacts:
+    filename: str
+    sha256: str | None
+    name: str
+    version: str
+    requires_dist: tuple[str, ...]
+    binary_scanned: bool = False
+    binary: Binary | None = None  # the first extension read that links libcudart
+    members_read: tuple[str, ...] = ()
+    extensions: int = 0
+    origin: str = "file"  # file | http | cache
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["schema"] = CACHE_SCHEMA
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> WheelFacts:
+        b = d.get("binary")
+        return cls(
+            filename=d["filename"], sha256=d.get("sha256"), name=d["name"], version=d["version"],
+            requires_dist=tuple(d.get("requires_dist", ())), binary_scanned=bool(d.get("binary_scanned")),
+            binary=Binary(b["member"], tuple(b["needed"]), b.get("toolkit"), tuple(b.get("archs", ())))
+            if b else None,
+            members_read=tuple(d.get("members_read", ())), extensions=int(d.get("extensions", 0)),
+            origin="cache",
+        )
+
+
+def default_cache_dir() -> Path:
+    """$BUILDER_CACHE_DIR, else $XDG_CACHE_HOME/builder, else ~/.cache/builder."""
+    explicit = os.environ.get("BUILDER_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "builder"
+
+
+class WheelCache:
+    """JSON facts per wheel sha256 under ``DIR/wheels/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, sha256: str) -> Path:
+        return self.root / "wheels" / f"{sha256}.json"
+
+    def get(self, sha256: str | None, want_binary: bool) -> WheelFacts | None:
+        if not sha256:
+            return None
+        try:
+            d = json.loads(self._path(sha256).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if d.get("schema") != CACHE_SCHEMA or (want_binary and not d.get("binary_scanned")):
+            return None
+        try:
+            return WheelFacts.from_json(d)
+        except (KeyError, TypeError):
+            return None
+
+    def put(self, facts: WheelFacts) -> None:
+        if not facts.sha256:
+            return
+        from builder.lockfile import atomic_write
+
+        try:
+            atomic_write(self._path(facts.sha256), json.dumps(facts.to_json(), indent=1))
+        except OSError:
+            pass  # a read-only cache only costs the next run a fetch
+
+
+def parse_metadata(data: bytes) -> tuple[str, str, tuple[str, ...]]:
+    """(Name, Version, Requires-Dist) from METADATA.
+
+    The stdlib header parser rather than ``packaging.metadata``: that one rejects
+    real-world METADATA with unknown fields, and we need three headers.
+    """
+    msg = BytesHeaderParser().parsebytes(data)
+    return str(msg.get("Name", "")), str(msg.get("Version", "")), tuple(
+        str(r) for r in (msg.get_all("Requires-Dist") or [])
+    )
+
+
+def _metadata_member(zf: zipfile.ZipFile) -> str:
+    names = [n for n in zf.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)]
+    if not names:
+        raise zipfile.BadZipFile("no *.dist-info/METADATA")
+    return names[0]
+
+
+def _scan_binaries(zf: zipfile.ZipFile) -> tuple[Binary | None, tuple[str, ...], int]:
+    """Read extension modules, smallest first, until one links libcudart."""
+    exts = [i for i in zf.infolist() if _SO.search(i.filename) and ".libs/" not in i.filename
+            and "libcudart" not in os.path.basename(i.filename)]
+    exts.sort(key=lambda i: i.compress_size)
+    read: list[str] = []
+    spent = 0
+    for info in exts:
+        if len(read) >= MAX_MEMBERS or (read and spent + info.compress_size > BINARY_BUDGET):
+            break
+        spent += info.compress_size
+        read.append(info.filename)
+        data = zf.read(info)
+        try:
+            facts = elf.facts(data)
+        except elf.ElfError:
+            continue
+        if facts.cudart_soname:
+            return Binary(info.filename, facts.needed, facts.toolkit, tuple(elf.sm_archs(data))), \
+                tuple(read), len(exts)
+    return None, tuple(read), len(exts)
+
+
+def _facts_from_zip(zf: zipfile.ZipFile, ref: WheelRef, want_binary: bool, origin: str) -> WheelFacts:
+    name, version, reqs = parse_metadata(zf.read(_metadata_member(zf)))
+    binary, read, n = _scan_binaries(zf) if want_binary else (None, (), 0)
+    return WheelFacts(ref.filename, ref.sha256, name or ref.name, version or ref.version, reqs,
+                      want_binary, binary, read, n, origin)
+
+
+class _RangeFile(io.RawIOBase):
+    """A read-only, seekable view of a remote file that fetches missing byte ranges
+    on demand (so :mod:`zipfile` can read only what it needs)."""
+
+    def __init__(self, fetch: Callable[[int, int], bytes], size: int, segments: list[tuple[int, bytes]]):
+        super().__init__()
+        self._fetch, self._size, self._segs, self._pos = fetch, size, segments, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        end = self._size if n is None or n < 0 else min(self._size, self._pos + n)
+        out = bytearray()
+        pos = self._pos
+        while pos < end:
+            seg = next(((s, d) for s, d in self._segs if s <= pos < s + len(d)), None)
+            if seg is not None:
+                s, d = seg
+                take = min(end, s + len(d)) - pos
+                out += d[pos - s: pos - s + take]
+                pos += take
+                continue
+            nxt = min((s for s, _ in self._segs if s > pos), default=self._size)
+            stop = min(nxt, max(end, pos + READAHEAD), self._size)
+            self._segs.append((pos, self._fetch(pos, stop)))
+        self._pos = end
+        return bytes(out)
+
+
+class HttpReader:
+    """Fetches byte ranges of one wheel URL and checks them against the lock."""
+
+    def __init__(self, ref: WheelRef, stats: FetchStats, timeout: float = HTTP_TIMEOUT) -> None:
+        self.ref, self.stats, self.timeout = ref, stats, timeout
+
+    def _open(self, url: str, rng: str | None) -> tuple[int, dict[str, str], bytes]:
+        headers = {"User-Agent": "builder-check/0.1"}
+        if rng:
+            headers["Range"] = rng
+        req = urllib.request.Request(url, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 (http/https only)
+                body = resp.read()
+                self.stats.add(len(body))
+                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, body
+        except urllib.error.HTTPError as exc:
+            self.stats.add(0)
+            raise Unavailable(f"{self.ref.filename}: HTTP {exc.code} from {_host(url)}",
+                              "check the network or the index; the cache has no entry for this wheel") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise Unavailable(f"{self.ref.filename}: cannot reach {_host(url)}: {reason}",
+                              "check the network; the cache has no entry for this wheel") from None
+
+    def _check_total(self, headers: dict[str, str]) -> int:
+        m = re.search(r"/(\d+)$", headers.get("content-range", ""))
+        if not m:
+            raise Unavailable(f"{self.ref.filename}: server did not report the file size",
+                              "the index must honour HTTP Range requests")
+        total = int(m.group(1))
+        if self.ref.size is not None and total != self.ref.size:
+            raise Unavailable(f"{self.ref.filename}: server has {total} bytes, the lock says {self.ref.size}",
+                              "the file changed since it was locked; re-lock or check the index")
+        return total
+
+    def _verify_whole(self, body: bytes) -> None:
+        if self.ref.size is not None and len(body) != self.ref.size:
+            raise Unavailable(f"{self.ref.filename}: got {len(body)} bytes, the lock says {self.ref.size}",
+                              "the file changed since it was locked; re-lock or check the index")
+        if self.ref.sha256 and hashlib.sha256(body).hexdigest() != self.ref.sha256:
+            raise Unavailable(f"{self.ref.filename}: sha256 differs from the lock",
+                              "the file changed since it was locked; re-lock or check the index")
+
+    def metadata_pep658(self) -> bytes | None:
+        """PEP 658 ``URL.metadata`` if the index serves it, else None."""
+        assert self.ref.url
+        try:
+            _st, _h, body = self._open(self.ref.url + ".metadata", None)
+        except Unavailable as exc:
+            if "HTTP 404" in exc.message:
+                return None
+            raise
+        return body
+
+    def zipfile(self, small: int = SMALL_WHEEL) -> zipfile.ZipFile:
+        url = self.ref.url
+        assert url
+        if self.ref.size is not None and self.ref.size <= small:
+            _st, _h, body = self._open(url, None)
+            self._verify_whole(body)
+            return zipfile.ZipFile(io.BytesIO(body))
+        status, headers, body = self._open(url, f"bytes=-{TAIL}")
+        if status == 200:  # no range support: we got it all, so check it all
+            self._verify_whole(body)
+            return zipfile.ZipFile(io.BytesIO(body))
+        total = self._check_total(headers)
+
+        def fetch(a: int, b: int) -> bytes:
+            st, h, data = self._open(url, f"bytes={a}-{b - 1}")
+            if st != 206 or self._check_total(h) != total or len(data) != b - a:
+                raise Unavailable(f"{self.ref.filename}: bad range reply from {_host(url)}",
+                                  "the index must honour HTTP Range requests")
+            return data
+
+        raw = _RangeFile(fetch, total, [(total - len(body), body)])
+        return zipfile.ZipFile(raw)
+
+
+def _host(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc or url
+
+
+def _local_path(ref: WheelRef) -> Path | None:
+    if ref.path:
+        return Path(ref.path)
+    if ref.url and ref.url.startswith("file://"):
+        return Path(urllib.request.url2pathname(urllib.parse.urlsplit(ref.url).path))
+    return None
+
+
+def read_local(path: Path, want_binary: bool = True, ref: WheelRef | None = None) -> WheelFacts:
+    """Facts of a wheel file on disk (its sha256 checked against ``ref`` if given)."""
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    if ref and ref.sha256 and ref.sha256 != sha:
+        raise Unavailable(f"{path.name}: sha256 differs from the lock", "re-lock or restore the file")
+    ref = ref or WheelRef(name="", version="", filename=path.name)
+    ref = WheelRef(ref.name, ref.version, ref.filename, ref.url, str(path), sha, len(data))
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return _facts_from_zip(zf, ref, want_binary, "file")
+
+
+def read_wheel(ref: WheelRef, *, want_binary: bool, cache: WheelCache | None = None,
+               offline: bool = False, stats: FetchStats | None = None,
+               small: int = SMALL_WHEEL) -> WheelFacts:
+    """Facts of one locked wheel: from the cache, a local file or HTTP ranges."""
+    if cache is not None:
+        hit = cache.get(ref.sha256, want_binary)
+        if hit is not None:
+            return hit
+    local = _local_path(ref)
+    if local is not None:
+        try:
+            facts = read_local(local, want_binary, ref)
+        except OSError as exc:
+            raise Unavailable(f"{ref.filename}: cannot read {local}: {exc.strerror}",
+                              "restore the file or re-lock") from None
+    else:
+        if offline:
+            raise Unavailable(f"{ref.filename}: not in the check cache and --offline was given",
+                              "run the check once online to fill the cache")
+        if not ref.url:
+            raise Unavailable(f"{ref.filename}: the lock gives no URL or path", "re-lock")
+        reader = HttpReader(ref, stats or FetchStats())
+        facts = None
+        if not want_binary:
+            meta = reader.metadata_pep658()
+            if meta is not None:
+                name, version, reqs = parse_metadata(meta)
+                facts = WheelFacts(ref.filename, ref.sha256, name or ref.name, version or ref.version,
+                                   reqs, origin="http")
+        if facts is None:
+            try:
+                with reader.zipfile(small) as zf:
+                    facts = _facts_from_zip(zf, ref, want_binary, "http")
+            except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+                raise Unavailable(f"{ref.filename}: not a readable wheel: {exc}", "re-lock") from None
+    if cache is not None:
+        cache.put(facts)
+    return facts
+
+
+def read_wheels(jobs: Iterable[tuple[WheelRef, bool]], *, cache: WheelCache | None, offline: bool,
+                stats: FetchStats, workers: int = 8, small: int = SMALL_WHEEL) -> dict[str, WheelFacts]:
+    """Read many wheels concurrently; returns filename -> facts.  The first error is raised."""
+    todo = list(jobs)
+    if not todo:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+        futs = [(ref, pool.submit(read_wheel, ref, want_binary=wb, cache=cache, offline=offline,
+                                  stats=stats, small=small)) for ref, wb in todo]
+        return {ref.filename: f.result() for ref, f in futs}
