@@ -44,7 +44,7 @@ def _vaddr_to_offset(data: bytes, phoff: int, phnum: int, phentsize: int, vaddr:
         off = phoff + i * phentsize
         p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from("<IIQQQQ", data, off)
         if p_type == PT_LOAD and p_vaddr <= vaddr < p_vaddr + p_filesz:
-            return vaddr - p_vaddr + p_offset
+            return int(vaddr - p_vaddr + p_offset)
     return vaddr  # unrelocated objects: addresses are file offsets
 
 

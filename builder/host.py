@@ -33,7 +33,8 @@ APP_FIELDS = ("gpu_uuid", "pid", "process_name", "used_memory")
 ALLOWED: Mapping[str, Callable[[tuple[str, ...]], bool]] = {
     "nvidia-smi": lambda a: len(a) == 2 and a[0].startswith(("--query-gpu=", "--query-compute-apps="))
     and a[1].startswith("--format=csv"),
-    "cat": lambda a: len(a) == 2 and a[0] == "--" and a[1].startswith(("/proc/", "/sys/", "/etc/", "/var/run/")),
+    "cat": lambda a: len(a) == 2 and a[0] == "--"
+    and a[1].startswith(("/proc/", "/sys/", "/etc/", "/var/run/")),
     "uname": lambda a: a == ("-r",),
     "getconf": lambda a: a == ("GNU_LIBC_VERSION",),
     "ldd": lambda a: a == ("--version",),

@@ -109,7 +109,7 @@ def parse_query_csv(text: str, fields: list[str] | None = None) -> list[dict[str
     for n, row in enumerate(rows, 1):
         if len(row) != len(fields):
             raise ParseError(f"row {n} has {len(row)} values for {len(fields)} fields: {row!r}")
-        out.append({f: _value(v) for f, v in zip(fields, row)})
+        out.append({f: _value(v) for f, v in zip(fields, row, strict=True)})
     return out
 
 

@@ -9,7 +9,7 @@ previous file byte-for-byte intact.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,9 @@ class LockOutcome:
     changed: bool = False
     seconds: float = 0.0
     error: BuilderError | None = None
+    conda_path: Path | None = None  # the conda lock, for a matrix with a conda base
+    conda_changed: bool = False
+    conda_solver: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class LockRequest:
     python: str | None = None
     offline: bool = False
     jobs: int | None = None
+    channel_overrides: Mapping[str, str] = field(default_factory=dict)  # conda NAME -> URL or dir
 
 
 def targets(project: Project, selectors: list[str], python: str | None) -> list[Target]:
@@ -57,7 +61,8 @@ def targets(project: Project, selectors: list[str], python: str | None) -> list[
     return out
 
 
-def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bool) -> LockOutcome:
+def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bool,
+              overrides: Mapping[str, str] | None = None) -> LockOutcome:
     path = lockfile.lock_path(project.locks, t.matrix, t.python)
     out = LockOutcome(t, path)
     try:
@@ -71,6 +76,12 @@ def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bo
             lockfile.atomic_write(path, text)
             out.changed = True
         out.seconds = res.seconds
+        if t.matrix.conda is not None:
+            from builder import conda_backend
+
+            c = conda_backend.lock(project.locks, t.matrix, t.python, overrides)
+            out.conda_path, out.conda_changed, out.conda_solver = c.path, c.changed, c.solver
+            out.seconds += c.seconds
     except BuilderError as exc:
         out.error = exc
     return out
@@ -91,7 +102,8 @@ def run_lock(
         for t in ts:
             say(t.label, "resolving")
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(_lock_one, project, uv, version, t, req.offline) for t in ts]
+            futures = [pool.submit(_lock_one, project, uv, version, t, req.offline,
+                                   req.channel_overrides) for t in ts]
             outcomes = []
             for fut in futures:
                 o = fut.result()
@@ -99,11 +111,20 @@ def run_lock(
                     say(o.target.label, "failed")
                 else:
                     say(o.target.label, ("written" if o.changed else "unchanged")
+                        + (f", conda lock {'written' if o.conda_changed else 'unchanged'}"
+                           f" by {o.conda_solver}" if o.conda_path else "")
                         + f" ({o.seconds:.1f}s)")
                 outcomes.append(o)
     return outcomes
 
 
 def check_locks(project: Project, selectors: list[str], python: str | None) -> list[lockfile.LockState]:
-    """Freshness of every selected lock (offline, no uv)."""
-    return [lockfile.lock_state(project.locks, t.matrix, t.python) for t in targets(project, selectors, python)]
+    """Freshness of every selected lock, and of the conda lock of a conda base (offline, no uv)."""
+    states = []
+    for t in targets(project, selectors, python):
+        states.append(lockfile.lock_state(project.locks, t.matrix, t.python))
+        if t.matrix.conda is not None:
+            from builder import conda_backend
+
+            states.append(conda_backend.conda_lock_state(project.locks, t.matrix, t.python))
+    return states

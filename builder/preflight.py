@@ -157,6 +157,10 @@ def _unknown(cid: str, f: HostFacts, key: str, next_: str = "") -> Check:
 
 
 # --------------------------------------------------------------------------- checks
+def _loaded(f: HostFacts) -> str:
+    return f.module_version or (f.proc.version if f.proc else "?")
+
+
 def check_nvml(f: HostFacts) -> Check:
     """nvidia-smi answers, or which of its failure states the host is in."""
     e = f.nvsmi_error
@@ -165,8 +169,8 @@ def check_nvml(f: HostFacts) -> Check:
             lib = f" (NVML library {e.nvml_version})" if e.nvml_version else ""
             return Check("nvml", "fail",
                          f"Driver/library version mismatch{lib}: driver packages were changed without a "
-                         f"reboot; the loaded module ({f.module_version or f.proc and f.proc.version or '?'}) "
-                         "is older than the installed userspace, so a reboot is already pending",
+                         f"reboot; the loaded module ({_loaded(f)}) is older than the installed "
+                         "userspace, so a reboot is already pending",
                          "do not reboot outside the window; running GPU processes keep working but new "
                          "ones fail to start until the reboot", e.text)
         if e.kind == "no-devices":
@@ -174,7 +178,8 @@ def check_nvml(f: HostFacts) -> Check:
                          "initialised)", "check `dmesg | grep NVRM` on the host", e.text)
         if e.kind == "no-driver":
             return Check("nvml", "fail", "nvidia-smi cannot communicate with the NVIDIA driver (module "
-                         "not loaded or failed to load)", "check `lsmod | grep nvidia` and dkms status", e.text)
+                         "not loaded or failed to load)", "check `lsmod | grep nvidia` and `dkms status`",
+                         e.text)
         return Check("nvml", "unknown", f"nvidia-smi failed: {e.text.splitlines()[0]}", "", e.text)
     if f.gpus is None:
         return _unknown("nvml", f, "gpus", "install the NVIDIA driver utilities or run on the GPU host")
@@ -217,8 +222,8 @@ def check_floor(f: HostFacts, matrix: Matrix, target: DriverTarget) -> Check:
                      f"{matrix.driver_floor}", "run on the GPU host with the driver loaded",
                      f.raw.get("gpus", ""))
     if Version(drv) >= Version(matrix.driver_floor):
-        return Check("driver-floor", "pass", f"driver {drv} meets {matrix.name}'s floor {matrix.driver_floor}: "
-                     "no upgrade needed")
+        return Check("driver-floor", "pass",
+                     f"driver {drv} meets {matrix.name}'s floor {matrix.driver_floor}: no upgrade needed")
     note = target.note()
     return Check("driver-floor", "warn",
                  f"upgrade needed: current {drv} -> target {target.label} ({matrix.name} needs >= "
@@ -234,7 +239,8 @@ def check_package(f: HostFacts, matrix: Matrix, target: DriverTarget) -> Check:
         return Check("driver-package", "warn",
                      f"cannot tell whether Ubuntu offers {target.package}: "
                      f"{f.problems.get('ubuntu-drivers', 'ubuntu-drivers not read')}",
-                     f"run `apt-cache policy {target.package}` (ubuntu-drivers-common is in the prerequisites)")
+                     f"run `apt-cache policy {target.package}` (ubuntu-drivers-common is in the "
+                     "prerequisites)")
     offered = [d for d in hp.nvidia_packages(f.ubuntu_drivers)]
     names = [d.package for d in offered]
     mine = [n for n in names if n == target.package or n.startswith(target.package + "-")]
@@ -277,9 +283,9 @@ def check_secure_boot(f: HostFacts) -> Check:
                          "not apply")
         return _unknown("secure-boot", f, "secure-boot", "run `mokutil --sb-state` on the host")
     if sb.state == "enabled" and not sb.validation_disabled:
-        return Check("secure-boot", "warn", "Secure Boot is enabled: the new DKMS-built module must be signed "
-                     "with a Machine Owner Key enrolled in firmware (MOK), or it will not load",
-                     "plan MOK enrollment at the console during the window (see the runbook's Secure Boot step)")
+        return Check("secure-boot", "warn", "Secure Boot is enabled: the new DKMS-built module must be "
+                     "signed with a Machine Owner Key enrolled in firmware (MOK), or it will not load",
+                     "plan MOK enrollment at the console during the window (the runbook's Secure Boot step)")
     if sb.state == "enabled":
         return Check("secure-boot", "pass", "Secure Boot enabled but shim validation is disabled: unsigned "
                      "modules load")
@@ -362,8 +368,8 @@ def check_disk(f: HostFacts) -> Check:
             level = "fail"
         elif boot.avail_kib < BOOT_WARN_MIB * 1024 and level == "pass":
             level = "warn"
-    nxt = "" if level == "pass" else (f"free space: at least {ROOT_WARN_GIB} GiB on / and "
-                                      f"{BOOT_WARN_MIB} MiB on /boot (`apt-get autoremove` removes old kernels)")
+    nxt = "" if level == "pass" else (f"free space: at least {ROOT_WARN_GIB} GiB on / and {BOOT_WARN_MIB} "
+                                      "MiB on /boot (`apt-get autoremove` removes old kernels)")
     return Check("disk", level, "; ".join(msgs), nxt)
 
 

@@ -20,7 +20,8 @@ from builder.hostfacts import HostFacts
 from builder.preflight import NVIDIA_HOLD_PREFIXES, DriverTarget, driver_target
 from builder.spec import Host, Matrix
 
-MOK_DER = "/var/lib/shim-signed/mok/MOK.der"  # Ubuntu's DKMS signing key (shim-signed, update-secureboot-policy)
+#: Ubuntu's DKMS module-signing key (created by shim-signed's update-secureboot-policy).
+MOK_DER = "/var/lib/shim-signed/mok/MOK.der"
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def plan(matrix: Matrix, host: Host, f: HostFacts | None = None, source: str = "
             "nvidia-smi",
             "uname -r",
             "cat /proc/driver/nvidia/version || true",
-            "dpkg-query -W -f='${Package} ${Version}\\n' 'nvidia-*' 'libnvidia-*' > nvidia-packages-before.txt",
+            "dpkg-query -W -f='${Package} ${Version}\\n' 'nvidia-*' 'libnvidia-*'"
+            " > nvidia-packages-before.txt",
             "apt-mark showhold",
         ]),
         _secure_boot_step(sb),
@@ -91,7 +93,8 @@ def plan(matrix: Matrix, host: Host, f: HostFacts | None = None, source: str = "
             + (" linux-headers-generic" if pending_kernel else ""),
         ], privileged=True),
         Step("install-driver", f"Install the driver package ({target.package})", [
-            f"{matrix.name} needs driver >= {matrix.driver_floor}: current {current} -> target {target.label}.",
+            f"{matrix.name} needs driver >= {matrix.driver_floor}: "
+            f"current {current} -> target {target.label}.",
             *([target.note() + "."] if target.note() else []),
             "Check the package exists in your apt sources first; ubuntu-drivers lists what Ubuntu offers.",
             *(["Held NVIDIA packages block the change: unhold them here, hold the new series after "

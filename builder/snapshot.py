@@ -56,7 +56,7 @@ def _builder_version() -> str:
 
 def make(records: Iterable[ProbeRecord], source: str = "live") -> Snapshot:
     """A snapshot of ``records`` taken now."""
-    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     return Snapshot({r.id: r for r in records}, now, _builder_version(), source)
 
 

@@ -101,7 +101,9 @@ MATRIX_SCHEMA: dict[str, Field] = {
     "driver-floor": Field(str, required=True, check=_version),
     "cuda-track": Field(str, required=True, check=_regex(_CUDA_RE, "must be a CUDA release like '12.8'")),
     "pythons": Field(list, required=True, item=str, check=_regex(_PY_RE, "must be like '3.12'")),
-    "platform": Field(str, required=True, check=_regex(_PLATFORM_RE, "must be a uv target like 'x86_64-manylinux_2_35'")),
+    "platform": Field(
+        str, required=True, check=_regex(_PLATFORM_RE, "must be a uv target like 'x86_64-manylinux_2_35'")
+    ),
     "exclude-newer": Field((str, _dt.date, _dt.datetime), required=True, check=_date),
     "torch": Field(dict, required=True, table=_COMPONENT),
     "vllm": Field(dict, required=True, table=_COMPONENT),

@@ -35,7 +35,8 @@ def check_floor_met(f: HostFacts, matrix: Matrix) -> Check:
         return Check("driver-floor", "unknown", f"driver version unknown; {matrix.name} needs >= "
                      f"{matrix.driver_floor}", "", f.raw.get("gpus", ""))
     if Version(drv) >= Version(matrix.driver_floor):
-        return Check("driver-floor", "pass", f"driver {drv} meets {matrix.name}'s floor {matrix.driver_floor}")
+        return Check("driver-floor", "pass",
+                     f"driver {drv} meets {matrix.name}'s floor {matrix.driver_floor}")
     return Check("driver-floor", "fail", f"driver {drv} is below {matrix.name}'s floor {matrix.driver_floor}",
                  f"install {driver_target(matrix.driver_floor).package} (see `builder runbook --matrix "
                  f"{matrix.id}`) or roll back")
@@ -47,8 +48,8 @@ def check_torch(name: str, data: dict[str, Any], host: Host) -> Check:
     if "error" in data:
         err = str(data["error"])
         level = "unknown" if "killed" in err or "not captured" in err else "fail"
-        return Check(cid, level, f"torch check failed: {err}", f"run `{name}/bin/python -c 'import torch'` to "
-                     "see the error", str(data.get("raw", "")))
+        return Check(cid, level, f"torch check failed: {err}",
+                     f"run `{name}/bin/python -c 'import torch'` to see the error", str(data.get("raw", "")))
     if not data.get("available"):
         return Check(cid, "fail", f"torch {data.get('torch')} (CUDA {data.get('cuda')}): "
                      "torch.cuda.is_available() is False", "check the driver meets the runtime's CUDA; see "
@@ -78,7 +79,8 @@ def evaluate(f: HostFacts, matrix: Matrix, host: Host, *, skip_torch: bool = Fal
         where = ("no runtime named matrix-" f"{matrix.id}-py<XY>-<hash> with bin/python under runtimes/"
                  if runtimes_found == 0 else "the snapshot has no torch probe for this matrix")
         checks.append(Check("torch", "unknown", f"torch GPU visibility not checked: {where}",
-                            "build a runtime for the matrix, or pass --skip-torch to verify the driver alone"))
+                            "build a runtime for the matrix, or pass --skip-torch to verify the driver "
+                            "alone"))
     else:
         checks += [check_torch(name, data, host) for name, data in torch.items()]
     return Report("verify-driver", matrix.name, verdict(checks, "verified", "not-verified"), checks,

@@ -131,7 +131,8 @@ def test_network_down_is_exit_3_and_lock_intact(project: Path, tmp_path: Path) -
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
     spec = project / "envs/matrix-t.toml"
-    spec.write_text(spec.read_text().replace('url = "http://127.0.0.1', "url = \"http://127.0.0.1:%d/x#" % port))
+    dead = f'url = "http://127.0.0.1:{port}/x#'
+    spec.write_text(spec.read_text().replace('url = "http://127.0.0.1', dead))
     env = dict(os.environ, UV_CACHE_DIR=str(tmp_path / "empty-cache"))
     r = builder_cmd("lock", cwd=project, env=env)
     assert r.returncode == EXIT_UNAVAILABLE, r.stderr

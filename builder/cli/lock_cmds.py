@@ -24,10 +24,13 @@ def _selectors(matrix: tuple[str, ...], all_: bool) -> list[str]:
 @click.option("--check", "check", is_flag=True, help="Verify freshness offline; write nothing.")
 @click.option("--offline", is_flag=True, help="Resolve from uv's cache only.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 32), help="Locks resolved at once.")
+@click.option("--channel-override", "channel_override", multiple=True, metavar="NAME=URL",
+              help="Solve a conda base's channel NAME from URL or a local directory (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @click.pass_context
 def lock_cmd(ctx: click.Context, matrix: tuple[str, ...], all_: bool, python: str | None,
-             check: bool, offline: bool, jobs: int | None, as_json: bool) -> None:
+             check: bool, offline: bool, jobs: int | None, channel_override: tuple[str, ...],
+             as_json: bool) -> None:
     """Resolve matrices into PEP 751 locks under locks/ (or --check them)."""
     from builder import lock
 
@@ -48,19 +51,26 @@ def lock_cmd(ctx: click.Context, matrix: tuple[str, ...], all_: bool, python: st
         if bad:
             ctx.exit(EXIT_FAILED)
         return
-    outcomes = lock.run_lock(proj, lock.LockRequest(sel, python, offline, jobs), progress(ctx))
+    from builder.conda_backend import parse_overrides
+
+    overrides = parse_overrides(channel_override)
+    outcomes = lock.run_lock(proj, lock.LockRequest(sel, python, offline, jobs, overrides), progress(ctx))
     failed = [o for o in outcomes if o.error is not None]
     if as_json:
         echo_json([{"matrix": o.target.matrix.id, "python": o.target.python,
                     "path": str(o.path.relative_to(proj.root)), "changed": o.changed,
                     "seconds": round(o.seconds, 2),
+                    "conda_lock": str(o.conda_path.relative_to(proj.root)) if o.conda_path else None,
+                    "conda_solver": o.conda_solver or None,
                     "error": o.error.line() if o.error else None} for o in outcomes])
+    codes = []
     for o in failed:
-        assert o.error is not None
-        click.echo(f"builder: error: {o.error.line()}", err=True)
+        if o.error is not None:
+            click.echo(f"builder: error: {o.error.line()}", err=True)
+            codes.append(o.error.exit_code)
     if failed:
-        # Report the first failure's exit code (all share the family).
-        ctx.exit(failed[0].error.exit_code if failed[0].error else EXIT_FAILED)
+        # Several locks can fail for different reasons: report the first one's code.
+        ctx.exit(codes[0] if codes else EXIT_FAILED)
     if not as_json:
         n = sum(o.changed for o in outcomes)
         click.echo(f"{len(outcomes)} locks: {n} written, {len(outcomes) - n} unchanged")

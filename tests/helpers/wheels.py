@@ -48,7 +48,7 @@ def make_wheel(
     content: dict[str, bytes] = {}
     for k, v in (files or {f"{dist}/__init__.py": f'__version__ = "{version}"\n'}).items():
         content[k] = v.encode() if isinstance(v, str) else v
-    meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
     if requires_python:
         meta.append(f"Requires-Python: {requires_python}")
     meta += [f"Requires-Dist: {r}" for r in requires]

@@ -1,0 +1,333 @@
+"""Smoke tests that run *inside* a runtime (its own ``bin/python``).
+
+Every step ends ``pass``, ``fail`` or ``skipped`` with a reason.  On a host
+without a GPU the GPU steps are ``skipped (no GPU)``, and so is ``vllm --help``
+when it fails with vLLM's "Failed to infer device type" (FACTS.md); any other
+failure is ``fail``.  On a GPU host ``torch.cuda.is_available()`` must be true:
+torch only *warns* when the driver is too old (FACTS.md), so availability, the
+architecture check and a real cuBLAS GEMM are what prove the stack works.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from builder import _proc, doctor
+from builder.spec import Matrix
+
+IMPORT_TIMEOUT = 600.0
+CLI_TIMEOUT = 300.0
+GPU_TIMEOUT = 600.0
+PASS, FAIL, SKIP = "pass", "fail", "skipped"
+NO_GPU = "no GPU"
+DEVICE_ERROR = "Failed to infer device type"
+
+IMPORTS = r"""
+import json, sys
+def step(name, fn):
+    try:
+        print(json.dumps({"step": name, "ok": True, "value": fn()}), flush=True)
+    except BaseException as e:
+        print(json.dumps({"step": name, "ok": False, "value": "%s: %s" % (type(e).__name__, e)}), flush=True)
+def t():
+    import torch
+    return {"version": torch.__version__, "cuda": getattr(getattr(torch, "version", None), "cuda", None)}
+def v():
+    import vllm
+    return {"version": vllm.__version__}
+def a():
+    from vllm.engine.async_llm_engine import AsyncLLMEngine
+    return AsyncLLMEngine.__name__
+step("import torch", t)
+step("import vllm", v)
+step("import AsyncLLMEngine", a)
+"""
+
+# The GEMM shape raised CUBLAS_STATUS_INVALID_VALUE on Ada with torch 2.9.1
+# (pytorch/pytorch#170676, FACTS.md).  One JSON line per result, flushed, so a
+# crash in a later kernel keeps the earlier results.
+GPU = r"""
+import json
+def emit(**kw):
+    print(json.dumps(kw), flush=True)
+import torch
+import torch.nn.functional as F
+ok = torch.cuda.is_available()
+emit(step="cuda", available=ok, count=torch.cuda.device_count() if ok else 0,
+     arch_list=torch.cuda.get_arch_list() if ok else [])
+if ok:
+    for i in range(torch.cuda.device_count()):
+        cap = torch.cuda.get_device_capability(i)
+        emit(step="device", index=i, name=torch.cuda.get_device_name(i), cc="%d.%d" % cap)
+        for dt in ("float16", "bfloat16"):
+            try:
+                dtype = getattr(torch, dt)
+                x = torch.randn(14, 4096, device="cuda:%d" % i, dtype=dtype)
+                w = torch.randn(4096, 4096, device="cuda:%d" % i, dtype=dtype)
+                y = F.linear(x, w)
+                torch.cuda.synchronize(i)
+                emit(step="gemm", index=i, dtype=dt, ok=bool(torch.isfinite(y).all().item()),
+                     error=None)
+            except Exception as e:
+                emit(step="gemm", index=i, dtype=dt, ok=False, error="%s: %s" % (type(e).__name__, e))
+"""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    status: str  # pass | fail | skipped
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"step": self.name, "status": self.status, "reason": self.reason}
+
+
+@dataclass
+class SmokeReport:
+    python: str
+    gpu: bool
+    steps: list[Step] = field(default_factory=list)
+    seconds: float = 0.0
+    expected_source: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status != FAIL for s in self.steps)
+
+    def failed(self) -> list[Step]:
+        return [s for s in self.steps if s.status == FAIL]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"python": self.python, "gpu": self.gpu, "ok": self.ok, "seconds": round(self.seconds, 2),
+                "expected_from": self.expected_source, "steps": [s.as_dict() for s in self.steps]}
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the lock predicts the runtime reports (see :func:`expected_from_lock`)."""
+
+    torch_version: str | None
+    torch_cuda: str | None
+    vllm_version: str | None
+    torch_cudart: str | None  # "libcudart.so.12"
+    vllm_cudart: str | None
+    vllm_toolkit: str | None  # release, "12.9"
+    source: str = "lock + spec"
+
+
+def expected_from_lock(matrix: Matrix, locked: Mapping[str, str]) -> Expected:
+    """Predict the runtime's identity from the lock (name -> version) and the spec.
+
+    torch's cudart comes from the locked ``nvidia-cuda-runtime-cu12`` (CUDA 12)
+    or ``nvidia-cuda-runtime`` (CUDA 13) wheel; vLLM's from the CUDA release the
+    spec declares for its wheel.  # TODO(lead): switch to builder.check's
+    prediction once it exists, so smoke compares with what `builder check` said.
+    """
+    if "nvidia-cuda-runtime-cu12" in locked:
+        torch_cudart: str | None = "libcudart.so.12"
+    elif "nvidia-cuda-runtime" in locked:
+        torch_cudart = f"libcudart.so.{locked['nvidia-cuda-runtime'].split('.')[0]}"
+    else:
+        torch_cudart = f"libcudart.so.{matrix.torch.cuda.split('.')[0]}"
+    return Expected(
+        torch_version=locked.get("torch"),
+        torch_cuda=matrix.torch.cuda,
+        vllm_version=locked.get("vllm"),
+        torch_cudart=torch_cudart,
+        vllm_cudart=f"libcudart.so.{matrix.vllm.cuda.split('.')[0]}",
+        vllm_toolkit=matrix.vllm.cuda,
+    )
+
+
+def gpu_present() -> bool:
+    """True when the NVIDIA kernel driver exposes at least one GPU."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
+
+
+def same_version(installed: str, locked: str) -> bool:
+    """``2.9.0+cu128`` (what torch reports) agrees with ``2.9.0`` (what the lock pins)."""
+    try:
+        a, b = Version(installed), Version(locked)
+    except InvalidVersion:
+        return installed == locked
+    return a == b if b.local else Version(a.public) == b
+
+
+def classify_vllm_help(res: _proc.Result, gpu: bool) -> Step:
+    """``vllm --help``: pass on exit 0; the no-device error is skipped only without a GPU."""
+    name = "vllm --help"
+    if res.missing:
+        return Step(name, FAIL, "no vllm console script in the runtime")
+    if res.timed_out:
+        return Step(name, FAIL, f"did not finish within {CLI_TIMEOUT:g}s")
+    if res.returncode == 0:
+        return Step(name, PASS, "exit 0")
+    text = res.stdout + res.stderr
+    if DEVICE_ERROR in text and not gpu:
+        return Step(name, SKIP, f"{NO_GPU}: vLLM could not infer a device type")
+    return Step(name, FAIL, f"exit {res.returncode}: {res.stderr_tail(3)}")
+
+
+_SM = re.compile(r"^(sm|compute)_(\d+)([a-z]?)$")
+
+
+def arch_supported(cc: str, arch_list: list[str]) -> tuple[bool, str]:
+    """Can code in ``arch_list`` run on a device of compute capability ``cc``?
+
+    An ``sm_XY`` cubin runs on devices X.z with z >= Y; ``compute_XY`` PTX is
+    JIT-compiled for any newer device; ``a``/``f`` variants are arch-specific
+    (NVIDIA CUDA C++ Programming Guide, "Binary Compatibility" and "PTX
+    Compatibility": https://docs.nvidia.com/cuda/cuda-c-programming-guide/#binary-compatibility).
+    """
+    major, minor = (int(x) for x in cc.split("."))
+    want = f"sm_{major}{minor}"
+    if want in arch_list:
+        return True, f"{want} in torch.cuda.get_arch_list()"
+    cubins, ptx = [], []
+    for a in arch_list:
+        m = _SM.match(a)
+        if not m:
+            continue
+        num, suffix = int(m.group(2)), m.group(3)
+        amaj, amin = divmod(num, 10)
+        if m.group(1) == "sm" and not suffix and amaj == major and amin <= minor:
+            cubins.append(a)
+        if m.group(1) == "compute" and (amaj, amin) <= (major, minor):
+            ptx.append(a)
+    if cubins:
+        return True, f"{want} not listed; runs {max(cubins)} code (binary-compatible within {major}.x)"
+    if ptx:
+        return True, f"{want} not listed; only PTX {max(ptx)} (JIT on first use)"
+    return False, f"no code for {want} in {', '.join(arch_list) or 'an empty arch list'}"
+
+
+def _jsonlines(text: str) -> list[dict[str, Any]]:
+    out = []
+    for line in text.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def _env() -> dict[str, str]:
+    # No bytecode writes into the runtime, no telemetry, no hub downloads.
+    return _proc.clean_env(extra={"PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1",
+                                  "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+                                  "HF_HUB_OFFLINE": "1"})
+
+
+def _compare(name: str, got: str | None, want: str | None, ok: bool) -> Step:
+    if want is None:
+        return Step(name, SKIP, f"no prediction to compare with (got {got})")
+    if got is None:
+        return Step(name, FAIL, f"unknown; expected {want}")
+    return Step(name, PASS if ok else FAIL, f"{got}" + ("" if ok else f", expected {want}"))
+
+
+def _identity_steps(probe: doctor.EnvProbe, exp: Expected) -> list[Step]:
+    steps = []
+    for top, want_so, want_tk in (("torch", exp.torch_cudart, None),
+                                  ("vllm", exp.vllm_cudart, exp.vllm_toolkit)):
+        ident = doctor.binary_identity(probe.package_dir(top))
+        steps.append(_compare(f"{top} cudart", ident.cudart_soname, want_so,
+                              ident.cudart_soname == want_so))
+        if want_tk is not None:
+            steps.append(_compare(f"{top} build toolkit", ident.toolkit_release, want_tk,
+                                  ident.toolkit_release == want_tk))
+    return steps
+
+
+def _gpu_steps(python: str, env: Mapping[str, str], cwd: str) -> list[Step]:
+    res = _proc.run([python, "-I", "-B", "-c", GPU], timeout=GPU_TIMEOUT, env=env, cwd=cwd,
+                    what="GPU smoke")
+    lines = _jsonlines(res.stdout)
+    cuda = next((x for x in lines if x.get("step") == "cuda"), None)
+    if cuda is None:
+        why = "timed out" if res.timed_out else f"exit {res.returncode}: {res.stderr_tail(3)}"
+        return [Step("torch.cuda.is_available()", FAIL, why)]
+    if not cuda["available"]:
+        return [Step("torch.cuda.is_available()", FAIL,
+                     "False on a GPU host: driver too old for this torch? " + res.stderr_tail(2))]
+    steps = [Step("torch.cuda.is_available()", PASS, f"{cuda['count']} device(s)")]
+    for dev in (x for x in lines if x.get("step") == "device"):
+        ok, why = arch_supported(dev["cc"], list(cuda["arch_list"]))
+        steps.append(Step(f"arch cuda:{dev['index']}", PASS if ok else FAIL, f"{dev['name']} cc {dev['cc']}: {why}"))
+        for dt in ("float16", "bfloat16"):
+            g = next((x for x in lines if x.get("step") == "gemm" and x["index"] == dev["index"]
+                      and x["dtype"] == dt), None)
+            name = f"GEMM (14,4096)x(4096,4096) {dt} cuda:{dev['index']}"
+            if g is None:
+                steps.append(Step(name, FAIL, f"process died: exit {res.returncode}: {res.stderr_tail(2)}"))
+            elif g["ok"]:
+                steps.append(Step(name, PASS, "finite result"))
+            else:
+                steps.append(Step(name, FAIL, g["error"] or "non-finite result"))
+    return steps
+
+
+def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None = None) -> SmokeReport:
+    """Run every smoke step in the environment of ``python``.
+
+    ``expected`` None means "an environment builder did not build": identity
+    steps are skipped and a missing vLLM is skipped rather than failed.
+    """
+    python = str(python)
+    start = time.monotonic()
+    gpu = gpu_present() if gpu is None else gpu
+    rep = SmokeReport(python, gpu, expected_source=expected.source if expected else "")
+    env = _env()
+    with tempfile.TemporaryDirectory(prefix="builder-smoke-") as cwd:
+        res = _proc.run([python, "-I", "-B", "-c", IMPORTS], timeout=IMPORT_TIMEOUT, env=env, cwd=cwd,
+                        what="smoke imports")
+        got = {x["step"]: x for x in _jsonlines(res.stdout)}
+        probe = doctor.probe_env(python)
+        have_vllm = "vllm" in probe.versions()
+        for name in ("import torch", "import vllm", "import AsyncLLMEngine"):
+            r = got.get(name)
+            if expected is None and "torch" not in name and not have_vllm:
+                rep.steps.append(Step(name, SKIP, "vllm is not installed in this environment"))
+            elif r is None:
+                why = "timed out" if res.timed_out else f"exit {res.returncode}: {res.stderr_tail(3)}"
+                rep.steps.append(Step(name, FAIL, why))
+            else:
+                rep.steps.append(Step(name, PASS if r["ok"] else FAIL, "" if r["ok"] else str(r["value"])))
+        t = got.get("import torch", {}).get("value") if got.get("import torch", {}).get("ok") else None
+        v = got.get("import vllm", {}).get("value") if got.get("import vllm", {}).get("ok") else None
+        if expected is not None:
+            tv, tc = (t or {}).get("version"), (t or {}).get("cuda")
+            vv = (v or {}).get("version")
+            rep.steps.append(_compare("torch.__version__", tv, expected.torch_version,
+                                      bool(tv and expected.torch_version and same_version(tv, expected.torch_version))))
+            rep.steps.append(_compare("torch.version.cuda", tc, expected.torch_cuda, tc == expected.torch_cuda))
+            rep.steps.append(_compare("vllm.__version__", vv, expected.vllm_version,
+                                      bool(vv and expected.vllm_version and same_version(vv, expected.vllm_version))))
+            rep.steps.extend(_identity_steps(probe, expected))
+        if expected is None and not have_vllm:
+            rep.steps.append(Step("vllm --help", SKIP, "vllm is not installed in this environment"))
+        else:
+            cli = Path(python).parent / "vllm"
+            rep.steps.append(classify_vllm_help(
+                _proc.run([str(cli), "--help"], timeout=CLI_TIMEOUT, env=env, cwd=cwd, what="vllm --help"), gpu))
+        if gpu:
+            rep.steps.extend(_gpu_steps(python, env, cwd))
+        else:
+            rep.steps += [Step(n, SKIP, NO_GPU) for n in
+                          ("torch.cuda.is_available()", "arch in torch.cuda.get_arch_list()",
+                           "GEMM (14,4096)x(4096,4096) float16", "GEMM (14,4096)x(4096,4096) bfloat16")]
+    rep.seconds = time.monotonic() - start
+    return rep
