@@ -197,13 +197,6 @@ def _scan_binaries(zf: zipfile.ZipFile) -> tuple[Binary | None, tuple[str, ...],
     return None, tuple(read), len(exts)
 
 
-def _facts_from_zip(zf: zipfile.ZipFile, ref: WheelRef, want_binary: bool, origin: str) -> WheelFacts:
-    name, version, reqs = parse_metadata(zf.read(_metadata_member(zf)))
-    binary, read, n = _scan_binaries(zf) if want_binary else (None, (), 0)
-    return WheelFacts(ref.filename, ref.sha256, name or ref.name, version or ref.version, reqs,
-                      want_binary, binary, read, n, origin)
-
-
 class _RangeFile(io.RawIOBase):
     """A read-only, seekable view of a remote file that fetches missing byte ranges
     on demand (so :mod:`zipfile` can read only what it needs)."""
@@ -336,33 +329,40 @@ def _local_path(ref: WheelRef) -> Path | None:
     return None
 
 
-def read_local(path: Path, want_binary: bool = True, ref: WheelRef | None = None) -> WheelFacts:
-    """Facts of a wheel file on disk (its sha256 checked against ``ref`` if given)."""
-    data = path.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    if ref and ref.sha256 and ref.sha256 != sha:
-        raise Unavailable(f"{path.name}: sha256 differs from the lock", "re-lock or restore the file")
-    ref = ref or WheelRef(name="", version="", filename=path.name)
-    ref = WheelRef(ref.name, ref.version, ref.filename, ref.url, str(path), sha, len(data))
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        return _facts_from_zip(zf, ref, want_binary, "file")
+def read_local(path: Path, want_binary: bool = True) -> WheelFacts:
+    """Facts of a wheel file on disk."""
+    return read_wheel(WheelRef(name="", version="", filename=path.name, path=str(path)),
+                      want_binary=want_binary)
 
 
-def read_wheel(ref: WheelRef, *, want_binary: bool, cache: WheelCache | None = None,
+NeedBinary = bool | Callable[[tuple[str, ...]], bool]
+"""Read binaries always, never, or as decided from the wheel's Requires-Dist."""
+
+
+def _wants(need: NeedBinary, reqs: tuple[str, ...]) -> bool:
+    return need(reqs) if callable(need) else need
+
+
+def read_wheel(ref: WheelRef, *, want_binary: NeedBinary, cache: WheelCache | None = None,
                offline: bool = False, stats: FetchStats | None = None,
                small: int = SMALL_WHEEL) -> WheelFacts:
     """Facts of one locked wheel: from the cache, a local file or HTTP ranges."""
     if cache is not None:
-        hit = cache.get(ref.sha256, want_binary)
-        if hit is not None:
+        hit = cache.get(ref.sha256, want_binary=False)
+        if hit is not None and (hit.binary_scanned or not _wants(want_binary, hit.requires_dist)):
             return hit
     local = _local_path(ref)
     if local is not None:
         try:
-            facts = read_local(local, want_binary, ref)
+            data = local.read_bytes()
         except OSError as exc:
             raise Unavailable(f"{ref.filename}: cannot read {local}: {exc.strerror}",
                               "restore the file or re-lock") from None
+        sha = hashlib.sha256(data).hexdigest()
+        if ref.sha256 and ref.sha256 != sha:
+            raise Unavailable(f"{local.name}: sha256 differs from the lock", "re-lock or restore the file")
+        ref = WheelRef(ref.name, ref.version, ref.filename, ref.url, str(local), sha, len(data))
+        facts = _from_zip(lambda: zipfile.ZipFile(io.BytesIO(data)), ref, want_binary, "file")
     else:
         if offline:
             raise Unavailable(f"{ref.filename}: not in the check cache and --offline was given",
@@ -371,24 +371,34 @@ def read_wheel(ref: WheelRef, *, want_binary: bool, cache: WheelCache | None = N
             raise Unavailable(f"{ref.filename}: the lock gives no URL or path", "re-lock")
         reader = HttpReader(ref, stats or FetchStats())
         facts = None
-        if not want_binary:
+        if want_binary is not True:
             meta = reader.metadata_pep658()
             if meta is not None:
                 name, version, reqs = parse_metadata(meta)
-                facts = WheelFacts(ref.filename, ref.sha256, name or ref.name, version or ref.version,
-                                   reqs, origin="http")
+                if not _wants(want_binary, reqs):
+                    facts = WheelFacts(ref.filename, ref.sha256, name or ref.name, version or ref.version,
+                                       reqs, origin="http")
         if facts is None:
-            try:
-                with reader.zipfile(small) as zf:
-                    facts = _facts_from_zip(zf, ref, want_binary, "http")
-            except (zipfile.BadZipFile, EOFError, ValueError) as exc:
-                raise Unavailable(f"{ref.filename}: not a readable wheel: {exc}", "re-lock") from None
+            facts = _from_zip(lambda: reader.zipfile(small), ref, want_binary, "http")
     if cache is not None:
         cache.put(facts)
     return facts
 
 
-def read_wheels(jobs: Iterable[tuple[WheelRef, bool]], *, cache: WheelCache | None, offline: bool,
+def _from_zip(opener: Callable[[], zipfile.ZipFile], ref: WheelRef, need: NeedBinary,
+              origin: str) -> WheelFacts:
+    try:
+        with opener() as zf:
+            name, version, reqs = parse_metadata(zf.read(_metadata_member(zf)))
+            scan = _wants(need, reqs)
+            binary, read, n = _scan_binaries(zf) if scan else (None, (), 0)
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise Unavailable(f"{ref.filename}: not a readable wheel: {exc}", "re-lock") from None
+    return WheelFacts(ref.filename, ref.sha256, name or ref.name, version or ref.version, reqs,
+                      scan, binary, read, n, origin)
+
+
+def read_wheels(jobs: Iterable[tuple[WheelRef, NeedBinary]], *, cache: WheelCache | None, offline: bool,
                 stats: FetchStats, workers: int = 8, small: int = SMALL_WHEEL) -> dict[str, WheelFacts]:
     """Read many wheels concurrently; returns filename -> facts.  The first error is raised."""
     todo = list(jobs)
