@@ -351,6 +351,7 @@ def read_wheel(ref: WheelRef, *, want_binary: NeedBinary, cache: WheelCache | No
         hit = cache.get(ref.sha256, want_binary=False)
         if hit is not None and (hit.binary_scanned or not _wants(want_binary, hit.requires_dist)):
             return hit
+    facts: WheelFacts | None = None
     local = _local_path(ref)
     if local is not None:
         try:
@@ -370,7 +371,6 @@ def read_wheel(ref: WheelRef, *, want_binary: NeedBinary, cache: WheelCache | No
         if not ref.url:
             raise Unavailable(f"{ref.filename}: the lock gives no URL or path", "re-lock")
         reader = HttpReader(ref, stats or FetchStats())
-        facts = None
         if want_binary is not True:
             meta = reader.metadata_pep658()
             if meta is not None:
@@ -380,6 +380,7 @@ def read_wheel(ref: WheelRef, *, want_binary: NeedBinary, cache: WheelCache | No
                                        reqs, origin="http")
         if facts is None:
             facts = _from_zip(lambda: reader.zipfile(small), ref, want_binary, "http")
+    assert facts is not None
     if cache is not None:
         cache.put(facts)
     return facts

@@ -1,0 +1,66 @@
+"""Atomic writes and the directory lock."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from builder import lockfile
+from builder.errors import Busy
+
+
+def test_atomic_write_replaces_whole_file_with_normal_mode(tmp_path: Path) -> None:
+    p = tmp_path / "d" / "pylock.toml"
+    lockfile.atomic_write(p, "one\n")
+    lockfile.atomic_write(p, "two\n")
+    assert p.read_text() == "two\n"
+    assert oct(p.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    assert [x.name for x in p.parent.iterdir()] == ["pylock.toml"]
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def _hold(directory: str, seconds: float, ready: "multiprocessing.synchronize.Event") -> None:
+    with lockfile.directory_lock(Path(directory)):
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_directory_lock_waits_then_reports_busy(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_hold, args=(str(tmp_path), 3.0, ready))
+    proc.start()
+    assert ready.wait(10)
+    waited: list[bool] = []
+    with pytest.raises(Busy):
+        with lockfile.directory_lock(tmp_path, timeout=0.3, on_wait=lambda: waited.append(True)):
+            pass
+    assert waited == [True]
+    proc.kill()  # SIGKILL releases flock with the process
+    proc.join()
+    with lockfile.directory_lock(tmp_path, timeout=1):
+        pass
+
+
+def test_clean_temp_files_removes_only_ours(tmp_path: Path) -> None:
+    (tmp_path / ".pylock.py312.toml.abc.tmp").write_text("x")
+    (tmp_path / "pylock.py312.toml").write_text("keep")
+    lockfile.clean_temp_files(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["pylock.py312.toml"]
+
+
+def test_read_stamp_rejects_foreign_lock() -> None:
+    from builder.errors import LockFileError
+
+    with pytest.raises(LockFileError) as ei:
+        lockfile.read_stamp('lock-version = "1.0"\n', "x.toml")
+    assert "not written by builder" in ei.value.message
