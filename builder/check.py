@@ -13,172 +13,49 @@ import re
 import tomllib
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packaging.markers import Marker, default_environment
+from packaging.markers import InvalidMarker, Marker, default_environment
 from packaging.pylock import Pylock, PylockValidationError
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from builder import cuda, wheels
-from builder.errors import LockFileError
-from builder.spec import Host, Matrix
+from builder import _proc, cuda, wheels
+from builder.check_rules import (
+    Facts,
+    Finding,
+    HostFacts,
+    Identity,
+    Pkg,
+    Report,
+    evaluate,
+    exact,
+    pins,
+    supported_tags,
+    verdict,
+    wheel_filename,
+)
+from builder.errors import LockFileError, ToolNotFound, Unavailable, UsageError
+from builder.spec import Matrix
 
-LEVELS = ("pass", "info", "warn", "fail")
-RULES = ("cuda-identity", "torch-pin", "cuda-major", "cuda-toolkit-order", "driver-native",
-         "driver-compat", "gpu-arch", "sdist-only", "platform-tag", "python-tag")
-TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
+__all__ = ["Facts", "Finding", "HostFacts", "Identity", "Pkg", "Report", "CheckRequest", "CheckResult",
+           "check_lock", "run_check", "predict", "probe_host", "parse_nvidia_smi"]
+
 _VARIANT = re.compile(r"(?:^|[+./-])(cu\d{3})(?:$|[/.+-])")
-
-# Sources for rules whose facts are not rows of cuda.toml (FACTS.md lists them).
-SRC_TORCH_PIN = "https://github.com/vllm-project/vllm/issues/13608"
-SRC_CUDA_MAJOR = "https://github.com/vllm-project/vllm/issues/44335"
-SRC_COMPAT = "https://docs.nvidia.com/deploy/cuda-compatibility/index.html#minor-version-compatibility"
-SRC_DRIVER = "https://docs.nvidia.com/cuda/cuda-toolkit-release-notes/index.html#id5"
-SRC_TAGS = "https://packaging.python.org/en/latest/specifications/platform-compatibility-tags/"
-SRC_SDIST = "https://docs.astral.sh/uv/reference/cli/#uv-pip-compile--no-build"
-
-
-@dataclass(frozen=True)
-class HostFacts:
-    """What the rules know about the host; None means unknown (never OK)."""
-
-    driver: str | None
-    ccs: tuple[str, ...]
-    glibc: str | None
-    origin: str = "envs/host.toml"
-
-    @classmethod
-    def from_host(cls, host: Host | None, *, driver: str | None = None, ccs: tuple[str, ...] = (),
-                  glibc: str | None = None, origin: str = "envs/host.toml") -> HostFacts:
-        return cls(driver or (host.driver if host else None),
-                   ccs or (host.compute_capabilities if host else ()),
-                   glibc or (host.glibc if host else None), origin)
-
-
-@dataclass
-class Identity:
-    """The CUDA identity of one package and the evidence it rests on."""
-
-    major: set[int] = field(default_factory=set)
-    release: str | None = None  # CUDA release of the runtime (12.8)
-    runtime: str | None = None  # cudart version (12.8.90)
-    cudart_soname: str | None = None
-    build_toolkit: str | None = None  # nvcc version the kernels were built with
-    cublas: str | None = None  # cuBLAS the package pins
-    archs: tuple[str, ...] = ()
-    evidence: list[dict[str, str]] = field(default_factory=list)
-    kind: str = "unknown"  # strongest evidence: local-version, index-url, requires-dist, binary, name
-    jit_only: bool = False
-
-    def add(self, kind: str, detail: str) -> None:
-        if self.kind == "unknown":
-            self.kind = kind
-        self.evidence.append({"kind": kind, "detail": detail})
-
-    def to_json(self) -> dict[str, Any]:
-        return {"major": sorted(self.major)[0] if len(self.major) == 1 else sorted(self.major) or None,
-                "release": self.release, "runtime": self.runtime, "cudart_soname": self.cudart_soname,
-                "build_toolkit": self.build_toolkit, "cublas": self.cublas, "archs": list(self.archs),
-                "evidence_kind": self.kind, "evidence": self.evidence}
-
-
-@dataclass
-class Pkg:
-    name: str
-    version: str
-    wheel: wheels.WheelRef | None
-    facts: wheels.WheelFacts | None = None
-    identity: Identity | None = None  # None: no CUDA content
-
-
-@dataclass(frozen=True)
-class Finding:
-    id: str
-    level: str
-    message: str
-    evidence: tuple[str, ...] = ()
-    source: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "level": self.level, "message": self.message,
-                "evidence": list(self.evidence), "source": self.source}
-
-
-@dataclass
-class Facts:
-    """Everything the rules look at (built once per lock)."""
-
-    lock: str
-    python: str
-    arch: str
-    matrix: Matrix | None
-    host: HostFacts
-    packages: dict[str, Pkg]
-    raw: dict[str, dict[str, Any]]  # name -> lock entry, for tag rules
-    env: dict[str, str]
-    k: cuda.Knowledge
-
-
-@dataclass
-class Report:
-    lock: str
-    matrix: str | None
-    python: str
-    verdict: str
-    findings: list[Finding]
-    packages: dict[str, Pkg]
-    driver: dict[str, Any]
-    fetched: dict[str, int] = field(default_factory=dict)
-
-    def finding(self, rule: str) -> Finding | None:
-        return next((f for f in self.findings if f.id == rule), None)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "lock": self.lock, "matrix": self.matrix, "python": self.python, "verdict": self.verdict,
-            "findings": [f.to_json() for f in self.findings],
-            "packages": {n: {"version": p.version, "cuda": p.identity.to_json() if p.identity else None}
-                         for n, p in sorted(self.packages.items()) if p.identity is not None},
-            "driver": self.driver, "fetched": self.fetched,
-        }
-
 
 # ---------------------------------------------------------------- lock reading
 
 
 def target_env(python: str, arch: str) -> dict[str, str]:
     """Marker environment of the target (Linux, CPython) rather than this machine."""
-    env = dict(default_environment())
+    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     env.update(python_version=python, python_full_version=f"{python}.0", platform_system="Linux",
                sys_platform="linux", platform_machine=arch, os_name="posix",
                implementation_name="cpython", platform_python_implementation="CPython")
     return env
-
-
-def supported_tags(python: str, arch: str, glibc: str | None) -> set[Tag]:
-    """Every wheel tag CPython ``python`` accepts on ``arch`` Linux with ``glibc``."""
-    major, minor = (int(x) for x in python.split(".")[:2])
-    gmaj, gmin = (int(x) for x in (glibc or "2.17").split(".")[:2])
-    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
-    plats = []
-    for m in range(gmin, 4, -1):
-        plats.append(f"manylinux_{gmaj}_{m}_{arch}")
-        if m in legacy:
-            plats.append(f"{legacy[m]}_{arch}")
-    plats.append(f"linux_{arch}")
-    out = set(cpython_tags((major, minor), platforms=plats))
-    out |= set(compatible_tags((major, minor), interpreter=f"cp{major}{minor}", platforms=plats))
-    return out
-
-
-def _wheel_filename(w: dict[str, Any]) -> str:
-    name = w.get("name") or urllib.parse.unquote((w.get("url") or w.get("path") or "").rsplit("/", 1)[-1])
-    return str(name)
 
 
 def _lock_python(path: Path, data: dict[str, Any], python: str | None) -> str:
@@ -215,7 +92,7 @@ def read_lock(path: Path) -> dict[str, Any]:
 def _pick_wheel(entry: dict[str, Any], supported: set[Tag], lock_dir: Path) -> wheels.WheelRef | None:
     best: tuple[int, wheels.WheelRef] | None = None
     for w in entry.get("wheels", []) or []:
-        fn = _wheel_filename(w)
+        fn = wheel_filename(w)
         try:
             tags = parse_wheel_filename(fn)[3]
         except InvalidWheelFilename:
@@ -235,24 +112,6 @@ def _pick_wheel(entry: dict[str, Any], supported: set[Tag], lock_dir: Path) -> w
 
 
 # ---------------------------------------------------------------- identities
-
-
-def _pins(reqs: tuple[str, ...], env: dict[str, str]) -> dict[str, Requirement]:
-    out: dict[str, Requirement] = {}
-    for r in reqs:
-        try:
-            req = Requirement(r)
-        except InvalidRequirement:
-            continue
-        if req.marker is not None and not req.marker.evaluate({**env, "extra": ""}):
-            continue
-        out[canonicalize_name(req.name)] = req
-    return out
-
-
-def _exact(req: Requirement) -> str | None:
-    specs = list(req.specifier)
-    return specs[0].version if len(specs) == 1 and specs[0].operator in ("==", "===") else None
 
 
 def _is_platform(ref: wheels.WheelRef | None) -> bool:
@@ -283,10 +142,10 @@ def needs_binary(k: cuda.Knowledge, name: str, env: dict[str, str]) -> Callable[
     """Whether a GPU package's binaries must be read, given its Requires-Dist."""
 
     def decide(reqs: tuple[str, ...]) -> bool:
-        pins = _pins(reqs, env)
-        if any(cuda.package_component(k, n) == "cudart" and _exact(r) for n, r in pins.items()):
+        pn = pins(reqs, env)
+        if any(cuda.package_component(k, n) == "cudart" and exact(r) for n, r in pn.items()):
             return False
-        return not (name in k.follows_torch and "torch" in pins and _exact(pins["torch"]))
+        return not (name in k.follows_torch and "torch" in pn and exact(pn["torch"]))
 
     return decide
 
@@ -303,9 +162,9 @@ def identify(p: Pkg, k: cuda.Knowledge, env: dict[str, str], torch: Pkg | None) 
             ident.major.add(cuda.release_key(rel)[0])
             ident.add(var[0], f"{p.version} names {var[1]} (CUDA {rel})")
     if p.facts is not None:
-        pins = _pins(p.facts.requires_dist, env)
-        for n, req in sorted(pins.items()):
-            comp, ver = cuda.package_component(k, n), _exact(req)
+        pn = pins(p.facts.requires_dist, env)
+        for n, req in sorted(pn.items()):
+            comp, ver = cuda.package_component(k, n), exact(req)
             if comp is None or ver is None:
                 continue
             ident.add("requires-dist", f"Requires-Dist: {n}=={ver}")
@@ -333,15 +192,15 @@ def identify(p: Pkg, k: cuda.Knowledge, env: dict[str, str], torch: Pkg | None) 
                 f"no libcudart link in {', '.join(p.facts.members_read) or 'any extension'}"
                 f" ({p.facts.extensions} extensions)")})
         if (ident.kind == "unknown" and p.name in k.follows_torch and torch is not None
-                and torch.identity is not None and "torch" in pins and _exact(pins["torch"])):
+                and torch.identity is not None and "torch" in pn and exact(pn["torch"])):
             t = torch.identity
             ident.major |= t.major
             ident.release, ident.runtime, ident.cudart_soname = t.release, t.runtime, t.cudart_soname
-            ident.add("follows-torch", f"Requires-Dist: torch=={_exact(pins['torch'])}; "
+            ident.add("follows-torch", f"Requires-Dist: torch=={exact(pn['torch'])}; "
                                        f"built for torch's CUDA {t.release}")
     if ident.kind == "unknown" and not _is_platform(p.wheel) and p.facts is not None:
         ident.jit_only = True
-        ident.evidence.append({"kind": "pure-python", "detail": "no compiled code in the wheel"})
+        ident.add("pure-python", "no compiled code in the wheel (any CUDA code is compiled at run time)")
     return ident
 
 
@@ -361,9 +220,270 @@ def nvidia_identity(name: str, version: str, k: cuda.Knowledge) -> Identity | No
         elif comp == "cublas":
             ident.cublas = version
         return ident
-    major = cuda.name_major(k, name)
+    from_name = cuda.name_major(k, name)
+    if from_name is not None:
+        ident.major.add(from_name)
+        ident.add("name", f"the name {name} names CUDA {from_name}")
+        return ident
+    return None
+
+
     if major is not None:
         ident.major.add(major)
         ident.add("name", f"the name {name} names CUDA {major}")
         return ident
     return None
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    python: str | None = None
+    cache_dir: Path | None = None
+    offline: bool = False
+    small_wheel: int = wheels.SMALL_WHEEL
+
+
+def _arch_glibc(matrix: Matrix | None) -> tuple[str, str | None]:
+    if matrix is None:
+        return "x86_64", None
+    m = re.match(r"(x86_64|aarch64)-manylinux_(\d+)_(\d+)$", matrix.platform)
+    return (m.group(1), f"{m.group(2)}.{m.group(3)}") if m else (matrix.platform.split("-")[0], None)
+
+
+def gather(path: Path, *, matrix: Matrix | None, host: HostFacts, opts: CheckOptions,
+           stats: wheels.FetchStats) -> Facts:
+    """Read the lock and every wheel the rules need; establish identities."""
+    data = read_lock(path)
+    python = _lock_python(path, data, opts.python)
+    arch, platform_glibc = _arch_glibc(matrix)
+    env = target_env(python, arch)
+    # Identity is read from the wheel an installer on the target would pick.
+    supported = supported_tags(python, arch, host.glibc or platform_glibc or "2.99")
+    k = cuda.load()
+    packages: dict[str, Pkg] = {}
+    raw: dict[str, dict[str, Any]] = {}
+    for entry in data.get("packages", []):
+        try:
+            if entry.get("marker") and not Marker(entry["marker"]).evaluate(env):
+                continue
+        except InvalidMarker:
+            pass  # validated by packaging.pylock already; keep the package
+        name = canonicalize_name(entry["name"])
+        raw[name] = entry
+        packages[name] = Pkg(name, str(entry.get("version", "")), _pick_wheel(entry, supported, path.parent))
+    comps = {matrix.torch.name, matrix.vllm.name} if matrix else set()
+    gpu = [p for p in packages.values()
+           if p.name in k.gpu or p.name in comps or _variant(p.version, p.wheel.url if p.wheel else None)]
+    jobs = [(p.wheel, needs_binary(k, p.name, env) if _is_platform(p.wheel) else False)
+            for p in gpu if p.wheel is not None]
+    cache = wheels.WheelCache(opts.cache_dir or wheels.default_cache_dir())
+    read = wheels.read_wheels(jobs, cache=cache, offline=opts.offline, stats=stats, small=opts.small_wheel)
+    for p in gpu:
+        p.facts = read.get(p.wheel.filename) if p.wheel else None
+    torch = packages.get("torch")
+    if torch is not None and torch in gpu:
+        torch.identity = identify(torch, k, env, None)
+    for p in gpu:
+        if p is not torch:
+            p.identity = identify(p, k, env, torch)
+    for p in packages.values():
+        if p in gpu or p.name in k.neutral:
+            continue
+        p.identity = nvidia_identity(p.name, p.version, k)
+        if p.identity is None and p.name.startswith("nvidia-"):
+            p.identity = Identity()
+            p.identity.evidence.append({"kind": "unknown", "detail": "an nvidia-* package builder/data/"
+                                        "cuda.toml does not know"})
+    return Facts(str(path), python, arch, matrix, host, packages, raw, env, k)
+
+
+def check_lock(path: Path, *, matrix: Matrix | None, host: HostFacts, opts: CheckOptions | None = None,
+               stats: wheels.FetchStats | None = None) -> Report:
+    """Check one lock against the host; raises Unavailable when a wheel can't be read."""
+    from builder.check_rules import compat_min, native_floor
+
+    stats = stats or wheels.FetchStats()
+    f = gather(path, matrix=matrix, host=host, opts=opts or CheckOptions(), stats=stats)
+    findings = evaluate(f)
+    native, what, _ev = native_floor(f)
+    driver = {"native_min": native, "native_from": what, "compat_min": compat_min(f), "host": host.driver,
+              "declared": matrix.driver_floor if matrix else None, "host_origin": host.origin}
+    return Report(str(path), matrix.id if matrix else None, f.python, verdict(findings), findings,
+                  f.packages, driver, {"requests": stats.requests, "bytes": stats.bytes})
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    """What ``builder check`` was asked (built by the CLI)."""
+
+    selectors: tuple[str, ...] = ()
+    python: str | None = None
+    lock: Path | None = None
+    driver: str | None = None
+    ccs: tuple[str, ...] = ()
+    glibc: str | None = None
+    probe: bool = False
+    offline: bool = False
+    cache_dir: Path | None = None
+
+
+@dataclass
+class CheckResult:
+    reports: list[Report]
+    chooser: list[dict[str, Any]]
+    verdict: str
+    fetched: dict[str, int]
+
+
+def _blocker(r: Report) -> str:
+    fails = [f for f in r.findings if f.level == "fail"]
+    dn = r.finding("driver-native")
+    parts = []
+    if dn is not None and dn.level == "fail" and dn.message.startswith("driver upgrade required"):
+        parts.append("driver upgrade required: needs a reboot")
+        fails = [f for f in fails if f is not dn]
+    if fails:
+        parts.append(f"{fails[0].id}: {fails[0].message.split(':')[0]}" if not parts
+                     else "also " + ", ".join(f.id for f in fails))
+    if parts:
+        return "; ".join(parts)
+    warns = [f.id for f in r.findings if f.level == "warn"]
+    return ("warnings: " + ", ".join(warns)) if warns else "-"
+
+
+def chooser_row(r: Report) -> dict[str, Any]:
+    """One matrix-chooser row: floors, host driver, verdict and what blocks it."""
+    return {"matrix": r.matrix, "python": r.python, "native_floor": r.driver["native_min"],
+            "declared_floor": r.driver["declared"], "host_driver": r.driver["host"],
+            "verdict": r.verdict, "blocker": _blocker(r)}
+
+
+def resolve_host(base: HostFacts, req: CheckRequest) -> HostFacts:
+    """Options override the probe, which overrides envs/host.toml."""
+    host = base
+    if req.probe:
+        drv, ccs = probe_host()
+        host = HostFacts(drv, ccs, host.glibc, "nvidia-smi")
+    if req.driver or req.ccs or req.glibc:
+        host = HostFacts(req.driver or host.driver, req.ccs or host.ccs, req.glibc or host.glibc,
+                         host.origin + " + options")
+    if host.driver is not None:
+        try:
+            cuda.driver_key(host.driver)
+        except ValueError:
+            raise UsageError(f"not a driver version: {host.driver!r}", "e.g. --driver 575.57.08") from None
+    for cc in host.ccs:
+        if not re.fullmatch(r"\d+\.\d+", cc):
+            raise UsageError(f"not a compute capability: {cc!r}", "e.g. --gpu-cc 8.9")
+    return host
+
+
+def run_check(project: Any, req: CheckRequest) -> CheckResult:
+    """Check the requested locks (``project`` is a builder.project.Project or None)."""
+    from builder import lockfile
+    from builder.project import select_pythons
+
+    base = HostFacts.from_host(project.host() if project is not None else None,
+                               origin="envs/host.toml" if project is not None else "options")
+    host = resolve_host(base, req)
+    opts = CheckOptions(req.python, req.cache_dir, req.offline)
+    stats = wheels.FetchStats()
+    reports: list[Report] = []
+    if req.lock is not None:
+        if req.selectors:
+            raise UsageError("--lock and --matrix are exclusive", "pass one or the other")
+        matrix = None
+        stamp = _stamp_matrix(req.lock)
+        if stamp and project is not None and stamp in project.matrix_ids():
+            matrix = project.matrix(stamp)
+        reports.append(check_lock(req.lock, matrix=matrix, host=host, opts=opts, stats=stats))
+    else:
+        if project is None:
+            raise UsageError("no builder project found", "pass --lock FILE or run inside the project")
+        for m in project.matrices(list(req.selectors)):
+            for py in select_pythons(m, req.python):
+                path = lockfile.lock_path(project.locks, m, py)
+                if not path.exists():
+                    raise UsageError(f"{path.relative_to(project.root)}: no lock",
+                                     f"run `{lockfile.regenerate_command(m, py)}` first")
+                reports.append(check_lock(path, matrix=m, host=host,
+                                          opts=CheckOptions(py, req.cache_dir, req.offline), stats=stats))
+    chooser = [chooser_row(r) for r in reports] if not req.selectors and req.lock is None else []
+    return CheckResult(reports, chooser, verdict([f for r in reports for f in r.findings]),
+                       {"requests": stats.requests, "bytes": stats.bytes})
+
+
+def _stamp_matrix(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            v = tomllib.load(f).get("tool", {}).get("builder", {}).get("matrix")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return str(v) if v else None
+
+
+def predict(lock_path: Path, *, cache_dir: Path | None = None, offline: bool = False,
+            matrix: Matrix | None = None) -> dict[str, str | None]:
+    """What a runtime built from ``lock_path`` should report, for the smoke test to compare.
+
+    Keys: torch (locked version), torch_reported (``torch.__version__``: PyPI's Linux
+    wheels report their variant, 2.9.0 -> 2.9.0+cu128, FACTS.md), torch_cuda
+    (``torch.version.cuda``), vllm, cudart_soname and build_toolkit (of vLLM's kernels).
+    """
+    host = HostFacts(None, (), None, "predict")
+    f = gather(lock_path, matrix=matrix, host=host,
+               opts=CheckOptions(cache_dir=cache_dir, offline=offline), stats=wheels.FetchStats())
+    torch, vllm = f.packages.get("torch"), f.packages.get("vllm")
+    ti = torch.identity if torch else None
+    vi = vllm.identity if vllm else None
+    reported = None
+    if torch is not None:
+        reported = torch.version
+        if ti and ti.release and "+" not in reported:
+            reported += "+cu" + ti.release.replace(".", "")
+    return {
+        "torch": torch.version if torch else None,
+        "torch_reported": reported,
+        "torch_cuda": ti.release if ti else None,
+        "vllm": vllm.version if vllm else None,
+        "cudart_soname": (vi.cudart_soname if vi else None) or (ti.cudart_soname if ti else None),
+        "build_toolkit": vi.build_toolkit if vi else None,
+    }
+
+
+# ---------------------------------------------------------------- host probe (minimal)
+
+NVIDIA_SMI = ("nvidia-smi", "--query-gpu=driver_version,compute_cap", "--format=csv,noheader")
+
+
+def parse_nvidia_smi(text: str) -> tuple[str | None, tuple[str, ...]]:
+    """``575.57.08, 8.9`` per GPU -> (driver, compute capabilities); pure."""
+    drivers, ccs = set(), set()
+    for line in text.splitlines():
+        parts = [x.strip() for x in line.split(",")]
+        if len(parts) != 2 or not re.fullmatch(r"\d+(\.\d+)+", parts[0]):
+            continue
+        drivers.add(parts[0])
+        if re.fullmatch(r"\d+\.\d+", parts[1]):
+            ccs.add(parts[1])
+    return (drivers.pop() if len(drivers) == 1 else None), tuple(sorted(ccs))
+
+
+def probe_host(timeout: float = 15.0) -> tuple[str, tuple[str, ...]]:
+    """Driver and compute capabilities from this machine's nvidia-smi.
+
+    Minimal on purpose (builder/host.py owns the full driver preflight).
+    """
+    res = _proc.run(NVIDIA_SMI, timeout=timeout, what="nvidia-smi")
+    if res.missing:
+        raise ToolNotFound("nvidia-smi not found: cannot --probe this host",
+                           "run on the GPU host, or pass --driver and --gpu-cc")
+    drv, ccs = parse_nvidia_smi(res.stdout)
+    if not res.ok or drv is None:
+        why = "timed out" if res.timed_out else (res.stderr_tail(2) or res.stdout.strip()[:200] or "no output")
+        raise Unavailable(f"nvidia-smi could not report the driver: {why}",
+                          "fix the driver (a reboot may be pending) or pass --driver")
+    return drv, ccs

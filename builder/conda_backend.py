@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 from builder import _proc
 from builder.errors import LockFileError, ToolFailed, ToolNotFound, ToolTimeout, Unavailable, UsageError
@@ -47,6 +48,7 @@ DEFAULT_CHANNEL_ROOT = "https://conda.anaconda.org/"
 DEFAULT_LINUX = "5.10"
 SOLVE_TIMEOUT = 300.0
 EXECUTABLES = ("micromamba", "mamba", "conda")
+REPODATA_FILES = ("repodata.json", "repodata_shards.msgpack.zst")
 
 
 def conda_lock_path(locks_dir: Path, matrix: Matrix, python: str) -> Path:
@@ -233,16 +235,63 @@ def _solve_rattler(matrix: Matrix, python: str, chans: list[tuple[str, str]], wa
         return await asyncio.wait_for(coro, SOLVE_TIMEOUT)
 
     label = f"{matrix.name}/py{python}"
+    before = {url: probe_channel(url) for _, url in chans}
+    for name, url in chans:
+        if all(v == "missing" for v in before[url].values()):
+            raise Unavailable(f"conda solve of {label}: channel {name!r} not found at {url} "
+                              "(no linux-64 or noarch repodata)",
+                              "check the channel name, or point it elsewhere with --channel-override NAME=URL")
     try:
         return asyncio.run(go())
     except GatewayError as exc:
         raise Unavailable(f"conda solve of {label}: a channel could not be read: {_first(exc)}",
                           "check the channel names, the network, or --channel-override NAME=URL") from None
     except SolverError as exc:
+        # rattler reads a subdir that answers 404 as empty, so a channel that
+        # vanishes mid-solve looks like "no candidates": compare with before.
+        for name, url in chans:
+            after = probe_channel(url)
+            if after != before[url]:
+                raise Unavailable(f"conda solve of {label}: channel {name!r} changed during the solve "
+                                  f"({_diff(before[url], after)})",
+                                  "make sure the channel or mirror is complete and stable, then re-run") from None
         raise ToolFailed(f"conda solve of {label} failed: {_first(exc)}",
                          "relax [conda].packages or the Python pin, or check the channels") from None
     except TimeoutError:
         raise ToolTimeout(f"conda solve of {label} did not finish within {SOLVE_TIMEOUT:g}s") from None
+
+
+def probe_channel(url: str, timeout: float = 15.0) -> dict[str, str]:
+    """``{"linux-64": "present"|"missing"|"error: ...", "noarch": ...}`` for a channel URL."""
+    import urllib.error
+    import urllib.request
+
+    out = {}
+    for sub in (SUBDIR, "noarch"):
+        if url.startswith("file:"):
+            d = Path(unquote(urlsplit(url).path)) / sub
+            found = any((d / n).is_file() for n in REPODATA_FILES)
+            out[sub] = "present" if found else "missing"
+            continue
+        state = "missing"
+        for n in REPODATA_FILES:
+            req = urllib.request.Request(f"{url}/{sub}/{n}", method="HEAD")
+            try:
+                with urllib.request.urlopen(req, timeout=timeout):
+                    state = "present"
+                    break
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:
+                    state = f"error: HTTP {exc.code}"
+            except (urllib.error.URLError, OSError) as exc:
+                state = f"error: {getattr(exc, 'reason', exc)}"
+                break
+        out[sub] = state
+    return out
+
+
+def _diff(before: Mapping[str, str], after: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}: {before[k]} -> {after[k]}" for k in before if before[k] != after.get(k))
 
 
 def _first(exc: BaseException) -> str:

@@ -104,14 +104,19 @@ def _records(lf: Any) -> list[Any]:
 
 
 def install(lock_path: Path, prefix: Path, *, protected: Protected | None = None,
-            cache_dir: Path | None = None, timeout: float = INSTALL_TIMEOUT) -> int:
+            cache_dir: Path | None = None, final: Path | None = None,
+            timeout: float = INSTALL_TIMEOUT) -> int:
     """Install every package of the conda lock into ``prefix``; return how many.
 
-    ``prefix`` must not exist yet or be empty.  It is checked against the
-    protected set before anything is written.
+    ``prefix`` must not exist yet or be empty.  It (and ``final``) are checked
+    against the protected set before anything is written.  ``final`` is where
+    ``prefix`` will be renamed to: conda packages embed their prefix in files,
+    so that path is what the installer writes into them.
     """
     if protected is not None:
         protected.guard_write(prefix, "create a conda runtime in")
+        if final is not None:
+            protected.guard_write(final, "create a conda runtime in")
     from builder import conda_lockfile
 
     lf = conda_lockfile.read(lock_path)
@@ -129,6 +134,7 @@ def install(lock_path: Path, prefix: Path, *, protected: Protected | None = None
         await asyncio.wait_for(rattler.install(
             records, target_prefix=prefix, cache_dir=cache_dir, show_progress=False,
             platform=rattler.Platform(conda_backend.SUBDIR), execute_link_scripts=False,
+            alternative_target_prefix=final,
         ), timeout)
 
     try:
@@ -160,14 +166,14 @@ def probe(python: Path, env: Mapping[str, str] | None = None) -> tuple[str, str]
 
 def create_prefix(matrix: Matrix, python: str, prefix: Path, *, locks_dir: Path | None = None,
                   protected: Protected | None = None, cache_dir: Path | None = None,
-                  env: Mapping[str, str] | None = None) -> CondaPrefix:
+                  final: Path | None = None, env: Mapping[str, str] | None = None) -> CondaPrefix:
     """Check the conda lock is fresh, install it into ``prefix`` and verify its Python."""
     locks = locks_dir if locks_dir is not None else _locks_dir(matrix)
     state = conda_backend.conda_lock_state(locks, matrix, python)
     if not state.ok:
         err = LockFileError if state.state in ("invalid", "modified") else StaleLock
         raise err(f"{state.path}: {state.state}: {state.reason}", f"refresh it with `{state.command}`")
-    n = install(state.path, prefix, protected=protected, cache_dir=cache_dir)
+    n = install(state.path, prefix, protected=protected, cache_dir=cache_dir, final=final)
     py = prefix / "bin" / "python"
     if not os.path.exists(py):
         raise BuildError(f"the conda lock installed no bin/python into {prefix}",
@@ -182,6 +188,33 @@ def create_prefix(matrix: Matrix, python: str, prefix: Path, *, locks_dir: Path 
 
     meta, _ = conda_lockfile.read_stamp(state.path.read_text(encoding="utf-8"), str(state.path))
     return CondaPrefix(prefix, py, version, n, meta.get("builder-solver", "?"))
+
+
+def relocate_scripts(staging: Path, final: Path) -> list[Path]:
+    """Point ``#!STAGING/bin/...`` shebangs in ``staging/bin`` at ``final``; return the files changed.
+
+    uv writes absolute shebangs into a prefix that is not a relocatable venv
+    (a conda prefix has no pyvenv.cfg), so scripts installed while building in
+    staging would name the staging path after the rename into place.
+    """
+    old = f"#!{staging}/".encode()
+    new = f"#!{final}/".encode()
+    changed = []
+    bindir = staging / "bin"
+    for p in sorted(bindir.iterdir()) if bindir.is_dir() else []:
+        if p.is_symlink() or not p.is_file():
+            continue
+        with open(p, "rb") as f:
+            head = f.read(len(old))
+        if head != old:
+            continue
+        data = p.read_bytes()
+        tmp = p.with_name(f".{p.name}.relocate.tmp")
+        tmp.write_bytes(new + data[len(old):])
+        os.chmod(tmp, p.stat().st_mode & 0o7777)
+        os.replace(tmp, p)
+        changed.append(p)
+    return changed
 
 
 class CondaRuntimeBase:
@@ -203,6 +236,18 @@ class CondaRuntimeBase:
 
         return protect.for_project(Project(Path(matrix.path).resolve().parent.parent))
 
+    def identity(self, matrix: Matrix, python: str) -> str:
+        """sha256 of the conda lock: a new conda lock gives a new runtime name."""
+        path = conda_backend.conda_lock_path(self.locks_dir or _locks_dir(matrix), matrix, python)
+        try:
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            return "no-conda-lock"
+
+    def finish(self, staging: Path, final: Path) -> None:
+        """After the uv sync, before the rename: point staging shebangs at ``final``."""
+        relocate_scripts(staging, final)
+
     def create(self, req: BaseRequest) -> BaseResult:
         """Create the conda prefix in ``req.staging`` from the matrix's conda lock."""
         if req.interpreter:
@@ -211,8 +256,12 @@ class CondaRuntimeBase:
             raise UsageError("--interpreter cannot be combined with --base conda",
                              "the conda lock provides the interpreter")
         locks = self.locks_dir if self.locks_dir is not None else _locks_dir(req.matrix)
-        made = create_prefix(req.matrix, req.python, req.staging, locks_dir=locks,
-                             protected=self._protected(req.matrix), cache_dir=self.cache_dir, env=req.env)
+        # ``final`` (where staging is renamed to) is what conda packages must
+        # embed; builder.runtime passes it when its BaseRequest has the field.
+        final = getattr(req, "final", None)
+        protected = req.protected if req.protected is not None else self._protected(req.matrix)
+        made = create_prefix(req.matrix, req.python, req.staging, locks_dir=locks, protected=protected,
+                             cache_dir=self.cache_dir, final=final, env=req.env)
         lock = conda_backend.conda_lock_path(locks, req.matrix, req.python)
         return BaseResult(
             python=made.python, version=made.version, source="conda", origin=str(lock),

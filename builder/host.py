@@ -16,25 +16,29 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from builder import _proc
+from builder.snapshot import ProbeRecord
 
 #: The query fields builder asks nvidia-smi for, in this order.
 GPU_FIELDS = ("index", "name", "driver_version", "compute_cap", "memory.total", "pci.bus_id", "uuid")
 APP_FIELDS = ("gpu_uuid", "pid", "process_name", "used_memory")
+
+#: The only files builder reads on the host (through ``cat``, bounded).
+FILES = frozenset({"/sys/module/nvidia/version", "/proc/driver/nvidia/version", "/etc/os-release",
+                   "/var/run/reboot-required", "/var/run/reboot-required.pkgs"})
 
 #: Programs a probe may run, each with the argument lists it may pass.  A
 #: program maps to a predicate over its arguments; nothing else runs.
 ALLOWED: Mapping[str, Callable[[tuple[str, ...]], bool]] = {
     "nvidia-smi": lambda a: len(a) == 2 and a[0].startswith(("--query-gpu=", "--query-compute-apps="))
     and a[1].startswith("--format=csv"),
-    "cat": lambda a: len(a) == 2 and a[0] == "--"
-    and a[1].startswith(("/proc/", "/sys/", "/etc/", "/var/run/")),
+    "cat": lambda a: len(a) == 2 and a[0] == "--" and a[1] in FILES,
     "uname": lambda a: a == ("-r",),
     "getconf": lambda a: a == ("GNU_LIBC_VERSION",),
     "ldd": lambda a: a == ("--version",),
@@ -83,55 +87,6 @@ class Probe:
     path: str = ""
     timeout: float = 10.0
     env: Mapping[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class ProbeRecord:
-    """The raw result of one probe, as stored in a snapshot.
-
-    ``exit`` is the exit code, ``"missing"`` (tool or file absent) or None
-    (killed after ``timed_out``).
-    """
-
-    id: str
-    kind: str
-    command: tuple[str, ...] | None
-    path: str | None
-    stdout: str
-    stderr: str
-    exit: int | str | None
-    duration: float
-    timed_out: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.exit == 0 and not self.timed_out
-
-    @property
-    def missing(self) -> bool:
-        return self.exit == "missing"
-
-    def text(self) -> str:
-        """stdout and stderr together (nvidia-smi prints some errors on stdout)."""
-        return "\n".join(s for s in (self.stdout.strip(), self.stderr.strip()) if s)
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["command"] = list(self.command) if self.command is not None else None
-        return d
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ProbeRecord:
-        cmd = d.get("command")
-        exit_ = d.get("exit")
-        if not (exit_ is None or exit_ == "missing" or isinstance(exit_, int)):
-            raise ValueError(f"exit must be an integer, 'missing' or null, got {exit_!r}")
-        return cls(
-            id=str(d["id"]), kind=str(d.get("kind", "command")),
-            command=tuple(str(a) for a in cmd) if cmd is not None else None,
-            path=d.get("path"), stdout=str(d.get("stdout", "")), stderr=str(d.get("stderr", "")),
-            exit=exit_, duration=float(d.get("duration", 0.0)), timed_out=bool(d.get("timed_out", False)),
-        )
 
 
 def probes(kernel: str | None = None) -> list[Probe]:
@@ -208,8 +163,6 @@ def run_probe(probe: Probe) -> ProbeRecord:
 
 def runtime_dirs(runtimes: Path, matrix_id: str | None = None) -> list[Path]:
     """Runtimes under ``runtimes/`` named ``matrix-<id>-py<XY>-<hash>`` with a bin/python."""
-    import re
-
     rx = re.compile(r"^matrix-(?P<id>[a-z0-9][a-z0-9-]*?)-py(?P<py>\d{2,3})-(?P<hash>[0-9A-Za-z]+)$")
     out = []
     if runtimes.is_dir():

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from builder import hostparse as hp
-from builder.host import ProbeRecord
-from builder.snapshot import Snapshot
+from builder.snapshot import ProbeRecord, Snapshot
 
 T = TypeVar("T")
 
@@ -111,7 +110,7 @@ def _nvidia_smi(facts: HostFacts, snap: Snapshot) -> None:
         return
     # With no GPU process the answer is the header line alone: an empty list.
     facts.apps = _parse(facts, "apps", app, "nvidia-smi --query-compute-apps",
-                        lambda t: hp.processes_from_rows(hp.parse_query_csv(t)))
+                        lambda t: hp.processes_from_rows(hp.parse_query_csv(t)) if t.strip() else [])
 
 
 def _lib_versions(text: str) -> list[str]:

@@ -7,17 +7,27 @@ decision or rendering module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from builder import host, hostfacts, preflight, runbook, snapshot, verify_driver
+from builder.errors import UsageError
 from builder.project import Project
 
 
 def take_snapshot(project: Project, path: Path) -> snapshot.Snapshot:
     """Probe the live host (and every runtime's torch) and write ``path`` atomically."""
     snap = snapshot.make(host.capture(project.runtimes))
-    snapshot.write(snap, path)
+    write_text(path, lambda: snapshot.write(snap, path))
     return snap
+
+
+def write_text(path: Path, write: Callable[[], None]) -> None:
+    """Run ``write``; an unwritable path is a usage error (exit 2), not a traceback."""
+    try:
+        write()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}", "choose a writable path") from None
 
 
 def _snapshot(project: Project, from_snapshot: Path | None, matrix_id: str | None,

@@ -66,7 +66,9 @@ class Protected:
 
     def match(self, target: str | os.PathLike[str]) -> Root | None:
         """The protected root ``target`` lies in (or aliases), else None."""
-        real = Path(os.path.realpath(os.path.abspath(target)))
+        # realpath resolves symlinks component by component, so "link/../x"
+        # means what the kernel means (abspath would drop "link/.." lexically).
+        real = Path(os.path.realpath(target))
         for r in self.roots:
             if real == r.path or r.path in real.parents:
                 return r

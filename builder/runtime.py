@@ -220,7 +220,9 @@ def checked_lock(project: Project, matrix: Matrix, python: str) -> LockInfo:
 def runtimes_root(project: Project, root: str | os.PathLike[str] | None = None) -> Path:
     """``--root``, else ``$BUILDER_RUNTIMES``, else ``<project>/runtimes``."""
     chosen = root or os.environ.get("BUILDER_RUNTIMES") or project.runtimes
-    return Path(os.path.abspath(os.path.expanduser(chosen)))
+    # Resolved like the kernel resolves it (symlinks, then ".."): the path
+    # checked by the protected-env guard is the path written to.
+    return Path(os.path.realpath(os.path.expanduser(chosen)))
 
 
 def runtime_name(matrix: Matrix, python: str, lock: LockInfo, base: str = "venv",
@@ -416,9 +418,12 @@ def _sync(uv: str, python: Path, lock: Path, cache_dir: str | None, env: Mapping
     tail = res.stderr_tail(6)
     if res.timed_out:
         raise ToolFailed(f"uv pip sync did not finish within {SYNC_TIMEOUT:g}s", "check the network")
-    if "hash mismatch" in res.stderr.lower():
+    if "hash mismatch" in res.stderr.lower() or "size mismatch" in res.stderr.lower():
         raise BuildError(f"a downloaded file does not match the lock's hash: {tail}",
                          "the index or the lock was altered; re-lock from a trusted index")
+    if "Failed to extract archive" in res.stderr:
+        raise BuildError(f"a downloaded file is corrupt: {tail}",
+                         "the index serves a damaged or altered file; re-lock from a trusted index")
     from builder.uv_backend import _NETWORK
 
     if _NETWORK.search(res.stderr):
@@ -488,8 +493,10 @@ def build(project: Project, req: BuildRequest, protected: Protected,
             _sync(uv, made.python, lock.path, cache_dir, env)
             t_sync = time.monotonic() - t
             say(name, "running smoke tests")
-            report = smoke.run_smoke(made.python, smoke.expected_from_lock(matrix, lock.packages),
-                                     gpu=req.gpu)
+            t = time.monotonic()
+            expected = smoke.expected_for(matrix, lock.path, lock.packages)  # part of the smoke phase
+            report = smoke.run_smoke(made.python, expected, gpu=req.gpu)
+            t_smoke = time.monotonic() - t
             if not report.ok:
                 bad = "; ".join(f"{s.name}: {s.reason}" for s in report.failed())
                 raise BuildError(f"{name}: smoke tests failed, nothing was switched in: {bad}",
@@ -504,7 +511,7 @@ def build(project: Project, req: BuildRequest, protected: Protected,
                                 "reason": made.reason, **dict(made.details)},
                 "uv": tools.uv_version(uv), "built_at": _now(),
                 "timings": {"base": round(t_base, 3), "sync": round(t_sync, 3),
-                            "smoke": round(report.seconds, 3),
+                            "smoke": round(t_smoke, 3),
                             "total": round(time.monotonic() - t0, 3)},
                 "smoke": report.as_dict(),
             }
@@ -542,6 +549,7 @@ def smoke_runtime(project: Project, matrix_sel: str, python: str, root: str | No
     from builder import smoke
 
     matrix, lock, path = locate(project, matrix_sel, python, root, base)
-    report = smoke.run_smoke(path / "bin" / "python", smoke.expected_from_lock(matrix, lock.packages), gpu=gpu)
+    report = smoke.run_smoke(path / "bin" / "python", smoke.expected_for(matrix, lock.path, lock.packages),
+                             gpu=gpu)
     return path, report
 

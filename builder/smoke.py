@@ -15,13 +15,14 @@ import re
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
 from builder import _proc, doctor
+from builder.errors import BuilderError
 from builder.spec import Matrix
 
 IMPORT_TIMEOUT = 600.0
@@ -130,8 +131,7 @@ def expected_from_lock(matrix: Matrix, locked: Mapping[str, str]) -> Expected:
 
     torch's cudart comes from the locked ``nvidia-cuda-runtime-cu12`` (CUDA 12)
     or ``nvidia-cuda-runtime`` (CUDA 13) wheel; vLLM's from the CUDA release the
-    spec declares for its wheel.  # TODO(lead): switch to builder.check's
-    prediction once it exists, so smoke compares with what `builder check` said.
+    spec declares for its wheel.  The fallback of :func:`expected_for`.
     """
     if "nvidia-cuda-runtime-cu12" in locked:
         torch_cudart: str | None = "libcudart.so.12"
@@ -146,6 +146,32 @@ def expected_from_lock(matrix: Matrix, locked: Mapping[str, str]) -> Expected:
         torch_cudart=torch_cudart,
         vllm_cudart=f"libcudart.so.{matrix.vllm.cuda.split('.')[0]}",
         vllm_toolkit=matrix.vllm.cuda,
+    )
+
+
+def expected_for(matrix: Matrix, lock_path: Path, locked: Mapping[str, str]) -> Expected:
+    """What ``builder check`` predicts for the lock (``builder.check.predict``).
+
+    If the checker cannot read the wheels (offline with a cold cache), the
+    prediction falls back to :func:`expected_from_lock` and says so.
+    """
+    base = expected_from_lock(matrix, locked)
+    try:
+        from builder import check
+
+        p = check.predict(lock_path, matrix=matrix)
+    except (BuilderError, OSError, ValueError) as exc:
+        why = exc.message if isinstance(exc, BuilderError) else str(exc)
+        return replace(base, source=f"lock + spec (builder check could not predict: {why})")
+    tk = p.get("build_toolkit")
+    return Expected(
+        torch_version=p.get("torch") or base.torch_version,
+        torch_cuda=p.get("torch_cuda") or base.torch_cuda,
+        vllm_version=p.get("vllm") or base.vllm_version,
+        torch_cudart=base.torch_cudart,
+        vllm_cudart=p.get("cudart_soname") or base.vllm_cudart,
+        vllm_toolkit=".".join(tk.split(".")[:2]) if tk else base.vllm_toolkit,
+        source="builder check",
     )
 
 
@@ -164,6 +190,11 @@ def same_version(installed: str, locked: str) -> bool:
     return a == b if b.local else Version(a.public) == b
 
 
+def _tail(res: _proc.Result, lines: int) -> str:
+    """The end of stderr on one line (a step's reason is one line)."""
+    return " | ".join(x.strip() for x in res.stderr_tail(lines).splitlines() if x.strip())
+
+
 def classify_vllm_help(res: _proc.Result, gpu: bool) -> Step:
     """``vllm --help``: pass on exit 0; the no-device error is skipped only without a GPU."""
     name = "vllm --help"
@@ -176,7 +207,7 @@ def classify_vllm_help(res: _proc.Result, gpu: bool) -> Step:
     text = res.stdout + res.stderr
     if DEVICE_ERROR in text and not gpu:
         return Step(name, SKIP, f"{NO_GPU}: vLLM could not infer a device type")
-    return Step(name, FAIL, f"exit {res.returncode}: {res.stderr_tail(3)}")
+    return Step(name, FAIL, f"exit {res.returncode}: {_tail(res, 3)}")
 
 
 _SM = re.compile(r"^(sm|compute)_(\d+)([a-z]?)$")
@@ -258,11 +289,11 @@ def _gpu_steps(python: str, env: Mapping[str, str], cwd: str) -> list[Step]:
     lines = _jsonlines(res.stdout)
     cuda = next((x for x in lines if x.get("step") == "cuda"), None)
     if cuda is None:
-        why = "timed out" if res.timed_out else f"exit {res.returncode}: {res.stderr_tail(3)}"
+        why = "timed out" if res.timed_out else f"exit {res.returncode}: {_tail(res, 3)}"
         return [Step("torch.cuda.is_available()", FAIL, why)]
     if not cuda["available"]:
         return [Step("torch.cuda.is_available()", FAIL,
-                     "False on a GPU host: driver too old for this torch? " + res.stderr_tail(2))]
+                     "False on a GPU host: driver too old for this torch? " + _tail(res, 2))]
     steps = [Step("torch.cuda.is_available()", PASS, f"{cuda['count']} device(s)")]
     for dev in (x for x in lines if x.get("step") == "device"):
         ok, why = arch_supported(dev["cc"], list(cuda["arch_list"]))
@@ -272,7 +303,7 @@ def _gpu_steps(python: str, env: Mapping[str, str], cwd: str) -> list[Step]:
                       and x["dtype"] == dt), None)
             name = f"GEMM (14,4096)x(4096,4096) {dt} cuda:{dev['index']}"
             if g is None:
-                steps.append(Step(name, FAIL, f"process died: exit {res.returncode}: {res.stderr_tail(2)}"))
+                steps.append(Step(name, FAIL, f"process died: exit {res.returncode}: {_tail(res, 2)}"))
             elif g["ok"]:
                 steps.append(Step(name, PASS, "finite result"))
             else:
@@ -302,7 +333,7 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
             if expected is None and "torch" not in name and not have_vllm:
                 rep.steps.append(Step(name, SKIP, "vllm is not installed in this environment"))
             elif r is None:
-                why = "timed out" if res.timed_out else f"exit {res.returncode}: {res.stderr_tail(3)}"
+                why = "timed out" if res.timed_out else f"exit {res.returncode}: {_tail(res, 3)}"
                 rep.steps.append(Step(name, FAIL, why))
             else:
                 rep.steps.append(Step(name, PASS if r["ok"] else FAIL, "" if r["ok"] else str(r["value"])))

@@ -14,17 +14,65 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from builder.errors import UsageError
-from builder.host import ProbeRecord
 from builder.lockfile import atomic_write
 
 FORMAT = "builder-host-snapshot"
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class ProbeRecord:
+    """The raw result of one probe, as stored in a snapshot.
+
+    ``exit`` is the exit code, ``"missing"`` (tool or file absent) or None
+    (killed after ``timed_out``).
+    """
+
+    id: str
+    kind: str
+    command: tuple[str, ...] | None
+    path: str | None
+    stdout: str
+    stderr: str
+    exit: int | str | None
+    duration: float
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit == 0 and not self.timed_out
+
+    @property
+    def missing(self) -> bool:
+        return self.exit == "missing"
+
+    def text(self) -> str:
+        """stdout and stderr together (nvidia-smi prints some errors on stdout)."""
+        return "\n".join(s for s in (self.stdout.strip(), self.stderr.strip()) if s)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["command"] = list(self.command) if self.command is not None else None
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ProbeRecord:
+        cmd = d.get("command")
+        exit_ = d.get("exit")
+        if not (exit_ is None or exit_ == "missing" or isinstance(exit_, int)):
+            raise ValueError(f"exit must be an integer, 'missing' or null, got {exit_!r}")
+        return cls(
+            id=str(d["id"]), kind=str(d.get("kind", "command")),
+            command=tuple(str(a) for a in cmd) if cmd is not None else None,
+            path=d.get("path"), stdout=str(d.get("stdout", "")), stderr=str(d.get("stderr", "")),
+            exit=exit_, duration=float(d.get("duration", 0.0)), timed_out=bool(d.get("timed_out", False)),
+        )
 
 
 @dataclass(frozen=True)

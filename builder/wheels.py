@@ -256,6 +256,7 @@ class HttpReader:
                 return resp.status, {k.lower(): v for k, v in resp.headers.items()}, body
         except urllib.error.HTTPError as exc:
             self.stats.add(0)
+            exc.close()  # its response holds the socket
             raise Unavailable(f"{self.ref.filename}: HTTP {exc.code} from {_host(url)}",
                               "check the network or the index; the cache has no entry for this wheel") from None
         except (urllib.error.URLError, OSError) as exc:

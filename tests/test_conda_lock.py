@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -141,7 +142,7 @@ def test_python_pin_and_platform_rules(cproject: Path) -> None:
     with pytest.raises(UsageError, match="is not a Python"):
         conda_backend.specs(Project(cproject).matrix("c"), MM)
     spec.write_text(spec.read_text().replace('platform = "x86_64-manylinux_2_35"', 'platform = "linux"'))
-    with pytest.raises(UsageError, match="__glibc"):
+    with pytest.raises(UsageError, match="does not say the glibc version"):
         conda_backend.virtual_packages(Project(cproject).matrix("c"))
 
 
@@ -174,7 +175,7 @@ def test_unknown_channel_and_bad_override(cproject: Path, tmp_path: Path) -> Non
     with _serve(empty) as url:
         r = builder_cmd("lock", "--channel-override", f"tiny={url}/no-such-channel", cwd=cproject)
     assert r.returncode == EXIT_UNAVAILABLE, r.stderr
-    assert "a channel could not be read" in r.stderr and "404" in r.stderr
+    assert "channel 'tiny' not found at" in r.stderr and "no linux-64 or noarch repodata" in r.stderr
     assert not (cproject / CLOCK).exists()
 
 
@@ -188,19 +189,25 @@ def test_cli_override_solves_from_an_http_mirror(cproject: Path, channel: Path) 
 
 
 class _Vanishing(SimpleHTTPRequestHandler):
-    """Serves the channel, and deletes it right after the first request."""
+    """Serves the first request of a solve, then deletes the channel.
+
+    Requests are serialised so that the solver's concurrent second request
+    (rattler fetches linux-64 and noarch at once) finds the channel gone.
+    """
 
     gone = threading.Event()
+    serial = threading.Lock()
     root: Path
 
     def log_message(self, format: str, *args: object) -> None:
         pass
 
     def do_GET(self) -> None:
-        super().do_GET()
-        if not self.gone.is_set():
-            self.gone.set()
-            shutil.rmtree(self.root)
+        with self.serial:
+            super().do_GET()
+            if not self.gone.is_set():
+                self.gone.set()
+                shutil.rmtree(self.root)
 
 
 class _serve:
@@ -222,12 +229,16 @@ def test_channel_vanishing_mid_solve_fails_cleanly(cproject: Path, channel: Path
     before = (cproject / CLOCK).read_bytes()
     copy = tmp_path / "mirror" / "channel"
     shutil.copytree(channel, copy)
-    handler = type("H", (_Vanishing,), {"gone": threading.Event(), "root": copy})
+    handler = type("H", (_Vanishing,), {"gone": threading.Event(), "serial": threading.Lock(), "root": copy})
     with _serve(copy.parent, handler) as url:
         r = builder_cmd("lock", "--channel-override", f"tiny={url}/channel", cwd=cproject)
     assert handler.gone.is_set() and not copy.exists()
     assert r.returncode == EXIT_UNAVAILABLE, r.stderr
-    assert "a channel could not be read" in r.stderr and "Traceback" not in r.stderr
+    # Which of rattler's two concurrent requests finds the channel gone decides
+    # the wording: a failed read, or an empty subdir that builder re-probes.
+    assert re.search(r"a channel could not be read: .*404|channel 'tiny' changed during the solve "
+                     r"\(linux-64: present -> missing, noarch: present -> missing\)", r.stderr), r.stderr
+    assert "Traceback" not in r.stderr
     assert (cproject / CLOCK).read_bytes() == before
     assert not list((cproject / CLOCK).parent.glob(".*.tmp"))
 

@@ -61,8 +61,11 @@ def snapshot_cmd(ctx: click.Context, file: Path) -> None:
             state = ("ok" if r.ok else "missing" if r.missing else "timed out" if r.timed_out
                      else f"exit {r.exit}")
             click.echo(f"  {r.id}: {state} ({r.duration:.2f}s)", err=True)
-    bad = sum(1 for r in snap.records.values() if not r.ok)
-    click.echo(f"wrote {file}: {len(snap.records)} probes, {bad} without output")
+    recs = list(snap.records.values())
+    ok = sum(r.ok for r in recs)
+    missing = sum(r.missing for r in recs)
+    click.echo(f"wrote {file}: {len(recs)} probes: {ok} answered, {missing} tool or file absent, "
+               f"{len(recs) - ok - missing} failed or timed out")
 
 
 @main.command("preflight")
@@ -100,7 +103,7 @@ def runbook_cmd(ctx: click.Context, matrix: str, fmt: str, from_snapshot: Path |
         return
     from builder.lockfile import atomic_write
 
-    atomic_write(output, text)
+    hostops.write_text(output, lambda: atomic_write(output, text))
     if fmt == "sh":
         output.chmod(output.stat().st_mode | 0o100)
     if not quiet(ctx):

@@ -67,12 +67,22 @@ def index(channel: Path) -> None:
     asyncio.run(index_fs(channel, force=True))
 
 
-def build_channel(channel: Path) -> Path:
-    """Create and index the channel described in the module docstring."""
-    base = base_interpreter()
-    cfg = f"home = {os.path.dirname(base)}\ninclude-system-site-packages = false\nversion = {PY}\n"
-    package(channel, "python", PY, "linux-64", {"pyvenv.cfg": cfg},
-            depends=["libtiny >=1"], links={"bin/python": base, f"bin/python{MM}": base})
+def python_package(channel: Path, exe: str, version: str) -> Path:
+    """A ``python`` package making the prefix a venv of the interpreter ``exe``."""
+    base = os.path.realpath(exe)
+    mm = ".".join(version.split(".")[:2])
+    cfg = f"home = {os.path.dirname(base)}\ninclude-system-site-packages = false\nversion = {version}\n"
+    return package(channel, "python", version, "linux-64", {"pyvenv.cfg": cfg},
+                   depends=["libtiny >=1"], links={"bin/python": base, f"bin/python{mm}": base})
+
+
+def build_channel(channel: Path, pythons: tuple[tuple[str, str], ...] = ()) -> Path:
+    """Create and index the channel described in the module docstring.
+
+    ``pythons``: more ``(executable, version)`` interpreters to package.
+    """
+    for exe, version in ((base_interpreter(), PY), *pythons):
+        python_package(channel, exe, version)
     package(channel, "python", "3.99.0", "linux-64", {"share/decoy.txt": "not a python"})
     package(channel, "libtiny", "1.0", "linux-64", {"lib/libtiny.txt": "libtiny 1.0\n"},
             depends=["__glibc >=2.17"])

@@ -1,0 +1,170 @@
+"""``builder build``, ``builder smoke`` and ``builder doctor``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from builder.cli import main
+from builder.cli.common import echo_json, progress, project, quiet, table
+from builder.errors import EXIT_FAILED, BuilderError
+
+_GPU_HELP = "Run (--gpu) or skip (--no-gpu) the GPU steps. Default: detect an NVIDIA GPU."
+
+
+def _smoke_table(report: Any) -> str:
+    return table([[s.name, s.status, s.reason] for s in report.steps], ["step", "status", "reason"])
+
+
+def _smoke_summary(report: Any) -> str:
+    n = {k: sum(s.status == k for s in report.steps) for k in ("pass", "fail", "skipped")}
+    return f"{n['pass']} pass, {n['fail']} fail, {n['skipped']} skipped"
+
+
+@main.command("build")
+@click.option("-m", "--matrix", required=True, help="Matrix to build: A, a or matrix-a.")
+@click.option("-p", "--python", help="Python of the matrix, e.g. 3.12 (default: each of its Pythons).")
+@click.option("--interpreter", type=click.Path(dir_okay=False), help="Base the runtime on this python executable.")
+@click.option("--root", type=click.Path(file_okay=False),
+              help="Runtimes root (default: $BUILDER_RUNTIMES, else <project>/runtimes).")
+@click.option("--force", is_flag=True, help="Rebuild even if a runtime of this lock exists.")
+@click.option("--base", default="venv", show_default=True, help="Environment base: venv or conda.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="uv cache (default: $UV_CACHE_DIR, else uv's).")
+@click.option("--gpu/--no-gpu", default=None, help=_GPU_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_context
+def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: str | None, root: str | None,
+              force: bool, base: str, cache_dir: str | None, gpu: bool | None, as_json: bool) -> None:
+    """Build an isolated runtime from the committed lock, smoke-test it, switch it in."""
+    from builder import protect, runtime
+    from builder.project import select_pythons
+
+    proj = project(ctx)
+    guard = protect.for_project(proj)
+    pythons = select_pythons(proj.matrix(matrix), python)
+    results = []
+    for py in pythons:
+        req = runtime.BuildRequest(matrix=matrix, python=py, root=root, interpreter=interpreter, force=force,
+                                   base=base, cache_dir=cache_dir, gpu=gpu)
+        res = runtime.build(proj, req, guard, progress(ctx))
+        results.append(res)
+        if as_json:
+            continue
+        m = res.manifest
+        interp = m.get("interpreter", {})
+        if res.status == "exists":
+            click.echo(f"{res.name}: already built from this lock ({m.get('built_at')}); nothing to do "
+                       f"(--force rebuilds)")
+        else:
+            t = m["timings"]
+            click.echo(f"{res.name}: {res.status} in {t['total']:.1f}s (install {t['sync']:.1f}s, "
+                       f"smoke {t['smoke']:.1f}s)")
+        click.echo(f"  path:   {res.path}")
+        click.echo(f"  python: {interp.get('version')} from {interp.get('source')} "
+                   f"({interp.get('origin')}): {interp.get('reason')}")
+        sm = m.get("smoke", {})
+        steps = sm.get("steps", [])
+        n = {k: sum(s["status"] == k for s in steps) for k in ("pass", "fail", "skipped")}
+        click.echo(f"  smoke:  {n['pass']} pass, {n['fail']} fail, {n['skipped']} skipped")
+        if not quiet(ctx):
+            click.echo(table([[s["step"], s["status"], s["reason"]] for s in steps], ["step", "status", "reason"]))
+    if as_json:
+        echo_json([r.as_dict() for r in results])
+
+
+@main.command("smoke")
+@click.option("-m", "--matrix", help="Matrix whose built runtime to test: A, a or matrix-a.")
+@click.option("-p", "--python", help="Python of the matrix, e.g. 3.12 (default: each of its Pythons).")
+@click.option("--env", "env_python", type=click.Path(dir_okay=False),
+              help="Test the environment of this python instead (e.g. an existing env); "
+                   "with --matrix, its identity is compared with that matrix's lock.")
+@click.option("--root", type=click.Path(file_okay=False), help="Runtimes root (as for build).")
+@click.option("--base", default="venv", show_default=True, help="Base the runtime was built with.")
+@click.option("--gpu/--no-gpu", default=None, help=_GPU_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_context
+def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_python: str | None,
+              root: str | None, base: str, gpu: bool | None, as_json: bool) -> None:
+    """Smoke-test a built runtime (read-only): versions, CUDA identity, imports, vllm --help, GPU."""
+    from builder import runtime, smoke
+    from builder.errors import UsageError
+    from builder.project import select_pythons
+
+    proj = project(ctx)
+    reports: list[tuple[str, Any]] = []
+    if env_python:
+        expected = None
+        if matrix:
+            m = proj.matrix(matrix)
+            py = select_pythons(m, python)[0] if python else None
+            if py is None:
+                raise UsageError("--env with --matrix needs --python X.Y to pick the lock")
+            lock = runtime.checked_lock(proj, m, py)
+            expected = smoke.expected_for(m, lock.path, lock.packages)
+        reports.append((env_python, smoke.run_smoke(env_python, expected, gpu=gpu)))
+    else:
+        if not matrix:
+            raise UsageError("pass --matrix (a built runtime) or --env PYTHON (an existing env)")
+        for py in select_pythons(proj.matrix(matrix), python):
+            path, rep = runtime.smoke_runtime(proj, matrix, py, root, base, gpu)
+            reports.append((str(path), rep))
+    if as_json:
+        echo_json([{"runtime": where, **rep.as_dict()} for where, rep in reports])
+    else:
+        for where, rep in reports:
+            click.echo(f"{where}: {_smoke_summary(rep)} ({rep.seconds:.1f}s)")
+            click.echo(_smoke_table(rep))
+    if any(not rep.ok for _w, rep in reports):
+        ctx.exit(EXIT_FAILED)
+
+
+@main.command("doctor")
+@click.option("--python", "python", type=click.Path(dir_okay=False),
+              help="Interpreter of the env to inspect (default: the active env's, else python3 on PATH).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def doctor_cmd(ctx: click.Context, python: str | None, as_json: bool) -> None:
+    """Inspect any environment read-only (QL_1 included): versions, CUDA identity, consistency, lock."""
+    from builder import doctor, protect
+    from builder.project import Project
+
+    proj: Project | None
+    try:
+        proj = project(ctx)
+    except BuilderError:
+        proj = None  # doctor works outside a project; it just has no locks to compare
+    target = python or doctor.default_python()
+    guard = protect.for_project(proj) if proj else protect.resolve()
+    hit = guard.match(target)
+    locks = sorted(proj.locks.glob("matrix-*/pylock.*.toml")) if proj else []
+    rep = doctor.doctor(target, [(str(p.relative_to(proj.root)) if proj else str(p), p) for p in locks],
+                        protected_why=hit.why if hit else None)
+    data = rep.as_dict()
+    if as_json:
+        echo_json(data)
+        return
+    py = data["python"]
+    kind = "conda env" if py["conda"] else "venv" if py["venv"] else "installation"
+    click.echo(f"python: {py['version']} ({kind} at {py['prefix']}, {py['packages']} packages)"
+               + (f"; protected: {py['protected']}" if py["protected"] else ""))
+    for comp in ("torch", "vllm"):
+        c = data[comp]
+        if not c.get("installed"):
+            click.echo(f"{comp}: not installed")
+            continue
+        extra = f", torch.version.cuda {c['cuda']}" if comp == "torch" else ""
+        click.echo(f"{comp}: {c['version']} (__version__ {c['__version__'] or 'unknown'}{extra}); "
+                   f"cudart {c['cudart_soname'] or 'unknown'}, built with CUDA {c['toolkit'] or 'unknown'}")
+    cons = data["consistency"]
+    click.echo("dependencies: consistent" if cons["ok"] else f"dependencies: {len(cons['problems'])} problems")
+    for p in cons["problems"]:
+        click.echo(f"  {p}")
+    lk = data["lock"]
+    if lk is None:
+        click.echo("lock: no committed locks to compare with")
+    elif lk["exact"]:
+        click.echo(f"lock: matches {lk['lock']}")
+    else:
+        click.echo(f"lock: matches none; closest {lk['lock']} ({len(lk['missing'])} missing, "
+                   f"{len(lk['different'])} different, {len(lk['extra'])} extra)")

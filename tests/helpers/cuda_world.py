@@ -1,0 +1,110 @@
+"""A small CUDA-flavoured package world for `builder check` tests: torch-like,
+vLLM-like (real ELF extensions linking stub libcudart.so.12/.13 with nvcc banners),
+nvidia-* runtime wheels, a local index over HTTP and matrices locked by real uv."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.helpers import wheels
+
+LINUX = 'platform_system == "Linux" and platform_machine == "x86_64"'
+
+MATRIX = """\
+id = "{id}"
+title = "check test matrix {id}"
+driver-floor = "{floor}"
+cuda-track = "12.8"
+pythons = ["3.12"]
+platform = "x86_64-manylinux_2_35"
+exclude-newer = "2025-12-30"
+
+[torch]
+version = "2.9.0"
+cuda = "12.8"
+
+[vllm]
+version = "{vllm}"
+cuda = "{vllm_cuda}"
+
+[packages]
+overrides = {overrides}
+
+[index]
+url = "{index}"
+"""
+
+HOST = """\
+name = "test-host"
+os = "Ubuntu 22.04"
+glibc = "2.35"
+driver = "550.107.02"
+
+[[gpus]]
+name = "NVIDIA RTX 6000 Ada Generation"
+compute-capability = "8.9"
+count = 2
+
+[protected]
+conda-envs = ["QL_1"]
+"""
+
+
+def build_wheelhouse(d: Path) -> Path:
+    """Write the wheels (and stub CUDA objects) into ``d``; returns ``d``."""
+    so = d.parent / f"{d.name}-so"
+    cudart12, cudart13 = wheels.stub_cudart(so / "12", 12), wheels.stub_cudart(so / "13", 13)
+    plain = wheels.compile_shared_object(so / "cumem_allocator.abi3.so", c_source="int cumem(void){return 0;}\n")
+    ext12 = wheels.cuda_extension(so / "12", "_flash_ext.abi3.so", cudart12, "12.9.86", archs=("sm_80", "sm_89"))
+    ext13 = wheels.cuda_extension(so / "13", "_flash_ext.abi3.so", cudart13, "13.0.88", archs=("sm_90",))
+    filler = os.urandom(600_000)  # incompressible: makes vLLM a wheel read by ranges
+    torch_reqs = [f"nvidia-cuda-runtime-cu12==12.8.90; {LINUX}", f"nvidia-cublas-cu12==12.8.4.1; {LINUX}",
+                  "filelock"]
+    wheels.make_wheel(d, "torch", "2.9.0", requires=torch_reqs, tag="cp312-cp312-manylinux_2_28_x86_64")
+    wheels.make_wheel(d, "torchvision", "0.24.0", requires=["torch (==2.9.0)"],
+                      tag="cp312-cp312-manylinux_2_28_x86_64")
+    wheels.make_wheel(d, "vllm", "0.13.0", tag="cp38-abi3-manylinux_2_31_x86_64",
+                      requires=["torch==2.9.0", "torchvision==0.24.0", "flashinfer-python==0.5.3"],
+                      files={"vllm/__init__.py": "", "vllm/_C.abi3.so": filler,
+                             "vllm/cumem_allocator.abi3.so": plain.read_bytes(),
+                             "vllm/_flash_ext.abi3.so": ext12.read_bytes()})
+    wheels.make_wheel(d, "vllm", "0.20.0", tag="cp38-abi3-manylinux_2_35_x86_64",
+                      requires=["torch==2.11.0", "flashinfer-python==0.5.3"],
+                      files={"vllm/__init__.py": "", "vllm/_C.abi3.so": filler,
+                             "vllm/_flash_ext.abi3.so": ext13.read_bytes()})
+    wheels.make_wheel(d, "flashinfer-python", "0.5.3", requires=["torch"])
+    wheels.make_wheel(d, "nvidia-cuda-runtime-cu12", "12.8.90", tag="py3-none-manylinux_2_27_x86_64")
+    for v in ("12.8.4.1", "12.9.1.4"):
+        wheels.make_wheel(d, "nvidia-cublas-cu12", v, tag="py3-none-manylinux_2_27_x86_64")
+    wheels.make_wheel(d, "filelock", "3.20.0")
+    return d
+
+
+def write_project(root: Path, index: str) -> Path:
+    """Matrices a (575.57.08 + cuBLAS override), b (570.26, as published) and
+    c (vLLM 0.20.0 forced onto torch 2.9.0 by an override)."""
+    envs = root / "envs"
+    envs.mkdir(parents=True, exist_ok=True)
+    (root / "locks").mkdir(exist_ok=True)
+    (envs / "host.toml").write_text(HOST)
+    specs = {
+        "a": ("575.57.08", "0.13.0", "12.9", '["nvidia-cublas-cu12>=12.9,<12.10"]'),
+        "b": ("570.26", "0.13.0", "12.9", "[]"),
+        "c": ("580.65.06", "0.20.0", "13.0", '["torch==2.9.0"]'),
+    }
+    for mid, (floor, vllm, vcuda, ov) in specs.items():
+        (envs / f"matrix-{mid}.toml").write_text(MATRIX.format(
+            id=mid, floor=floor, vllm=vllm, vllm_cuda=vcuda, overrides=ov, index=index))
+    return root
+
+
+def lock_all(root: Path) -> None:
+    """Lock every matrix of the project with real uv (raises on any failure)."""
+    from builder.lock import LockRequest, run_lock
+    from builder.project import Project
+
+    outcomes = run_lock(Project(root), LockRequest())
+    errors = [o.error for o in outcomes if o.error is not None]
+    if errors:
+        raise errors[0]

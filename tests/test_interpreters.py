@@ -1,0 +1,106 @@
+"""Interpreter discovery: --interpreter, PATH, pyenv, uv-managed; protected envs are never used."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder import _proc, interpreters, protect
+from builder.errors import ToolNotFound, UsageError
+
+
+@functools.cache
+def real() -> str:
+    """A real CPython 3.12 on this machine (pyenv's); the tests link it where discovery looks."""
+    return interpreters.find("3.12").path
+
+
+def _script(path: Path, body: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return path
+
+
+def _env(tmp_path: Path, path: list[Path], pyenv_root: Path | None) -> dict[str, str]:
+    env = _proc.clean_env(extra={"PATH": os.pathsep.join(map(str, path)) or str(tmp_path / "empty"),
+                                 "HOME": str(tmp_path)})
+    env.pop("PYENV_ROOT", None)
+    if pyenv_root is not None:
+        env["PYENV_ROOT"] = str(pyenv_root)
+    return env
+
+
+def test_path_comes_first_and_reports_why(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python3.12").symlink_to(real())
+    got = interpreters.find("3.12", env=_env(tmp_path, [bindir], None))
+    assert got.source == "path" and got.reason == "python3.12 on PATH" and got.version.startswith("3.12.")
+
+
+def test_pyenv_newest_working_patch_wins_and_broken_ones_are_reported(tmp_path: Path) -> None:
+    root = tmp_path / "pyenv"
+    _script(root / "versions" / "3.12.10" / "bin" / "python3.12", "echo broken >&2; exit 3")
+    good = root / "versions" / "3.12.1" / "bin" / "python3.12"
+    good.parent.mkdir(parents=True)
+    good.symlink_to(real())
+    (root / "versions" / "3.12-dev" / "bin").mkdir(parents=True)  # not a release: ignored
+    got = interpreters.find("3.12", env=_env(tmp_path, [], root))
+    assert got.source == "pyenv" and got.reason == "installed by pyenv"
+    assert got.rejected == ((str(root / "versions/3.12.10/bin/python3.12"), "exit 3: broken"),)
+
+
+def test_a_shim_that_fails_falls_through_to_pyenv_versions(tmp_path: Path) -> None:
+    shim = _script(tmp_path / "shims" / "python3.12", "echo 'pyenv: python3.12: command not found' >&2; exit 127")
+    root = tmp_path / "pyenv"
+    (root / "versions" / "3.12.1" / "bin").mkdir(parents=True)
+    (root / "versions" / "3.12.1" / "bin" / "python3.12").symlink_to(real())
+    got = interpreters.find("3.12", env=_env(tmp_path, [shim.parent], root))
+    assert got.source == "pyenv" and got.rejected[0][0] == str(shim)
+
+
+def test_interpreter_inside_a_protected_env_is_never_used(tmp_path: Path) -> None:
+    ql1 = tmp_path / "miniconda3" / "envs" / "QL_1"
+    (ql1 / "bin").mkdir(parents=True)
+    (ql1 / "bin" / "python3.12").symlink_to(real())
+    prot = protect.resolve(["QL_1"], environ={"HOME": str(tmp_path), "PATH": ""})
+    root = tmp_path / "pyenv"
+    (root / "versions" / "3.12.1" / "bin").mkdir(parents=True)
+    (root / "versions" / "3.12.1" / "bin" / "python3.12").symlink_to(real())
+    got = interpreters.find("3.12", protected=prot, env=_env(tmp_path, [ql1 / "bin"], root))
+    assert got.source == "pyenv"
+    assert got.rejected[0] == (str(ql1 / "bin" / "python3.12"), "inside the protected conda env QL_1 "
+                                                               "(conda env directories)")
+    with pytest.raises(UsageError, match="protected"):
+        interpreters.find("3.12", explicit=str(ql1 / "bin" / "python3.12"), protected=prot)
+
+
+def test_explicit_interpreter_must_have_the_right_version(tmp_path: Path) -> None:
+    assert interpreters.find("3.12", explicit=real()).source == "interpreter"
+    with pytest.raises(UsageError, match=r"is Python 3\.11\.\d+, not 3\.12"):
+        interpreters.find("3.12", explicit=sys.executable)
+    with pytest.raises(UsageError, match="not found or not executable"):
+        interpreters.find("3.12", explicit=str(tmp_path / "nope"))
+
+
+def test_nothing_found_lists_what_was_tried_and_how_to_fix_it(tmp_path: Path) -> None:
+    fake_uv = _script(tmp_path / "uvbin" / "uv", "exit 2")  # no uv-managed 3.12
+    with pytest.raises(ToolNotFound) as exc:
+        interpreters.find("3.12", uv=str(fake_uv), env=_env(tmp_path, [], tmp_path / "nopyenv"))
+    assert "no usable Python 3.12 found" in exc.value.message and "--interpreter" in (exc.value.hint or "")
+
+
+def test_uv_managed_python_is_the_last_resort(tmp_path: Path) -> None:
+    managed = tmp_path / "uv-python" / "cpython-3.12.1-linux-x86_64-gnu" / "bin" / "python3.12"
+    managed.parent.mkdir(parents=True)
+    managed.symlink_to(real())
+    # A stand-in for uv: the real one would need to download a managed Python
+    # (no network to its mirror here); it prints what `uv python find` prints.
+    fake_uv = _script(tmp_path / "uvbin" / "uv", f'echo "{managed}"')
+    got = interpreters.find("3.12", uv=str(fake_uv), env=_env(tmp_path, [], tmp_path / "nopyenv"))
+    assert got.source == "uv" and got.reason == "managed by uv"
