@@ -28,7 +28,7 @@ def _umask() -> int:
     return m
 
 
-def _hold(directory: str, seconds: float, ready: "multiprocessing.synchronize.Event") -> None:
+def _hold(directory: str, seconds: float, ready: multiprocessing.synchronize.Event) -> None:
     with lockfile.directory_lock(Path(directory)):
         ready.set()
         time.sleep(seconds)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from builder.project import Project, find_root
+if TYPE_CHECKING:
+    from builder.project import Project
 
 
 def project(ctx: click.Context) -> Project:
+    # Imported here: builder.project pulls in packaging, which `builder --help` need not pay for.
+    from builder.project import Project, find_root
+
     return Project(find_root(ctx.obj.get("project_dir") if ctx.obj else None))
 
 
