@@ -133,7 +133,7 @@ def install(lock_path: Path, prefix: Path, *, protected: Protected | None = None
     async def go() -> None:
         await asyncio.wait_for(rattler.install(
             records, target_prefix=prefix, cache_dir=cache_dir, show_progress=False,
-            platform=rattler.Platform(conda_backend.SUBDIR), execute_link_scripts=False,
+            platform=rattler.Subdir(conda_backend.SUBDIR), execute_link_scripts=False,
             alternative_target_prefix=final,
         ), timeout)
 
