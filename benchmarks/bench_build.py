@@ -87,19 +87,34 @@ def main() -> int:
     cold_cache = not cache.exists() or not any(cache.iterdir())
     env = _proc.clean_env()
     try:
+        cache.mkdir(parents=True, exist_ok=True)
+        growth: dict[str, int] = {}
+
+        def grew(label: str, before: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+            after = inodes(cache)
+            growth[label] = sum(b for k, b in after.items() if k not in before)
+            return after
+
+        c0 = inodes(cache)
         warmup = raw_install(uv, py, lock, work / "warmup", cache, env)
+        c1 = grew("warmup", c0)
         raw = raw_install(uv, py, lock, work / "raw", cache, env)
+        c2 = grew("raw", c1)
         wall, man = build(proj.root, args.matrix, args.python, work / "root1", cache)
+        c3 = grew("builder_first", c2)
         timings = man["timings"]
         assert isinstance(timings, dict)
         builder_s = wall - float(timings["smoke"])
-        wall2, _ = build(proj.root, args.matrix, args.python, work / "root2", cache)
         first = inodes(work / "root1")
+        wall2, _ = build(proj.root, args.matrix, args.python, work / "root2", cache)
+        c4 = grew("builder_second", c3)
         second = inodes(work / "root2")
-        cache_ino = inodes(cache)
         first_bytes = sum(first.values())
-        first_unique = sum(b for k, b in first.items() if k not in cache_ino)
-        added = sum(b for k, b in second.items() if k not in first and k not in cache_ino)
+        first_unique = sum(b for k, b in first.items() if k not in c3)
+        # Everything the second build added to the disk: its own files and any
+        # growth of the cache (a re-download would show up here, not as links).
+        known = {**c3, **first}
+        added = sum(b for k, b in {**c4, **second}.items() if k not in known)
         ratio = builder_s / raw
         out = {
             "lock": str(lock.relative_to(proj.root)), "packages": man["lock"],
@@ -111,6 +126,7 @@ def main() -> int:
             "second_build_wall_s": round(wall2, 2),
             "first_runtime_bytes": first_bytes, "first_runtime_bytes_not_in_cache": first_unique,
             "second_runtime_added_bytes": added, "disk_fraction": round(added / first_bytes, 5),
+            "cache_growth_bytes": growth,
             "smoke": man["smoke"],
             "targets": {"ratio": RATIO, "disk_fraction": DISK},
         }

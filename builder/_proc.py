@@ -102,7 +102,8 @@ def clean_env(
 def which(name: str, path: str | None = None) -> str | None:
     """Resolve an executable name (or return an absolute path that exists)."""
     if os.sep in name:
-        return name if os.access(name, os.X_OK) else None
+        # Absolute, so a child started with another cwd still finds it.
+        return os.path.abspath(name) if os.access(name, os.X_OK) else None
     return shutil.which(name, path=path)
 
 
@@ -149,15 +150,22 @@ def run(
         return res
     log.debug("run %s (timeout %.1fs)", shlex.join(argv), timeout)
     start = time.monotonic()
-    proc = subprocess.Popen(
-        (exe, *argv[1:]),
-        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=dict(env) if env is not None else clean_env(),
-        start_new_session=True,
-    )
+    try:
+        proc = subprocess.Popen(
+            (exe, *argv[1:]),
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=dict(env) if env is not None else clean_env(),
+            start_new_session=True,
+        )
+    except OSError as exc:  # not executable, bad interpreter line, cwd gone ...
+        res = Result(argv, None, "", f"{argv[0]}: cannot run: {exc.strerror or exc}", 0.0, missing=True)
+        if check:
+            raise ToolNotFound(f"{label} cannot be run: {exc.strerror or exc}",
+                               "check that it exists and is executable") from None
+        return res
     timed_out = False
     data = None
     try:

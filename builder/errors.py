@@ -14,6 +14,7 @@ Exit codes (documented in README.md):
 5     a tool ran and failed (e.g. uv could not resolve the pins)
 6     refused: the command would write into a protected environment (QL_1)
 7     busy: another builder process holds the lock on this directory
+70    internal error: a bug in builder (run with -v for the traceback)
 130   interrupted (Ctrl-C)
 ====  =====================================================================
 """
@@ -28,6 +29,7 @@ EXIT_TOOL_MISSING = 4
 EXIT_TOOL_FAILED = 5
 EXIT_PROTECTED = 6
 EXIT_BUSY = 7
+EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 

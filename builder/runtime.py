@@ -396,11 +396,55 @@ class BuildResult:
                 "removed_leftovers": self.removed_leftovers, "manifest": self.manifest}
 
 
-def sync_argv(uv: str, python: Path, lock: Path, cache_dir: str | None) -> list[str]:
-    """``uv pip sync`` of a PEP 751 lock: hashes required, hardlinks, no config, no builds."""
-    argv = [uv, "pip", "sync", str(lock), "--python", str(python),
-            "--preview-features", "pylock",  # installing from pylock.toml is a uv preview
-            "--require-hashes", "--no-build", "--strict",
+def supported_tags(version: str) -> list[Any]:
+    """Wheel tags a CPython ``version`` ("3.12.1") accepts on this host, best first."""
+    from packaging import tags
+
+    major, minor = (int(x) for x in version.split(".")[:2])
+    plats = list(tags.platform_tags())  # this host's glibc/arch: the runtime runs here
+    return [*tags.cpython_tags((major, minor), platforms=plats),
+            *tags.compatible_tags((major, minor), f"cp{major}{minor}", plats)]
+
+
+def pinned_requirements(lock: Path, version: str) -> str:
+    """The lock as a hashed requirements file: one direct wheel URL per package.
+
+    uv 0.13.9 installing ``pylock.toml`` directly revalidates every wheel URL and
+    stores a fresh copy in its cache on each install (measured: +9.86 GB of
+    cache per matrix-B runtime), so runtimes could not share files.  Direct
+    URL requirements with ``--hash`` are served from the cache and hardlinked.
+    The wheel is the lock's best match for the target interpreter; markers are
+    kept for uv to evaluate against it.
+    """
+    from packaging.pylock import Pylock
+    from packaging.utils import parse_wheel_filename
+
+    pylock = Pylock.from_dict(tomllib.loads(lock.read_text(encoding="utf-8")))
+    rank = {t: i for i, t in reversed(list(enumerate(supported_tags(version))))}
+    lines: list[str] = []
+    for p in pylock.packages:
+        best, best_rank = None, len(rank)
+        for w in p.wheels or ():
+            r = min((rank.get(t, len(rank)) for t in parse_wheel_filename(w.filename)[3]), default=len(rank))
+            if r < best_rank:
+                best, best_rank = w, r
+        if best is None:
+            if p.marker is None:
+                raise BuildError(f"{lock.name}: {p.name} {p.version} has no wheel for Python {version} "
+                                 "on this host", "re-lock for this platform")
+            if not p.wheels:
+                continue
+            best = p.wheels[0]  # excluded by its marker here; uv skips it
+        hashes = " ".join(f"--hash={algo}:{digest}" for algo, digest in sorted(best.hashes.items()))
+        marker = f" ; {p.marker}" if p.marker is not None else ""
+        lines.append(f"{p.name} @ {best.url}{marker} {hashes}")
+    return "\n".join(lines) + "\n"
+
+
+def sync_argv(uv: str, python: Path, requirements: Path, cache_dir: str | None) -> list[str]:
+    """``uv pip sync`` of pinned, hashed wheel URLs: hardlinks, no config, no builds, no index."""
+    argv = [uv, "pip", "sync", str(requirements), "--python", str(python),
+            "--require-hashes", "--no-build", "--strict", "--no-index",
             # hardlink from uv's cache (uv falls back to copying across
             # filesystems); never symlink: the cache may be pruned.
             "--link-mode", "hardlink",
@@ -410,9 +454,15 @@ def sync_argv(uv: str, python: Path, lock: Path, cache_dir: str | None) -> list[
     return argv
 
 
-def _sync(uv: str, python: Path, lock: Path, cache_dir: str | None, env: Mapping[str, str]) -> float:
-    res = _proc.run(sync_argv(uv, python, lock, cache_dir), timeout=SYNC_TIMEOUT, env=env,
-                    what="uv pip sync")
+def _sync(uv: str, python: Path, version: str, lock: Path, cache_dir: str | None,
+          env: Mapping[str, str]) -> float:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="builder-sync-") as tmp:
+        reqs = Path(tmp) / "requirements.txt"
+        reqs.write_text(pinned_requirements(lock, version), encoding="utf-8")
+        res = _proc.run(sync_argv(uv, python, reqs, cache_dir), timeout=SYNC_TIMEOUT, env=env,
+                        what="uv pip sync")
     if res.ok:
         return res.duration
     tail = res.stderr_tail(6)
@@ -490,7 +540,7 @@ def build(project: Project, req: BuildRequest, protected: Protected,
             say(name, f"Python {made.version} from {made.source} ({made.origin}); installing "
                       f"{len(lock.packages)} packages")
             t = time.monotonic()
-            _sync(uv, made.python, lock.path, cache_dir, env)
+            _sync(uv, made.python, made.version, lock.path, cache_dir, env)
             t_sync = time.monotonic() - t
             say(name, "running smoke tests")
             t = time.monotonic()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from builder import lockfile, runtime
-from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_USAGE, Busy, LockFileError
+from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_USAGE, BuildError, Busy, LockFileError
 from builder.project import Project
 from builder.protect import resolve
 from tests.helpers import wheels
@@ -228,3 +228,44 @@ def test_bad_interpreter_and_unknown_base_are_usage_errors(w: World, tmp_path: P
     assert r.returncode == EXIT_USAGE and "not 3.12" in r.stderr
     r = w.build("--base", "nix", root=tmp_path)
     assert r.returncode == EXIT_USAGE and "unknown base" in r.stderr
+
+
+def test_pinned_requirements_pick_the_best_wheel_and_keep_markers(tmp_path: Path) -> None:
+    from packaging import tags
+
+    plat = next(iter(tags.platform_tags()))  # this host's best platform tag
+    lock = tmp_path / "pylock.toml"
+    lock.write_text(f'''lock-version = "1.0"
+created-by = "test"
+
+[[packages]]
+name = "ffi"
+version = "1.0"
+wheels = [
+  {{ url = "https://x/ffi-1.0-cp312-abi3-manylinux2014_x86_64.whl", hashes = {{ sha256 = "{'a' * 64}" }} }},
+  {{ url = "https://x/ffi-1.0-cp312-abi3-{plat}.whl", hashes = {{ sha256 = "{'b' * 64}" }} }},
+  {{ url = "https://x/ffi-1.0-cp312-abi3-macosx_11_0_arm64.whl", hashes = {{ sha256 = "{'c' * 64}" }} }},
+]
+
+[[packages]]
+name = "maconly"
+version = "2.0"
+marker = 'sys_platform == "darwin"'
+wheels = [{{ url = "https://x/maconly-2.0-py3-none-macosx_11_0_arm64.whl", hashes = {{ sha256 = "{'d' * 64}" }} }}]
+''')
+    reqs = runtime.pinned_requirements(lock, "3.12.1").splitlines()
+    assert reqs[0] == f"ffi @ https://x/ffi-1.0-cp312-abi3-{plat}.whl --hash=sha256:{'b' * 64}"
+    assert reqs[1].startswith('maconly @ https://x/maconly-2.0-py3-none-macosx_11_0_arm64.whl ; '
+                              'sys_platform == "darwin" --hash=sha256:')
+    with pytest.raises(BuildError, match="no wheel for Python 3.11.9"):
+        runtime.pinned_requirements(lock, "3.11.9")  # cp312-only wheels, no marker
+
+
+def test_a_second_runtime_of_the_same_lock_adds_no_cache_copy(w: World, tmp_path: Path) -> None:
+    before = sorted(p.name for p in (w.cache / "archive-v0").iterdir())
+    assert w.build(root=tmp_path / "second").returncode == 0
+    assert sorted(p.name for p in (w.cache / "archive-v0").iterdir()) == before
+    [rt] = [p for p in (tmp_path / "second").iterdir() if p.name.startswith("matrix-t-py312-")]
+    a = rt / "lib/python3.12/site-packages/vllm/_flashmla_extension_C.abi3.so"
+    b = w.runtime / "lib/python3.12/site-packages/vllm/_flashmla_extension_C.abi3.so"
+    assert a.stat().st_ino == b.stat().st_ino  # the same file on disk, linked twice

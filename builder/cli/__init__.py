@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from builder.errors import EXIT_INTERRUPTED, BuilderError
+from builder.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BuilderError
 
 
 class BuilderGroup(click.Group):
@@ -28,6 +28,14 @@ class BuilderGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("builder: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # a bug: one line, the traceback only with -v
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            click.echo(f"builder: internal error: {type(exc).__name__}: {exc} "
+                       "(run with -v for the traceback and report it)", err=True)
+            ctx.exit(EXIT_INTERNAL)
 
 
 @click.group(cls=BuilderGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,11 +51,11 @@ def main(ctx: click.Context, project_dir: str | None, quiet: bool, verbose: bool
 
     Exit codes: 0 ok, 1 check failed, 2 usage or spec error, 3 data unavailable
     (network, probe), 4 tool missing, 5 tool failed, 6 protected env refused,
-    7 busy, 130 interrupted.
+    7 busy, 70 internal error, 130 interrupted.
     """
     if verbose:
         logging.basicConfig(level=logging.DEBUG, format="builder: %(message)s", stream=sys.stderr)
-    ctx.obj = {"project_dir": project_dir, "quiet": quiet}
+    ctx.obj = {"project_dir": project_dir, "quiet": quiet, "verbose": verbose}
 
 
 def _register() -> None:
