@@ -1,0 +1,50 @@
+"""A snapshot captured for real by `builder host snapshot` on a lent GPU host
+(1x NVIDIA H200, driver 580.159.04 open kernel module, Ubuntu 24.04, glibc 2.39,
+Firecracker VM, no dkms/mokutil/ubuntu-drivers), analysed here with --from-snapshot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import ROOT, builder_cmd
+
+SNAP = Path(__file__).parent / "data" / "host" / "snapshots" / "h200-driver-580-ubuntu-24.04.json"
+
+
+def _preflight(matrix: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    r = builder_cmd("preflight", "--matrix", matrix, "--from-snapshot", str(SNAP), "--json", cwd=ROOT)
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_preflight_from_real_snapshot_reads_driver_and_gpu() -> None:
+    for m in ("A", "B"):
+        rc, rep = _preflight(m)
+        levels = {c["id"]: c["level"] for c in rep["checks"]}
+        assert rep["host"]["driver"] == "580.159.04"
+        assert rep["host"]["gpus"][0]["name"] == "NVIDIA H200"
+        assert rep["host"]["gpus"][0]["compute_capability"] == "9.0"
+        assert rep["host"]["gpus"][0]["memory_mib"] == 143771
+        assert levels["nvml"] == levels["module"] == levels["driver-floor"] == "pass"
+        # One H200 is not the operator's 2x RTX 6000 Ada: correctly not ready.
+        assert levels["gpus"] == "fail" and rc == 1 and rep["verdict"] != "ready"
+        # Tools absent there are never reported as passing checks.
+        assert levels["dkms"] == "warn" and levels["kernel-headers"] == "warn"
+
+
+def test_verify_driver_from_real_snapshot() -> None:
+    r = builder_cmd("verify-driver", "--matrix", "A", "--from-snapshot", str(SNAP), "--skip-torch", cwd=ROOT)
+    assert r.returncode == 1  # the GPU set differs from envs/host.toml
+    assert "driver 580.159.04 meets matrix-a's floor 575.57.08" in r.stdout
+
+
+def test_runbook_never_downgrades_a_driver_that_meets_the_floor() -> None:
+    # 580.159.04 already meets A's floor 575.57.08: installing nvidia-driver-575 would be a downgrade.
+    for fmt in ("md", "sh"):
+        r = builder_cmd("runbook", "--matrix", "A", "--from-snapshot", str(SNAP), "--format", fmt, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        assert "580.159.04" in r.stdout
+        assert "nvidia-driver-575" not in r.stdout.split("no driver change", 1)[-1]
+        assert "apt-get install" not in r.stdout and "reboot\n" not in r.stdout
+    r = builder_cmd("runbook", "--matrix", "A", cwd=ROOT)  # envs/host.toml: 550.107.02
+    assert "current 550.107.02 -> target 575.x" in r.stdout and "nvidia-driver-550" in r.stdout
