@@ -59,9 +59,27 @@ prefixes = [prefix]
 if venv.get("include-system-site-packages", "false").lower() == "true":
     prefixes.append(sys.base_prefix)
 dirs = []
-for d in site.getsitepackages(prefixes):
+def add(d):
     if os.path.isdir(d) and os.path.realpath(d) not in [os.path.realpath(x) for x in dirs]:
         dirs.append(d)
+for d in site.getsitepackages(prefixes):
+    add(d)
+# Directories that .pth files add (as site.addpackage would), without running
+# their `import` lines: -S keeps site from executing anything.
+for d in list(dirs):
+    try:
+        names = sorted(n for n in os.listdir(d) if n.endswith(".pth"))
+    except OSError:
+        names = []
+    for n in names:
+        try:
+            lines = open(os.path.join(d, n), encoding="utf-8").read().splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith(("#", "import ", "import\t")):
+                add(os.path.normpath(os.path.join(d, line)))
 dists = []
 for d in metadata.distributions(path=dirs):
     name = d.metadata["Name"]

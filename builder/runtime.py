@@ -82,6 +82,7 @@ class BaseRequest:
     interpreter: str | None = None  # --interpreter PATH, if the user gave one
     timeout: float = 600.0
     protected: Protected | None = None
+    final: Path | None = None  # where staging will be renamed to (conda prefixes embed it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -535,7 +536,7 @@ def build(project: Project, req: BuildRequest, protected: Protected,
             say(name, f"creating the {base.name} base")
             t = time.monotonic()
             made = base.create(BaseRequest(staging=staging, python=python, matrix=matrix, uv=uv, env=env,
-                                           interpreter=req.interpreter, protected=protected))
+                                           interpreter=req.interpreter, protected=protected, final=final))
             t_base = time.monotonic() - t
             say(name, f"Python {made.version} from {made.source} ({made.origin}); installing "
                       f"{len(lock.packages)} packages")
@@ -551,6 +552,12 @@ def build(project: Project, req: BuildRequest, protected: Protected,
                 bad = "; ".join(f"{s.name}: {s.reason}" for s in report.failed())
                 raise BuildError(f"{name}: smoke tests failed, nothing was switched in: {bad}",
                                  f"run `builder check --matrix {matrix.id}` and fix the spec or lock")
+            # A base that is not a relocatable venv (conda) rewrites what uv wrote with
+            # staging paths (console-script shebangs) so it holds after the rename;
+            # after the smoke tests, which run the scripts in staging.
+            finish = getattr(base, "finish", None)
+            if callable(finish):
+                finish(staging, final)
             manifest = {
                 "format": MANIFEST_FORMAT, "name": name, "matrix": matrix.id, "python": python,
                 "base": base.name,

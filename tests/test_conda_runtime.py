@@ -244,8 +244,6 @@ def test_builder_build_base_conda_end_to_end(built: tuple[Path, Path, Path]) -> 
     assert r.ok and os.path.realpath(r.stdout.strip()) == str(path), r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="builder.runtime.build does not yet call CondaRuntimeBase.finish"
-                   "(staging, final) after uv sync: uv writes absolute staging shebangs into a conda prefix")
 def test_console_script_of_a_conda_runtime_survives_the_rename(built: tuple[Path, Path, Path]) -> None:
     _proj, _root, path = built
     assert ".staging-" not in (path / "bin" / "vllm").read_text()

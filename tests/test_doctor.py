@@ -95,3 +95,28 @@ def test_binary_identity_reads_small_files_first_and_skips_huge_ones(w: World, t
 def test_doctor_on_a_missing_interpreter_is_one_clear_line(w: World, tmp_path: Path) -> None:
     r = builder("doctor", "--python", str(tmp_path / "nope" / "python"), cwd=w.project)
     assert r.returncode == 2 and r.stderr.startswith("builder: error:") and r.stderr.count("\n") == 1
+
+
+def test_doctor_sees_packages_that_a_pth_file_adds_without_running_it(tmp_path: Path) -> None:
+    """Some envs (e.g. a GPU image's torch venv) reach their packages through .pth files."""
+    import sys
+
+    from tests.helpers.wheels import make_wheel
+
+    env = tmp_path / "env"
+    r = _proc.run([sys.executable, "-m", "venv", "--without-pip", str(env)], timeout=60)
+    assert r.ok, r.stderr
+    extra = tmp_path / "extra"
+    whl = make_wheel(tmp_path / "w", "torch", "2.9.0")
+    import zipfile
+
+    zipfile.ZipFile(whl).extractall(extra)
+    site = next(env.glob("lib/python3.*/site-packages"))
+    marker = tmp_path / "executed"
+    (site / "extra.pth").write_text(f"{extra}\nimport os; open({str(marker)!r}, 'w')\n")
+    res = _proc.run([sys.executable, "-m", "builder", "doctor", "--python", str(env / "bin" / "python"),
+                     "--json"], timeout=60)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["torch"]["installed"] and data["torch"]["version"] == "2.9.0", data["torch"]
+    assert not marker.exists()  # the .pth import line was not executed
