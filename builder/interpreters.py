@@ -28,7 +28,14 @@ from builder import _proc
 from builder.errors import ToolNotFound, UsageError
 from builder.protect import Protected
 
-PROBE = "import json, sys; print(json.dumps([list(sys.version_info[:3]), sys.implementation.name, sys.executable]))"
+# A venv is told by the pyvenv.cfg beside its bin/ (sys.prefix says nothing under -S);
+# sys._base_executable is then the interpreter it was made from.
+PROBE = (
+    "import json, os, sys; e = sys.executable; "
+    "v = os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(e)), 'pyvenv.cfg')); "
+    "print(json.dumps([list(sys.version_info[:3]), sys.implementation.name, e, v,"
+    " getattr(sys, '_base_executable', e)]))"
+)
 PROBE_TIMEOUT = 20.0
 
 
@@ -47,8 +54,9 @@ class Interpreter:
                 "reason": self.reason, "rejected": [list(r) for r in self.rejected]}
 
 
-def probe(exe: str, env: Mapping[str, str] | None = None) -> tuple[str, str, str] | str:
-    """(version, implementation, sys.executable) of ``exe``, or a reason it failed."""
+def probe(exe: str, env: Mapping[str, str] | None = None) -> tuple[str, str, str, str | None] | str:
+    """(version, implementation, sys.executable, base interpreter if ``exe`` is a venv's)
+    of ``exe``, or a reason it failed."""
     res = _proc.run([exe, "-I", "-S", "-c", PROBE], timeout=PROBE_TIMEOUT,
                     env=env if env is not None else _proc.clean_env(), what=f"{exe} (probe)")
     if res.missing:
@@ -57,8 +65,8 @@ def probe(exe: str, env: Mapping[str, str] | None = None) -> tuple[str, str, str
         tail = res.stderr_tail(2).replace("\n", " ")
         return "timed out" if res.timed_out else f"exit {res.returncode}: {tail}"
     try:
-        ver, impl, executable = json.loads(res.stdout)
-        return ".".join(map(str, ver)), str(impl), str(executable)
+        ver, impl, executable, in_venv, base = json.loads(res.stdout)
+        return ".".join(map(str, ver)), str(impl), str(executable), (str(base) if in_venv else None)
     except (ValueError, TypeError):
         return f"unexpected output: {res.stdout.strip()[:80]}"
 
@@ -122,7 +130,12 @@ def find(
         if isinstance(got, str):
             rejected.append((path, got))
             return None
-        version, impl, executable = got
+        version, impl, executable, venv_base = got
+        if venv_base is not None and source != "interpreter":
+            # Another virtualenv's python (e.g. nox's session venv on PATH): base the
+            # runtime on that venv's own base interpreter instead, never on a venv.
+            rejected.append((path, f"belongs to a virtualenv; using its base interpreter {venv_base}"))
+            return verify(source, venv_base) if venv_base != path else None
         if impl != "cpython":
             rejected.append((path, f"{impl}, not CPython"))
             return None

@@ -104,3 +104,18 @@ def test_uv_managed_python_is_the_last_resort(tmp_path: Path) -> None:
     fake_uv = _script(tmp_path / "uvbin" / "uv", f'echo "{managed}"')
     got = interpreters.find("3.12", uv=str(fake_uv), env=_env(tmp_path, [], tmp_path / "nopyenv"))
     assert got.source == "uv" and got.reason == "managed by uv"
+
+
+def test_a_venv_python_on_path_is_replaced_by_its_base_interpreter(tmp_path: Path) -> None:
+    """nox puts its session venv's bin on PATH: a runtime must not be based on that venv."""
+    import sys
+
+    from builder import _proc, interpreters
+
+    venv = tmp_path / "sessionvenv"
+    assert _proc.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], timeout=60).ok
+    py = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    env = _proc.clean_env(extra={"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "PYENV_ROOT": str(tmp_path / "nopyenv")})
+    found = interpreters.find(py, env=env)
+    assert not found.path.startswith(str(venv)), found
+    assert any("belongs to a virtualenv" in why for _p, why in found.rejected)
