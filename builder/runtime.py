@@ -378,7 +378,7 @@ class BuildRequest:
     root: str | None = None
     interpreter: str | None = None
     force: bool = False
-    base: str = "venv"
+    base: str | None = None  # None: the spec's (conda when it declares [conda], else venv)
     cache_dir: str | None = None  # uv cache; default $UV_CACHE_DIR, else uv's own
     gpu: bool | None = None  # None: detect
     wait: float = LOCK_WAIT
@@ -502,7 +502,7 @@ def build(project: Project, req: BuildRequest, protected: Protected,
     root = runtimes_root(project, req.root)
     protected.guard_write(root, "create runtimes under")
     lock = checked_lock(project, matrix, python)
-    base = get_base(req.base)
+    base = get_base(req.base or default_base(matrix))
     ident_fn = getattr(base, "identity", None)
     ident = str(ident_fn(matrix, python)) if callable(ident_fn) else ""
     name = runtime_name(matrix, python, lock, base.name, ident)
@@ -582,10 +582,16 @@ def build(project: Project, req: BuildRequest, protected: Protected,
     return BuildResult(name, final, status, manifest, removed)
 
 
+def default_base(matrix: Matrix) -> str:
+    """The base a matrix asks for: ``conda`` when its spec declares ``[conda]``, else ``venv``."""
+    return "conda" if matrix.conda is not None else "venv"
+
+
 def locate(project: Project, matrix_sel: str, python: str, root: str | None = None,
-           base: str = "venv") -> tuple[Matrix, LockInfo, Path]:
+           base: str | None = None) -> tuple[Matrix, LockInfo, Path]:
     """The finished runtime of the current lock, or NotReady-style error if none."""
     matrix = project.matrix(matrix_sel)
+    base = base or default_base(matrix)
     py = select_pythons(matrix, python)[0]
     lock = checked_lock(project, matrix, py)
     b = get_base(base)
@@ -601,7 +607,7 @@ def locate(project: Project, matrix_sel: str, python: str, root: str | None = No
 
 
 def smoke_runtime(project: Project, matrix_sel: str, python: str, root: str | None = None,
-                  base: str = "venv", gpu: bool | None = None) -> tuple[Path, Any]:
+                  base: str | None = None, gpu: bool | None = None) -> tuple[Path, Any]:
     """Run the smoke tests in the built runtime of the current lock (read-only)."""
     from builder import smoke
 

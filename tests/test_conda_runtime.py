@@ -220,7 +220,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
         r = builder("lock", cwd=proj, env=env)
         assert r.returncode == 0, r.stderr
         root = base / "runtimes"
-        r = builder("build", "--matrix", "t", "--python", "3.12", "--base", "conda", "--root", str(root),
+        # No --base: a matrix that declares [conda] builds on its conda base (what the nox sessions rely on).
+        r = builder("build", "--matrix", "t", "--python", "3.12", "--root", str(root),
                     "--cache-dir", str(base / "uv-cache"), "--no-gpu", "--json", cwd=proj, env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout)

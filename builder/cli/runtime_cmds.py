@@ -29,13 +29,14 @@ def _smoke_summary(report: Any) -> str:
 @click.option("--root", type=click.Path(file_okay=False),
               help="Runtimes root (default: $BUILDER_RUNTIMES, else <project>/runtimes).")
 @click.option("--force", is_flag=True, help="Rebuild even if a runtime of this lock exists.")
-@click.option("--base", default="venv", show_default=True, help="Environment base: venv or conda.")
+@click.option("--base", type=click.Choice(["venv", "conda"]),
+              help="Environment base (default: conda when the matrix declares [conda], else venv).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="uv cache (default: $UV_CACHE_DIR, else uv's).")
 @click.option("--gpu/--no-gpu", default=None, help=_GPU_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.pass_context
 def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: str | None, root: str | None,
-              force: bool, base: str, cache_dir: str | None, gpu: bool | None, as_json: bool) -> None:
+              force: bool, base: str | None, cache_dir: str | None, gpu: bool | None, as_json: bool) -> None:
     """Build an isolated runtime from the committed lock, smoke-test it, switch it in."""
     from builder import protect, runtime
     from builder.project import select_pythons
@@ -80,12 +81,13 @@ def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: 
               help="Test the environment of this python instead (e.g. an existing env); "
                    "with --matrix, its identity is compared with that matrix's lock.")
 @click.option("--root", type=click.Path(file_okay=False), help="Runtimes root (as for build).")
-@click.option("--base", default="venv", show_default=True, help="Base the runtime was built with.")
+@click.option("--base", type=click.Choice(["venv", "conda"]),
+              help="Base the runtime was built with (default: as for build).")
 @click.option("--gpu/--no-gpu", default=None, help=_GPU_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.pass_context
 def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_python: str | None,
-              root: str | None, base: str, gpu: bool | None, as_json: bool) -> None:
+              root: str | None, base: str | None, gpu: bool | None, as_json: bool) -> None:
     """Smoke-test a built runtime (read-only): versions, CUDA identity, imports, vllm --help, GPU."""
     from builder import runtime, smoke
     from builder.errors import UsageError
