@@ -61,12 +61,23 @@ def targets(project: Project, selectors: list[str], python: str | None) -> list[
     return out
 
 
+def _compile(uv: str, t: Target, offline: bool, follower: bool) -> uv_backend.CompileResult:
+    """Resolve one target. A follower first tries uv's cache alone (its group's leader
+    has just revalidated the shared index pages), then the network if that fails."""
+    if follower and not offline:
+        try:
+            return uv_backend.compile_lock(uv, t.matrix, t.python, offline=True)
+        except BuilderError:
+            pass  # something the leader did not fetch: resolve online
+    return uv_backend.compile_lock(uv, t.matrix, t.python, offline=offline)
+
+
 def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bool,
-              overrides: Mapping[str, str] | None = None) -> LockOutcome:
+              overrides: Mapping[str, str] | None = None, follower: bool = False) -> LockOutcome:
     path = lockfile.lock_path(project.locks, t.matrix, t.python)
     out = LockOutcome(t, path)
     try:
-        res = uv_backend.compile_lock(uv, t.matrix, t.python, offline=offline)
+        res = _compile(uv, t, offline, follower)
         text = lockfile.render(
             t.matrix, t.python, res.body,
             {"uv-version": uv_version, "uv-command": " ".join(res.argv)},
@@ -87,35 +98,63 @@ def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bo
     return out
 
 
+def _group_key(m: Matrix) -> tuple[object, ...]:
+    """Targets with the same package sources and cut-off date see the same index pages."""
+    return (m.index_url, tuple(m.index_urls()), m.find_links, m.exclude_newer)
+
+
 def run_lock(
     project: Project, req: LockRequest, progress: Progress | None = None
 ) -> list[LockOutcome]:
-    """Lock every target; return one outcome each (errors are collected, not raised)."""
+    """Lock every target; return one outcome each, in target order (errors are collected, not raised).
+
+    Targets are grouped by package sources: each group's first target (its
+    leader) resolves online, revalidating uv's cache of the index pages; the
+    others follow from that fresh cache (falling back to the network), so four
+    locks cost little more than one.  With ``exclude-newer`` in the past the
+    filtered index is immutable, so the bytes are those of an online resolution
+    (tests check that re-locking reproduces them).  Groups run in parallel.
+    """
     ts = targets(project, req.selectors, req.python)
     uv = tools.uv_bin()
     version = tools.uv_version(uv)
     say = progress or (lambda _t, _m: None)
     jobs = req.jobs or min(len(ts), max(2, os.cpu_count() or 2), 8) or 1
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, t in enumerate(ts):
+        groups.setdefault(_group_key(t.matrix), []).append(i)
+
+    def report(o: LockOutcome) -> LockOutcome:
+        if o.error is not None:
+            say(o.target.label, "failed")
+        else:
+            say(o.target.label, ("written" if o.changed else "unchanged")
+                + (f", conda lock {'written' if o.conda_changed else 'unchanged'}"
+                   f" by {o.conda_solver}" if o.conda_path else "")
+                + f" ({o.seconds:.1f}s)")
+        return o
+
     with lockfile.directory_lock(project.locks, on_wait=lambda: say("*", "waiting for another builder lock run")):
         for t in ts:
             lockfile.clean_temp_files(lockfile.lock_path(project.locks, t.matrix, t.python).parent)
         for t in ts:
             say(t.label, "resolving")
+        done: dict[int, LockOutcome] = {}
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(_lock_one, project, uv, version, t, req.offline,
-                                   req.channel_overrides) for t in ts]
-            outcomes = []
-            for fut in futures:
-                o = fut.result()
-                if o.error is not None:
-                    say(o.target.label, "failed")
-                else:
-                    say(o.target.label, ("written" if o.changed else "unchanged")
-                        + (f", conda lock {'written' if o.conda_changed else 'unchanged'}"
-                           f" by {o.conda_solver}" if o.conda_path else "")
-                        + f" ({o.seconds:.1f}s)")
-                outcomes.append(o)
-    return outcomes
+
+            def lock(i: int, follower: bool) -> LockOutcome:
+                return report(_lock_one(project, uv, version, ts[i], req.offline, req.channel_overrides, follower))
+
+            def run_group(members: list[int]) -> None:
+                done[members[0]] = lock(members[0], False)
+                rest = {i: pool.submit(lock, i, True) for i in members[1:]}
+                for i, fut in rest.items():
+                    done[i] = fut.result()
+
+            # Leaders run on their own threads so followers never wait for a free worker.
+            with ThreadPoolExecutor(max_workers=max(1, len(groups))) as leaders:
+                list(leaders.map(run_group, groups.values()))
+    return [done[i] for i in range(len(ts))]
 
 
 def check_locks(project: Project, selectors: list[str], python: str | None) -> list[lockfile.LockState]:

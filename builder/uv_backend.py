@@ -70,13 +70,13 @@ def compile_argv(
     if matrix.constraints:
         (workdir / "constraints.txt").write_text("\n".join(matrix.constraints) + "\n")
         argv += ["--constraints", str(workdir / "constraints.txt")]
-    if offline:
-        argv.append("--offline")
-    # Machine-specific settings go last: public_argv() drops them for the stamp.
+    # Machine- and run-specific settings go last: public_argv() drops them for the stamp.
     # An explicit interpreter spares uv its discovery (pyenv shims cost ~0.4 s);
     # with --python-version/--python-platform and --no-build it does not change
     # the resolution.
     argv += ["--python", sys.executable]
+    if offline:
+        argv.append("--offline")
     if cache_dir:
         argv += ["--cache-dir", cache_dir]
     return argv
