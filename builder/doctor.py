@@ -62,6 +62,11 @@ dirs = []
 def add(d):
     if os.path.isdir(d) and os.path.realpath(d) not in [os.path.realpath(x) for x in dirs]:
         dirs.append(d)
+# Debian/Ubuntu's patched site.py names only dist-packages: try the plain
+# venv/CPython layout too.
+for p in prefixes:
+    for lib in sorted({sys.platlibdir, "lib"}):
+        add(os.path.join(p, lib, "python%d.%d" % sys.version_info[:2], "site-packages"))
 for d in site.getsitepackages(prefixes):
     add(d)
 # Directories that .pth files add (as site.addpackage would), without running

@@ -38,7 +38,7 @@ def test_check_probe_uses_the_live_driver() -> None:
     if r.returncode == 3:
         pytest.skip("wheel facts not cached and no network: " + r.stderr.strip())
     report = json.loads(r.stdout)
-    assert report["driver"]["host"] and "probe" in report["driver"].get("host_origin", "probe")
+    assert report["driver"]["host"] and "nvidia-smi" in report["driver"]["host_origin"], report["driver"]
 
 
 def test_smoke_gpu_steps_pass_on_this_python() -> None:
