@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.markers import InvalidMarker, Marker, default_environment
 from packaging.pylock import Pylock, PylockValidationError
@@ -23,7 +23,7 @@ from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from builder import _proc, cuda, wheels
+from builder import cuda, wheels
 from builder.check_rules import (
     Facts,
     Finding,
@@ -41,8 +41,11 @@ from builder.check_rules import (
 from builder.errors import LockFileError, ToolNotFound, Unavailable, UsageError
 from builder.spec import Matrix
 
+if TYPE_CHECKING:
+    from builder.snapshot import Snapshot
+
 __all__ = ["Facts", "Finding", "HostFacts", "Identity", "Pkg", "Report", "CheckRequest", "CheckResult",
-           "check_lock", "run_check", "predict", "probe_host", "parse_nvidia_smi"]
+           "check_lock", "run_check", "predict", "probe_host", "host_from_snapshot"]
 
 _VARIANT = re.compile(r"(?:^|[+./-])(cu\d{3})(?:$|[/.+-])")
 
@@ -456,34 +459,32 @@ def predict(lock_path: Path, *, cache_dir: Path | None = None, offline: bool = F
 
 # ---------------------------------------------------------------- host probe (minimal)
 
-NVIDIA_SMI = ("nvidia-smi", "--query-gpu=driver_version,compute_cap", "--format=csv,noheader")
+def host_from_snapshot(snap: Snapshot) -> tuple[str, tuple[str, ...]]:
+    """Driver and compute capabilities from a host snapshot's nvidia-smi probe (pure).
 
-
-def parse_nvidia_smi(text: str) -> tuple[str | None, tuple[str, ...]]:
-    """``575.57.08, 8.9`` per GPU -> (driver, compute capabilities); pure."""
-    drivers, ccs = set(), set()
-    for line in text.splitlines():
-        parts = [x.strip() for x in line.split(",")]
-        if len(parts) != 2 or not re.fullmatch(r"\d+(\.\d+)+", parts[0]):
-            continue
-        drivers.add(parts[0])
-        if re.fullmatch(r"\d+\.\d+", parts[1]):
-            ccs.add(parts[1])
-    return (drivers.pop() if len(drivers) == 1 else None), tuple(sorted(ccs))
-
-
-def probe_host(timeout: float = 15.0) -> tuple[str, tuple[str, ...]]:
-    """Driver and compute capabilities from this machine's nvidia-smi.
-
-    Minimal on purpose (builder/host.py owns the full driver preflight).
+    The same probe and parser as ``builder preflight``: a "Driver/library version
+    mismatch", "No devices were found" or unparsable output is an error, never a
+    guess.
     """
-    res = _proc.run(NVIDIA_SMI, timeout=timeout, what="nvidia-smi")
-    if res.missing:
+    from builder import hostfacts
+
+    rec = snap.get("nvidia-smi-gpus")
+    if rec is None or rec.exit == "missing":
         raise ToolNotFound("nvidia-smi not found: cannot --probe this host",
                            "run on the GPU host, or pass --driver and --gpu-cc")
-    drv, ccs = parse_nvidia_smi(res.stdout)
-    if not res.ok or drv is None:
-        why = "timed out" if res.timed_out else (res.stderr_tail(2) or res.stdout.strip()[:200] or "no output")
+    facts = hostfacts.from_snapshot(snap)
+    drivers = {g.driver for g in facts.gpus or [] if g.driver}
+    ccs = tuple(sorted({g.compute_capability for g in facts.gpus or [] if g.compute_capability}))
+    if facts.nvsmi_error is not None or len(drivers) != 1:
+        why = facts.problems.get("gpus") or ("timed out" if rec.timed_out else "no driver version reported")
         raise Unavailable(f"nvidia-smi could not report the driver: {why}",
                           "fix the driver (a reboot may be pending) or pass --driver")
-    return drv, ccs
+    return drivers.pop(), ccs
+
+
+def probe_host() -> tuple[str, tuple[str, ...]]:
+    """Driver and compute capabilities from this machine's nvidia-smi (bounded probe)."""
+    from builder import host, snapshot
+
+    probe = next(p for p in host.probes() if p.id == "nvidia-smi-gpus")
+    return host_from_snapshot(snapshot.make(host.capture(only=[probe])))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import check, wheels
+from builder import check, snapshot, wheels
 from builder.check_rules import HostFacts, tag_rules, verdict
-from builder.errors import Unavailable
+from builder.errors import ToolNotFound, Unavailable
 from builder.project import Project
 from tests.helpers import cuda_world, httpserver
 
@@ -208,14 +208,31 @@ def test_invalid_lock_is_a_lock_file_error(tmp_path: Path) -> None:
         check.read_lock(bad)
 
 
-@pytest.mark.parametrize("text, want", [
-    ("575.57.08, 8.9\n575.57.08, 8.9\n", ("575.57.08", ("8.9",))),
-    ("550.107.02, 8.9\n550.107.02, 7.5\n", ("550.107.02", ("7.5", "8.9"))),
-    ("Failed to initialize NVML: Driver/library version mismatch\n", (None, ())),
-    ("", (None, ())),
-])
-def test_parse_nvidia_smi(text: str, want: tuple[str | None, tuple[str, ...]]) -> None:
-    assert check.parse_nvidia_smi(text) == want
+_HOST_DATA = Path(__file__).parent / "data" / "host"
+
+
+def _smi_record(text: str, exit: int | str | None) -> snapshot.ProbeRecord:
+    return snapshot.ProbeRecord(id="nvidia-smi-gpus", kind="command", command=("nvidia-smi",), path=None,
+                                stdout=text, stderr="", exit=exit, duration=0.01)
+
+
+def test_probe_reads_a_real_gpu_host_snapshot() -> None:
+    snap = snapshot.load(_HOST_DATA / "snapshots" / "h200-driver-580-ubuntu-24.04.json")
+    assert check.host_from_snapshot(snap) == ("580.159.04", ("9.0",))
+
+
+@pytest.mark.parametrize("case", ["mismatch-one-line", "mismatch-two-line-570", "no-devices-were-found",
+                                  "couldnt-communicate"])
+def test_probe_never_guesses_a_driver_from_an_nvidia_smi_error(case: str) -> None:
+    text = "".join(ln for ln in (_HOST_DATA / "nvidia-smi" / f"{case}.txt").read_text().splitlines(True)
+                   if not ln.startswith("#!"))
+    with pytest.raises(Unavailable, match="nvidia-smi could not report the driver"):
+        check.host_from_snapshot(snapshot.make([_smi_record(text, 9)]))
+
+
+def test_probe_without_nvidia_smi_is_tool_not_found() -> None:
+    with pytest.raises(ToolNotFound):
+        check.host_from_snapshot(snapshot.make([_smi_record("", "missing")]))
 
 
 # ------------------------------------------------------------ the committed locks, against PyPI
@@ -272,3 +289,25 @@ def test_real_vllm_020_with_torch_29_fails(tmp_path: Path) -> None:
     assert r.packages["vllm"].identity.cudart_soname == "libcudart.so.13"  # type: ignore[union-attr]
     assert _level(r, "torch-pin") == "fail" and _level(r, "cuda-major") == "fail"
     assert r.verdict == "fail"
+
+
+def _fake_smi(tmp_path: Path, body: str) -> str:
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    smi = bindir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n" + body)
+    smi.chmod(0o755)
+    return f"{bindir}:/usr/bin:/bin"
+
+
+def test_probe_runs_the_real_probe_against_a_fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = snapshot.load(_HOST_DATA / "snapshots" / "h200-driver-580-ubuntu-24.04.json").get("nvidia-smi-gpus")
+    assert rec is not None
+    out = tmp_path / "out.csv"
+    out.write_text(rec.stdout)
+    monkeypatch.setenv("PATH", _fake_smi(tmp_path, f"cat {out}\n"))
+    assert check.probe_host() == ("580.159.04", ("9.0",))
+    monkeypatch.setenv("PATH", _fake_smi(tmp_path, "echo 'Failed to initialize NVML: Driver/library version mismatch'\n"
+                                                   "exit 18\n"))
+    with pytest.raises(Unavailable, match="mismatch"):
+        check.probe_host()
