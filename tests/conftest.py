@@ -7,15 +7,13 @@ test module (or a tests/helpers module), not here.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import httpserver, wheels
+from tests.helpers.cli import builder_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,13 +94,6 @@ def project(tmp_path: Path, index: str) -> Path:
     return write_project(tmp_path / "proj", index)
 
 
-def builder_cmd(*args: str, cwd: Path, env: dict[str, str] | None = None,
-                timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the real ``builder`` CLI in a subprocess (as an operator would)."""
-    e = dict(os.environ if env is None else env)
-    e.pop("BUILDER_PROJECT", None)
-    return subprocess.run([sys.executable, "-m", "builder", *args], cwd=cwd, env=e,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -130,4 +121,4 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-__all__ = ["builder_cmd", "tree_digest", "write_project", "shutil"]
+__all__ = ["builder_cmd", "tree_digest", "write_project"]

@@ -15,14 +15,13 @@ build several times.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.helpers import httpserver, wheels
+from tests.helpers.cli import builder_cmd
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PY312 = "3.12"
@@ -108,13 +107,7 @@ def write_project(root: Path, index: str, matrices: dict[str, str]) -> Path:
     return root
 
 
-def builder(*args: str, cwd: Path, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI as an operator would."""
-    e = dict(os.environ if env is None else env)
-    e.pop("BUILDER_PROJECT", None)
-    return subprocess.run([sys.executable, "-m", "builder", *args], cwd=cwd, env=e,
-                          capture_output=True, text=True, timeout=timeout)
+builder = builder_cmd  # the real CLI, as an operator would run it
 
 
 @dataclass
