@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from builder import _proc
-from builder.errors import LockFileError, ToolFailed, ToolNotFound, ToolTimeout, Unavailable, UsageError
-from builder.lockfile import LockState, atomic_write, py_tag, regenerate_command
+from builder.errors import ToolFailed, ToolNotFound, ToolTimeout, Unavailable, UsageError
+from builder.lockfile import LockState, atomic_write, judge_file, py_tag, regenerate_command
 from builder.spec import Matrix
 
 if TYPE_CHECKING:
@@ -334,27 +334,16 @@ def conda_lock_state(locks_dir: Path, matrix: Matrix, python: str) -> LockState:
     """Freshness of the conda lock of (matrix, python), offline and without conda-lock's import cost."""
     from builder import conda_lockfile
 
-    path = conda_lock_path(locks_dir, matrix, python)
-    cmd = regenerate_command(matrix, python)
 
-    def st(state: str, reason: str) -> LockState:
-        return LockState(matrix.id, python, path, state, reason, cmd)
+    def judge(text: str, where: str) -> tuple[str, str]:
+        meta, intact = conda_lockfile.read_stamp(text, where)
+        if not intact:
+            return "modified", "edited by hand since builder wrote it"
+        if meta.get("builder-conda-format") != CONDA_FORMAT:
+            return "stale", "written by another version of builder's conda locking"
+        if meta.get("builder-spec-hash") != matrix.spec_hash(python):
+            return "stale", "spec changed since the conda lock was written"
+        return "fresh", f"matches its spec (solver: {meta.get('builder-solver', '?')})"
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return st("missing", "no conda lock file")
-    except (OSError, UnicodeDecodeError) as exc:
-        return st("invalid", f"unreadable: {exc}")
-    try:
-        meta, intact = conda_lockfile.read_stamp(text, str(path))
-    except LockFileError as exc:
-        return st("invalid", exc.message)
-    if not intact:
-        return st("modified", "edited by hand since builder wrote it")
-    if meta.get("builder-conda-format") != CONDA_FORMAT:
-        return st("stale", "written by another version of builder's conda locking")
-    if meta.get("builder-spec-hash") != matrix.spec_hash(python):
-        return st("stale", "spec changed since the conda lock was written")
-    return st("fresh", f"matches its spec (solver: {meta.get('builder-solver', '?')})")
+    return judge_file(conda_lock_path(locks_dir, matrix, python), matrix, python, judge, "conda lock file")
 

@@ -135,29 +135,41 @@ class LockState:
         return self.state == "fresh"
 
 
-def lock_state(locks_dir: Path, matrix: Matrix, python: str) -> LockState:
-    """Compare the lock on disk with its spec (offline, no uv)."""
-    path = lock_path(locks_dir, matrix, python)
+Judge = Callable[[str, str], tuple[str, str]]
+"""(file text, where) -> (state, reason) for a readable lock; raises LockFileError if invalid."""
+
+
+def judge_file(path: Path, matrix: Matrix, python: str, judge: Judge, what: str = "lock file") -> LockState:
+    """Freshness of the lock file at ``path``: missing/invalid here, the rest by ``judge``.
+
+    Shared by the PyPI locks and the conda locks (builder.conda_backend).
+    """
     cmd = regenerate_command(matrix, python)
-
-    def st(state: str, reason: str) -> LockState:
-        return LockState(matrix.id, python, path, state, reason, cmd)
-
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return st("missing", "no lock file")
+        return LockState(matrix.id, python, path, "missing", f"no {what}", cmd)
     except (OSError, UnicodeDecodeError) as exc:
-        return st("invalid", f"unreadable: {exc}")
+        return LockState(matrix.id, python, path, "invalid", f"unreadable: {exc}", cmd)
     try:
-        stamp, intact = read_stamp(text, str(path))
+        state, reason = judge(text, str(path))
     except LockFileError as exc:
-        return st("invalid", exc.message)
-    if not intact:
-        return st("modified", "edited by hand since builder wrote it")
-    if stamp.spec_hash != matrix.spec_hash(python):
-        return st("stale", "spec changed since the lock was written")
-    return st("fresh", "matches its spec")
+        state, reason = "invalid", exc.message
+    return LockState(matrix.id, python, path, state, reason, cmd)
+
+
+def lock_state(locks_dir: Path, matrix: Matrix, python: str) -> LockState:
+    """Compare the lock on disk with its spec (offline, no uv)."""
+
+    def judge(text: str, where: str) -> tuple[str, str]:
+        stamp, intact = read_stamp(text, where)
+        if not intact:
+            return "modified", "edited by hand since builder wrote it"
+        if stamp.spec_hash != matrix.spec_hash(python):
+            return "stale", "spec changed since the lock was written"
+        return "fresh", "matches its spec"
+
+    return judge_file(lock_path(locks_dir, matrix, python), matrix, python, judge)
 
 
 def atomic_write(path: Path, text: str) -> None:
