@@ -10,6 +10,8 @@
 
 No session activates, reads or writes the protected env (QL_1): builder refuses
 to write inside it, and sessions run builder with a scrubbed environment.
+`nox --no-venv -s ...` runs the sessions with the builder already on PATH (no
+installs: for a host without package registries).
 """
 
 from __future__ import annotations
@@ -49,7 +51,17 @@ _add_pyenv_pythons_to_path()
 
 
 def _install(session: nox.Session, extras: str = "") -> None:
+    """Install builder into the session venv; with ``nox --no-venv`` use the builder on PATH
+    (an air-gapped host that has builder installed, and the tests)."""
+    if session.venv_backend == "none":
+        return
     session.install("-e", f".{extras}" if extras else ".")
+
+
+def _python_args(session: nox.Session) -> list[str]:
+    """``--python X.Y`` for a session parametrized by Python; none under ``--no-venv``
+    (nox ignores the parametrization there), so builder takes every Python of the matrix."""
+    return ["--python", str(session.python)] if session.python else []
 
 
 def _env() -> dict[str, str | None]:
@@ -88,13 +100,11 @@ for _m in MATRICES:
     def _build(session: nox.Session, m: str = _m) -> None:
         """Build (then smoke) the runtime of this matrix for the session's Python."""
         _install(session)
-        session.run("builder", "build", "--matrix", m, "--python", str(session.python),
-                    *session.posargs, env=_env())
+        session.run("builder", "build", "--matrix", m, *_python_args(session), *session.posargs, env=_env())
 
     def _smoke(session: nox.Session, m: str = _m) -> None:
         _install(session)
-        session.run("builder", "smoke", "--matrix", m, "--python", str(session.python),
-                    *session.posargs, env=_env())
+        session.run("builder", "smoke", "--matrix", m, *_python_args(session), *session.posargs, env=_env())
 
     _lock_one.__doc__ = f"Re-lock matrix {_m.upper()} (every Python)."
     _build.__doc__ = f"Build and smoke-test matrix {_m.upper()} runtimes (-p 3.12 narrows)."

@@ -192,3 +192,31 @@ def test_inode_check_alone_catches_an_alias(tmp_path: Path) -> None:
                                      for r in p.roots))
     assert fooled.match(tmp_path / "alias" / "new" / "file") is not None
     assert fooled.match(tmp_path / "other") is None
+
+
+def test_nox_sessions_with_ql1_active_leave_its_tree_identical(w: World, home: Path, tmp_path: Path) -> None:
+    """The project's own noxfile (lock, build, smoke sessions) run with QL_1 active.
+
+    ``--no-venv`` runs them with the builder under test (no installs, offline);
+    BUILDER_PROJECT points them at a copy of the test project whose matrices a
+    and b are the small local-index matrix.
+    """
+    from tests.conftest import ROOT
+
+    proj = tmp_path / "proj"
+    shutil.copytree(w.project, proj)
+    spec = (proj / "envs" / "matrix-t.toml").read_text()
+    for mid in ("a", "b"):
+        (proj / "envs" / f"matrix-{mid}.toml").write_text(spec.replace('id = "t"', f'id = "{mid}"'))
+    before = tree_digest(ql1(home))
+    bindir = Path(sys.executable).parent  # where this test's builder console script lives
+    env = active(home, BUILDER_PROJECT=str(proj), BUILDER_RUNTIMES=str(tmp_path / "rt"),
+                 UV_CACHE_DIR=str(w.cache))
+    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+    r = subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "--no-venv",
+                        "-s", "lock-matrix-a", "build-matrix-a", "smoke-matrix-a", "lock-matrix-b"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Session build-matrix-a was successful" in r.stderr
+    assert (tmp_path / "rt" / "matrix-a-py312").is_symlink()
+    assert tree_digest(ql1(home)) == before
