@@ -230,3 +230,16 @@ def test_relock_matrix_b_against_pypi_matches_committed(tmp_path: Path) -> None:
     r = builder_cmd("lock", "--matrix", "B", "--python", "3.12", cwd=proj, timeout=600)
     assert r.returncode == 0, r.stderr
     assert (proj / "locks/matrix-b/pylock.py312.toml").read_bytes() == committed
+
+
+def test_follower_locks_match_a_lock_resolved_online_on_its_own(project: Path) -> None:
+    """In a full run matrix-t/py3.12 follows py3.11 (resolved from uv's fresh cache);
+    locked alone it is a leader (resolved online): the bytes must be the same."""
+    r = builder_cmd("-v", "lock", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "--offline" in r.stderr  # the follower did resolve from the cache
+    as_follower = (project / LOCK312).read_bytes()
+    os.unlink(project / LOCK312)
+    r = builder_cmd("-v", "lock", "-p", "3.12", cwd=project)
+    assert r.returncode == 0 and "--offline" not in r.stderr
+    assert (project / LOCK312).read_bytes() == as_follower
