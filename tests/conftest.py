@@ -17,6 +17,9 @@ from tests.helpers.cli import builder_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Fixtures of the conda tests (channel, rattler_cache) live beside their helpers.
+pytest_plugins = ["tests.helpers.conda_channel"]
+
 
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -21,12 +21,7 @@ ADA = ("8.9",)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project, httpserver.Stats]]:
-    house = cuda_world.build_wheelhouse(tmp_path_factory.mktemp("house"))
-    root = tmp_path_factory.mktemp("index")
-    httpserver.write_simple_index(root, house)
-    with httpserver.serve(root) as (url, stats):
-        proj = cuda_world.write_project(tmp_path_factory.mktemp("proj"), f"{url}/simple")
-        cuda_world.lock_all(proj)
+    with cuda_world.served(tmp_path_factory) as (proj, stats):
         yield Project(proj), stats
 
 
@@ -92,7 +87,8 @@ def test_second_check_is_served_from_the_cache_without_network(world, tmp_path: 
     proj, stats = world
     first = _check(proj, "b", "575.57.08", tmp_path)
     assert first.fetched["requests"] > 0
-    vllm_size = next(p.stat().st_size for p in (proj.root.parent).glob("**/vllm-0.13.0-*.whl"))
+    lock = tomllib.loads((proj.locks / "matrix-b" / "pylock.py312.toml").read_text())
+    vllm_size = next(w["size"] for p in lock["packages"] if p["name"] == "vllm" for w in p["wheels"])
     assert 0 < first.fetched["bytes"] < vllm_size  # vLLM read by ranges, not downloaded
     before = stats.requests
     second = _check(proj, "b", "575.57.08", tmp_path, offline=True)

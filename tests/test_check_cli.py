@@ -17,13 +17,8 @@ from tests.helpers import cuda_world, httpserver
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, httpserver.Stats]]:
-    house = cuda_world.build_wheelhouse(tmp_path_factory.mktemp("house"))
-    root = tmp_path_factory.mktemp("index")
-    httpserver.write_simple_index(root, house)
-    with httpserver.serve(root) as (url, stats):
-        proj = cuda_world.write_project(tmp_path_factory.mktemp("proj"), f"{url}/simple")
-        cuda_world.lock_all(proj)
-        yield proj, stats
+    with cuda_world.served(tmp_path_factory) as w:
+        yield w
 
 
 def run(proj: Path, *args: str) -> tuple[int, str, str]:

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,21 +22,10 @@ from tests.conftest import builder_cmd, write_project
 from tests.helpers import conda_channel
 from tests.helpers.conda_channel import MM, PY
 
+pytestmark = pytest.mark.usefixtures("rattler_cache")  # fixtures: tests/helpers/conda_channel.py
+
 CLOCK = Path(f"locks/matrix-c/conda-lock.py{MM.replace('.', '')}.yml")
 PYLOCK = Path(f"locks/matrix-c/pylock.py{MM.replace('.', '')}.toml")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def rattler_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RATTLER_CACHE_DIR", str(tmp_path_factory.mktemp("rattler-cache")))
-        mp.delenv("BUILDER_CONDA_EXE", raising=False)
-        yield
-
-
-@pytest.fixture(scope="module")
-def channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return conda_channel.build_channel(tmp_path_factory.mktemp("conda") / "channel")
 
 
 @pytest.fixture

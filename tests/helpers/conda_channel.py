@@ -21,7 +21,10 @@ import datetime as dt
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 STAMP = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
 PY = ".".join(map(str, sys.version_info[:3]))
@@ -112,3 +115,20 @@ def add_conda_base(spec: Path, channel: str, packages: str = '["tinytool", "cuda
                    extra: str = "") -> None:
     """Append a ``[conda]`` table to a matrix spec file."""
     spec.write_text(spec.read_text() + CONDA_TABLE.format(channel=channel, packages=packages) + extra)
+
+
+# Fixtures shared by the conda test modules: registered as a plugin by tests/conftest.py;
+# a module opts in with ``pytestmark = pytest.mark.usefixtures("rattler_cache")``.
+@pytest.fixture(scope="module")
+def rattler_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A private rattler cache, and conda-lock's executable solver out of the way."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RATTLER_CACHE_DIR", str(tmp_path_factory.mktemp("rattler-cache")))
+        mp.delenv("BUILDER_CONDA_EXE", raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local conda channel built with py-rattler-build for this module."""
+    return build_channel(tmp_path_factory.mktemp("conda") / "channel")

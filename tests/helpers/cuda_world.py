@@ -4,10 +4,14 @@ nvidia-* runtime wheels, a local index over HTTP and matrices locked by real uv.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.helpers import wheels
+import pytest
+
+from tests.helpers import httpserver, wheels
 
 LINUX = 'platform_system == "Linux" and platform_machine == "x86_64"'
 
@@ -108,3 +112,18 @@ def lock_all(root: Path) -> None:
     errors = [o.error for o in outcomes if o.error is not None]
     if errors:
         raise errors[0]
+
+
+@contextlib.contextmanager
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, httpserver.Stats]]:
+    """The whole world: wheelhouse, a local range-serving index and a locked project.
+
+    Yields (project root, server stats) while the index is served.
+    """
+    house = build_wheelhouse(tmp_path_factory.mktemp("house"))
+    root = tmp_path_factory.mktemp("index")
+    httpserver.write_simple_index(root, house)
+    with httpserver.serve(root) as (url, stats):
+        proj = write_project(tmp_path_factory.mktemp("proj"), f"{url}/simple")
+        lock_all(proj)
+        yield proj, stats
