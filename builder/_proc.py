@@ -72,6 +72,10 @@ class Result:
     def stderr_tail(self, lines: int = 12) -> str:
         return "\n".join(self.stderr.strip().splitlines()[-lines:])
 
+    def brief(self, lines: int = 3) -> str:
+        """The last lines of stderr as one line, for a one-line error message."""
+        return " | ".join(x.strip() for x in self.stderr_tail(lines).splitlines() if x.strip())
+
 
 def clean_env(
     base: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None
@@ -214,7 +218,7 @@ def run(
     if check and res.returncode != 0:
         tail = res.stderr_tail()
         raise ToolFailed(
-            f"{label} failed (exit {res.returncode})" + (f": {tail}" if tail else ""),
+            f"{label} failed (exit {res.returncode})" + (f": {res.brief()}" if tail else ""),
             returncode=res.returncode,
             stderr_tail=tail,
         )

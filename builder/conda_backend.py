@@ -317,7 +317,7 @@ def _solve_conda_lock(exe: str, chans: list[tuple[str, str]], wanted: list[str],
             raise ToolTimeout(f"conda-lock did not finish within {SOLVE_TIMEOUT:g}s and was killed")
         if not res.ok:
             tail = res.stderr_tail(6)
-            raise ToolFailed(f"conda-lock failed (exit {res.returncode}): {tail}",
+            raise ToolFailed(f"conda-lock failed (exit {res.returncode}): {res.brief(6)}",
                              "see the solver's message; check channels and [conda].packages",
                              returncode=res.returncode, stderr_tail=tail)
         lf = conda_lockfile.read(out)

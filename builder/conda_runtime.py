@@ -155,7 +155,7 @@ def probe(python: Path, env: Mapping[str, str] | None = None) -> tuple[str, str]
                     what=f"{python} (probe)")
     if not res.ok:
         raise BuildError(f"the conda prefix interpreter {python} does not run: "
-                         f"{'timed out' if res.timed_out else res.stderr_tail(2)}",
+                         f"{'timed out' if res.timed_out else res.brief(2)}",
                          "the conda lock must include a working python package")
     try:
         version, sys_prefix, _exe = json.loads(res.stdout)

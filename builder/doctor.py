@@ -145,7 +145,7 @@ def probe_env(python: str, timeout: float = PROBE_TIMEOUT) -> EnvProbe:
         raise UsageError(f"{python}: no such interpreter", "pass --python PATH to an existing python")
     if not res.ok:
         raise Unavailable(f"{python} could not be inspected: "
-                          + ("timed out" if res.timed_out else res.stderr_tail(3)),
+                          + ("timed out" if res.timed_out else res.brief(3)),
                           "check that it is a working CPython >= 3.8")
     try:
         d = json.loads(res.stdout)

@@ -62,7 +62,7 @@ def probe(exe: str, env: Mapping[str, str] | None = None) -> tuple[str, str, str
     if res.missing:
         return "not found or not executable"
     if not res.ok:
-        tail = res.stderr_tail(2).replace("\n", " ")
+        tail = res.brief(2)
         return "timed out" if res.timed_out else f"exit {res.returncode}: {tail}"
     try:
         ver, impl, executable, in_venv, base = json.loads(res.stdout)

@@ -154,7 +154,7 @@ class VenvBase:
                 "--prompt", f"{req.matrix.name}-py{req.python}"]
         res = _proc.run(argv, timeout=min(req.timeout, VENV_TIMEOUT), env=req.env, what="uv venv")
         if not res.ok:
-            raise BuildError(f"uv venv failed: {res.stderr_tail(4) or 'timed out'}",
+            raise BuildError(f"uv venv failed: {res.brief(4) or 'timed out'}",
                              f"check the interpreter {found.path}")
         return BaseResult(python=req.staging / "bin" / "python", version=found.version,
                           source=found.source, origin=found.path, reason=found.reason,
@@ -466,7 +466,9 @@ def _sync(uv: str, python: Path, version: str, lock: Path, cache_dir: str | None
                         what="uv pip sync")
     if res.ok:
         return res.duration
-    tail = res.stderr_tail(6)
+    from builder.uv_backend import NETWORK_ERROR, summarize
+
+    tail = summarize(res.stderr)  # uv's multi-line report as one line
     if res.timed_out:
         raise ToolFailed(f"uv pip sync did not finish within {SYNC_TIMEOUT:g}s", "check the network")
     if "hash mismatch" in res.stderr.lower() or "size mismatch" in res.stderr.lower():
@@ -475,9 +477,7 @@ def _sync(uv: str, python: Path, version: str, lock: Path, cache_dir: str | None
     if "Failed to extract archive" in res.stderr:
         raise BuildError(f"a downloaded file is corrupt: {tail}",
                          "the index serves a damaged or altered file; re-lock from a trusted index")
-    from builder.uv_backend import _NETWORK
-
-    if _NETWORK.search(res.stderr):
+    if NETWORK_ERROR.search(res.stderr):
         raise Unavailable(f"uv could not download the locked files: {tail}",
                           "check the network; a warm uv cache (--cache-dir) avoids downloads")
     if "No space left" in res.stderr:

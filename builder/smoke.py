@@ -192,7 +192,7 @@ def same_version(installed: str, locked: str) -> bool:
 
 def _tail(res: _proc.Result, lines: int) -> str:
     """The end of stderr on one line (a step's reason is one line)."""
-    return " | ".join(x.strip() for x in res.stderr_tail(lines).splitlines() if x.strip())
+    return res.brief(lines)
 
 
 def classify_vllm_help(res: _proc.Result, gpu: bool) -> Step:

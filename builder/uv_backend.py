@@ -22,7 +22,7 @@ from builder.spec import Matrix
 #: uv is given this long per lock before it is killed.
 UV_TIMEOUT = 900.0
 
-_NETWORK = re.compile(
+NETWORK_ERROR = re.compile(
     r"(dns error|failed to connect|Could not connect|Connection refused|timed out|"
     r"Network is unreachable|error sending request|Failed to fetch|tcp connect error)",
     re.I,
@@ -128,7 +128,7 @@ def compile_lock(
                              "check the network and retry")
         if res.returncode != 0:
             tail = summarize(res.stderr)
-            if _NETWORK.search(res.stderr):
+            if NETWORK_ERROR.search(res.stderr):
                 raise Unavailable(f"{target}: uv could not reach the package index: {tail}",
                                   "check the network (or use --offline with a warm cache)")
             no_wheel = sorted(set(_NO_WHEEL.findall(res.stderr)))

@@ -269,3 +269,42 @@ def test_a_second_runtime_of_the_same_lock_adds_no_cache_copy(w: World, tmp_path
     a = rt / "lib/python3.12/site-packages/vllm/_flashmla_extension_C.abi3.so"
     b = w.runtime / "lib/python3.12/site-packages/vllm/_flashmla_extension_C.abi3.so"
     assert a.stat().st_ino == b.stat().st_ino  # the same file on disk, linked twice
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT])
+def test_ctrl_c_mid_build_leaves_nothing_complete(w: World, tmp_path: Path, signum: int) -> None:
+    root = tmp_path / "rt"
+    cmd = [sys.executable, "-m", "builder", "build", "-m", "t", "-p", PY312, "--root", str(root),
+           "--cache-dir", str(tmp_path / "cold-cache"), "--no-gpu"]
+    proc = subprocess.Popen(cmd, cwd=w.project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (root.is_dir() and _leftovers(root)):
+        time.sleep(0.005)
+    proc.send_signal(signum)
+    _out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.fail("the build finished before it could be interrupted")
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert _leftovers(root) == []  # builder removed its own staging on Ctrl-C
+    assert not [p for p in root.iterdir() if p.name.startswith("matrix-t-")]
+
+
+def test_network_down_mid_build_is_exit_3_and_leaves_nothing(w: World, tmp_path: Path) -> None:
+    """The index answers while locking, then fails (503) while the build downloads."""
+    from tests.helpers import httpserver
+
+    with httpserver.serve(w.index_root) as (url, stats):
+        proj = write_project(tmp_path / "proj", f"{url}/simple", {"t": "0.13.0"})
+        assert builder("lock", "-m", "t", cwd=proj).returncode == 0
+        stats.fail_with = 503
+        r = builder("build", "-m", "t", "-p", PY312, "--root", str(tmp_path / "rt"),
+                    "--cache-dir", str(tmp_path / "empty-cache"), "--no-gpu", cwd=proj)
+        assert r.returncode == 3, r.stderr
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("builder: error:")]
+        assert len(errors) == 1 and "check the network" in errors[0] and "Traceback" not in r.stderr
+        assert _leftovers(tmp_path / "rt") == []
+        assert not [p for p in (tmp_path / "rt").iterdir() if p.name.startswith("matrix-t-")]
+        stats.fail_with = None  # the network is back: the next build succeeds
+        r = builder("build", "-m", "t", "-p", PY312, "--root", str(tmp_path / "rt"),
+                    "--cache-dir", str(tmp_path / "empty-cache"), "--no-gpu", cwd=proj)
+        assert r.returncode == 0, r.stderr

@@ -58,17 +58,6 @@ def main(ctx: click.Context, project_dir: str | None, quiet: bool, verbose: bool
     ctx.obj = {"project_dir": project_dir, "quiet": quiet, "verbose": verbose}
 
 
-def _register() -> None:
-    # Each module adds its commands to ``main``; one module per command family
-    # keeps this file free of per-command code.
-    from builder.cli import lock_cmds  # noqa: F401
-
-    for mod in ("check_cmds", "runtime_cmds", "host_cmds", "conda_cmds"):
-        try:
-            __import__(f"builder.cli.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"builder.cli.{mod}":
-                raise
-
-
-_register()
+# Each module adds its commands to ``main``; one module per command family keeps
+# this file free of per-command code.  Imported last: they import ``main``.
+from builder.cli import check_cmds, host_cmds, lock_cmds, runtime_cmds  # noqa: E402, F401, I001
