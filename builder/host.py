@@ -133,11 +133,7 @@ def run_argv(probe_id: str, argv: Sequence[str], timeout: float,
     argv = tuple(argv)
     if not allowed(argv):
         raise Refused(f"builder does not run {argv!r}: only read-only probes are allowed")
-    try:
-        res = _proc.run(argv, timeout=timeout, env=env if env is not None else _proc.clean_env(),
-                        what=probe_id)
-    except OSError as exc:  # e.g. exec format error, permission denied
-        return ProbeRecord(probe_id, kind, argv, path, "", str(exc), 126, 0.0)
+    res = _proc.run(argv, timeout=timeout, env=env if env is not None else _proc.clean_env(), what=probe_id)
     exit_: int | str | None = "missing" if res.missing else res.returncode
     return ProbeRecord(probe_id, kind, argv, path, res.stdout, res.stderr, exit_,
                        round(res.duration, 3), res.timed_out)
@@ -182,10 +178,36 @@ def torch_probe(runtime: Path) -> ProbeRecord:
                     timeout=180.0, env=env)
 
 
+#: Probes that talk to the NVIDIA driver: once one of them hangs, the others would too.
+DRIVER_PROBES = frozenset({"nvidia-smi-gpus", "nvidia-smi-apps", "proc-version"})
+
+
+def _not_run(probe_id: str, kind: str, argv: tuple[str, ...] | None, path: str | None) -> ProbeRecord:
+    return ProbeRecord(probe_id, kind, argv, path, "",
+                       "not run: the NVIDIA driver did not answer an earlier probe within its bound",
+                       None, 0.0, True)
+
+
 def capture(runtimes: Path | None = None, matrix_id: str | None = None,
             only: Sequence[Probe] | None = None) -> list[ProbeRecord]:
-    """Run every probe (and the torch probe of each runtime found) in order."""
-    records = [run_probe(p) for p in (only if only is not None else probes())]
+    """Run every probe (and the torch probe of each runtime found) in order.
+
+    A wedged driver (a probe of it timed out) is not asked again: the remaining
+    driver probes and the torch probes are recorded as timed out without running,
+    so a hung nvidia-smi costs one bound, not one per probe.
+    """
+    records: list[ProbeRecord] = []
+    wedged = False
+    for p in only if only is not None else probes():
+        if wedged and p.id in DRIVER_PROBES:
+            records.append(_not_run(p.id, p.kind, p.argv or None, p.path or None))
+            continue
+        rec = run_probe(p)
+        wedged = wedged or (p.id in DRIVER_PROBES and rec.timed_out)
+        records.append(rec)
     if runtimes is not None:
-        records += [torch_probe(d) for d in runtime_dirs(runtimes, matrix_id)]
+        for d in runtime_dirs(runtimes, matrix_id):
+            name = f"torch:{d.name}"
+            records.append(_not_run(name, "command", (str(d / "bin" / "python"),), None) if wedged
+                           else torch_probe(d))
     return records

@@ -191,3 +191,17 @@ def test_runtime_dirs(tmp_path: Path) -> None:
     assert [d.name for d in host.runtime_dirs(rt, "a")] == ["matrix-a-py311-ffff", "matrix-a-py312-1a2b3c"]
     assert len(host.runtime_dirs(rt)) == 3
     assert host.runtime_dirs(tmp_path / "none", "a") == []
+
+
+def test_a_hung_driver_costs_one_bound_not_one_per_probe(fakebin: Path) -> None:
+    script(fakebin, "nvidia-smi", "trap '' TERM\nwhile :; do sleep 1; done\n")
+    only = [host.Probe(p.id, p.kind, p.argv, p.path, timeout=1.0)
+            for p in host.probes() if p.id in ("nvidia-smi-gpus", "nvidia-smi-apps")]
+    start = time.monotonic()
+    recs = host.capture(only=only)
+    took = time.monotonic() - start
+    assert [r.timed_out for r in recs] == [True, True]
+    assert "not run" in recs[1].stderr and recs[1].duration == 0.0
+    assert took < 1.0 + _proc.TERM_GRACE + _proc.KILL_GRACE + 1.0
+    facts = hostfacts.from_snapshot(snapshot.make(recs))
+    assert facts.gpus is None and "gpus" in facts.problems  # unknown, never OK
