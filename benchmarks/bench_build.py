@@ -29,7 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-from builder import _proc, lockfile, tools
+from builder import _proc, tools
+from builder.lock import files as lockfile
 from builder.project import Project, find_root
 
 RATIO, DISK = 1.25, 0.01
@@ -79,7 +80,7 @@ def main() -> int:
     m = proj.matrix(args.matrix)
     lock = lockfile.lock_path(proj.locks, m, args.python)
     uv = tools.uv_bin()
-    from builder import interpreters
+    from builder.runtime import interpreters
 
     py = interpreters.find(args.python, uv=uv).path
     work = args.workdir or proj.root / ".bench-build"

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from builder.check import CheckRequest, run_check
+from builder.check.pipeline import CheckRequest, run_check
 from builder.project import Project, find_root
 
 COLD_BYTES, COLD_S, WARM_S = 2_000_000, 5.0, 0.5

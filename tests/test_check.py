@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import check, snapshot, wheels
-from builder.check_rules import HostFacts, tag_rules, verdict
+from builder.check import pipeline as check
+from builder.driver import snapshot
+from builder.check import wheels
+from builder.check.rules import HostFacts, tag_rules, verdict
 from builder.errors import ToolNotFound, Unavailable
 from builder.project import Project
 from tests.helpers import cuda_world, httpserver

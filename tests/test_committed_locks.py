@@ -8,7 +8,7 @@ import pytest
 from packaging.pylock import Pylock
 from packaging.utils import parse_wheel_filename
 
-from builder import lockfile
+from builder.lock import files as lockfile
 from builder.project import Project
 from tests.conftest import ROOT, builder_cmd
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import conda_backend, conda_lockfile
+from builder.conda import backend as conda_backend
+from builder.conda import lockfile as conda_lockfile
 from builder.errors import EXIT_FAILED, EXIT_TOOL_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, ToolFailed, UsageError
 from builder.project import Project
 from tests.conftest import builder_cmd, write_project
@@ -252,7 +253,7 @@ def test_conda_lock_solver_agrees_with_rattler(cproject: Path, tmp_path: Path) -
         return {(x.name, x.version, x.hash.sha256) for x in conda_lockfile.read(p).package}
 
     assert pkgs(a.path) == pkgs(b.path)
-    from builder.conda_runtime import install
+    from builder.conda.base import install
 
     for out, prefix in ((a, tmp_path / "pa"), (b, tmp_path / "pb")):
         install(out.path, prefix, cache_dir=tmp_path / "cache")

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder import _proc, conda_backend, conda_lockfile, protect
-from builder.conda_runtime import CondaRuntimeBase, create_prefix, install, relocate_scripts
+from builder import _proc, protect
+from builder.conda import backend as conda_backend
+from builder.conda import lockfile as conda_lockfile
+from builder.conda.base import CondaRuntimeBase, create_prefix, install, relocate_scripts
 from builder.errors import BuildError, LockFileError, ProtectedEnvError, StaleLock
 from builder.project import Project
-from builder.runtime import BaseRequest, get_base
+from builder.runtime.build import BaseRequest, get_base
 from tests.conftest import tree_digest, write_project
 from tests.helpers import conda_channel
 from tests.helpers.conda_channel import MM, PY
@@ -85,7 +87,7 @@ def test_full_path_install_uv_sync_smoke_and_ql1_untouched(
                    "--index-url", index, "--python-version", MM, "--no-config", "--quiet"],
                   timeout=60, env=env_)
     assert r.ok, r.stderr
-    from builder.runtime import sync_argv
+    from builder.runtime.build import sync_argv
 
     r = _proc.run(sync_argv(uv_exe, made.python, pylock, str(tmp_path / "uv-cache")), timeout=120, env=env_)
     assert r.ok, r.stderr
@@ -187,7 +189,7 @@ def test_relocate_scripts_rewrites_only_staging_shebangs(tmp_path: Path) -> None
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """``builder lock`` + ``builder build --base conda`` of a Python 3.12 matrix through the real CLI,
     over the runtime tests' fake torch/vLLM wheels.  Returns (project, runtimes root, runtime)."""
-    from builder.interpreters import find
+    from builder.runtime.interpreters import find
     from tests.helpers import httpserver
     from tests.helpers.runtimes import builder, make_wheelhouse
     from tests.helpers.runtimes import write_project as rt_project

@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from builder import cuda
+from builder.check import knowledge as cuda
 
 K = cuda.load()
 with open(cuda.DATA, "rb") as _f:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import _proc, doctor, tools
+from builder import _proc, tools
+from builder.runtime import doctor
 from tests.conftest import tree_digest
 from tests.helpers.runtimes import World, builder, world
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import hostfacts, snapshot
+from builder.driver import facts as hostfacts
+from builder.driver import snapshot
 from tests.conftest import ROOT, builder_cmd
 
 pytestmark = pytest.mark.gpu

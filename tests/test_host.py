@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import _proc, host, hostfacts, snapshot
+from builder import _proc
+from builder.driver import probe as host
+from builder.driver import facts as hostfacts
+from builder.driver import snapshot
 
 SMI_GPUS = ("index, name, driver_version, compute_cap, memory.total [MiB], pci.bus_id, uuid\n"
             "0, NVIDIA RTX 6000 Ada Generation, 550.107.02, 8.9, 49140, 00000000:01:00.0, GPU-aaaa\n"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import host, snapshot
+from builder.driver import probe as host
+from builder.driver import snapshot
 from builder.errors import EXIT_USAGE, UsageError
 from tests.test_host import fake_nvidia_smi, script
 from tests.test_preflight import ROOT, operator_snapshot

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import hostparse as hp
+from builder.driver import parse as hp
 
 DATA = Path(__file__).parent / "data" / "host"
 

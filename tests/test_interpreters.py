@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import _proc, interpreters, protect
+from builder import _proc, protect
+from builder.runtime import interpreters
 from builder.errors import ToolNotFound, UsageError
 
 
@@ -110,7 +111,8 @@ def test_a_venv_python_on_path_is_replaced_by_its_base_interpreter(tmp_path: Pat
     """nox puts its session venv's bin on PATH: a runtime must not be based on that venv."""
     import sys
 
-    from builder import _proc, interpreters
+    from builder import _proc
+    from builder.runtime import interpreters
 
     venv = tmp_path / "sessionvenv"
     assert _proc.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], timeout=60).ok

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from packaging.pylock import Pylock
 
-from builder import lockfile
+from builder.lock import files as lockfile
 from builder.errors import EXIT_FAILED, EXIT_TOOL_FAILED, EXIT_UNAVAILABLE
 from tests.conftest import builder_cmd, write_project
 

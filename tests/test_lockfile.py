@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import lockfile
+from builder.lock import files as lockfile
 from builder.errors import Busy
 
 

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from builder import hostfacts, preflight, snapshot
+from builder.driver import facts as hostfacts
+from builder.driver import preflight
+from builder.driver import snapshot
 from builder.project import Project
-from builder.snapshot import ProbeRecord
+from builder.driver.snapshot import ProbeRecord
 from tests.test_hostparse import fixture
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -32,7 +32,8 @@ def home(w: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fake HOME with ``miniconda3/envs/QL_1``: a Python 3.12 env with torch installed."""
     home = tmp_path_factory.mktemp("home")
     ql1 = home / "miniconda3" / "envs" / "QL_1"
-    from builder import interpreters, tools
+    from builder import tools
+    from builder.runtime import interpreters
 
     uv = tools.uv_bin()
     py = interpreters.find(PY312, uv=uv).path

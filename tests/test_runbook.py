@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from builder import _proc, host, hostfacts, runbook, snapshot
+from builder import _proc
+from builder.driver import probe as host
+from builder.driver import facts as hostfacts
+from builder.driver import runbook
+from builder.driver import snapshot
 from builder.cli import main
 from builder.project import Project
 from tests.test_host import fake_nvidia_smi, script
@@ -153,8 +157,9 @@ def test_cli_writes_runbook_atomically(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- builder never changes the host
 FORBIDDEN = {"apt", "apt-get", "aptitude", "dpkg", "modprobe", "rmmod", "insmod", "reboot", "shutdown",
              "systemctl", "init", "telinit", "sudo", "kexec"}
-DRIVER_MODULES = ["host.py", "hostparse.py", "hostfacts.py", "snapshot.py", "preflight.py", "runbook.py",
-                  "verify_driver.py", "hostops.py", "cli/host_cmds.py"]
+DRIVER_MODULES = ["driver/probe.py", "driver/parse.py", "driver/facts.py", "driver/snapshot.py",
+                  "driver/preflight.py", "driver/runbook.py", "driver/verify.py", "driver/ops.py",
+                  "cli/host_cmds.py"]
 
 
 def _tree(rel: str) -> ast.Module:
@@ -168,12 +173,12 @@ def test_only_host_run_argv_reaches_the_subprocess_wrapper() -> None:
             f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
             for a in n.names}
         uses_proc = any("_proc" in i or "subprocess" in i for i in imports)
-        assert uses_proc == (rel == "host.py"), rel
-    calls = [(fn.name, n) for fn in ast.walk(_tree("host.py")) if isinstance(fn, ast.FunctionDef)
+        assert uses_proc == (rel == "driver/probe.py"), rel
+    calls = [(fn.name, n) for fn in ast.walk(_tree("driver/probe.py")) if isinstance(fn, ast.FunctionDef)
              for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
              and n.func.attr == "run" and isinstance(n.func.value, ast.Name) and n.func.value.id == "_proc"]
     assert [name for name, _ in calls] == ["run_argv"]
-    src = (BUILDER / "host.py").read_text()
+    src = (BUILDER / "driver" / "probe.py").read_text()
     body = src[src.index("def run_argv"):src.index("def run_probe")]
     assert body.index("if not allowed(argv)") < body.index("_proc.run(")
 
@@ -183,7 +188,7 @@ def test_no_builder_module_names_a_host_changing_program() -> None:
     modprobe, reboot...  (a subprocess argv would need one)."""
     for path in sorted(BUILDER.rglob("*.py")):
         rel = path.relative_to(BUILDER).as_posix()
-        if rel == "runbook.py":
+        if rel == "driver/runbook.py":
             continue  # renders these commands as text for the operator; imports nothing that runs
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -193,9 +198,9 @@ def test_no_builder_module_names_a_host_changing_program() -> None:
 
 
 def test_pure_modules_cannot_run_anything() -> None:
-    code = ("import sys, builder.runbook, builder.preflight, builder.verify_driver, builder.hostfacts, "
-            "builder.hostparse, builder.snapshot; "
-            "print(sorted(m for m in ('builder._proc', 'builder.host', 'builder.hostops') if m in sys.modules))")
+    code = ("import sys, builder.driver.runbook, builder.driver.preflight, builder.driver.verify, "
+            "builder.driver.facts, builder.driver.parse, builder.driver.snapshot; "
+            "print(sorted(m for m in ('builder._proc', 'builder.driver.probe', 'builder.driver.ops') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

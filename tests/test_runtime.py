@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import lockfile, runtime
+from builder.lock import files as lockfile
+from builder.runtime import build as runtime
 from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_USAGE, BuildError, Busy, LockFileError
 from builder.project import Project
 from builder.protect import resolve

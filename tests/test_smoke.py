@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import _proc, smoke
-from builder.smoke import FAIL, PASS, SKIP, Expected
+from builder import _proc
+from builder.runtime import smoke
+from builder.runtime.smoke import FAIL, PASS, SKIP, Expected
 from tests.helpers.runtimes import World, world
 
 # torch 2.9.0+cu128's arch list (no sm_89: Ada runs the sm_86 cubins).

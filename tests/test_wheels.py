@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import wheels
+from builder.check import wheels
 from builder.errors import Unavailable
 from tests.helpers import httpserver
 from tests.helpers import wheels as hw

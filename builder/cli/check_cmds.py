@@ -82,7 +82,7 @@ def check_cmd(ctx: click.Context, matrix: tuple[str, ...], python: str | None, l
     printed.  Exit 0 pass or warn, 1 fail (or warn with --strict), 2 usage,
     3 a needed wheel could not be read and the cache has no answer.
     """
-    from builder.check import CheckRequest, run_check
+    from builder.check.pipeline import CheckRequest, run_check
 
     if lock_file is not None and matrix:
         raise UsageError("--lock and --matrix are exclusive", "pass one or the other")

@@ -12,7 +12,7 @@ from builder.cli import main
 from builder.cli.common import echo_json, project, quiet, table
 
 if TYPE_CHECKING:
-    from builder.preflight import Report
+    from builder.driver.preflight import Report
 
 _MATRIX = click.option("-m", "--matrix", required=True, help="Matrix: A, a or matrix-a.")
 _SNAPSHOT = click.option("--from-snapshot", "from_snapshot", type=click.Path(dir_okay=False, path_type=Path),
@@ -53,7 +53,7 @@ def snapshot_cmd(ctx: click.Context, file: Path) -> None:
     Run it on the GPU host, copy FILE anywhere, and analyse it with
     `--from-snapshot FILE`.  Missing tools are recorded, not errors.
     """
-    from builder import hostops
+    from builder.driver import ops as hostops
 
     snap = hostops.take_snapshot(project(ctx), file)
     if not quiet(ctx):
@@ -79,7 +79,7 @@ def preflight_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | None, a
     Exit 0 ready (warnings allowed), 1 not ready, 2 usage, 3 cannot probe
     (something needed could not be read; the report says what).
     """
-    from builder import hostops
+    from builder.driver import ops as hostops
 
     _render(ctx, hostops.run_preflight(project(ctx), matrix, from_snapshot), as_json)
 
@@ -95,13 +95,13 @@ def preflight_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | None, a
 def runbook_cmd(ctx: click.Context, matrix: str, fmt: str, from_snapshot: Path | None,
                 output: Path | None) -> None:
     """Render the operator's driver-upgrade runbook for MATRIX (builder runs none of it)."""
-    from builder import hostops
+    from builder.driver import ops as hostops
 
     text = hostops.render_runbook(project(ctx), matrix, fmt, from_snapshot)
     if output is None:
         click.echo(text, nl=False)
         return
-    from builder.lockfile import atomic_write
+    from builder.lock.files import atomic_write
 
     hostops.write_text(output, lambda: atomic_write(output, text))
     if fmt == "sh":
@@ -124,6 +124,6 @@ def verify_driver_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | Non
     is visible with its compute capability and each runtime's torch sees
     them all; 1 when a check fails; 3 when something could not be checked.
     """
-    from builder import hostops
+    from builder.driver import ops as hostops
 
     _render(ctx, hostops.run_verify(project(ctx), matrix, from_snapshot, skip_torch), as_json)

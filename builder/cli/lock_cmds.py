@@ -32,7 +32,7 @@ def lock_cmd(ctx: click.Context, matrix: tuple[str, ...], all_: bool, python: st
              check: bool, offline: bool, jobs: int | None, channel_override: tuple[str, ...],
              as_json: bool) -> None:
     """Resolve matrices into PEP 751 locks under locks/ (or --check them)."""
-    from builder import lock
+    from builder.lock import resolve as lock
 
     proj = project(ctx)
     sel = _selectors(matrix, all_)
@@ -51,7 +51,7 @@ def lock_cmd(ctx: click.Context, matrix: tuple[str, ...], all_: bool, python: st
         if bad:
             ctx.exit(EXIT_FAILED)
         return
-    from builder.conda_backend import parse_overrides
+    from builder.conda.backend import parse_overrides
 
     overrides = parse_overrides(channel_override)
     outcomes = lock.run_lock(proj, lock.LockRequest(sel, python, offline, jobs, overrides), progress(ctx))
@@ -81,7 +81,7 @@ def lock_cmd(ctx: click.Context, matrix: tuple[str, ...], all_: bool, python: st
 @click.pass_context
 def list_cmd(ctx: click.Context, as_json: bool) -> None:
     """Show the matrices, their Pythons and the state of each lock."""
-    from builder import lockfile
+    from builder.lock import files as lockfile
 
     proj = project(ctx)
     rows = []

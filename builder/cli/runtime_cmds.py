@@ -38,7 +38,8 @@ def _smoke_summary(report: Any) -> str:
 def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: str | None, root: str | None,
               force: bool, base: str | None, cache_dir: str | None, gpu: bool | None, as_json: bool) -> None:
     """Build an isolated runtime from the committed lock, smoke-test it, switch it in."""
-    from builder import protect, runtime
+    from builder import protect
+    from builder.runtime import build as runtime
     from builder.project import select_pythons
 
     proj = project(ctx)
@@ -89,7 +90,8 @@ def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: 
 def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_python: str | None,
               root: str | None, base: str | None, gpu: bool | None, as_json: bool) -> None:
     """Smoke-test a built runtime (read-only): versions, CUDA identity, imports, vllm --help, GPU."""
-    from builder import runtime, smoke
+    from builder.runtime import build as runtime
+    from builder.runtime import smoke
     from builder.errors import UsageError
     from builder.project import select_pythons
 
@@ -128,7 +130,8 @@ def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_py
 @click.pass_context
 def doctor_cmd(ctx: click.Context, python: str | None, as_json: bool) -> None:
     """Inspect any environment read-only (QL_1 included): versions, CUDA identity, consistency, lock."""
-    from builder import doctor, protect
+    from builder import protect
+    from builder.runtime import doctor
     from builder.project import Project
 
     proj: Project | None

@@ -105,7 +105,7 @@ def write_project(root: Path, index: str) -> Path:
 
 def lock_all(root: Path) -> None:
     """Lock every matrix of the project with real uv (raises on any failure)."""
-    from builder.lock import LockRequest, run_lock
+    from builder.lock.resolve import LockRequest, run_lock
     from builder.project import Project
 
     outcomes = run_lock(Project(root), LockRequest())

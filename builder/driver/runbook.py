@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from packaging.version import InvalidVersion, Version
 
-from builder.hostfacts import HostFacts
-from builder.preflight import NVIDIA_HOLD_PREFIXES, DriverTarget, driver_target
+from builder.driver.facts import HostFacts
+from builder.driver.preflight import NVIDIA_HOLD_PREFIXES, DriverTarget, driver_target
 from builder.spec import Host, Matrix
 
 #: Ubuntu's DKMS module-signing key (created by shim-signed's update-secureboot-policy).

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from builder import hostparse as hp
-from builder.snapshot import ProbeRecord, Snapshot
+from builder.driver import parse as hp
+from builder.driver.snapshot import ProbeRecord, Snapshot
 
 T = TypeVar("T")
 

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from builder import _proc, conda_backend
+from builder import _proc
+from builder.conda import backend as conda_backend
 from builder.errors import BuildError, LockFileError, StaleLock, ToolNotFound
 from builder.protect import Protected
-from builder.runtime import BaseRequest, BaseResult
+from builder.runtime.build import BaseRequest, BaseResult
 from builder.spec import Matrix
 
 PROBE = "import json, sys; print(json.dumps([sys.version.split()[0], sys.prefix, sys.executable]))"
@@ -117,7 +118,7 @@ def install(lock_path: Path, prefix: Path, *, protected: Protected | None = None
         protected.guard_write(prefix, "create a conda runtime in")
         if final is not None:
             protected.guard_write(final, "create a conda runtime in")
-    from builder import conda_lockfile
+    from builder.conda import lockfile as conda_lockfile
 
     lf = conda_lockfile.read(lock_path)
     records = _records(lf)
@@ -184,7 +185,7 @@ def create_prefix(matrix: Matrix, python: str, prefix: Path, *, locks_dir: Path 
     if sys_prefix != os.path.realpath(prefix):
         raise BuildError(f"{py} reports sys.prefix {sys_prefix}, not {prefix}",
                          "its packages would be installed elsewhere; check the python package")
-    from builder import conda_lockfile
+    from builder.conda import lockfile as conda_lockfile
 
     meta, _ = conda_lockfile.read_stamp(state.path.read_text(encoding="utf-8"), str(state.path))
     return CondaPrefix(prefix, py, version, n, meta.get("builder-solver", "?"))

@@ -15,8 +15,8 @@ from typing import Any
 
 from packaging.version import Version
 
-from builder.hostfacts import HostFacts
-from builder.preflight import (
+from builder.driver.facts import HostFacts
+from builder.driver.preflight import (
     Check,
     Report,
     check_gpus,

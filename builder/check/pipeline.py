@@ -23,8 +23,9 @@ from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from builder import cuda, wheels
-from builder.check_rules import (
+from builder.check import knowledge as cuda
+from builder.check import wheels
+from builder.check.rules import (
     Facts,
     Finding,
     HostFacts,
@@ -42,7 +43,7 @@ from builder.errors import LockFileError, ToolNotFound, Unavailable, UsageError
 from builder.spec import Matrix
 
 if TYPE_CHECKING:
-    from builder.snapshot import Snapshot
+    from builder.driver.snapshot import Snapshot
 
 __all__ = ["Facts", "Finding", "HostFacts", "Identity", "Pkg", "Report", "CheckRequest", "CheckResult",
            "check_lock", "run_check", "predict", "probe_host", "host_from_snapshot"]
@@ -306,7 +307,7 @@ def gather(path: Path, *, matrix: Matrix | None, host: HostFacts, opts: CheckOpt
 def check_lock(path: Path, *, matrix: Matrix | None, host: HostFacts, opts: CheckOptions | None = None,
                stats: wheels.FetchStats | None = None) -> Report:
     """Check one lock against the host; raises Unavailable when a wheel can't be read."""
-    from builder.check_rules import compat_min, native_floor
+    from builder.check.rules import compat_min, native_floor
 
     stats = stats or wheels.FetchStats()
     f = gather(path, matrix=matrix, host=host, opts=opts or CheckOptions(), stats=stats)
@@ -386,7 +387,7 @@ def resolve_host(base: HostFacts, req: CheckRequest) -> HostFacts:
 
 def run_check(project: Any, req: CheckRequest) -> CheckResult:
     """Check the requested locks (``project`` is a builder.project.Project or None)."""
-    from builder import lockfile
+    from builder.lock import files as lockfile
     from builder.project import select_pythons
 
     base = HostFacts.from_host(project.host() if project is not None else None,
@@ -466,7 +467,7 @@ def host_from_snapshot(snap: Snapshot) -> tuple[str, tuple[str, ...]]:
     mismatch", "No devices were found" or unparsable output is an error, never a
     guess.
     """
-    from builder import hostfacts
+    from builder.driver import facts as hostfacts
 
     rec = snap.get("nvidia-smi-gpus")
     if rec is None or rec.exit == "missing":
@@ -484,7 +485,8 @@ def host_from_snapshot(snap: Snapshot) -> tuple[str, tuple[str, ...]]:
 
 def probe_host() -> tuple[str, tuple[str, ...]]:
     """Driver and compute capabilities from this machine's nvidia-smi (bounded probe)."""
-    from builder import host, snapshot
+    from builder.driver import probe as host
+    from builder.driver import snapshot
 
     probe = next(p for p in host.probes() if p.id == "nvidia-smi-gpus")
     return host_from_snapshot(snapshot.make(host.capture(only=[probe])))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder import _proc
-from builder.snapshot import ProbeRecord
+from builder.driver.snapshot import ProbeRecord
 
 #: The query fields builder asks nvidia-smi for, in this order.
 GPU_FIELDS = ("index", "name", "driver_version", "compute_cap", "memory.total", "pci.bus_id", "uuid")

@@ -21,7 +21,8 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from builder import _proc, doctor
+from builder import _proc
+from builder.runtime import doctor
 from builder.errors import BuilderError
 from builder.spec import Matrix
 
@@ -157,7 +158,7 @@ def expected_for(matrix: Matrix, lock_path: Path, locked: Mapping[str, str]) -> 
     """
     base = expected_from_lock(matrix, locked)
     try:
-        from builder import check
+        from builder.check import pipeline as check
 
         p = check.predict(lock_path, matrix=matrix)
     except (BuilderError, OSError, ValueError) as exc:

@@ -17,7 +17,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-DATA = Path(__file__).with_name("data") / "cuda.toml"
+DATA = Path(__file__).resolve().parent.parent / "data" / "cuda.toml"
 
 
 @dataclass(frozen=True)

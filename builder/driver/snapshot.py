@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import UsageError
-from builder.lockfile import atomic_write
+from builder.lock.files import atomic_write
 
 FORMAT = "builder-host-snapshot"
 VERSION = 1

@@ -147,7 +147,7 @@ class WheelCache:
     def put(self, facts: WheelFacts) -> None:
         if not facts.sha256:
             return
-        from builder.lockfile import atomic_write
+        from builder.lock.files import atomic_write
 
         try:
             atomic_write(self._path(facts.sha256), json.dumps(facts.to_json(), indent=1))

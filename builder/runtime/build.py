@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from builder import _proc, lockfile, tools
+from builder import _proc, tools
+from builder.lock import files as lockfile
 from builder.errors import (
     BuildError,
     Busy,
@@ -119,8 +120,8 @@ class Base(Protocol):
 
 #: Bases by name -> "module:attribute" of a zero-argument factory returning a Base.
 BASES: dict[str, str] = {
-    "venv": "builder.runtime:VenvBase",
-    "conda": "builder.conda_runtime:CondaRuntimeBase",
+    "venv": "builder.runtime.build:VenvBase",
+    "conda": "builder.conda.base:CondaRuntimeBase",
 }
 
 
@@ -143,7 +144,7 @@ class VenvBase:
     name = "venv"
 
     def create(self, req: BaseRequest) -> BaseResult:
-        from builder import interpreters
+        from builder.runtime import interpreters
 
         found = interpreters.find(req.python, explicit=req.interpreter, protected=req.protected,
                                   uv=req.uv, env=req.env)
@@ -466,7 +467,7 @@ def _sync(uv: str, python: Path, version: str, lock: Path, cache_dir: str | None
                         what="uv pip sync")
     if res.ok:
         return res.duration
-    from builder.uv_backend import NETWORK_ERROR, summarize
+    from builder.lock.uv import NETWORK_ERROR, summarize
 
     tail = summarize(res.stderr)  # uv's multi-line report as one line
     if res.timed_out:
@@ -493,7 +494,7 @@ def _now() -> str:
 def build(project: Project, req: BuildRequest, protected: Protected,
           progress: Progress | None = None) -> BuildResult:
     """Build (or find) the runtime of ``req``'s lock; see the module docstring."""
-    from builder import smoke
+    from builder.runtime import smoke
 
     say = progress or (lambda _t, _m: None)
     t0 = time.monotonic()
@@ -609,7 +610,7 @@ def locate(project: Project, matrix_sel: str, python: str, root: str | None = No
 def smoke_runtime(project: Project, matrix_sel: str, python: str, root: str | None = None,
                   base: str | None = None, gpu: bool | None = None) -> tuple[Path, Any]:
     """Run the smoke tests in the built runtime of the current lock (read-only)."""
-    from builder import smoke
+    from builder.runtime import smoke
 
     matrix, lock, path = locate(project, matrix_sel, python, root, base)
     report = smoke.run_smoke(path / "bin" / "python", smoke.expected_for(matrix, lock.path, lock.packages),

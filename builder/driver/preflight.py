@@ -18,8 +18,8 @@ from typing import Any
 
 from packaging.version import Version
 
-from builder import hostparse as hp
-from builder.hostfacts import HostFacts
+from builder.driver import parse as hp
+from builder.driver.facts import HostFacts
 from builder.spec import Host, Matrix
 
 LEVELS = ("pass", "warn", "fail", "unknown")

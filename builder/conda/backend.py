@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 from builder import _proc
 from builder.errors import ToolFailed, ToolNotFound, ToolTimeout, Unavailable, UsageError
-from builder.lockfile import LockState, atomic_write, judge_file, py_tag, regenerate_command
+from builder.lock.files import LockState, atomic_write, judge_file, py_tag, regenerate_command
 from builder.spec import Matrix
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, s
     ``solver``: ``auto`` (conda-lock when an executable exists, else rattler),
     ``rattler`` or ``conda-lock``.  The previous file is kept on any failure.
     """
-    from builder import conda_lockfile
+    from builder.conda import lockfile as conda_lockfile
 
     chans = channels(matrix, overrides)
     vps = virtual_packages(matrix)
@@ -302,7 +302,7 @@ def _first(exc: BaseException) -> str:
 def _solve_conda_lock(exe: str, chans: list[tuple[str, str]], wanted: list[str],
                       vps: Mapping[str, str]) -> tuple[Lockfile, str]:
     """Run conda-lock itself with ``--conda EXE`` and read its output back."""
-    from builder import conda_lockfile
+    from builder.conda import lockfile as conda_lockfile
 
     with tempfile.TemporaryDirectory(prefix="builder-conda-lock-") as tmp:
         d = Path(tmp)
@@ -332,7 +332,7 @@ def _solve_conda_lock(exe: str, chans: list[tuple[str, str]], wanted: list[str],
 
 def conda_lock_state(locks_dir: Path, matrix: Matrix, python: str) -> LockState:
     """Freshness of the conda lock of (matrix, python), offline and without conda-lock's import cost."""
-    from builder import conda_lockfile
+    from builder.conda import lockfile as conda_lockfile
 
 
     def judge(text: str, where: str) -> tuple[str, str]:

@@ -14,7 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder import lockfile, tools, uv_backend
+from builder import tools
+from builder.lock import files as lockfile
+from builder.lock import uv as uv_backend
 from builder.errors import BuilderError
 from builder.project import Project, select_pythons
 from builder.spec import Matrix
@@ -88,7 +90,7 @@ def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bo
             out.changed = True
         out.seconds = res.seconds
         if t.matrix.conda is not None:
-            from builder import conda_backend
+            from builder.conda import backend as conda_backend
 
             c = conda_backend.lock(project.locks, t.matrix, t.python, overrides)
             out.conda_path, out.conda_changed, out.conda_solver = c.path, c.changed, c.solver
@@ -163,7 +165,7 @@ def check_locks(project: Project, selectors: list[str], python: str | None) -> l
     for t in targets(project, selectors, python):
         states.append(lockfile.lock_state(project.locks, t.matrix, t.python))
         if t.matrix.conda is not None:
-            from builder import conda_backend
+            from builder.conda import backend as conda_backend
 
             states.append(conda_backend.conda_lock_state(project.locks, t.matrix, t.python))
     return states

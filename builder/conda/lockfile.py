@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from builder.errors import LockFileError
-from builder.lockfile import regenerate_command, sha256_text
+from builder.lock.files import regenerate_command, sha256_text
 from builder.spec import Matrix
 
 if TYPE_CHECKING:

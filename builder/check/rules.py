@@ -15,7 +15,8 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from builder import cuda, wheels
+from builder.check import knowledge as cuda
+from builder.check import wheels
 from builder.spec import Host, Matrix
 
 LEVELS = ("pass", "info", "warn", "fail")
