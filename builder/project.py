@@ -100,6 +100,21 @@ class Project:
         return load_host(self.envs / "host.toml")
 
 
+def py_tag(python: str) -> str:
+    """``3.12`` -> ``py312``."""
+    return "py" + python.replace(".", "")
+
+
+def lock_path(locks_dir: Path, matrix: Matrix, python: str) -> Path:
+    """``locks/matrix-b/pylock.py312.toml``: a valid PEP 751 file name."""
+    return locks_dir / matrix.name / f"pylock.{py_tag(python)}.toml"
+
+
+def regenerate_command(matrix: Matrix, python: str) -> str:
+    """The command that rewrites the locks of (matrix, python)."""
+    return f"builder lock --matrix {matrix.id} --python {python}"
+
+
 def normalize_selector(selector: str, known: list[str]) -> str:
     """``A``, ``a`` and ``matrix-a`` all select matrix id ``a``."""
     m = _SELECTOR.match(selector.strip())

@@ -10,7 +10,7 @@ import tomlkit
 from tomlkit.items import Table
 
 from builder.errors import SpecError, UsageError
-from builder.lock.files import atomic_write
+from builder.fsio import atomic_write
 from builder.spec import matrix_from_mapping
 
 

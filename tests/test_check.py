@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from builder.check import pipeline as check
-from builder.driver import snapshot
 from builder.check import wheels
-from builder.check.rules import HostFacts, tag_rules, verdict
+from builder import pylock
+from builder.check.rules import tag_rules, verdict
+from builder.driver.facts import HostFacts
+from builder.driver import snapshot
 from builder.errors import ToolNotFound, Unavailable
 from builder.project import Project
 from tests.helpers import cuda_world, httpserver
@@ -27,10 +29,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project, h
         yield Project(proj), stats
 
 
+def _host(driver: str | None, ccs: tuple[str, ...], glibc: str | None, origin: str = "test") -> HostFacts:
+    return HostFacts(origin=origin).overridden(driver=driver, ccs=ccs, glibc=glibc)
+
+
 def _check(proj: Project, mid: str, driver: str, cache: Path, **kw: object) -> check.Report:
     m = proj.matrix(mid)
-    host = HostFacts(driver, ADA, "2.35", "test")
-    return check.check_lock(proj.locks / f"matrix-{mid}" / "pylock.py312.toml", matrix=m, host=host,
+    host = _host(driver, ADA, "2.35", "test")
+    return check.check_lock(pylock.read(proj.locks / f"matrix-{mid}" / "pylock.py312.toml"), matrix=m, host=host,
                             opts=check.CheckOptions(cache_dir=cache, **kw))  # type: ignore[arg-type]
 
 
@@ -113,8 +119,8 @@ def test_unreadable_wheel_with_empty_cache_is_unavailable(world, tmp_path: Path)
 def test_unknown_host_driver_and_gpu_are_warnings_not_passes(world, tmp_path: Path) -> None:
     proj, _ = world
     m = proj.matrix("a")
-    r = check.check_lock(proj.locks / "matrix-a" / "pylock.py312.toml", matrix=m,
-                         host=HostFacts(None, (), None, "none"), opts=check.CheckOptions(cache_dir=tmp_path))
+    r = check.check_lock(pylock.read(proj.locks / "matrix-a" / "pylock.py312.toml"), matrix=m,
+                         host=HostFacts(origin="none"), opts=check.CheckOptions(cache_dir=tmp_path))
     assert {_level(r, x) for x in ("driver-native", "driver-compat", "gpu-arch", "platform-tag")} == {"warn"}
     assert r.verdict == "warn"
 
@@ -122,15 +128,15 @@ def test_unknown_host_driver_and_gpu_are_warnings_not_passes(world, tmp_path: Pa
 def test_gpu_arch_fails_for_pascal_on_cuda_13(world, tmp_path: Path) -> None:
     proj, _ = world
     m = proj.matrix("c")
-    r = check.check_lock(proj.locks / "matrix-c" / "pylock.py312.toml", matrix=m,
-                         host=HostFacts("580.95.05", ("6.1",), "2.35"), opts=check.CheckOptions(cache_dir=tmp_path))
+    r = check.check_lock(pylock.read(proj.locks / "matrix-c" / "pylock.py312.toml"), matrix=m,
+                         host=_host("580.95.05", ("6.1",), "2.35"), opts=check.CheckOptions(cache_dir=tmp_path))
     ga = r.finding("gpu-arch")
     assert ga and ga.level == "fail" and "CUDA 13 supports compute capability 7.5" in ga.message
 
 
 def test_predict_reports_what_the_runtime_should_show(world, tmp_path: Path) -> None:
     proj, _ = world
-    p = check.predict(proj.locks / "matrix-b" / "pylock.py312.toml", cache_dir=tmp_path)
+    p = check.predict(pylock.read(proj.locks / "matrix-b" / "pylock.py312.toml"), cache_dir=tmp_path)
     assert p == {"torch": "2.9.0", "torch_reported": "2.9.0+cu128", "torch_cuda": "12.8", "vllm": "0.13.0",
                  "cudart_soname": "libcudart.so.12", "build_toolkit": "12.9.86"}
 
@@ -141,7 +147,7 @@ def test_predict_reports_what_the_runtime_should_show(world, tmp_path: Path) -> 
 def _facts_for(lock: str, tmp_path: Path, glibc: str = "2.35") -> check.Facts:
     path = tmp_path / "pylock.toml"
     path.write_text(lock)
-    return check.gather(path, matrix=None, host=HostFacts("575.57.08", ADA, glibc),
+    return check.gather(pylock.read(path), matrix=None, host=_host("575.57.08", ADA, glibc),
                         opts=check.CheckOptions(python="3.12", cache_dir=tmp_path), stats=wheels.FetchStats())
 
 
@@ -203,7 +209,7 @@ def test_invalid_lock_is_a_lock_file_error(tmp_path: Path) -> None:
     bad = tmp_path / "pylock.toml"
     bad.write_text('lock-version = "1.0"\n[[packages]]\nversion = "1"\n')
     with pytest.raises(LockFileError, match="not a valid PEP 751 lock"):
-        check.read_lock(bad)
+        pylock.read(bad)
 
 
 _HOST_DATA = Path(__file__).parent / "data" / "host"
@@ -216,7 +222,8 @@ def _smi_record(text: str, exit: int | str | None) -> snapshot.ProbeRecord:
 
 def test_probe_reads_a_real_gpu_host_snapshot() -> None:
     snap = snapshot.load(_HOST_DATA / "snapshots" / "h200-driver-580-ubuntu-24.04.json")
-    assert check.host_from_snapshot(snap) == ("580.159.04", ("9.0",))
+    facts = check.host_from_snapshot(snap)
+    assert (facts.driver, facts.ccs, facts.origin) == ("580.159.04", ("9.0",), "nvidia-smi")
 
 
 @pytest.mark.parametrize("case", ["mismatch-one-line", "mismatch-two-line-570", "no-devices-were-found",
@@ -239,9 +246,9 @@ def test_probe_without_nvidia_smi_is_tool_not_found() -> None:
 def _real(mid: str, driver: str, cache: Path, python: str = "3.12") -> check.Report:
     proj = Project(ROOT)
     m = proj.matrix(mid)
-    host = HostFacts.from_host(proj.host(), driver=driver)
+    host = HostFacts.declared(proj.host()).overridden(driver=driver)
     path = ROOT / "locks" / f"matrix-{mid}" / f"pylock.py{python.replace('.', '')}.toml"
-    return check.check_lock(path, matrix=m, host=host, opts=check.CheckOptions(cache_dir=cache))
+    return check.check_lock(pylock.read(path), matrix=m, host=host, opts=check.CheckOptions(cache_dir=cache))
 
 
 @pytest.mark.network
@@ -281,8 +288,8 @@ def test_real_vllm_020_with_torch_29_fails(tmp_path: Path) -> None:
     versions = {p["name"]: p["version"] for p in data["packages"]}
     assert versions["vllm"] == "0.20.0" and versions["torch"] == "2.9.0"
     proj = Project(ROOT)
-    host = HostFacts.from_host(proj.host(), driver="580.95.05")
-    r = check.check_lock(tmp_path / "pylock.toml", matrix=None, host=host,
+    host = HostFacts.declared(proj.host()).overridden(driver="580.95.05")
+    r = check.check_lock(pylock.read(tmp_path / "pylock.toml"), matrix=None, host=host,
                          opts=check.CheckOptions(cache_dir=tmp_path / "cache"))
     assert r.packages["vllm"].identity.cudart_soname == "libcudart.so.13"  # type: ignore[union-attr]
     assert _level(r, "torch-pin") == "fail" and _level(r, "cuda-major") == "fail"
@@ -304,7 +311,8 @@ def test_probe_runs_the_real_probe_against_a_fake_nvidia_smi(tmp_path: Path, mon
     out = tmp_path / "out.csv"
     out.write_text(rec.stdout)
     monkeypatch.setenv("PATH", _fake_smi(tmp_path, f"cat {out}\n"))
-    assert check.probe_host() == ("580.159.04", ("9.0",))
+    facts = check.probe_host()
+    assert (facts.driver, facts.ccs) == ("580.159.04", ("9.0",))
     monkeypatch.setenv("PATH", _fake_smi(tmp_path, "echo 'Failed to initialize NVML: Driver/library version mismatch'\n"
                                                    "exit 18\n"))
     with pytest.raises(Unavailable, match="mismatch"):

@@ -8,8 +8,8 @@ import pytest
 from packaging.pylock import Pylock
 from packaging.utils import parse_wheel_filename
 
-from builder.lock import files as lockfile
-from builder.project import Project
+from builder.lock.state import lock_state
+from builder.project import Project, lock_path
 from tests.conftest import ROOT, builder_cmd
 
 PROJECT = Project(ROOT)
@@ -18,10 +18,10 @@ TARGETS = [(m, py) for m in PROJECT.matrices() for py in m.pythons]
 
 @pytest.mark.parametrize(("matrix", "python"), TARGETS, ids=lambda x: getattr(x, "name", x))
 def test_committed_lock_is_valid_and_complete(matrix, python) -> None:  # type: ignore[no-untyped-def]
-    path = lockfile.lock_path(PROJECT.locks, matrix, python)
+    path = lock_path(PROJECT.locks, matrix, python)
     data = tomllib.loads(path.read_text())
     lock = Pylock.from_dict(data)
-    assert lockfile.lock_state(PROJECT.locks, matrix, python).state == "fresh"
+    assert lock_state(PROJECT.locks, matrix, python).state == "fresh"
     by_name = {p.name: p for p in lock.packages}
     assert str(by_name["torch"].version) == "2.9.0"
     assert str(by_name["vllm"].version) == "0.13.0"

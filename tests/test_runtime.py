@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from builder.lock import files as lockfile
-from builder.runtime import build as runtime
 from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_USAGE, BuildError, Busy, LockFileError
+from builder import fsio, pylock
+from builder.lock import state as lockstate
 from builder.project import Project
 from builder.protect import resolve
+from builder.runtime import build as runtime
+from builder.runtime import layout, sync
 from tests.helpers import wheels
 from tests.helpers.runtimes import PY312, World, builder, serve, world, write_project
 
@@ -36,8 +38,10 @@ def test_build_creates_a_complete_content_addressed_runtime(w: World) -> None:
     rt = w.runtime
     assert rt.parent == w.root and rt.name.startswith("matrix-t-py312-") and len(rt.name) == len("matrix-t-py312-") + 12
     m = json.loads((rt / "runtime.json").read_text())
-    digest = runtime.read_lock(w.project / "locks/matrix-t/pylock.py312.toml").digest
-    assert m["lock"]["sha256"] == digest and m["lock"]["path"] == "locks/matrix-t/pylock.py312.toml"
+    lock = pylock.read(w.project / "locks/matrix-t/pylock.py312.toml")
+    assert m["lock"]["sha256"] == lock.sha256 and m["lock"]["path"] == "locks/matrix-t/pylock.py312.toml"
+    assert m["lock"]["content"] == lock.content_hash
+    assert rt.name == layout.runtime_name(Project(w.project).matrix("t"), PY312, lock.content_hash)
     assert m["interpreter"]["version"].startswith("3.12.") and m["interpreter"]["source"] in ("path", "pyenv", "uv")
     steps = {s["step"]: s["status"] for s in m["smoke"]["steps"]}
     for name in ("import torch", "import vllm", "import AsyncLLMEngine", "torch.__version__",
@@ -111,8 +115,8 @@ def test_two_builds_of_one_runtime_do_not_collide(w: World, tmp_path: Path) -> N
     proj = Project(w.project)
     req = runtime.BuildRequest(matrix="t", python=PY312, root=str(tmp_path), cache_dir=str(w.cache), gpu=False,
                                wait=0.3)
-    name = runtime.runtime_name(proj.matrix("t"), PY312, runtime.checked_lock(proj, proj.matrix("t"), PY312))
-    with lockfile.directory_lock(tmp_path / ".locks" / name):
+    name = layout.runtime_name(proj.matrix("t"), PY312, runtime.checked_lock(proj, proj.matrix("t"), PY312).content_hash)
+    with fsio.directory_lock(tmp_path / ".locks" / name):
         with pytest.raises(Busy, match="another builder process holds"):
             runtime.build(proj, req, resolve())
     assert not (tmp_path / name).exists()
@@ -130,7 +134,7 @@ def test_sigkilled_build_leaves_nothing_complete_and_next_build_cleans_up(w: Wor
     proc.wait()
     assert _leftovers(root), "the build finished before it could be killed"
     time.sleep(0.5)  # let an orphaned uv child finish writing into staging
-    complete = [p for p in root.iterdir() if p.name.startswith("matrix-t-") and runtime.read_manifest(p)]
+    complete = [p for p in root.iterdir() if p.name.startswith("matrix-t-") and layout.read_manifest(p)]
     assert complete == []
     r = w.build("--json", root=root)
     assert r.returncode == 0, r.stderr
@@ -192,9 +196,9 @@ def test_lock_with_an_empty_hash_is_refused_before_install(w: World, tmp_path: P
     start = body.index("hashes = {")
     body = body[:start] + hashes + body[body.index("}", start) + 1:]
     m = Project(proj).matrix("t")
-    lock.write_text(lockfile.render(m, PY312, body, {"uv-version": "0.13.9"}))  # stamped: looks fresh
+    lock.write_text(lockstate.render(m, PY312, body, {"uv-version": "0.13.9"}))  # stamped: looks fresh
     with pytest.raises(LockFileError, match=message):
-        runtime.read_lock(lock)
+        runtime.checked_lock(Project(proj), m, PY312)
     r = w.build(root=tmp_path / "rt", project=proj)
     assert r.returncode == EXIT_USAGE and message in r.stderr
     assert not (tmp_path / "rt").exists() or not any((tmp_path / "rt").glob("matrix-*"))
@@ -254,12 +258,12 @@ version = "2.0"
 marker = 'sys_platform == "darwin"'
 wheels = [{{ url = "https://x/maconly-2.0-py3-none-macosx_11_0_arm64.whl", hashes = {{ sha256 = "{'d' * 64}" }} }}]
 ''')
-    reqs = runtime.pinned_requirements(lock, "3.12.1").splitlines()
+    reqs = sync.pinned_requirements(pylock.read(lock), "3.12.1").splitlines()
     assert reqs[0] == f"ffi @ https://x/ffi-1.0-cp312-abi3-{plat}.whl --hash=sha256:{'b' * 64}"
     assert reqs[1].startswith('maconly @ https://x/maconly-2.0-py3-none-macosx_11_0_arm64.whl ; '
                               'sys_platform == "darwin" --hash=sha256:')
     with pytest.raises(BuildError, match="no wheel for Python 3.11.9"):
-        runtime.pinned_requirements(lock, "3.11.9")  # cp312-only wheels, no marker
+        sync.pinned_requirements(pylock.read(lock), "3.11.9")  # cp312-only wheels, no marker
 
 
 def test_a_second_runtime_of_the_same_lock_adds_no_cache_copy(w: World, tmp_path: Path) -> None:

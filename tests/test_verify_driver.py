@@ -9,23 +9,25 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from builder.cli import main
 from builder.driver import facts as hostfacts
 from builder.driver import ops as hostops
 from builder.driver import snapshot
 from builder.driver import verify as verify_driver
-from builder.cli import main
-from builder.project import Project
 from builder.driver.snapshot import ProbeRecord
+from builder.project import Project
+from builder.runtime import layout
 from tests.test_host import fake_nvidia_smi, script
 from tests.test_hostparse import fixture
 from tests.test_preflight import ROOT, operator_snapshot, rec
 
 NEW = "575.57.08"
+RT = "matrix-a-py312-0123456789ab"
 TORCH_OK = {"torch": "2.9.0+cu128", "cuda": "12.8", "available": True, "count": 2,
             "devices": [{"name": "NVIDIA RTX 6000 Ada Generation", "capability": "8.9"}] * 2}
 
 
-def torch_rec(data: dict[str, object] | None, name: str = "matrix-a-py312-abc123", exit_: int | None = 0,
+def torch_rec(data: dict[str, object] | None, name: str = RT, exit_: int | None = 0,
               timed_out: bool = False, err: str = "") -> ProbeRecord:
     return ProbeRecord(f"torch:{name}", "command", (f"runtimes/{name}/bin/python", "-c", "..."), None,
                        json.dumps(data) + "\n" if data is not None else "", err, exit_, 1.5, timed_out)
@@ -45,7 +47,8 @@ def after_reboot(*torch: ProbeRecord, **override: ProbeRecord | str | None) -> s
 
 def evaluate(snap: snapshot.Snapshot, m: str = "a", **kw: bool) -> verify_driver.Report:
     p = Project(ROOT)
-    return verify_driver.evaluate(hostfacts.from_snapshot(snap), p.matrix(m), p.host(), **kw)
+    facts = hostfacts.from_snapshot(snap)
+    return verify_driver.evaluate(facts, p.matrix(m), p.host(), torch=hostops.torch_results(facts, m), **kw)
 
 
 def levels(r: verify_driver.Report) -> dict[str, str]:
@@ -55,7 +58,7 @@ def levels(r: verify_driver.Report) -> dict[str, str]:
 def test_good_upgrade_is_verified() -> None:
     r = evaluate(after_reboot(torch_rec(TORCH_OK)))
     assert levels(r) == {"nvml": "pass", "module": "pass", "driver-floor": "pass", "gpus": "pass",
-                         "torch:matrix-a-py312-abc123": "pass"}
+                         f"torch:{RT}": "pass"}
     assert r.verdict == "verified" and r.exit_code == 0
     assert "sees all 2 GPU(s), capability 8.9" in r.checks[-1].message
 
@@ -95,12 +98,12 @@ def test_no_runtime_is_unknown_never_pass() -> None:
 def test_torch_failures(record: ProbeRecord, level: str, words: str) -> None:
     r = evaluate(after_reboot(record))
     c = r.checks[-1]
-    assert (c.id, c.level) == ("torch:matrix-a-py312-abc123", level) and words in c.message
+    assert (c.id, c.level) == (f"torch:{RT}", level) and words in c.message
 
 
 def test_only_this_matrix_runtimes_count() -> None:
-    r = evaluate(after_reboot(torch_rec(TORCH_OK), torch_rec({**TORCH_OK, "count": 0}, "matrix-b-py312-ff")))
-    assert [c.id for c in r.checks if c.id.startswith("torch")] == ["torch:matrix-a-py312-abc123"]
+    r = evaluate(after_reboot(torch_rec(TORCH_OK), torch_rec({**TORCH_OK, "count": 0}, "matrix-b-py312-ffffffffffff")))
+    assert [c.id for c in r.checks if c.id.startswith("torch")] == [f"torch:{RT}"]
 
 
 # --------------------------------------------------------------------------- live torch probe
@@ -111,9 +114,11 @@ def proj(tmp_path: Path) -> Project:
     return Project(tmp_path)
 
 
-def fake_runtime(proj: Project, name: str = "matrix-a-py312-abc123") -> Path:
+def fake_runtime(proj: Project, name: str = RT, root: Path | None = None) -> Path:
     # Answers like torch on the operator's host; hides GPUs if CUDA_VISIBLE_DEVICES leaks through.
-    d = proj.runtimes / name
+    d = (root or proj.runtimes) / name
+    d.mkdir(parents=True)
+    (d / "runtime.json").write_text(json.dumps({"format": layout.MANIFEST_FORMAT, "name": name}))
     script(d / "bin", "python", f"""
 [ "$1" = "-c" ] || exit 64
 if [ -n "${{CUDA_VISIBLE_DEVICES+x}}" ]; then echo '{json.dumps({**TORCH_OK, "count": 1})}'; exit 0; fi
@@ -127,13 +132,30 @@ def test_live_torch_probe_runs_the_runtime_python(proj: Project, monkeypatch: py
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # must not hide a GPU from the check
     r = hostops.run_verify(proj, "a")
     (c,) = [c for c in r.checks if c.id.startswith("torch")]
-    assert (c.id, c.level) == ("torch:matrix-a-py312-abc123", "pass"), c
+    assert (c.id, c.level) == (f"torch:{RT}", "pass"), c
 
 
 def test_live_without_runtime_says_so(proj: Project) -> None:
     r = hostops.run_verify(proj, "a")
     (c,) = [c for c in r.checks if c.id.startswith("torch")]
-    assert c.level == "unknown" and "no runtime named matrix-a-py<XY>-<hash>" in c.message
+    assert c.level == "unknown" and "no runtime of matrix-a (any Python, any base)" in c.message
+
+
+def test_verify_finds_conda_runtimes_and_runtimes_under_another_root(
+        proj: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conda_rt = "matrix-a-py312-conda-abcdefabcdef"
+    fake_runtime(proj, conda_rt)
+    fake_runtime(proj, "matrix-b-py312-conda-abcdefabcdef")  # another matrix: not checked
+    r = hostops.run_verify(proj, "a")
+    assert [(c.id, c.level) for c in r.checks if c.id.startswith("torch")] == [(f"torch:{conda_rt}", "pass")]
+    other = tmp_path / "elsewhere"
+    fake_runtime(proj, RT, root=other)
+    r = hostops.run_verify(proj, "a", root=str(other))
+    assert [(c.id, c.level) for c in r.checks if c.id.startswith("torch")] == [(f"torch:{RT}", "pass")]
+    monkeypatch.setenv("BUILDER_RUNTIMES", str(other))
+    res = CliRunner().invoke(main, ["--project", str(proj.root), "verify-driver", "-m", "a", "--json"])
+    ids = [c["id"] for c in json.loads(res.output)["checks"] if c["id"].startswith("torch")]
+    assert ids == [f"torch:{RT}"], res.output
 
 
 def test_cli_verify_json(proj: Project, tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from builder.versions import DriverVersion
+
 DATA = Path(__file__).resolve().parent.parent / "data" / "cuda.toml"
 
 
@@ -104,16 +106,6 @@ def load(path: Path = DATA) -> Knowledge:
         return from_mapping(tomllib.load(f))
 
 
-def driver_key(version: str) -> tuple[int, ...]:
-    """Full driver versions compare numerically per field: 575.57.08 > 570.124.06."""
-    return tuple(int(x) for x in version.strip().split("."))
-
-
-def driver_max(*versions: str | None) -> str | None:
-    present = [v for v in versions if v]
-    return max(present, key=driver_key) if present else None
-
-
 def release_key(release: str) -> tuple[int, int]:
     major, minor = release.split(".")[:2]
     return int(major), int(minor)
@@ -180,7 +172,7 @@ def place(k: Knowledge, component: str, version: str) -> Placement | None:
     # Without an exact row the version could be any update in [lo, hi]: take the
     # highest floor among them, so an unknown version never looks more compatible.
     cands = [r for r in rel_rows if lo <= r.update <= hi] or rel_rows
-    floor = max(cands, key=lambda r: driver_key(r.driver))
+    floor = max(cands, key=lambda r: DriverVersion.parse(r.driver))
     upd = cands[0].update if len(cands) == 1 else None
     return Placement(component, version, release, upd, floor.driver, False, floor.source)
 
@@ -226,21 +218,3 @@ def arch_problem(k: Knowledge, cc: str, release: str) -> tuple[str, str] | None:
         return (f"compute capability {cc} needs CUDA {intro[0]} or newer; the lock uses {release}",
                 intro[1])
     return None
-
-
-def sm_runs_on(sm: str, cc: str) -> bool:
-    """Whether a cubin for ``sm_89`` (or PTX ``compute_80``) runs on a GPU of ``cc``.
-
-    Cubins run on the same major with an equal or higher minor; PTX runs on any
-    equal or newer GPU (JIT).  Source: CUDA C++ Programming Guide, "Binary Compatibility".
-    """
-    m = re.fullmatch(r"(sm|compute)_(\d+)(\d)([a-z]?)", sm)
-    if not m:
-        return False
-    want = (int(m.group(2)), int(m.group(3)))
-    have = _cc(cc)
-    if m.group(4):  # sm_90a: architecture-specific features, that exact GPU only
-        return have == want
-    if m.group(1) == "compute":
-        return have >= want
-    return have[0] == want[0] and have[1] >= want[1]

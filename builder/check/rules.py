@@ -1,23 +1,19 @@
-"""The rules of ``builder check``: pure functions over :class:`Facts`, one
-:class:`Finding` per rule id.  Data types shared with :mod:`builder.check` live
-here so the rules import nothing with I/O.
+"""The rules of ``builder check``: pure functions over :class:`~builder.check.model.Facts`,
+one :class:`~builder.check.model.Finding` per rule id.  Nothing here does I/O:
+the pipeline gathers the facts, the rules only judge them.
 """
 
 from __future__ import annotations
 
 import re
-import urllib.parse
-from dataclasses import dataclass, field
-from typing import Any
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.tags import Tag, compatible_tags, cpython_tags
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from builder.check import knowledge as cuda
-from builder.check import wheels
-from builder.spec import Host, Matrix
+from builder.check.identity import pins
+from builder.check.model import Facts, Finding, Pkg
+from builder.pylock import target_tags
+from builder.versions import DriverVersion, driver_max, runs_on
 
 LEVELS = ("pass", "info", "warn", "fail")
 RULES = ("cuda-identity", "torch-pin", "cuda-major", "cuda-toolkit-order", "driver-native",
@@ -31,154 +27,6 @@ SRC_COMPAT = "https://docs.nvidia.com/deploy/cuda-compatibility/index.html#minor
 SRC_DRIVER = "https://docs.nvidia.com/cuda/cuda-toolkit-release-notes/index.html#id5"
 SRC_TAGS = "https://packaging.python.org/en/latest/specifications/platform-compatibility-tags/"
 SRC_SDIST = "https://docs.astral.sh/uv/reference/cli/#uv-pip-compile--no-build"
-
-
-@dataclass(frozen=True)
-class HostFacts:
-    """What the rules know about the host; None means unknown (never OK)."""
-
-    driver: str | None
-    ccs: tuple[str, ...]
-    glibc: str | None
-    origin: str = "envs/host.toml"
-
-    @classmethod
-    def from_host(cls, host: Host | None, *, driver: str | None = None, ccs: tuple[str, ...] = (),
-                  glibc: str | None = None, origin: str = "envs/host.toml") -> HostFacts:
-        return cls(driver or (host.driver if host else None),
-                   ccs or (host.compute_capabilities if host else ()),
-                   glibc or (host.glibc if host else None), origin)
-
-
-@dataclass
-class Identity:
-    """The CUDA identity of one package and the evidence it rests on."""
-
-    major: set[int] = field(default_factory=set)
-    release: str | None = None  # CUDA release of the runtime (12.8)
-    runtime: str | None = None  # cudart version (12.8.90)
-    cudart_soname: str | None = None
-    build_toolkit: str | None = None  # nvcc version the kernels were built with
-    cublas: str | None = None  # cuBLAS the package pins
-    archs: tuple[str, ...] = ()
-    evidence: list[dict[str, str]] = field(default_factory=list)
-    kind: str = "unknown"  # strongest evidence: local-version, index-url, requires-dist, binary, name
-    jit_only: bool = False
-
-    def add(self, kind: str, detail: str) -> None:
-        if self.kind == "unknown":
-            self.kind = kind
-        self.evidence.append({"kind": kind, "detail": detail})
-
-    def to_json(self) -> dict[str, Any]:
-        return {"major": sorted(self.major)[0] if len(self.major) == 1 else sorted(self.major) or None,
-                "release": self.release, "runtime": self.runtime, "cudart_soname": self.cudart_soname,
-                "build_toolkit": self.build_toolkit, "cublas": self.cublas, "archs": list(self.archs),
-                "evidence_kind": self.kind, "evidence": self.evidence}
-
-
-@dataclass
-class Pkg:
-    name: str
-    version: str
-    wheel: wheels.WheelRef | None
-    facts: wheels.WheelFacts | None = None
-    identity: Identity | None = None  # None: no CUDA content
-
-
-@dataclass(frozen=True)
-class Finding:
-    id: str
-    level: str
-    message: str
-    evidence: tuple[str, ...] = ()
-    source: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "level": self.level, "message": self.message,
-                "evidence": list(self.evidence), "source": self.source}
-
-
-@dataclass
-class Facts:
-    """Everything the rules look at (built once per lock)."""
-
-    lock: str
-    python: str
-    arch: str
-    matrix: Matrix | None
-    host: HostFacts
-    packages: dict[str, Pkg]
-    raw: dict[str, dict[str, Any]]  # name -> lock entry, for tag rules
-    env: dict[str, str]
-    k: cuda.Knowledge
-
-
-@dataclass
-class Report:
-    lock: str
-    matrix: str | None
-    python: str
-    verdict: str
-    findings: list[Finding]
-    packages: dict[str, Pkg]
-    driver: dict[str, Any]
-    fetched: dict[str, int] = field(default_factory=dict)
-
-    def finding(self, rule: str) -> Finding | None:
-        return next((f for f in self.findings if f.id == rule), None)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "lock": self.lock, "matrix": self.matrix, "python": self.python, "verdict": self.verdict,
-            "findings": [f.to_json() for f in self.findings],
-            "packages": {n: {"version": p.version, "cuda": p.identity.to_json() if p.identity else None}
-                         for n, p in sorted(self.packages.items()) if p.identity is not None},
-            "driver": self.driver, "fetched": self.fetched,
-        }
-
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def supported_tags(python: str, arch: str, glibc: str | None) -> set[Tag]:
-    """Every wheel tag CPython ``python`` accepts on ``arch`` Linux with ``glibc``."""
-    major, minor = (int(x) for x in python.split(".")[:2])
-    gmaj, gmin = (int(x) for x in (glibc or "2.17").split(".")[:2])
-    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
-    plats = []
-    for m in range(gmin, 4, -1):
-        plats.append(f"manylinux_{gmaj}_{m}_{arch}")
-        if m in legacy:
-            plats.append(f"{legacy[m]}_{arch}")
-    plats.append(f"linux_{arch}")
-    out = set(cpython_tags((major, minor), platforms=plats))
-    out |= set(compatible_tags((major, minor), interpreter=f"cp{major}{minor}", platforms=plats))
-    return out
-
-
-def wheel_filename(w: dict[str, Any]) -> str:
-    name = w.get("name") or urllib.parse.unquote((w.get("url") or w.get("path") or "").rsplit("/", 1)[-1])
-    return str(name)
-
-
-def pins(reqs: tuple[str, ...], env: dict[str, str]) -> dict[str, Requirement]:
-    out: dict[str, Requirement] = {}
-    for r in reqs:
-        try:
-            req = Requirement(r)
-        except InvalidRequirement:
-            continue
-        if req.marker is not None and not req.marker.evaluate({**env, "extra": ""}):
-            continue
-        out[canonicalize_name(req.name)] = req
-    return out
-
-
-def exact(req: Requirement) -> str | None:
-    specs = list(req.specifier)
-    return specs[0].version if len(specs) == 1 and specs[0].operator in ("==", "===") else None
 
 
 # ---------------------------------------------------------------- rules (pure)
@@ -341,7 +189,7 @@ def native_floor(f: Facts) -> tuple[str | None, str, list[str]]:
                 cands.append((rr.driver, f"{p.name} {p.version} CUDA {i.release} (GA floor)"))
     if not cands:
         return None, "", unplaced
-    drv, what = max(cands, key=lambda c: cuda.driver_key(c[0]))
+    drv, what = max(cands, key=lambda c: DriverVersion.parse(c[0]))
     ev = [f"{w}: driver >= {d}" for d, w in cands] + [f"not in the table: {u}" for u in unplaced]
     return drv, what, ev
 
@@ -349,7 +197,7 @@ def native_floor(f: Facts) -> tuple[str | None, str, list[str]]:
 def compat_min(f: Facts) -> str | None:
     majors = {m for p in _gpu(f) if p.identity for m in p.identity.major}
     floors = [cuda.compat_floor(f.k, m) for m in majors]
-    return cuda.driver_max(*(fl[0] for fl in floors if fl))
+    return driver_max(*(fl[0] for fl in floors if fl))
 
 
 def rule_driver_native(f: Facts) -> Finding:
@@ -360,7 +208,7 @@ def rule_driver_native(f: Facts) -> Finding:
     declared = f.matrix.driver_floor if f.matrix else None
     host = f.host.driver
     level, msgs = "pass", []
-    if declared and cuda.driver_key(declared) < cuda.driver_key(native):
+    if declared and DriverVersion.parse(declared) < DriverVersion.parse(native):
         level = "warn"
         msgs.append(f"declared floor {declared} is below the native floor {native} (set by {what}): on drivers "
                     f"from {declared} to {native} {f.matrix.name if f.matrix else 'it'} relies on minor-version "
@@ -369,11 +217,11 @@ def rule_driver_native(f: Facts) -> Finding:
     if host is None:
         level = "fail" if level == "fail" else "warn"
         msgs.append(f"host driver unknown; the lock needs {native} natively (pass --driver or --probe)")
-    elif declared and cuda.driver_key(host) < cuda.driver_key(declared):
+    elif declared and DriverVersion.parse(host) < DriverVersion.parse(declared):
         level = "fail"
         msgs.insert(0, f"driver upgrade required: host driver {host} is below the matrix's declared floor "
                        f"{declared} (native floor {native}); installing a new driver needs a reboot")
-    elif cuda.driver_key(host) >= cuda.driver_key(native):
+    elif DriverVersion.parse(host) >= DriverVersion.parse(native):
         msgs.append(f"host driver {host} meets the native floor {native}")
     else:
         msgs.append(f"host driver {host} is below the native floor {native} (see driver-compat)")
@@ -390,11 +238,11 @@ def rule_driver_compat(f: Facts) -> Finding:
     if host is None:
         return _f("driver-compat", "warn", "host driver unknown: cannot tell whether the lock runs",
                   [], SRC_COMPAT)
-    if cuda.driver_key(host) >= cuda.driver_key(native):
+    if DriverVersion.parse(host) >= DriverVersion.parse(native):
         return _f("driver-compat", "pass", f"host driver {host} runs the lock natively (>= {native})",
                   [], SRC_COMPAT)
     ev = [f"native floor {native}", f"minor-version compatibility floor {cmin}"]
-    if cmin and cuda.driver_key(host) >= cuda.driver_key(cmin):
+    if cmin and DriverVersion.parse(host) >= DriverVersion.parse(cmin):
         return _f("driver-compat", "warn",
                   f"host driver {host} runs this lock only under minor-version compatibility (>= {cmin}): "
                   "no JIT of PTX newer than the driver, so Triton/flashinfer JIT kernels are at risk; "
@@ -422,7 +270,7 @@ def rule_gpu_arch(f: Facts) -> Finding:
         for p in _gpu(f):
             assert p.identity is not None
             archs = [a for a in p.identity.archs if a.startswith(("sm_", "compute_"))]
-            if archs and not any(cuda.sm_runs_on(a, cc) for a in archs):
+            if archs and not any(runs_on(a, cc) for a in archs):
                 member = p.facts.binary.member if p.facts and p.facts.binary else "?"
                 info.append(f"{member} ({p.name}) has kernels for {', '.join(archs)} only; none runs on "
                             f"compute capability {cc} (other extensions of {p.name} were not read)")
@@ -430,6 +278,13 @@ def rule_gpu_arch(f: Facts) -> Finding:
         return _f("gpu-arch", "fail", "; ".join(sorted(set(bad))) + ": use a CUDA line that supports this GPU",
                   info, src)
     cc_list = ", ".join(f.host.ccs)
+    unreadable = f.host.unreadable_gpus
+    if unreadable:
+        which = ", ".join(f"GPU {g.index if g.index is not None else '?'} ({g.name or 'unnamed'}: "
+                          f"{g.compute_capability or 'empty'})" for g in unreadable)
+        return _f("gpu-arch", "warn", f"compute capability could not be read for {which}: this GPU is not "
+                  f"judged (the others, {cc_list}, are supported by the CUDA line); check `nvidia-smi` "
+                  "or pass --gpu-cc", info)
     if info:
         return _f("gpu-arch", "info", f"the CUDA line supports compute capability {cc_list}; " + info[0],
                   info[1:])
@@ -448,21 +303,18 @@ def _glibc_of(platform: str) -> tuple[int, int] | None:
 
 def tag_rules(f: Facts) -> list[Finding]:
     """sdist-only, platform-tag and python-tag over every package the target installs."""
-    supported = supported_tags(f.python, f.arch, f.host.glibc or "2.99")
+    supported = set(target_tags(f.python, f.arch, f.host.glibc or "2.99"))
     pairs = {(t.interpreter, t.abi) for t in supported}
     sdist, plat, py = [], [], []
-    for name, entry in sorted(f.raw.items()):
-        files = [(wheel_filename(w), w) for w in entry.get("wheels", []) or []]
-        parsed = []
-        for fn, _w in files:
-            try:
-                parsed.append((fn, parse_wheel_filename(fn)[3]))
-            except InvalidWheelFilename:
-                continue
-        has_src = any(k in entry for k in ("sdist", "vcs", "directory", "archive"))
+    for name, pkg in sorted(f.packages.items()):
+        entry = pkg.locked
+        if entry is None:
+            continue
+        parsed = [(w.filename, w.tags) for w in entry.wheels if w.tags]
+        has_src = entry.source is not None
         if not parsed:
             if has_src:
-                sdist.append(f"{name} {entry.get('version', '')}: source only")
+                sdist.append(f"{name} {entry.version}: source only")
             continue
         if any(tags & supported for _fn, tags in parsed):
             continue

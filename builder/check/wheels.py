@@ -22,15 +22,14 @@ import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from pathlib import Path
-from typing import Any
 
 from builder import elf
+from builder.check.model import CACHE_SCHEMA, Binary, WheelFacts, WheelRef
 from builder.errors import Unavailable
 
-CACHE_SCHEMA = 1
 TAIL = 64 * 1024  # first read: the zip's last 64 KiB (EOCD + most central directories)
 READAHEAD = 64 * 1024  # a miss fetches at least this much (local header + small member)
 SMALL_WHEEL = 256 * 1024  # wheels up to this size are fetched whole and hash-checked
@@ -52,64 +51,6 @@ class FetchStats:
         with self._lock:
             self.requests += 1
             self.bytes += n
-
-
-@dataclass(frozen=True)
-class WheelRef:
-    """One wheel named by a lock: where it is and what it must be."""
-
-    name: str
-    version: str
-    filename: str
-    url: str | None = None
-    path: str | None = None
-    sha256: str | None = None
-    size: int | None = None
-
-
-@dataclass(frozen=True)
-class Binary:
-    """What one extension module says about CUDA."""
-
-    member: str
-    needed: tuple[str, ...]
-    toolkit: str | None
-    archs: tuple[str, ...] = ()
-
-    @property
-    def cudart_soname(self) -> str | None:
-        return next((n for n in self.needed if n.startswith("libcudart.so")), None)
-
-
-@dataclass(frozen=True)
-class WheelFacts:
-    filename: str
-    sha256: str | None
-    name: str
-    version: str
-    requires_dist: tuple[str, ...]
-    binary_scanned: bool = False
-    binary: Binary | None = None  # the first extension read that links libcudart
-    members_read: tuple[str, ...] = ()
-    extensions: int = 0
-    origin: str = "file"  # file | http | cache
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["schema"] = CACHE_SCHEMA
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> WheelFacts:
-        b = d.get("binary")
-        return cls(
-            filename=d["filename"], sha256=d.get("sha256"), name=d["name"], version=d["version"],
-            requires_dist=tuple(d.get("requires_dist", ())), binary_scanned=bool(d.get("binary_scanned")),
-            binary=Binary(b["member"], tuple(b["needed"]), b.get("toolkit"), tuple(b.get("archs", ())))
-            if b else None,
-            members_read=tuple(d.get("members_read", ())), extensions=int(d.get("extensions", 0)),
-            origin="cache",
-        )
 
 
 def default_cache_dir() -> Path:
@@ -147,7 +88,7 @@ class WheelCache:
     def put(self, facts: WheelFacts) -> None:
         if not facts.sha256:
             return
-        from builder.lock.files import atomic_write
+        from builder.fsio import atomic_write
 
         try:
             atomic_write(self._path(facts.sha256), json.dumps(facts.to_json(), indent=1))

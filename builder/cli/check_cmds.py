@@ -92,8 +92,8 @@ def check_cmd(ctx: click.Context, matrix: tuple[str, ...], python: str | None, l
         if lock_file is None:
             raise
         proj = None  # a foreign lock outside any project: host facts come from options
-    req = CheckRequest(tuple(matrix), python, lock_file, driver, tuple(gpu_cc), glibc, probe, offline,
-                       cache_dir)
+    req = CheckRequest(selectors=tuple(matrix), python=python, lock=lock_file, driver=driver, ccs=tuple(gpu_cc),
+                       glibc=glibc, probe=probe, offline=offline, cache_dir=cache_dir)
     res = run_check(proj, req)
     root = proj.root if proj is not None else None
     if as_json:

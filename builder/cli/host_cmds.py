@@ -19,6 +19,8 @@ _SNAPSHOT = click.option("--from-snapshot", "from_snapshot", type=click.Path(dir
                          help="Analyse this snapshot (from `builder host snapshot`) instead of probing "
                               "the live host.")
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+_ROOT = click.option("--root", type=click.Path(file_okay=False),
+                     help="Runtimes root (default: $BUILDER_RUNTIMES, else <project>/runtimes).")
 
 _MARK = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "unknown": "??"}
 
@@ -46,8 +48,9 @@ def host_grp() -> None:
 
 @host_grp.command("snapshot")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_ROOT
 @click.pass_context
-def snapshot_cmd(ctx: click.Context, file: Path) -> None:
+def snapshot_cmd(ctx: click.Context, file: Path, root: str | None) -> None:
     """Capture every host probe's raw output into FILE (JSON, no secrets).
 
     Run it on the GPU host, copy FILE anywhere, and analyse it with
@@ -55,7 +58,7 @@ def snapshot_cmd(ctx: click.Context, file: Path) -> None:
     """
     from builder.driver import ops as hostops
 
-    snap = hostops.take_snapshot(project(ctx), file)
+    snap = hostops.take_snapshot(project(ctx), file, root)
     if not quiet(ctx):
         for r in snap.records.values():
             state = ("ok" if r.ok else "missing" if r.missing else "timed out" if r.timed_out
@@ -101,7 +104,7 @@ def runbook_cmd(ctx: click.Context, matrix: str, fmt: str, from_snapshot: Path |
     if output is None:
         click.echo(text, nl=False)
         return
-    from builder.lock.files import atomic_write
+    from builder.fsio import atomic_write
 
     hostops.write_text(output, lambda: atomic_write(output, text))
     if fmt == "sh":
@@ -115,9 +118,10 @@ def runbook_cmd(ctx: click.Context, matrix: str, fmt: str, from_snapshot: Path |
 @_SNAPSHOT
 @_JSON
 @click.option("--skip-torch", is_flag=True, help="Do not check that each runtime's torch sees every GPU.")
+@_ROOT
 @click.pass_context
 def verify_driver_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | None, as_json: bool,
-                      skip_torch: bool) -> None:
+                      skip_torch: bool, root: str | None) -> None:
     """After the reboot: verify the driver for MATRIX.
 
     Exit 0 only when module and userspace agree, the floor is met, every GPU
@@ -126,4 +130,4 @@ def verify_driver_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | Non
     """
     from builder.driver import ops as hostops
 
-    _render(ctx, hostops.run_verify(project(ctx), matrix, from_snapshot, skip_torch), as_json)
+    _render(ctx, hostops.run_verify(project(ctx), matrix, from_snapshot, skip_torch, root), as_json)

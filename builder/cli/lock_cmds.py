@@ -81,13 +81,13 @@ def lock_cmd(ctx: click.Context, matrix: tuple[str, ...], all_: bool, python: st
 @click.pass_context
 def list_cmd(ctx: click.Context, as_json: bool) -> None:
     """Show the matrices, their Pythons and the state of each lock."""
-    from builder.lock import files as lockfile
+    from builder.lock import state as lockstate
 
     proj = project(ctx)
     rows = []
     for m in proj.matrices():
         for py in m.pythons:
-            st = lockfile.lock_state(proj.locks, m, py)
+            st = lockstate.lock_state(proj.locks, m, py)
             rows.append({"matrix": m.id, "title": m.title, "python": py,
                          "driver_floor": m.driver_floor, "cuda_track": m.cuda_track,
                          "torch": f"{m.torch.version} ({m.torch.variant}, {m.torch.source})",

@@ -33,7 +33,9 @@ from urllib.parse import unquote, urlsplit
 
 from builder import _proc
 from builder.errors import ToolFailed, ToolNotFound, ToolTimeout, Unavailable, UsageError
-from builder.lock.files import LockState, atomic_write, judge_file, py_tag, regenerate_command
+from builder.freshness import LockState, judge_file
+from builder.fsio import atomic_write
+from builder.project import py_tag, regenerate_command
 from builder.spec import Matrix
 
 if TYPE_CHECKING:
@@ -345,5 +347,6 @@ def conda_lock_state(locks_dir: Path, matrix: Matrix, python: str) -> LockState:
             return "stale", "spec changed since the conda lock was written"
         return "fresh", f"matches its spec (solver: {meta.get('builder-solver', '?')})"
 
-    return judge_file(conda_lock_path(locks_dir, matrix, python), matrix, python, judge, "conda lock file")
+    return judge_file(conda_lock_path(locks_dir, matrix, python), matrix=matrix.id, python=python,
+                      command=regenerate_command(matrix, python), judge=judge, what="conda lock file")
 

@@ -28,7 +28,7 @@ from builder import _proc
 from builder.conda import backend as conda_backend
 from builder.errors import BuildError, LockFileError, StaleLock, ToolNotFound
 from builder.protect import Protected
-from builder.runtime.build import BaseRequest, BaseResult
+from builder.runtime.base import BaseRequest, BaseResult
 from builder.spec import Matrix
 
 PROBE = "import json, sys; print(json.dumps([sys.version.split()[0], sys.prefix, sys.executable]))"

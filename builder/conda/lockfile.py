@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from builder.errors import LockFileError
-from builder.lock.files import regenerate_command, sha256_text
+from builder.project import regenerate_command
+from builder.pylock import sha256_text
 from builder.spec import Matrix
 
 if TYPE_CHECKING:

@@ -1,5 +1,8 @@
-"""Host facts: a snapshot's raw probe records, parsed once (pure).
+"""Host facts: the one picture of a host that every decision reads (pure).
 
+They come from a snapshot's raw probe records (parsed once, :func:`from_snapshot`),
+from the declared host (``envs/host.toml``, :meth:`HostFacts.declared`), or from
+both with operator options on top (``check --driver/--gpu-cc/--glibc``).
 Each fact is either a value or, when its probe is missing, timed out, failed
 or printed something unparsable, None with the reason (and the raw text) in
 :attr:`HostFacts.problems`.  The decide layer (preflight, verify-driver)
@@ -11,17 +14,21 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from builder.driver import parse as hp
 from builder.driver.snapshot import ProbeRecord, Snapshot
+from builder.spec import Host
+from builder.versions import DriverVersion, compute_capability
 
 T = TypeVar("T")
 
 
 @dataclass
 class HostFacts:
+    origin: str = "snapshot"  # where the facts come from, for reports
+    declared_driver: str | None = None  # a driver stated (host.toml, --driver), not probed
     nvsmi_error: hp.NvsmiError | None = None
     gpus: list[hp.GpuInfo] | None = None
     apps: list[hp.GpuProcess] | None = None
@@ -47,13 +54,73 @@ class HostFacts:
 
     @property
     def driver(self) -> str | None:
-        """The loaded driver: nvidia-smi's, else the kernel module's."""
+        """The driver: a declared one, else nvidia-smi's, else the kernel module's.
+
+        Only NVIDIA-shaped versions count (``DriverVersion``); GPUs that disagree
+        give no driver at all (see :attr:`gpu_drivers`): one answer or none.
+        """
+        if self.declared_driver is not None:
+            return self.declared_driver
+        drivers = self.gpu_drivers
+        if len(drivers) == 1:
+            return drivers[0]
+        if drivers:
+            return None
+        for v in (self.module_version, self.proc.version if self.proc else None):
+            if v and DriverVersion.maybe(v) is not None:
+                return v
+        return None
+
+    @property
+    def gpu_drivers(self) -> list[str]:
+        """The distinct valid driver versions nvidia-smi reported, sorted."""
+        return sorted({g.driver for g in self.gpus or [] if g.driver and DriverVersion.maybe(g.driver)})
+
+    @property
+    def ccs(self) -> tuple[str, ...]:
+        """The compute capabilities of the GPUs whose capability could be read."""
+        out = []
         for g in self.gpus or []:
-            if g.driver:
-                return g.driver
-        if self.module_version:
-            return self.module_version
-        return self.proc.version if self.proc else None
+            try:
+                compute_capability(g.compute_capability or "")
+            except ValueError:
+                continue
+            out.append(str(g.compute_capability))
+        return tuple(sorted(set(out)))
+
+    @property
+    def unreadable_gpus(self) -> list[hp.GpuInfo]:
+        """GPUs whose compute capability could not be read (``[N/A]``, empty ...)."""
+        bad = []
+        for g in self.gpus or []:
+            try:
+                compute_capability(g.compute_capability or "")
+            except ValueError:
+                bad.append(g)
+        return bad
+
+    @classmethod
+    def declared(cls, host: Host | None, origin: str = "envs/host.toml") -> HostFacts:
+        """The host as ``envs/host.toml`` declares it (None: nothing known)."""
+        if host is None:
+            return cls(origin=origin)
+        gpus = [hp.GpuInfo(index=None, name=g.name, driver=None, compute_capability=g.compute_capability,
+                           memory_mib=g.memory_mib, bus_id=None, uuid=None)
+                for g in host.gpus for _ in range(g.count)]
+        return cls(origin=origin, declared_driver=host.driver, gpus=gpus, glibc=host.glibc)
+
+    def overridden(self, *, driver: str | None = None, ccs: tuple[str, ...] = (), glibc: str | None = None,
+                   origin: str | None = None) -> HostFacts:
+        """These facts with operator options on top (``--driver``, ``--gpu-cc``, ``--glibc``)."""
+        new = replace(self, origin=origin or self.origin)
+        if driver is not None:
+            new.declared_driver = driver
+        if ccs:
+            new.gpus = [hp.GpuInfo(index=i, name=None, driver=None, compute_capability=cc, memory_mib=None,
+                                   bus_id=None, uuid=None) for i, cc in enumerate(ccs)]
+        if glibc is not None:
+            new.glibc = glibc
+        return new
 
     def installed_driver_package(self) -> hp.DpkgPackage | None:
         """The installed ``nvidia-driver-NNN`` metapackage, if dpkg knows one."""

@@ -10,19 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from builder.driver import probe as host
 from builder.driver import facts as hostfacts
-from builder.driver import preflight
-from builder.driver import runbook
-from builder.driver import snapshot
-from builder.driver import verify as verify_driver
+from builder.driver import preflight, probe, runbook, snapshot, verify
 from builder.errors import UsageError
 from builder.project import Project
+from builder.runtime import layout
 
 
-def take_snapshot(project: Project, path: Path) -> snapshot.Snapshot:
+def _runtimes(project: Project, root: str | None, matrix_id: str | None = None) -> list[layout.Runtime]:
+    return layout.discover(layout.runtimes_root(project, root), matrix_id)
+
+
+def take_snapshot(project: Project, path: Path, root: str | None = None) -> snapshot.Snapshot:
     """Probe the live host (and every runtime's torch) and write ``path`` atomically."""
-    snap = snapshot.make(host.capture(project.runtimes))
+    snap = snapshot.make(probe.capture([r.path for r in _runtimes(project, root)]))
     write_text(path, lambda: snapshot.write(snap, path))
     return snap
 
@@ -35,35 +36,45 @@ def write_text(path: Path, write: Callable[[], None]) -> None:
         raise UsageError(f"{path}: cannot write: {exc.strerror or exc}", "choose a writable path") from None
 
 
-def _snapshot(project: Project, from_snapshot: Path | None, matrix_id: str | None,
-              with_torch: bool) -> snapshot.Snapshot:
+def _snapshot(project: Project, from_snapshot: Path | None, runtimes: list[layout.Runtime]) -> snapshot.Snapshot:
     if from_snapshot is not None:
         return snapshot.load(from_snapshot)
-    records = host.capture(project.runtimes if with_torch else None, matrix_id)
-    return snapshot.make(records, source="live host")
+    return snapshot.make(probe.capture([r.path for r in runtimes]), source="live host")
 
 
 def _source(snap: snapshot.Snapshot) -> str:
     return snap.source if snap.source == "live host" else f"snapshot {snap.source} ({snap.created})"
 
 
+def torch_results(facts: hostfacts.HostFacts, matrix_id: str) -> dict[str, dict[str, object]]:
+    """The torch probe results of the matrix's runtimes (any base, any root), by runtime name."""
+    out = {}
+    for name, data in sorted(facts.torch.items()):
+        parsed = layout.parse_name(name)
+        if parsed is not None and parsed.matrix_id == matrix_id:
+            out[name] = data
+    return out
+
+
 def run_preflight(project: Project, selector: str, from_snapshot: Path | None = None) -> preflight.Report:
     """``builder preflight``: every check for the matrix, from the host or a snapshot."""
     matrix = project.matrix(selector)
-    snap = _snapshot(project, from_snapshot, matrix.id, with_torch=False)
+    snap = _snapshot(project, from_snapshot, [])
     report = preflight.evaluate(hostfacts.from_snapshot(snap), matrix, project.host())
     report.extra["source"] = _source(snap)
     return report
 
 
 def run_verify(project: Project, selector: str, from_snapshot: Path | None = None,
-               skip_torch: bool = False) -> preflight.Report:
+               skip_torch: bool = False, root: str | None = None) -> preflight.Report:
     """``builder verify-driver``: post-reboot checks (and each runtime's torch)."""
     matrix = project.matrix(selector)
-    snap = _snapshot(project, from_snapshot, matrix.id, with_torch=not skip_torch)
-    found = None if from_snapshot is not None else len(host.runtime_dirs(project.runtimes, matrix.id))
-    report = verify_driver.evaluate(hostfacts.from_snapshot(snap), matrix, project.host(),
-                                    skip_torch=skip_torch, runtimes_found=found)
+    found = [] if skip_torch or from_snapshot is not None else _runtimes(project, root, matrix.id)
+    snap = _snapshot(project, from_snapshot, found)
+    facts = hostfacts.from_snapshot(snap)
+    report = verify.evaluate(facts, matrix, project.host(), torch=torch_results(facts, matrix.id),
+                             skip_torch=skip_torch,
+                             runtimes_found=None if from_snapshot is not None else len(found))
     report.extra["source"] = _source(snap)
     return report
 
@@ -72,6 +83,6 @@ def render_runbook(project: Project, selector: str, fmt: str = "md",
                    from_snapshot: Path | None = None) -> str:
     """``builder runbook``: values from the host (or the snapshot), else envs/host.toml."""
     matrix = project.matrix(selector)
-    snap = _snapshot(project, from_snapshot, matrix.id, with_torch=False)
+    snap = _snapshot(project, from_snapshot, [])
     facts = hostfacts.from_snapshot(snap)
     return runbook.render(runbook.plan(matrix, project.host(), facts, _source(snap)), fmt)

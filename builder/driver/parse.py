@@ -14,7 +14,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from packaging.version import InvalidVersion, Version
+from builder.versions import DriverVersion
 
 
 class ParseError(ValueError):
@@ -25,7 +25,6 @@ class ParseError(ValueError):
 #: print "[Not Supported]", later ones "[N/A]" (enkore/i3pystatus#776).
 _NA = {"[n/a]", "n/a", "[not supported]", "not supported", "[unknown error]", "[insufficient permissions]"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_DRIVER_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")
 
 
 def strip_ansi(text: str) -> str:
@@ -33,14 +32,11 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
-def driver_version(text: str) -> Version:
-    """``550.107.02`` as a comparable version; ParseError when it is not one."""
-    s = text.strip()
-    if not _DRIVER_RE.match(s):
-        raise ParseError(f"not a driver version: {s!r}")
+def driver_version(text: str) -> DriverVersion:
+    """``550.107.02`` as a comparable version; ParseError when it is not NVIDIA's shape."""
     try:
-        return Version(s)
-    except InvalidVersion as exc:  # pragma: no cover - the regex admits only valid ones
+        return DriverVersion.parse(text)
+    except ValueError as exc:
         raise ParseError(str(exc)) from None
 
 

@@ -16,11 +16,10 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any
 
-from packaging.version import Version
-
 from builder.driver import parse as hp
 from builder.driver.facts import HostFacts
 from builder.spec import Host, Matrix
+from builder.versions import DriverVersion
 
 LEVELS = ("pass", "warn", "fail", "unknown")
 NVIDIA_HOLD_PREFIXES = ("nvidia-", "libnvidia-", "cuda-drivers", "xserver-xorg-video-nvidia")
@@ -95,7 +94,7 @@ def driver_target(floor: str, branches: list[Branch] | None = None) -> DriverTar
     """Which series to install for a driver floor: the floor's own branch,
     plus every supported (not end-of-life) later branch as an alternative."""
     table = branches if branches is not None else load_branches()
-    major = Version(floor).major
+    major = DriverVersion.parse(floor).branch
     own = next((b for b in table if b.series == major), Branch(major))
     alts = tuple(b for b in sorted(table, key=lambda b: b.series) if b.series > major and b.status != "eol")
     return DriverTarget(floor, own, alts)
@@ -221,7 +220,7 @@ def check_floor(f: HostFacts, matrix: Matrix, target: DriverTarget) -> Check:
         return Check("driver-floor", "unknown", f"current driver unknown; {matrix.name} needs >= "
                      f"{matrix.driver_floor}", "run on the GPU host with the driver loaded",
                      f.raw.get("gpus", ""))
-    if Version(drv) >= Version(matrix.driver_floor):
+    if DriverVersion.parse(drv) >= DriverVersion.parse(matrix.driver_floor):
         return Check("driver-floor", "pass",
                      f"driver {drv} meets {matrix.name}'s floor {matrix.driver_floor}: no upgrade needed")
     note = target.note()
@@ -233,7 +232,7 @@ def check_floor(f: HostFacts, matrix: Matrix, target: DriverTarget) -> Check:
 
 def check_package(f: HostFacts, matrix: Matrix, target: DriverTarget) -> Check:
     """Whether Ubuntu offers the target series (ubuntu-drivers devices)."""
-    if f.driver and Version(f.driver) >= Version(matrix.driver_floor):
+    if f.driver and DriverVersion.parse(f.driver) >= DriverVersion.parse(matrix.driver_floor):
         return Check("driver-package", "pass", "no driver package change needed")
     if f.ubuntu_drivers is None:
         return Check("driver-package", "warn",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,8 +69,9 @@ def allowed(argv: Sequence[str]) -> bool:
     if not argv:
         return False
     prog, args = os.path.basename(argv[0]), tuple(argv[1:])
-    if prog.startswith("python") and Path(argv[0]).parent.name == "bin" and \
-            Path(argv[0]).parent.parent.parent.name == "runtimes":
+    if prog == "python" and Path(argv[0]).parent.name == "bin" and os.path.isabs(argv[0]):
+        # A runtime's own interpreter (the caller found it through the runtime
+        # layout), running exactly the read-only torch check and nothing else.
         return args == ("-c", TORCH_CODE)
     check = ALLOWED.get(prog)
     return bool(check and check(args))
@@ -157,18 +157,6 @@ def run_probe(probe: Probe) -> ProbeRecord:
     return run_argv(probe.id, ("cat", "--", probe.path), probe.timeout, kind="file", path=probe.path)
 
 
-def runtime_dirs(runtimes: Path, matrix_id: str | None = None) -> list[Path]:
-    """Runtimes under ``runtimes/`` named ``matrix-<id>-py<XY>-<hash>`` with a bin/python."""
-    rx = re.compile(r"^matrix-(?P<id>[a-z0-9][a-z0-9-]*?)-py(?P<py>\d{2,3})-(?P<hash>[0-9A-Za-z]+)$")
-    out = []
-    if runtimes.is_dir():
-        for d in sorted(runtimes.iterdir()):
-            m = rx.match(d.name)
-            if m and (matrix_id is None or m.group("id") == matrix_id) and (d / "bin" / "python").exists():
-                out.append(d)
-    return out
-
-
 def torch_probe(runtime: Path) -> ProbeRecord:
     """Ask a runtime's own torch which GPUs it sees (bounded, scrubbed env)."""
     env = _proc.clean_env()
@@ -188,9 +176,8 @@ def _not_run(probe_id: str, kind: str, argv: tuple[str, ...] | None, path: str |
                        None, 0.0, True)
 
 
-def capture(runtimes: Path | None = None, matrix_id: str | None = None,
-            only: Sequence[Probe] | None = None) -> list[ProbeRecord]:
-    """Run every probe (and the torch probe of each runtime found) in order.
+def capture(runtimes: Sequence[Path] = (), only: Sequence[Probe] | None = None) -> list[ProbeRecord]:
+    """Run every probe, then the torch probe of each runtime directory in ``runtimes``.
 
     A wedged driver (a probe of it timed out) is not asked again: the remaining
     driver probes and the torch probes are recorded as timed out without running,
@@ -205,9 +192,8 @@ def capture(runtimes: Path | None = None, matrix_id: str | None = None,
         rec = run_probe(p)
         wedged = wedged or (p.id in DRIVER_PROBES and rec.timed_out)
         records.append(rec)
-    if runtimes is not None:
-        for d in runtime_dirs(runtimes, matrix_id):
-            name = f"torch:{d.name}"
-            records.append(_not_run(name, "command", (str(d / "bin" / "python"),), None) if wedged
-                           else torch_probe(d))
+    for d in runtimes:
+        name = f"torch:{d.name}"
+        records.append(_not_run(name, "command", (str(d / "bin" / "python"),), None) if wedged
+                       else torch_probe(d))
     return records

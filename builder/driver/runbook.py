@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from packaging.version import InvalidVersion, Version
-
 from builder.driver.facts import HostFacts
 from builder.driver.preflight import NVIDIA_HOLD_PREFIXES, DriverTarget, driver_target
 from builder.spec import Host, Matrix
+from builder.versions import DriverVersion
 
 #: Ubuntu's DKMS module-signing key (created by shim-signed's update-secureboot-policy).
 MOK_DER = "/var/lib/shim-signed/mok/MOK.der"
@@ -50,7 +49,8 @@ def _rollback_package(f: HostFacts | None, current: str) -> str:
     pkg = f.installed_driver_package() if f else None
     if pkg is not None and pkg.version:
         return f"{pkg.name}={pkg.version}"
-    return f"nvidia-driver-{Version(current).major}"
+    dv = DriverVersion.maybe(current)
+    return f"nvidia-driver-{dv.branch}" if dv else "nvidia-driver-550"
 
 
 def plan(matrix: Matrix, host: Host, f: HostFacts | None = None, source: str = "") -> Plan:
@@ -148,10 +148,8 @@ def plan(matrix: Matrix, host: Host, f: HostFacts | None = None, source: str = "
 
 def _below(current: str, floor: str) -> bool:
     """True when ``current`` is below ``floor``, or cannot be read (then plan the upgrade)."""
-    try:
-        return Version(current) < Version(floor)
-    except InvalidVersion:
-        return True
+    cur = DriverVersion.maybe(current)
+    return cur is None or cur < DriverVersion.parse(floor)
 
 
 def _secure_boot_step(state: str) -> Step:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import UsageError
-from builder.lock.files import atomic_write
+from builder.fsio import atomic_write
 
 FORMAT = "builder-host-snapshot"
 VERSION = 1
@@ -86,11 +86,6 @@ class Snapshot:
 
     def get(self, probe_id: str) -> ProbeRecord | None:
         return self.records.get(probe_id)
-
-    def torch_records(self, matrix_id: str) -> list[ProbeRecord]:
-        """The torch probes of this matrix's runtimes (``torch:matrix-a-py312-...``)."""
-        prefix = f"torch:matrix-{matrix_id}-py"
-        return [r for k, r in sorted(self.records.items()) if k.startswith(prefix)]
 
 
 def _builder_version() -> str:

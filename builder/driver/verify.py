@@ -11,9 +11,8 @@ that check explicitly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
-
-from packaging.version import Version
 
 from builder.driver.facts import HostFacts
 from builder.driver.preflight import (
@@ -27,6 +26,7 @@ from builder.driver.preflight import (
     verdict,
 )
 from builder.spec import Host, Matrix
+from builder.versions import DriverVersion
 
 
 def check_floor_met(f: HostFacts, matrix: Matrix) -> Check:
@@ -34,7 +34,7 @@ def check_floor_met(f: HostFacts, matrix: Matrix) -> Check:
     if drv is None:
         return Check("driver-floor", "unknown", f"driver version unknown; {matrix.name} needs >= "
                      f"{matrix.driver_floor}", "", f.raw.get("gpus", ""))
-    if Version(drv) >= Version(matrix.driver_floor):
+    if DriverVersion.parse(drv) >= DriverVersion.parse(matrix.driver_floor):
         return Check("driver-floor", "pass",
                      f"driver {drv} meets {matrix.name}'s floor {matrix.driver_floor}")
     return Check("driver-floor", "fail", f"driver {drv} is below {matrix.name}'s floor {matrix.driver_floor}",
@@ -64,24 +64,25 @@ def check_torch(name: str, data: dict[str, Any], host: Host) -> Check:
                  f"{data.get('count')} GPU(s), capability {', '.join(sorted(set(caps)))}")
 
 
-def evaluate(f: HostFacts, matrix: Matrix, host: Host, *, skip_torch: bool = False,
-             runtimes_found: int | None = None) -> Report:
+def evaluate(f: HostFacts, matrix: Matrix, host: Host, *, torch: Mapping[str, Mapping[str, Any]],
+             skip_torch: bool = False, runtimes_found: int | None = None) -> Report:
     """Every post-reboot check for ``matrix``.
 
+    ``torch`` holds the torch probe result of each of the matrix's runtimes, by
+    runtime name (the caller selects them through the runtime layout).
     ``runtimes_found`` is how many runtimes of the matrix exist here (live
     runs); None when analysing a snapshot, whose torch probes say it all.
     """
     checks = [check_nvml(f), check_module(f), check_floor_met(f, matrix), check_gpus(f, host)]
-    torch = {k: v for k, v in sorted(f.torch.items()) if k.startswith(f"{matrix.name}-py")}
     if skip_torch:
         checks.append(Check("torch", "warn", "torch GPU visibility not checked (--skip-torch)"))
     elif not torch:
-        where = ("no runtime named matrix-" f"{matrix.id}-py<XY>-<hash> with bin/python under runtimes/"
+        where = (f"no runtime of {matrix.name} (any Python, any base) under the runtimes root"
                  if runtimes_found == 0 else "the snapshot has no torch probe for this matrix")
         checks.append(Check("torch", "unknown", f"torch GPU visibility not checked: {where}",
-                            "build a runtime for the matrix, or pass --skip-torch to verify the driver "
-                            "alone"))
+                            "build a runtime for the matrix (or pass --root where it lives), or pass "
+                            "--skip-torch to verify the driver alone"))
     else:
-        checks += [check_torch(name, data, host) for name, data in torch.items()]
+        checks += [check_torch(name, dict(data), host) for name, data in sorted(torch.items())]
     return Report("verify-driver", matrix.name, verdict(checks, "verified", "not-verified"), checks,
                   host_summary(f))

@@ -14,11 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder import tools
-from builder.lock import files as lockfile
-from builder.lock import uv as uv_backend
+from builder import fsio, tools
 from builder.errors import BuilderError
-from builder.project import Project, select_pythons
+from builder.freshness import LockState
+from builder.lock import state as lockstate
+from builder.lock import uv as uv_backend
+from builder.project import Project, lock_path, select_pythons
 from builder.spec import Matrix
 
 Progress = Callable[[str, str], None]
@@ -76,17 +77,17 @@ def _compile(uv: str, t: Target, offline: bool, follower: bool) -> uv_backend.Co
 
 def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bool,
               overrides: Mapping[str, str] | None = None, follower: bool = False) -> LockOutcome:
-    path = lockfile.lock_path(project.locks, t.matrix, t.python)
+    path = lock_path(project.locks, t.matrix, t.python)
     out = LockOutcome(t, path)
     try:
         res = _compile(uv, t, offline, follower)
-        text = lockfile.render(
+        text = lockstate.render(
             t.matrix, t.python, res.body,
             {"uv-version": uv_version, "uv-command": " ".join(res.argv)},
         )
         old = path.read_text(encoding="utf-8") if path.exists() else None
         if old != text:
-            lockfile.atomic_write(path, text)
+            fsio.atomic_write(path, text)
             out.changed = True
         out.seconds = res.seconds
         if t.matrix.conda is not None:
@@ -136,9 +137,9 @@ def run_lock(
                 + f" ({o.seconds:.1f}s)")
         return o
 
-    with lockfile.directory_lock(project.locks, on_wait=lambda: say("*", "waiting for another builder lock run")):
+    with fsio.directory_lock(project.locks, on_wait=lambda: say("*", "waiting for another builder lock run")):
         for t in ts:
-            lockfile.clean_temp_files(lockfile.lock_path(project.locks, t.matrix, t.python).parent)
+            fsio.clean_temp_files(lock_path(project.locks, t.matrix, t.python).parent)
         for t in ts:
             say(t.label, "resolving")
         done: dict[int, LockOutcome] = {}
@@ -159,11 +160,11 @@ def run_lock(
     return [done[i] for i in range(len(ts))]
 
 
-def check_locks(project: Project, selectors: list[str], python: str | None) -> list[lockfile.LockState]:
+def check_locks(project: Project, selectors: list[str], python: str | None) -> list[LockState]:
     """Freshness of every selected lock, and of the conda lock of a conda base (offline, no uv)."""
     states = []
     for t in targets(project, selectors, python):
-        states.append(lockfile.lock_state(project.locks, t.matrix, t.python))
+        states.append(lockstate.lock_state(project.locks, t.matrix, t.python))
         if t.matrix.conda is not None:
             from builder.conda import backend as conda_backend
 

@@ -11,11 +11,10 @@ import os
 import re
 import sys
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import _proc
+from builder import _proc, pylock
 from builder.errors import LockFileError, SdistOnly, ToolFailed, Unavailable
 from builder.spec import Matrix
 
@@ -101,14 +100,9 @@ def summarize(stderr: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def sdist_only(body: str) -> list[str]:
+def sdist_only(body: str, where: str = "uv output") -> list[str]:
     """Names of packages in a pylock body that have no wheel (would build on the host)."""
-    data = tomllib.loads(body)
-    return sorted(
-        f"{p.get('name')} {p.get('version', '')}".strip()
-        for p in data.get("packages", [])
-        if not p.get("wheels") and ("sdist" in p or "vcs" in p or "directory" in p or "archive" in p)
-    )
+    return sorted(f"{p.name} {p.version}".strip() for p in pylock.parse(body.encode(), where).source_only())
 
 
 def compile_lock(
@@ -145,9 +139,9 @@ def compile_lock(
         body = (work / "pylock.toml").read_text(encoding="utf-8")
         shown = public_argv(argv, work)
     try:
-        missing = sdist_only(body)
-    except tomllib.TOMLDecodeError as exc:
-        raise LockFileError(f"{target}: uv wrote an unreadable lock: {exc}") from None
+        missing = sdist_only(body, f"{target} (uv's output)")
+    except LockFileError as exc:
+        raise LockFileError(f"uv wrote an unreadable lock: {exc.message}") from None
     if missing:
         raise SdistOnly(
             f"{target}: resolves to source distributions only for {matrix.platform}: "

@@ -14,19 +14,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from builder import _proc, elf
-from builder.errors import Unavailable, UsageError
+from builder import _proc, elf, pylock
+from builder.errors import LockFileError, Unavailable, UsageError
 
 PROBE_TIMEOUT = 60.0
 #: ELF files larger than this are not read (vllm/_C.abi3.so is 439 MB); the
@@ -263,19 +261,10 @@ class LockMatch:
 SEED = frozenset({"pip", "setuptools", "wheel"})
 
 
-def match_lock(installed: Mapping[str, str], lock_file: Path, markers: Mapping[str, str],
+def match_lock(installed: Mapping[str, str], lock: pylock.Lock, markers: Mapping[str, str],
                label: str) -> LockMatch:
     """Compare the installed name==version set with one lock's applicable packages."""
-    data = tomllib.loads(lock_file.read_text(encoding="utf-8"))
-    want: dict[str, str] = {}
-    for p in data.get("packages", []):
-        m = p.get("marker")
-        try:
-            if m and not Marker(m).evaluate({**markers, "extra": ""}):
-                continue
-        except InvalidMarker:
-            pass
-        want[canonicalize_name(p["name"])] = str(p.get("version", ""))
+    want = {p.name: p.version for p in lock.applicable(markers)}
 
     def same(a: str, b: str) -> bool:
         try:
@@ -293,7 +282,12 @@ def match_lock(installed: Mapping[str, str], lock_file: Path, markers: Mapping[s
 def best_match(probe: EnvProbe, locks: Iterable[tuple[str, Path]]) -> tuple[LockMatch | None, list[LockMatch]]:
     """(the exact or closest lock, every comparison)."""
     installed = probe.versions()
-    results = [match_lock(installed, p, probe.markers, label) for label, p in locks]
+    results = []
+    for label, path in locks:
+        try:
+            results.append(match_lock(installed, pylock.read(path), probe.markers, label))
+        except LockFileError:
+            continue  # an unreadable lock matches nothing; `builder lock --check` reports it
     if not results:
         return None, []
     best = min(results, key=lambda r: r.distance)

@@ -11,7 +11,6 @@ architecture check and a real cuBLAS GEMM are what prove the stack works.
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 import time
 from collections.abc import Mapping
@@ -21,10 +20,11 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from builder import _proc
-from builder.runtime import doctor
+from builder import _proc, pylock
 from builder.errors import BuilderError
+from builder.runtime import doctor
 from builder.spec import Matrix
+from builder.versions import compute_capability, runs_on
 
 IMPORT_TIMEOUT = 600.0
 CLI_TIMEOUT = 300.0
@@ -150,17 +150,17 @@ def expected_from_lock(matrix: Matrix, locked: Mapping[str, str]) -> Expected:
     )
 
 
-def expected_for(matrix: Matrix, lock_path: Path, locked: Mapping[str, str]) -> Expected:
-    """What ``builder check`` predicts for the lock (``builder.check.predict``).
+def expected_for(matrix: Matrix, lock: pylock.Lock) -> Expected:
+    """What ``builder check`` predicts for the lock (``builder.check.pipeline.predict``).
 
     If the checker cannot read the wheels (offline with a cold cache), the
     prediction falls back to :func:`expected_from_lock` and says so.
     """
-    base = expected_from_lock(matrix, locked)
+    base = expected_from_lock(matrix, lock.versions())
     try:
-        from builder.check import pipeline as check
+        from builder.check import pipeline
 
-        p = check.predict(lock_path, matrix=matrix)
+        p = pipeline.predict(lock, matrix=matrix)
     except (BuilderError, OSError, ValueError) as exc:
         why = exc.message if isinstance(exc, BuilderError) else str(exc)
         return replace(base, source=f"lock + spec (builder check could not predict: {why})")
@@ -211,32 +211,18 @@ def classify_vllm_help(res: _proc.Result, gpu: bool) -> Step:
     return Step(name, FAIL, f"exit {res.returncode}: {_tail(res, 3)}")
 
 
-_SM = re.compile(r"^(sm|compute)_(\d+)([a-z]?)$")
-
-
 def arch_supported(cc: str, arch_list: list[str]) -> tuple[bool, str]:
-    """Can code in ``arch_list`` run on a device of compute capability ``cc``?
+    """Can code in ``arch_list`` (``torch.cuda.get_arch_list()``) run on a device of ``cc``?
 
-    An ``sm_XY`` cubin runs on devices X.z with z >= Y; ``compute_XY`` PTX is
-    JIT-compiled for any newer device; ``a``/``f`` variants are arch-specific
-    (NVIDIA CUDA C++ Programming Guide, "Binary Compatibility" and "PTX
-    Compatibility": https://docs.nvidia.com/cuda/cuda-c-programming-guide/#binary-compatibility).
+    The rule is :func:`builder.versions.runs_on`; this only words the answer.
     """
-    major, minor = (int(x) for x in cc.split("."))
+    major, minor = compute_capability(cc)
     want = f"sm_{major}{minor}"
     if want in arch_list:
         return True, f"{want} in torch.cuda.get_arch_list()"
-    cubins, ptx = [], []
-    for a in arch_list:
-        m = _SM.match(a)
-        if not m:
-            continue
-        num, suffix = int(m.group(2)), m.group(3)
-        amaj, amin = divmod(num, 10)
-        if m.group(1) == "sm" and not suffix and amaj == major and amin <= minor:
-            cubins.append(a)
-        if m.group(1) == "compute" and (amaj, amin) <= (major, minor):
-            ptx.append(a)
+    runnable = [a for a in arch_list if runs_on(a, cc)]
+    cubins = [a for a in runnable if a.startswith("sm_")]
+    ptx = [a for a in runnable if a.startswith("compute_")]
     if cubins:
         return True, f"{want} not listed; runs {max(cubins)} code (binary-compatible within {major}.x)"
     if ptx:

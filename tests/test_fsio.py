@@ -1,4 +1,4 @@
-"""Atomic writes and the directory lock."""
+"""Atomic writes and the directory lock (builder.fsio)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from builder.lock import files as lockfile
 from builder.errors import Busy
+from builder import fsio
 
 
 def test_atomic_write_replaces_whole_file_with_normal_mode(tmp_path: Path) -> None:
     p = tmp_path / "d" / "pylock.toml"
-    lockfile.atomic_write(p, "one\n")
-    lockfile.atomic_write(p, "two\n")
+    fsio.atomic_write(p, "one\n")
+    fsio.atomic_write(p, "two\n")
     assert p.read_text() == "two\n"
     assert oct(p.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
     assert [x.name for x in p.parent.iterdir()] == ["pylock.toml"]
@@ -29,7 +29,7 @@ def _umask() -> int:
 
 
 def _hold(directory: str, seconds: float, ready: multiprocessing.synchronize.Event) -> None:
-    with lockfile.directory_lock(Path(directory)):
+    with fsio.directory_lock(Path(directory)):
         ready.set()
         time.sleep(seconds)
 
@@ -42,25 +42,17 @@ def test_directory_lock_waits_then_reports_busy(tmp_path: Path) -> None:
     assert ready.wait(10)
     waited: list[bool] = []
     with pytest.raises(Busy):
-        with lockfile.directory_lock(tmp_path, timeout=0.3, on_wait=lambda: waited.append(True)):
+        with fsio.directory_lock(tmp_path, timeout=0.3, on_wait=lambda: waited.append(True)):
             pass
     assert waited == [True]
     proc.kill()  # SIGKILL releases flock with the process
     proc.join()
-    with lockfile.directory_lock(tmp_path, timeout=1):
+    with fsio.directory_lock(tmp_path, timeout=1):
         pass
 
 
 def test_clean_temp_files_removes_only_ours(tmp_path: Path) -> None:
     (tmp_path / ".pylock.py312.toml.abc.tmp").write_text("x")
     (tmp_path / "pylock.py312.toml").write_text("keep")
-    lockfile.clean_temp_files(tmp_path)
+    fsio.clean_temp_files(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["pylock.py312.toml"]
-
-
-def test_read_stamp_rejects_foreign_lock() -> None:
-    from builder.errors import LockFileError
-
-    with pytest.raises(LockFileError) as ei:
-        lockfile.read_stamp('lock-version = "1.0"\n', "x.toml")
-    assert "not written by builder" in ei.value.message

@@ -1,0 +1,139 @@
+"""The runtime layout: the one place that knows names, roots and discovery.
+
+Under a runtimes root (``--root DIR``, else ``$BUILDER_RUNTIMES``, else
+``<project>/runtimes``)::
+
+    matrix-a-py312-<hash12>/        a finished runtime (never moved, never edited)
+        runtime.json                manifest: lock, interpreter, timings, smoke
+        bin/python, lib/ ...        a relocatable venv (or a conda prefix)
+    matrix-b-py312-conda-<hash12>/  a runtime on a conda base
+    matrix-a-py312 -> matrix-a-py312-<hash12>   "current" pointer (symlink)
+    .staging-<name>-<pid>-<tok>/    a build in progress (or a killed one)
+    .trash-<name>-<tok>/            a replaced runtime being deleted
+    .locks/<name>/.builder.lock     flock held by the one build of <name>
+
+``<hash12>`` is the content address: the sha256 of the lock's *package
+content* (:attr:`builder.pylock.Lock.content_hash`, never the stamp), plus the
+base's identity for a non-venv base.  Build, smoke, doctor, verify-driver and
+serve all find runtimes through this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder.project import Project, py_tag
+from builder.spec import Matrix
+
+MANIFEST = "runtime.json"
+MANIFEST_FORMAT = 2
+HASH_LEN = 12
+_NAME = re.compile(r"^(?P<matrix>matrix-(?P<id>[a-z0-9][a-z0-9-]*?))-py(?P<py>\d)(?P<minor>\d{1,2})"
+                   r"-(?:(?P<base>[a-z][a-z0-9]*)-)?(?P<hash>[0-9a-f]{12})$")
+
+
+def runtimes_root(project: Project, root: str | os.PathLike[str] | None = None) -> Path:
+    """``--root``, else ``$BUILDER_RUNTIMES``, else ``<project>/runtimes``.
+
+    Resolved like the kernel resolves it (symlinks, then ".."): the path the
+    write gate checks is the path written to.
+    """
+    chosen = root or os.environ.get("BUILDER_RUNTIMES") or project.runtimes
+    return Path(os.path.realpath(os.path.expanduser(chosen)))
+
+
+def content_address(lock_content_hash: str, base: str = "venv", base_identity: str = "") -> str:
+    """The 12-hex-digit address of a runtime of this package content on this base."""
+    h = hashlib.sha256(lock_content_hash.encode())
+    if base != "venv":
+        h.update(f"\0{base}\0{base_identity}".encode())
+    return h.hexdigest()[:HASH_LEN]
+
+
+def runtime_name(matrix: Matrix, python: str, lock_content_hash: str, base: str = "venv",
+                 base_identity: str = "") -> str:
+    """``matrix-a-py312-<hash12>`` (``matrix-a-py312-conda-<hash12>`` for a conda base)."""
+    mid = "" if base == "venv" else f"{base}-"
+    return f"{matrix.name}-{py_tag(python)}-{mid}{content_address(lock_content_hash, base, base_identity)}"
+
+
+def pointer_name(matrix: Matrix, python: str, base: str = "venv") -> str:
+    """The "current runtime" symlink of (matrix, python, base)."""
+    return f"{matrix.name}-{py_tag(python)}" + ("" if base == "venv" else f"-{base}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeName:
+    """What a runtime directory's name says."""
+
+    name: str
+    matrix_id: str
+    python: str  # "3.12"
+    base: str  # "venv" | "conda" | ...
+    address: str
+
+
+def parse_name(name: str) -> RuntimeName | None:
+    """The parts of a runtime directory name, or None if it is not one."""
+    m = _NAME.match(name)
+    if m is None:
+        return None
+    return RuntimeName(name=name, matrix_id=m.group("id"), python=f"{m.group('py')}.{m.group('minor')}",
+                       base=m.group("base") or "venv", address=m.group("hash"))
+
+
+def read_manifest(runtime: Path) -> dict[str, Any] | None:
+    """The manifest of a finished runtime, or None if it has none (not complete)."""
+    try:
+        data = json.loads((runtime / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Runtime:
+    """A finished runtime found under a root."""
+
+    path: Path
+    name: RuntimeName
+    manifest: dict[str, Any]
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+
+def discover(root: Path, matrix_id: str | None = None) -> list[Runtime]:
+    """Finished runtimes (a valid name, a manifest, a ``bin/python``) under ``root``, by name."""
+    out: list[Runtime] = []
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return out
+    for d in entries:
+        parsed = parse_name(d.name)
+        if parsed is None or d.is_symlink() or (matrix_id is not None and parsed.matrix_id != matrix_id):
+            continue
+        manifest = read_manifest(d)
+        if manifest is not None and (d / "bin" / "python").exists():
+            out.append(Runtime(path=d, name=parsed, manifest=manifest))
+    return out
+
+
+def find(root: Path, name: str) -> Runtime | None:
+    """The finished runtime called ``name`` under ``root``, or None."""
+    parsed = parse_name(name)
+    if parsed is None:
+        return None
+    d = root / name
+    manifest = read_manifest(d)
+    if manifest is None or d.is_symlink() or not (d / "bin" / "python").exists():
+        return None
+    return Runtime(path=d, name=parsed, manifest=manifest)
