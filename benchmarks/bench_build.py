@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 
 from builder import _proc, tools
-from builder.lock import files as lockfile
-from builder.project import Project, find_root
+from builder.project import Project, find_root, lock_path
 
 RATIO, DISK = 1.25, 0.01
 
@@ -78,7 +77,7 @@ def main() -> int:
     args = ap.parse_args()
     proj = Project(find_root())
     m = proj.matrix(args.matrix)
-    lock = lockfile.lock_path(proj.locks, m, args.python)
+    lock = lock_path(proj.locks, m, args.python)
     uv = tools.uv_bin()
     from builder.runtime import interpreters
 

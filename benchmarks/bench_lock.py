@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from builder import tools
+from builder import tools  # noqa: E402
 from builder.lock import uv as uv_backend  # noqa: E402
 from builder.project import Project  # noqa: E402
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from builder import pylock
 from builder.check import pipeline as check
 from builder.check import wheels
-from builder import pylock
 from builder.check.rules import tag_rules, verdict
-from builder.driver.facts import HostFacts
 from builder.driver import snapshot
+from builder.driver.facts import HostFacts
 from builder.errors import ToolNotFound, Unavailable
 from builder.project import Project
 from tests.helpers import cuda_world, httpserver

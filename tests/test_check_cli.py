@@ -50,7 +50,7 @@ def test_exit_codes(world, tmp_path: Path) -> None:
     assert run(proj, "-m", "b", "--driver", "575.57.08", *c)[0] == 0  # warn
     assert run(proj, "-m", "b", "--driver", "575.57.08", "--strict", *c)[0] == 1
     code, _out, err = run(proj, "-m", "b", "--driver", "5x5", *c)
-    assert code == 2 and "not a driver version" in err
+    assert code == 2 and "not an NVIDIA driver version" in err
     code, _out, err = run(proj, "-m", "b", "--lock", "x.toml", *c)
     assert code == 2 and "exclusive" in err
     code, _out, err = run(proj, "--lock", str(tmp_path / "missing.toml"), *c)

@@ -21,7 +21,7 @@ from builder.conda import lockfile as conda_lockfile
 from builder.conda.base import CondaRuntimeBase, create_prefix, install, relocate_scripts
 from builder.errors import BuildError, LockFileError, ProtectedEnvError, StaleLock
 from builder.project import Project
-from builder.runtime.build import BaseRequest, get_base
+from builder.runtime.base import BaseRequest, get_base
 from tests.conftest import tree_digest, write_project
 from tests.helpers import conda_channel
 from tests.helpers.conda_channel import MM, PY
@@ -87,7 +87,7 @@ def test_full_path_install_uv_sync_smoke_and_ql1_untouched(
                    "--index-url", index, "--python-version", MM, "--no-config", "--quiet"],
                   timeout=60, env=env_)
     assert r.ok, r.stderr
-    from builder.runtime.build import sync_argv
+    from builder.runtime.sync import sync_argv
 
     r = _proc.run(sync_argv(uv_exe, made.python, pylock, str(tmp_path / "uv-cache")), timeout=120, env=env_)
     assert r.ok, r.stderr

@@ -75,13 +75,6 @@ def test_compat_floors() -> None:
     assert cuda.compat_floor(K, 11) is None
 
 
-@pytest.mark.parametrize("a, b", [("575.57.08", "570.124.06"), ("570.124.06", "570.26"),
-                                  ("550.107.02", "550.54.15"), ("580.65.06", "575.57.08")])
-def test_driver_versions_compare_numerically(a: str, b: str) -> None:
-    assert cuda.driver_key(a) > cuda.driver_key(b)
-    assert cuda.driver_max(b, None, a) == a
-
-
 @pytest.mark.parametrize("name, component, major", [
     ("nvidia-cuda-runtime-cu12", "cudart", 12), ("nvidia-cuda-runtime", "cudart", None),
     ("nvidia-cublas-cu12", "cublas", 12), ("nvidia-cudnn-cu12", None, 12), ("cupy-cuda12x", None, 12),
@@ -99,15 +92,6 @@ def test_package_names(name: str, component: str | None, major: int | None) -> N
 ])
 def test_arch_problem(cc: str, release: str, bad: bool) -> None:
     assert (cuda.arch_problem(K, cc, release) is not None) is bad
-
-
-@pytest.mark.parametrize("sm, cc, ok", [
-    ("sm_89", "8.9", True), ("sm_80", "8.9", True), ("sm_90", "8.9", False), ("sm_86", "8.0", False),
-    ("compute_80", "8.9", True), ("compute_90", "8.9", False), ("sm_90a", "9.0", True),
-    ("sm_90a", "10.0", False), ("sm_100", "8.9", False), ("sm_120", "12.0", True), ("bogus", "8.9", False),
-])
-def test_sm_runs_on(sm: str, cc: str, ok: bool) -> None:
-    assert cuda.sm_runs_on(sm, cc) is ok
 
 
 @pytest.mark.parametrize("variant, release", [("cu128", "12.8"), ("cu130", "13.0"), ("cu126", "12.6"),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import Busy
 from builder import fsio
+from builder.errors import Busy
 
 
 def test_atomic_write_replaces_whole_file_with_normal_mode(tmp_path: Path) -> None:

@@ -56,3 +56,27 @@ def test_core_modules_import_cleanly_without_running_tools() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+#: Modules that may import tomllib, and what they read with it (never a lock).
+TOML_READERS = {
+    "pylock.py": "PEP 751 locks: the one lock parser",
+    "spec.py": "matrix and host specs",
+    "spec_edit.py": "one TOML value given on the command line",
+    "check/knowledge.py": "builder/data/cuda.toml",
+    "driver/preflight.py": "builder/data/driver_branches.toml",
+}
+
+
+def test_one_lock_parser() -> None:
+    """Only builder/pylock.py parses lock TOML: packaging.pylock is imported nowhere else, and every
+    other tomllib user is listed with what it reads."""
+    for path in MODULES:
+        rel = path.relative_to(PKG).as_posix()
+        tree = ast.parse(path.read_text())
+        mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        mods |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        if "packaging.pylock" in mods:
+            assert rel == "pylock.py", f"{rel} imports packaging.pylock"
+        if "tomllib" in mods:
+            assert rel in TOML_READERS, f"{rel} parses TOML: lock files go through builder.pylock"

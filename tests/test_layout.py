@@ -69,8 +69,9 @@ def test_content_address_ignores_the_stamp() -> None:
     """Re-stamping the same packages (moved date, new builder) keeps the runtime's address."""
     from builder import pylock
 
-    body = 'lock-version = "1.0"\ncreated-by = "uv"\nrequires-python = ">=3.12"\n\n[[packages]]\nname = "x"\n' \
-           'version = "1"\nwheels = [{ url = "https://h/x-1-py3-none-any.whl", hashes = { sha256 = "' + "a" * 64 + '" } }]\n'
+    wheel = '{ url = "https://h/x-1-py3-none-any.whl", hashes = { sha256 = "' + "a" * 64 + '" } }'
+    body = ('lock-version = "1.0"\ncreated-by = "uv"\nrequires-python = ">=3.12"\n\n[[packages]]\n'
+            f'name = "x"\nversion = "1"\nwheels = [{wheel}]\n')
     one = pylock.parse(pylock.render("# one\n", body, {"uv-command": "--exclude-newer 2025-01-01"}).encode(), "x")
     two = pylock.parse(pylock.render("# two\n", body, {"uv-command": "--exclude-newer 2026-01-01"}).encode(), "x")
     assert one.sha256 != two.sha256 and one.content_hash == two.content_hash

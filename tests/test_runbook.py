@@ -17,11 +17,11 @@ from click.testing import CliRunner
 
 from builder import _proc
 from builder.cli import main
-from builder.runtime import layout
 from builder.driver import facts as hostfacts
 from builder.driver import probe as host
 from builder.driver import runbook, snapshot
 from builder.project import Project
+from builder.runtime import layout
 from tests.test_host import fake_nvidia_smi, script
 from tests.test_preflight import ROOT, operator_snapshot
 
@@ -201,7 +201,8 @@ def test_no_builder_module_names_a_host_changing_program() -> None:
 def test_pure_modules_cannot_run_anything() -> None:
     code = ("import sys, builder.driver.runbook, builder.driver.preflight, builder.driver.verify, "
             "builder.driver.facts, builder.driver.parse, builder.driver.snapshot; "
-            "print(sorted(m for m in ('builder._proc', 'builder.driver.probe', 'builder.driver.ops') if m in sys.modules))")
+            "print(sorted(m for m in ('builder._proc', 'builder.driver.probe', 'builder.driver.ops')"
+            " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_USAGE, BuildError, Busy, LockFileError
 from builder import fsio, pylock
+from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_USAGE, BuildError, Busy, LockFileError
 from builder.lock import state as lockstate
 from builder.project import Project
 from builder.protect import resolve
@@ -115,7 +115,8 @@ def test_two_builds_of_one_runtime_do_not_collide(w: World, tmp_path: Path) -> N
     proj = Project(w.project)
     req = runtime.BuildRequest(matrix="t", python=PY312, root=str(tmp_path), cache_dir=str(w.cache), gpu=False,
                                wait=0.3)
-    name = layout.runtime_name(proj.matrix("t"), PY312, runtime.checked_lock(proj, proj.matrix("t"), PY312).content_hash)
+    lock = runtime.checked_lock(proj, proj.matrix("t"), PY312)
+    name = layout.runtime_name(proj.matrix("t"), PY312, lock.content_hash)
     with fsio.directory_lock(tmp_path / ".locks" / name):
         with pytest.raises(Busy, match="another builder process holds"):
             runtime.build(proj, req, resolve())

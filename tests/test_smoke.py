@@ -48,7 +48,12 @@ def test_vllm_help_classification(res: _proc.Result, gpu: bool, status: str) -> 
     ("8.9", ["sm_90", "sm_90a", "compute_90"], False, "no code for sm_89"),
     ("7.0", CU128, False, "no code for sm_70"),
     ("12.0", CU128, True, "sm_120 in"),
-    ("9.0", ["sm_90a"], False, "no code"),  # arch-specific cubins are not portable
+    # Arch-specific cubins run on exactly their architecture (the two former copies of
+    # this rule disagreed here; builder.versions.runs_on is now the only one).
+    ("9.0", ["sm_90a"], True, "runs sm_90a code"),
+    ("10.0", ["sm_90a"], False, "no code"),
+    ("10.3", ["sm_100f"], True, "runs sm_100f code"),
+    ("12.0", ["sm_100f"], False, "no code"),
 ])
 def test_arch_support(cc: str, archs: list[str], ok: bool, why: str) -> None:
     got, reason = smoke.arch_supported(cc, archs)
