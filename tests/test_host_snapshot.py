@@ -38,7 +38,7 @@ def fakehost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_capture_write_load_round_trip(fakehost: Path, tmp_path: Path) -> None:
     snap = snapshot.make(host.capture())
     path = tmp_path / "snap.json"
-    snapshot.write(snap, path)
+    path.write_text(snapshot.render(snap))
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".snap.json")] == []  # no temp left
     back = snapshot.load(path)
     assert back.records == snap.records
@@ -53,7 +53,7 @@ def test_capture_write_load_round_trip(fakehost: Path, tmp_path: Path) -> None:
 
 def test_snapshot_is_secrets_free(fakehost: Path, tmp_path: Path) -> None:
     path = tmp_path / "snap.json"
-    snapshot.write(snapshot.make(host.capture()), path)
+    path.write_text(snapshot.render(snapshot.make(host.capture())))
     text = path.read_text()
     assert SECRET not in text
     assert "HF_TOKEN" not in text and "PATH" not in text
@@ -111,7 +111,7 @@ def test_cli_snapshot_then_preflight_elsewhere(fakehost: Path, tmp_path: Path) -
 
 def test_operator_snapshot_helper_round_trips(tmp_path: Path) -> None:
     p = tmp_path / "op.json"
-    snapshot.write(operator_snapshot(), p)
+    p.write_text(snapshot.render(operator_snapshot()))
     assert snapshot.load(p).records == operator_snapshot().records
 
 

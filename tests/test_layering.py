@@ -4,6 +4,8 @@ importing builder modules runs no tool, and `builder --help` is cheap."""
 from __future__ import annotations
 
 import ast
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,14 +26,34 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PKG)))
-def test_click_only_in_cli_and_subprocess_only_in_proc(path: Path) -> None:
-    imports = _imports(path)
-    rel = path.relative_to(PKG)
-    if "click" in imports:
-        assert rel.parts[0] == "cli", f"{rel} imports click"
-    if "subprocess" in imports:
-        assert rel == Path("_proc.py"), f"{rel} imports subprocess"
+def _lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(exe), "--no-cache"], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(cwd)})
+
+
+def test_import_contracts_hold() -> None:
+    """The layer and purity contracts in pyproject.toml (import-linter) hold for the package."""
+    r = _lint_imports(PKG.parent)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "Contracts: 4 kept, 0 broken." in r.stdout
+
+
+@pytest.mark.parametrize(("module", "line", "contract"), [
+    ("pylock.py", "import click", "Only the CLI imports click"),
+    ("driver/parse.py", "import subprocess", "Only builder._proc imports subprocess"),
+    ("check/rules.py", "from builder import fsio", "Pure modules do no I/O"),
+    ("check/rules.py", "from builder.runtime import layout", "Layers"),
+])
+def test_import_contracts_bite(tmp_path: Path, module: str, line: str, contract: str) -> None:
+    """Each contract fails when the import it forbids is added (so it is not vacuous)."""
+    shutil.copytree(PKG, tmp_path / "builder", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PKG.parent / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / "builder" / module
+    target.write_text(target.read_text().replace("from __future__ import annotations\n",
+                                                 f"from __future__ import annotations\n\n{line}  # noqa\n", 1))
+    r = _lint_imports(tmp_path)
+    assert r.returncode != 0 and contract in r.stdout.split("Broken contracts", 1)[-1], r.stdout[-2000:]
 
 
 def test_errors_module_imports_nothing_from_builder() -> None:

@@ -299,7 +299,7 @@ def builder(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 def test_cli_exit_codes(tmp_path: Path) -> None:
     ready = tmp_path / "ready.json"
-    snapshot.write(operator_snapshot(), ready)
+    ready.write_text(snapshot.render(operator_snapshot()))
     r = builder("preflight", "--matrix", "A", "--from-snapshot", str(ready))
     assert r.returncode == 0, r.stderr
     assert "upgrade needed: current 550.107.02 -> target 575.x" in r.stdout
@@ -307,13 +307,13 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
 
     bad = tmp_path / "mismatch.json"
     text = fixture("nvidia-smi", "mismatch-two-line-570").text
-    snapshot.write(operator_snapshot(nvidia_smi_gpus=rec("nvidia-smi-gpus", text, 18)), bad)
+    bad.write_text(snapshot.render(operator_snapshot(nvidia_smi_gpus=rec("nvidia-smi-gpus", text, 18))))
     r = builder("preflight", "-m", "a", "--from-snapshot", str(bad), "--json")
     assert r.returncode == 1
     assert json.loads(r.stdout)["verdict"] == "not-ready"
 
     unk = tmp_path / "unknown.json"
-    snapshot.write(operator_snapshot(nvidia_smi_gpus=rec("nvidia-smi-gpus", None, "missing")), unk)
+    unk.write_text(snapshot.render(operator_snapshot(nvidia_smi_gpus=rec("nvidia-smi-gpus", None, "missing"))))
     assert builder("preflight", "-m", "a", "--from-snapshot", str(unk)).returncode == 3
 
     r = builder("preflight", "-m", "z", "--from-snapshot", str(ready))

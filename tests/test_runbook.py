@@ -145,7 +145,7 @@ def test_sh_steps_run_their_commands_in_order(tmp_path: Path, recording_path: tu
 
 def test_cli_writes_runbook_atomically(tmp_path: Path) -> None:
     snap = tmp_path / "s.json"
-    snapshot.write(operator_snapshot(), snap)
+    snap.write_text(snapshot.render(operator_snapshot()))
     out = tmp_path / "runbook.sh"
     res = CliRunner().invoke(main, ["runbook", "-m", "a", "--format", "sh", "--from-snapshot", str(snap),
                                     "-o", str(out)])

@@ -160,7 +160,7 @@ def test_verify_finds_conda_runtimes_and_runtimes_under_another_root(
 
 def test_cli_verify_json(proj: Project, tmp_path: Path) -> None:
     snap = tmp_path / "after.json"
-    snapshot.write(after_reboot(torch_rec(TORCH_OK)), snap)
+    snap.write_text(snapshot.render(after_reboot(torch_rec(TORCH_OK))))
     res = CliRunner().invoke(main, ["--project", str(proj.root), "verify-driver", "-m", "A",
                                     "--from-snapshot", str(snap), "--json"])
     assert res.exit_code == 0, res.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from builder import fsio
 from builder.driver import facts as hostfacts
 from builder.driver import preflight, probe, runbook, snapshot, verify
 from builder.errors import UsageError
@@ -24,7 +25,7 @@ def _runtimes(project: Project, root: str | None, matrix_id: str | None = None) 
 def take_snapshot(project: Project, path: Path, root: str | None = None) -> snapshot.Snapshot:
     """Probe the live host (and every runtime's torch) and write ``path`` atomically."""
     snap = snapshot.make(probe.capture([r.path for r in _runtimes(project, root)]))
-    write_text(path, lambda: snapshot.write(snap, path))
+    write_text(path, lambda: fsio.atomic_write(path, snapshot.render(snap)))
     return snap
 
 
