@@ -113,64 +113,8 @@ def to_json(snap: Snapshot) -> dict[str, Any]:
 
 
 def render(snap: Snapshot) -> str:
-    """The snapshot file's text (written atomically by the caller)."""
+    """The snapshot file's text (the caller writes it atomically)."""
     return json.dumps(to_json(snap), indent=2, ensure_ascii=False) + "\n"
-
-
-def from_json(cls, d: Mapping[str, Any]) -> ProbeRecord:
-        cmd = d.get("command")
-        exit_ = d.get("exit")
-        if not (exit_ is None or exit_ == "missing" or isinstance(exit_, int)):
-            raise ValueError(f"exit must be an integer, 'missing' or null, got {exit_!r}")
-        return cls(
-            id=str(d["id"]), kind=str(d.get("kind", "command")),
-            command=tuple(str(a) for a in cmd) if cmd is not None else None,
-            path=d.get("path"), stdout=str(d.get("stdout", "")), stderr=str(d.get("stderr", "")),
-            exit=exit_, duration=float(d.get("duration", 0.0)), timed_out=bool(d.get("timed_out", False)),
-        )
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Probe records by id, plus when they were taken and where from."""
-
-    records: dict[str, ProbeRecord]
-    created: str
-    builder: str = ""
-    source: str = "live"
-
-    def get(self, probe_id: str) -> ProbeRecord | None:
-        return self.records.get(probe_id)
-
-
-def _builder_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("builder")
-    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "unknown"
-
-
-def make(records: Iterable[ProbeRecord], source: str = "live") -> Snapshot:
-    """A snapshot of ``records`` taken now."""
-    now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    return Snapshot({r.id: r for r in records}, now, _builder_version(), source)
-
-
-def to_json(snap: Snapshot) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "created": snap.created,
-        "builder": snap.builder,
-        "probes": [r.to_json() for r in snap.records.values()],
-    }
-
-
-def write(snap: Snapshot, path: Path) -> None:
-    """Write ``snap`` to ``path`` atomically (temp file, fsync, rename)."""
-    atomic_write(path, json.dumps(to_json(snap), indent=2, ensure_ascii=False) + "\n")
 
 
 def from_json(data: Any, source: str = "<snapshot>") -> Snapshot:
