@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from builder import cancel
 from builder.errors import ToolFailed, ToolNotFound, ToolTimeout
 
 log = logging.getLogger("builder.proc")
@@ -29,6 +30,8 @@ log = logging.getLogger("builder.proc")
 #: How long to wait for a group to die after SIGTERM, then after SIGKILL.
 TERM_GRACE = 1.0
 KILL_GRACE = 1.0
+#: How often a waiting thread looks at the process-wide stop flag (builder.cancel).
+POLL = 0.1
 
 #: Exact variable names that are never inherited by a child.
 SCRUBBED = frozenset(
@@ -118,6 +121,38 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         pass
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the child's whole group and reap it within a bound (used when builder stops)."""
+    _kill_group(proc, signal.SIGKILL)
+    try:
+        proc.wait(timeout=KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        pass  # unkillable (uninterruptible sleep): abandoned, as on timeout
+
+
+def _wait(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float) -> tuple[bytes, bytes] | None:
+    """``communicate`` in short slices, watching the stop flag; None on timeout.
+
+    A worker thread never sees a signal itself: polling the flag is how its
+    child is stopped when the main thread got SIGINT/SIGTERM/SIGHUP.
+    """
+    deadline = time.monotonic() + timeout
+    first = True
+    while True:
+        if cancel.requested():
+            _stop(proc)
+            cancel.check()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            data = proc.communicate(input if first else None, timeout=min(POLL, left))
+        except subprocess.TimeoutExpired:
+            first = False
+            continue
+        return data
+
+
 def _bounded_communicate(
     proc: subprocess.Popen[bytes], timeout: float
 ) -> tuple[bytes, bytes] | None:
@@ -145,6 +180,7 @@ def run(
     ``env`` is used as given; callers build it with :func:`clean_env`.
     """
     argv = tuple(str(a) for a in argv)
+    cancel.check()  # no new child once builder is stopping
     label = what or os.path.basename(argv[0])
     exe = which(argv[0], path=(env or os.environ).get("PATH"))
     if exe is None:
@@ -155,33 +191,31 @@ def run(
     log.debug("run %s (timeout %.1fs)", shlex.join(argv), timeout)
     start = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            (exe, *argv[1:]),
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=dict(env) if env is not None else clean_env(),
-            start_new_session=True,
-        )
+        with cancel.deferred():
+            proc = subprocess.Popen(
+                (exe, *argv[1:]),
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=dict(env) if env is not None else clean_env(),
+                start_new_session=True,
+            )
     except OSError as exc:  # not executable, bad interpreter line, cwd gone ...
         res = Result(argv, None, "", f"{argv[0]}: cannot run: {exc.strerror or exc}", 0.0, missing=True)
         if check:
             raise ToolNotFound(f"{label} cannot be run: {exc.strerror or exc}",
                                "check that it exists and is executable") from None
         return res
-    timed_out = False
-    data = None
     try:
-        data = proc.communicate(
-            input.encode() if input is not None else None, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        timed_out = True
+        cancel.check()  # a signal that arrived while the child was being started
+        data = _wait(proc, input.encode() if input is not None else None, timeout)
     except BaseException:
-        # Ctrl-C or similar: never leave the child group running behind us.
-        _kill_group(proc, signal.SIGKILL)
+        # A signal (Interrupted in the main thread, the stop flag in a worker)
+        # or any error: never leave the child group running behind us.
+        _stop(proc)
         raise
+    timed_out = data is None
     if timed_out:
         _kill_group(proc, signal.SIGTERM)
         data = _bounded_communicate(proc, TERM_GRACE)

@@ -14,12 +14,18 @@ Exit codes (documented in README.md):
 5     a tool ran and failed (e.g. uv could not resolve the pins)
 6     refused: the command would write into a protected environment (QL_1)
 7     busy: another builder process holds the lock on this directory
+8     the filesystem refused a write: read-only, immutable, full, over quota
+      or permission denied (the message names the path)
 70    internal error: a bug in builder (run with -v for the traceback)
-130   interrupted (Ctrl-C)
+129   hung up (SIGHUP); 130 interrupted (Ctrl-C, SIGINT); 143 terminated
+      (SIGTERM): children stopped, temp dirs removed, nothing half-written
 ====  =====================================================================
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -29,8 +35,18 @@ EXIT_TOOL_MISSING = 4
 EXIT_TOOL_FAILED = 5
 EXIT_PROTECTED = 6
 EXIT_BUSY = 7
+EXIT_FS_REFUSED = 8
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+
+#: errno values that mean "the filesystem refused", not "builder has a bug".
+REFUSED_ERRNOS: dict[int, str] = {
+    errno.EROFS: "read-only file system",
+    errno.EPERM: "operation not permitted (immutable file or directory?)",
+    errno.EACCES: "permission denied",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+}
 
 
 class BuilderError(Exception):
@@ -161,3 +177,44 @@ class BuildError(BuilderError):
     """A runtime build failed; nothing was switched in."""
 
     exit_code = EXIT_FAILED
+
+
+class FilesystemRefused(BuilderError):
+    """The filesystem refused a write: read-only, immutable, full, over quota, no permission."""
+
+    exit_code = EXIT_FS_REFUSED
+
+    @classmethod
+    def from_oserror(cls, exc: OSError, path: str | os.PathLike[str] | None = None,
+                     what: str = "write") -> FilesystemRefused | None:
+        """The error for ``exc`` if its errno is one of :data:`REFUSED_ERRNOS`, else None."""
+        why = REFUSED_ERRNOS.get(exc.errno or 0)
+        if why is None:
+            return None
+        where = path if path is not None else (exc.filename if exc.filename is not None else "?")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = "free space (or quota) on that filesystem, or choose another path"
+        elif exc.errno == errno.EROFS:
+            hint = "remount it read-write, or choose another path"
+        else:
+            hint = "check its permissions and attributes (ls -ld, lsattr), or choose another path"
+        return cls(f"cannot {what} {os.fsdecode(where)}: {why} ({errno.errorcode.get(exc.errno or 0, '?')})",
+                   hint)
+
+
+class Interrupted(BaseException):  # noqa: N818 - a BaseException like KeyboardInterrupt, not an error
+    """A signal (SIGINT, SIGTERM, SIGHUP) asked builder to stop.
+
+    Not a KeyboardInterrupt on purpose: CPython remembers a KeyboardInterrupt
+    that ends a string ``exec`` (dataclasses and namedtuple build their methods
+    that way) and, under ``python -m``, kills the process with SIGINT at exit
+    even when the exception was handled: exit status -2 instead of 130.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -9,9 +9,11 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
+from builder import paths
 from builder.errors import SpecError, UsageError
 from builder.fsio import atomic_write
-from builder.spec import matrix_from_mapping
+from builder.project import Project
+from builder.spec import matrix_from_mapping, read_toml
 
 
 def parse_value(raw: str) -> Any:
@@ -22,14 +24,17 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
-def set_value(path: Path, dotted: str, raw: str) -> tuple[Any, Any]:
+def set_value(path: Path, dotted: str, raw: str, project: Project | None = None) -> tuple[Any, Any]:
     """Set ``dotted`` (e.g. ``torch.version``) in the spec at ``path``.
 
-    The edited document is validated before anything is written; the file is
-    replaced atomically.  Returns (old value, new value).
+    The path passes the write gate first (a project stored inside a protected
+    env is refused); the edited document is validated before anything is
+    written; the file is replaced atomically.  Returns (old value, new value).
     """
-    text = path.read_text(encoding="utf-8")
-    doc = tomlkit.parse(text)
+    target = paths.gate(path, what="edit the spec", project=project)
+    data = read_toml(path)  # a readable, valid-TOML spec first: one line if not
+    del data
+    doc = tomlkit.parse(target.read_text(encoding="utf-8"))
     keys = [k for k in dotted.split(".") if k]
     if not keys:
         raise UsageError(f"empty key path {dotted!r}", "use a dotted path like torch.version")
@@ -51,5 +56,5 @@ def set_value(path: Path, dotted: str, raw: str) -> tuple[Any, Any]:
         matrix_from_mapping(doc.unwrap(), str(path), expect_id=expect)
     except SpecError as exc:
         raise SpecError(exc.problems, "nothing was written") from None
-    atomic_write(path, tomlkit.dumps(doc))
+    atomic_write(target, tomlkit.dumps(doc))
     return old_plain, new

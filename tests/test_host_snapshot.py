@@ -44,7 +44,7 @@ def test_capture_write_load_round_trip(fakehost: Path, tmp_path: Path) -> None:
     assert back.records == snap.records
     assert back.created == snap.created and back.created.endswith("Z")
     data = json.loads(path.read_text())
-    assert (data["format"], data["version"]) == ("builder-host-snapshot", 1)
+    assert (data["format"], data["version"]) == ("builder-host-snapshot", 2)
     gpus = next(p for p in data["probes"] if p["id"] == "nvidia-smi-gpus")
     assert set(gpus) >= {"command", "path", "stdout", "stderr", "exit", "duration", "timed_out"}
     assert gpus["exit"] == 0 and "RTX 6000 Ada" in gpus["stdout"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder import pylock
+from builder import paths, pylock
 from builder.check import knowledge as cuda
 from builder.check import wheels
 from builder.check.identity import identify, is_platform, needs_binary, nvidia_identity, variant
@@ -79,7 +79,7 @@ def gather(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: C
            if p.name in k.gpu or p.name in comps or variant(p.version, p.wheel.url if p.wheel else None)]
     jobs = [(p.wheel, needs_binary(k, p.name, env) if is_platform(p.wheel) else False)
             for p in gpu if p.wheel is not None]
-    cache = wheels.WheelCache(opts.cache_dir or wheels.default_cache_dir())
+    cache = wheels.WheelCache(paths.check_cache(opts.cache_dir))
     read = wheels.read_wheels(jobs, cache=cache, offline=opts.offline, stats=stats, small=opts.small_wheel)
     for p in gpu:
         p.facts = read.get(p.wheel.filename) if p.wheel else None

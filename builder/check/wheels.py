@@ -28,7 +28,7 @@ from pathlib import Path
 
 from builder import elf
 from builder.check.model import CACHE_SCHEMA, Binary, WheelFacts, WheelRef
-from builder.errors import Unavailable
+from builder.errors import FilesystemRefused, Unavailable, UsageError
 
 TAIL = 64 * 1024  # first read: the zip's last 64 KiB (EOCD + most central directories)
 READAHEAD = 64 * 1024  # a miss fetches at least this much (local header + small member)
@@ -92,8 +92,8 @@ class WheelCache:
 
         try:
             atomic_write(self._path(facts.sha256), json.dumps(facts.to_json(), indent=1))
-        except OSError:
-            pass  # a read-only cache only costs the next run a fetch
+        except (OSError, FilesystemRefused, UsageError):
+            pass  # a read-only (full, odd) cache only costs the next run a fetch
 
 
 def parse_metadata(data: bytes) -> tuple[str, str, tuple[str, ...]]:

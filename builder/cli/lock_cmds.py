@@ -117,7 +117,7 @@ def spec_set(ctx: click.Context, matrix: str, key: str, value: str) -> None:
 
     proj = project(ctx)
     path = proj.matrix_path(matrix)
-    old, new = spec_edit.set_value(path, key, value)
+    old, new = spec_edit.set_value(path, key, value, project=proj)
     click.echo(f"{path.relative_to(proj.root)}: {key}: {old!r} -> {new!r}")
     click.echo("locks of this matrix are now stale: run `builder lock --matrix "
                f"{path.stem.removeprefix('matrix-')}`", err=True)

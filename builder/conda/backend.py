@@ -23,7 +23,6 @@ import datetime as _dt
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,11 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from builder import _proc
+from builder import _proc, paths
 from builder.errors import ToolFailed, ToolNotFound, ToolTimeout, Unavailable, UsageError
 from builder.freshness import LockState, judge_file
 from builder.fsio import atomic_write
-from builder.project import py_tag, regenerate_command
+from builder.project import Project, py_tag, regenerate_command
 from builder.spec import Matrix
 
 if TYPE_CHECKING:
@@ -165,7 +164,7 @@ class CondaLockOutcome:
 
 
 def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, str] | None = None,
-         solver: str = "auto") -> CondaLockOutcome:
+         solver: str = "auto", project: Project | None = None) -> CondaLockOutcome:
     """Solve the conda base of (matrix, python) and write its lock atomically.
 
     ``solver``: ``auto`` (conda-lock when an executable exists, else rattler),
@@ -173,6 +172,7 @@ def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, s
     """
     from builder.conda import lockfile as conda_lockfile
 
+    path = paths.gate(conda_lock_path(locks_dir, matrix, python), what="write the conda lock", project=project)
     chans = channels(matrix, overrides)
     vps = virtual_packages(matrix)
     wanted = specs(matrix, python)
@@ -184,6 +184,7 @@ def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, s
     if exe is not None:
         lf, used = _solve_conda_lock(exe, chans, wanted, vps)
     else:
+        paths.rattler_cache(project=project)  # rattler writes repodata there
         lf, used = conda_lockfile.from_records(_solve_rattler(matrix, python, chans, wanted, vps), chans), \
             _rattler_label()
     seconds = time.monotonic() - start
@@ -199,8 +200,10 @@ def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, s
         "builder-command": regenerate_command(matrix, python),
     }
     text = conda_lockfile.render(lf, matrix, python, stamp, conda_lockfile.content_hash(chans, wanted, vps))
-    path = conda_lock_path(locks_dir, matrix, python)
-    old = path.read_text(encoding="utf-8") if path.exists() else None
+    try:
+        old: str | None = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        old = None
     changed = old != text
     if changed:
         atomic_write(path, text)
@@ -306,8 +309,7 @@ def _solve_conda_lock(exe: str, chans: list[tuple[str, str]], wanted: list[str],
     """Run conda-lock itself with ``--conda EXE`` and read its output back."""
     from builder.conda import lockfile as conda_lockfile
 
-    with tempfile.TemporaryDirectory(prefix="builder-conda-lock-") as tmp:
-        d = Path(tmp)
+    with paths.temp_dir("builder-conda-lock-") as d:
         env_yml, vp_yml = conda_lockfile.write_inputs(d, chans, wanted, vps)
         out = d / "conda-lock.yml"
         argv = [sys.executable, "-m", "conda_lock", "lock", "--conda", exe, "-f", str(env_yml),

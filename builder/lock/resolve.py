@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder import fsio, tools
+from builder import fsio, paths, tools
 from builder.errors import BuilderError
 from builder.freshness import LockState
 from builder.lock import state as lockstate
@@ -64,36 +64,43 @@ def targets(project: Project, selectors: list[str], python: str | None) -> list[
     return out
 
 
-def _compile(uv: str, t: Target, offline: bool, follower: bool) -> uv_backend.CompileResult:
+def _compile(uv: str, t: Target, offline: bool, follower: bool, cache: Path) -> uv_backend.CompileResult:
     """Resolve one target. A follower first tries uv's cache alone (its group's leader
     has just revalidated the shared index pages), then the network if that fails."""
     if follower and not offline:
         try:
-            return uv_backend.compile_lock(uv, t.matrix, t.python, offline=True)
+            return uv_backend.compile_lock(uv, t.matrix, t.python, offline=True, cache_dir=cache)
         except BuilderError:
             pass  # something the leader did not fetch: resolve online
-    return uv_backend.compile_lock(uv, t.matrix, t.python, offline=offline)
+    return uv_backend.compile_lock(uv, t.matrix, t.python, offline=offline, cache_dir=cache)
+
+
+def _read_old(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None  # missing, unreadable or not text: it gets replaced
 
 
 def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bool,
-              overrides: Mapping[str, str] | None = None, follower: bool = False) -> LockOutcome:
+              overrides: Mapping[str, str] | None = None, follower: bool = False,
+              cache: Path | None = None) -> LockOutcome:
     path = lock_path(project.locks, t.matrix, t.python)
     out = LockOutcome(t, path)
     try:
-        res = _compile(uv, t, offline, follower)
+        res = _compile(uv, t, offline, follower, cache or paths.uv_cache(project=project))
         text = lockstate.render(
             t.matrix, t.python, res.body,
             {"uv-version": uv_version, "uv-command": " ".join(res.argv)},
         )
-        old = path.read_text(encoding="utf-8") if path.exists() else None
-        if old != text:
-            fsio.atomic_write(path, text)
+        if _read_old(path) != text:
+            fsio.atomic_write(paths.gate(path, what="write the lock", project=project), text)
             out.changed = True
         out.seconds = res.seconds
         if t.matrix.conda is not None:
             from builder.conda import backend as conda_backend
 
-            c = conda_backend.lock(project.locks, t.matrix, t.python, overrides)
+            c = conda_backend.lock(project.locks, t.matrix, t.python, overrides, project=project)
             out.conda_path, out.conda_changed, out.conda_solver = c.path, c.changed, c.solver
             out.seconds += c.seconds
     except BuilderError as exc:
@@ -119,6 +126,15 @@ def run_lock(
     (tests check that re-locking reproduces them).  Groups run in parallel.
     """
     ts = targets(project, req.selectors, req.python)
+    # Every path this run writes, approved before anything is written: locks/
+    # (and its lock file), each lock and its directory (a matrix directory may
+    # be a symlink), uv's cache and the temp dirs.
+    paths.gate(project.locks, what="write locks in", project=project, kind="dir")
+    for t in ts:
+        p = lock_path(project.locks, t.matrix, t.python)
+        paths.gate(p.parent, what="write locks in", project=project, kind="dir")
+        paths.gate(p, what="write the lock", project=project)
+    cache = paths.uv_cache(project=project)
     uv = tools.uv_bin()
     version = tools.uv_version(uv)
     say = progress or (lambda _t, _m: None)
@@ -146,7 +162,8 @@ def run_lock(
         with ThreadPoolExecutor(max_workers=jobs) as pool:
 
             def lock(i: int, follower: bool) -> LockOutcome:
-                return report(_lock_one(project, uv, version, ts[i], req.offline, req.channel_overrides, follower))
+                return report(_lock_one(project, uv, version, ts[i], req.offline, req.channel_overrides, follower,
+                                        cache))
 
             def run_group(members: list[int]) -> None:
                 done[members[0]] = lock(members[0], False)

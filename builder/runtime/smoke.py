@@ -11,7 +11,6 @@ architecture check and a real cuBLAS GEMM are what prove the stack works.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -20,8 +19,8 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from builder import _proc, pylock
-from builder.errors import BuilderError
+from builder import _proc, paths, pylock
+from builder.errors import BuilderError, ProtectedEnvError
 from builder.runtime import doctor
 from builder.spec import Matrix
 from builder.versions import compute_capability, runs_on
@@ -161,6 +160,8 @@ def expected_for(matrix: Matrix, lock: pylock.Lock) -> Expected:
         from builder.check import pipeline
 
         p = pipeline.predict(lock, matrix=matrix)
+    except ProtectedEnvError:
+        raise  # the cache it would write is protected: refuse, do not degrade
     except (BuilderError, OSError, ValueError) as exc:
         why = exc.message if isinstance(exc, BuilderError) else str(exc)
         return replace(base, source=f"lock + spec (builder check could not predict: {why})")
@@ -309,7 +310,7 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
     gpu = gpu_present() if gpu is None else gpu
     rep = SmokeReport(python, gpu, expected_source=expected.source if expected else "")
     env = _env()
-    with tempfile.TemporaryDirectory(prefix="builder-smoke-") as cwd:
+    with paths.temp_dir("builder-smoke-") as cwd:
         res = _proc.run([python, "-I", "-B", "-c", IMPORTS], timeout=IMPORT_TIMEOUT, env=env, cwd=cwd,
                         what="smoke imports")
         got = {x["step"]: x for x in _jsonlines(res.stdout)}
@@ -342,7 +343,7 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
             rep.steps.append(classify_vllm_help(
                 _proc.run([str(cli), "--help"], timeout=CLI_TIMEOUT, env=env, cwd=cwd, what="vllm --help"), gpu))
         if gpu:
-            rep.steps.extend(_gpu_steps(python, env, cwd))
+            rep.steps.extend(_gpu_steps(python, env, str(cwd)))
         else:
             rep.steps += [Step(n, SKIP, NO_GPU) for n in
                           ("torch.cuda.is_available()", "arch in torch.cuda.get_arch_list()",

@@ -7,11 +7,10 @@ file: one hashed direct-URL requirement per package.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from builder import _proc, pylock
+from builder import _proc, paths, pylock
 from builder.errors import BuildError, ToolFailed, Unavailable
 
 SYNC_TIMEOUT = 3600.0  # a cold matrix download is ~5 GB (FACTS.md)
@@ -62,8 +61,8 @@ def sync_argv(uv: str, python: Path, requirements: Path, cache_dir: str | None) 
 def sync(uv: str, python: Path, version: str, lock: pylock.Lock, cache_dir: str | None,
          env: Mapping[str, str]) -> float:
     """Install ``lock`` into the environment of ``python``; seconds taken, or a typed error."""
-    with tempfile.TemporaryDirectory(prefix="builder-sync-") as tmp:
-        reqs = Path(tmp) / "requirements.txt"
+    with paths.temp_dir("builder-sync-") as tmp:
+        reqs = tmp / "requirements.txt"
         reqs.write_text(pinned_requirements(lock, version), encoding="utf-8")
         res = _proc.run(sync_argv(uv, python, reqs, cache_dir), timeout=SYNC_TIMEOUT, env=env,
                         what="uv pip sync")
