@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
+import tempfile  # mkdtemp only: see temp_base
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -125,8 +125,7 @@ def temp_dir(prefix: str, *, project: Project | None = None,
 
     The CLI removes any left behind (a signal during the removal) with :func:`cleanup`.
     """
-    base = gate(tempfile.gettempdir(), what="create temporary files in", project=project, kind="dir",
-                protected=protected)
+    base = temp_base(project=project, protected=protected)
     try:
         path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
     except OSError as exc:
@@ -137,6 +136,18 @@ def temp_dir(prefix: str, *, project: Project | None = None,
     finally:
         shutil.rmtree(path, ignore_errors=True)
         _temps.discard(path)
+
+
+def temp_base(*, project: Project | None = None, protected: protect.Protected | None = None) -> Path:
+    """Where temp dirs go (``$TMPDIR``, ``$TEMP``, ``$TMP``, else ``/tmp``), gated.
+
+    Not ``tempfile.gettempdir()``: it proves a candidate writable by creating
+    and deleting a file in it, which is a write into QL_1 when ``$TMPDIR``
+    points there.  Children (uv) inherit ``$TMPDIR``, so commands that run
+    them gate this before the first child starts.
+    """
+    chosen = next((v for v in (os.environ.get(n) for n in ("TMPDIR", "TEMP", "TMP")) if v), "/tmp")
+    return gate(chosen, what="create temporary files in", project=project, kind="dir", protected=protected)
 
 
 def cleanup() -> None:

@@ -135,6 +135,7 @@ def run_lock(
         paths.gate(p.parent, what="write locks in", project=project, kind="dir")
         paths.gate(p, what="write the lock", project=project)
     cache = paths.uv_cache(project=project)
+    paths.temp_base(project=project)  # uv inherits $TMPDIR
     uv = tools.uv_bin()
     version = tools.uv_version(uv)
     say = progress or (lambda _t, _m: None)

@@ -131,6 +131,8 @@ def build(project: Project, req: BuildRequest, protected: Protected,
     final = paths.gate(root / name, what="build a runtime at", kind="dir", protected=protected)
     paths.gate(swap.name_lock_dir(root, name), what="create the build lock in", kind="dir", protected=protected)
     cache_dir = str(paths.uv_cache(req.cache_dir, protected=protected))
+    paths.temp_base(protected=protected)  # uv and the smoke children inherit $TMPDIR
+    paths.check_cache(protected=protected)  # the smoke phase's prediction fills it
     paths.mkdir(root, what="create runtimes under", protected=protected)
     with swap.name_lock(root, name, req.wait, lambda: say(name, "waiting for another build of it")):
         removed = swap.clean_leftovers(root, name)
