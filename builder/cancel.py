@@ -39,6 +39,11 @@ def requested() -> bool:
     return _flag.is_set()
 
 
+def signum() -> int:
+    """The first stop signal received (SIGINT if none: a request without a signal)."""
+    return _signum or signal.SIGINT
+
+
 def check() -> None:
     """Raise :class:`Interrupted` if a stop signal arrived (any thread)."""
     if _flag.is_set():

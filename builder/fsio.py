@@ -63,10 +63,12 @@ def atomic_write(path: Path, text: str) -> None:
     real = Path(os.path.realpath(path))
     try:
         real.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
+        with cancel.deferred():  # a signal here must not leave a temp file nobody removes
+            fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
     except OSError as exc:
         raise FilesystemRefused.from_oserror(exc, path) or exc from None
     try:
+        cancel.check()
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a lock is a normal file

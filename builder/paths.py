@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from builder import protect
+from builder import cancel, protect
 from builder.errors import FilesystemRefused, UsageError
 from builder.fsio import refuse_special
 from builder.project import Project
@@ -127,11 +127,13 @@ def temp_dir(prefix: str, *, project: Project | None = None,
     """
     base = temp_base(project=project, protected=protected)
     try:
-        path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+        with cancel.deferred():  # a signal between mkdtemp and the registration would leak it
+            path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+            _temps.add(path)
     except OSError as exc:
         raise FilesystemRefused.from_oserror(exc, base, "create a temporary directory in") or exc from None
-    _temps.add(path)
     try:
+        cancel.check()
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)

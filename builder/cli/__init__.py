@@ -37,7 +37,14 @@ class BuilderGroup(click.Group):
         with cancel.handlers():
             try:
                 return super().main(*args, **kwargs)
-            except Interrupted as exc:  # a signal outside a command (parsing, --help)
+            except Exception as exc:  # a signal outside a command (parsing, --help)
+                if not (isinstance(exc, Interrupted) or cancel.requested()):
+                    raise
+                code = _stopped(exc if isinstance(exc, Interrupted) else Interrupted(cancel.signum()))
+                if kwargs.get("standalone_mode", True):
+                    sys.exit(code)
+                raise
+            except Interrupted as exc:
                 code = _stopped(exc)
                 if kwargs.get("standalone_mode", True):
                     sys.exit(code)
@@ -50,26 +57,36 @@ class BuilderGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except BuilderError as exc:
-            click.echo(f"builder: error: {exc.line()}", err=True)
-            ctx.exit(exc.exit_code)
-        except Interrupted as exc:
-            ctx.exit(_stopped(exc))
-        except KeyboardInterrupt:  # raised by code that bypassed cancel.handlers()
-            click.echo("builder: interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except OSError as exc:
+        except BaseException as exc:
+            if cancel.requested() and not isinstance(exc, (SystemExit, GeneratorExit)):
+                # Whatever surfaced, a stop signal caused it: a signal during class
+                # creation arrives as "RuntimeError: Error calling __set_name__",
+                # one during a child's start as that child's failure.  Report the stop.
+                ctx.exit(_stopped(Interrupted(cancel.signum())))
+            return self._map(ctx, exc)
+
+    def _map(self, ctx: click.Context, exc: BaseException) -> Any:
+        """One line and the documented exit code for ``exc``."""
+        if isinstance(exc, BuilderError):
+            click.echo(f"builder: error: {exc.line()}", err=True)
+            ctx.exit(exc.exit_code)
+        if isinstance(exc, Interrupted):
+            ctx.exit(_stopped(exc))
+        if isinstance(exc, KeyboardInterrupt):  # raised by code that bypassed cancel.handlers()
+            click.echo("builder: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        if isinstance(exc, OSError):
             # The last line of defence: a write site that did not map its own
             # error.  A refusing filesystem is the environment, not a bug.
             refused = FilesystemRefused.from_oserror(exc)
-            if refused is None:
-                return self._bug(ctx, exc)
-            click.echo(f"builder: error: {refused.line()}", err=True)
-            ctx.exit(refused.exit_code)
-        except Exception as exc:
+            if refused is not None:
+                click.echo(f"builder: error: {refused.line()}", err=True)
+                ctx.exit(refused.exit_code)
+        if isinstance(exc, Exception):
             return self._bug(ctx, exc)
+        raise exc  # SystemExit and the like
 
     @staticmethod
     def _bug(ctx: click.Context, exc: Exception) -> Any:

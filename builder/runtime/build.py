@@ -155,8 +155,8 @@ def build(project: Project, req: BuildRequest, protected: Protected,
         env = _proc.clean_env(extra={"NO_COLOR": "1", "UV_CACHE_DIR": cache_dir})
         staging = paths.gate(swap.staging_dir(root, name), what="build a runtime at", kind="dir",
                              protected=protected)
-        staging.mkdir()
         try:
+            staging.mkdir()  # inside the try: a signal right after it still removes it
             say(name, f"creating the {base.name} base")
             t = time.monotonic()
             made = base.create(BaseRequest(staging=staging, python=python, matrix=matrix, uv=uv, env=env,

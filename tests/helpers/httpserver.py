@@ -21,6 +21,7 @@ class Stats:
     ranges: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     fail_with: int | None = None  # set to e.g. 404/503 to make every request fail
+    hold: threading.Event | None = None  # while set to an unset Event, every request waits (a stalled index)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -45,6 +46,8 @@ class _Handler(SimpleHTTPRequestHandler):
         with st.lock:
             st.requests += 1
             st.paths.append(self.path)
+        if st.hold is not None:
+            st.hold.wait(120)
         if st.fail_with:
             self.send_error(st.fail_with)
             return
