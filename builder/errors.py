@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -200,6 +201,33 @@ class FilesystemRefused(BuilderError):
             hint = "check its permissions and attributes (ls -ld, lsattr), or choose another path"
         return cls(f"cannot {what} {os.fsdecode(where)}: {why} ({errno.errorcode.get(exc.errno or 0, '?')})",
                    hint)
+
+
+    @classmethod
+    def from_tool_output(cls, text: str, path: str | os.PathLike[str], what: str = "write into",
+                         tool: str = "uv") -> FilesystemRefused | None:
+        """The error for a child (uv) that failed because the filesystem refused, else None.
+
+        uv reports OS errors as ``<message> (os error N)``; the message alone
+        is matched too.
+        """
+        code = next((int(m) for m in re.findall(r"\(os error (\d+)\)", text) if int(m) in REFUSED_ERRNOS), None)
+        if code is None:
+            code = next((c for c, m in _OS_MESSAGES.items() if m in text), None)
+        if code is None:
+            return None
+        refused = cls.from_oserror(OSError(code, os.strerror(code)), path, what)
+        if refused is not None:
+            said = next((ln.strip() for ln in text.splitlines()
+                         if f"os error {code}" in ln or _OS_MESSAGES[code] in ln), "")
+            refused.message += f"; {tool}: {said[:240]}" if said else f" ({tool} reported it)"
+        return refused
+
+
+#: How the C library words the refusing errnos (what a child prints).
+_OS_MESSAGES = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded",
+                errno.EROFS: "Read-only file system", errno.EACCES: "Permission denied",
+                errno.EPERM: "Operation not permitted"}
 
 
 class Interrupted(BaseException):  # noqa: N818 - a BaseException like KeyboardInterrupt, not an error

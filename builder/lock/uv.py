@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder import _proc, paths, pylock
-from builder.errors import LockFileError, SdistOnly, ToolFailed, Unavailable
+from builder.errors import FilesystemRefused, LockFileError, SdistOnly, ToolFailed, Unavailable
 from builder.spec import Matrix
 
 #: uv is given this long per lock before it is killed.
@@ -128,6 +128,9 @@ def compile_lock(
                              "check the network and retry")
         if res.returncode != 0:
             tail = summarize(res.stderr)
+            refused = FilesystemRefused.from_tool_output(res.stderr, cache_dir, "use the uv cache at")
+            if refused is not None:
+                raise refused
             if offline and OFFLINE_MISS.search(res.stderr):
                 raise Unavailable(f"{target}: uv's cache does not hold what this lock needs, and --offline "
                                   f"forbids the network: {tail}",

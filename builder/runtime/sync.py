@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from builder import _proc, paths, pylock
-from builder.errors import BuildError, ToolFailed, Unavailable
+from builder.errors import BuildError, FilesystemRefused, ToolFailed, Unavailable
 
 SYNC_TIMEOUT = 3600.0  # a cold matrix download is ~5 GB (FACTS.md)
 
@@ -82,7 +82,8 @@ def sync(uv: str, python: Path, version: str, lock: pylock.Lock, cache_dir: str 
     if NETWORK_ERROR.search(res.stderr):
         raise Unavailable(f"uv could not download the locked files: {tail}",
                           "check the network; a warm uv cache (--cache-dir) avoids downloads")
-    if "No space left" in res.stderr:
-        raise BuildError(f"disk full while installing: {tail}", "free space under the runtimes root")
+    refused = FilesystemRefused.from_tool_output(res.stderr, python.parent.parent, "install into")
+    if refused is not None:
+        raise refused
     raise ToolFailed(f"uv pip sync failed (exit {res.returncode}): {tail}",
                      returncode=res.returncode, stderr_tail=tail)
