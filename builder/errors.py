@@ -14,8 +14,8 @@ Exit codes (documented in README.md):
 5     a tool ran and failed (e.g. uv could not resolve the pins)
 6     refused: the command would write into a protected environment (QL_1)
 7     busy: another builder process holds the lock on this directory
-8     the filesystem refused a write: read-only, immutable, full, over quota
-      or permission denied (the message names the path)
+8     the filesystem refused a write: read-only, immutable, full, over quota,
+      over a file size limit or permission denied (the message names the path)
 70    internal error: a bug in builder (run with -v for the traceback)
 129   hung up (SIGHUP); 130 interrupted (Ctrl-C, SIGINT); 143 terminated
       (SIGTERM): children stopped, temp dirs removed, nothing half-written
@@ -47,6 +47,7 @@ REFUSED_ERRNOS: dict[int, str] = {
     errno.EACCES: "permission denied",
     errno.ENOSPC: "no space left on device",
     errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (a file size limit, ulimit -f)",
 }
 
 
@@ -193,7 +194,7 @@ class FilesystemRefused(BuilderError):
         if why is None:
             return None
         where = path if path is not None else (exc.filename if exc.filename is not None else "?")
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             hint = "free space (or quota) on that filesystem, or choose another path"
         elif exc.errno == errno.EROFS:
             hint = "remount it read-write, or choose another path"
@@ -227,7 +228,7 @@ class FilesystemRefused(BuilderError):
 #: How the C library words the refusing errnos (what a child prints).
 _OS_MESSAGES = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded",
                 errno.EROFS: "Read-only file system", errno.EACCES: "Permission denied",
-                errno.EPERM: "Operation not permitted"}
+                errno.EPERM: "Operation not permitted", errno.EFBIG: "File too large"}
 
 
 class Interrupted(BaseException):  # noqa: N818 - a BaseException like KeyboardInterrupt, not an error

@@ -173,6 +173,15 @@ def test_permission_denied_is_exit_8(world_readable: Path) -> None:
     one_line(r, EXIT_FS_REFUSED, "permission denied", str(world_readable / "envs"))
 
 
+def test_a_file_size_limit_is_exit_8(w: World, proj: Path) -> None:
+    """RLIMIT_FSIZE: Python ignores SIGXFSZ, so the write fails with EFBIG."""
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit (util-linux) is not installed")
+    r = builder("spec", "set", "t", "torch.version", "2.9.0", cwd=proj,
+                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, wrap=["prlimit", "--fsize=64", "--"])
+    one_line(r, EXIT_FS_REFUSED, "file too large", str(proj / "envs"))
+
+
 # --------------------------------------------------------------------------- bad input, exit 2
 
 

@@ -427,3 +427,28 @@ def test_a_bind_mount_of_ql1_is_refused_though_conda_does_not_list_it(host: Host
     assert not wrong, wrong
     assert not any(alias.iterdir()), "the bind mount leaked out of its namespace"
 
+
+
+def test_the_protected_set_costs_one_conda_call_and_only_when_writing(host: Host, tmp_path: Path) -> None:
+    """`conda env list` runs once per process, and never for --help, list or lock --check."""
+    calls = tmp_path / "conda-calls"
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    (fakebin / "conda").write_text(f'#!/bin/sh\necho called >> "{calls}"\necho \'{{"envs": []}}\'\n')
+    (fakebin / "conda").chmod(0o755)
+    env = {**host.env, "PATH": f"{fakebin}{os.pathsep}{host.env['PATH']}"}
+    proj = tmp_path / "proj"
+    shutil.copytree(host.project, proj, symlinks=True)
+
+    def run(*args: str) -> int:
+        calls.unlink(missing_ok=True)
+        r = subprocess.run([sys.executable, "-m", "builder", "--project", str(proj), *args], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+    assert run("--help") == run("list") == run("lock", "--check") == 0
+    assert run("spec", "set", "t", "torch.version", "2.9.0") == 1
+    # lock passes the gate for locks/, each lock and its directory, uv's cache, $TMPDIR, each temp dir:
+    # one conda call.
+    assert run("lock", "-m", "t") == 1
