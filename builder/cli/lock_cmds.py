@@ -54,7 +54,8 @@ def lock_cmd(ctx: click.Context, matrix: tuple[str, ...], all_: bool, python: st
     from builder.conda.backend import parse_overrides
 
     overrides = parse_overrides(channel_override)
-    outcomes = lock.run_lock(proj, lock.LockRequest(sel, python, offline, jobs, overrides), progress(ctx))
+    outcomes = lock.run_lock(proj, lock.LockRequest(selectors=tuple(sel), python=python, offline=offline, jobs=jobs,
+                                                        channel_overrides=overrides), progress(ctx))
     failed = [o for o in outcomes if o.error is not None]
     if as_json:
         echo_json([{"matrix": o.target.matrix.id, "python": o.target.python,

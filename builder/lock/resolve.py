@@ -26,7 +26,7 @@ Progress = Callable[[str, str], None]
 """Called with (target, message) as locks start and finish."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Target:
     matrix: Matrix
     python: str
@@ -48,9 +48,9 @@ class LockOutcome:
     conda_solver: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LockRequest:
-    selectors: list[str] = field(default_factory=list)  # empty: every matrix
+    selectors: tuple[str, ...] = ()  # empty: every matrix
     python: str | None = None
     offline: bool = False
     jobs: int | None = None
@@ -60,7 +60,7 @@ class LockRequest:
 def targets(project: Project, selectors: list[str], python: str | None) -> list[Target]:
     out: list[Target] = []
     for m in project.matrices(selectors):
-        out.extend(Target(m, py) for py in select_pythons(m, python))
+        out.extend(Target(matrix=m, python=py) for py in select_pythons(m, python))
     return out
 
 
@@ -118,7 +118,7 @@ def run_lock(
     filtered index is immutable, so the bytes are those of an online resolution
     (tests check that re-locking reproduces them).  Groups run in parallel.
     """
-    ts = targets(project, req.selectors, req.python)
+    ts = targets(project, list(req.selectors), req.python)
     uv = tools.uv_bin()
     version = tools.uv_version(uv)
     say = progress or (lambda _t, _m: None)
