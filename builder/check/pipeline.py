@@ -232,13 +232,6 @@ def nvidia_identity(name: str, version: str, k: cuda.Knowledge) -> Identity | No
     return None
 
 
-    if major is not None:
-        ident.major.add(major)
-        ident.add("name", f"the name {name} names CUDA {major}")
-        return ident
-    return None
-
-
 # ---------------------------------------------------------------- orchestration
 
 
