@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from builder.check import pipeline as check
-from builder.driver import snapshot
 from builder.check import wheels
 from builder.check.rules import HostFacts, tag_rules, verdict
+from builder.driver import snapshot
 from builder.errors import ToolNotFound, Unavailable
 from builder.project import Project
 from tests.helpers import cuda_world, httpserver

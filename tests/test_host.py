@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from builder import _proc
-from builder.driver import probe as host
 from builder.driver import facts as hostfacts
+from builder.driver import probe as host
 from builder.driver import snapshot
 
 SMI_GPUS = ("index, name, driver_version, compute_cap, memory.total [MiB], pci.bus_id, uuid\n"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from builder import _proc, protect
-from builder.runtime import interpreters
 from builder.errors import ToolNotFound, UsageError
+from builder.runtime import interpreters
 
 
 @functools.cache

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from packaging.pylock import Pylock
 
-from builder.lock import files as lockfile
 from builder.errors import EXIT_FAILED, EXIT_TOOL_FAILED, EXIT_UNAVAILABLE
+from builder.lock import files as lockfile
 from tests.conftest import builder_cmd, write_project
 
 LOCK311 = Path("locks/matrix-t/pylock.py311.toml")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.lock import files as lockfile
 from builder.errors import Busy
+from builder.lock import files as lockfile
 
 
 def test_atomic_write_replaces_whole_file_with_normal_mode(tmp_path: Path) -> None:

@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 from builder.driver import facts as hostfacts
-from builder.driver import preflight
-from builder.driver import snapshot
-from builder.project import Project
+from builder.driver import preflight, snapshot
 from builder.driver.snapshot import ProbeRecord
+from builder.project import Project
 from tests.test_hostparse import fixture
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,11 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from builder import _proc
-from builder.driver import probe as host
-from builder.driver import facts as hostfacts
-from builder.driver import runbook
-from builder.driver import snapshot
 from builder.cli import main
+from builder.driver import facts as hostfacts
+from builder.driver import probe as host
+from builder.driver import runbook, snapshot
 from builder.project import Project
 from tests.test_host import fake_nvidia_smi, script
 from tests.test_preflight import ROOT, operator_snapshot
@@ -200,7 +199,8 @@ def test_no_builder_module_names_a_host_changing_program() -> None:
 def test_pure_modules_cannot_run_anything() -> None:
     code = ("import sys, builder.driver.runbook, builder.driver.preflight, builder.driver.verify, "
             "builder.driver.facts, builder.driver.parse, builder.driver.snapshot; "
-            "print(sorted(m for m in ('builder._proc', 'builder.driver.probe', 'builder.driver.ops') if m in sys.modules))")
+            "print(sorted(m for m in ('builder._proc', 'builder.driver.probe', 'builder.driver.ops') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.lock import files as lockfile
-from builder.runtime import build as runtime
 from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_USAGE, BuildError, Busy, LockFileError
+from builder.lock import files as lockfile
 from builder.project import Project
 from builder.protect import resolve
+from builder.runtime import build as runtime
 from tests.helpers import wheels
 from tests.helpers.runtimes import PY312, World, builder, serve, world, write_project
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from builder.cli import main
 from builder.driver import facts as hostfacts
 from builder.driver import ops as hostops
 from builder.driver import snapshot
 from builder.driver import verify as verify_driver
-from builder.cli import main
-from builder.project import Project
 from builder.driver.snapshot import ProbeRecord
+from builder.project import Project
 from tests.test_host import fake_nvidia_smi, script
 from tests.test_hostparse import fixture
 from tests.test_preflight import ROOT, operator_snapshot, rec

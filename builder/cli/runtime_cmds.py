@@ -39,8 +39,8 @@ def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: 
               force: bool, base: str | None, cache_dir: str | None, gpu: bool | None, as_json: bool) -> None:
     """Build an isolated runtime from the committed lock, smoke-test it, switch it in."""
     from builder import protect
-    from builder.runtime import build as runtime
     from builder.project import select_pythons
+    from builder.runtime import build as runtime
 
     proj = project(ctx)
     guard = protect.for_project(proj)
@@ -90,10 +90,10 @@ def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: 
 def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_python: str | None,
               root: str | None, base: str | None, gpu: bool | None, as_json: bool) -> None:
     """Smoke-test a built runtime (read-only): versions, CUDA identity, imports, vllm --help, GPU."""
-    from builder.runtime import build as runtime
-    from builder.runtime import smoke
     from builder.errors import UsageError
     from builder.project import select_pythons
+    from builder.runtime import build as runtime
+    from builder.runtime import smoke
 
     proj = project(ctx)
     reports: list[tuple[str, Any]] = []
@@ -131,8 +131,8 @@ def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_py
 def doctor_cmd(ctx: click.Context, python: str | None, as_json: bool) -> None:
     """Inspect any environment read-only (QL_1 included): versions, CUDA identity, consistency, lock."""
     from builder import protect
-    from builder.runtime import doctor
     from builder.project import Project
+    from builder.runtime import doctor
 
     proj: Project | None
     try:

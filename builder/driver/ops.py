@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from builder.driver import probe as host
 from builder.driver import facts as hostfacts
-from builder.driver import preflight
-from builder.driver import runbook
-from builder.driver import snapshot
+from builder.driver import preflight, runbook, snapshot
+from builder.driver import probe as host
 from builder.driver import verify as verify_driver
 from builder.errors import UsageError
 from builder.project import Project

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import tools
+from builder.errors import BuilderError
 from builder.lock import files as lockfile
 from builder.lock import uv as uv_backend
-from builder.errors import BuilderError
 from builder.project import Project, select_pythons
 from builder.spec import Matrix
 

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from builder import _proc, tools
-from builder.lock import files as lockfile
 from builder.errors import (
     BuildError,
     Busy,
@@ -50,6 +49,7 @@ from builder.errors import (
     Unavailable,
     UsageError,
 )
+from builder.lock import files as lockfile
 from builder.project import Project, select_pythons
 from builder.protect import Protected
 from builder.spec import Matrix

@@ -22,8 +22,8 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from builder import _proc
-from builder.runtime import doctor
 from builder.errors import BuilderError
+from builder.runtime import doctor
 from builder.spec import Matrix
 
 IMPORT_TIMEOUT = 600.0
