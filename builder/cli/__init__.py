@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from builder import __version__
 from builder.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BuilderError
 
 
@@ -44,7 +45,9 @@ class BuilderGroup(click.Group):
                    "current directory, else the shipped checkout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every subprocess builder runs.")
-@click.version_option(package_name="builder", prog_name="builder")
+# The version comes from the package, not its installed metadata: a bare source checkout
+# (PYTHONPATH=checkout python -m builder) has no dist-info to read.
+@click.version_option(__version__, prog_name="builder")
 @click.pass_context
 def main(ctx: click.Context, project_dir: str | None, quiet: bool, verbose: bool) -> None:
     """builder: lock, check, build and smoke-test isolated torch + vLLM runtimes.
