@@ -22,7 +22,9 @@ should call :func:`covers` / :func:`runs_on` instead.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 _ARCH = re.compile(r"(?:(sm|compute)_)?(\d{2,3})([af]?)")
 _CC = re.compile(r"(\d{1,2})\.(\d)")
@@ -97,6 +99,19 @@ class KernelArchs:
 
     def __bool__(self) -> bool:
         return bool(self.sass or self.ptx)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON/TOML): ``sass``, ``ptx`` and ``groups`` as lists of names."""
+        return {"sass": self.sass_names(), "ptx": self.ptx_names(),
+                "groups": [{"containers": g.containers, "sass": [a.sm for a in sorted(g.sass)],
+                            "ptx": [a.compute for a in sorted(g.ptx)]} for g in self.groups]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> KernelArchs:
+        """Inverse of :meth:`to_dict`; raises ValueError/KeyError/TypeError on bad data."""
+        groups = tuple(CodeGroup(int(g["containers"]), frozenset(Arch.parse(a) for a in g["sass"]),
+                                 frozenset(Arch.parse(a) for a in g["ptx"])) for g in d.get("groups", ()))
+        return cls.of(list(d["sass"]), list(d["ptx"]), groups)
 
 
 def parse_cc(cc: str | tuple[int, int]) -> tuple[int, int]:
@@ -173,7 +188,7 @@ def covers(archs: KernelArchs, cc: str | tuple[int, int]) -> tuple[bool, str]:
     how = [(_best(g.sass, g.ptx, have)[0], g) for g in relevant]
     runnable = sum(g.containers for h, g in how if h != "none")
     jit = sum(g.containers for h, g in how if h == "jit")
-    tail = f"{runnable} of {total} kernel containers have code for {here}"
+    tail = f"{runnable} of {_n(total, 'kernel container')} have code for {here}"
     if jit:
         tail += f" ({jit} only as PTX)"
     missing = [g for h, g in how if h == "none"]
@@ -181,4 +196,8 @@ def covers(archs: KernelArchs, cc: str | tuple[int, int]) -> tuple[bool, str]:
         named = [f"{g.containers} with {'/'.join(g.names())}" for g in missing]
         more = f" and {len(named) - 3} more groups" if len(named) > 3 else ""
         tail += "; no code in " + ", ".join(named[:3]) + more
-    return ok, f"main arch list ({main.containers} containers, {'/'.join(main.names())}): {why}; {tail}"
+    return ok, f"main arch list ({_n(main.containers, 'container')}, {'/'.join(main.names())}): {why}; {tail}"
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")

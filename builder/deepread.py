@@ -90,7 +90,7 @@ class DeepResult:
         return {
             "filename": self.filename, "sha256": self.sha256, "member": self.member,
             "member_size": self.member_size, "compress_size": self.compress_size, "crc32": self.crc32,
-            "sass": self.archs.sass_names(), "ptx": self.archs.ptx_names(), "ptx_isa": self.ptx_isa,
+            **self.archs.to_dict(), "ptx_isa": self.ptx_isa,
             "containers": self.containers, "entries": self.entries, "region": self.region,
             "outside": self.outside, "bytes_transferred": self.bytes_transferred, "requests": self.requests,
             "seconds": round(self.seconds, 3), "read_at": self.read_at, "reader_version": self.reader_version,
@@ -102,7 +102,7 @@ class DeepResult:
         return cls(
             filename=str(d["filename"]), sha256=str(d["sha256"]), member=str(d["member"]),
             member_size=int(d["member_size"]), compress_size=int(d["compress_size"]), crc32=int(d["crc32"]),
-            archs=KernelArchs.of(list(d["sass"]), list(d["ptx"])), ptx_isa=d.get("ptx_isa"),
+            archs=KernelArchs.from_dict(d), ptx_isa=d.get("ptx_isa"),
             containers=int(d["containers"]), entries=int(d["entries"]), region=str(d["region"]),
             outside=int(d["outside"]), bytes_transferred=int(d["bytes_transferred"]),
             requests=int(d["requests"]), seconds=float(d["seconds"]), read_at=str(d["read_at"]),
@@ -166,7 +166,7 @@ class _Budget:
         self.bytes += n
         if self.bytes > self.max_bytes:
             raise Unavailable(f"{self.ref.filename}: deep read of {self.ref.member} passed its cap of "
-                              f"{self.max_bytes / 1e6:.0f} MB", "raise the byte cap")
+                              f"{self.max_bytes / 1e6:.1f} MB", "raise the byte cap")
 
 
 class _Http:
@@ -347,8 +347,8 @@ def _read_http(ref: MemberRef, budget: _Budget) -> DeepResult:
         raise Unavailable(f"{ref.filename}: not a readable wheel: {exc}", "re-lock") from None
     need = budget.bytes + 30 + len(info.filename.encode()) + 1024 + info.compress_size
     if need > budget.max_bytes:
-        raise Unavailable(f"{ref.filename}: {ref.member} is {info.compress_size / 1e6:.0f} MB compressed, over the "
-                          f"deep-read cap of {budget.max_bytes / 1e6:.0f} MB", "raise the byte cap")
+        raise Unavailable(f"{ref.filename}: {ref.member} is {info.compress_size / 1e6:.1f} MB compressed, over the "
+                          f"deep-read cap of {budget.max_bytes / 1e6:.1f} MB", "raise the byte cap")
     head = http.read(info.header_offset, info.header_offset + _LOCAL.size)
     sig, *_x, name_len, extra_len = _LOCAL.unpack(head)
     if sig != b"PK\x03\x04":

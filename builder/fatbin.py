@@ -37,9 +37,10 @@ member, memory bounded by the chunk size).  Both run the same scanner: every
 occurrence of the magic is a candidate, walked entry by entry in file order,
 and counted only when version, header size and entry sizes add up exactly to
 the container size, so random bytes or a truncated container give nothing.  In
-an ELF, only containers inside ``.nv_fatbin`` count (as for cuobjdump); a
-stream keeps a window before the section header table to learn the section
-names at the end of the file.
+an ELF, only containers inside ``.nv_fatbin`` count (cuobjdump reads that
+section too, and falls back to the ``.nvFatBinSegment`` wrappers only when it is
+absent, which nvcc-built objects never are); a stream keeps a window before the
+section header table to learn the section names at the end of the file.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class Scanner:
             magic = found if found >= 0 else None
             walk = min(self._walks, key=lambda w: w.need) if self._walks else None
             if walk is not None and (magic is None or walk.need <= magic):
-                if walk.need + (HEADER_SIZE if walk.end is None else ENTRY_MIN) > end:
+                if walk.need + self._wants(walk) > end:
                     break
                 self._step(walk, buf, walk.need - base)
                 continue
@@ -159,7 +160,17 @@ class Scanner:
         keep = min([self._search] + [w.need for w in self._walks if w.need < end])
         self._buf, self._base = buf[keep - base:], keep
 
+    @staticmethod
+    def _wants(walk: _Walk) -> int:
+        """Bytes needed at ``walk.need``: a container header, an entry header, or none
+        (the container is complete once the data reaches its end)."""
+        return HEADER_SIZE if walk.end is None else 0 if walk.need == walk.end else ENTRY_MIN
+
     def _step(self, walk: _Walk, buf: bytes, i: int) -> None:
+        if walk.need == walk.end:  # every byte of the container has been seen
+            self._walks.remove(walk)
+            self.containers.append(Container(walk.start, walk.end - walk.start, tuple(walk.entries)))
+            return
         if walk.end is None:
             _m, version, hsize, fat = _HEADER.unpack_from(buf, i)
             if version != 1 or hsize != HEADER_SIZE or not ENTRY_MIN <= fat <= FAT_MAX:
@@ -173,10 +184,7 @@ class Scanner:
             return
         entry, nxt = parsed
         walk.entries.append(entry)
-        if nxt == walk.end:
-            self._walks.remove(walk)
-            self.containers.append(Container(walk.start, walk.end - walk.start, tuple(walk.entries)))
-        elif nxt + ENTRY_MIN > walk.end:
+        if nxt != walk.end and nxt + ENTRY_MIN > walk.end:
             self._walks.remove(walk)
         else:
             walk.need = nxt
