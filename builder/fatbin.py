@@ -69,6 +69,7 @@ FLAG_COMPRESSED = 0x2000 | 0x8000
 FLAG_ARCH_SPECIFIC = 0x100000
 FLAG_FAMILY_SPECIFIC = 0x200000
 MAX_ACTIVE = 64  # candidate containers walked at once; more are hostile input, counted in ``dropped``
+MAX_ENTRIES = 1 << 20  # entries kept per scan (libcublasLt.so.13 has about 5,400): bounds memory
 SECTION = ".nv_fatbin"
 NAMES_WINDOW = 1 << 20  # bytes kept before the section header table (where .shstrtab lives)
 
@@ -132,6 +133,7 @@ class Scanner:
         self.containers: list[Container] = []
         self.dropped = 0
         self.scanned = 0
+        self._kept = 0
 
     def feed(self, chunk: bytes) -> None:
         self.scanned += len(chunk)
@@ -183,6 +185,11 @@ class Scanner:
             self._walks.remove(walk)
             return
         entry, nxt = parsed
+        if self._kept >= MAX_ENTRIES:
+            self._walks.remove(walk)
+            self.dropped += 1
+            return
+        self._kept += 1
         walk.entries.append(entry)
         if nxt != walk.end and nxt + ENTRY_MIN > walk.end:
             self._walks.remove(walk)
