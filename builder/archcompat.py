@@ -14,9 +14,8 @@ https://developer.nvidia.com/blog/nvidia-blackwell-and-nvidia-cuda-12-9-introduc
 * ``f`` (family-specific, ``sm_100f``, CUDA 12.9+) code runs on the same major
   with an equal or newer minor (``compute_100f`` JITs on 10.0 and 10.3, never on 11.x/12.x).
 
-builder had two copies of this rule before this module: ``builder.cuda.sm_runs_on``
-(treats ``f`` like ``a``) and ``builder.smoke.arch_supported`` (ignores ``f``); both
-should call :func:`covers` / :func:`runs_on` instead.
+This is the only copy of the rule: the checker (``gpu-arch``), the smoke test's
+``torch.cuda.get_arch_list()`` step and the fatbin coverage all call it.
 """
 
 from __future__ import annotations
@@ -26,8 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from builder.versions import compute_capability
+
 _ARCH = re.compile(r"(?:(sm|compute)_)?(\d{2,3})([af]?)")
-_CC = re.compile(r"(\d{1,2})\.(\d)")
 
 
 @dataclass(frozen=True, order=True)
@@ -116,12 +116,7 @@ class KernelArchs:
 
 def parse_cc(cc: str | tuple[int, int]) -> tuple[int, int]:
     """``"8.9"`` or ``(8, 9)`` -> (8, 9)."""
-    if isinstance(cc, tuple):
-        return cc
-    m = _CC.fullmatch(cc.strip())
-    if not m:
-        raise ValueError(f"not a compute capability: {cc!r} (expected e.g. 8.9)")
-    return int(m.group(1)), int(m.group(2))
+    return cc if isinstance(cc, tuple) else compute_capability(cc)
 
 
 def runs_on(arch: Arch, cc: str | tuple[int, int], *, ptx: bool) -> bool:
@@ -132,6 +127,18 @@ def runs_on(arch: Arch, cc: str | tuple[int, int], *, ptx: bool) -> bool:
     if arch.variant == "f" or not ptx:
         return have[0] == want[0] and have[1] >= want[1]
     return have >= want
+
+
+def runs_on_name(name: str, cc: str) -> bool:
+    """:func:`runs_on` for a target name as torch and nvcc spell it (``sm_89``, ``compute_80``,
+    ``sm_90a``); False for a name or capability that does not parse."""
+    m = re.fullmatch(r"(sm|compute)_(\d{2,3}[af]?)", name.strip())
+    if m is None:
+        return False
+    try:
+        return runs_on(Arch.parse(m.group(2)), cc, ptx=m.group(1) == "compute")
+    except ValueError:
+        return False
 
 
 def _best(sass: frozenset[Arch], ptx: frozenset[Arch], cc: tuple[int, int]) -> tuple[str, Arch | None]:

@@ -5,7 +5,7 @@ fatbin reader.
 For each ``NAME==VERSION`` the x86_64 manylinux wheel is looked up in PyPI's
 simple index (PEP 691 JSON gives filename, URL, sha256 and size); the member is
 streamed out of the wheel by HTTP Range requests and inflated on the fly
-(:mod:`builder.deepread`), so no wheel is stored and memory stays small.  Rows
+(:mod:`builder.check.deepread`), so no wheel is stored and memory stays small.  Rows
 already in the file for other wheels are kept; each row names the wheel, its
 sha256, the member, the date read and the wheel URL.
 
@@ -32,9 +32,10 @@ import tomlkit
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
-from builder import deepread, fatbin, kerneldata
+from builder import fatbin
+from builder.check import deepread, kerneldata
 from builder.errors import Unavailable
-from builder.lockfile import atomic_write
+from builder.fsio import atomic_write
 
 INDEX = "https://pypi.org/simple"
 DEFAULT_MEMBER = "vllm/_C.abi3.so"

@@ -1,4 +1,4 @@
-"""Streaming one member out of a wheel by HTTP ranges (builder.deepread), against the
+"""Streaming one member out of a wheel by HTTP ranges (builder.check.deepread), against the
 local range server with a wheel built here around a real CUDA extension."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import deepread, fatbin
+from builder import fatbin
+from builder.check import deepread
 from builder.errors import Unavailable
 from tests.helpers.httpserver import Stats, serve
 

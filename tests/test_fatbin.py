@@ -332,8 +332,8 @@ def test_committed_binary_is_the_wheel_member() -> None:
 
 @pytest.mark.network
 def test_pypi_member_streams_to_the_committed_answer(tmp_path: Path) -> None:
-    # The same member, read live from PyPI by builder.deepread: ~0.5 MB, a few seconds.
-    from builder import deepread
+    # The same member, read live from PyPI by builder.check.deepread: ~0.5 MB, a few seconds.
+    from builder.check import deepread
 
     readme = (DATA / "README.md").read_text()
     url = re.search(r"\| wheel URL \| (\S+) \|", readme)

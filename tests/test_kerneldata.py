@@ -12,8 +12,9 @@ import tomllib
 
 import pytest
 
-from builder import fatbin, kerneldata
+from builder import fatbin
 from builder.archcompat import covers
+from builder.check import kerneldata
 
 VLLM_0130_SHA = "12b3d0a3b91c32a0091349de64b464f1c3d499a5b3a5d0ec387fef94ed5df6ee"  # FACTS.md: 474,942,618 bytes
 
@@ -104,7 +105,7 @@ def test_bad_rows_are_named_by_path() -> None:
 @pytest.mark.slow
 def test_shipped_row_matches_a_fresh_deep_read(rows: tuple[kerneldata.KernelRow, ...]) -> None:
     # Streams vLLM 0.13.0's _C member from PyPI again: about 184 MB and 15-35 s.
-    from builder import deepread
+    from builder.check import deepread
 
     r = _row(rows, "0.13.0")
     fresh = deepread.deep_read(deepread.MemberRef(filename=r.wheel, sha256=r.wheel_sha256, member=r.member,

@@ -9,11 +9,12 @@ import re
 
 from packaging.version import InvalidVersion, Version
 
+from builder.archcompat import runs_on_name
 from builder.check import knowledge as cuda
 from builder.check.identity import pins
 from builder.check.model import Facts, Finding, Pkg
 from builder.pylock import target_tags
-from builder.versions import DriverVersion, driver_max, runs_on
+from builder.versions import DriverVersion, driver_max
 
 LEVELS = ("pass", "info", "warn", "fail")
 RULES = ("cuda-identity", "torch-pin", "cuda-major", "cuda-toolkit-order", "driver-native",
@@ -270,7 +271,7 @@ def rule_gpu_arch(f: Facts) -> Finding:
         for p in _gpu(f):
             assert p.identity is not None
             archs = [a for a in p.identity.archs if a.startswith(("sm_", "compute_"))]
-            if archs and not any(runs_on(a, cc) for a in archs):
+            if archs and not any(runs_on_name(a, cc) for a in archs):
                 member = p.facts.binary.member if p.facts and p.facts.binary else "?"
                 info.append(f"{member} ({p.name}) has kernels for {', '.join(archs)} only; none runs on "
                             f"compute capability {cc} (other extensions of {p.name} were not read)")

@@ -21,10 +21,11 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from builder import _proc, pylock
+from builder.archcompat import runs_on_name
 from builder.errors import BuilderError
 from builder.runtime import doctor
 from builder.spec import Matrix
-from builder.versions import compute_capability, runs_on
+from builder.versions import compute_capability
 
 IMPORT_TIMEOUT = 600.0
 CLI_TIMEOUT = 300.0
@@ -214,13 +215,13 @@ def classify_vllm_help(res: _proc.Result, gpu: bool) -> Step:
 def arch_supported(cc: str, arch_list: list[str]) -> tuple[bool, str]:
     """Can code in ``arch_list`` (``torch.cuda.get_arch_list()``) run on a device of ``cc``?
 
-    The rule is :func:`builder.versions.runs_on`; this only words the answer.
+    The rule is :func:`builder.archcompat.runs_on`; this only words the answer.
     """
     major, minor = compute_capability(cc)
     want = f"sm_{major}{minor}"
     if want in arch_list:
         return True, f"{want} in torch.cuda.get_arch_list()"
-    runnable = [a for a in arch_list if runs_on(a, cc)]
+    runnable = [a for a in arch_list if runs_on_name(a, cc)]
     cubins = [a for a in runnable if a.startswith("sm_")]
     ptx = [a for a in runnable if a.startswith("compute_")]
     if cubins:

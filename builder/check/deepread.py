@@ -135,7 +135,7 @@ class DeepCache:
         return hit if hit is not None and hit.reader_version == fatbin.READER_VERSION else None
 
     def put(self, result: DeepResult) -> None:
-        from builder.lockfile import atomic_write
+        from builder.fsio import atomic_write
 
         d = self._load(result.sha256) or {"schema": CACHE_SCHEMA, "members": {}}
         d.setdefault("members", {})[result.member] = result.to_json()
