@@ -1,4 +1,4 @@
-"""The CUDA 12.0-13.x component tables of builder/data/cuda.toml (builder/cuda_toolkit.py),
+"""The CUDA 12.0-13.x component tables of builder/data/cuda.toml (builder/check/toolkit.py),
 pinned against facts read from PyPI's cuda-toolkit METADATA, torch METADATA and wheel
 file lists (tests/data/cuda/toolkit_rows.py regenerates them)."""
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from builder import cuda, cuda_toolkit
+from builder.check import knowledge as cuda
+from builder.check import toolkit as cuda_toolkit
 
 K = cuda_toolkit.load()
 LOCKS = Path(__file__).resolve().parent / "data" / "locks"

@@ -87,6 +87,7 @@ TOML_READERS = {
     "spec_edit.py": "one TOML value given on the command line",
     "check/knowledge.py": "builder/data/cuda.toml",
     "check/kerneldata.py": "builder/data/kernels.toml",
+    "check/toolkit.py": "builder/data/cuda.toml (component tables)",
     "driver/preflight.py": "builder/data/driver_branches.toml",
 }
 

@@ -28,7 +28,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-DATA = Path(__file__).with_name("data") / "cuda.toml"
+DATA = Path(__file__).resolve().parent.parent / "data" / "cuda.toml"
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
