@@ -522,6 +522,12 @@ def build(project: Project, req: BuildRequest, protected: Protected,
             if manifest is not None and manifest.get("lock", {}).get("sha256") == lock.digest and not req.force:
                 _point(root, pointer_name(matrix, python, base.name), name)
                 return BuildResult(name, final, "exists", manifest, removed)
+            from builder.serve.service import pinned_runtimes  # serve imports this module
+
+            if name in pinned_runtimes(project):
+                raise Busy(f"{name} is pinned by the serve route, its rollback target or a running slot; "
+                           "not replacing it", "route away from it and stop its slot first (builder route, "
+                           "builder serve stop)")
             busy = users_of(final)
             if busy:
                 raise Busy(f"{final} is in use by pid {', '.join(map(str, busy[:5]))}; not replacing it",
