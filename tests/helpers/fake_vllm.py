@@ -29,8 +29,8 @@ Failure modes, from ``FAKE_VLLM_MODE`` (comma-separated) in its environment:
 ``hang-body``, ``ignore-term``.  ``FAKE_VLLM_START_DELAY`` (seconds before binding: a slow
 model load) and ``FAKE_VLLM_LATENCY`` (seconds per completion: requests in flight; a request's
 ``X-Fake-Latency`` header overrides it).
-Like vLLM it runs a separate engine process (a child that only sleeps), so stopping
-it must stop a process tree.
+Like vLLM it runs a separate engine process (a child that sleeps, holding
+``FAKE_VLLM_GPU_MIB`` of GPU memory if asked), so stopping it must stop a process tree.
 """
 
 from __future__ import annotations
@@ -49,7 +49,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 MODES = set(filter(None, os.environ.get("FAKE_VLLM_MODE", "").split(",")))
 START_DELAY = float(os.environ.get("FAKE_VLLM_START_DELAY", "0"))
 LATENCY = float(os.environ.get("FAKE_VLLM_LATENCY", "0"))
-ENGINE = "import signal, time\n{}\nwhile True:\n    time.sleep(1)\n"
+ENGINE = """import os, signal, time
+{}
+mib = int(os.environ.get("FAKE_VLLM_GPU_MIB") or 0)
+if mib:  # hold GPU memory like a loaded model (needs torch in this interpreter)
+    import torch
+    held = torch.empty(mib << 20, dtype=torch.uint8, device="cuda")
+    torch.cuda.synchronize()
+    print("engine: holding %d MiB on %s" % (mib, torch.cuda.get_device_name(0)), flush=True)
+while True:
+    time.sleep(1)
+"""
 
 
 class State:

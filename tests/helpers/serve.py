@@ -80,18 +80,23 @@ CUDA_VISIBLE_DEVICES = "0"
 [slots.blue]
 port = {blue}
 env = {{ {blue_env} }}
+vllm = {{ {blue_vllm} }}
 
 [slots.green]
 port = {green}
 env = {{ {green_env} }}
+vllm = {{ {green_vllm} }}
 """
 
 
 def write_service(project: Path, *, blue: int, green: int, startup: float = 8, stop: float = 3,
-                  extra: str = "", blue_env: str = "", green_env: str = "") -> Path:
+                  extra: str = "", blue_env: str = "", green_env: str = "", blue_vllm: str = "",
+                  green_vllm: str = "") -> Path:
+    """The test service: slots blue and green; ``*_env``/``*_vllm`` are inline-table bodies."""
     path = project / "envs" / "service.toml"
     path.write_text(SERVICE.format(blue=blue, green=green, startup=startup, stop=stop, extra=extra,
-                                   blue_env=blue_env, green_env=green_env))
+                                   blue_env=blue_env, green_env=green_env, blue_vllm=blue_vllm,
+                                   green_vllm=green_vllm))
     return path
 
 
