@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from builder.errors import NotReady, SpecError
+from builder.errors import NotReady, SpecError, Unavailable
 from builder.serve import probe, route, service
 from builder.serve.spec import load_service, service_from_mapping
 from builder.serve.unit import UnitRequest, render_sh, render_systemd, systemd_quote
@@ -265,3 +266,40 @@ def test_urls_with_or_without_v1() -> None:
     assert probe.api_url("https://llm.example.org") == "https://llm.example.org:443/v1"
     with pytest.raises(ValueError):
         probe.split_url("ftp://example.org/v1")
+
+
+def _captured(name: str) -> str:
+    """A real nvidia-smi output (tests/data/host), its ``#!`` header stripped."""
+    text = (ROOT / "tests" / "data" / "host" / "nvidia-smi" / name).read_text()
+    return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#! "))
+
+
+@pytest.fixture
+def fake_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``nvidia-smi`` on PATH printing ``tmp/out.txt`` (what builder parses, from a real capture)."""
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text(f"#!/bin/sh\ncat {tmp_path / 'out.txt'}\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}:{os.environ['PATH']}")
+    return tmp_path / "out.txt"
+
+
+def test_gpu_memory_of_a_real_h200(fake_smi: Path) -> None:
+    fake_smi.write_text(_captured("query-gpu-memory-h200.txt"))
+    gpus = service.gpu_memory()
+    assert gpus == [service.GpuMemory("0", "GPU-1405541f-6c5e-9b7f-eb4b-092852eafd9b", "NVIDIA H200", 143771, 143156)]
+    svc = service_from_mapping({**BASE, "vllm": {"gpu-memory-utilization": 0.85}, "env": {}})
+    assert service.check_gpu_memory(svc, svc.slot("green"), gpus) == "GPU 0: 143156 of 143771 MiB free"
+
+
+def test_gpu_memory_na_is_not_checked_and_an_nvml_error_is_one_line(fake_smi: Path) -> None:
+    # GB10 (unified memory) answers [N/A] for memory fields (llama-swap#782).
+    fake_smi.write_text("0, GPU-x, NVIDIA GB10, [N/A], [N/A]\n")
+    gpus = service.gpu_memory()
+    assert gpus is not None and gpus[0].total_mib is None
+    svc = service_from_mapping({**BASE, "env": {"CUDA_VISIBLE_DEVICES": "0"}, "vllm": {}})
+    assert "free memory not checked" in service.check_gpu_memory(svc, svc.slot("green"), gpus)
+    fake_smi.write_text(_captured("mismatch-two-line-550.txt"))
+    with pytest.raises(Unavailable, match="cannot read GPU memory"):
+        service.gpu_memory()

@@ -62,8 +62,8 @@ class GpuMemory:
     index: str
     uuid: str
     name: str
-    total_mib: int
-    free_mib: int
+    total_mib: int | None  # None: nvidia-smi says [N/A] (e.g. unified-memory GB10)
+    free_mib: int | None
 
 
 def gpu_memory() -> list[GpuMemory] | None:
@@ -83,8 +83,8 @@ def gpu_memory() -> list[GpuMemory] | None:
                           "fix nvidia-smi, or pass --skip-gpu-check to start without the check")
     try:
         rows = hostparse.parse_query_csv(rec.stdout, fields)
-        return [GpuMemory(str(r["index"]), str(r["uuid"]), str(r["name"]), hostparse.mib(r["memory.total"]) or 0,
-                          hostparse.mib(r["memory.free"]) or 0) for r in rows]
+        return [GpuMemory(str(r["index"]), str(r["uuid"]), str(r["name"]), hostparse.mib(r["memory.total"]),
+                          hostparse.mib(r["memory.free"])) for r in rows]
     except hostparse.ParseError as exc:
         raise Unavailable(f"cannot read GPU memory: {exc}", "pass --skip-gpu-check to start anyway") from None
 
@@ -102,13 +102,17 @@ def check_gpu_memory(svc: Service, slot: Slot, gpus: list[GpuMemory]) -> str:
                            f"{', '.join(g.index for g in gpus) or 'no GPU'}",
                            f"fix CUDA_VISIBLE_DEVICES in [slots.{slot.name}.env] of {svc.path}")
         found.append(g)
-    short = [g for g in found if g.free_mib < util * g.total_mib]
-    summary = "; ".join(f"GPU {g.index}: {g.free_mib} of {g.total_mib} MiB free" for g in found)
+    blind = [g.index for g in found if not g.total_mib or g.free_mib is None]
+    if blind:
+        return f"GPU {', '.join(blind)}: nvidia-smi reports no memory figures ([N/A]); free memory not checked"
+    mem = [(g, g.free_mib or 0, g.total_mib or 1) for g in found]
+    short = [(g, free, total) for g, free, total in mem if free < util * total]
+    summary = "; ".join(f"GPU {g.index}: {free} of {total} MiB free" for g, free, total in mem)
     if not short:
         return summary
-    fits = math.floor(min(g.free_mib / g.total_mib for g in found) * 100) / 100
-    detail = "; ".join(f"GPU {g.index} ({g.name}) has {g.free_mib} MiB free of {g.total_mib} MiB, "
-                       f"needs {util:g} x {g.total_mib} = {math.ceil(util * g.total_mib)} MiB" for g in short)
+    fits = math.floor(min(free / total for _g, free, total in mem) * 100) / 100
+    detail = "; ".join(f"GPU {g.index} ({g.name}) has {free} MiB free of {total} MiB, "
+                       f"needs {util:g} x {total} = {math.ceil(util * total)} MiB" for g, free, total in short)
     raise NotReady(
         f"slot {slot.name} would not fit: {detail}; vLLM would fail minutes into loading (\"Free memory on "
         "device ... is less than desired GPU memory utilization\")",
