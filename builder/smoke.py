@@ -2,8 +2,9 @@
 
 Every step ends ``pass``, ``fail`` or ``skipped`` with a reason.  On a host
 without a GPU the GPU steps are ``skipped (no GPU)``, and so is ``vllm --help``
-when it fails with vLLM's "Failed to infer device type" (FACTS.md); any other
-failure is ``fail``.  On a GPU host ``torch.cuda.is_available()`` must be true:
+when it fails with vLLM's "Failed to infer device type" (FACTS.md), and
+``import vllm._C`` on a host without ``libcuda.so.1``; any other failure is
+``fail``.  On a GPU host ``torch.cuda.is_available()`` must be true:
 torch only *warns* when the driver is too old (FACTS.md), so availability, the
 architecture check and a real cuBLAS GEMM are what prove the stack works.
 """
