@@ -61,8 +61,7 @@ class SP:
         return f"http://127.0.0.1:{port}/v1"
 
 
-@pytest.fixture
-def sp(tmp_path: Path) -> Iterator[SP]:
+def _make_sp(tmp_path: Path) -> SP:
     project = write_project(tmp_path / "proj", "http://127.0.0.1:9/simple")
     root = tmp_path / "runtimes"
     h.make_runtime(root)
@@ -85,10 +84,20 @@ def sp(tmp_path: Path) -> Iterator[SP]:
                FAKE_SMI=ROOMY, **{h.MARKER: marker})
     s = SP(project, root, env, h.free_port(), h.free_port(), ql1, marker)
     s.spec()
-    yield s
-    left = h.stragglers(marker)
+    return s
+
+
+def _no_stragglers(s: SP) -> None:
+    left = h.stragglers(s.marker)
     h.kill_all(left)
     assert not left, f"the test left processes running: {left}"
+
+
+@pytest.fixture
+def sp(tmp_path: Path) -> Iterator[SP]:
+    s = _make_sp(tmp_path)
+    yield s
+    _no_stragglers(s)
 
 
 def _json(r: subprocess.CompletedProcess[str]) -> dict[str, object]:
@@ -128,8 +137,9 @@ def test_cutover_story_start_probe_route_rollback_stop(sp: SP) -> None:
         assert f"slot green: ready at {sp.url(sp.green)}" in r.stdout
         assert "GPU 0: 48600 of 49140 MiB free" in r.stderr  # the memory check ran (fake nvidia-smi)
         rec = json.loads((sp.project / "serve-state" / "slots" / "green.json").read_text())
-        assert rec["runtime"] == h.RUNTIME_ID and rec["cmdline"][2:4] == [str(sp.root / h.RUNTIME_ID / "bin" / "vllm"),
-                                                                          "serve"]
+        assert rec["runtime"] == h.RUNTIME_ID and rec["argv"][:2] == [str(sp.root / h.RUNTIME_ID / "bin" / "vllm"),
+                                                                      "serve"]
+        assert rec["cmdline"][-2:] == ["--max-model-len", "4096"]  # what runs now (sh exec'd python)
         log = Path(rec["log"]).read_text()
         assert "Uvicorn running on" in log
 
@@ -185,19 +195,32 @@ def test_cutover_story_start_probe_route_rollback_stop(sp: SP) -> None:
     assert tree_digest(sp.ql1) == before and not (sp.ql1 / "RAN").exists()
 
 
+@pytest.fixture(scope="module")
+def routed_to_production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SP]:
+    """A project whose route points at production's server (a stand-in outside builder)."""
+    s = _make_sp(tmp_path_factory.mktemp("prod"))
+    prod = h.run_fake(s.blue, s.env)
+    try:
+        assert s.run("route", "init", "--url", s.url(s.blue), "--model", "querylake-llm").returncode == 0
+        yield s
+    finally:
+        h.stop_fake(prod)
+        _no_stragglers(s)
+
+
 @pytest.mark.parametrize(("mode", "step", "detail"), [
     ("completion-500", "completion", "HTTP 500: EngineCore encountered an issue"),
     ("health-503", "health", "HTTP 503"),
     ("no-served-name", "models", "'querylake-llm' is not served (served: some-other-model)"),
     ("hang-body", "completion", "body stalled after 20 of"),
 ])
-def test_a_not_ready_target_never_becomes_the_route(sp: SP, mode: str, step: str, detail: str) -> None:
-    prod = h.run_fake(sp.blue, sp.env)
+def test_a_not_ready_target_never_becomes_the_route(routed_to_production: SP, mode: str, step: str,
+                                                    detail: str) -> None:
+    sp = routed_to_production
+    before = sp.route_file.read_bytes()
+    journal = (sp.project / "deploy" / "llm.env.journal").read_bytes()
     broken = h.run_fake(sp.green, sp.env, mode=mode)
     try:
-        assert sp.run("route", "init", "--url", sp.url(sp.blue), "--model", "querylake-llm").returncode == 0
-        before = sp.route_file.read_bytes()
-        journal = (sp.project / "deploy" / "llm.env.journal").read_bytes()
         t = time.monotonic()
         r = sp.run("serve", "probe", "--slot", "green", "--timeout", "1", "--json")
         assert time.monotonic() - t < 6
@@ -211,7 +234,6 @@ def test_a_not_ready_target_never_becomes_the_route(sp: SP, mode: str, step: str
         assert sp.route_file.read_bytes() == before
         assert (sp.project / "deploy" / "llm.env.journal").read_bytes() == journal
     finally:
-        h.stop_fake(prod)
         h.stop_fake(broken)
 
 

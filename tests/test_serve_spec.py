@@ -122,6 +122,9 @@ def test_two_slots_of_one_model_do_not_fit_on_two_48gb_gpus() -> None:
         service.check_gpu_memory(svc, svc.slot("green"), _gpus(41768, 48000))
     with pytest.raises(NotReady, match="wants GPU 1 but nvidia-smi shows 0"):
         service.check_gpu_memory(svc, svc.slot("green"), _gpus(48000, 48000)[:1])
+    by_uuid = service_from_mapping({**BASE, "env": {"CUDA_VISIBLE_DEVICES": "GPU-b,GPU-a"}})
+    assert service.check_gpu_memory(by_uuid, by_uuid.slot("green"), _gpus(48000, 47000)) == (
+        "GPU 1: 47000 of 49140 MiB free; GPU 0: 48000 of 49140 MiB free")
 
 
 # --------------------------------------------------------------------------- route journal
@@ -253,6 +256,7 @@ def test_completion_shape(body: dict[str, object], problem: str | None) -> None:
      b'"code": 404}}', "HTTP 404: The model `x` does not exist."),
     (b'{"object": "error", "message": "old shape", "type": "BadRequestError", "code": 400}', "HTTP 404: old shape"),
     (b'{"error": "Unauthorized"}', "HTTP 404: Unauthorized"),
+    (b'{"detail": "EngineCore died"}', "HTTP 404: EngineCore died"),
     (b"<html>bad gateway</html>", "HTTP 404: <html>bad gateway</html>"),
 ])
 def test_error_bodies_of_either_vllm_shape(body: bytes, text: str) -> None:

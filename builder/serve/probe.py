@@ -161,6 +161,8 @@ def error_text(resp: Response) -> str:
                 msg = err
             elif data.get("object") == "error":
                 msg = str(data.get("message", ""))
+            elif "detail" in data:  # FastAPI's HTTPException body (vLLM raises it for engine errors)
+                msg = str(data["detail"])
     except (ValueError, UnicodeDecodeError):
         msg = resp.body[:200].decode("utf-8", "replace").strip()
     return f"HTTP {resp.status}" + (f": {msg}" if msg else "")

@@ -3,11 +3,14 @@
 A server is started in its own session (:func:`builder._proc.spawn_detached`)
 with a random ``BUILDER_SERVE_TOKEN`` in its environment, which every worker it
 forks inherits.  Its record holds pid, process group, start time (``/proc/PID/stat``
-field 22, clock ticks since boot), boot id, executable and command line.  A
-recorded pid counts as ours only while ``/proc`` shows the same boot, start time
-and executable: after a reboot or pid reuse it is someone else's and is never
-signalled.  (The command line is recorded for the operator but not compared:
-vLLM may retitle its processes.)
+field 22, clock ticks since boot), boot id, the token, executable and command
+line.  A recorded pid counts as ours only while ``/proc`` shows the same boot and
+start time and the process still carries the token: after a reboot or pid reuse
+it is someone else's and is never signalled.  Executable and command line are
+recorded for the operator but not compared: a console script of a relocatable
+venv is an ``sh`` trampoline that execs the runtime's python (the executable
+changes after the start, the start time and environment do not), and vLLM may
+retitle its processes.
 
 Stopping: SIGTERM to the group and to every process carrying the token, a
 bounded wait, then SIGKILL, then a bounded wait again; what still exists after
@@ -122,6 +125,11 @@ class Started:
                 "exe": self.exe, "cmdline": list(self.cmdline), "token": self.token}
 
 
+def identity(pid: int) -> dict[str, Any]:
+    """What ``/proc`` shows now of ``pid``: executable and command line (for the record)."""
+    return {"exe": exe_of(pid) or "", "cmdline": cmdline_of(pid) or []}
+
+
 def start(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, logfile: Path,
           token: str | None = None) -> Started:
     """Start ``argv`` detached (its own session), output to ``logfile``; record who it is."""
@@ -144,7 +152,7 @@ def is_ours(rec: Mapping[str, Any]) -> bool:
         return False
     if rec.get("boot_id") and rec.get("boot_id") != boot_id():
         return False
-    return not rec.get("exe") or exe_of(pid) == rec.get("exe")
+    return bool(rec.get("token")) and carries(pid, str(rec["token"]))
 
 
 def _all_pids() -> Iterable[int]:

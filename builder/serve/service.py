@@ -96,7 +96,9 @@ def check_gpu_memory(svc: Service, slot: Slot, gpus: list[GpuMemory]) -> str:
     util = slot.vllm.gpu_memory_utilization or DEFAULT_UTILIZATION
     found: list[GpuMemory] = []
     for t in targets:
-        g = next((g for g in gpus if t in (g.index, g.uuid)), None)
+        # CUDA_VISIBLE_DEVICES takes indices, full UUIDs or unique UUID prefixes ("GPU-8932f937").
+        g = next((g for g in gpus if t == g.index or (t.startswith(("GPU-", "MIG-")) and g.uuid.startswith(t))),
+                 None)
         if g is None:
             raise NotReady(f"slot {slot.name} wants GPU {t} but nvidia-smi shows "
                            f"{', '.join(g.index for g in gpus) or 'no GPU'}",
@@ -201,7 +203,7 @@ def start(project: Project, req: StartRequest, progress: Progress | None = None)
         record: dict[str, Any] = {
             "slot": slot.name, "service": svc.name, "runtime": rt.id, "runtime_path": str(rt.path),
             "lock": rt.lock_sha256, "host": svc.host, "port": slot.port, "url": svc.base_url(slot),
-            "model": svc.served_model_name, "log": str(log), "started_at": route.now(),
+            "model": svc.served_model_name, "log": str(log), "started_at": route.now(), "argv": argv,
         }
         # The token is recorded before the spawn: a builder killed right after it still
         # leaves a record through which `serve stop` finds the server.
@@ -220,6 +222,10 @@ def start(project: Project, req: StartRequest, progress: Progress | None = None)
         ctx.drop_record(slot.name)
         raise
     record["ready_after"] = round(waited.seconds, 1)
+    with ctx.locked():  # what runs now (a console script may have exec'd the runtime's python)
+        if process.is_ours(record) and (ctx.read_record(slot.name) or {}).get("token") == record["token"]:
+            record.update(process.identity(started.pid))
+            ctx.write_record(slot.name, record)
     return {"slot": slot.name, "ready": True, "record": record, "probe": waited.as_dict()}
 
 

@@ -47,8 +47,10 @@ def make_runtime(root: Path, rid: str = RUNTIME_ID, smoke: list[dict[str, str]] 
 
 
 def install_fake(path: Path) -> None:
+    """``bin/vllm`` as an sh trampoline that execs python, like the console scripts of uv's
+    relocatable venvs: the executable of the started pid changes after the start."""
     path.unlink(missing_ok=True)
-    path.write_text(f"#!{sys.executable} -I\n" + FAKE.read_text())
+    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" -I "{FAKE}" "$@"\n')
     path.chmod(0o755)
 
 
