@@ -187,7 +187,7 @@ def test_cutover_story_start_probe_route_rollback_stop(sp: SP) -> None:
         assert h.with_env(f"BUILDER_SERVE_TOKEN={token}") == []
         assert not (sp.project / "serve-state" / "slots" / "green.json").exists()
         journal = [json.loads(x) for x in (sp.project / "deploy" / "llm.env.journal").read_text().splitlines()]
-        assert [e["action"] for e in journal] == ["init", "set", "rollback"]
+        assert [e["action"] for e in journal] == ["adopt", "set", "rollback"]
         assert journal[1]["probe"] == "ready" and journal[1]["runtime"] == h.RUNTIME_ID
         assert journal[1]["lock"] == "ab" * 32 and journal[1]["from"]["url"] == sp.url(sp.blue)
     finally:

@@ -137,7 +137,7 @@ def _e(i: str, action: str, to: str | None, prev: str | None = None, restores: s
 
 def test_rollback_is_an_undo_through_the_journal_never_a_slot_number() -> None:
     # init prod -> set blue -> set green -> rollback (blue) -> rollback (prod) -> set green -> rollback (prod)
-    j = [_e("I", "init", "prod"), _e("S1", "set", "blue", "I"), _e("S2", "set", "green", "S1")]
+    j = [_e("I", "adopt", "prod"), _e("S1", "set", "blue", "I"), _e("S2", "set", "green", "S1")]
     t = route.rollback_target(j, j[2])
     assert t is not None and t.id == "S1"
     j.append(_e("R1", "rollback", "blue", "S2", restores="S1"))
@@ -152,7 +152,7 @@ def test_rollback_is_an_undo_through_the_journal_never_a_slot_number() -> None:
 
 def test_the_file_in_effect_names_its_entry_and_a_torn_journal_line_is_ignored(tmp_path: Path) -> None:
     f, jpath = tmp_path / "llm.env", tmp_path / "llm.env.journal"
-    a = route.Entry("A", "t0", "init", route.Route("http://h:1/v1", "m"))
+    a = route.Entry("A", "t0", "adopt", route.Route("http://h:1/v1", "m"))
     route.append(jpath, a)
     route.write(f, a.to, a, "builder route init")  # type: ignore[arg-type]
     b = route.Entry("B", "t1", "set", route.Route("http://h:2/v1", "m", "green", "rt"), a.to, "A")

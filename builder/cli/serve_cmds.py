@@ -234,7 +234,7 @@ def route_show(ctx: click.Context, spec: str | None, route_file: str | None, as_
         click.echo(f"  not builder's: {res['foreign']} (adopt it with `builder route init`)")
 
 
-@route_group.command("init")
+@route_group.command()  # named after the function: `builder route init`
 @click.option("--url", required=True, help="The endpoint QueryLake uses today, e.g. http://127.0.0.1:8000/v1.")
 @click.option("--model", required=True, help="The model name QueryLake asks that endpoint for.")
 @click.option("--force", is_flag=True, help="Adopt even if the existing file says otherwise.")
@@ -242,7 +242,7 @@ def route_show(ctx: click.Context, spec: str | None, route_file: str | None, as_
 @_ROUTE_FILE
 @click.option("--json", "as_json", is_flag=True, help="Print the journal entry as JSON.")
 @click.pass_context
-def route_init(ctx: click.Context, url: str, model: str, force: bool, spec: str | None, route_file: str | None,
+def init(ctx: click.Context, url: str, model: str, force: bool, spec: str | None, route_file: str | None,
                as_json: bool) -> None:
     """Record today's endpoint as the journal's starting point (so the first rollback has a target)."""
     from builder.serve import cutover

@@ -88,7 +88,7 @@ def init(project: Project, req: RouteRequest, *, url: str, model: str) -> dict[s
             if others:
                 raise NotReady(f"{ctx.route_file} also defines {', '.join(others)}, which the route file "
                                "cannot keep", "move them to QueryLake's other settings, or pass --force")
-        entry = route.Entry(route.new_id(), route.now(), "init", route.Route(api, model), cur.route,
+        entry = route.Entry(route.new_id(), route.now(), "adopt", route.Route(api, model), cur.route,
                             None, probe="not run", forced=req.force)
         _commit(ctx, entry, req.command)
     return {"file": str(ctx.route_file), "entry": entry.as_dict()}

@@ -64,7 +64,7 @@ class Route:
 class Entry:
     id: str
     time: str
-    action: str  # init | set | rollback | stop-forced
+    action: str  # adopt (route init) | set | rollback | stop-forced
     to: Route | None
     frm: Route | None = None
     prev: str | None = None
