@@ -88,8 +88,13 @@ def public_argv(argv: list[str], workdir: Path) -> tuple[str, ...]:
 
 
 def uv_env() -> dict[str, str]:
-    """Scrubbed environment for uv; UV_CACHE_DIR is honoured via --cache-dir instead."""
-    return _proc.clean_env(extra={"NO_COLOR": "1"})
+    """Scrubbed environment for uv; UV_CACHE_DIR is honoured via --cache-dir instead.
+
+    ``TZ=UTC``: uv reads ``--exclude-newer 2025-12-30`` as "uploaded before the end
+    of that day" in the *local* time zone (checked with uv 0.13.9), so without it
+    the same spec could lock differently in Tokyo and in CI.
+    """
+    return _proc.clean_env(extra={"NO_COLOR": "1", "TZ": "UTC"})
 
 
 def summarize(stderr: str, limit: int = 400) -> str:
