@@ -23,7 +23,9 @@ UV_TIMEOUT = 900.0
 
 NETWORK_ERROR = re.compile(
     r"(dns error|failed to connect|Could not connect|Connection refused|timed out|"
-    r"Network is unreachable|error sending request|Failed to fetch|tcp connect error)",
+    r"Network is unreachable|error sending request|Failed to fetch|tcp connect error|"
+    # uv words an index's HTTP 401/403 as "not found" plus this hint: data unavailable, not the spec.
+    r"An index \([^)]*\) returned a \d{3}\b)",
     re.I,
 )
 
