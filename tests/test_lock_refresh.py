@@ -231,6 +231,14 @@ def test_a_refresh_that_raises_the_native_floor_above_the_declared_one_is_a_regr
         assert "**1 regression**" in r.stdout and "[!CAUTION]" in r.stdout and "native driver floor rose" in r.stdout
         r = builder_cmd("lock", "diff", cwd=w.project, env=env)
         assert r.returncode == EXIT_FAILED and "REGRESSION: native driver floor rose" in r.stdout
+        # Pin back, as the README says: a constraint in the spec, re-lock; the rest of the refresh stays.
+        r = builder_cmd("spec", "set", "r", "packages.constraints", '["nvidia-cublas-cu12<12.9"]', cwd=w.project)
+        assert r.returncode == 0, r.stderr
+        assert builder_cmd("lock", "--matrix", "r", cwd=w.project, env=env).returncode == 0
+        r = builder_cmd("lock", "diff", "--format", "json", cwd=w.project, env=env)
+        assert r.returncode == 0, r.stderr
+        (d,) = json.loads(r.stdout)["locks"]
+        assert d["changed"] == [{"name": "filelock", "old": "3.19.1", "new": "3.20.0"}] and not d["regression"]
 
 
 def test_diff_usage_errors_are_one_line_exit_2(world: World, env: dict[str, str],

@@ -135,13 +135,15 @@ def regressions(old: CheckReport | None, new: CheckReport | None) -> list[str]:
     """Why ``new`` is a regression from ``old`` on the same host (empty: it is not).
 
     A ``fail`` finding whose rule id the old lock did not fail, or a native
-    driver floor that rose (a lock that gains a CUDA runtime raises it from none).
+    driver floor that rose (a lock that gains a CUDA runtime raises it from
+    none).  A lock with no old counterpart has no floor to compare: only its
+    ``fail`` findings count.
     """
     if new is None:
         return []
     out = [f"new fail: {rid}: {msg}" for rid, msg in sorted(_fails(new).items()) if rid not in _fails(old)]
     a, b = (_floors(old) or {}).get("native_min"), (_floors(new) or {}).get("native_min")
-    if b and (not a or DriverVersion.parse(b) > DriverVersion.parse(a)):
+    if old is not None and b and (not a or DriverVersion.parse(b) > DriverVersion.parse(a)):
         out.append(f"native driver floor rose: {a or 'none'} -> {b}"
                    + (f" (set by {new.driver['native_from']})" if new.driver.get("native_from") else ""))
     return out

@@ -125,13 +125,17 @@ def render_md(diffs: list[LockDiff], title: str = "Lock changes") -> str:
                    f"{_arrow(v['old'], v['new'], True)} | {'**yes**' if d.regression else 'no'} |")
     for d in changed:
         out += ["", *_md_one(d)]
-    if changed:
+    if reg:
         out += ["", "---", "",
-                "Accept: merge this pull request (CI has checked the locks with `builder lock --check` "
-                "and `builder lock --verify`).  Pin a package back: add a constraint such as "
-                "`\"name<X.Y\"` to `[packages] constraints` in `envs/matrix-<id>.toml`, run "
-                "`builder lock --matrix <id>` and push to this branch.  Details: "
-                "`builder lock diff --git <base>`."]
+                "Not for merging as is.  Pin the package back: add a constraint such as `\"name<X.Y\"` to "
+                "`[packages] constraints` in `envs/matrix-<id>.toml` and run `builder lock --matrix <id>`.  "
+                "To take the higher floor on purpose, raise `driver-floor` in the spec and propose the change "
+                "by hand; this diff will keep naming the regression for the reviewer."]
+    elif changed:
+        out += ["", "---", "",
+                "Accept: merge.  Pin a package back: add a constraint such as `\"name<X.Y\"` to "
+                "`[packages] constraints` in `envs/matrix-<id>.toml`, run `builder lock --matrix <id>` "
+                "and push to this branch.  Locally: `builder lock diff --git <base>`."]
     return "\n".join(out) + "\n"
 
 

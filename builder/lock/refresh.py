@@ -152,7 +152,8 @@ def refresh(project: Project, req: RefreshRequest, progress: Progress | None = N
     """
     day = parse_date(req.exclude_newer)
     say = progress or (lambda _t, _m: None)
-    paths = [project.matrix_path(s) for s in req.selectors] if req.selectors else project.matrix_paths()
+    paths = list(dict.fromkeys([project.matrix_path(s) for s in req.selectors] if req.selectors
+                               else project.matrix_paths()))
     project.matrices(list(req.selectors))  # every spec valid before anything runs (all problems at once)
     uv = tools.uv_bin()
     version = tools.uv_version(uv)
