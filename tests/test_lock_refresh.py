@@ -165,6 +165,15 @@ def test_refresh_refuses_a_date_that_has_not_ended_and_bad_combinations(world: W
     assert _snapshot(proj) == snap
 
 
+def test_a_date_is_a_utc_day_whatever_the_callers_time_zone(house: tuple[Path, dict[str, str]],
+                                                            tmp_path: Path, env: dict[str, str]) -> None:
+    with refresh_world.served(house, tmp_path, {"k": {"extra": '["tzprobe"]'}}) as w:
+        for tz in ("Asia/Tokyo", "America/Los_Angeles"):
+            r = builder_cmd("lock", cwd=w.project, env=dict(env, TZ=tz))
+            assert r.returncode == 0, r.stderr
+            assert _versions(w.project / K)["tzprobe"] == "2.0", tz  # uploaded 2025-12-30T20:00Z
+
+
 def test_refresh_keeps_a_toml_date_a_date(tmp_path: Path) -> None:
     from builder.lock.refresh import edit_spec
 

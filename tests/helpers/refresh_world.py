@@ -7,7 +7,8 @@ so uv's ``--exclude-newer`` sees some files appear after the specs' date:
 
 * before 2025-12-30 (the specs' date): filelock 3.19.1, cuBLAS 12.8.4.1, and the rest;
 * 2026-01-15: filelock 3.20.0 and cuBLAS 12.9.1.4 (a newer cuBLAS line);
-* ``lateextra`` 1.0 appears on 2025-09-01 (a refresh to an earlier date cannot resolve it).
+* ``lateextra`` 1.0 appears on 2025-09-01 (a refresh to an earlier date cannot resolve it);
+* ``tzprobe`` 2.0 appears at 2025-12-30T20:00Z: within the specs' date in UTC, not in Tokyo.
 
 Matrices (Python 3.12): ``k`` (vLLM built with CUDA 12.9.86, floor 575.57.08:
 the newer cuBLAS matches its build toolkit) and ``r`` (a vLLM built with CUDA
@@ -29,6 +30,7 @@ LINUX = 'platform_system == "Linux" and platform_machine == "x86_64"'
 OLD_TIME = "2025-06-01T00:00:00Z"
 NEW_TIME = "2026-01-15T10:00:00Z"
 LATE_EXTRA_TIME = "2025-09-01T00:00:00Z"
+TZ_PROBE_TIME = "2025-12-30T20:00:00Z"  # inside 2025-12-30 in UTC, after its end in Tokyo
 
 MATRIX = """\
 # refresh test matrix {id}: this comment must survive a refresh
@@ -98,6 +100,8 @@ def build_wheelhouse(d: Path) -> tuple[Path, dict[str, str]]:
     add(wheels.make_wheel(d, "filelock", "3.19.1"))
     add(wheels.make_wheel(d, "filelock", "3.20.0"), NEW_TIME)
     add(wheels.make_wheel(d, "lateextra", "1.0"), LATE_EXTRA_TIME)
+    add(wheels.make_wheel(d, "tzprobe", "1.0"))
+    add(wheels.make_wheel(d, "tzprobe", "2.0"), TZ_PROBE_TIME)
     return d, times
 
 
