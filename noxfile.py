@@ -132,6 +132,8 @@ def lock(session: nox.Session) -> None:
 def _package_changes(diff: Any) -> int:
     """How many package entries a ``builder lock diff --format json`` document adds, removes,
     changes or re-hashes, wherever it nests them (one lock, or every lock under ``--git``)."""
+    if isinstance(diff, dict) and isinstance(diff.get("locks_with_package_changes"), int):
+        return int(diff["locks_with_package_changes"])  # `lock diff --git REF`'s own count
     if isinstance(diff, list):
         return sum(_package_changes(x) for x in diff)
     if not isinstance(diff, dict):
