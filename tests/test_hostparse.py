@@ -185,7 +185,7 @@ def test_driver_versions_compare_in_full() -> None:
     ("disabled-setup-mode", "disabled", True, False),
     ("enabled-validation-disabled-in-shim", "enabled", False, True),
     ("not-supported-cloud-vm", "unsupported", False, False),
-    ("efi-variables-not-supported", "unsupported", False, False),
+    ("efi-variables-not-supported", "no-efivars", False, False),
     ("enabled-ansi-colour", "enabled", False, False),
 ])
 def test_mokutil_variants(case: str, state: str, setup: bool, novalid: bool) -> None:
@@ -194,7 +194,7 @@ def test_mokutil_variants(case: str, state: str, setup: bool, novalid: bool) -> 
 
 
 def test_mokutil_unknown_text() -> None:
-    assert hp.parse_sb_state("Cannot determine secure boot state.\n").state == "unknown"
+    assert hp.parse_sb_state("Cannot determine secure boot state.\n").state == "undetermined"
     with pytest.raises(hp.ParseError):
         hp.parse_sb_state("mokutil: command not found\n")
 

@@ -86,7 +86,7 @@ TOML_READERS = {
     "spec.py": "matrix and host specs",
     "spec_edit.py": "one TOML value given on the command line",
     "check/knowledge.py": "builder/data/cuda.toml",
-    "driver/preflight.py": "builder/data/driver_branches.toml",
+    "driver/branches.py": "builder/data/driver_branches.toml",
 }
 
 
