@@ -251,7 +251,8 @@ def _jetson() -> snapshot.Snapshot:
         kernel=uname[2] + "\n", machine=uname[-2] + "\n",
         proc_version=fixture("proc-driver-version", "open-jetson-aarch64").text,
         nvidia_smi_gpus=rec("nvidia-smi-gpus", None, "missing"),
-        nvidia_smi_apps=rec("nvidia-smi-apps", None, "missing"), module_version=None, nvml_library=None, modinfo=rec("modinfo", None, 1),
+        nvidia_smi_apps=rec("nvidia-smi-apps", None, "missing"), module_version=None, nvml_library=None,
+        modinfo=rec("modinfo", None, 1),
         driver_packages=rec("driver-packages", None, 1, "dpkg-query: no packages found matching nvidia-driver-*"))
 
 
