@@ -46,7 +46,8 @@ def test_lock_floor_of_matrix_b_comes_from_the_checker_offline(warm: Path, tmp_p
     cold = lockfloor.lock_floor(p, p.matrix("b"), cache_dir=tmp_path / "cold")
     assert cold is not None and not cold.exact
     assert cold.driver == "570.124.06" and "of CUDA 12.8 Update 1" in cold.what  # cudart or cuBLAS of 12.8 U1
-    assert "a native floor of at least 570.124.06 (a lower bound" in cold.phrase()
+    assert cold.phrase().startswith("a native floor of at least 570.124.06 (set by nvidia-")
+    assert "a lower bound from the lock's CUDA packages" in cold.phrase()
     assert "builder check --matrix b" in cold.source
 
 
@@ -149,3 +150,22 @@ def test_format_1_snapshot_without_the_new_probes_never_passes_on_them(tmp_path:
     r = preflight.evaluate(hostfacts.from_snapshot(snapshot.load(path)), p.matrix("a"), p.host(), today=TODAY)
     c = by_id(r)["platform"]
     assert c.level == "unknown" and "not captured in this snapshot" in c.message
+
+
+REAL2 = ROOT / "tests" / "data" / "host" / "snapshots" / "h200-driver-580-ubuntu-24.04-format2.json"
+
+
+def test_a_real_format_2_snapshot(warm: Path) -> None:
+    """Taken on a lent H200 by this branch's `builder host snapshot` (uname -m answered; modinfo is
+    not installed there; no mokutil, no /sys/firmware/efi)."""
+    snap = snapshot.load(REAL2)
+    assert snap.version == 2 and snap.records["machine"].stdout == "x86_64\n"
+    assert snap.records["modinfo"].missing and not any(r.capped for r in snap.records.values())
+    p = Project(ROOT)
+    lf = lockfloor.lock_floor(p, p.matrix("b"), cache_dir=warm)
+    r = preflight.evaluate(hostfacts.from_snapshot(snap), p.matrix("b"), p.host(), lock_floor=lf, today=TODAY)
+    c = by_id(r)
+    assert c["platform"].message == "x86_64 (uname -m)" and c["module"].level == "pass"
+    assert c["driver-floor"].level == "pass"  # 580.159.04 meets the declared and the native floor
+    assert {k: v.level for k, v in c.items() if k not in ("platform",)} == {
+        **{k: v for k, v in BEFORE.items()}, "secure-boot": "unknown"}

@@ -362,3 +362,12 @@ def test_unreadable_compute_capability_warns_in_check_and_is_unknown_in_prefligh
     assert run_("host", "snapshot", str(snap)).returncode == 0
     pre = json.loads(run_("preflight", "-m", "b", "--from-snapshot", str(snap), "--json").stdout)
     assert {c["id"]: c["level"] for c in pre["checks"]}["gpus"] == "unknown"
+
+
+def test_ubuntu_drivers_without_the_target_series_names_the_supported_one_it_offers() -> None:
+    f = fixture("ubuntu-drivers", "l4-ada-580-595-no-570-575")
+    for m, series in (("a", "575"), ("b", "570")):
+        c = by_id(run(operator_snapshot(ubuntu_drivers=f.text), m))["driver-package"]
+        assert c.level == "warn" and f"does not offer nvidia-driver-{series}" in c.message
+        assert "recommends nvidia-driver-595-open" in c.message
+        assert "it offers nvidia-driver-580" in c.message and "nvidia-driver-580" in c.next

@@ -96,8 +96,8 @@ class LockFloor:
     def phrase(self) -> str:
         if self.exact:
             return f"a native floor of {self.driver} (set by {self.what}; {self.source})"
-        return (f"a native floor of at least {self.driver} (a lower bound from {self.source}: set by {self.what}; "
-                "its wheels' own kernels were not read)")
+        return (f"a native floor of at least {self.driver} (set by {self.what}; a lower bound from {self.source}, "
+                "the wheels' own kernels not read)")
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,8 @@ def lock_floor(project: Project, matrix: Matrix, *, cache_dir: Path | None = Non
         except Unavailable:
             data = floor_from_data(lock, py)
             if data is not None:
-                found.append(LockFloor(data[0], data[1], rel, "the lock's CUDA packages placed in builder/data/"
-                                       f"cuda.toml; the check cache is cold: `builder check --matrix {matrix.id}` "
+                found.append(LockFloor(data[0], data[1], rel, "the lock's CUDA packages in builder/data/cuda.toml "
+                                       f"because the check cache is cold; `builder check --matrix {matrix.id}` "
                                        "once online gives the exact floor", exact=False))
             continue
         except BuilderError:
