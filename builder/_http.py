@@ -108,6 +108,40 @@ def _shutdown(s: socket.socket) -> None:
         pass
 
 
+class Budget:
+    """A deadline and a byte cap shared by several requests (thread-safe).
+
+    One wheel's reads, or one large member streamed in windows of range
+    requests: each request still has its own deadline and cap, and all of them
+    together stop at ``seconds`` and ``max_bytes``.
+    """
+
+    def __init__(self, seconds: float, max_bytes: int, what: str = "the read") -> None:
+        self.seconds, self.max_bytes, self.what = seconds, max_bytes, what
+        self.until = time.monotonic() + seconds
+        self.spent = 0
+        self._lock = threading.Lock()
+
+    def remaining(self) -> float:
+        return self.until - time.monotonic()
+
+    def deadline(self, per_request: float) -> float:
+        """The deadline one more request may have; Unavailable once the budget's time is spent."""
+        left = self.remaining()
+        if left <= 0:
+            raise Unavailable(f"{self.what}: took longer than {self.seconds:g}s in total",
+                              "the server is too slow; retry, or check the network")
+        return min(per_request, left)
+
+    def spend(self, n: int) -> None:
+        with self._lock:
+            self.spent += n
+            over = self.spent > self.max_bytes
+        if over:
+            raise Unavailable(f"{self.what}: more than {_size(self.max_bytes)} read in total",
+                              "the file is not what the lock describes; check its source")
+
+
 @dataclass
 class _Guard:
     """The deadline watchdog of one request: shuts its live socket down when time is up."""
@@ -172,8 +206,9 @@ class Response:
     """An open response whose body is read in chunks within the request's bounds."""
 
     def __init__(self, resp: http.client.HTTPResponse, url: str, guard: _Guard, max_bytes: int,
-                 budget: float) -> None:
+                 budget: float, shared: Budget | None = None) -> None:
         self._resp, self.url, self._guard, self.max_bytes, self._budget = resp, url, guard, max_bytes, budget
+        self._shared = shared
         self.status = resp.status
         self.headers = {k.lower(): v for k, v in resp.getheaders()}
 
@@ -203,6 +238,8 @@ class Response:
             if total > self.max_bytes:
                 raise Unavailable(f"{self.what}: {host_of(self.url)} sent more than the {_size(self.max_bytes)} "
                                   "cap for this read", "the file is not what the lock describes; check the index")
+            if self._shared is not None:
+                self._shared.spend(len(data))
             yield data
 
     def read(self) -> bytes:
@@ -217,7 +254,7 @@ def _reason(exc: BaseException) -> str:
 def _size(n: int) -> str:
     for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= div:
-            return f"{n / div:g} {unit}"
+            return f"{n / div:.1f}".rstrip("0").rstrip(".") + f" {unit}"
     return f"{n} bytes"
 
 
@@ -266,17 +303,20 @@ def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, s
 @contextmanager
 def open_url(url: str, *, what: str, max_bytes: int, headers: Mapping[str, str] | None = None,
              deadline: float = DEADLINE, read_timeout: float = READ_TIMEOUT,
-             cancel: Cancel | None = None) -> Iterator[Response]:
+             cancel: Cancel | None = None, budget: Budget | None = None) -> Iterator[Response]:
     """GET ``url`` (https/http) following redirects, within ``deadline`` seconds in total.
 
     Yields the response once its headers are in; the caller reads the body with
     :meth:`Response.chunks` (bounded by ``max_bytes`` and the same deadline).
     A ``Content-Length`` above ``max_bytes`` is refused here.  HTTP errors are
-    raised as Unavailable naming the status (``HTTP 404``).
+    raised as Unavailable naming the status (``HTTP 404``).  With ``budget``
+    the request also counts against a shared deadline and byte cap.
     """
     if scheme_of(url) not in ("https", "http"):
         raise Unavailable(f"{what}: cannot read {url!r}: only https, http and file URLs are supported",
                           "fix the URL in the lock (re-lock from an https index)")
+    if budget is not None:
+        deadline = budget.deadline(deadline)
     guard = _Guard(what, time.monotonic() + deadline, cancel)
     guard.start()
     conn: http.client.HTTPConnection | None = None
@@ -317,7 +357,7 @@ def open_url(url: str, *, what: str, max_bytes: int, headers: Mapping[str, str] 
                     raise Unavailable(f"{what}: {host_of(url)} announces {int(length)} bytes, more than the "
                                       f"{_size(max_bytes)} cap for this read", "the file is not what the lock "
                                       "describes; check the index")
-            yield Response(resp, url, guard, max_bytes, deadline)
+            yield Response(resp, url, guard, max_bytes, deadline, budget)
             return
         raise Unavailable(f"{what}: more than {MAX_REDIRECTS} redirects from {host_of(url)}", "check the index URL")
     finally:
@@ -327,11 +367,11 @@ def open_url(url: str, *, what: str, max_bytes: int, headers: Mapping[str, str] 
 
 
 def fetch(url: str, *, what: str, max_bytes: int, rng: str | None = None, deadline: float = DEADLINE,
-          read_timeout: float = READ_TIMEOUT, cancel: Cancel | None = None) -> Reply:
+          read_timeout: float = READ_TIMEOUT, cancel: Cancel | None = None, budget: Budget | None = None) -> Reply:
     """The whole (bounded) body of one GET, optionally with a ``Range`` header."""
     headers = {"Range": rng} if rng else None
     with open_url(url, what=what, max_bytes=max_bytes, headers=headers, deadline=deadline,
-                  read_timeout=read_timeout, cancel=cancel) as r:
+                  read_timeout=read_timeout, cancel=cancel, budget=budget) as r:
         return Reply(r.status, r.headers, r.read(), r.url)
 
 
@@ -370,14 +410,17 @@ def open_regular(path: Path, *, what: str) -> BinaryIO:
 
 def iter_range(source: str | Path, start: int, end: int, *, what: str, max_bytes: int,
                deadline: float = DEADLINE, read_timeout: float = READ_TIMEOUT, chunk: int = CHUNK,
-               expect_total: int | None = None, cancel: Cancel | None = None) -> Iterator[bytes]:
+               expect_total: int | None = None, cancel: Cancel | None = None,
+               budget: Budget | None = None) -> Iterator[bytes]:
     """Stream bytes ``[start, end)`` of a file or https/http URL, chunk by chunk.
 
-    The streaming API for large members (a fatbin of hundreds of MB): the
-    caller never holds more than one chunk.  ``end - start`` must not exceed
-    ``max_bytes``; the whole range must arrive within ``deadline`` seconds.
-    Over HTTP the server must answer 206 with a ``Content-Range`` covering
-    exactly the range (and, with ``expect_total``, that total file size).
+    The streaming API for large members (a fatbin of hundreds of MB, read in
+    windows): the caller never holds more than one chunk.  ``end - start`` must
+    not exceed ``max_bytes``; the whole range must arrive within ``deadline``
+    seconds; with ``budget`` every window also counts against one shared
+    deadline and byte cap.  Over HTTP the server must answer 206 with a
+    ``Content-Range`` covering exactly the range (and, with ``expect_total``,
+    that total file size).
     """
     if end < start or start < 0:
         raise Unavailable(f"{what}: invalid byte range {start}-{end}", "this is a bug in the caller")
@@ -387,9 +430,11 @@ def iter_range(source: str | Path, start: int, end: int, *, what: str, max_bytes
     if end == start:
         return
     src = str(source)
+    if budget is not None:
+        deadline = budget.deadline(deadline)
     if scheme_of(src) in ("https", "http"):
         yield from _iter_http_range(src, start, end, what=what, deadline=deadline, read_timeout=read_timeout,
-                                    chunk=chunk, expect_total=expect_total, cancel=cancel)
+                                    chunk=chunk, expect_total=expect_total, cancel=cancel, budget=budget)
         return
     if scheme_of(src) not in ("file", "") and not (len(scheme_of(src)) == 1 and os.name == "nt"):
         raise Unavailable(f"{what}: cannot read {src[:120]!r}: only https, http and file URLs are supported",
@@ -415,14 +460,17 @@ def iter_range(source: str | Path, start: int, end: int, *, what: str, max_bytes
             if not data:
                 raise Unavailable(f"{what}: {path} ended early", "the file is truncated")
             left -= len(data)
+            if budget is not None:
+                budget.spend(len(data))
             yield data
 
 
 def _iter_http_range(url: str, start: int, end: int, *, what: str, deadline: float, read_timeout: float,
-                     chunk: int, expect_total: int | None, cancel: Cancel | None) -> Iterator[bytes]:
+                     chunk: int, expect_total: int | None, cancel: Cancel | None,
+                     budget: Budget | None) -> Iterator[bytes]:
     want = end - start
     with open_url(url, what=what, max_bytes=want, headers={"Range": f"bytes={start}-{end - 1}"},
-                  deadline=deadline, read_timeout=read_timeout, cancel=cancel) as r:
+                  deadline=deadline, read_timeout=read_timeout, cancel=cancel, budget=budget) as r:
         cr = r.headers.get("content-range", "")
         head = f"bytes {start}-{end - 1}/"
         if r.status != 206 or not cr.startswith(head):

@@ -306,3 +306,20 @@ def test_check_of_a_metadata_bomb_and_of_dev_zero(bomb: Path, tmp_path: Path) ->
 def test_check_of_a_lock_with_an_ftp_url_is_a_bad_lock(tmp_path: Path) -> None:
     code, text, _ = _rss_of(_check(_lock(tmp_path, "ftp://example.org/torch-2.9.0-py3-none-any.whl"), tmp_path))
     assert code == 2 and "builder reads https, http and file URLs only" in text, text
+
+
+def test_a_budget_bounds_a_member_streamed_in_windows(site) -> None:
+    """The deep fatbin read streams one member in windows of range requests: one budget of
+    seconds and bytes covers them all, over HTTP and for a local file."""
+    url, stats, d = site
+    for src in (f"{url}/small.bin", d / "small.bin"):
+        budget = _http.Budget(30, 3000, "vllm/_C.abi3.so")
+        got = b"".join(_http.iter_range(src, 0, 2000, what="w1", max_bytes=2000, budget=budget))
+        assert len(got) == 2000 and budget.spent == 2000
+        with pytest.raises(Unavailable, match="more than 2.9 KiB read in total"):
+            list(_http.iter_range(src, 2000, 4000, what="w2", max_bytes=2000, budget=budget))
+    stats.misbehave["/small.bin"] = Misbehave(drip=0.2)
+    budget = _http.Budget(1.0, 10**6, "vllm/_C.abi3.so")
+    took, exc = _timed(lambda: [list(_http.iter_range(f"{url}/small.bin", a, a + 100, what="w", max_bytes=100,
+                                                      budget=budget)) for a in range(0, 1000, 100)])
+    assert isinstance(exc, Unavailable) and took < 2.5

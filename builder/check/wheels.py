@@ -24,7 +24,6 @@ import os
 import re
 import struct
 import threading
-import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping
@@ -54,8 +53,10 @@ WHOLE_MAX = 64 * 1024 * 1024
 #: (only for members inflating past RATIO_FLOOR: small members may compress well).
 RATIO_MAX = 100
 RATIO_FLOOR = 1024 * 1024
-#: Seconds all requests for one wheel may take together (each one also <= _http.DEADLINE).
+#: Seconds and bytes all requests for one wheel may take together (each one also
+#: within _http.DEADLINE and its own cap).
 WHEEL_DEADLINE = 120.0
+WHEEL_BYTES = WHOLE_MAX + DIR_MAX + METADATA_MAX + 4 * BINARY_BUDGET
 _SO = re.compile(r"\.so(\.\d+)*$")
 
 
@@ -256,17 +257,12 @@ class HttpReader:
     def __init__(self, ref: WheelRef, stats: FetchStats, timeout: float = HTTP_TIMEOUT, *,
                  budget: float = WHEEL_DEADLINE, cancel: _http.Cancel | None = None) -> None:
         self.ref, self.stats, self.timeout, self.cancel = ref, stats, timeout, cancel
-        self._until = time.monotonic() + budget
-        self._budget = budget
+        self.budget = _http.Budget(budget, WHEEL_BYTES, ref.filename)
 
     def _get(self, url: str, rng: str | None, cap: int, what: str) -> _http.Reply:
-        left = self._until - time.monotonic()
-        if left <= 0:
-            raise Unavailable(f"{self.ref.filename}: reading it took longer than {self._budget:g}s",
-                              "the server is too slow; retry, or check the network")
         try:
             reply = _http.fetch(url, what=f"{self.ref.filename} ({what})", max_bytes=cap, rng=rng,
-                                deadline=min(_http.DEADLINE, left), read_timeout=self.timeout, cancel=self.cancel)
+                                read_timeout=self.timeout, cancel=self.cancel, budget=self.budget)
         except Unavailable:
             self.stats.add(0)
             raise
