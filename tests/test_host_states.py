@@ -371,3 +371,10 @@ def test_ubuntu_drivers_without_the_target_series_names_the_supported_one_it_off
         assert c.level == "warn" and f"does not offer nvidia-driver-{series}" in c.message
         assert "recommends nvidia-driver-595-open" in c.message
         assert "it offers nvidia-driver-580" in c.message and "nvidia-driver-580" in c.next
+
+
+def test_a_pending_kernel_update_makes_the_outlook_unknown() -> None:
+    c = _mismatch(MISMATCH_570, "570.124.06\n", reboot_required="*** System restart required ***\n",
+                  reboot_required_pkgs="linux-image-5.15.0-126-generic\n")["module"]
+    assert c.level == "fail" and "a kernel update is pending (linux-image-5.15.0-126-generic)" in c.message
+    assert c.next.startswith("check `modinfo -k 5.15.0-126-generic -F version nvidia`")

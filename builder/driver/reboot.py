@@ -54,7 +54,23 @@ def same_driver(a: str, b: str) -> bool:
 
 
 def outlook(f: HostFacts) -> Outlook:
-    """What a reboot would do about a module/userspace mismatch on this host."""
+    """What a reboot would do about a module/userspace mismatch on this host.
+
+    modinfo reads the module for the *running* kernel: when a kernel update is
+    pending (/var/run/reboot-required.pkgs names linux-image-*), the next boot
+    starts another kernel and the answer is unknown, said so.
+    """
+    o = _outlook(f)
+    new = [p for p in f.reboot_pkgs if p.startswith("linux-image")]
+    if new and o.fixes is not None:
+        k = new[0].removeprefix("linux-image-")
+        return Outlook(None, o.message + f"; but a kernel update is pending ({new[0]}): the next boot starts that "
+                       "kernel, whose nvidia module was not read",
+                       f"check `modinfo -k {k} -F version nvidia` before rebooting; " + o.next)
+    return o
+
+
+def _outlook(f: HostFacts) -> Outlook:
     kernel = f.kernel or "the running kernel"
     user, where = userspace_version(f)
     disk = f.module_on_disk
