@@ -323,3 +323,19 @@ def test_a_budget_bounds_a_member_streamed_in_windows(site) -> None:
     took, exc = _timed(lambda: [list(_http.iter_range(f"{url}/small.bin", a, a + 100, what="w", max_bytes=100,
                                                       budget=budget)) for a in range(0, 1000, 100)])
     assert isinstance(exc, Unavailable) and took < 2.5
+
+
+def test_all_wheel_reads_of_one_check_share_one_deadline(tmp_path: Path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    refs = []
+    with httpserver.serve(www) as (url, stats):
+        for i in range(12):  # more wheels than worker threads: later ones start after earlier ones
+            name = f"pkg{i}-1.0-py3-none-any.whl"
+            stats.misbehave[f"/{name}"] = Misbehave(drip=0.5)
+            refs.append((wheels.WheelRef(name=f"pkg{i}", version="1.0", filename=name, url=f"{url}/{name}",
+                                         sha256=f"{i:064x}", size=10**6), True))
+        t = time.monotonic()
+        with pytest.raises(Unavailable):
+            wheels.read_wheels(refs, cache=None, offline=False, stats=wheels.FetchStats(), small=0, deadline=2.0)
+        assert time.monotonic() - t < 4.0

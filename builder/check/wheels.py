@@ -24,6 +24,7 @@ import os
 import re
 import struct
 import threading
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping
@@ -56,6 +57,8 @@ RATIO_FLOOR = 1024 * 1024
 #: Seconds and bytes all requests for one wheel may take together (each one also
 #: within _http.DEADLINE and its own cap).
 WHEEL_DEADLINE = 120.0
+#: Seconds all wheel reads of one `builder check` may take together.
+CHECK_DEADLINE = 300.0
 WHEEL_BYTES = WHOLE_MAX + DIR_MAX + METADATA_MAX + 4 * BINARY_BUDGET
 _SO = re.compile(r"\.so(\.\d+)*$")
 
@@ -383,8 +386,13 @@ def _read_file(ref: WheelRef, local: Path, want_binary: NeedBinary) -> WheelFact
 
 def read_wheel(ref: WheelRef, *, want_binary: NeedBinary, cache: WheelCache | None = None,
                offline: bool = False, stats: FetchStats | None = None,
-               small: int = SMALL_WHEEL, cancel: _http.Cancel | None = None) -> WheelFacts:
-    """Facts of one locked wheel: from the cache, a local file or HTTP ranges."""
+               small: int = SMALL_WHEEL, cancel: _http.Cancel | None = None,
+               not_after: float | None = None) -> WheelFacts:
+    """Facts of one locked wheel: from the cache, a local file or HTTP ranges.
+
+    ``not_after`` (a ``time.monotonic()`` value) ends the wheel's reads early
+    when a whole check's time is running out.
+    """
     if cache is not None:
         hit = cache.get(ref.sha256, want_binary=False)
         if hit is not None and (hit.binary_scanned or not _wants(want_binary, hit.requires_dist)):
@@ -400,7 +408,13 @@ def read_wheel(ref: WheelRef, *, want_binary: NeedBinary, cache: WheelCache | No
                               "run the check once online to fill the cache")
         if not ref.url:
             raise Unavailable(f"{ref.filename}: the lock gives no URL or path", "re-lock")
-        reader = HttpReader(ref, stats or FetchStats(), cancel=cancel)
+        seconds = WHEEL_DEADLINE
+        if not_after is not None:
+            seconds = min(seconds, not_after - time.monotonic())
+            if seconds <= 0:
+                raise Unavailable(f"{ref.filename}: the check's time for reading wheels is spent",
+                                  "the index is too slow; retry, or check the network")
+        reader = HttpReader(ref, stats or FetchStats(), cancel=cancel, budget=seconds)
         if want_binary is not True:
             meta = reader.metadata_pep658()
             if meta is not None:
@@ -442,8 +456,12 @@ def _from_zip(opener: Callable[[], tuple[zipfile.ZipFile, Callable[[str, int], o
 
 
 def read_wheels(jobs: Iterable[tuple[WheelRef, NeedBinary]], *, cache: WheelCache | None, offline: bool,
-                stats: FetchStats, workers: int = 8, small: int = SMALL_WHEEL) -> dict[str, WheelFacts]:
+                stats: FetchStats, workers: int = 8, small: int = SMALL_WHEEL,
+                deadline: float = CHECK_DEADLINE) -> dict[str, WheelFacts]:
     """Read many wheels concurrently; returns filename -> facts.  The first error is raised.
+
+    All reads together end within ``deadline`` seconds (each wheel's own bound
+    is cut to what is left).
 
     On any error or interrupt (Ctrl-C) every in-flight request is cancelled (its
     socket shut down) and queued reads are dropped, so builder exits at once
@@ -453,11 +471,13 @@ def read_wheels(jobs: Iterable[tuple[WheelRef, NeedBinary]], *, cache: WheelCach
     if not todo:
         return {}
     cancel = _http.Cancel()
+    not_after = time.monotonic() + deadline
     pool = ThreadPoolExecutor(max_workers=min(workers, len(todo)))
     futs: list[tuple[WheelRef, Future[WheelFacts]]] = []
     try:
         futs = [(ref, pool.submit(read_wheel, ref, want_binary=wb, cache=cache, offline=offline,
-                                  stats=stats, small=small, cancel=cancel)) for ref, wb in todo]
+                                  stats=stats, small=small, cancel=cancel, not_after=not_after))
+                for ref, wb in todo]
         out = {ref.filename: f.result() for ref, f in futs}
     except BaseException:
         cancel.cancel()
