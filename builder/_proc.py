@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import select
+import selectors
 import shlex
 import shutil
 import signal
@@ -29,6 +31,9 @@ log = logging.getLogger("builder.proc")
 #: How long to wait for a group to die after SIGTERM, then after SIGKILL.
 TERM_GRACE = 1.0
 KILL_GRACE = 1.0
+#: Default cap on what one child may print (stdout + stderr, bytes): generous, so
+#: only a runaway tool hits it; host probes pass a much smaller ``max_output``.
+MAX_OUTPUT = 256 * 1024 * 1024
 
 #: Exact variable names that are never inherited by a child.
 SCRUBBED = frozenset(
@@ -64,10 +69,11 @@ class Result:
     duration: float
     timed_out: bool = False
     missing: bool = False
+    output_capped: bool = False  # printed more than max_output: killed, output cut there
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out and not self.missing
+        return self.returncode == 0 and not self.timed_out and not self.missing and not self.output_capped
 
     def stderr_tail(self, lines: int = 12) -> str:
         return "\n".join(self.stderr.strip().splitlines()[-lines:])
@@ -118,13 +124,92 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         pass
 
 
+class _Overflow(Exception):
+    """The child printed more than its cap; carries what was read (cut at the cap)."""
+
+    def __init__(self, out: bytes, err: bytes) -> None:
+        super().__init__("output cap exceeded")
+        self.out, self.err = out, err
+
+
+class _Pipes:
+    """What :func:`_communicate` has read from one child so far (kept across calls)."""
+
+    def __init__(self, input: bytes | None) -> None:
+        self.out, self.err = bytearray(), bytearray()
+        self.input, self.sent = input, 0
+
+
+def _communicate(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float,
+                 max_output: int) -> tuple[bytes, bytes]:
+    """``proc.communicate(input, timeout)`` that stops reading past ``max_output`` bytes.
+
+    Why not ``communicate``: it buffers everything a child prints (100 MB of
+    nvidia-smi output took 48 s and 1.4 GB).  Like ``communicate`` it can be
+    called again after ``subprocess.TimeoutExpired`` and keeps what it read.
+    Raises :class:`_Overflow` once stdout + stderr exceed ``max_output``.
+    """
+    st: _Pipes | None = getattr(proc, "_builder_pipes", None)
+    if st is None:
+        st = _Pipes(input)
+        proc._builder_pipes = st  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for stream, buf in ((proc.stdout, st.out), (proc.stderr, st.err)):
+            if stream is not None and not stream.closed:
+                sel.register(stream, selectors.EVENT_READ, (buf, stream))
+        if proc.stdin is not None and not proc.stdin.closed:
+            if st.input is None or st.sent >= len(st.input):
+                proc.stdin.close()
+            else:
+                sel.register(proc.stdin, selectors.EVENT_WRITE, None)
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(proc.args, timeout)
+            for key, _ev in sel.select(left):
+                if key.data is None:  # stdin
+                    assert st.input is not None and proc.stdin is not None
+                    try:
+                        st.sent += os.write(key.fd, st.input[st.sent:st.sent + select.PIPE_BUF])
+                    except BrokenPipeError:
+                        st.sent = len(st.input)
+                    if st.sent >= len(st.input):
+                        sel.unregister(proc.stdin)
+                        proc.stdin.close()
+                    continue
+                buf, stream = key.data
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(stream)
+                    stream.close()
+                    continue
+                buf.extend(chunk)
+                if len(st.out) + len(st.err) > max_output:
+                    keep = max(0, max_output - len(st.err))
+                    raise _Overflow(bytes(st.out[:keep]), bytes(st.err[:max_output - min(keep, len(st.out))]))
+    proc.wait(max(0.0, deadline - time.monotonic()))  # TimeoutExpired if it keeps running
+    return bytes(st.out), bytes(st.err)
+
+
+def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
+    for stream in (proc.stdout, proc.stderr, proc.stdin):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
 def _bounded_communicate(
-    proc: subprocess.Popen[bytes], timeout: float
+    proc: subprocess.Popen[bytes], timeout: float, max_output: int = MAX_OUTPUT
 ) -> tuple[bytes, bytes] | None:
     try:
-        return proc.communicate(timeout=timeout)
+        return _communicate(proc, None, timeout, max_output)
     except subprocess.TimeoutExpired:
         return None
+    except _Overflow as ov:
+        return ov.out, ov.err
 
 
 def run(
@@ -136,6 +221,7 @@ def run(
     input: str | None = None,
     check: bool = False,
     what: str | None = None,
+    max_output: int = MAX_OUTPUT,
 ) -> Result:
     """Run ``argv`` with a hard ``timeout`` (seconds).
 
@@ -143,6 +229,9 @@ def run(
     ``check`` is true; then it raises ToolNotFound, ToolFailed or ToolTimeout
     naming ``what`` (default: the program name) with the tail of stderr.
     ``env`` is used as given; callers build it with :func:`clean_env`.
+    A child that prints more than ``max_output`` bytes (stdout + stderr) is
+    killed with its group; the Result keeps the first ``max_output`` bytes and
+    says ``output_capped``.
     """
     argv = tuple(str(a) for a in argv)
     label = what or os.path.basename(argv[0])
@@ -170,14 +259,17 @@ def run(
             raise ToolNotFound(f"{label} cannot be run: {exc.strerror or exc}",
                                "check that it exists and is executable") from None
         return res
-    timed_out = False
+    timed_out = capped = False
     data = None
     try:
-        data = proc.communicate(
-            input.encode() if input is not None else None, timeout=timeout
-        )
+        data = _communicate(proc, input.encode() if input is not None else None, timeout, max_output)
     except subprocess.TimeoutExpired:
         timed_out = True
+    except _Overflow as ov:
+        capped, data = True, (ov.out, ov.err)
+        _kill_group(proc, signal.SIGKILL)
+        _bounded_communicate(proc, KILL_GRACE, 0)  # drain and reap, bounded; the output is already cut
+        _close_pipes(proc)
     except BaseException:
         # Ctrl-C or similar: never leave the child group running behind us.
         _kill_group(proc, signal.SIGKILL)
@@ -191,22 +283,18 @@ def run(
         if data is None:
             # Unkillable (uninterruptible sleep) or a grandchild holds the
             # pipes: stop waiting.  The zombie is the kernel's problem now.
-            for stream in (proc.stdout, proc.stderr, proc.stdin):
-                if stream is not None:
-                    try:
-                        stream.close()
-                    except OSError:
-                        pass
+            _close_pipes(proc)
             data = (b"", b"")
     duration = time.monotonic() - start
     out, err = data if data is not None else (b"", b"")
     res = Result(
         argv,
-        None if timed_out else proc.returncode,
+        None if timed_out or capped else proc.returncode,
         out.decode("utf-8", "replace"),
         err.decode("utf-8", "replace"),
         duration,
         timed_out=timed_out,
+        output_capped=capped,
     )
     log.debug("done %s rc=%s in %.2fs", label, res.returncode, duration)
     if check and timed_out:
@@ -215,6 +303,9 @@ def run(
             "see the tool's own output above, or retry",
             stderr_tail=res.stderr_tail(),
         )
+    if check and capped:
+        raise ToolFailed(f"{label} printed more than {max_output} bytes and was killed",
+                         "see the tool's own output, or retry", stderr_tail=res.stderr_tail())
     if check and res.returncode != 0:
         tail = res.stderr_tail()
         raise ToolFailed(

@@ -269,7 +269,7 @@ def host_from_snapshot(snap: Snapshot) -> HostFacts:
                            "run on the GPU host, or pass --driver and --gpu-cc")
     facts = hostfacts.from_snapshot(snap)
     facts.origin = "nvidia-smi"
-    if facts.nvsmi_error is not None or facts.driver is None:
+    if facts.nvsmi_error is not None or facts.gpus is None or facts.driver is None:
         drivers = facts.gpu_drivers
         why = facts.problems.get("gpus") or (
             "timed out" if rec.timed_out else

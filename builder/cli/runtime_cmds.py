@@ -158,6 +158,8 @@ def doctor_cmd(ctx: click.Context, python: str | None, as_json: bool) -> None:
     kind = "conda env" if py["conda"] else "venv" if py["venv"] else "installation"
     click.echo(f"python: {py['version']} ({kind} at {py['prefix']}, {py['packages']} packages)"
                + (f"; protected: {py['protected']}" if py["protected"] else ""))
+    for hidden in py.get("shadowed", []):
+        click.echo(f"  shadowed (not imported): {hidden}")
     for comp in ("torch", "vllm"):
         c = data[comp]
         if not c.get("installed"):

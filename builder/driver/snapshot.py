@@ -22,7 +22,15 @@ from typing import Any
 from builder.errors import UsageError
 
 FORMAT = "builder-host-snapshot"
-VERSION = 1
+#: The query fields the nvidia-smi probes ask for, in this order (probe.py runs
+#: them; facts.py requires exactly that header back).
+GPU_FIELDS = ("index", "name", "driver_version", "compute_cap", "memory.total", "pci.bus_id", "uuid")
+APP_FIELDS = ("gpu_uuid", "pid", "process_name", "used_memory")
+#: Version 2 added the ``modinfo`` and ``machine`` probes and each record's
+#: ``capped`` flag.  Version 1 files still load: what they lack is reported as
+#: "not captured in this snapshot" (``unknown``), never guessed.
+VERSION = 2
+READS = frozenset({1, 2})
 
 
 @dataclass(frozen=True)
@@ -42,10 +50,11 @@ class ProbeRecord:
     exit: int | str | None
     duration: float
     timed_out: bool = False
+    capped: bool = False  # printed more than the probe's output cap: killed, output cut there
 
     @property
     def ok(self) -> bool:
-        return self.exit == 0 and not self.timed_out
+        return self.exit == 0 and not self.timed_out and not self.capped
 
     @property
     def missing(self) -> bool:
@@ -71,6 +80,7 @@ class ProbeRecord:
             command=tuple(str(a) for a in cmd) if cmd is not None else None,
             path=d.get("path"), stdout=str(d.get("stdout", "")), stderr=str(d.get("stderr", "")),
             exit=exit_, duration=float(d.get("duration", 0.0)), timed_out=bool(d.get("timed_out", False)),
+            capped=bool(d.get("capped", False)),
         )
 
 
@@ -82,6 +92,7 @@ class Snapshot:
     created: str
     builder: str = ""
     source: str = "live"
+    version: int = VERSION  # the format version it was written in
 
     def get(self, probe_id: str) -> ProbeRecord | None:
         return self.records.get(probe_id)
@@ -122,9 +133,11 @@ def from_json(data: Any, source: str = "<snapshot>") -> Snapshot:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"{source}: not a builder host snapshot (no \"format\": \"{FORMAT}\")",
                          "create one with `builder host snapshot FILE` on the GPU host")
-    if data.get("version") != VERSION:
-        raise UsageError(f"{source}: snapshot version {data.get('version')!r} is not supported "
-                         f"(this builder reads version {VERSION})", "take a new snapshot")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version not in READS:
+        raise UsageError(f"{source}: snapshot version {version!r} is not supported "
+                         f"(this builder reads versions {', '.join(map(str, sorted(READS)))})",
+                         "take a new snapshot")
     probes = data.get("probes")
     if not isinstance(probes, list):
         raise UsageError(f"{source}: \"probes\" must be a list", "take a new snapshot")
@@ -135,7 +148,7 @@ def from_json(data: Any, source: str = "<snapshot>") -> Snapshot:
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{source}: probes[{n}] is invalid: {exc}", "take a new snapshot") from None
         records[rec.id] = rec
-    return Snapshot(records, str(data.get("created", "")), str(data.get("builder", "")), source)
+    return Snapshot(records, str(data.get("created", "")), str(data.get("builder", "")), source, version)
 
 
 def load(path: Path) -> Snapshot:

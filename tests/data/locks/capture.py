@@ -178,6 +178,8 @@ def gpu_wheels(lock: dict[str, object]) -> list[tuple[str, int]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="capture, report sizes, write nothing")
+    ap.add_argument("--keep-going", action="store_true",
+                    help="record the reads of a case whose check fails (exit 3) instead of stopping")
     args = ap.parse_args()
     cases = tomllib.loads((HERE / "expected.toml").read_text(encoding="utf-8"))["case"]
     rec = Recorder()
@@ -200,7 +202,8 @@ def main() -> int:
                 print(f"{case['id']}: builder check exit {res.returncode}", file=sys.stderr)
                 if res.returncode not in (0, 1):
                     print(res.stderr, file=sys.stderr)
-                    return 1
+                    if not args.keep_going:
+                        return 1
                 for url, size in gpu_wheels(tomllib.loads(copy.read_text(encoding="utf-8").replace(
                         base, replay.ORIGIN))):
                     central_directory(url.replace(replay.ORIGIN, base), size)
