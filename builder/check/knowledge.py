@@ -11,7 +11,7 @@ import functools
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,10 @@ class Knowledge:
     arch_floor: Mapping[int, tuple[str, str]]  # major -> (min cc, source)
     arch_intro: Mapping[str, tuple[str, str]]  # cc -> (first release, source)
     known_bad: Mapping[str, Mapping[str, Any]]
+    main_extensions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # package -> members
+    ptx_isa: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # PTX ISA -> (release, source)
+    jit_compilers: frozenset[str] = frozenset()  # components that compile GPU code at run time
+    jit_source: str = ""
 
 
 def from_mapping(d: Mapping[str, Any]) -> Knowledge:
@@ -96,6 +100,10 @@ def from_mapping(d: Mapping[str, Any]) -> Knowledge:
         arch_floor={int(a["major"]): (a["min-cc"], a["source"]) for a in d.get("arch-floor", [])},
         arch_intro={a["cc"]: (a["release"], a["source"]) for a in d.get("arch-intro", [])},
         known_bad={k["id"]: k for k in d.get("known-bad", [])},
+        main_extensions={m["package"]: tuple(m["members"]) for m in d.get("main-extension", [])},
+        ptx_isa={r["isa"]: (r["release"], r["source"]) for r in d.get("ptx-isa", [])},
+        jit_compilers=frozenset(d.get("jit", {}).get("compilers", [])),
+        jit_source=str(d.get("jit", {}).get("source", "")),
     )
 
 

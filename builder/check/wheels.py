@@ -3,7 +3,8 @@ range requests from the URL in a lock, never downloading a large wheel whole.
 
 Remote reads fetch the zip's tail (end-of-central-directory and usually the
 central directory), then METADATA, then the smallest extension modules until
-one links ``libcudart``.  The total size the server reports must equal the size
+one links ``libcudart``, within a byte budget per wheel: a member that does not fit
+is not read and is named in the facts (``skipped``).  The total size the server reports must equal the size
 in the lock; a small wheel is fetched whole and its sha256 checked.  Results are
 cached as JSON keyed by the wheel's sha256, so a second check is offline.
 """
@@ -27,6 +28,7 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from builder import elf
+from builder.check import ziptail
 from builder.check.model import CACHE_SCHEMA, Binary, WheelFacts, WheelRef
 from builder.errors import Unavailable
 
@@ -34,6 +36,7 @@ TAIL = 64 * 1024  # first read: the zip's last 64 KiB (EOCD + most central direc
 READAHEAD = 64 * 1024  # a miss fetches at least this much (local header + small member)
 SMALL_WHEEL = 256 * 1024  # wheels up to this size are fetched whole and hash-checked
 BINARY_BUDGET = 2 * 1024 * 1024  # compressed bytes of extension members read per wheel
+MEMBER_MAX = 32 * 1024 * 1024  # uncompressed bytes of one member held in memory to parse its ELF
 MAX_MEMBERS = 6
 HTTP_TIMEOUT = 30.0
 _SO = re.compile(r"\.so(\.\d+)*$")
@@ -45,12 +48,25 @@ class FetchStats:
 
     requests: int = 0
     bytes: int = 0
+    deep_requests: int = 0  # check --deep: the main extension's member, streamed
+    deep_bytes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, n: int) -> None:
         with self._lock:
             self.requests += 1
             self.bytes += n
+
+    def add_deep(self, requests: int, n: int) -> None:
+        with self._lock:
+            self.deep_requests += requests
+            self.deep_bytes += n
+
+    def as_dict(self) -> dict[str, int]:
+        out = {"requests": self.requests, "bytes": self.bytes}
+        if self.deep_requests:
+            out |= {"deep_requests": self.deep_requests, "deep_bytes": self.deep_bytes}
+        return out
 
 
 def default_cache_dir() -> Path:
@@ -115,16 +131,37 @@ def _metadata_member(zf: zipfile.ZipFile) -> str:
     return names[0]
 
 
-def _scan_binaries(zf: zipfile.ZipFile) -> tuple[Binary | None, tuple[str, ...], int]:
-    """Read extension modules, smallest first, until one links libcudart."""
+@dataclass(frozen=True)
+class Scan:
+    """What reading a wheel's extension modules found, and what it left unread."""
+
+    binary: Binary | None
+    read: tuple[str, ...]
+    extensions: int
+    skipped: tuple[str, ...]
+    sizes: tuple[tuple[str, int], ...]
+
+
+def _scan_binaries(zf: zipfile.ZipFile, budget: int = BINARY_BUDGET) -> Scan:
+    """Read extension modules, smallest first, until one links libcudart.
+
+    Never more than ``budget`` compressed bytes per wheel, nor a member over
+    :data:`MEMBER_MAX` uncompressed: a member that does not fit is skipped and named
+    (xformers 0.0.31 has one extension, ``_C.so``, 13.6 MB compressed).
+    """
     exts = [i for i in zf.infolist() if _SO.search(i.filename) and ".libs/" not in i.filename
             and "libcudart" not in os.path.basename(i.filename)]
-    exts.sort(key=lambda i: i.compress_size)
+    exts.sort(key=lambda i: (i.compress_size, i.filename))
     read: list[str] = []
+    skipped: list[str] = []
     spent = 0
+    sizes = tuple(sorted((i.filename, i.file_size) for i in exts))
     for info in exts:
-        if len(read) >= MAX_MEMBERS or (read and spent + info.compress_size > BINARY_BUDGET):
+        if len(read) >= MAX_MEMBERS:
             break
+        if spent + info.compress_size > budget or info.file_size > MEMBER_MAX:
+            skipped.append(f"{info.filename} ({info.compress_size:,} bytes compressed)")
+            continue
         spent += info.compress_size
         read.append(info.filename)
         data = zf.read(info)
@@ -133,9 +170,13 @@ def _scan_binaries(zf: zipfile.ZipFile) -> tuple[Binary | None, tuple[str, ...],
         except elf.ElfError:
             continue
         if facts.cudart_soname:
-            return Binary(info.filename, facts.needed, facts.toolkit, tuple(elf.sm_archs(data))), \
-                tuple(read), len(exts)
-    return None, tuple(read), len(exts)
+            binary = Binary(info.filename, facts.needed, facts.toolkit, tuple(elf.sm_archs(data)))
+            return Scan(binary, tuple(read), len(exts), _named(skipped), sizes)
+    return Scan(None, tuple(read), len(exts), _named(skipped), sizes)
+
+
+def _named(items: list[str], most: int = 6) -> tuple[str, ...]:
+    return tuple(items) if len(items) <= most else (*items[:most], f"{len(items) - most} more")
 
 
 class _RangeFile(io.RawIOBase):
@@ -184,6 +225,7 @@ class HttpReader:
 
     def __init__(self, ref: WheelRef, stats: FetchStats, timeout: float = HTTP_TIMEOUT) -> None:
         self.ref, self.stats, self.timeout = ref, stats, timeout
+        self._first: tuple[int, bytes, int, bool] | None = None
 
     def _open(self, url: str, rng: str | None) -> tuple[int, dict[str, str], bytes]:
         headers = {"User-Agent": "builder-check/0.1"}
@@ -235,6 +277,45 @@ class HttpReader:
             raise
         return body
 
+    def _tail(self) -> tuple[int, bytes, int, bool]:
+        """(offset, bytes, total size, whole file?) of the first read, made once per reader."""
+        if self._first is None:
+            url = self.ref.url
+            assert url
+            status, headers, body = self._open(url, f"bytes=-{TAIL}")
+            if status == 200:  # no range support: we got it all, so check it all
+                self._verify_whole(body)
+                self._first = (0, body, len(body), True)
+            else:
+                total = self._check_total(headers)
+                self._first = (total - len(body), body, total, False)
+        return self._first
+
+    def _range(self, a: int, b: int, total: int) -> bytes:
+        url = self.ref.url
+        assert url
+        st, h, data = self._open(url, f"bytes={a}-{b - 1}")
+        if st != 206 or self._check_total(h) != total or len(data) != b - a:
+            raise Unavailable(f"{self.ref.filename}: bad range reply from {_host(url)}",
+                              "the index must honour HTTP Range requests")
+        return data
+
+    def metadata_from_tail(self, small: int = SMALL_WHEEL) -> bytes | None:
+        """METADATA located through the zip's last 64 KiB (:mod:`builder.check.ziptail`), without
+        reading a large central directory; None when the tail does not tell."""
+        if self.ref.size is not None and self.ref.size <= small:
+            return None
+        base, body, total, whole = self._tail()
+        if whole:
+            return None
+        m = ziptail.metadata_member(body, base)
+        if m is None:
+            return None
+        a, b = ziptail.local_span(m)
+        b = min(b, total)
+        data = body[a - base: b - base] if a >= base else self._range(a, b, total)
+        return ziptail.extract(m, data)
+
     def zipfile(self, small: int = SMALL_WHEEL) -> zipfile.ZipFile:
         url = self.ref.url
         assert url
@@ -242,20 +323,10 @@ class HttpReader:
             _st, _h, body = self._open(url, None)
             self._verify_whole(body)
             return zipfile.ZipFile(io.BytesIO(body))
-        status, headers, body = self._open(url, f"bytes=-{TAIL}")
-        if status == 200:  # no range support: we got it all, so check it all
-            self._verify_whole(body)
+        base, body, total, whole = self._tail()
+        if whole:
             return zipfile.ZipFile(io.BytesIO(body))
-        total = self._check_total(headers)
-
-        def fetch(a: int, b: int) -> bytes:
-            st, h, data = self._open(url, f"bytes={a}-{b - 1}")
-            if st != 206 or self._check_total(h) != total or len(data) != b - a:
-                raise Unavailable(f"{self.ref.filename}: bad range reply from {_host(url)}",
-                                  "the index must honour HTTP Range requests")
-            return data
-
-        raw = _RangeFile(fetch, total, [(total - len(body), body)])
+        raw = _RangeFile(lambda a, b: self._range(a, b, total), total, [(base, body)])
         return zipfile.ZipFile(raw)
 
 
@@ -287,11 +358,15 @@ def _wants(need: NeedBinary, reqs: tuple[str, ...]) -> bool:
 
 def read_wheel(ref: WheelRef, *, want_binary: NeedBinary, cache: WheelCache | None = None,
                offline: bool = False, stats: FetchStats | None = None,
-               small: int = SMALL_WHEEL) -> WheelFacts:
-    """Facts of one locked wheel: from the cache, a local file or HTTP ranges."""
+               small: int = SMALL_WHEEL, want_files: bool = False) -> WheelFacts:
+    """Facts of one locked wheel: from the cache, a local file or HTTP ranges.
+
+    ``want_files``: also keep the wheel's file list (its zip directory, read by range).
+    """
     if cache is not None:
         hit = cache.get(ref.sha256, want_binary=False)
-        if hit is not None and (hit.binary_scanned or not _wants(want_binary, hit.requires_dist)):
+        if (hit is not None and (hit.binary_scanned or not _wants(want_binary, hit.requires_dist))
+                and (hit.files is not None or not want_files)):
             return hit
     facts: WheelFacts | None = None
     local = _local_path(ref)
@@ -305,7 +380,7 @@ def read_wheel(ref: WheelRef, *, want_binary: NeedBinary, cache: WheelCache | No
         if ref.sha256 and ref.sha256 != sha:
             raise Unavailable(f"{local.name}: sha256 differs from the lock", "re-lock or restore the file")
         ref = WheelRef(ref.name, ref.version, ref.filename, ref.url, str(local), sha, len(data))
-        facts = _from_zip(lambda: zipfile.ZipFile(io.BytesIO(data)), ref, want_binary, "file")
+        facts = _from_zip(lambda: zipfile.ZipFile(io.BytesIO(data)), ref, want_binary, "file", want_files)
     else:
         if offline:
             raise Unavailable(f"{ref.filename}: not in the check cache and --offline was given",
@@ -313,15 +388,15 @@ def read_wheel(ref: WheelRef, *, want_binary: NeedBinary, cache: WheelCache | No
         if not ref.url:
             raise Unavailable(f"{ref.filename}: the lock gives no URL or path", "re-lock")
         reader = HttpReader(ref, stats or FetchStats())
-        if want_binary is not True:
-            meta = reader.metadata_pep658()
+        if want_binary is not True and not want_files:
+            meta = reader.metadata_pep658() or reader.metadata_from_tail(small)
             if meta is not None:
                 name, version, reqs = parse_metadata(meta)
                 if not _wants(want_binary, reqs):
                     facts = WheelFacts(ref.filename, ref.sha256, name or ref.name, version or ref.version,
                                        reqs, origin="http")
         if facts is None:
-            facts = _from_zip(lambda: reader.zipfile(small), ref, want_binary, "http")
+            facts = _from_zip(lambda: reader.zipfile(small), ref, want_binary, "http", want_files)
     assert facts is not None
     if cache is not None:
         cache.put(facts)
@@ -329,25 +404,31 @@ def read_wheel(ref: WheelRef, *, want_binary: NeedBinary, cache: WheelCache | No
 
 
 def _from_zip(opener: Callable[[], zipfile.ZipFile], ref: WheelRef, need: NeedBinary,
-              origin: str) -> WheelFacts:
+              origin: str, want_files: bool = False) -> WheelFacts:
     try:
         with opener() as zf:
             name, version, reqs = parse_metadata(zf.read(_metadata_member(zf)))
             scan = _wants(need, reqs)
-            binary, read, n = _scan_binaries(zf) if scan else (None, (), 0)
+            found = _scan_binaries(zf) if scan else Scan(None, (), 0, (), ())
+            files = tuple(zf.namelist()) if want_files else None
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:
         raise Unavailable(f"{ref.filename}: not a readable wheel: {exc}", "re-lock") from None
     return WheelFacts(ref.filename, ref.sha256, name or ref.name, version or ref.version, reqs,
-                      scan, binary, read, n, origin)
+                      scan, found.binary, found.read, found.extensions, origin, found.skipped, found.sizes, files)
 
 
 def read_wheels(jobs: Iterable[tuple[WheelRef, NeedBinary]], *, cache: WheelCache | None, offline: bool,
-                stats: FetchStats, workers: int = 8, small: int = SMALL_WHEEL) -> dict[str, WheelFacts]:
-    """Read many wheels concurrently; returns filename -> facts.  The first error is raised."""
+                stats: FetchStats, workers: int = 8, small: int = SMALL_WHEEL,
+                files: frozenset[str] = frozenset()) -> dict[str, WheelFacts]:
+    """Read many wheels concurrently; returns filename -> facts.  The first error is raised.
+
+    ``files``: filenames whose file lists are wanted too.
+    """
     todo = list(jobs)
     if not todo:
         return {}
     with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
         futs = [(ref, pool.submit(read_wheel, ref, want_binary=wb, cache=cache, offline=offline,
-                                  stats=stats, small=small)) for ref, wb in todo]
+                                  stats=stats, small=small, want_files=ref.filename in files))
+                for ref, wb in todo]
         return {ref.filename: f.result() for ref, f in futs}
