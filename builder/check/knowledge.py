@@ -210,17 +210,24 @@ def _cc(cc: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
+def major_floor_problem(k: Knowledge, cc: str, major: int) -> tuple[str, str] | None:
+    """Why no CUDA ``major`` code runs on compute capability ``cc`` (the major dropped it), or None."""
+    floor = k.arch_floor.get(major)
+    if floor and _cc(cc) < _cc(floor[0]):
+        return (f"CUDA {major} supports compute capability {floor[0]} and newer; "
+                f"this GPU is {cc}", floor[1])
+    return None
+
+
 def arch_problem(k: Knowledge, cc: str, release: str) -> tuple[str, str] | None:
     """Why a GPU of compute capability ``cc`` cannot run CUDA ``release`` code, or None.
 
     Returns (reason, source).  A capability the table does not know is not a problem
     by itself: ``arch_known`` says whether it was judged.
     """
-    major = release_key(release)[0]
-    floor = k.arch_floor.get(major)
-    if floor and _cc(cc) < _cc(floor[0]):
-        return (f"CUDA {major} supports compute capability {floor[0]} and newer; "
-                f"this GPU is {cc}", floor[1])
+    floor = major_floor_problem(k, cc, release_key(release)[0])
+    if floor:
+        return floor
     intro = k.arch_intro.get(cc)
     if intro and release_key(release) < release_key(intro[0]):
         return (f"compute capability {cc} needs CUDA {intro[0]} or newer; the lock uses {release}",

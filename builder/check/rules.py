@@ -285,23 +285,27 @@ def rule_driver_compat(f: Facts, view: LoadView | None = None) -> Finding:
               f"will report 'driver too old'; upgrade the driver to >= {native or cmin}", ev, SRC_COMPAT)
 
 
-def rule_gpu_arch(f: Facts) -> Finding:
-    """Host compute capability vs the CUDA line, and vs the GPU code of the main extension
-    (read from its fatbin: shipped data or --deep)."""
+def rule_gpu_arch(f: Facts, view: LoadView | None = None) -> Finding:
+    """Host compute capability vs the CUDA line a process loads, and vs the GPU code of the
+    main extension (read from its fatbin: shipped data or --deep)."""
     if not f.host.ccs:
         return _f("gpu-arch", "warn", "host GPU compute capability unknown (pass --gpu-cc or --probe)")
+    v = _view(f, view)
+    loaded = [p for p in _gpu(f) if v.loaded(p) and p.identity]
     releases = {p.identity.release or (cuda.release_of(p.identity.build_toolkit)
                                        if p.identity.build_toolkit else p.identity.build_release)
-                for p in _gpu(f) if p.identity}
-    releases |= {f"{m}.0" for p in _gpu(f) if p.identity for m in p.identity.major}
+                for p in loaded if p.identity}
+    majors = {m for p in loaded if p.identity for m in p.identity.major}
     bad: list[str] = []
     judged: list[str] = []
     unjudged: list[str] = []
     notes: list[str] = []
     src = ""
     for cc in f.host.ccs:
-        for rel in sorted(r for r in releases if r):
-            prob = cuda.arch_problem(f.k, cc, rel)
+        # a major's floor holds whatever the release; a release's intro only for known releases
+        probs = [cuda.major_floor_problem(f.k, cc, m) for m in sorted(majors)]
+        probs += [cuda.arch_problem(f.k, cc, rel) for rel in sorted(r for r in releases if r)]
+        for prob in probs:
             if prob:
                 bad.append(prob[0])
                 src = prob[1]
@@ -407,7 +411,7 @@ def evaluate(f: Facts) -> list[Finding]:
     """Run every rule, in the documented order."""
     view = analyze(f)
     return [rule_identity(f), rule_torch_pin(f), rule_cuda_major(f, view), rule_toolkit_order(f, view),
-            rule_driver_native(f, view), rule_driver_compat(f, view), rule_gpu_arch(f), *tag_rules(f)]
+            rule_driver_native(f, view), rule_driver_compat(f, view), rule_gpu_arch(f, view), *tag_rules(f)]
 
 
 def verdict(findings: list[Finding]) -> str:
