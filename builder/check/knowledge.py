@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,8 +109,9 @@ def from_mapping(d: Mapping[str, Any]) -> Knowledge:
 @functools.cache
 def load(path: Path = DATA) -> Knowledge:
     """The shipped tables (cached)."""
-    with open(path, "rb") as f:
-        return from_mapping(tomllib.load(f))
+    from builder.check.toolkit import read
+
+    return from_mapping(read(path))
 
 
 def release_key(release: str) -> tuple[int, int]:
