@@ -16,6 +16,7 @@ from pathlib import Path
 from builder.check import deepread, kerneldata
 from builder.check.model import Facts, KernelEvidence, Pkg
 from builder.check.wheels import FetchStats
+from builder.errors import Unavailable
 
 _DATA = "builder/data/kernels.toml"
 
@@ -25,11 +26,11 @@ def _rows() -> tuple[kerneldata.KernelRow, ...]:
     return kerneldata.load()
 
 
-def _member(p: Pkg, candidates: tuple[str, ...]) -> str | None:
-    """The first candidate the wheel has (from the extension list its binary scan saw)."""
+def _members(p: Pkg, candidates: tuple[str, ...]) -> tuple[str, ...]:
+    """The candidates the wheel has (from the extension list its binary scan saw); all of
+    them, in order, when that list is not known."""
     have = {n for n, _size in p.facts.ext_sizes} if p.facts else set()
-    hit = next((m for m in candidates if m in have), None)
-    return hit if hit is not None or have else (candidates[0] if candidates else None)
+    return tuple(m for m in candidates if m in have) if have else candidates
 
 
 def shipped(p: Pkg, candidates: tuple[str, ...]) -> KernelEvidence | None:
@@ -47,22 +48,29 @@ def shipped(p: Pkg, candidates: tuple[str, ...]) -> KernelEvidence | None:
 
 
 def deep_evidence(p: Pkg, candidates: tuple[str, ...], *, cache_dir: Path, offline: bool,
-         stats: FetchStats) -> KernelEvidence | None:
+                  stats: FetchStats) -> KernelEvidence | None:
     """Read the member itself (``check --deep``); raises Unavailable when it cannot."""
-    member = _member(p, candidates)
-    if p.wheel is None or not p.wheel.sha256 or member is None:
+    if p.wheel is None or not p.wheel.sha256:
         return None
-    ref = deepread.MemberRef(filename=p.wheel.filename, sha256=p.wheel.sha256, member=member, url=p.wheel.url,
-                             size=p.wheel.size, path=p.wheel.path)
-    res = deepread.deep_read(ref, cache=deepread.DeepCache(cache_dir), offline=offline)
-    where = f"{cache_dir}/kernels/{p.wheel.sha256}.json"
-    if res.origin == "cache":
-        return KernelEvidence(member, res.archs, res.ptx_isa, "deep read (cached)",
-                              f"from {where}: {res.bytes_transferred / 1e6:.1f} MB read on {res.read_at}")
-    stats.add_deep(res.requests, res.bytes_transferred)
-    return KernelEvidence(member, res.archs, res.ptx_isa, "deep read",
-                          f"{res.bytes_transferred / 1e6:.1f} MB in {res.requests} range requests, "
-                          f"{res.seconds:.0f} s ({res.member_size / 1e6:.0f} MB member); cached as {where}")
+    members = _members(p, candidates)
+    for i, member in enumerate(members):
+        ref = deepread.MemberRef(filename=p.wheel.filename, sha256=p.wheel.sha256, member=member,
+                                 url=p.wheel.url, size=p.wheel.size, path=p.wheel.path)
+        try:
+            res = deepread.deep_read(ref, cache=deepread.DeepCache(cache_dir), offline=offline)
+        except Unavailable as exc:
+            if f": no member {member}" in exc.message and i + 1 < len(members):
+                continue  # the extension list was not known: try the next name
+            raise
+        where = f"{cache_dir}/kernels/{p.wheel.sha256}.json"
+        if res.origin == "cache":
+            return KernelEvidence(member, res.archs, res.ptx_isa, "deep read (cached)",
+                                  f"from {where}: {res.bytes_transferred / 1e6:.1f} MB read on {res.read_at}")
+        stats.add_deep(res.requests, res.bytes_transferred)
+        return KernelEvidence(member, res.archs, res.ptx_isa, "deep read",
+                              f"{res.bytes_transferred / 1e6:.1f} MB in {res.requests} range requests, "
+                              f"{res.seconds:.0f} s ({res.member_size / 1e6:.0f} MB member); cached as {where}")
+    return None
 
 
 def attach_kernels(f: Facts, *, cache_dir: Path, deep: bool, offline: bool,

@@ -22,7 +22,8 @@ def _packages_rows(rep: Any) -> list[list[str]]:
             continue
         major = "/".join(str(m) for m in sorted(i.major)) or "?"
         rows.append([name, p.version, major, i.runtime or i.release or "-", i.cudart_soname or "-",
-                     i.build_toolkit or "-", i.cublas or "-", i.kind if not i.jit_only else "pure-python"])
+                     i.build_toolkit or (f"{i.build_release} (PTX ISA)" if i.build_release else "-"),
+                     i.cublas or "-", i.kind if not i.jit_only else "pure-python"])
     return rows
 
 
