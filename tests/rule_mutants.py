@@ -73,7 +73,8 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     ("floors.py", "        if i is None or not view.loaded(p):\n            continue\n        places",
      "        if i is None:\n            continue\n        places", "native floor: counts builds that are not loaded"),
     ("loaded.py", "        if shared:\n", "        if False:\n", "coexistence: shared libraries ignored"),
-    ("loaded.py", "            if _NEEDED.fullmatch(lib) and lib not in installed:\n",
+    ("loaded.py",
+     "            if m and components.sonames(f.tk, \"cudart\", int(m.group(2))) and lib not in installed:\n",
      "            if False:\n", "providers: missing libcudart/libcublas ignored"),
 ]
 

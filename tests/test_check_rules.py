@@ -519,3 +519,9 @@ def test_gpu_arch_judges_only_the_major_a_process_loads() -> None:
     assert rules.rule_gpu_arch(f).level == "pass"
     f.packages["nvidia-cutlass-dsl-libs-cu13"].files = ("nvidia_cutlass_dsl/cu12/lib/libx.so",)  # now they clash
     assert rules.rule_gpu_arch(f).level == "fail"
+
+
+def test_a_cuda_11_runtime_is_not_claimed_missing() -> None:
+    # CUDA 11 era torch bundled its runtime: no package name tells, so nothing is claimed
+    old = vllm(toolkit_version="11.8.89", major=11, needed=("libcudart.so.11.0", "libcublas.so.11"))
+    assert rules.rule_cuda_major(facts(old)).level == "pass"

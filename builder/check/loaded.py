@@ -133,9 +133,10 @@ def analyze(f: Facts) -> LoadView:
                             f"loads; the lock has libraries for CUDA {', '.join(map(str, sorted(v.majors)))}")
             return v
     fams = _by_family(f)
+    core_names = {p.name for p in core}
     for p in ided:
         i = p.identity
-        if i is None or not i.major or i.major <= v.majors or p in core:
+        if i is None or not i.major or i.major <= v.majors or p.name in core_names:
             continue
         fam = family(f, p)
         peers = [q for q in fams.get(fam, []) if q.identity and q.identity.major <= v.majors]
@@ -177,8 +178,8 @@ def _providers(f: Facts, core: list[Pkg], v: LoadView) -> None:
     for p in f.packages.values():
         hit = components.component_of(f.k, f.tk, p.name)
         if hit is not None and p.identity is not None:
-            for m in p.identity.major:
-                installed |= set(components.sonames(f.tk, hit[0], m))
+            for major in p.identity.major:
+                installed |= set(components.sonames(f.tk, hit[0], major))
         if p.files is not None:
             installed |= {x.rsplit("/", 1)[-1] for x in _libs(p.files)}
     for p in core:
@@ -186,6 +187,9 @@ def _providers(f: Facts, core: list[Pkg], v: LoadView) -> None:
         if b is None:
             continue
         for lib in b.needed:
-            if _NEEDED.fullmatch(lib) and lib not in installed:
+            m = _NEEDED.fullmatch(lib)
+            # only majors whose component packages builder knows (12, 13): older torch builds
+            # bundled their own runtime, which no package name tells
+            if m and components.sonames(f.tk, "cudart", int(m.group(2))) and lib not in installed:
                 v.conflicts.append(f"{b.member} ({p.name} {p.version}) links {lib}, which no package in the lock "
                                    "installs: it loads only if the host happens to provide it")
