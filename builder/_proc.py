@@ -223,3 +223,37 @@ def run(
             stderr_tail=tail,
         )
     return res
+
+
+def spawn_detached(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str],
+    logfile: str | os.PathLike[str],
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as a long-running service: its own session, no terminal.
+
+    stdin is ``/dev/null``; stdout and stderr are appended to ``logfile``.  Unlike
+    :func:`run` there is no timeout: the caller owns the process from here on
+    (``builder.serve.process`` records it and stops it with bounded waits).
+    Ctrl-C in builder's terminal does not reach it (``setsid``).
+    Raises ToolNotFound when ``argv[0]`` cannot be executed.
+    """
+    argv = tuple(str(a) for a in argv)
+    exe = which(argv[0], path=env.get("PATH"))
+    if exe is None:
+        raise ToolNotFound(f"{argv[0]} not found or not executable", "check the runtime's bin directory")
+    log.debug("spawn %s (detached, log %s)", shlex.join(argv), logfile)
+    log_fd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        proc = subprocess.Popen(
+            (exe, *argv[1:]), stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
+            cwd=cwd, env=dict(env), start_new_session=True, close_fds=True,
+        )
+    except OSError as exc:
+        raise ToolNotFound(f"{argv[0]} cannot be run: {exc.strerror or exc}",
+                           "check that it exists and is executable") from None
+    finally:
+        os.close(log_fd)
+    return proc

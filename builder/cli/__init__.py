@@ -63,4 +63,4 @@ def main(ctx: click.Context, project_dir: str | None, quiet: bool, verbose: bool
 
 # Each module adds its commands to ``main``; one module per command family keeps
 # this file free of per-command code.  Imported last: they import ``main``.
-from builder.cli import check_cmds, host_cmds, lock_cmds, runtime_cmds  # noqa: E402, F401, I001
+from builder.cli import check_cmds, host_cmds, lock_cmds, runtime_cmds, serve_cmds  # noqa: E402, F401, I001

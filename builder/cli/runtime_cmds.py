@@ -45,10 +45,15 @@ def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: 
     proj = project(ctx)
     guard = protect.for_project(proj)
     pythons = select_pythons(proj.matrix(matrix), python)
+    pinned: frozenset[str] = frozenset()
+    if force:  # only a forced rebuild replaces a runtime: keep what serving depends on
+        from builder.serve.service import pinned_runtimes
+
+        pinned = frozenset(pinned_runtimes(proj))
     results = []
     for py in pythons:
         req = runtime.BuildRequest(matrix=matrix, python=py, root=root, interpreter=interpreter, force=force,
-                                   base=base, cache_dir=cache_dir, gpu=gpu)
+                                   base=base, cache_dir=cache_dir, gpu=gpu, pinned=pinned)
         res = runtime.build(proj, req, guard, progress(ctx))
         results.append(res)
         if as_json:

@@ -164,13 +164,15 @@ class CondaLockOutcome:
     seconds: float
 
 
-def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, str] | None = None,
-         solver: str = "auto") -> CondaLockOutcome:
-    """Solve the conda base of (matrix, python) and write its lock atomically.
+def solve_text(matrix: Matrix, python: str, overrides: Mapping[str, str] | None = None,
+               solver: str = "auto") -> str:
+    """Solve the conda base of (matrix, python) and return the lock text (nothing written)."""
+    return _solve(matrix, python, overrides, solver)[0]
 
-    ``solver``: ``auto`` (conda-lock when an executable exists, else rattler),
-    ``rattler`` or ``conda-lock``.  The previous file is kept on any failure.
-    """
+
+def _solve(matrix: Matrix, python: str, overrides: Mapping[str, str] | None, solver: str
+           ) -> tuple[str, str, int, float]:
+    """(lock text, solver used, package count, seconds)."""
     from builder.conda import lockfile as conda_lockfile
 
     chans = channels(matrix, overrides)
@@ -199,12 +201,23 @@ def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, s
         "builder-command": regenerate_command(matrix, python),
     }
     text = conda_lockfile.render(lf, matrix, python, stamp, conda_lockfile.content_hash(chans, wanted, vps))
+    return text, used, len(lf.package), seconds
+
+
+def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, str] | None = None,
+         solver: str = "auto") -> CondaLockOutcome:
+    """Solve the conda base of (matrix, python) and write its lock atomically.
+
+    ``solver``: ``auto`` (conda-lock when an executable exists, else rattler),
+    ``rattler`` or ``conda-lock``.  The previous file is kept on any failure.
+    """
+    text, used, n, seconds = _solve(matrix, python, overrides, solver)
     path = conda_lock_path(locks_dir, matrix, python)
     old = path.read_text(encoding="utf-8") if path.exists() else None
     changed = old != text
     if changed:
         atomic_write(path, text)
-    return CondaLockOutcome(path, used, len(lf.package), changed, seconds)
+    return CondaLockOutcome(path, used, n, changed, seconds)
 
 
 def _rattler_label() -> str:

@@ -75,16 +75,19 @@ def _compile(uv: str, t: Target, offline: bool, follower: bool) -> uv_backend.Co
     return uv_backend.compile_lock(uv, t.matrix, t.python, offline=offline)
 
 
+def lock_text(t: Target, res: uv_backend.CompileResult, uv_version: str) -> str:
+    """The full lock file builder writes for ``t`` from uv's result (header, body, stamp)."""
+    return lockstate.render(t.matrix, t.python, res.body,
+                            {"uv-version": uv_version, "uv-command": " ".join(res.argv)})
+
+
 def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bool,
               overrides: Mapping[str, str] | None = None, follower: bool = False) -> LockOutcome:
     path = lock_path(project.locks, t.matrix, t.python)
     out = LockOutcome(t, path)
     try:
         res = _compile(uv, t, offline, follower)
-        text = lockstate.render(
-            t.matrix, t.python, res.body,
-            {"uv-version": uv_version, "uv-command": " ".join(res.argv)},
-        )
+        text = lock_text(t, res, uv_version)
         old = path.read_text(encoding="utf-8") if path.exists() else None
         if old != text:
             fsio.atomic_write(path, text)

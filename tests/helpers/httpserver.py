@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -120,11 +120,15 @@ def serve(directory: Path) -> Iterator[tuple[str, Stats]]:
         httpd.server_close()
 
 
-def write_simple_index(root: Path, wheels_dir: Path, upload_time: str = "2025-06-01T00:00:00Z") -> Path:
+def write_simple_index(root: Path, wheels_dir: Path, upload_time: str = "2025-06-01T00:00:00Z",
+                       upload_times: Mapping[str, str] | None = None) -> Path:
     """Write a PEP 503 simple index under ``root/simple`` for the files in ``wheels_dir``.
 
     Files are linked relatively as ``../../files/NAME`` with their sha256 as a
-    URL fragment, so uv records real hashes.  Returns the ``simple`` directory.
+    URL fragment, so uv records real hashes.  ``upload_times`` (file name ->
+    RFC 3339 time) overrides ``upload_time`` per file, for ``--exclude-newer``
+    tests.  Rewriting an index over an existing ``root`` replaces changed files
+    (a re-upload).  Returns the ``simple`` directory.
     """
     import hashlib
     import json
@@ -142,7 +146,7 @@ def write_simple_index(root: Path, wheels_dir: Path, upload_time: str = "2025-06
         else:
             continue
         target = files / f.name
-        if not target.exists():
+        if not target.exists() or target.read_bytes() != f.read_bytes():
             target.write_bytes(f.read_bytes())
         by_project.setdefault(canonicalize_name(name), []).append(target)
     simple = root / "simple"
@@ -160,7 +164,7 @@ def write_simple_index(root: Path, wheels_dir: Path, upload_time: str = "2025-06
                     "filename": f.name,
                     "url": f"../../files/{f.name}",
                     "hashes": {"sha256": hashlib.sha256(f.read_bytes()).hexdigest()},
-                    "upload-time": upload_time,
+                    "upload-time": (upload_times or {}).get(f.name, upload_time),
                     "size": f.stat().st_size,
                 }
                 for f in fs
