@@ -19,7 +19,7 @@ from builder.spec import Matrix
 if TYPE_CHECKING:
     from builder.pylock import Package
 
-CACHE_SCHEMA = 2  # 2: skipped members, extension sizes, file lists
+CACHE_SCHEMA = 1  # later fields (skipped, ext_sizes, files) are optional: older entries stay valid
 
 
 @dataclass(frozen=True)
