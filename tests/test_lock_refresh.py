@@ -105,7 +105,8 @@ def test_refresh_picks_up_newer_versions_keeps_pins_and_comments_and_the_diff_sh
     # The newer cuBLAS line matches vLLM's build toolkit: the warning goes, the floor stays.
     assert d["driver"] == {"old": {"native_min": "575.57.08", "compat_min": "525.60.13"},
                            "new": {"native_min": "575.57.08", "compat_min": "525.60.13"}}
-    assert d["verdict"] == {"old": "warn", "new": "pass"}
+    # gpu-arch stays a warning: this test's vLLM has no main extension in builder's kernel data
+    assert d["verdict"] == {"old": "warn", "new": "warn"}
     assert {"id": "cuda-toolkit-order", "old": "warn", "new": "info"} == {
         k: v for k, v in next(f for f in d["findings"] if f["id"] == "cuda-toolkit-order").items() if k != "message"}
     assert d["host"]["driver"] == "575.57.08" and d["host"]["gpu_cc"] == ["8.9"]
@@ -115,7 +116,7 @@ def test_refresh_picks_up_newer_versions_keeps_pins_and_comments_and_the_diff_sh
     md = r.stdout
     assert md.startswith("## Lock changes: 1 of 1 locks with package changes, no regression")
     assert "| filelock | 3.19.1 | **3.20.0** |" in md
-    assert "12.8.4.1 → **12.9.1.4**" in md and "warn → **pass**" in md
+    assert "12.8.4.1 → **12.9.1.4**" in md and "`cuda-toolkit-order` warn → info" in md
 
 
 def test_refresh_is_idempotent_and_a_date_without_news_only_restamps(world: World, env: dict[str, str]) -> None:

@@ -3,7 +3,8 @@ range requests from the URL in a lock, never downloading a large wheel whole.
 
 Remote reads fetch the zip's tail (end-of-central-directory and usually the
 central directory), then METADATA, then the smallest extension modules until
-one links ``libcudart``.  The total size the server reports must equal the size
+one links ``libcudart``, within a byte budget per wheel: a member that does not fit
+is not read and is named in the facts (``skipped``).  The total size the server reports must equal the size
 in the lock; a small wheel is fetched whole and its sha256 checked.  Results are
 cached as JSON keyed by the wheel's sha256, so a second check is offline.
 
@@ -34,6 +35,7 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from builder import _http, elf
+from builder.check import ziptail
 from builder.check.model import CACHE_SCHEMA, Binary, WheelFacts, WheelRef
 from builder.errors import LockFileError, Unavailable
 
@@ -41,6 +43,7 @@ TAIL = 64 * 1024  # first read: the zip's last 64 KiB (EOCD + most central direc
 READAHEAD = 64 * 1024  # a miss fetches at least this much (local header + small member)
 SMALL_WHEEL = 256 * 1024  # wheels up to this size are fetched whole and hash-checked
 BINARY_BUDGET = 2 * 1024 * 1024  # compressed bytes of extension members read per wheel
+MEMBER_MAX = 32 * 1024 * 1024  # uncompressed bytes of one member held in memory to parse its ELF
 MAX_MEMBERS = 6
 HTTP_TIMEOUT = _http.READ_TIMEOUT  # one socket read may stall this long
 #: Caps per kind of read (bytes).  A read past its cap is Unavailable, never a
@@ -69,12 +72,25 @@ class FetchStats:
 
     requests: int = 0
     bytes: int = 0
+    deep_requests: int = 0  # check --deep: the main extension's member, streamed
+    deep_bytes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, n: int) -> None:
         with self._lock:
             self.requests += 1
             self.bytes += n
+
+    def add_deep(self, requests: int, n: int) -> None:
+        with self._lock:
+            self.deep_requests += requests
+            self.deep_bytes += n
+
+    def as_dict(self) -> dict[str, int]:
+        out = {"requests": self.requests, "bytes": self.bytes}
+        if self.deep_requests:
+            out |= {"deep_requests": self.deep_requests, "deep_bytes": self.deep_bytes}
+        return out
 
 
 def default_cache_dir() -> Path:
@@ -167,19 +183,41 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, *, wheel: str, cap: 
     return bytes(out)
 
 
-def _scan_binaries(zf: zipfile.ZipFile, wheel: str, phase: Callable[[str, int], object] | None = None
-                   ) -> tuple[Binary | None, tuple[str, ...], int]:
-    """Read extension modules, smallest first, until one links libcudart."""
+@dataclass(frozen=True)
+class Scan:
+    """What reading a wheel's extension modules found, and what it left unread."""
+
+    binary: Binary | None
+    read: tuple[str, ...]
+    extensions: int
+    skipped: tuple[str, ...]
+    sizes: tuple[tuple[str, int], ...]
+
+
+def _scan_binaries(zf: zipfile.ZipFile, wheel: str, phase: Callable[[str, int], object] | None = None,
+                   budget: int = BINARY_BUDGET) -> Scan:
+    """Read extension modules, smallest first, until one links libcudart.
+
+    Never more than ``budget`` compressed bytes per wheel, nor a member over
+    :data:`MEMBER_MAX` uncompressed: a member that does not fit is skipped and named
+    (xformers 0.0.31 has one extension, ``_C.so``, 13.6 MB compressed).  Each member
+    read is bounded by :func:`read_member` (inflated-size and ratio caps).
+    """
     exts = [i for i in zf.infolist() if _SO.search(i.filename) and ".libs/" not in i.filename
             and "libcudart" not in os.path.basename(i.filename)]
-    exts.sort(key=lambda i: i.compress_size)
+    exts.sort(key=lambda i: (i.compress_size, i.filename))
     read: list[str] = []
+    skipped: list[str] = []
     spent = 0
+    sizes = tuple(sorted((i.filename, i.file_size) for i in exts))
     if phase is not None:
-        phase("ELF members", BINARY_BUDGET + (MAX_MEMBERS + 1) * READAHEAD)
+        phase("ELF members", budget + (MAX_MEMBERS + 1) * READAHEAD)
     for info in exts:
-        if len(read) >= MAX_MEMBERS or (read and spent + info.compress_size > BINARY_BUDGET):
+        if len(read) >= MAX_MEMBERS:
             break
+        if spent + info.compress_size > budget or info.file_size > MEMBER_MAX:
+            skipped.append(f"{info.filename} ({info.compress_size:,} bytes compressed)")
+            continue
         spent += info.compress_size
         read.append(info.filename)
         data = read_member(zf, info, wheel=wheel, cap=ELF_MAX)
@@ -188,9 +226,13 @@ def _scan_binaries(zf: zipfile.ZipFile, wheel: str, phase: Callable[[str, int], 
         except elf.ElfError:
             continue
         if facts.cudart_soname:
-            return Binary(info.filename, facts.needed, facts.toolkit, tuple(elf.sm_archs(data))), \
-                tuple(read), len(exts)
-    return None, tuple(read), len(exts)
+            binary = Binary(info.filename, facts.needed, facts.toolkit, tuple(elf.sm_archs(data)))
+            return Scan(binary, tuple(read), len(exts), _named(skipped), sizes)
+    return Scan(None, tuple(read), len(exts), _named(skipped), sizes)
+
+
+def _named(items: list[str], most: int = 6) -> tuple[str, ...]:
+    return tuple(items) if len(items) <= most else (*items[:most], f"{len(items) - most} more")
 
 
 class _RangeFile(io.RawIOBase):
@@ -261,6 +303,7 @@ class HttpReader:
                  budget: float = WHEEL_DEADLINE, cancel: _http.Cancel | None = None) -> None:
         self.ref, self.stats, self.timeout, self.cancel = ref, stats, timeout, cancel
         self.budget = _http.Budget(budget, WHEEL_BYTES, ref.filename)
+        self._first: tuple[int, bytes, int, bool] | None = None
 
     def _get(self, url: str, rng: str | None, cap: int, what: str) -> _http.Reply:
         try:
@@ -303,6 +346,59 @@ class HttpReader:
             raise
         return reply.body
 
+    def _tail(self) -> tuple[int, bytes, int, bool]:
+        """(offset, bytes, total size, whole file?) of the first read, made once per reader.
+
+        A server without Range support answers 200 with the whole file: allowed up
+        to WHOLE_MAX (then checked whole), refused beyond by Content-Length.
+        """
+        if self._first is None:
+            url = self.ref.url
+            assert url
+            reply = self._get(url, f"bytes=-{TAIL}", max(TAIL, min(self.ref.size or WHOLE_MAX, WHOLE_MAX)),
+                              "zip tail")
+            if reply.status == 200:
+                self._verify_whole(reply.body)
+                self._first = (0, reply.body, len(reply.body), True)
+            else:
+                total = self._check_total(reply.headers)
+                if reply.status != 206 or len(reply.body) > TAIL or len(reply.body) > total:
+                    raise Unavailable(f"{self.ref.filename}: bad range reply from {_http.host_of(url)}",
+                                      "the index must honour HTTP Range requests")
+                self._first = (total - len(reply.body), reply.body, total, False)
+        return self._first
+
+    def _range(self, a: int, b: int, total: int) -> bytes:
+        url = self.ref.url
+        assert url
+        r = self._get(url, f"bytes={a}-{b - 1}", b - a, "byte range")
+        if r.status != 206 or self._check_total(r.headers) != total or len(r.body) != b - a:
+            raise Unavailable(f"{self.ref.filename}: bad range reply from {_http.host_of(url)}",
+                              "the index must honour HTTP Range requests")
+        return r.body
+
+    def metadata_from_tail(self, small: int = SMALL_WHEEL) -> bytes | None:
+        """METADATA located through the zip's last 64 KiB (:mod:`builder.check.ziptail`), without
+        reading a large central directory; None when the tail does not tell."""
+        if self.ref.size is not None and self.ref.size <= small:
+            return None
+        base, body, total, whole = self._tail()
+        if whole:
+            return None
+        m = ziptail.metadata_member(body, base)
+        if m is None:
+            return None
+        if m.file_size > METADATA_MAX:
+            raise Unavailable(f"{self.ref.filename}: METADATA inflates to {m.file_size} bytes, more than "
+                              f"the {METADATA_MAX // (1024 * 1024)} MiB cap", "check the wheel's source")
+        a, b = ziptail.local_span(m)
+        b = min(b, total)
+        if b - a > METADATA_MAX + 2 * READAHEAD:
+            raise Unavailable(f"{self.ref.filename}: METADATA's local entry spans {b - a} bytes",
+                              "check the wheel's source")
+        data = body[a - base: b - base] if a >= base else self._range(a, b, total)
+        return ziptail.extract(m, data)
+
     def zipfile(self, small: int = SMALL_WHEEL) -> tuple[zipfile.ZipFile, Callable[[str, int], object] | None]:
         """The wheel as a ZipFile (whole when small, else by ranges) and its phase setter."""
         url = self.ref.url
@@ -311,25 +407,10 @@ class HttpReader:
             reply = self._get(url, None, min(self.ref.size, WHOLE_MAX), "whole wheel")
             self._verify_whole(reply.body)
             return zipfile.ZipFile(io.BytesIO(reply.body)), None
-        # A server without Range support answers 200 with the whole file: allowed
-        # up to WHOLE_MAX (then checked whole), refused beyond by Content-Length.
-        reply = self._get(url, f"bytes=-{TAIL}", max(TAIL, min(self.ref.size or WHOLE_MAX, WHOLE_MAX)), "zip tail")
-        if reply.status == 200:
-            self._verify_whole(reply.body)
-            return zipfile.ZipFile(io.BytesIO(reply.body)), None
-        total = self._check_total(reply.headers)
-        if reply.status != 206 or len(reply.body) > TAIL or len(reply.body) > total:
-            raise Unavailable(f"{self.ref.filename}: bad range reply from {_http.host_of(url)}",
-                              "the index must honour HTTP Range requests")
-
-        def fetch(a: int, b: int) -> bytes:
-            r = self._get(url, f"bytes={a}-{b - 1}", b - a, "byte range")
-            if r.status != 206 or self._check_total(r.headers) != total or len(r.body) != b - a:
-                raise Unavailable(f"{self.ref.filename}: bad range reply from {_http.host_of(url)}",
-                                  "the index must honour HTTP Range requests")
-            return r.body
-
-        raw = _RangeFile(fetch, total, [(total - len(reply.body), reply.body)], self.ref.filename)
+        base, body, total, whole = self._tail()
+        if whole:
+            return zipfile.ZipFile(io.BytesIO(body)), None
+        raw = _RangeFile(lambda a, b: self._range(a, b, total), total, [(base, body)], self.ref.filename)
         return zipfile.ZipFile(raw), raw.phase
 
 
@@ -363,7 +444,7 @@ def _wants(need: NeedBinary, reqs: tuple[str, ...]) -> bool:
     return need(reqs) if callable(need) else need
 
 
-def _read_file(ref: WheelRef, local: Path, want_binary: NeedBinary) -> WheelFacts:
+def _read_file(ref: WheelRef, local: Path, want_binary: NeedBinary, want_files: bool = False) -> WheelFacts:
     """A local wheel: regular file only, size then sha256 checked (streamed), read in place."""
     with _http.open_regular(local, what=ref.filename) as fh:
         size = os.fstat(fh.fileno()).st_size
@@ -381,27 +462,29 @@ def _read_file(ref: WheelRef, local: Path, want_binary: NeedBinary) -> WheelFact
             raise Unavailable(f"{local.name}: sha256 differs from the lock", "re-lock or restore the file")
         ref = WheelRef(ref.name, ref.version, ref.filename, ref.url, str(local), sha, size)
         fh.seek(0)
-        return _from_zip(lambda: (zipfile.ZipFile(fh), None), ref, want_binary, "file")
+        return _from_zip(lambda: (zipfile.ZipFile(fh), None), ref, want_binary, "file", want_files)
 
 
 def read_wheel(ref: WheelRef, *, want_binary: NeedBinary, cache: WheelCache | None = None,
                offline: bool = False, stats: FetchStats | None = None,
                small: int = SMALL_WHEEL, cancel: _http.Cancel | None = None,
-               not_after: float | None = None) -> WheelFacts:
+               not_after: float | None = None, want_files: bool = False) -> WheelFacts:
     """Facts of one locked wheel: from the cache, a local file or HTTP ranges.
 
     ``not_after`` (a ``time.monotonic()`` value) ends the wheel's reads early
-    when a whole check's time is running out.
+    when a whole check's time is running out.  ``want_files``: also keep the
+    wheel's file list (its zip directory, read by range).
     """
     if cache is not None:
         hit = cache.get(ref.sha256, want_binary=False)
-        if hit is not None and (hit.binary_scanned or not _wants(want_binary, hit.requires_dist)):
+        if (hit is not None and (hit.binary_scanned or not _wants(want_binary, hit.requires_dist))
+                and (hit.files is not None or not want_files)):
             return hit
     _check_url(ref)
     facts: WheelFacts | None = None
     local = _local_path(ref)
     if local is not None:
-        facts = _read_file(ref, local, want_binary)
+        facts = _read_file(ref, local, want_binary, want_files)
     else:
         if offline:
             raise Unavailable(f"{ref.filename}: not in the check cache and --offline was given",
@@ -415,15 +498,15 @@ def read_wheel(ref: WheelRef, *, want_binary: NeedBinary, cache: WheelCache | No
                 raise Unavailable(f"{ref.filename}: the check's time for reading wheels is spent",
                                   "the index is too slow; retry, or check the network")
         reader = HttpReader(ref, stats or FetchStats(), cancel=cancel, budget=seconds)
-        if want_binary is not True:
-            meta = reader.metadata_pep658()
+        if want_binary is not True and not want_files:
+            meta = reader.metadata_pep658() or reader.metadata_from_tail(small)
             if meta is not None:
                 name, version, reqs = parse_metadata(meta)
                 if not _wants(want_binary, reqs):
                     facts = WheelFacts(ref.filename, ref.sha256, name or ref.name, version or ref.version,
                                        reqs, origin="http")
         if facts is None:
-            facts = _from_zip(lambda: reader.zipfile(small), ref, want_binary, "http")
+            facts = _from_zip(lambda: reader.zipfile(small), ref, want_binary, "http", want_files)
     assert facts is not None
     if cache is not None:
         cache.put(facts)
@@ -436,7 +519,7 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, z
 
 
 def _from_zip(opener: Callable[[], tuple[zipfile.ZipFile, Callable[[str, int], object] | None]], ref: WheelRef,
-              need: NeedBinary, origin: str) -> WheelFacts:
+              need: NeedBinary, origin: str, want_files: bool = False) -> WheelFacts:
     try:
         zf, phase = opener()
         with zf:
@@ -445,20 +528,23 @@ def _from_zip(opener: Callable[[], tuple[zipfile.ZipFile, Callable[[str, int], o
                 phase("METADATA", METADATA_MAX + 2 * READAHEAD)
             name, version, reqs = parse_metadata(read_member(zf, info, wheel=ref.filename, cap=METADATA_MAX))
             scan = _wants(need, reqs)
-            binary, read, n = _scan_binaries(zf, ref.filename, phase) if scan else (None, (), 0)
+            found = _scan_binaries(zf, ref.filename, phase) if scan else Scan(None, (), 0, (), ())
+            files = tuple(zf.namelist()) if want_files else None
     except Unavailable:
         raise
     except _ZIP_ERRORS as exc:
         raise Unavailable(f"{ref.filename}: not a readable wheel: {type(exc).__name__}: {str(exc)[:200]}",
                           "re-lock") from None
     return WheelFacts(ref.filename, ref.sha256, name or ref.name, version or ref.version, reqs,
-                      scan, binary, read, n, origin)
+                      scan, found.binary, found.read, found.extensions, origin, found.skipped, found.sizes, files)
 
 
 def read_wheels(jobs: Iterable[tuple[WheelRef, NeedBinary]], *, cache: WheelCache | None, offline: bool,
                 stats: FetchStats, workers: int = 8, small: int = SMALL_WHEEL,
-                deadline: float = CHECK_DEADLINE) -> dict[str, WheelFacts]:
+                deadline: float = CHECK_DEADLINE, files: frozenset[str] = frozenset()) -> dict[str, WheelFacts]:
     """Read many wheels concurrently; returns filename -> facts.  The first error is raised.
+
+    ``files``: filenames whose file lists are wanted too.
 
     All reads together end within ``deadline`` seconds (each wheel's own bound
     is cut to what is left).
@@ -476,7 +562,8 @@ def read_wheels(jobs: Iterable[tuple[WheelRef, NeedBinary]], *, cache: WheelCach
     futs: list[tuple[WheelRef, Future[WheelFacts]]] = []
     try:
         futs = [(ref, pool.submit(read_wheel, ref, want_binary=wb, cache=cache, offline=offline,
-                                  stats=stats, small=small, cancel=cancel, not_after=not_after))
+                                  stats=stats, small=small, cancel=cancel, not_after=not_after,
+                                  want_files=ref.filename in files))
                 for ref, wb in todo]
         out = {ref.filename: f.result() for ref, f in futs}
     except BaseException:
