@@ -1,12 +1,20 @@
 """nox sessions: thin wrappers over the builder CLI (they never re-implement it).
 
     nox -s tests                 # the default test suite (offline)
-    nox -s lint                  # ruff + mypy
-    nox -s lock                  # re-lock every matrix (CI lock refresh)
+    nox -s lint                  # ruff + mypy + import-linter contracts
+    nox -s lock                  # re-lock every matrix at its exclude-newer date
+    nox -s lock-refresh          # move exclude-newer to today, re-lock, verify, diff (CI lock refresh)
     nox -s lock-matrix-a         # re-lock one matrix
-    nox -s build-matrix-a        # build + smoke matrix A for both Pythons (-p 3.12 narrows)
+    nox -s build-matrix-a        # build + smoke matrix A for each of its Pythons (-p 3.12 narrows)
     nox -s smoke-matrix-b -p 3.12
+    nox -s serve-matrix-a -p 3.12  # serve start (slot green), probe, stop; posargs go to `serve start`
     nox -s main                  # the README's main job
+
+The per-matrix sessions come from the data: every ``envs/matrix-*.toml`` gets
+``lock-matrix-<id>``, ``build-matrix-<id>`` and ``smoke-matrix-<id>`` (one per
+Python in its ``pythons``), so a new matrix needs no edit here (``nox -l``).
+The matrices are those of the project builder runs on: ``$BUILDER_PROJECT``,
+else this checkout.
 
 No session activates, reads or writes the protected env (QL_1): builder refuses
 to write inside it, and sessions run builder with a scrubbed environment.
@@ -17,19 +25,24 @@ installs: for a host without package registries).
 from __future__ import annotations
 
 import glob
+import json
 import os
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import nox
+from nox.command import CommandFailed
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["tests"]
 
 ROOT = Path(__file__).parent
-PYTHONS = ["3.11", "3.12"]
-MATRICES = ["a", "b"]
+PYTHONS = ["3.11", "3.12"]  # for a matrix file that does not say (builder reports that spec)
 # Variables that must not reach builder from the operator's shell (QL_1 active, say).
 SCRUB = ("VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "PYTHONPATH", "PYTHONHOME")
+REFRESH_MD = "lock-refresh.md"      # the pull request body (lock-refresh session)
+REFRESH_JSON = "lock-refresh.json"  # the same diff, for the decision "did any package change"
 
 
 def _add_pyenv_pythons_to_path() -> None:
@@ -48,6 +61,30 @@ def _add_pyenv_pythons_to_path() -> None:
 
 
 _add_pyenv_pythons_to_path()
+
+
+def _matrices(envs: Path) -> list[tuple[str, list[str]]]:
+    """``(id, pythons)`` of every ``matrix-*.toml`` in ``envs``.
+
+    Only the two keys sessions are named by are read (tomllib, no validation:
+    that is builder's job). A file that cannot be read still gets its sessions,
+    named after the file, so running one shows builder's error for that spec
+    instead of the matrix silently vanishing from ``nox -l``.
+    """
+    found = []
+    for path in sorted(envs.glob("matrix-*.toml")):
+        try:
+            data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            data = {}
+        mid = data.get("id")
+        if not isinstance(mid, str) or not mid:
+            mid = path.stem.removeprefix("matrix-")
+        pys = data.get("pythons")
+        if not (isinstance(pys, list) and pys and all(isinstance(p, str) for p in pys)):
+            pys = PYTHONS
+        found.append((mid, list(pys)))
+    return found
 
 
 def _install(session: nox.Session, extras: str = "") -> None:
@@ -77,28 +114,93 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff and mypy (strict on builder/)."""
+    """ruff, mypy (strict on builder/) and the import-linter contracts (pyproject.toml)."""
     _install(session, "[dev,conda]")
     session.run("ruff", "check", "builder", "tests", "noxfile.py")
     session.run("mypy")
+    session.run("lint-imports")
 
 
-@nox.session(tags=["ci-lock-refresh"])
+@nox.session
 def lock(session: nox.Session) -> None:
-    """Re-lock every matrix (CI lock refresh), then prove the result is fresh."""
+    """Re-lock every matrix at its exclude-newer date, then prove the result is fresh."""
     _install(session)
     session.run("builder", "lock", "--all", *session.posargs, env=_env())
     session.run("builder", "lock", "--check", env=_env())
 
 
-for _m in MATRICES:
+def _package_changes(diff: Any) -> int:
+    """How many package entries a ``builder lock diff --format json`` document adds, removes,
+    changes or re-hashes, wherever it nests them (one lock, or every lock under ``--git``)."""
+    if isinstance(diff, dict) and isinstance(diff.get("locks_with_package_changes"), int):
+        return int(diff["locks_with_package_changes"])  # `lock diff --git REF`'s own count
+    if isinstance(diff, list):
+        return sum(_package_changes(x) for x in diff)
+    if not isinstance(diff, dict):
+        return 0
+    n = 0
+    for k, v in diff.items():
+        if k in ("added", "removed", "changed", "rehashed"):
+            n += len(v) if isinstance(v, list) else int(v is True)
+        elif k not in ("cuda", "driver", "verdict"):  # the CUDA view is derived from the packages
+            n += _package_changes(v)
+    return n
+
+
+def _diff(session: nox.Session, fmt: str, out: Path) -> bool:
+    """``builder lock diff --git HEAD --format FMT > OUT``; False when it found a regression
+    (exit 1). OUT is written either way, so a human can read why."""
+    with out.open("w", encoding="utf-8") as f:
+        try:
+            session.run("builder", "lock", "diff", "--git", "HEAD", "--format", fmt, env=_env(),
+                        stdout=f, stderr=None)
+        except CommandFailed as exc:
+            if getattr(exc, "return_code", None) == 1:
+                return False
+            raise
+    return True
+
+
+def _github_output(**values: str) -> None:
+    """Step outputs for lock-refresh.yml when run inside GitHub Actions."""
+    path = os.environ.get("GITHUB_OUTPUT")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.writelines(f"{k}={v}\n" for k, v in values.items())
+
+
+@nox.session(name="lock-refresh", tags=["ci-lock-refresh"])
+def lock_refresh(session: nox.Session) -> None:
+    """Refresh every matrix to today, verify, write the diff to lock-refresh.md.
+
+    ``builder lock --refresh`` (posargs go to it, e.g. ``-- --exclude-newer
+    2026-01-05``), ``builder lock --verify``, then ``builder lock diff --git HEAD``
+    as Markdown (the pull request body) and as JSON (did any package change?).
+    A regression (diff exit 1) fails the session; the refreshed locks stay in
+    the working tree for a human to look at, and must not be proposed.
+    """
+    _install(session)
+    session.run("builder", "lock", "--refresh", *session.posargs, env=_env())
+    session.run("builder", "lock", "--verify", env=_env())
+    clean = _diff(session, "md", Path(REFRESH_MD))
+    clean = _diff(session, "json", Path(REFRESH_JSON)) and clean
+    if not clean:
+        _github_output(changed="false", regression="true")
+        session.error(f"lock diff: regression (see {REFRESH_MD}); the refreshed locks are left in the "
+                      "working tree for review and must not be proposed")
+    n = _package_changes(json.loads(Path(REFRESH_JSON).read_text(encoding="utf-8")))
+    _github_output(changed="true" if n else "false", regression="false")
+    session.log(f"lock-refresh: {n} package change(s): propose them with {REFRESH_MD} as the description"
+                if n else "lock-refresh: no package changed (locks re-stamped only): nothing to propose")
+
+
+for _m, _pys in _matrices(Path(os.environ.get("BUILDER_PROJECT") or ROOT) / "envs"):
 
     def _lock_one(session: nox.Session, m: str = _m) -> None:
         _install(session)
         session.run("builder", "lock", "--matrix", m, *session.posargs, env=_env())
 
     def _build(session: nox.Session, m: str = _m) -> None:
-        """Build (then smoke) the runtime of this matrix for the session's Python."""
         _install(session)
         session.run("builder", "build", "--matrix", m, *_python_args(session), *session.posargs, env=_env())
 
@@ -106,12 +208,26 @@ for _m in MATRICES:
         _install(session)
         session.run("builder", "smoke", "--matrix", m, *_python_args(session), *session.posargs, env=_env())
 
+    def _serve(session: nox.Session, m: str = _m) -> None:
+        """Start the built runtime's vLLM in slot green, probe it, stop it (even when the probe fails)."""
+        _install(session)
+        # A failed start stops what it started; a slot already running makes it fail (exit 7)
+        # and is left alone.
+        session.run("builder", "serve", "start", "--matrix", m, *_python_args(session), "--slot", "green",
+                    *session.posargs, env=_env())
+        try:
+            session.run("builder", "serve", "probe", "--slot", "green", env=_env())
+        finally:
+            session.run("builder", "serve", "stop", "--slot", "green", env=_env())
+
     _lock_one.__doc__ = f"Re-lock matrix {_m.upper()} (every Python)."
-    _build.__doc__ = f"Build and smoke-test matrix {_m.upper()} runtimes (-p 3.12 narrows)."
+    _build.__doc__ = f"Build and smoke-test matrix {_m.upper()} runtimes (-p {_pys[-1]} narrows)."
     _smoke.__doc__ = f"Smoke-test the built matrix {_m.upper()} runtimes."
-    nox.session(name=f"lock-matrix-{_m}", tags=["ci-lock-refresh"])(_lock_one)
-    nox.session(name=f"build-matrix-{_m}", python=PYTHONS)(_build)
-    nox.session(name=f"smoke-matrix-{_m}", python=PYTHONS)(_smoke)
+    nox.session(name=f"lock-matrix-{_m}")(_lock_one)
+    nox.session(name=f"build-matrix-{_m}", python=_pys)(_build)
+    nox.session(name=f"smoke-matrix-{_m}", python=_pys)(_smoke)
+    _serve.__doc__ = f"Serve matrix {_m.upper()}'s runtime in slot green: start, probe, stop."
+    nox.session(name=f"serve-matrix-{_m}", python=_pys)(_serve)
 
 
 @nox.session

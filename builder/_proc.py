@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import select
+import selectors
 import shlex
 import shutil
 import signal
@@ -32,6 +34,9 @@ TERM_GRACE = 1.0
 KILL_GRACE = 1.0
 #: How often a waiting thread looks at the process-wide stop flag (builder.cancel).
 POLL = 0.1
+#: Default cap on what one child may print (stdout + stderr, bytes): generous, so
+#: only a runaway tool hits it; host probes pass a much smaller ``max_output``.
+MAX_OUTPUT = 256 * 1024 * 1024
 
 #: Exact variable names that are never inherited by a child.
 SCRUBBED = frozenset(
@@ -67,10 +72,11 @@ class Result:
     duration: float
     timed_out: bool = False
     missing: bool = False
+    output_capped: bool = False  # printed more than max_output: killed, output cut there
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out and not self.missing
+        return self.returncode == 0 and not self.timed_out and not self.missing and not self.output_capped
 
     def stderr_tail(self, lines: int = 12) -> str:
         return "\n".join(self.stderr.strip().splitlines()[-lines:])
@@ -121,6 +127,83 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         pass
 
 
+class _Overflow(Exception):
+    """The child printed more than its cap; carries what was read (cut at the cap)."""
+
+    def __init__(self, out: bytes, err: bytes) -> None:
+        super().__init__("output cap exceeded")
+        self.out, self.err = out, err
+
+
+class _Pipes:
+    """What :func:`_communicate` has read from one child so far (kept across calls)."""
+
+    def __init__(self, input: bytes | None) -> None:
+        self.out, self.err = bytearray(), bytearray()
+        self.input, self.sent = input, 0
+
+
+def _communicate(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float,
+                 max_output: int) -> tuple[bytes, bytes]:
+    """``proc.communicate(input, timeout)`` that stops reading past ``max_output`` bytes.
+
+    Why not ``communicate``: it buffers everything a child prints (100 MB of
+    nvidia-smi output took 48 s and 1.4 GB).  Like ``communicate`` it can be
+    called again after ``subprocess.TimeoutExpired`` and keeps what it read.
+    Raises :class:`_Overflow` once stdout + stderr exceed ``max_output``.
+    """
+    st: _Pipes | None = getattr(proc, "_builder_pipes", None)
+    if st is None:
+        st = _Pipes(input)
+        proc._builder_pipes = st  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for stream, buf in ((proc.stdout, st.out), (proc.stderr, st.err)):
+            if stream is not None and not stream.closed:
+                sel.register(stream, selectors.EVENT_READ, (buf, stream))
+        if proc.stdin is not None and not proc.stdin.closed:
+            if st.input is None or st.sent >= len(st.input):
+                proc.stdin.close()
+            else:
+                sel.register(proc.stdin, selectors.EVENT_WRITE, None)
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(proc.args, timeout)
+            for key, _ev in sel.select(left):
+                if key.data is None:  # stdin
+                    assert st.input is not None and proc.stdin is not None
+                    try:
+                        st.sent += os.write(key.fd, st.input[st.sent:st.sent + select.PIPE_BUF])
+                    except BrokenPipeError:
+                        st.sent = len(st.input)
+                    if st.sent >= len(st.input):
+                        sel.unregister(proc.stdin)
+                        proc.stdin.close()
+                    continue
+                buf, stream = key.data
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(stream)
+                    stream.close()
+                    continue
+                buf.extend(chunk)
+                if len(st.out) + len(st.err) > max_output:
+                    keep = max(0, max_output - len(st.err))
+                    raise _Overflow(bytes(st.out[:keep]), bytes(st.err[:max_output - min(keep, len(st.out))]))
+    proc.wait(max(0.0, deadline - time.monotonic()))  # TimeoutExpired if it keeps running
+    return bytes(st.out), bytes(st.err)
+
+
+def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
+    for stream in (proc.stdout, proc.stderr, proc.stdin):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """Kill the child's whole group and reap it within a bound (used when builder stops)."""
     _kill_group(proc, signal.SIGKILL)
@@ -128,16 +211,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=KILL_GRACE)
     except subprocess.TimeoutExpired:
         pass  # unkillable (uninterruptible sleep): abandoned, as on timeout
+    _close_pipes(proc)
 
 
-def _wait(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float) -> tuple[bytes, bytes] | None:
-    """``communicate`` in short slices, watching the stop flag; None on timeout.
+def _wait(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float,
+          max_output: int) -> tuple[bytes, bytes] | None:
+    """:func:`_communicate` in short slices, watching the stop flag; None on timeout.
 
     A worker thread never sees a signal itself: polling the flag is how its
     child is stopped when the main thread got SIGINT/SIGTERM/SIGHUP.
     """
     deadline = time.monotonic() + timeout
-    first = True
     while True:
         if cancel.requested():
             _stop(proc)
@@ -146,20 +230,20 @@ def _wait(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float) ->
         if left <= 0:
             return None
         try:
-            data = proc.communicate(input if first else None, timeout=min(POLL, left))
+            return _communicate(proc, input, min(POLL, left), max_output)
         except subprocess.TimeoutExpired:
-            first = False
             continue
-        return data
 
 
 def _bounded_communicate(
-    proc: subprocess.Popen[bytes], timeout: float
+    proc: subprocess.Popen[bytes], timeout: float, max_output: int = MAX_OUTPUT
 ) -> tuple[bytes, bytes] | None:
     try:
-        return proc.communicate(timeout=timeout)
+        return _communicate(proc, None, timeout, max_output)
     except subprocess.TimeoutExpired:
         return None
+    except _Overflow as ov:
+        return ov.out, ov.err
 
 
 def run(
@@ -171,6 +255,7 @@ def run(
     input: str | None = None,
     check: bool = False,
     what: str | None = None,
+    max_output: int = MAX_OUTPUT,
 ) -> Result:
     """Run ``argv`` with a hard ``timeout`` (seconds).
 
@@ -178,6 +263,9 @@ def run(
     ``check`` is true; then it raises ToolNotFound, ToolFailed or ToolTimeout
     naming ``what`` (default: the program name) with the tail of stderr.
     ``env`` is used as given; callers build it with :func:`clean_env`.
+    A child that prints more than ``max_output`` bytes (stdout + stderr) is
+    killed with its group; the Result keeps the first ``max_output`` bytes and
+    says ``output_capped``.
     """
     argv = tuple(str(a) for a in argv)
     cancel.check()  # no new child once builder is stopping
@@ -207,15 +295,22 @@ def run(
             raise ToolNotFound(f"{label} cannot be run: {exc.strerror or exc}",
                                "check that it exists and is executable") from None
         return res
+    timed_out = capped = False
+    data = None
     try:
         cancel.check()  # a signal that arrived while the child was being started
-        data = _wait(proc, input.encode() if input is not None else None, timeout)
+        data = _wait(proc, input.encode() if input is not None else None, timeout, max_output)
+        timed_out = data is None
+    except _Overflow as ov:
+        capped, data = True, (ov.out, ov.err)
+        _kill_group(proc, signal.SIGKILL)
+        _bounded_communicate(proc, KILL_GRACE, 0)  # drain and reap, bounded; the output is already cut
+        _close_pipes(proc)
     except BaseException:
         # A signal (Interrupted in the main thread, the stop flag in a worker)
         # or any error: never leave the child group running behind us.
         _stop(proc)
         raise
-    timed_out = data is None
     if timed_out:
         _kill_group(proc, signal.SIGTERM)
         data = _bounded_communicate(proc, TERM_GRACE)
@@ -225,22 +320,18 @@ def run(
         if data is None:
             # Unkillable (uninterruptible sleep) or a grandchild holds the
             # pipes: stop waiting.  The zombie is the kernel's problem now.
-            for stream in (proc.stdout, proc.stderr, proc.stdin):
-                if stream is not None:
-                    try:
-                        stream.close()
-                    except OSError:
-                        pass
+            _close_pipes(proc)
             data = (b"", b"")
     duration = time.monotonic() - start
     out, err = data if data is not None else (b"", b"")
     res = Result(
         argv,
-        None if timed_out else proc.returncode,
+        None if timed_out or capped else proc.returncode,
         out.decode("utf-8", "replace"),
         err.decode("utf-8", "replace"),
         duration,
         timed_out=timed_out,
+        output_capped=capped,
     )
     log.debug("done %s rc=%s in %.2fs", label, res.returncode, duration)
     if check and timed_out:
@@ -249,6 +340,9 @@ def run(
             "see the tool's own output above, or retry",
             stderr_tail=res.stderr_tail(),
         )
+    if check and capped:
+        raise ToolFailed(f"{label} printed more than {max_output} bytes and was killed",
+                         "see the tool's own output, or retry", stderr_tail=res.stderr_tail())
     if check and res.returncode != 0:
         tail = res.stderr_tail()
         raise ToolFailed(
@@ -257,3 +351,37 @@ def run(
             stderr_tail=tail,
         )
     return res
+
+
+def spawn_detached(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str],
+    logfile: str | os.PathLike[str],
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as a long-running service: its own session, no terminal.
+
+    stdin is ``/dev/null``; stdout and stderr are appended to ``logfile``.  Unlike
+    :func:`run` there is no timeout: the caller owns the process from here on
+    (``builder.serve.process`` records it and stops it with bounded waits).
+    Ctrl-C in builder's terminal does not reach it (``setsid``).
+    Raises ToolNotFound when ``argv[0]`` cannot be executed.
+    """
+    argv = tuple(str(a) for a in argv)
+    exe = which(argv[0], path=env.get("PATH"))
+    if exe is None:
+        raise ToolNotFound(f"{argv[0]} not found or not executable", "check the runtime's bin directory")
+    log.debug("spawn %s (detached, log %s)", shlex.join(argv), logfile)
+    log_fd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        proc = subprocess.Popen(
+            (exe, *argv[1:]), stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
+            cwd=cwd, env=dict(env), start_new_session=True, close_fds=True,
+        )
+    except OSError as exc:
+        raise ToolNotFound(f"{argv[0]} cannot be run: {exc.strerror or exc}",
+                           "check that it exists and is executable") from None
+    finally:
+        os.close(log_fd)
+    return proc

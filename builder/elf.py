@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _TOOLKIT_RE = re.compile(rb"Cuda compilation tools, release (\d+\.\d+), V(\d+\.\d+\.\d+)")
@@ -102,3 +103,76 @@ def facts(data: bytes) -> ElfFacts:
     needed = tuple(dt_needed(data))
     tk = cuda_toolkit(data)
     return ElfFacts(needed=needed, toolkit=tk[1] if tk else None, toolkit_release=tk[0] if tk else None)
+
+
+# --- section headers (added for the fatbin reader; works on partial data) -------------
+
+SHN_XINDEX = 0xFFFF
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class SectionTable:
+    """Where an ELF64 LE file keeps its section header table (from the first 64 bytes)."""
+
+    shoff: int
+    shentsize: int
+    shnum: int
+    shstrndx: int
+
+    @property
+    def end(self) -> int:
+        return self.shoff + self.shentsize * self.shnum
+
+
+def section_table(header: bytes) -> SectionTable | None:
+    """The section header table's place, from an ELF64 LE header; None when it has none
+    or uses the extended numbering (``e_shnum == 0``), which no CUDA binary here needs."""
+    if len(header) < 64 or not is_elf(header) or header[4] != 2 or header[5] != 1:
+        return None
+    shoff = struct.unpack_from("<Q", header, 0x28)[0]
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", header, 0x3A)
+    if shoff == 0 or shnum == 0 or shentsize != 64 or shstrndx == SHN_XINDEX or shstrndx >= shnum:
+        return None
+    return SectionTable(shoff, shentsize, shnum, shstrndx)
+
+
+def read_sections(table: SectionTable, read: Callable[[int, int], bytes | None]) -> list[Section] | None:
+    """Section names, offsets and sizes; ``read(offset, n)`` returns those bytes or None
+    when it does not have them (a stream keeps only a window).  None if unreadable."""
+    raw = read(table.shoff, table.shentsize * table.shnum)
+    if raw is None or len(raw) != table.shentsize * table.shnum:
+        return None
+    heads = []
+    for i in range(table.shnum):
+        name, _type, _flags, _addr, offset, size = struct.unpack_from("<IIQQQQ", raw, i * table.shentsize)
+        heads.append((name, offset, size))
+    _n, str_off, str_size = heads[table.shstrndx]
+    names = read(str_off, str_size)
+    if names is None or len(names) != str_size:
+        return None
+    out = []
+    for name, offset, size in heads:
+        end = names.find(b"\0", name)
+        if name >= len(names) or end < 0:
+            return None
+        out.append(Section(names[name:end].decode("utf-8", "replace"), offset, size))
+    return out
+
+
+def sections(data: bytes) -> list[Section]:
+    """Every section of a whole ELF64 LE file (empty when it has no section table)."""
+    table = section_table(data[:64])
+    if table is None:
+        return []
+
+    def read(offset: int, n: int) -> bytes | None:
+        return data[offset: offset + n] if offset + n <= len(data) else None
+
+    return read_sections(table, read) or []

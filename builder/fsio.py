@@ -19,10 +19,12 @@ import contextlib
 import errno
 import fcntl
 import os
+import signal
 import stat
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from builder import cancel
@@ -87,6 +89,72 @@ def atomic_write(path: Path, text: str) -> None:
                 raise refused from None
         raise
     fsync_dir(real.parent)
+
+
+def _temp_copy(path: Path, text: str) -> str:
+    """A fsynced temp file beside ``path`` holding ``text`` (mode as a normal file)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+_SHIELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def write_all(files: Sequence[tuple[Path, str]]) -> None:
+    """Replace several files as one step: every temp file first, then every rename.
+
+    Any failure while writing the temp files (disk full, an interrupt) removes
+    them and leaves every target untouched.  The renames then run in the given
+    order with SIGINT/SIGTERM/SIGHUP held back (in the main thread), so an
+    interrupt cannot stop them half way; only a crash between two renames can,
+    which is why callers put the file that records the change (a spec) last.
+    """
+    files = [(Path(os.path.realpath(path)), text) for path, text in files]  # through symlinks, as atomic_write
+    for path, _text in files:
+        refuse_special(path)
+    temps: list[tuple[str, Path]] = []
+    try:
+        for path, text in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with cancel.deferred():  # no temp file a signal could orphan
+                temps.append((_temp_copy(path, text), path))
+        cancel.check()  # a stop signal arrived: no rename at all
+    except BaseException as exc:
+        for tmp, _path in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            refused = FilesystemRefused.from_oserror(exc, exc.filename or files[len(temps)][0])
+            if refused is not None:
+                raise refused from None
+        raise
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SHIELD) if main else None
+    done = 0
+    try:
+        for tmp, path in temps:
+            os.replace(tmp, path)
+            done += 1
+        for d in dict.fromkeys(path.parent for _tmp, path in temps):
+            fsync_dir(d)
+    finally:
+        for tmp, _path in temps[done:]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def fsync_dir(directory: Path) -> None:

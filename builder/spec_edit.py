@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from builder import paths
 from builder.errors import SpecError, UsageError
 from builder.fsio import atomic_write
 from builder.project import Project
-from builder.spec import matrix_from_mapping, read_toml
+from builder.spec import Matrix, matrix_from_mapping, read_toml
 
 
 def parse_value(raw: str) -> Any:
@@ -24,17 +25,13 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
-def set_value(path: Path, dotted: str, raw: str, project: Project | None = None) -> tuple[Any, Any]:
-    """Set ``dotted`` (e.g. ``torch.version``) in the spec at ``path``.
+def edit_text(text: str, path: Path, dotted: str, value: Callable[[Any], Any]) -> tuple[str, Matrix, Any, Any]:
+    """Set ``dotted`` in the spec ``text`` (read from ``path``) to ``value(old value)``; write nothing.
 
-    The path passes the write gate first (a project stored inside a protected
-    env is refused); the edited document is validated before anything is
-    written; the file is replaced atomically.  Returns (old value, new value).
+    Returns (new text, the validated matrix, old value, new value).  The edited
+    document is validated first: an invalid result raises SpecError.
     """
-    target = paths.gate(path, what="edit the spec", project=project)
-    data = read_toml(path)  # a readable, valid-TOML spec first: one line if not
-    del data
-    doc = tomlkit.parse(target.read_text(encoding="utf-8"))
+    doc = tomlkit.parse(text)
     keys = [k for k in dotted.split(".") if k]
     if not keys:
         raise UsageError(f"empty key path {dotted!r}", "use a dotted path like torch.version")
@@ -48,13 +45,27 @@ def set_value(path: Path, dotted: str, raw: str, project: Project | None = None)
                              "set a key inside a table, e.g. torch.version")
     old = node.get(keys[-1])
     old_plain = old.unwrap() if hasattr(old, "unwrap") else old
-    new = parse_value(raw)
+    new = value(old_plain)
     node[keys[-1]] = new
     stem = path.stem
     expect = stem[len("matrix-"):] if stem.startswith("matrix-") else None
     try:
-        matrix_from_mapping(doc.unwrap(), str(path), expect_id=expect)
+        matrix = matrix_from_mapping(doc.unwrap(), str(path), expect_id=expect)
     except SpecError as exc:
         raise SpecError(exc.problems, "nothing was written") from None
-    atomic_write(target, tomlkit.dumps(doc))
-    return old_plain, new
+    return tomlkit.dumps(doc), matrix, old_plain, new
+
+
+def set_value(path: Path, dotted: str, raw: str, project: Project | None = None) -> tuple[Any, Any]:
+    """Set ``dotted`` (e.g. ``torch.version``) in the spec at ``path``.
+
+    The path passes the write gate first (a project stored inside a protected
+    env is refused); the edited document is validated before anything is
+    written; the file is replaced atomically.  Returns (old value, new value).
+    """
+    target = paths.gate(path, what="edit the spec", project=project)
+    read_toml(path)  # a readable, valid-TOML spec first: one line if not
+    text = target.read_text(encoding="utf-8")
+    new_text, _matrix, old, new = edit_text(text, path, dotted, lambda _old: parse_value(raw))
+    atomic_write(target, new_text)
+    return old, new

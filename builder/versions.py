@@ -4,8 +4,10 @@
   ``575.57.08``, ``550.107.02``): a three-digit branch, then one or two numeric
   parts, compared field by field as numbers (575.57.08 > 570.124.06).  Used by
   check, preflight, verify-driver and the runbook.
-* :func:`runs_on`: the one binary-compatibility rule, "does code for ``sm_X``
-  (SASS) or ``compute_X`` (PTX) run on a GPU of compute capability ``Y``".
+* :func:`compute_capability`: ``"8.9"`` -> ``(8, 9)``, one parse.
+
+The binary-compatibility rule ("does SASS/PTX for sm_X run on cc Y") is
+:mod:`builder.archcompat`'s.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 _DRIVER = re.compile(r"^(\d{3})\.(\d{1,3})(?:\.(\d{1,3}))?$")
-_CC = re.compile(r"^(\d{1,2})\.(\d{1,2})$")
-_ARCH = re.compile(r"^(sm|compute)_(\d+)(\d)([af]?)$")
+_CC = re.compile(r"^(\d{1,2})\.(\d)$")
 
 
 @dataclass(frozen=True, order=True)
@@ -69,30 +70,3 @@ def compute_capability(text: str) -> tuple[int, int]:
     if m is None:
         raise ValueError(f"not a compute capability: {text!r} (expected e.g. 8.9)")
     return int(m.group(1)), int(m.group(2))
-
-
-def runs_on(arch: str, cc: str) -> bool:
-    """Whether code for ``arch`` (``sm_89`` SASS, ``compute_80`` PTX) runs on a GPU of ``cc``.
-
-    SASS for sm_XY runs on devices of the same major with minor >= Y; PTX for
-    compute_XY is JIT-compiled for any device >= X.Y; ``a``/``f`` variants
-    (sm_90a, sm_100f) use architecture-specific features and run only on that
-    exact architecture (``f``: the same family, i.e. same major, minor >= Y).
-    Source: NVIDIA CUDA C++ Programming Guide, "Binary Compatibility" and
-    "PTX Compatibility",
-    https://docs.nvidia.com/cuda/cuda-c-programming-guide/#binary-compatibility
-    """
-    m = _ARCH.match(arch)
-    if m is None:
-        return False
-    want = (int(m.group(2)), int(m.group(3)))
-    try:
-        have = compute_capability(cc)
-    except ValueError:
-        return False
-    kind, suffix = m.group(1), m.group(4)
-    if suffix == "a":
-        return have == want
-    if suffix == "f" or kind == "sm":
-        return have[0] == want[0] and have[1] >= want[1]
-    return have >= want

@@ -65,7 +65,7 @@ def test_snapshot_is_secrets_free(fakehost: Path, tmp_path: Path) -> None:
     # Nothing but the probes and when/with what they were taken.
     assert set(data) == {"format", "version", "created", "builder", "probes"}
     assert all(set(p) == {"id", "kind", "command", "path", "stdout", "stderr", "exit", "duration",
-                          "timed_out"} for p in data["probes"])
+                          "timed_out", "capped"} for p in data["probes"])
 
 
 def test_torch_probes_of_runtimes_are_captured(fakehost: Path, tmp_path: Path) -> None:

@@ -86,7 +86,9 @@ TOML_READERS = {
     "spec.py": "matrix and host specs",
     "spec_edit.py": "one TOML value given on the command line",
     "check/knowledge.py": "builder/data/cuda.toml",
-    "driver/preflight.py": "builder/data/driver_branches.toml",
+    "check/kerneldata.py": "builder/data/kernels.toml",
+    "check/toolkit.py": "builder/data/cuda.toml (component tables)",
+    "driver/branches.py": "builder/data/driver_branches.toml",
 }
 
 

@@ -46,5 +46,20 @@ def test_runbook_never_downgrades_a_driver_that_meets_the_floor() -> None:
         assert "580.159.04" in r.stdout
         assert "nvidia-driver-575" not in r.stdout.split("no driver change", 1)[-1]
         assert "apt-get install" not in r.stdout and "reboot\n" not in r.stdout
-    r = builder_cmd("runbook", "--matrix", "A", cwd=ROOT)  # envs/host.toml: 550.107.02
-    assert "current 550.107.02 -> target 575.x" in r.stdout and "nvidia-driver-550" in r.stdout
+
+
+
+def test_runbook_without_a_driver_reading_takes_envs_host_toml(tmp_path: Path) -> None:
+    """The same host with no NVIDIA driver answering: the current driver is envs/host.toml's
+    550.107.02, which needs the step-up. A snapshot, not the live host: on a GPU host the live
+    runbook rightly reads the real driver."""
+    data = json.loads(SNAP.read_text())
+    for p in data["probes"]:
+        if p["id"] in ("nvidia-smi-gpus", "nvidia-smi-apps", "module-version", "proc-version", "nvml-library"):
+            p.update(stdout="", stderr=f"{p['id']}: not found", exit="missing")
+    nodriver = tmp_path / "no-driver.json"
+    nodriver.write_text(json.dumps(data))
+    r = builder_cmd("runbook", "--matrix", "A", "--from-snapshot", str(nodriver), cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "current 550.107.02 -> target 575.x" in r.stdout and "Values from: envs/host.toml." in r.stdout
+    assert "Rollback: `nvidia-driver-550`." in r.stdout and "sudo apt-get install -y nvidia-driver-575" in r.stdout

@@ -230,8 +230,14 @@ def test_smoke_command_on_the_built_runtime_and_when_none_exists(w: World, tmp_p
 
 
 def test_bad_interpreter_and_unknown_base_are_usage_errors(w: World, tmp_path: Path) -> None:
-    r = w.build("--interpreter", sys.executable, root=tmp_path)  # the test venv is 3.11
-    assert r.returncode == EXIT_USAGE and "not 3.12" in r.stderr
+    # A CPython 3.11 for a 3.12 runtime. A stand-in answering the interpreter probe: the
+    # host may have no real 3.11 (test_interpreters checks real interpreters' versions).
+    py311 = tmp_path / "py311" / "bin" / "python3.11"
+    py311.parent.mkdir(parents=True)
+    py311.write_text(f"#!/bin/sh\necho '[[3, 11, 9], \"cpython\", \"{py311}\", false, \"{py311}\"]'\n")
+    py311.chmod(0o755)
+    r = w.build("--interpreter", str(py311), root=tmp_path / "rt")
+    assert r.returncode == EXIT_USAGE and "is Python 3.11.9, not 3.12" in r.stderr, r.stderr
     r = w.build("--base", "nix", root=tmp_path)
     assert r.returncode == EXIT_USAGE and "Invalid value for '--base'" in r.stderr
 

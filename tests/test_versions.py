@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from builder.versions import DriverVersion, compute_capability, driver_max, runs_on
+from builder.archcompat import runs_on_name as runs_on
+from builder.versions import DriverVersion, compute_capability, driver_max
 
 
 @pytest.mark.parametrize("a, b", [("575.57.08", "570.124.06"), ("570.124.06", "570.26"),

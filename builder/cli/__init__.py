@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from builder import cancel
+from builder import __version__, cancel
 from builder.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BuilderError, FilesystemRefused, Interrupted
 
 _SIGNAL_WORDS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
@@ -104,7 +104,9 @@ class BuilderGroup(click.Group):
                    "current directory, else the shipped checkout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every subprocess builder runs.")
-@click.version_option(package_name="builder", prog_name="builder")
+# The version comes from the package, not its installed metadata: a bare source checkout
+# (PYTHONPATH=checkout python -m builder) has no dist-info to read.
+@click.version_option(__version__, prog_name="builder")
 @click.pass_context
 def main(ctx: click.Context, project_dir: str | None, quiet: bool, verbose: bool) -> None:
     """builder: lock, check, build and smoke-test isolated torch + vLLM runtimes.
@@ -121,4 +123,4 @@ def main(ctx: click.Context, project_dir: str | None, quiet: bool, verbose: bool
 
 # Each module adds its commands to ``main``; one module per command family keeps
 # this file free of per-command code.  Imported last: they import ``main``.
-from builder.cli import check_cmds, host_cmds, lock_cmds, runtime_cmds  # noqa: E402, F401, I001
+from builder.cli import check_cmds, host_cmds, lock_cmds, runtime_cmds, serve_cmds  # noqa: E402, F401, I001

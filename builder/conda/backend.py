@@ -163,16 +163,17 @@ class CondaLockOutcome:
     seconds: float
 
 
-def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, str] | None = None,
-         solver: str = "auto", project: Project | None = None) -> CondaLockOutcome:
-    """Solve the conda base of (matrix, python) and write its lock atomically.
+def solve_text(matrix: Matrix, python: str, overrides: Mapping[str, str] | None = None,
+               solver: str = "auto") -> str:
+    """Solve the conda base of (matrix, python) and return the lock text (nothing written)."""
+    return _solve(matrix, python, overrides, solver)[0]
 
-    ``solver``: ``auto`` (conda-lock when an executable exists, else rattler),
-    ``rattler`` or ``conda-lock``.  The previous file is kept on any failure.
-    """
+
+def _solve(matrix: Matrix, python: str, overrides: Mapping[str, str] | None, solver: str
+           ) -> tuple[str, str, int, float]:
+    """(lock text, solver used, package count, seconds)."""
     from builder.conda import lockfile as conda_lockfile
 
-    path = paths.gate(conda_lock_path(locks_dir, matrix, python), what="write the conda lock", project=project)
     chans = channels(matrix, overrides)
     vps = virtual_packages(matrix)
     wanted = specs(matrix, python)
@@ -184,7 +185,7 @@ def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, s
     if exe is not None:
         lf, used = _solve_conda_lock(exe, chans, wanted, vps)
     else:
-        paths.rattler_cache(project=project)  # rattler writes repodata there
+        paths.rattler_cache()  # rattler writes repodata there
         lf, used = conda_lockfile.from_records(_solve_rattler(matrix, python, chans, wanted, vps), chans), \
             _rattler_label()
     seconds = time.monotonic() - start
@@ -200,14 +201,28 @@ def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, s
         "builder-command": regenerate_command(matrix, python),
     }
     text = conda_lockfile.render(lf, matrix, python, stamp, conda_lockfile.content_hash(chans, wanted, vps))
+    return text, used, len(lf.package), seconds
+
+
+def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, str] | None = None,
+         solver: str = "auto", project: Project | None = None) -> CondaLockOutcome:
+    """Solve the conda base of (matrix, python) and write its lock atomically.
+
+    ``solver``: ``auto`` (conda-lock when an executable exists, else rattler),
+    ``rattler`` or ``conda-lock``.  The previous file is kept on any failure.
+    The lock's path passes the write gate before the solve.
+    """
+    path = conda_lock_path(locks_dir, matrix, python)
+    target = paths.gate(path, what="write the conda lock", project=project)
+    text, used, n, seconds = _solve(matrix, python, overrides, solver)
     try:
-        old: str | None = path.read_text(encoding="utf-8")
+        old: str | None = target.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         old = None
     changed = old != text
     if changed:
-        atomic_write(path, text)
-    return CondaLockOutcome(path, used, len(lf.package), changed, seconds)
+        atomic_write(target, text)
+    return CondaLockOutcome(path, used, n, changed, seconds)
 
 
 def _rattler_label() -> str:

@@ -86,10 +86,17 @@ def torch_results(facts: hostfacts.HostFacts, matrix_id: str) -> dict[str, dict[
 
 
 def run_preflight(project: Project, selector: str, from_snapshot: Path | None = None) -> preflight.Report:
-    """``builder preflight``: every check for the matrix, from the host or a snapshot."""
+    """``builder preflight``: every check for the matrix, from the host or a snapshot.
+
+    The matrix lock's native driver floor comes from the checker, offline
+    (:func:`builder.driver.lockfloor.lock_floor`).
+    """
+    from builder.driver.lockfloor import lock_floor
+
     matrix = project.matrix(selector)
     snap = _snapshot(project, from_snapshot, [])
-    report = preflight.evaluate(hostfacts.from_snapshot(snap), matrix, project.host())
+    report = preflight.evaluate(hostfacts.from_snapshot(snap), matrix, project.host(),
+                                lock_floor=lock_floor(project, matrix))
     report.extra["source"] = _source(snap)
     return report
 
@@ -111,7 +118,10 @@ def run_verify(project: Project, selector: str, from_snapshot: Path | None = Non
 def render_runbook(project: Project, selector: str, fmt: str = "md",
                    from_snapshot: Path | None = None) -> str:
     """``builder runbook``: values from the host (or the snapshot), else envs/host.toml."""
+    from builder.driver.lockfloor import lock_floor
+
     matrix = project.matrix(selector)
     snap = _snapshot(project, from_snapshot, [])
     facts = hostfacts.from_snapshot(snap)
-    return runbook.render(runbook.plan(matrix, project.host(), facts, _source(snap)), fmt)
+    return runbook.render(runbook.plan(matrix, project.host(), facts, _source(snap),
+                                       lock_floor=lock_floor(project, matrix)), fmt)

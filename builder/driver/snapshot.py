@@ -9,11 +9,12 @@ probes were chosen so that none of them prints those (``uname -r``, not
 arguments).  What the tools print is kept verbatim, so a process name that is
 a path under a home directory stays as nvidia-smi printed it.
 
-Format versions: 1 recorded the torch probe's interpreter as the absolute
-path of the runtime; 2 (written now) records it relative to the project
+builder's own fields hold no absolute path of the project: the torch probe of
+a runtime is recorded relative to the project
 (``runtimes/matrix-a-py312-<hash>/bin/python``), or to the runtimes root
-(``<runtimes>/...``) when that lies outside the project.  Both load, and give
-the same facts: only probe ids and outputs are read.
+(``<runtimes>/...``) when that lies outside it (:func:`relative_commands`).
+Older files with absolute paths load the same: only probe ids and outputs are
+read.
 """
 
 from __future__ import annotations
@@ -28,8 +29,15 @@ from typing import Any
 from builder.errors import UsageError
 
 FORMAT = "builder-host-snapshot"
+#: The query fields the nvidia-smi probes ask for, in this order (probe.py runs
+#: them; facts.py requires exactly that header back).
+GPU_FIELDS = ("index", "name", "driver_version", "compute_cap", "memory.total", "pci.bus_id", "uuid")
+APP_FIELDS = ("gpu_uuid", "pid", "process_name", "used_memory")
+#: Version 2 added the ``modinfo`` and ``machine`` probes and each record's
+#: ``capped`` flag.  Version 1 files still load: what they lack is reported as
+#: "not captured in this snapshot" (``unknown``), never guessed.
 VERSION = 2
-READABLE = (1, 2)
+READS = frozenset({1, 2})
 
 
 @dataclass(frozen=True)
@@ -49,10 +57,11 @@ class ProbeRecord:
     exit: int | str | None
     duration: float
     timed_out: bool = False
+    capped: bool = False  # printed more than the probe's output cap: killed, output cut there
 
     @property
     def ok(self) -> bool:
-        return self.exit == 0 and not self.timed_out
+        return self.exit == 0 and not self.timed_out and not self.capped
 
     @property
     def missing(self) -> bool:
@@ -92,6 +101,7 @@ class ProbeRecord:
             command=tuple(cmd) if cmd is not None else None,
             path=path, stdout=d.get("stdout", ""), stderr=d.get("stderr", ""),
             exit=exit_, duration=float(duration), timed_out=bool(d.get("timed_out", False)),
+            capped=bool(d.get("capped", False)),
         )
 
 
@@ -103,6 +113,7 @@ class Snapshot:
     created: str
     builder: str = ""
     source: str = "live"
+    version: int = VERSION  # the format version it was written in
 
     def get(self, probe_id: str) -> ProbeRecord | None:
         return self.records.get(probe_id)
@@ -143,9 +154,11 @@ def from_json(data: Any, source: str = "<snapshot>") -> Snapshot:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"{source}: not a builder host snapshot (no \"format\": \"{FORMAT}\")",
                          "create one with `builder host snapshot FILE` on the GPU host")
-    if data.get("version") not in READABLE or isinstance(data.get("version"), bool):
-        raise UsageError(f"{source}: snapshot version {data.get('version')!r} is not supported "
-                         f"(this builder reads versions {', '.join(map(str, READABLE))})", "take a new snapshot")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version not in READS:
+        raise UsageError(f"{source}: snapshot version {version!r} is not supported "
+                         f"(this builder reads versions {', '.join(map(str, sorted(READS)))})",
+                         "take a new snapshot")
     probes = data.get("probes")
     if not isinstance(probes, list):
         raise UsageError(f"{source}: \"probes\" must be a list", "take a new snapshot")
@@ -160,7 +173,7 @@ def from_json(data: Any, source: str = "<snapshot>") -> Snapshot:
         records[rec.id] = rec
     created, builder = data.get("created", ""), data.get("builder", "")
     return Snapshot(records, created if isinstance(created, str) else "",
-                    builder if isinstance(builder, str) else "", source)
+                    builder if isinstance(builder, str) else "", source, version)
 
 
 def relative_commands(snap: Snapshot, project_root: Path, runtimes_root: Path) -> Snapshot:

@@ -26,7 +26,7 @@ Progress = Callable[[str, str], None]
 """Called with (target, message) as locks start and finish."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Target:
     matrix: Matrix
     python: str
@@ -48,9 +48,9 @@ class LockOutcome:
     conda_solver: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LockRequest:
-    selectors: list[str] = field(default_factory=list)  # empty: every matrix
+    selectors: tuple[str, ...] = ()  # empty: every matrix
     python: str | None = None
     offline: bool = False
     jobs: int | None = None
@@ -60,7 +60,7 @@ class LockRequest:
 def targets(project: Project, selectors: list[str], python: str | None) -> list[Target]:
     out: list[Target] = []
     for m in project.matrices(selectors):
-        out.extend(Target(m, py) for py in select_pythons(m, python))
+        out.extend(Target(matrix=m, python=py) for py in select_pythons(m, python))
     return out
 
 
@@ -82,6 +82,12 @@ def _read_old(path: Path) -> str | None:
         return None  # missing, unreadable or not text: it gets replaced
 
 
+def lock_text(t: Target, res: uv_backend.CompileResult, uv_version: str) -> str:
+    """The full lock file builder writes for ``t`` from uv's result (header, body, stamp)."""
+    return lockstate.render(t.matrix, t.python, res.body,
+                            {"uv-version": uv_version, "uv-command": " ".join(res.argv)})
+
+
 def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bool,
               overrides: Mapping[str, str] | None = None, follower: bool = False,
               cache: Path | None = None) -> LockOutcome:
@@ -89,10 +95,7 @@ def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bo
     out = LockOutcome(t, path)
     try:
         res = _compile(uv, t, offline, follower, cache or paths.uv_cache(project=project))
-        text = lockstate.render(
-            t.matrix, t.python, res.body,
-            {"uv-version": uv_version, "uv-command": " ".join(res.argv)},
-        )
+        text = lock_text(t, res, uv_version)
         if _read_old(path) != text:
             fsio.atomic_write(paths.gate(path, what="write the lock", project=project), text)
             out.changed = True
@@ -125,7 +128,7 @@ def run_lock(
     filtered index is immutable, so the bytes are those of an online resolution
     (tests check that re-locking reproduces them).  Groups run in parallel.
     """
-    ts = targets(project, req.selectors, req.python)
+    ts = targets(project, list(req.selectors), req.python)
     # Every path this run writes, approved before anything is written: locks/
     # (and its lock file), each lock and its directory (a matrix directory may
     # be a symlink), uv's cache and the temp dirs.

@@ -22,7 +22,9 @@ UV_TIMEOUT = 900.0
 
 NETWORK_ERROR = re.compile(
     r"(dns error|failed to connect|Could not connect|Connection refused|timed out|"
-    r"Network is unreachable|error sending request|Failed to fetch|tcp connect error)",
+    r"Network is unreachable|error sending request|Failed to fetch|tcp connect error|"
+    # uv words an index's HTTP 401/403 as "not found" plus this hint: data unavailable, not the spec.
+    r"An index \([^)]*\) returned a \d{3}\b)",
     re.I,
 )
 
@@ -90,8 +92,13 @@ def public_argv(argv: list[str], workdir: Path) -> tuple[str, ...]:
 
 
 def uv_env() -> dict[str, str]:
-    """Scrubbed environment for uv; the (gated) cache is passed with --cache-dir instead."""
-    return _proc.clean_env(extra={"NO_COLOR": "1"})
+    """Scrubbed environment for uv; the (gated) cache is passed with --cache-dir instead.
+
+    ``TZ=UTC``: uv reads ``--exclude-newer 2025-12-30`` as "uploaded before the end
+    of that day" in the *local* time zone (checked with uv 0.13.9), so without it
+    the same spec could lock differently in Tokyo and in CI.
+    """
+    return _proc.clean_env(extra={"NO_COLOR": "1", "TZ": "UTC"})
 
 
 def summarize(stderr: str, limit: int = 400) -> str:

@@ -86,6 +86,7 @@ class BuildRequest:
     cache_dir: str | None = None  # uv cache; default $UV_CACHE_DIR, else uv's own
     gpu: bool | None = None  # None: detect
     wait: float = LOCK_WAIT
+    pinned: frozenset[str] = frozenset()  # runtimes a route, a running slot or a rollback target uses
 
 
 @dataclass
@@ -145,6 +146,10 @@ def build(project: Project, req: BuildRequest, protected: Protected,
                     and not req.force:
                 swap.point(root, layout.pointer_name(matrix, python, base.name), name)
                 return BuildResult(name, final, "exists", manifest, removed)
+            if name in req.pinned:
+                raise Busy(f"{name} is pinned by the serve route, its rollback target or a running slot; "
+                           "not replacing it", "route away from it and stop its slot first (builder route, "
+                           "builder serve stop)")
             busy = swap.users_of(final)
             if busy:
                 raise Busy(f"{final} is in use by pid {', '.join(map(str, busy[:5]))}; not replacing it",

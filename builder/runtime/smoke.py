@@ -2,8 +2,9 @@
 
 Every step ends ``pass``, ``fail`` or ``skipped`` with a reason.  On a host
 without a GPU the GPU steps are ``skipped (no GPU)``, and so is ``vllm --help``
-when it fails with vLLM's "Failed to infer device type" (FACTS.md); any other
-failure is ``fail``.  On a GPU host ``torch.cuda.is_available()`` must be true:
+when it fails with vLLM's "Failed to infer device type" (FACTS.md), and
+``import vllm._C`` on a host without ``libcuda.so.1``; any other failure is
+``fail``.  On a GPU host ``torch.cuda.is_available()`` must be true:
 torch only *warns* when the driver is too old (FACTS.md), so availability, the
 architecture check and a real cuBLAS GEMM are what prove the stack works.
 """
@@ -20,10 +21,11 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from builder import _proc, paths, pylock
+from builder.archcompat import runs_on_name
 from builder.errors import BuilderError, ProtectedEnvError
 from builder.runtime import doctor
 from builder.spec import Matrix
-from builder.versions import compute_capability, runs_on
+from builder.versions import compute_capability
 
 IMPORT_TIMEOUT = 600.0
 CLI_TIMEOUT = 300.0
@@ -48,9 +50,20 @@ def v():
 def a():
     from vllm.engine.async_llm_engine import AsyncLLMEngine
     return AsyncLLMEngine.__name__
+def c():
+    # vllm._C (the compiled ops) needs the driver's libcuda.so.1 (FACTS.md): without
+    # it the step is skipped with that reason, never passed.
+    import ctypes
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError as e:
+        return {"skipped": "no libcuda.so.1 on this host (%s)" % e}
+    import vllm._C
+    return {"skipped": None}
 step("import torch", t)
 step("import vllm", v)
 step("import AsyncLLMEngine", a)
+step("import vllm._C", c)
 """
 
 # The GEMM shape raised CUBLAS_STATUS_INVALID_VALUE on Ada with torch 2.9.1
@@ -215,13 +228,13 @@ def classify_vllm_help(res: _proc.Result, gpu: bool) -> Step:
 def arch_supported(cc: str, arch_list: list[str]) -> tuple[bool, str]:
     """Can code in ``arch_list`` (``torch.cuda.get_arch_list()``) run on a device of ``cc``?
 
-    The rule is :func:`builder.versions.runs_on`; this only words the answer.
+    The rule is :func:`builder.archcompat.runs_on`; this only words the answer.
     """
     major, minor = compute_capability(cc)
     want = f"sm_{major}{minor}"
     if want in arch_list:
         return True, f"{want} in torch.cuda.get_arch_list()"
-    runnable = [a for a in arch_list if runs_on(a, cc)]
+    runnable = [a for a in arch_list if runs_on_name(a, cc)]
     cubins = [a for a in runnable if a.startswith("sm_")]
     ptx = [a for a in runnable if a.startswith("compute_")]
     if cubins:
@@ -299,6 +312,19 @@ def _gpu_steps(python: str, env: Mapping[str, str], cwd: str) -> list[Step]:
     return steps
 
 
+def _vllm_c_step(r: dict[str, Any] | None, res: _proc.Result, not_installed: bool) -> Step:
+    """``import vllm._C``: pass only when it imported; skipped only without libcuda.so.1."""
+    name = "import vllm._C"
+    if not_installed:
+        return Step(name, SKIP, "vllm is not installed in this environment")
+    if r is None:
+        return Step(name, FAIL, "timed out" if res.timed_out else f"exit {res.returncode}: {_tail(res, 3)}")
+    if not r["ok"]:
+        return Step(name, FAIL, str(r["value"]))
+    skipped = r["value"].get("skipped") if isinstance(r["value"], dict) else None
+    return Step(name, SKIP, str(skipped)) if skipped else Step(name, PASS, "compiled ops loaded")
+
+
 def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None = None) -> SmokeReport:
     """Run every smoke step in the environment of ``python``.
 
@@ -331,6 +357,7 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
                 rep.steps.append(Step(name, FAIL, why))
             else:
                 rep.steps.append(Step(name, PASS if r["ok"] else FAIL, "" if r["ok"] else str(r["value"])))
+        rep.steps.append(_vllm_c_step(got.get("import vllm._C"), res, expected is None and not have_vllm))
         t = got.get("import torch", {}).get("value") if got.get("import torch", {}).get("ok") else None
         v = got.get("import vllm", {}).get("value") if got.get("import vllm", {}).get("ok") else None
         if expected is not None:

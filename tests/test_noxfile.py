@@ -1,0 +1,137 @@
+"""The noxfile: per-matrix sessions come from envs/matrix-*.toml, and the
+lock-refresh session's order, outputs and exit status (``nox`` run for real)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _project(tmp_path: Path) -> Path:
+    """A copy of the noxfile and the matrix specs: what nox reads to list sessions."""
+    proj = tmp_path / "proj"
+    (proj / "envs").mkdir(parents=True)
+    shutil.copy2(ROOT / "noxfile.py", proj / "noxfile.py")
+    for spec in (ROOT / "envs").glob("*.toml"):
+        shutil.copy2(spec, proj / "envs" / spec.name)
+    return proj
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("BUILDER_PROJECT", "GITHUB_OUTPUT")}
+    return {**env, **extra}
+
+
+def _nox(proj: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nox", "-f", str(proj / "noxfile.py"), *args],
+                          env=env or _env(), capture_output=True, text=True, timeout=120)
+
+
+def _listed(proj: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """``nox -l``: session name -> its line ('* name -> doc' selected, '- name' not)."""
+    r = _nox(proj, "-l", *args, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [ln for ln in r.stdout.splitlines() if ln[:2] in ("* ", "- ")]
+    return {ln[2:].split(" ")[0]: ln for ln in rows}
+
+
+def test_a_new_matrix_file_gets_its_sessions_without_a_noxfile_edit(tmp_path: Path) -> None:
+    proj = _project(tmp_path)
+    before = _listed(proj)
+    spec = (proj / "envs" / "matrix-a.toml").read_text()
+    (proj / "envs" / "matrix-z.toml").write_text(spec.replace('id = "a"', 'id = "z"'))
+    after = _listed(proj)
+    new = {"lock-matrix-z", "build-matrix-z-3.11", "build-matrix-z-3.12", "smoke-matrix-z-3.11",
+           "smoke-matrix-z-3.12", "serve-matrix-z-3.11", "serve-matrix-z-3.12"}
+    assert set(after) - set(before) == new
+    assert "Build and smoke-test matrix Z runtimes" in after["build-matrix-z-3.12"]
+    # The shipped matrices and the fixed sessions are there too.
+    assert {"tests", "lint", "lock", "lock-refresh", "main", "lock-matrix-a", "build-matrix-b-3.12"} <= set(after)
+
+
+def test_sessions_follow_each_matrix_pythons_and_id(tmp_path: Path) -> None:
+    proj = _project(tmp_path)
+    spec = (proj / "envs" / "matrix-a.toml").read_text()
+    (proj / "envs" / "matrix-y.toml").write_text(
+        spec.replace('id = "a"', 'id = "y"').replace('pythons = ["3.11", "3.12"]', 'pythons = ["3.12"]'))
+    names = set(_listed(proj))
+    assert {"build-matrix-y-3.12", "smoke-matrix-y-3.12"} <= names
+    assert "build-matrix-y-3.11" not in names
+
+
+def test_an_unreadable_matrix_file_keeps_its_sessions(tmp_path: Path) -> None:
+    """builder, not nox, reports a broken spec: the matrix must not vanish from `nox -l`."""
+    proj = _project(tmp_path)
+    (proj / "envs" / "matrix-q.toml").write_text('id = "q\npythons = [\n')
+    assert {"lock-matrix-q", "build-matrix-q-3.11", "build-matrix-q-3.12"} <= set(_listed(proj))
+
+
+def test_sessions_come_from_the_project_builder_runs_on(tmp_path: Path) -> None:
+    proj = _project(tmp_path)
+    other = tmp_path / "other"
+    (other / "envs").mkdir(parents=True)
+    spec = (proj / "envs" / "matrix-b.toml").read_text()
+    (other / "envs" / "matrix-t.toml").write_text(spec.replace('id = "b"', 'id = "t"'))
+    names = set(_listed(proj, env=_env(BUILDER_PROJECT=str(other))))
+    assert "lock-matrix-t" in names and "lock-matrix-a" not in names
+
+
+def test_only_lock_refresh_carries_the_ci_tag(tmp_path: Path) -> None:
+    rows = _listed(_project(tmp_path), "-t", "ci-lock-refresh")
+    assert [n for n, ln in rows.items() if ln.startswith("* ")] == ["lock-refresh"]
+    assert "[ci-lock-refresh]" not in rows["lock"] and "[ci-lock-refresh]" not in rows["lock-matrix-a"]
+
+
+# --------------------------------------------------------------------------- lock-refresh
+# `builder lock --refresh/--verify` and `builder lock diff` are built on another
+# branch: a stand-in records each call and answers like them (diff: exit 1 on a
+# regression), so the session's own logic is what is tested here.
+FAKE_BUILDER = """#!/bin/sh
+echo "$*" >> "$LOG"
+case "$*" in
+  "lock diff --git HEAD --format md") echo "# lock refresh"; exit "$DIFF_RC" ;;
+  "lock diff --git HEAD --format json") printf '%s\\n' "$DIFF_JSON"; exit "$DIFF_RC" ;;
+esac
+"""
+SAME = '{"locks": [{"added": [], "removed": [], "changed": [], "rehashed": [], "regression": false}]}'
+MOVED = ('{"locks": [{"added": [], "removed": [], "changed": [{"name": "nvidia-cublas-cu12", "old": "12.9.1.4", '
+         '"new": "12.9.2.10"}], "rehashed": [], "regression": false}]}')
+
+
+def _refresh(tmp_path: Path, diff_json: str, diff_rc: int) -> tuple[subprocess.CompletedProcess[str], Path, str]:
+    proj = _project(tmp_path)
+    fake = tmp_path / "bin" / "builder"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_BUILDER)
+    fake.chmod(0o755)
+    log, out = tmp_path / "calls.log", tmp_path / "github-output"
+    env = _env(PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}", LOG=str(log), DIFF_JSON=diff_json,
+               DIFF_RC=str(diff_rc), GITHUB_OUTPUT=str(out))
+    r = _nox(proj, "--no-venv", "-s", "lock-refresh", "--", "--exclude-newer", "2026-01-05", env=env)
+    assert log.read_text().splitlines() == [
+        "lock --refresh --exclude-newer 2026-01-05", "lock --verify",
+        "lock diff --git HEAD --format md", "lock diff --git HEAD --format json"], r.stderr
+    assert (proj / "lock-refresh.md").read_text() == "# lock refresh\n"
+    return r, proj, out.read_text()
+
+
+@pytest.mark.parametrize(("diff_json", "changed"), [(SAME, "false"), (MOVED, "true")])
+def test_lock_refresh_proposes_only_package_changes(tmp_path: Path, diff_json: str, changed: str) -> None:
+    r, _proj, outputs = _refresh(tmp_path, diff_json, 0)
+    assert r.returncode == 0, r.stderr
+    assert outputs.splitlines() == [f"changed={changed}", "regression=false"]
+    assert ("1 package change(s)" if changed == "true" else "nothing to propose") in r.stderr
+
+
+def test_lock_refresh_fails_on_a_regression_and_keeps_the_report(tmp_path: Path) -> None:
+    r, _proj, outputs = _refresh(tmp_path, MOVED, 1)
+    assert r.returncode != 0
+    assert "regression (see lock-refresh.md)" in r.stderr
+    assert outputs.splitlines() == ["changed=false", "regression=true"]
