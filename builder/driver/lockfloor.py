@@ -18,7 +18,7 @@ from builder.check import knowledge as cuda
 from builder.check.pipeline import CheckOptions, check_lock
 from builder.driver.branches import LockFloor
 from builder.driver.facts import HostFacts
-from builder.errors import BuilderError, Unavailable
+from builder.errors import BuilderError, ProtectedEnvError, Unavailable
 from builder.project import Project, lock_path
 from builder.spec import Matrix
 from builder.versions import DriverVersion
@@ -53,6 +53,8 @@ def lock_floor(project: Project, matrix: Matrix, *, cache_dir: Path | None = Non
         try:
             rep = check_lock(lock, matrix=matrix, host=HostFacts(origin="preflight"),
                              opts=CheckOptions(python=py, cache_dir=cache_dir, offline=True))
+        except ProtectedEnvError:
+            raise  # the check cache it would fill is protected: refuse, never degrade silently
         except Unavailable:
             data = floor_from_data(lock, py)
             if data is not None:
