@@ -111,8 +111,8 @@ def verify_one(uv: str, uv_version: str, t: Target, path: Path, offline_only: bo
 
 def _offline_error(exc: BuilderError) -> BuilderError:
     """An offline resolution that fails for want of cached data is data unavailable (3)."""
-    if isinstance(exc, Unavailable):
-        return exc
+    if isinstance(exc, Unavailable):  # uv's offline miss (lock/uv.py): say how to fill the cache for *this*
+        return Unavailable(exc.message, "run `builder lock --verify` online once; then --offline works")
     return Unavailable(f"uv's cache cannot re-resolve it offline: {exc.message}",
                        "run `builder lock --verify` online once")
 
