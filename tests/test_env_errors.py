@@ -306,13 +306,13 @@ def _preflight(raw: bytes) -> None:
     preflight.evaluate(hostfacts.from_snapshot(snap), matrix, host)  # type: ignore[arg-type]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(base=st.sampled_from([SPEC, ROOT / "envs" / "host.toml", LOCK, SNAPSHOT]), edits=_EDITS)
 def test_mutated_real_files_only_raise_builder_errors(base: Path, edits: list[tuple[int, int, bytes]]) -> None:
     _load_all(_mutate(base.read_bytes(), edits))
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tree=st.one_of(_KEYED, _TREES))
 def test_random_documents_only_raise_builder_errors(tree: object) -> None:
     _load_all(_toml(tree))
