@@ -184,6 +184,19 @@ def test_relocate_scripts_rewrites_only_staging_shebangs(tmp_path: Path) -> None
     assert (staging / "bin" / "other").read_text() == "#!/usr/bin/env python\n"
 
 
+def test_relocate_scripts_rewrites_the_sh_trampoline_of_a_long_prefix(tmp_path: Path) -> None:
+    """Past the kernel's shebang limit uv writes a /bin/sh trampoline naming the interpreter on
+    line two (seen on a runtimes root under pytest-xdist's longer temp path): it must move too."""
+    staging = tmp_path / ("d" * 120) / ".staging-matrix-t-py312-conda-181fce33794c-1-ab"
+    final = staging.with_name("matrix-t-py312-conda-181fce33794c")
+    (staging / "bin").mkdir(parents=True)
+    body = "' '''\nimport sys\nfrom vllm.entrypoints.cli.main import main\n"
+    (staging / "bin" / "vllm").write_text(f"#!/bin/sh\n'''exec' '{staging}/bin/python' \"$0\" \"$@\"\n{body}")
+    assert relocate_scripts(staging, final) == [staging / "bin" / "vllm"]
+    text = (staging / "bin" / "vllm").read_text()
+    assert text == f"#!/bin/sh\n'''exec' '{final}/bin/python' \"$0\" \"$@\"\n{body}" and ".staging-" not in text
+
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:

@@ -195,23 +195,29 @@ def create_prefix(matrix: Matrix, python: str, prefix: Path, *, locks_dir: Path 
 
 
 def relocate_scripts(staging: Path, final: Path) -> list[Path]:
-    """Point ``#!STAGING/bin/...`` shebangs in ``staging/bin`` at ``final``; return the files changed.
+    """Point the interpreter line of every script in ``staging/bin`` at ``final``; return the files changed.
 
-    uv writes absolute shebangs into a prefix that is not a relocatable venv
-    (a conda prefix has no pyvenv.cfg), so scripts installed while building in
-    staging would name the staging path after the rename into place.
+    uv writes absolute interpreter paths into a prefix that is not a relocatable
+    venv (a conda prefix has no pyvenv.cfg), so scripts installed while building in
+    staging would name the staging path after the rename into place.  Two forms:
+    ``#!STAGING/bin/python`` and, when that line would pass the kernel's shebang
+    length limit, the ``/bin/sh`` trampoline that uv (like distlib) writes instead,
+    whose second line is ``'''exec' 'STAGING/bin/python' "$0" "$@"``.
     """
-    old = f"#!{staging}/".encode()
-    new = f"#!{final}/".encode()
+    trampoline = "#!/bin/sh\n'''exec' '"
+    forms = [(f"#!{staging}/".encode(), f"#!{final}/".encode()),
+             (f"{trampoline}{staging}/".encode(), f"{trampoline}{final}/".encode())]
     changed = []
     bindir = staging / "bin"
     for p in sorted(bindir.iterdir()) if bindir.is_dir() else []:
         if p.is_symlink() or not p.is_file():
             continue
         with open(p, "rb") as f:
-            head = f.read(len(old))
-        if head != old:
+            head = f.read(max(len(old) for old, _new in forms))
+        form = next(((old, new) for old, new in forms if head.startswith(old)), None)
+        if form is None:
             continue
+        old, new = form
         data = p.read_bytes()
         tmp = p.with_name(f".{p.name}.relocate.tmp")
         tmp.write_bytes(new + data[len(old):])
