@@ -18,8 +18,9 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from builder.errors import ToolFailed, ToolNotFound, ToolTimeout
@@ -119,12 +120,91 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 
 def _bounded_communicate(
-    proc: subprocess.Popen[bytes], timeout: float
+    proc: subprocess.Popen[bytes], timeout: float, reader: _LineReader | None = None
 ) -> tuple[bytes, bytes] | None:
     try:
-        return proc.communicate(timeout=timeout)
+        return reader.communicate(timeout) if reader is not None else proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
+
+
+LineCallback = Callable[[str, str], None]
+"""Called with ``("stdout" | "stderr", line)`` for every non-empty line a child writes."""
+
+
+class _LineReader:
+    """Reads a child's stdout and stderr on threads, handing each line to a callback as it arrives.
+
+    It stands in for ``Popen.communicate`` when a caller wants progress while the
+    child runs.  The threads read duplicates of the pipe descriptors (the Popen's
+    own streams are closed at once), so :func:`run` may give up on a pipe that a
+    grandchild holds open: the daemon thread is abandoned, like the zombie.
+    Callbacks run one at a time; one that raises is switched off (progress must
+    never fail the work) and the output is still collected whole.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], on_line: LineCallback, data: bytes | None) -> None:
+        self.proc = proc
+        self.on_line: LineCallback | None = on_line
+        self.chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+        for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            assert stream is not None
+            fd = os.dup(stream.fileno())
+            stream.close()
+            self.threads.append(threading.Thread(target=self._read, args=(name, fd), daemon=True))
+        if proc.stdin is not None:
+            fd = os.dup(proc.stdin.fileno())
+            proc.stdin.close()
+            threading.Thread(target=self._write, args=(fd, data or b""), daemon=True).start()
+        for t in self.threads:
+            t.start()
+
+    def _write(self, fd: int, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            pass  # the child closed stdin or died: as communicate() does, ignore it
+        finally:
+            os.close(fd)
+
+    def _read(self, name: str, fd: int) -> None:
+        pending = b""
+        try:
+            while chunk := os.read(fd, 65536):
+                self.chunks[name].append(chunk)
+                *lines, pending = (pending + chunk).replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+                for line in lines:
+                    self._emit(name, line)
+            self._emit(name, pending)
+        finally:
+            os.close(fd)
+
+    def _emit(self, name: str, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip()
+        if not text:
+            return
+        with self.lock:
+            if self.on_line is None:
+                return
+            try:
+                self.on_line(name, text)
+            except Exception as exc:  # see the class docstring
+                log.debug("line callback failed, switched off: %r", exc)
+                self.on_line = None
+
+    def communicate(self, timeout: float) -> tuple[bytes, bytes]:
+        """Wait (bounded) for both pipes to close and the child to exit; TimeoutExpired if not."""
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                raise subprocess.TimeoutExpired(self.proc.args, timeout)
+        self.proc.wait(max(0.0, deadline - time.monotonic()))
+        return b"".join(self.chunks["stdout"]), b"".join(self.chunks["stderr"])
 
 
 def run(
@@ -136,6 +216,7 @@ def run(
     input: str | None = None,
     check: bool = False,
     what: str | None = None,
+    on_line: LineCallback | None = None,
 ) -> Result:
     """Run ``argv`` with a hard ``timeout`` (seconds).
 
@@ -143,6 +224,8 @@ def run(
     ``check`` is true; then it raises ToolNotFound, ToolFailed or ToolTimeout
     naming ``what`` (default: the program name) with the tail of stderr.
     ``env`` is used as given; callers build it with :func:`clean_env`.
+    ``on_line`` (optional) gets each output line as it arrives (on a reader
+    thread); the Result still holds the whole output.
     """
     argv = tuple(str(a) for a in argv)
     label = what or os.path.basename(argv[0])
@@ -172,10 +255,15 @@ def run(
         return res
     timed_out = False
     data = None
+    reader = None
     try:
-        data = proc.communicate(
-            input.encode() if input is not None else None, timeout=timeout
-        )
+        if on_line is not None:
+            reader = _LineReader(proc, on_line, input.encode() if input is not None else None)
+            data = reader.communicate(timeout)
+        else:
+            data = proc.communicate(
+                input.encode() if input is not None else None, timeout=timeout
+            )
     except subprocess.TimeoutExpired:
         timed_out = True
     except BaseException:
@@ -184,10 +272,10 @@ def run(
         raise
     if timed_out:
         _kill_group(proc, signal.SIGTERM)
-        data = _bounded_communicate(proc, TERM_GRACE)
+        data = _bounded_communicate(proc, TERM_GRACE, reader)
         if data is None:
             _kill_group(proc, signal.SIGKILL)
-            data = _bounded_communicate(proc, KILL_GRACE)
+            data = _bounded_communicate(proc, KILL_GRACE, reader)
         if data is None:
             # Unkillable (uninterruptible sleep) or a grandchild holds the
             # pipes: stop waiting.  The zombie is the kernel's problem now.

@@ -16,14 +16,11 @@ import json
 import os
 import re
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from builder import elf
@@ -102,6 +99,8 @@ def parse_metadata(data: bytes) -> tuple[str, str, tuple[str, ...]]:
     The stdlib header parser rather than ``packaging.metadata``: that one rejects
     real-world METADATA with unknown fields, and we need three headers.
     """
+    from email.parser import BytesHeaderParser  # here: a warm check reads facts from the cache
+
     msg = BytesHeaderParser().parsebytes(data)
     return str(msg.get("Name", "")), str(msg.get("Version", "")), tuple(
         str(r) for r in (msg.get_all("Requires-Dist") or [])
@@ -186,6 +185,9 @@ class HttpReader:
         self.ref, self.stats, self.timeout = ref, stats, timeout
 
     def _open(self, url: str, rng: str | None) -> tuple[int, dict[str, str], bytes]:
+        import urllib.error  # here: a warm check reads only the cache and need not load http.client
+        import urllib.request
+
         headers = {"User-Agent": "builder-check/0.1"}
         if rng:
             headers["Range"] = rng
@@ -267,7 +269,9 @@ def _local_path(ref: WheelRef) -> Path | None:
     if ref.path:
         return Path(ref.path)
     if ref.url and ref.url.startswith("file://"):
-        return Path(urllib.request.url2pathname(urllib.parse.urlsplit(ref.url).path))
+        from urllib.request import url2pathname
+
+        return Path(url2pathname(urllib.parse.urlsplit(ref.url).path))
     return None
 
 

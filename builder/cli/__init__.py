@@ -7,7 +7,6 @@ code here, in :meth:`BuilderGroup.invoke`.
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
@@ -57,6 +56,8 @@ def main(ctx: click.Context, project_dir: str | None, quiet: bool, verbose: bool
     7 busy, 70 internal error, 130 interrupted.
     """
     if verbose:
+        import logging  # only here: `builder --help` and `lock --check` need not load it
+
         logging.basicConfig(level=logging.DEBUG, format="builder: %(message)s", stream=sys.stderr)
     ctx.obj = {"project_dir": project_dir, "quiet": quiet, "verbose": verbose}
 
