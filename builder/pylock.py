@@ -376,14 +376,16 @@ def target_tags(python: str, arch: str, glibc: str | None) -> tuple[Tag, ...]:
             *compatible_tags((major, minor), interpreter=f"cp{major}{minor}", platforms=plats))
 
 
-def host_tags(version: str) -> list[Tag]:
-    """Wheel tags a CPython ``version`` ("3.12.1") accepts on *this* host, best first."""
+@functools.lru_cache(maxsize=8)
+def host_tags(version: str) -> tuple[Tag, ...]:
+    """Wheel tags a CPython ``version`` ("3.12.1") accepts on *this* host, best first (cached, as
+    :func:`target_tags`)."""
     from packaging import tags
 
     major, minor = (int(x) for x in version.split(".")[:2])
     plats = list(tags.platform_tags())
-    return [*tags.cpython_tags((major, minor), platforms=plats),
-            *tags.compatible_tags((major, minor), f"cp{major}{minor}", plats)]
+    return (*tags.cpython_tags((major, minor), platforms=plats),
+            *tags.compatible_tags((major, minor), f"cp{major}{minor}", plats))
 
 
 def target_env(python: str, arch: str) -> dict[str, str]:

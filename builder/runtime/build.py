@@ -159,15 +159,15 @@ def build(project: Project, req: BuildRequest, protected: Protected,
             made = base.create(BaseRequest(staging=staging, python=python, matrix=matrix, uv=uv, env=env,
                                            interpreter=req.interpreter, protected=protected, final=final))
             t_base = time.monotonic() - t
-            say(name, f"Python {made.version} from {made.source} ({made.origin}); installing "
-                      f"{len(lock.packages)} packages")
+            say(name, f"Python {made.version} from {made.source} ({made.origin}); base ready in {t_base:.1f}s")
             t = time.monotonic()
-            sync(uv, made.python, made.version, lock, cache_dir, env)
+            sync(uv, made.python, made.version, lock, cache_dir, env, progress=lambda m: say(name, m))
             t_sync = time.monotonic() - t
             say(name, "running smoke tests")
             t = time.monotonic()
             expected = smoke.expected_for(matrix, lock)  # part of the smoke phase
-            report = smoke.run_smoke(made.python, expected, gpu=req.gpu)
+            report = smoke.run_smoke(made.python, expected, gpu=req.gpu,
+                                     progress=lambda m: say(name, f"smoke: {m}"))
             t_smoke = time.monotonic() - t
             if not report.ok:
                 bad = "; ".join(f"{s.name}: {s.reason}" for s in report.failed())
@@ -216,9 +216,12 @@ def locate(project: Project, matrix_sel: str, python: str, root: str | None = No
 
 
 def smoke_runtime(project: Project, matrix_sel: str, python: str, root: str | None = None,
-                  base: str | None = None, gpu: bool | None = None) -> tuple[Path, Any]:
+                  base: str | None = None, gpu: bool | None = None,
+                  progress: Progress | None = None) -> tuple[Path, Any]:
     """Run the smoke tests in the built runtime of the current lock (read-only)."""
     from builder.runtime import smoke
 
     matrix, lock, path = locate(project, matrix_sel, python, root, base)
-    return path, smoke.run_smoke(path / "bin" / "python", smoke.expected_for(matrix, lock), gpu=gpu)
+    say = (lambda m: progress(path.name, m)) if progress is not None else None
+    return path, smoke.run_smoke(path / "bin" / "python", smoke.expected_for(matrix, lock), gpu=gpu,
+                                 progress=say)
