@@ -228,9 +228,9 @@ def run_check(project: Any, req: CheckRequest,
                                           opts=CheckOptions(python=py, cache_dir=req.cache_dir,
                                                             offline=req.offline), stats=stats))
                 if progress is not None and stats.requests > before[0]:
-                    progress(f"{m.name}/py{py}", f"{reports[-1].verdict}; read {stats.requests - before[0]} "
-                             f"ranges ({(stats.bytes - before[1]) / 1e6:.1f} MB) of its wheels over the network "
-                             f"in {time.monotonic() - t:.1f}s (cached for next time)")
+                    progress(f"{m.name}/py{py}", f"{reports[-1].verdict}; read {(stats.bytes - before[1]) / 1e6:.1f}"
+                             f" MB of its wheels over the network ({stats.requests - before[0]} requests) in "
+                             f"{time.monotonic() - t:.1f}s, cached for next time")
     chooser = [chooser_row(r) for r in reports] if not req.selectors and req.lock is None else []
     return CheckResult(reports, chooser, verdict([f for r in reports for f in r.findings]),
                        {"requests": stats.requests, "bytes": stats.bytes})
