@@ -228,9 +228,11 @@ def run_check(project: Any, req: CheckRequest,
                                           opts=CheckOptions(python=py, cache_dir=req.cache_dir,
                                                             offline=req.offline), stats=stats))
                 if progress is not None and stats.requests > before[0]:
-                    progress(f"{m.name}/py{py}", f"{reports[-1].verdict}; read {(stats.bytes - before[1]) / 1e6:.1f}"
-                             f" MB of its wheels over the network ({stats.requests - before[0]} requests) in "
-                             f"{time.monotonic() - t:.1f}s, cached for next time")
+                    n = stats.bytes - before[1]
+                    size = f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} kB"
+                    progress(f"{m.name}/py{py}", f"{reports[-1].verdict}; read {size} of its wheels over the "
+                             f"network ({stats.requests - before[0]} requests) in {time.monotonic() - t:.1f}s, "
+                             "cached for next time")
     chooser = [chooser_row(r) for r in reports] if not req.selectors and req.lock is None else []
     return CheckResult(reports, chooser, verdict([f for r in reports for f in r.findings]),
                        {"requests": stats.requests, "bytes": stats.bytes})
