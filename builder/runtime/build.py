@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,6 +103,20 @@ class BuildResult:
                 "removed_leftovers": self.removed_leftovers, "manifest": self.manifest}
 
 
+def _in_background(fn: Callable[[], str]) -> Callable[[], str]:
+    """Start ``fn`` on a thread; the returned function waits for its result (an error is
+    raised by running ``fn`` again in the caller)."""
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+
+    def result() -> str:
+        t.join()
+        return out[0] if out else fn()
+
+    return result
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
@@ -115,8 +130,6 @@ def _lock_record(project: Project, lock: pylock.Lock) -> dict[str, Any]:
 def build(project: Project, req: BuildRequest, protected: Protected,
           progress: Progress | None = None) -> BuildResult:
     """Build (or find) the runtime of ``req``'s lock; see the module docstring."""
-    from builder.runtime import smoke
-
     say = progress or (lambda _t, _m: None)
     t0 = time.monotonic()
     matrix = project.matrix(req.matrix)
@@ -149,6 +162,7 @@ def build(project: Project, req: BuildRequest, protected: Protected,
                            "stop the processes using it, then run the build again")
             status = "rebuilt"
         uv = tools.uv_bin()
+        uv_version = _in_background(lambda: tools.uv_version(uv))  # for the manifest, beside the base step
         env = _proc.clean_env(extra={"NO_COLOR": "1"})
         staging = swap.staging_dir(root, name)
         protected.guard_write(staging, "build a runtime at")
@@ -165,7 +179,9 @@ def build(project: Project, req: BuildRequest, protected: Protected,
             t_sync = time.monotonic() - t
             say(name, "running smoke tests")
             t = time.monotonic()
-            expected = smoke.expected_for(matrix, lock)  # part of the smoke phase
+            from builder.runtime import smoke  # loading the smoke machinery is part of the smoke phase
+
+            expected = smoke.expected_for(matrix, lock)  # so is predicting what it should see
             report = smoke.run_smoke(made.python, expected, gpu=req.gpu,
                                      progress=lambda m: say(name, f"smoke: {m}"))
             t_smoke = time.monotonic() - t
@@ -184,7 +200,7 @@ def build(project: Project, req: BuildRequest, protected: Protected,
                 "base": base.name, "lock": _lock_record(project, lock),
                 "interpreter": {"version": made.version, "source": made.source, "origin": made.origin,
                                 "reason": made.reason, **dict(made.details)},
-                "uv": tools.uv_version(uv), "built_at": _now(),
+                "uv": uv_version(), "built_at": _now(),
                 "timings": {"base": round(t_base, 3), "sync": round(t_sync, 3),
                             "smoke": round(t_smoke, 3),
                             "total": round(time.monotonic() - t0, 3)},
