@@ -95,3 +95,16 @@ def summary(xs: Sequence[float]) -> dict[str, float]:
 
 def ratio(a: float | int | None, b: float | int | None) -> float | None:
     return round(a / b, 2) if a and b else None
+
+
+#: Python's own start-up on an idle machine of the kind these budgets were set on
+#: (issue 9: "Python itself starts in 0.02-0.1 s here"): the fast end.
+PYTHON_START_S = 0.02
+
+
+def idle_estimate(instr: int | None, instr_python_start: int | None) -> float | None:
+    """Seconds on an idle machine where Python starts in :data:`PYTHON_START_S`, scaled by
+    instruction counts (which the load does not change)."""
+    if not instr or not instr_python_start:
+        return None
+    return round(instr / instr_python_start * PYTHON_START_S, 3)
