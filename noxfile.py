@@ -7,6 +7,7 @@
     nox -s lock-matrix-a         # re-lock one matrix
     nox -s build-matrix-a        # build + smoke matrix A for each of its Pythons (-p 3.12 narrows)
     nox -s smoke-matrix-b -p 3.12
+    nox -s serve-matrix-a -p 3.12  # serve start (slot green), probe, stop; posargs go to `serve start`
     nox -s main                  # the README's main job
 
 The per-matrix sessions come from the data: every ``envs/matrix-*.toml`` gets
@@ -131,6 +132,8 @@ def lock(session: nox.Session) -> None:
 def _package_changes(diff: Any) -> int:
     """How many package entries a ``builder lock diff --format json`` document adds, removes,
     changes or re-hashes, wherever it nests them (one lock, or every lock under ``--git``)."""
+    if isinstance(diff, dict) and isinstance(diff.get("locks_with_package_changes"), int):
+        return int(diff["locks_with_package_changes"])  # `lock diff --git REF`'s own count
     if isinstance(diff, list):
         return sum(_package_changes(x) for x in diff)
     if not isinstance(diff, dict):
@@ -205,12 +208,26 @@ for _m, _pys in _matrices(Path(os.environ.get("BUILDER_PROJECT") or ROOT) / "env
         _install(session)
         session.run("builder", "smoke", "--matrix", m, *_python_args(session), *session.posargs, env=_env())
 
+    def _serve(session: nox.Session, m: str = _m) -> None:
+        """Start the built runtime's vLLM in slot green, probe it, stop it (even when the probe fails)."""
+        _install(session)
+        # A failed start stops what it started; a slot already running makes it fail (exit 7)
+        # and is left alone.
+        session.run("builder", "serve", "start", "--matrix", m, *_python_args(session), "--slot", "green",
+                    *session.posargs, env=_env())
+        try:
+            session.run("builder", "serve", "probe", "--slot", "green", env=_env())
+        finally:
+            session.run("builder", "serve", "stop", "--slot", "green", env=_env())
+
     _lock_one.__doc__ = f"Re-lock matrix {_m.upper()} (every Python)."
     _build.__doc__ = f"Build and smoke-test matrix {_m.upper()} runtimes (-p {_pys[-1]} narrows)."
     _smoke.__doc__ = f"Smoke-test the built matrix {_m.upper()} runtimes."
     nox.session(name=f"lock-matrix-{_m}")(_lock_one)
     nox.session(name=f"build-matrix-{_m}", python=_pys)(_build)
     nox.session(name=f"smoke-matrix-{_m}", python=_pys)(_smoke)
+    _serve.__doc__ = f"Serve matrix {_m.upper()}'s runtime in slot green: start, probe, stop."
+    nox.session(name=f"serve-matrix-{_m}", python=_pys)(_serve)
 
 
 @nox.session

@@ -1,3 +1,10 @@
-from builder.cli import main
+# A Ctrl-C while builder is still importing exits 130 like one during a command
+# (builder.cli installs the full handlers as soon as it runs).
+import signal
+import sys
+
+signal.signal(signal.SIGINT, lambda _s, _f: sys.exit(130))
+
+from builder.cli import main  # noqa: E402
 
 main()

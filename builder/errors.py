@@ -14,12 +14,19 @@ Exit codes (documented in README.md):
 5     a tool ran and failed (e.g. uv could not resolve the pins)
 6     refused: the command would write into a protected environment (QL_1)
 7     busy: another builder process holds the lock on this directory
+8     the filesystem refused a write: read-only, immutable, full, over quota,
+      over a file size limit or permission denied (the message names the path)
 70    internal error: a bug in builder (run with -v for the traceback)
-130   interrupted (Ctrl-C)
+129   hung up (SIGHUP); 130 interrupted (Ctrl-C, SIGINT); 143 terminated
+      (SIGTERM): children stopped, temp dirs removed, nothing half-written
 ====  =====================================================================
 """
 
 from __future__ import annotations
+
+import errno
+import os
+import re
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -29,8 +36,19 @@ EXIT_TOOL_MISSING = 4
 EXIT_TOOL_FAILED = 5
 EXIT_PROTECTED = 6
 EXIT_BUSY = 7
+EXIT_FS_REFUSED = 8
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+
+#: errno values that mean "the filesystem refused", not "builder has a bug".
+REFUSED_ERRNOS: dict[int, str] = {
+    errno.EROFS: "read-only file system",
+    errno.EPERM: "operation not permitted (immutable file or directory?)",
+    errno.EACCES: "permission denied",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (a file size limit, ulimit -f)",
+}
 
 
 class BuilderError(Exception):
@@ -161,3 +179,71 @@ class BuildError(BuilderError):
     """A runtime build failed; nothing was switched in."""
 
     exit_code = EXIT_FAILED
+
+
+class FilesystemRefused(BuilderError):
+    """The filesystem refused a write: read-only, immutable, full, over quota, no permission."""
+
+    exit_code = EXIT_FS_REFUSED
+
+    @classmethod
+    def from_oserror(cls, exc: OSError, path: str | os.PathLike[str] | None = None,
+                     what: str = "write") -> FilesystemRefused | None:
+        """The error for ``exc`` if its errno is one of :data:`REFUSED_ERRNOS`, else None."""
+        why = REFUSED_ERRNOS.get(exc.errno or 0)
+        if why is None:
+            return None
+        where = path if path is not None else (exc.filename if exc.filename is not None else "?")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            hint = "free space (or quota) on that filesystem, or choose another path"
+        elif exc.errno == errno.EROFS:
+            hint = "remount it read-write, or choose another path"
+        else:
+            hint = "check its permissions and attributes (ls -ld, lsattr), or choose another path"
+        return cls(f"cannot {what} {os.fsdecode(where)}: {why} ({errno.errorcode.get(exc.errno or 0, '?')})",
+                   hint)
+
+
+    @classmethod
+    def from_tool_output(cls, text: str, path: str | os.PathLike[str], what: str = "write into",
+                         tool: str = "uv") -> FilesystemRefused | None:
+        """The error for a child (uv) that failed because the filesystem refused, else None.
+
+        uv reports OS errors as ``<message> (os error N)``; the message alone
+        is matched too.
+        """
+        code = next((int(m) for m in re.findall(r"\(os error (\d+)\)", text) if int(m) in REFUSED_ERRNOS), None)
+        if code is None:
+            code = next((c for c, m in _OS_MESSAGES.items() if m in text), None)
+        if code is None:
+            return None
+        refused = cls.from_oserror(OSError(code, os.strerror(code)), path, what)
+        if refused is not None:
+            said = next((ln.strip() for ln in text.splitlines()
+                         if f"os error {code}" in ln or _OS_MESSAGES[code] in ln), "")
+            refused.message += f"; {tool}: {said[:240]}" if said else f" ({tool} reported it)"
+        return refused
+
+
+#: How the C library words the refusing errnos (what a child prints).
+_OS_MESSAGES = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded",
+                errno.EROFS: "Read-only file system", errno.EACCES: "Permission denied",
+                errno.EPERM: "Operation not permitted", errno.EFBIG: "File too large"}
+
+
+class Interrupted(BaseException):  # noqa: N818 - a BaseException like KeyboardInterrupt, not an error
+    """A signal (SIGINT, SIGTERM, SIGHUP) asked builder to stop.
+
+    Not a KeyboardInterrupt on purpose: CPython remembers a KeyboardInterrupt
+    that ends a string ``exec`` (dataclasses and namedtuple build their methods
+    that way) and, under ``python -m``, kills the process with SIGINT at exit
+    even when the exception was handled: exit status -2 instead of 130.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

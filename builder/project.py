@@ -28,14 +28,22 @@ def find_root(explicit: str | os.PathLike[str] | None = None, cwd: Path | None =
     if explicit is None:
         explicit = os.environ.get("BUILDER_PROJECT") or None
     if explicit is not None:
-        root = Path(explicit).resolve()
+        try:
+            root = Path(explicit).resolve()
+        except FileNotFoundError:  # a relative --project from a deleted directory
+            raise UsageError(f"cannot resolve {explicit}: the current directory no longer exists",
+                             "cd to an existing directory, or pass an absolute --project DIR") from None
         if not _is_project(root):
             raise UsageError(
                 f"{root} is not a builder project: no envs/matrix-*.toml",
                 "pass --project DIR pointing at a directory with envs/",
             )
         return root
-    here = (cwd or Path.cwd()).resolve()
+    try:
+        here = (cwd or Path.cwd()).resolve()
+    except FileNotFoundError:
+        raise UsageError("the current directory no longer exists (deleted while in use)",
+                         "cd to an existing directory, or pass --project DIR") from None
     for d in (here, *here.parents):
         if _is_project(d):
             return d

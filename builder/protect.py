@@ -132,8 +132,13 @@ def conda_env_prefixes(environ: Mapping[str, str]) -> tuple[list[Path], str]:
             try:
                 envs = json.loads(res.stdout).get("envs", [])
                 return [Path(e) for e in envs if isinstance(e, str)], f"{os.path.basename(exe)} env list"
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 pass
+    return scanned_env_prefixes(environ), "conda env directories"
+
+
+def scanned_env_prefixes(environ: Mapping[str, str]) -> list[Path]:
+    """Env directories found where conda installations keep them (no conda needed)."""
     found: list[Path] = []
     home = Path(environ.get("HOME") or os.path.expanduser("~"))
     dirs = [Path(d) for d in environ.get("CONDA_ENVS_PATH", "").split(os.pathsep) if d]
@@ -152,7 +157,7 @@ def conda_env_prefixes(environ: Mapping[str, str]) -> tuple[list[Path], str]:
             found += sorted(p for p in d.iterdir() if p.is_dir())
         except OSError:
             continue
-    return found, "conda env directories"
+    return found
 
 
 def _root(path: Path, why: str) -> Root:
@@ -186,11 +191,18 @@ def resolve(
         prefixes, how = conda_env_prefixes(environ)
         for name in by_name:
             hits = [p for p in prefixes if p.name == name]
+            found_by = how
+            if not hits and how != "conda env directories":
+                # A conda on PATH that does not list it (another installation,
+                # a bind-mounted copy): the usual env directories may still
+                # hold it, and then its device and inode are protected too.
+                hits = [p for p in scanned_env_prefixes(environ) if p.name == name]
+                found_by = f"conda env directories; {how} does not list it"
             if not hits:
                 unresolved.append(name)
                 notes.append(f"conda env {name} not found ({how}); any .../envs/{name} "
                              "directory is still refused")
-            roots += [_root(p, f"conda env {name} ({how})") for p in hits]
+            roots += [_root(p, f"conda env {name} ({found_by})") for p in hits]
     for p in [*by_path, *paths]:
         roots.append(_root(Path(os.path.expanduser(p)), f"protected path {p}"))
     for var in ("CONDA_PREFIX", "VIRTUAL_ENV"):

@@ -391,11 +391,27 @@ def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; a syntax error becomes a SpecError naming the file."""
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            data = f.read()
     except FileNotFoundError:
         raise SpecError([f"{path}: file not found"], "check the path") from None
+    except OSError as exc:
+        raise SpecError([f"{path}: cannot read: {exc.strerror or exc}"], "check the path and its permissions") from None
+    return parse_toml(data, str(path))
+
+
+def parse_toml(data: bytes, where: str) -> dict[str, Any]:
+    """Parse TOML bytes; every way they can be wrong is a SpecError naming ``where``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})"],
+                        "save the spec as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError([f"{path}: not valid TOML: {exc}"], "fix the TOML syntax") from None
+        raise SpecError([f"{where}: not valid TOML: {exc}"], "fix the TOML syntax") from None
+    except RecursionError:
+        raise SpecError([f"{where}: TOML nested too deeply"], "a spec needs only a few levels of tables") from None
 
 
 def load_matrix(path: Path) -> Matrix:

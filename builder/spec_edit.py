@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 from tomlkit.items import Table
 
+from builder import paths
 from builder.errors import SpecError, UsageError
 from builder.fsio import atomic_write
-from builder.spec import matrix_from_mapping
+from builder.project import Project
+from builder.spec import Matrix, matrix_from_mapping, read_toml
 
 
 def parse_value(raw: str) -> Any:
@@ -22,13 +25,12 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
-def set_value(path: Path, dotted: str, raw: str) -> tuple[Any, Any]:
-    """Set ``dotted`` (e.g. ``torch.version``) in the spec at ``path``.
+def edit_text(text: str, path: Path, dotted: str, value: Callable[[Any], Any]) -> tuple[str, Matrix, Any, Any]:
+    """Set ``dotted`` in the spec ``text`` (read from ``path``) to ``value(old value)``; write nothing.
 
-    The edited document is validated before anything is written; the file is
-    replaced atomically.  Returns (old value, new value).
+    Returns (new text, the validated matrix, old value, new value).  The edited
+    document is validated first: an invalid result raises SpecError.
     """
-    text = path.read_text(encoding="utf-8")
     doc = tomlkit.parse(text)
     keys = [k for k in dotted.split(".") if k]
     if not keys:
@@ -43,13 +45,27 @@ def set_value(path: Path, dotted: str, raw: str) -> tuple[Any, Any]:
                              "set a key inside a table, e.g. torch.version")
     old = node.get(keys[-1])
     old_plain = old.unwrap() if hasattr(old, "unwrap") else old
-    new = parse_value(raw)
+    new = value(old_plain)
     node[keys[-1]] = new
     stem = path.stem
     expect = stem[len("matrix-"):] if stem.startswith("matrix-") else None
     try:
-        matrix_from_mapping(doc.unwrap(), str(path), expect_id=expect)
+        matrix = matrix_from_mapping(doc.unwrap(), str(path), expect_id=expect)
     except SpecError as exc:
         raise SpecError(exc.problems, "nothing was written") from None
-    atomic_write(path, tomlkit.dumps(doc))
-    return old_plain, new
+    return tomlkit.dumps(doc), matrix, old_plain, new
+
+
+def set_value(path: Path, dotted: str, raw: str, project: Project | None = None) -> tuple[Any, Any]:
+    """Set ``dotted`` (e.g. ``torch.version``) in the spec at ``path``.
+
+    The path passes the write gate first (a project stored inside a protected
+    env is refused); the edited document is validated before anything is
+    written; the file is replaced atomically.  Returns (old value, new value).
+    """
+    target = paths.gate(path, what="edit the spec", project=project)
+    read_toml(path)  # a readable, valid-TOML spec first: one line if not
+    text = target.read_text(encoding="utf-8")
+    new_text, _matrix, old, new = edit_text(text, path, dotted, lambda _old: parse_value(raw))
+    atomic_write(target, new_text)
+    return old, new

@@ -63,8 +63,35 @@ def test_matrix_b_like_warns_on_toolkit_order_and_declared_floor(world, tmp_path
     assert "minor-version compatibility" in dn.message
     assert r.driver["native_min"] == "575.57.08" and r.driver["compat_min"] == "525.60.13"
     assert _level(r, "driver-compat") == "pass" and _level(r, "torch-pin") == "pass"
-    assert _level(r, "cuda-major") == "pass" and _level(r, "gpu-arch") == "pass"
+    assert _level(r, "cuda-major") == "pass"
+    ga = r.finding("gpu-arch")  # this vLLM wheel is not in builder/data/kernels.toml: not judged
+    assert ga and ga.level == "warn" and "--deep" in ga.message and "vllm/_C.abi3.so" in ga.message
     assert r.verdict == "warn"
+
+
+def test_deep_reads_the_main_extension_and_judges_the_gpu(world, tmp_path: Path) -> None:
+    proj, stats = world
+    r = _check(proj, "a", "575.57.08", tmp_path, deep=True)
+    ga = r.finding("gpu-arch")
+    assert ga and ga.level == "pass" and "vllm/_C.abi3.so" in ga.message and "deep read" in ga.message
+    assert "sm_89 SASS runs natively on 8.9" in ga.message
+    kern = r.packages["vllm"].identity.kernels  # type: ignore[union-attr]
+    assert kern and kern.origin == "deep read" and kern.archs.sass_names() == ["sm_80", "sm_89", "sm_90a"]
+    assert r.fetched["deep_bytes"] > 600_000 and r.fetched["deep_requests"] >= 2  # the member, by ranges
+    assert r.verdict == "pass"
+    # cached by the wheel's sha256: a second deep check reads nothing, offline
+    before = stats.requests
+    again = _check(proj, "a", "575.57.08", tmp_path, deep=True, offline=True)
+    kern2 = again.packages["vllm"].identity.kernels  # type: ignore[union-attr]
+    assert kern2 and kern2.origin == "deep read (cached)" and stats.requests == before
+    assert "deep_bytes" not in again.fetched and again.finding("gpu-arch").level == "pass"  # type: ignore[union-attr]
+    # a GPU that neither the SASS (8.0, 8.9) nor the PTX (8.9) runs on
+    m = proj.matrix("a")
+    old = check.check_lock(pylock.read(proj.locks / "matrix-a" / "pylock.py312.toml"), matrix=m,
+                           host=_host("575.57.08", ("7.5",), "2.35"),
+                           opts=check.CheckOptions(cache_dir=tmp_path, deep=True, offline=True))
+    ga = old.finding("gpu-arch")
+    assert ga and ga.level == "fail" and "nothing runs on 7.5" in ga.message
 
 
 def test_matrix_a_like_has_no_toolkit_warning_and_fails_on_the_current_driver(world, tmp_path: Path) -> None:
@@ -77,7 +104,7 @@ def test_matrix_a_like_has_no_toolkit_warning_and_fails_on_the_current_driver(wo
     assert _level(r, "driver-compat") == "warn"  # 550 >= 525.60.13: would run only under compat
     assert r.verdict == "fail"
     assert check.chooser_row(r)["blocker"] == "driver upgrade required: needs a reboot"
-    assert _check(proj, "a", "575.57.08", tmp_path).verdict == "pass"
+    assert _check(proj, "a", "575.57.08", tmp_path, deep=True).verdict == "pass"
 
 
 def test_vllm_020_forced_onto_torch_29_fails_torch_pin_and_cuda_major(world, tmp_path: Path) -> None:

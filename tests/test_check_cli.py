@@ -73,7 +73,7 @@ def test_no_selector_prints_the_matrix_chooser(world, tmp_path: Path) -> None:
     assert "575.57.08" in rows["matrix-a"] and "driver upgrade required: needs a reboot" in rows["matrix-a"]
     assert "570.26" in rows["matrix-b"] and "FAIL" in rows["matrix-b"]
     assert "torch-pin" in rows["matrix-c"]
-    d = json.loads(run(proj, "--json", "--driver", "575.57.08", "--cache-dir", str(tmp_path))[1])
+    d = json.loads(run(proj, "--json", "--driver", "575.57.08", "--deep", "--cache-dir", str(tmp_path))[1])
     assert [(r["matrix"], r["verdict"]) for r in d["chooser"]] == [("a", "pass"), ("b", "warn"), ("c", "fail")]
 
 
@@ -86,3 +86,22 @@ def test_foreign_lock_outside_a_project(world, tmp_path: Path) -> None:
                     env={**__import__("os").environ, "BUILDER_PROJECT": ""})
     assert r.returncode == 1, r.stderr
     assert "[FAIL] torch-pin" in r.stdout and "[FAIL] cuda-major" in r.stdout
+
+
+def test_deep_names_its_evidence_and_its_bytes(world, tmp_path: Path) -> None:
+    proj, _ = world
+    c = ["-m", "a", "--python", "3.12", "--driver", "575.57.08", "--cache-dir", str(tmp_path)]
+    code, out, _ = run(proj, *c)
+    assert code == 0 and "[WARN] gpu-arch:" in out and "check --deep" in out  # no shipped data for this wheel
+    code, out, _ = run(proj, *c, "--deep", "--json")
+    assert code == 0
+    d = json.loads(out)
+    ga = next(f for f in d["findings"] if f["id"] == "gpu-arch")
+    assert ga["level"] == "pass" and "deep read" in ga["message"] and "range requests" in ga["message"]
+    kern = d["packages"]["vllm"]["cuda"]["kernels"]
+    assert kern["member"] == "vllm/_C.abi3.so" and kern["origin"] == "deep read" and "sm_89" in kern["sass"]
+    assert d["fetched"]["deep_bytes"] > 0 and d["verdict"] == "pass"
+    cached = list((tmp_path / "kernels").glob("*.json"))
+    assert len(cached) == 1 and json.loads(cached[0].read_text())["members"]["vllm/_C.abi3.so"]["sha256"]
+    code, out, _ = run(proj, *c, "--deep", "--offline")  # answered from the kernels cache
+    assert code == 0 and "[  ok] gpu-arch:" in out and "deep read (cached)" in out

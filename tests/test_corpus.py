@@ -4,8 +4,8 @@ Each case runs the real CLI (`builder check --lock COPY --json`) on a copy of a 
 lock whose PyPI file URLs point at a local replay of the byte ranges the checker read
 when the corpus was captured (tests/data/locks/capture.py); a read the capture does
 not hold fails loudly.  Expected values come from the artifacts, with the evidence
-quoted in tests/data/locks/expected.toml.  Aspects today's checker gets wrong are
-strict xfails naming the issue point that fixes them.
+quoted in tests/data/locks/expected.toml.  No aspect is excused: every row must hold
+(zero false fails, zero false passes).
 """
 
 from __future__ import annotations
@@ -66,15 +66,7 @@ def run_case(case: dict[str, Any], tmp: Path) -> Run:
 
 
 def _params() -> list[Any]:
-    out = []
-    for cid, case in CASES.items():
-        for aspect in ASPECTS:
-            marks = []
-            reason = case.get("xfail", {}).get(aspect)
-            if reason:
-                marks.append(pytest.mark.xfail(reason=reason, strict=True))
-            out.append(pytest.param(cid, aspect, id=f"{cid}-{aspect}", marks=marks))
-    return out
+    return [pytest.param(cid, aspect, id=f"{cid}-{aspect}") for cid in CASES for aspect in ASPECTS]
 
 
 def _ids(report: dict[str, Any], level: str) -> set[str]:
@@ -126,7 +118,7 @@ def test_every_case_cites_its_evidence() -> None:
         assert c["verdict"] in ("pass", "warn", "fail"), c["id"]
         assert (c["verdict"] == "fail") == bool(c["fail"]), c["id"]
         assert c["reasoning"].strip() and c["evidence"], c["id"]
-        assert set(c.get("xfail", {})) <= set(ASPECTS), c["id"]
+        assert "xfail" not in c, f"{c['id']}: the corpus excuses no aspect"
 
 
 def test_capture_stays_small() -> None:

@@ -44,7 +44,7 @@ def test_capture_write_load_round_trip(fakehost: Path, tmp_path: Path) -> None:
     assert back.records == snap.records
     assert back.created == snap.created and back.created.endswith("Z")
     data = json.loads(path.read_text())
-    assert (data["format"], data["version"]) == ("builder-host-snapshot", 1)
+    assert (data["format"], data["version"]) == ("builder-host-snapshot", 2)
     gpus = next(p for p in data["probes"] if p["id"] == "nvidia-smi-gpus")
     assert set(gpus) >= {"command", "path", "stdout", "stderr", "exit", "duration", "timed_out"}
     assert gpus["exit"] == 0 and "RTX 6000 Ada" in gpus["stdout"]
@@ -65,7 +65,7 @@ def test_snapshot_is_secrets_free(fakehost: Path, tmp_path: Path) -> None:
     # Nothing but the probes and when/with what they were taken.
     assert set(data) == {"format", "version", "created", "builder", "probes"}
     assert all(set(p) == {"id", "kind", "command", "path", "stdout", "stderr", "exit", "duration",
-                          "timed_out"} for p in data["probes"])
+                          "timed_out", "capped"} for p in data["probes"])
 
 
 def test_torch_probes_of_runtimes_are_captured(fakehost: Path, tmp_path: Path) -> None:

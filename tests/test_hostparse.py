@@ -50,7 +50,31 @@ def test_every_fixture_names_its_source(path: Path) -> None:
 def test_there_are_fixtures_for_every_tool() -> None:
     tools = {p.parent.name for p in ALL}
     assert {"nvidia-smi", "proc-driver-version", "sys-module-version", "mokutil", "dkms",
-            "ubuntu-drivers", "glibc", "os-release", "apt-mark", "dpkg-query", "df"} <= tools
+            "ubuntu-drivers", "glibc", "os-release", "apt-mark", "dpkg-query", "df", "modinfo", "uname"} <= tools
+
+
+def test_modinfo_and_uname() -> None:
+    assert hp.parse_modinfo_version(fixture("modinfo", "version-580-119-02").text) == "580.119.02"
+    with pytest.raises(hp.ParseError):
+        hp.parse_modinfo_version(fixture("modinfo", "module-not-found").text)
+    assert hp.parse_machine(fixture("uname", "h200-firecracker-machine").text) == "x86_64"
+    fields = fixture("uname", "jetson-igx-orin-l4t-r36").text.split()
+    assert hp.parse_kernel_release(fields[2]) == "5.15.136-l4t-r36.3-1009.9+g46cdb595bebc"
+    assert hp.parse_machine(fields[-2]) == "aarch64"
+    with pytest.raises(hp.ParseError):
+        hp.parse_kernel_release("5.15.0; rm -rf /")
+
+
+def test_dpkg_versions_that_are_not_debian_versions_are_refused() -> None:
+    with pytest.raises(hp.ParseError, match="not a Debian package name and version"):
+        hp.parse_dpkg_query("nvidia-driver-550\t550.1; reboot\tii \n")
+
+
+def test_ubuntu_drivers_l4_offers_580_and_595_but_not_570_or_575() -> None:
+    devs = hp.parse_ubuntu_drivers(fixture("ubuntu-drivers", "l4-ada-580-595-no-570-575").text)
+    names = [d.package for d in hp.nvidia_packages(devs)]
+    assert "nvidia-driver-580" in names and not any(n.startswith(("nvidia-driver-570", "nvidia-driver-575"))
+                                                    for n in names)
 
 
 # --------------------------------------------------------------------------- nvidia-smi
@@ -127,6 +151,8 @@ def test_compute_apps() -> None:
     ("couldnt-communicate", "no-driver", None),
     ("couldnt-communicate-two-line-typographic-quote", "no-driver", None),
     ("invalid-field-compute-cap", "invalid-field", None),
+    ("invalid-field-bogus-580", "invalid-field", None),
+    ("no-devices-index-7-580", "no-devices", None),
 ])
 def test_nvidia_smi_error_texts(case: str, kind: str, lib: str | None) -> None:
     err = hp.nvsmi_error(fixture("nvidia-smi", case).text)
@@ -185,7 +211,7 @@ def test_driver_versions_compare_in_full() -> None:
     ("disabled-setup-mode", "disabled", True, False),
     ("enabled-validation-disabled-in-shim", "enabled", False, True),
     ("not-supported-cloud-vm", "unsupported", False, False),
-    ("efi-variables-not-supported", "unsupported", False, False),
+    ("efi-variables-not-supported", "no-efivars", False, False),
     ("enabled-ansi-colour", "enabled", False, False),
 ])
 def test_mokutil_variants(case: str, state: str, setup: bool, novalid: bool) -> None:
@@ -194,7 +220,7 @@ def test_mokutil_variants(case: str, state: str, setup: bool, novalid: bool) -> 
 
 
 def test_mokutil_unknown_text() -> None:
-    assert hp.parse_sb_state("Cannot determine secure boot state.\n").state == "unknown"
+    assert hp.parse_sb_state("Cannot determine secure boot state.\n").state == "undetermined"
     with pytest.raises(hp.ParseError):
         hp.parse_sb_state("mokutil: command not found\n")
 

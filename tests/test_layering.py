@@ -88,7 +88,7 @@ TOML_READERS = {
     "check/knowledge.py": "builder/data/cuda.toml",
     "check/kerneldata.py": "builder/data/kernels.toml",
     "check/toolkit.py": "builder/data/cuda.toml (component tables)",
-    "driver/preflight.py": "builder/data/driver_branches.toml",
+    "driver/branches.py": "builder/data/driver_branches.toml",
 }
 
 

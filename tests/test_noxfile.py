@@ -49,7 +49,7 @@ def test_a_new_matrix_file_gets_its_sessions_without_a_noxfile_edit(tmp_path: Pa
     (proj / "envs" / "matrix-z.toml").write_text(spec.replace('id = "a"', 'id = "z"'))
     after = _listed(proj)
     new = {"lock-matrix-z", "build-matrix-z-3.11", "build-matrix-z-3.12", "smoke-matrix-z-3.11",
-           "smoke-matrix-z-3.12"}
+           "smoke-matrix-z-3.12", "serve-matrix-z-3.11", "serve-matrix-z-3.12"}
     assert set(after) - set(before) == new
     assert "Build and smoke-test matrix Z runtimes" in after["build-matrix-z-3.12"]
     # The shipped matrices and the fixed sessions are there too.

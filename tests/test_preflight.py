@@ -8,6 +8,7 @@ communicate, ...) is a real capture from tests/data/host.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -24,6 +25,8 @@ from tests.test_hostparse import fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = "5.15.0-119-generic"
+#: Branch end of life is judged against "today": tests fix it.
+TODAY = datetime.date(2026, 11, 30)
 
 # Synthetic, built from envs/host.toml (see module docstring).
 OPERATOR = {
@@ -38,10 +41,12 @@ OPERATOR = {
                      "GCC version:  gcc version 12.3.0 (Ubuntu 12.3.0-1ubuntu1~22.04)\n"),
     "nvml-library": "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.107.02",
     "kernel": KERNEL + "\n",
+    "machine": "x86_64\n",
     "os-release": 'NAME="Ubuntu"\nVERSION_ID="22.04"\nID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=jammy\n',
     "glibc": "glibc 2.35\n",
     "kernel-headers": f"/lib/modules/{KERNEL}/build/Makefile",
     "dkms": f"nvidia/550.107.02, {KERNEL}, x86_64: installed\n",
+    "modinfo": "550.107.02\n",
     "efi": "/sys/firmware/efi",
     "secure-boot": "SecureBoot disabled\n",
     "ubuntu-drivers": ("== /sys/devices/pci0000:00/0000:00:01.1/0000:01:00.0 ==\n"
@@ -84,9 +89,10 @@ def project() -> Project:
     return Project(ROOT)
 
 
-def run(snap: snapshot.Snapshot, m: str = "a") -> preflight.Report:
+def run(snap: snapshot.Snapshot, m: str = "a", **kw: object) -> preflight.Report:
     p = project()
-    return preflight.evaluate(hostfacts.from_snapshot(snap), p.matrix(m), p.host())
+    return preflight.evaluate(hostfacts.from_snapshot(snap), p.matrix(m), p.host(), today=TODAY,
+                              **kw)  # type: ignore[arg-type]
 
 
 def by_id(r: preflight.Report) -> dict[str, preflight.Check]:
@@ -95,22 +101,30 @@ def by_id(r: preflight.Report) -> dict[str, preflight.Check]:
 
 # --------------------------------------------------------------------------- driver series
 def test_target_for_matrix_a_is_575_with_580_lts_alternative() -> None:
-    t = preflight.driver_target("575.57.08")
-    assert (t.package, t.label, t.branch.status) == ("nvidia-driver-575", "575.x", "eol")
-    assert [(a.series, a.status) for a in t.alternatives] == [(580, "lts")]
-    assert t.note() == ("R575 is end of life; R580 (long-term support until 2028-08) also meets the floor "
-                        "575.57.08")
+    t = preflight.driver_target("575.57.08", today=TODAY)
+    assert (t.package, t.label, t.status) == ("nvidia-driver-575", "575.x", "eol")
+    assert [(a.series, a.status(TODAY)) for a in t.alternatives] == [(580, "lts"), (595, "production")]
+    assert t.note() == ("R575 is end of life (listed by NVIDIA as end of life by 2025-08-04); R580 (long-term "
+                        "support until June 2028) also meets the floor 575.57.08; R595 (production until March "
+                        "2027) also meets the floor 575.57.08")
 
 
-def test_target_for_matrix_b_is_570_production() -> None:
-    t = preflight.driver_target("570.26")
-    assert (t.package, t.branch.status) == ("nvidia-driver-570", "production")
-    assert [a.series for a in t.alternatives] == [580]  # 575 is EOL: not offered as an alternative
+def test_target_for_matrix_b_is_570_whose_end_of_life_depends_on_the_date() -> None:
+    t = preflight.driver_target("570.26", today=TODAY)
+    assert (t.package, t.status) == ("nvidia-driver-570", "eol")
+    assert t.note().startswith("R570 reached end of life in February 2026; ")
+    assert [a.series for a in t.alternatives] == [580, 595]  # 575 is EOL: not offered as an alternative
+    before = preflight.driver_target("570.26", today=datetime.date(2026, 2, 28))  # its last day
+    assert before.status == "production" and "end of life" not in before.note()
+    assert preflight.driver_target("570.26", today=datetime.date(2026, 3, 1)).status == "eol"
 
 
 def test_branch_table_is_the_documented_one() -> None:
-    assert {(b.series, b.status) for b in preflight.load_branches()} == {
-        (550, "eol"), (570, "production"), (575, "eol"), (580, "lts")}
+    table = preflight.load_branches()
+    assert {(b.series, b.status(TODAY)) for b in table} == {
+        (535, "eol"), (550, "eol"), (570, "eol"), (575, "eol"), (580, "lts"), (595, "production"), (620, "lts")}
+    assert all(b.source for b in table)
+    assert {b.series: b.eol for b in table if b.eol}[580] == "2028-06"
 
 
 # --------------------------------------------------------------------------- decisions
@@ -120,7 +134,7 @@ def test_operator_host_before_upgrade_is_ready_with_warnings() -> None:
     assert r.verdict == "ready" and r.exit_code == 0
     assert c["driver-floor"].level == "warn"
     assert "upgrade needed: current 550.107.02 -> target 575.x" in c["driver-floor"].message
-    assert "R580 (long-term support until 2028-08) also meets" in c["driver-floor"].message
+    assert "R580 (long-term support until June 2028) also meets" in c["driver-floor"].message
     assert c["driver-package"].level == "pass" and "nvidia-driver-575" in c["driver-package"].message
     assert c["gpus"].level == "pass" and "2 GPU(s)" in c["gpus"].message
     assert c["module"].level == "pass"
@@ -143,8 +157,8 @@ def test_matrix_b_target_570() -> None:
     ("mismatch-two-line-570", None, None, "570.124"),
     ("mismatch-one-line", "proprietary-580-during-mismatch", None, None),
 ])
-def test_version_mismatch_means_reboot_pending(smi: str, proc: str | None, module: str | None,
-                                               lib: str | None) -> None:
+def test_version_mismatch_fails_and_says_what_a_reboot_does(smi: str, proc: str | None, module: str | None,
+                                                           lib: str | None) -> None:
     f = fixture("nvidia-smi", smi)
     over = {"nvidia_smi_gpus": rec("nvidia-smi-gpus", f.text, 18),
             "nvidia_smi_apps": rec("nvidia-smi-apps", f.text, 18)}
@@ -155,11 +169,13 @@ def test_version_mismatch_means_reboot_pending(smi: str, proc: str | None, modul
     r = run(operator_snapshot(**over))
     c = by_id(r)
     assert r.verdict == "not-ready" and r.exit_code == 1
-    assert c["nvml"].level == "fail" and "reboot is already pending" in c["nvml"].message
+    assert c["nvml"].level == "fail" and "installed userspace differ" in c["nvml"].message
+    assert "older" not in c["nvml"].message and "newer" not in c["nvml"].message  # never inferred from order
     assert c["nvml"].raw.startswith("Failed to initialize NVML")
-    assert c["module"].level == "fail"
+    assert c["module"].level == "fail" and "module on disk for 5.15.0-119-generic is 550.107.02" in c["module"].message
     if lib:
         assert f"NVML library {lib}" in c["module"].message
+        assert "a reboot will not help" in c["module"].message  # modinfo still says 550.107.02
     assert c["gpus"].level == "unknown" and c["gpu-processes"].level == "unknown"
 
 
@@ -234,10 +250,12 @@ def test_secure_boot(case: str, level: str) -> None:
         assert "MOK" in c["secure-boot"].message
 
 
-def test_secure_boot_unknown_without_mokutil_on_efi_but_pass_on_bios() -> None:
+def test_secure_boot_unknown_without_mokutil_with_or_without_efi() -> None:
+    # The absence of /sys/firmware/efi never turns a missing mokutil into pass.
     missing = rec("secure-boot", None, "missing")
     assert by_id(run(operator_snapshot(secure_boot=missing)))["secure-boot"].level == "unknown"
-    assert by_id(run(operator_snapshot(secure_boot=missing, efi=None)))["secure-boot"].level == "pass"
+    c = by_id(run(operator_snapshot(secure_boot=missing, efi=None)))["secure-boot"]
+    assert c.level == "unknown" and "/sys/firmware/efi is absent" in c.message
 
 
 def test_headers_dkms_holds_reboot_disk() -> None:

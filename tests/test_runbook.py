@@ -23,7 +23,7 @@ from builder.driver import runbook, snapshot
 from builder.project import Project
 from builder.runtime import layout
 from tests.test_host import fake_nvidia_smi, script
-from tests.test_preflight import ROOT, operator_snapshot
+from tests.test_preflight import ROOT, TODAY, operator_snapshot
 
 BUILDER = ROOT / "builder"
 
@@ -31,7 +31,7 @@ BUILDER = ROOT / "builder"
 def render(fmt: str = "md", m: str = "a", **override: str | None) -> str:
     p = Project(ROOT)
     facts = hostfacts.from_snapshot(operator_snapshot(**override))
-    return runbook.render(runbook.plan(p.matrix(m), p.host(), facts, "snapshot test.json"), fmt)
+    return runbook.render(runbook.plan(p.matrix(m), p.host(), facts, "snapshot test.json", today=TODAY), fmt)
 
 
 def sections(md: str) -> dict[str, str]:
@@ -44,7 +44,8 @@ def sections(md: str) -> dict[str, str]:
 def test_markdown_for_the_operator_host() -> None:
     md = render()
     assert "**current 550.107.02 -> target 575.x** (`nvidia-driver-575`" in md
-    assert "R575 is end of life; R580 (long-term support until 2028-08) also meets the floor 575.57.08" in md
+    assert ("R575 is end of life (listed by NVIDIA as end of life by 2025-08-04); R580 (long-term support until "
+            "June 2028) also meets the floor 575.57.08") in md
     assert "sudo apt-get install -y nvidia-driver-575" in md
     assert "Rollback: `nvidia-driver-550=550.107.02-0ubuntu0.22.04.1`" in md
     assert "do not run `ray stop`" in md
@@ -86,12 +87,13 @@ def test_pending_kernel_update_adds_generic_headers() -> None:
 
 def test_matrix_b_and_no_snapshot_values_from_host_toml() -> None:
     p = Project(ROOT)
-    md = runbook.render(runbook.plan(p.matrix("b"), p.host()), "md")
+    md = runbook.render(runbook.plan(p.matrix("b"), p.host(), today=TODAY), "md")
     assert "**current 550.107.02 -> target 570.x** (`nvidia-driver-570`" in md
     assert "Values from: envs/host.toml." in md
     assert "Rollback: `nvidia-driver-550`." in md
     assert "Secure Boot state unknown" in md
-    assert "R580 (long-term support until 2028-08) also meets the floor 570.26" in md
+    assert "R570 reached end of life in February 2026" in md
+    assert "R580 (long-term support until June 2028) also meets the floor 570.26" in md
 
 
 # --------------------------------------------------------------------------- shell format

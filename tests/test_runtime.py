@@ -283,12 +283,16 @@ def test_a_second_runtime_of_the_same_lock_adds_no_cache_copy(w: World, tmp_path
     assert a.stat().st_ino == b.stat().st_ino  # the same file on disk, linked twice
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_ctrl_c_mid_build_leaves_nothing_complete(w: World, tmp_path: Path, signum: int) -> None:
+    """The signal lands anywhere between staging and the end (dataclass creation included:
+    a KeyboardInterrupt there used to end ``python -m builder`` by SIGINT, status -2)."""
     root = tmp_path / "rt"
+    (tmp_path / "tmp").mkdir()
     cmd = [sys.executable, "-m", "builder", "build", "-m", "t", "-p", PY312, "--root", str(root),
            "--cache-dir", str(tmp_path / "cold-cache"), "--no-gpu"]
-    proc = subprocess.Popen(cmd, cwd=w.project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=w.project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (root.is_dir() and _leftovers(root)):
         time.sleep(0.005)
@@ -296,9 +300,12 @@ def test_ctrl_c_mid_build_leaves_nothing_complete(w: World, tmp_path: Path, sign
     _out, err = proc.communicate(timeout=60)
     if proc.returncode == 0:
         pytest.fail("the build finished before it could be interrupted")
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
-    assert _leftovers(root) == []  # builder removed its own staging on Ctrl-C
+    word = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}[signum]
+    assert proc.returncode == 128 + signum and f"builder: {word}" in err and "Traceback" not in err, \
+        (proc.returncode, err)
+    assert _leftovers(root) == []  # builder removed its own staging
     assert not [p for p in root.iterdir() if p.name.startswith("matrix-t-")]
+    assert not list((tmp_path / "tmp").iterdir())  # nor its builder-sync-*/builder-smoke-* temp dirs
 
 
 def test_network_down_mid_build_is_exit_3_and_leaves_nothing(w: World, tmp_path: Path) -> None:

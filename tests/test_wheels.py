@@ -116,3 +116,76 @@ def test_default_cache_dir_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.delenv("BUILDER_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert wheels.default_cache_dir() == tmp_path / "xdg" / "builder"
+
+
+@pytest.fixture(scope="module")
+def overbudget(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel whose only CUDA extension is larger than the read budget (as xformers' _C.so),
+    beside a small extension that links no libcudart."""
+    d = tmp_path_factory.mktemp("big")
+    so = tmp_path_factory.mktemp("bigso")
+    rt = hw.stub_cudart(so, 12)
+    ext = hw.fatbin_extension(so, "_C.so", rt, [], os.urandom(3 * 1024 * 1024))  # incompressible: 3 MB stored
+    plain = hw.compile_shared_object(so / "plain.so", c_source="int f(void){return 1;}\n")
+    hw.make_wheel(d, "xf", "0.1", tag="cp39-abi3-manylinux_2_28_x86_64", requires=["torch==2.9.0"],
+                  files={"xf/__init__.py": "", "xf/_C.so": ext.read_bytes(), "xf/plain.so": plain.read_bytes()})
+    return next(d.glob("xf-*.whl"))
+
+
+def test_a_member_over_the_budget_is_skipped_and_named(overbudget: Path) -> None:
+    with httpserver.serve(overbudget.parent) as (url, stats):
+        st = wheels.FetchStats()
+        f = wheels.read_wheel(_ref(overbudget, url=f"{url}/{overbudget.name}"), want_binary=True, stats=st, small=0)
+    size = zipfile.ZipFile(overbudget).getinfo("xf/_C.so").compress_size
+    assert size > wheels.BINARY_BUDGET
+    assert f.binary is None and f.members_read == ("xf/plain.so",) and f.binary_scanned
+    assert f.skipped == (f"xf/_C.so ({size:,} bytes compressed)",)
+    assert dict(f.ext_sizes)["xf/_C.so"] > 3_000_000 and f.extensions == 2
+    assert st.bytes < wheels.BINARY_BUDGET  # the big member was never fetched
+
+
+def test_budget_counts_every_member_read(house: Path) -> None:
+    with zipfile.ZipFile(next(house.glob("kern-*.whl"))) as zf:
+        tight = wheels._scan_binaries(zf, "w.whl", budget=zf.getinfo("kern/plain.abi3.so").compress_size)
+        assert tight.binary is None and tight.read == ("kern/plain.abi3.so",)
+        assert [s.split(" ")[0] for s in tight.skipped] == ["kern/_k.abi3.so", "kern/big.abi3.so"]
+        roomy = wheels._scan_binaries(zf, "w.whl")
+        assert roomy.binary is not None and roomy.binary.member == "kern/_k.abi3.so" and roomy.skipped == ()
+
+
+@pytest.fixture(scope="module")
+def manyfiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pure wheel whose central directory is far larger than the first 64 KiB read."""
+    d = tmp_path_factory.mktemp("many")
+    hw.make_wheel(d, "cubins", "0.6", requires=["requests"],
+                  files={f"cubins/k{i:05d}_{'x' * 60}.cubin": os.urandom(32) for i in range(4000)})
+    return next(d.glob("cubins-*.whl"))
+
+
+def test_metadata_is_read_through_the_tail_without_the_directory(manyfiles: Path) -> None:
+    with zipfile.ZipFile(manyfiles) as zf:
+        assert zf.start_dir < manyfiles.stat().st_size - 3 * wheels.TAIL  # a directory of over 192 KiB
+    with httpserver.serve(manyfiles.parent) as (url, stats):
+        st = wheels.FetchStats()
+        f = wheels.read_wheel(_ref(manyfiles, url=f"{url}/{manyfiles.name}"), want_binary=False, stats=st, small=0)
+        assert f.requires_dist == ("requests",) and f.origin == "http"
+        # the 404 for URL.metadata, the tail, METADATA's own bytes: never the directory
+        assert stats.requests == 3 and st.bytes < 2 * wheels.TAIL + 4096
+        # asked for its file list, it reads the directory (and keeps the list)
+        g = wheels.read_wheel(_ref(manyfiles, url=f"{url}/{manyfiles.name}"), want_binary=False, small=0,
+                              want_files=True)
+        assert g.files is not None and len(g.files) == 4000 + 3
+
+
+def test_file_lists_are_cached_with_the_facts(house: Path, tmp_path: Path) -> None:
+    whl = next(house.glob("pure-*.whl"))
+    cache = wheels.WheelCache(tmp_path)
+    with httpserver.serve(house) as (url, stats):
+        ref = _ref(whl, url=f"{url}/{whl.name}")
+        first = wheels.read_wheel(ref, want_binary=False, cache=cache)
+        assert first.files is None  # not asked for
+        listed = wheels.read_wheel(ref, want_binary=False, cache=cache, want_files=True)
+        assert listed.files and "pure-2.0.dist-info/METADATA" in listed.files
+        n = stats.requests
+        again = wheels.read_wheel(ref, want_binary=False, cache=cache, want_files=True, offline=True)
+        assert again.files == listed.files and again.origin == "cache" and stats.requests == n

@@ -18,8 +18,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from builder.check import components, toolkit
 from builder.check import knowledge as cuda
-from builder.check.model import Identity, Pkg, WheelRef
+from builder.check.model import Identity, KernelEvidence, Pkg, WheelRef
 
 _VARIANT = re.compile(r"(?:^|[+./-])(cu\d{3})(?:$|[/.+-])")
 
@@ -38,8 +39,36 @@ def pins(reqs: tuple[str, ...], env: dict[str, str]) -> dict[str, Requirement]:
 
 
 def exact(req: Requirement) -> str | None:
+    """The version of an exact pin (``==12.8.90``, ``==13.0.96.*``), else None."""
     specs = list(req.specifier)
-    return specs[0].version if len(specs) == 1 and specs[0].operator in ("==", "===") else None
+    if len(specs) == 1 and specs[0].operator in ("==", "==="):
+        return specs[0].version.removesuffix(".*")
+    return None
+
+
+def component_pins(pn: dict[str, Requirement], k: cuda.Knowledge,
+                   tk: toolkit.ToolkitKnowledge) -> list[tuple[str, str, str, int | None, str]]:
+    """Exact pins on CUDA component packages, directly or through ``cuda-toolkit[...]==X``:
+    (package, version, component, CUDA major from the name, how it was pinned)."""
+    out: list[tuple[str, str, str, int | None, str]] = []
+
+    def add(n: str, req: Requirement, how: str) -> None:
+        hit = components.component_of(k, tk, n)
+        ver = exact(req)
+        if hit is not None and ver is not None:
+            out.append((n, ver, hit[0], hit[1], how))
+
+    for n, req in sorted(pn.items()):
+        if n == "cuda-toolkit":
+            for r in toolkit.expand(tk, str(req)) or ():
+                try:
+                    inner = Requirement(r)
+                except InvalidRequirement:
+                    continue
+                add(canonicalize_name(inner.name), inner, f"Requires-Dist: {req} -> {r}")
+        else:
+            add(n, req, f"Requires-Dist: {n}=={exact(req)}")
+    return out
 
 
 def is_platform(ref: WheelRef | None) -> bool:
@@ -62,20 +91,24 @@ def variant(version: str, url: str | None) -> tuple[str, str] | None:
     return None
 
 
-def needs_binary(k: cuda.Knowledge, name: str, env: dict[str, str]) -> Callable[[tuple[str, ...]], bool]:
-    """Whether a GPU package's binaries must be read, given its Requires-Dist."""
+def needs_binary(k: cuda.Knowledge, tk: toolkit.ToolkitKnowledge, name: str,
+                 env: dict[str, str]) -> Callable[[tuple[str, ...]], bool]:
+    """Whether a GPU package's binaries must be read, given its Requires-Dist: not when it
+    pins cudart exactly (directly or through cuda-toolkit), nor when it follows torch."""
 
     def decide(reqs: tuple[str, ...]) -> bool:
         pn = pins(reqs, env)
-        if any(cuda.package_component(k, n) == "cudart" and exact(r) for n, r in pn.items()):
+        if any(comp == "cudart" for _n, _v, comp, _m, _how in component_pins(pn, k, tk)):
             return False
         return not (name in k.follows_torch and "torch" in pn and exact(pn["torch"]))
 
     return decide
 
 
-def identify(p: Pkg, k: cuda.Knowledge, env: dict[str, str], torch: Pkg | None) -> Identity:
+def identify(p: Pkg, k: cuda.Knowledge, env: dict[str, str], torch: Pkg | None,
+             tk: toolkit.ToolkitKnowledge | None = None) -> Identity:
     """CUDA identity of a GPU package from label/URL, Requires-Dist pins and binaries."""
+    tk = tk or toolkit.load()
     ident = Identity()
     url = p.wheel.url if p.wheel else None
     var = variant(p.version, url)
@@ -85,36 +118,46 @@ def identify(p: Pkg, k: cuda.Knowledge, env: dict[str, str], torch: Pkg | None) 
             ident.release = rel
             ident.major.add(cuda.release_key(rel)[0])
             ident.add(var[0], f"{p.version} names {var[1]} (CUDA {rel})")
+    if p.wheel is None and p.locked is not None and p.locked.source is not None:
+        ident.built_on_host = True
+        ident.evidence.append({"kind": "unknown", "detail": (
+            f"no wheel for the target: the installer would compile {p.name} {p.version} from its sdist "
+            "with whatever CUDA toolkit the host has; its CUDA identity is unknown until it is built")})
+    pn: dict[str, Requirement] = {}
     if p.facts is not None:
         pn = pins(p.facts.requires_dist, env)
-        for n, req in sorted(pn.items()):
-            comp, ver = cuda.package_component(k, n), exact(req)
-            if comp is None or ver is None:
-                continue
-            ident.add("requires-dist", f"Requires-Dist: {n}=={ver}")
-            pl = cuda.place(k, comp, ver)
+        for n, ver, comp, major, how in component_pins(pn, k, tk):
+            pl = components.place(k, tk, comp, ver, name=n)
+            ident.add("requires-dist", how + (f" (CUDA {pl.label})" if pl else ""))
             if comp == "cudart":
+                major = major if major is not None else int(ver.split(".")[0])
                 ident.runtime = ver
-                ident.release = ident.release or cuda.release_of(ver)
-                major = int(ver.split(".")[0])
+                ident.release = ident.release or (pl.release if pl else cuda.release_of(ver))
                 ident.major.add(major)
                 ident.cudart_soname = ident.cudart_soname or f"libcudart.so.{major}"
             elif comp == "cublas":
                 ident.cublas = ver
-            if pl is not None:
-                ident.evidence[-1]["detail"] += f" (CUDA {pl.label})"
+        if "cuda-toolkit" in pn and not ident.runtime and toolkit.expand(tk, str(pn["cuda-toolkit"])) is None:
+            ident.evidence.append({"kind": "unknown", "detail": (
+                f"Requires-Dist: {pn['cuda-toolkit']}: a cuda-toolkit release builder/data/cuda.toml does not "
+                "list (regenerate it with tests/data/cuda/toolkit_rows.py)")})
         b = p.facts.binary
         if b is not None:
             ident.cudart_soname = b.cudart_soname
             ident.major.add(int(b.cudart_soname.rsplit(".", 1)[-1])) if b.cudart_soname else None
             ident.build_toolkit = b.toolkit
+            if b.toolkit:
+                ident.toolkit_from = f"nvcc banner in {b.member}"
             ident.archs = b.archs
-            tk = f", built with nvcc {b.toolkit}" if b.toolkit else ", no nvcc banner"
-            ident.add("binary", f"{b.member} links {b.cudart_soname}{tk}")
+            tk_txt = f", built with nvcc {b.toolkit}" if b.toolkit else ", no nvcc banner"
+            ident.add("binary", f"{b.member} links {b.cudart_soname}{tk_txt}")
         elif p.facts.binary_scanned and not ident.major:
             ident.evidence.append({"kind": "binary", "detail": (
-                f"no libcudart link in {', '.join(p.facts.members_read) or 'any extension'}"
+                f"no libcudart link in {', '.join(p.facts.members_read) or 'any extension read'}"
                 f" ({p.facts.extensions} extensions)")})
+        if p.facts.skipped:
+            ident.evidence.append({"kind": "not-read", "detail": (
+                f"not read (over the per-wheel read budget): {', '.join(p.facts.skipped)}")})
         if (ident.kind == "unknown" and p.name in k.follows_torch and torch is not None
                 and torch.identity is not None and "torch" in pn and exact(pn["torch"])):
             t = torch.identity
@@ -128,19 +171,75 @@ def identify(p: Pkg, k: cuda.Knowledge, env: dict[str, str], torch: Pkg | None) 
     return ident
 
 
-def nvidia_identity(name: str, version: str, k: cuda.Knowledge) -> Identity | None:
-    """Identity of an nvidia-* / name-tagged package from its name and version alone."""
-    comp = cuda.package_component(k, name)
+def own_kernels(p: Pkg, k: cuda.Knowledge) -> bool:
+    """Whether ``p`` carries CUDA kernels built by its own toolkit (not torch's, not JIT):
+    a package read from its binaries, or named by a variant label, that does not follow torch."""
+    i = p.identity
+    if i is None or i.jit_only or p.name == "torch" or p.name in k.follows_torch:
+        return False
+    return i.built_on_host or i.kind in ("binary", "local-version", "index-url") or p.name in k.main_extensions
+
+
+def apply_kernels(ident: Identity, ev: KernelEvidence, k: cuda.Knowledge) -> None:
+    """Attach a main extension's fatbin facts; its PTX ISA names the build toolkit's release
+    when no nvcc banner did."""
+    ident.kernels = ev
+    rel = components.ptx_isa_release(k, ev.ptx_isa)
+    if rel is None:
+        return
+    if ident.build_toolkit and cuda.release_of(ident.build_toolkit) != rel[0]:
+        ident.evidence.append({"kind": "kernels", "detail": (
+            f"{ev.member} carries PTX ISA {ev.ptx_isa} (CUDA {rel[0]}) while the banner says "
+            f"{ident.build_toolkit}: the banner is kept")})
+        return
+    if not ident.build_toolkit:
+        ident.build_release = rel[0]
+        ident.toolkit_from = f"PTX ISA {ev.ptx_isa} of {ev.member}, {ev.origin}"
+        ident.evidence.append({"kind": "kernels", "detail": f"build toolkit: CUDA {rel[0]} ({ident.toolkit_from})"})
+
+
+def mark_toolkit_unknown(p: Pkg, k: cuda.Knowledge) -> None:
+    """Say why a package with its own kernels has no known build toolkit."""
+    i = p.identity
+    if i is None or not own_kernels(p, k) or i.build_toolkit or i.build_release:
+        return
+    if i.built_on_host:
+        i.toolkit_unknown = "built on the host from its sdist, by whatever toolkit the host has"
+    elif p.facts is not None and p.facts.binary is not None:
+        i.toolkit_unknown = (f"{p.facts.binary.member} carries no nvcc banner and builder has no fatbin "
+                             f"data for {p.name} {p.version}'s main extension (check --deep reads it)")
+    else:
+        i.toolkit_unknown = "no extension read tells which toolkit built its kernels"
+
+
+def nvidia_identity(name: str, version: str, k: cuda.Knowledge,
+                    tk: toolkit.ToolkitKnowledge | None = None) -> Identity | None:
+    """Identity of an nvidia-* / name-tagged package from its name and version alone.
+
+    A CUDA component's major comes from its name (``nvidia-cufft`` is CUDA 13 whatever
+    its version); its version is placed by the cuda-toolkit pins.  A component version no
+    table places keeps its major but is marked ``unplaced`` (cuda-identity warns).
+    """
+    tk = tk or toolkit.load()
+    hit = components.component_of(k, tk, name)
     ident = Identity()
-    if comp is not None:
-        major = int(version.split(".")[0])
+    if hit is not None:
+        comp, major = hit
+        major = major if major is not None else int(version.split(".")[0])
         ident.major.add(major)
-        pl = cuda.place(k, comp, version)
-        where = f"CUDA {pl.label}" if pl else "a release not in builder/data/cuda.toml"
+        pl = components.place(k, tk, comp, version, name=name)
+        if pl is not None:
+            where = f"CUDA {pl.label} ({pl.how})"
+        elif components.versioning(tk, comp) == "own":
+            where = f"CUDA {major} (released outside the toolkit, one version line for both majors)"
+        else:
+            where = f"CUDA {major}, a version no cuda-toolkit release in builder/data/cuda.toml pins"
+            ident.unplaced = (f"{name} {version}: no cuda-toolkit release in builder/data/cuda.toml pins it "
+                              "(newer than the table? regenerate it with tests/data/cuda/toolkit_rows.py)")
         ident.add("version", f"{name} {version} is {comp} of {where}")
         if comp == "cudart":
-            ident.runtime, ident.release, ident.cudart_soname = version, cuda.release_of(version), \
-                f"libcudart.so.{major}"
+            ident.runtime, ident.cudart_soname = version, f"libcudart.so.{major}"
+            ident.release = pl.release if pl else cuda.release_of(version)
         elif comp == "cublas":
             ident.cublas = version
         return ident

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import functools
 import re
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +75,10 @@ class Knowledge:
     arch_floor: Mapping[int, tuple[str, str]]  # major -> (min cc, source)
     arch_intro: Mapping[str, tuple[str, str]]  # cc -> (first release, source)
     known_bad: Mapping[str, Mapping[str, Any]]
+    main_extensions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # package -> members
+    ptx_isa: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # PTX ISA -> (release, source)
+    jit_compilers: frozenset[str] = frozenset()  # components that compile GPU code at run time
+    jit_source: str = ""
 
 
 def from_mapping(d: Mapping[str, Any]) -> Knowledge:
@@ -96,14 +99,19 @@ def from_mapping(d: Mapping[str, Any]) -> Knowledge:
         arch_floor={int(a["major"]): (a["min-cc"], a["source"]) for a in d.get("arch-floor", [])},
         arch_intro={a["cc"]: (a["release"], a["source"]) for a in d.get("arch-intro", [])},
         known_bad={k["id"]: k for k in d.get("known-bad", [])},
+        main_extensions={m["package"]: tuple(m["members"]) for m in d.get("main-extension", [])},
+        ptx_isa={r["isa"]: (r["release"], r["source"]) for r in d.get("ptx-isa", [])},
+        jit_compilers=frozenset(d.get("jit", {}).get("compilers", [])),
+        jit_source=str(d.get("jit", {}).get("source", "")),
     )
 
 
 @functools.cache
 def load(path: Path = DATA) -> Knowledge:
     """The shipped tables (cached)."""
-    with open(path, "rb") as f:
-        return from_mapping(tomllib.load(f))
+    from builder.check.toolkit import read
+
+    return from_mapping(read(path))
 
 
 def release_key(release: str) -> tuple[int, int]:
@@ -202,17 +210,24 @@ def _cc(cc: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
+def major_floor_problem(k: Knowledge, cc: str, major: int) -> tuple[str, str] | None:
+    """Why no CUDA ``major`` code runs on compute capability ``cc`` (the major dropped it), or None."""
+    floor = k.arch_floor.get(major)
+    if floor and _cc(cc) < _cc(floor[0]):
+        return (f"CUDA {major} supports compute capability {floor[0]} and newer; "
+                f"this GPU is {cc}", floor[1])
+    return None
+
+
 def arch_problem(k: Knowledge, cc: str, release: str) -> tuple[str, str] | None:
     """Why a GPU of compute capability ``cc`` cannot run CUDA ``release`` code, or None.
 
     Returns (reason, source).  A capability the table does not know is not a problem
     by itself: ``arch_known`` says whether it was judged.
     """
-    major = release_key(release)[0]
-    floor = k.arch_floor.get(major)
-    if floor and _cc(cc) < _cc(floor[0]):
-        return (f"CUDA {major} supports compute capability {floor[0]} and newer; "
-                f"this GPU is {cc}", floor[1])
+    floor = major_floor_problem(k, cc, release_key(release)[0])
+    if floor:
+        return floor
     intro = k.arch_intro.get(cc)
     if intro and release_key(release) < release_key(intro[0]):
         return (f"compute capability {cc} needs CUDA {intro[0]} or newer; the lock uses {release}",

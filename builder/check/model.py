@@ -10,14 +10,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from builder.archcompat import KernelArchs
 from builder.check import knowledge as cuda
+from builder.check import toolkit
 from builder.driver.facts import HostFacts
 from builder.spec import Matrix
 
 if TYPE_CHECKING:
     from builder.pylock import Package
 
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 1  # later fields (skipped, ext_sizes, files) are optional: older entries stay valid
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class WheelFacts:
     members_read: tuple[str, ...] = ()
     extensions: int = 0
     origin: str = "file"  # file | http | cache
+    skipped: tuple[str, ...] = ()  # extension members not read: over the read budget (with sizes)
+    ext_sizes: tuple[tuple[str, int], ...] = ()  # every extension member and its uncompressed size
+    files: tuple[str, ...] | None = None  # the wheel's file list, when a rule needs it
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -75,8 +80,21 @@ class WheelFacts:
             binary=Binary(b["member"], tuple(b["needed"]), b.get("toolkit"), tuple(b.get("archs", ())))
             if b else None,
             members_read=tuple(d.get("members_read", ())), extensions=int(d.get("extensions", 0)),
-            origin="cache",
+            origin="cache", skipped=tuple(d.get("skipped", ())),
+            ext_sizes=tuple((str(n), int(z)) for n, z in d.get("ext_sizes", ())),
+            files=tuple(d["files"]) if d.get("files") is not None else None,
         )
+
+
+@dataclass(frozen=True)
+class KernelEvidence:
+    """GPU code of a package's main extension, read from its fatbin headers."""
+
+    member: str
+    archs: KernelArchs
+    ptx_isa: str | None
+    origin: str  # "shipped data" | "deep read" | "deep read (cached)"
+    detail: str  # where it comes from: the kernels.toml row, or the bytes a deep read cost
 
 
 @dataclass
@@ -93,6 +111,12 @@ class Identity:
     evidence: list[dict[str, str]] = field(default_factory=list)
     kind: str = "unknown"  # strongest evidence: local-version, index-url, requires-dist, binary, name
     jit_only: bool = False
+    build_release: str | None = None  # CUDA release of the build toolkit when only the release is known
+    toolkit_from: str = ""  # how the build toolkit is known (nvcc banner, PTX ISA of the main extension)
+    toolkit_unknown: str = ""  # why a package with its own kernels has no known build toolkit
+    kernels: KernelEvidence | None = None  # the main extension's GPU code (gpu-arch)
+    unplaced: str = ""  # a component whose version no table places: why
+    built_on_host: bool = False  # no wheel: the installer would compile it
 
     def add(self, kind: str, detail: str) -> None:
         if self.kind == "unknown":
@@ -102,7 +126,11 @@ class Identity:
     def to_json(self) -> dict[str, Any]:
         return {"major": sorted(self.major)[0] if len(self.major) == 1 else sorted(self.major) or None,
                 "release": self.release, "runtime": self.runtime, "cudart_soname": self.cudart_soname,
-                "build_toolkit": self.build_toolkit, "cublas": self.cublas, "archs": list(self.archs),
+                "build_toolkit": self.build_toolkit, "build_release": self.build_release,
+                "toolkit_from": self.toolkit_from or None, "cublas": self.cublas, "archs": list(self.archs),
+                "kernels": None if self.kernels is None else {
+                    "member": self.kernels.member, "origin": self.kernels.origin, "detail": self.kernels.detail,
+                    "ptx_isa": self.kernels.ptx_isa, **self.kernels.archs.to_dict()},
                 "evidence_kind": self.kind, "evidence": self.evidence}
 
 
@@ -114,6 +142,7 @@ class Pkg:
     facts: WheelFacts | None = None
     locked: Package | None = None  # the lock's entry
     identity: Identity | None = None  # None: no CUDA content
+    files: tuple[str, ...] | None = None  # the wheel's file list, read when a rule needs it
 
 
 @dataclass(frozen=True)
@@ -141,6 +170,7 @@ class Facts:
     packages: dict[str, Pkg]
     env: dict[str, str]
     k: cuda.Knowledge
+    tk: toolkit.ToolkitKnowledge = field(default_factory=toolkit.load)
 
 
 @dataclass

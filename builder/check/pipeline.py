@@ -16,12 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder import pylock
+from builder import paths, pylock
 from builder.check import knowledge as cuda
-from builder.check import wheels
-from builder.check.identity import identify, is_platform, needs_binary, nvidia_identity, variant
+from builder.check import toolkit, wheels
+from builder.check.identity import (
+    apply_kernels,
+    identify,
+    is_platform,
+    mark_toolkit_unknown,
+    needs_binary,
+    nvidia_identity,
+    variant,
+)
+from builder.check.kernels import attach_kernels
+from builder.check.loaded import analyze, wants_file_lists
 from builder.check.model import CheckReport, Facts, Identity, Pkg, WheelRef
-from builder.check.rules import compat_min, evaluate, native_floor, verdict
+from builder.check.rules import driver_summary, evaluate, verdict
 from builder.driver.facts import HostFacts
 from builder.errors import LockFileError, ToolNotFound, Unavailable, UsageError
 from builder.spec import Matrix
@@ -36,6 +46,7 @@ class CheckOptions:
     python: str | None = None
     cache_dir: Path | None = None
     offline: bool = False
+    deep: bool = False  # read the main extension's fatbin itself (by ranges, cached by wheel sha256)
     small_wheel: int = wheels.SMALL_WHEEL
 
 
@@ -70,6 +81,7 @@ def gather(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: C
     # Identity is read from the wheel an installer on the target would pick.
     tags = pylock.target_tags(python, arch, host.glibc or platform_glibc or "2.99")
     k = cuda.load()
+    tk = toolkit.load()
     lock_dir = Path(lock.where).parent
     packages: dict[str, Pkg] = {}
     for entry in lock.applicable(env):
@@ -78,27 +90,43 @@ def gather(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: C
     comps = {matrix.torch.name, matrix.vllm.name} if matrix else set()
     gpu = [p for p in packages.values()
            if p.name in k.gpu or p.name in comps or variant(p.version, p.wheel.url if p.wheel else None)]
-    jobs = [(p.wheel, needs_binary(k, p.name, env) if is_platform(p.wheel) else False)
+    jobs = [(p.wheel, needs_binary(k, tk, p.name, env) if is_platform(p.wheel) else False)
             for p in gpu if p.wheel is not None]
-    cache = wheels.WheelCache(opts.cache_dir or wheels.default_cache_dir())
+    cache = wheels.WheelCache(paths.check_cache(opts.cache_dir))
     read = wheels.read_wheels(jobs, cache=cache, offline=opts.offline, stats=stats, small=opts.small_wheel)
     for p in gpu:
         p.facts = read.get(p.wheel.filename) if p.wheel else None
     torch = packages.get("torch")
     if torch is not None and torch in gpu:
-        torch.identity = identify(torch, k, env, None)
+        torch.identity = identify(torch, k, env, None, tk)
     for p in gpu:
         if p is not torch:
-            p.identity = identify(p, k, env, torch)
+            p.identity = identify(p, k, env, torch, tk)
     for p in packages.values():
         if p in gpu or p.name in k.neutral:
             continue
-        p.identity = nvidia_identity(p.name, p.version, k)
+        p.identity = nvidia_identity(p.name, p.version, k, tk)
         if p.identity is None and p.name.startswith("nvidia-"):
             p.identity = Identity()
             p.identity.evidence.append({"kind": "unknown", "detail": "an nvidia-* package builder/data/"
                                         "cuda.toml does not know"})
-    return Facts(lock.where, python, arch, matrix, host, packages, env, k)
+    facts = Facts(lock.where, python, arch, matrix, host, packages, env, k, tk)
+    for p, ev in attach_kernels(facts, cache_dir=cache.root, deep=opts.deep,  # the gated cache dir
+                                offline=opts.offline, stats=stats):
+        assert p.identity is not None
+        apply_kernels(p.identity, ev, k)
+    for p in gpu:
+        mark_toolkit_unknown(p, k)
+    # Per-major builds of one family: their file lists decide whether they coexist.
+    want = [packages[n] for n in sorted(wants_file_lists(facts))]
+    refs = [(p.wheel, False) for p in want if p.wheel is not None]
+    if refs:
+        lists = wheels.read_wheels(refs, cache=cache, offline=opts.offline, stats=stats, small=opts.small_wheel,
+                                   files=frozenset(r.filename for r, _ in refs))
+        for p in want:
+            hit = lists.get(p.wheel.filename) if p.wheel else None
+            p.files = hit.files if hit else None
+    return facts
 
 
 def check_lock(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: CheckOptions | None = None,
@@ -107,11 +135,9 @@ def check_lock(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opt
     stats = stats or wheels.FetchStats()
     f = gather(lock, matrix=matrix, host=host, opts=opts or CheckOptions(), stats=stats)
     findings = evaluate(f)
-    native, what, _ev = native_floor(f)
-    driver = {"native_min": native, "native_from": what, "compat_min": compat_min(f), "host": host.driver,
-              "declared": matrix.driver_floor if matrix else None, "host_origin": host.origin}
+    driver = driver_summary(f, analyze(f))
     return CheckReport(lock.where, matrix.id if matrix else None, f.python, verdict(findings), findings,
-                       f.packages, driver, {"requests": stats.requests, "bytes": stats.bytes})
+                       f.packages, driver, stats.as_dict())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +152,7 @@ class CheckRequest:
     glibc: str | None = None
     probe: bool = False
     offline: bool = False
+    deep: bool = False
     cache_dir: Path | None = None
 
 
@@ -212,7 +239,7 @@ def run_check(project: Any, req: CheckRequest,
         stamped = lock.stamp.stamp.matrix if lock.stamp.stamp is not None else ""
         if stamped and project is not None and stamped in project.matrix_ids():
             matrix = project.matrix(stamped)
-        opts = CheckOptions(python=req.python, cache_dir=req.cache_dir, offline=req.offline)
+        opts = CheckOptions(python=req.python, cache_dir=req.cache_dir, offline=req.offline, deep=req.deep)
         reports.append(check_lock(lock, matrix=matrix, host=host, opts=opts, stats=stats))
     else:
         if project is None:
@@ -226,7 +253,7 @@ def run_check(project: Any, req: CheckRequest,
                 t, before = time.monotonic(), (stats.requests, stats.bytes)
                 reports.append(check_lock(pylock.read(path), matrix=m, host=host,
                                           opts=CheckOptions(python=py, cache_dir=req.cache_dir,
-                                                            offline=req.offline), stats=stats))
+                                                            offline=req.offline, deep=req.deep), stats=stats))
                 if progress is not None and stats.requests > before[0]:
                     n = stats.bytes - before[1]
                     size = f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} kB"
@@ -234,8 +261,7 @@ def run_check(project: Any, req: CheckRequest,
                              f"network ({stats.requests - before[0]} requests) in {time.monotonic() - t:.1f}s, "
                              "cached for next time")
     chooser = [chooser_row(r) for r in reports] if not req.selectors and req.lock is None else []
-    return CheckResult(reports, chooser, verdict([f for r in reports for f in r.findings]),
-                       {"requests": stats.requests, "bytes": stats.bytes})
+    return CheckResult(reports, chooser, verdict([f for r in reports for f in r.findings]), stats.as_dict())
 
 
 def predict(lock: pylock.Lock, *, cache_dir: Path | None = None, offline: bool = False,
@@ -284,7 +310,7 @@ def host_from_snapshot(snap: Snapshot) -> HostFacts:
                            "run on the GPU host, or pass --driver and --gpu-cc")
     facts = hostfacts.from_snapshot(snap)
     facts.origin = "nvidia-smi"
-    if facts.nvsmi_error is not None or facts.driver is None:
+    if facts.nvsmi_error is not None or facts.gpus is None or facts.driver is None:
         drivers = facts.gpu_drivers
         why = facts.problems.get("gpus") or (
             "timed out" if rec.timed_out else

@@ -9,12 +9,15 @@ import re
 
 from packaging.version import InvalidVersion, Version
 
-from builder.archcompat import runs_on_name
+from builder.archcompat import covers
+from builder.check import components
 from builder.check import knowledge as cuda
-from builder.check.identity import pins
+from builder.check.floors import NativeFloor, compat_min, jit_risks, native_floor
+from builder.check.identity import own_kernels, pins
+from builder.check.loaded import LoadView, analyze
 from builder.check.model import Facts, Finding, Pkg
 from builder.pylock import target_tags
-from builder.versions import DriverVersion, driver_max
+from builder.versions import DriverVersion
 
 LEVELS = ("pass", "info", "warn", "fail")
 RULES = ("cuda-identity", "torch-pin", "cuda-major", "cuda-toolkit-order", "driver-native",
@@ -41,6 +44,10 @@ def _gpu(f: Facts) -> list[Pkg]:
     return [p for _, p in sorted(f.packages.items()) if p.identity is not None]
 
 
+def _view(f: Facts, view: LoadView | None) -> LoadView:
+    return view if view is not None else analyze(f)
+
+
 def _desc(p: Pkg) -> str:
     i = p.identity
     assert i is not None
@@ -53,25 +60,31 @@ def _desc(p: Pkg) -> str:
         bits.append(f"CUDA {i.release}")
     if i.build_toolkit:
         bits.append(f"built with {i.build_toolkit}")
+    elif i.build_release:
+        bits.append(f"built with CUDA {i.build_release}")
     if i.cublas:
         bits.append(f"cuBLAS {i.cublas}")
     return f"{p.name} {p.version} ({', '.join(bits) or 'CUDA ' + '/'.join(map(str, sorted(i.major)))}; {i.kind})"
 
 
 def rule_identity(f: Facts) -> Finding:
-    """Every GPU package has an established CUDA identity (unknown is a warning)."""
+    """Every GPU package has an established CUDA identity, every CUDA component a placed
+    version (unknown is a warning, with the reason; a known package never warns)."""
     unknown = [p for p in _gpu(f) if p.identity and not p.identity.major and not p.identity.jit_only]
+    unplaced = [p for p in _gpu(f) if p.identity and p.identity.unplaced]
     main = [p for p in _gpu(f) if p.identity and p.identity.kind in
             ("local-version", "index-url", "requires-dist", "binary", "follows-torch")]
     ev = [_desc(p) for p in main]
-    if unknown:
-        names = ", ".join(f"{p.name} {p.version}" for p in unknown)
+    if unknown or unplaced:
+        names = ", ".join(f"{p.name} {p.version}" for p in unknown + unplaced)
+        why = [f"{p.name}: " + "; ".join(e["detail"] for e in p.identity.evidence if e["kind"] != "version")
+               for p in unknown if p.identity] + [p.identity.unplaced for p in unplaced if p.identity]
         return _f("cuda-identity", "warn",
                   f"CUDA identity unknown for {names}: treat as untested; run the runtime smoke test "
-                  "on the GPU host before relying on it", ev + [
-                      f"{p.name}: " + "; ".join(e["detail"] for e in p.identity.evidence) for p in unknown
-                      if p.identity])
-    return _f("cuda-identity", "pass", f"{len(main)} CUDA-linked packages identified", ev)
+                  "on the GPU host before relying on it", why + ev)
+    comps = [p for p in _gpu(f) if p.identity and p.identity.kind in ("version", "name")]
+    return _f("cuda-identity", "pass", f"{len(main)} CUDA-linked packages identified, {len(comps)} CUDA "
+              "libraries placed by name and version", ev)
 
 
 def rule_torch_pin(f: Facts) -> Finding:
@@ -100,51 +113,59 @@ def rule_torch_pin(f: Facts) -> Finding:
     return _f("torch-pin", "pass", msg, ok, SRC_TORCH_PIN)
 
 
-def rule_cuda_major(f: Facts) -> Finding:
-    """Every CUDA-linked package agrees on the CUDA major."""
-    by: dict[int, list[str]] = {}
-    for p in _gpu(f):
-        assert p.identity is not None
-        for m in p.identity.major:
-            by.setdefault(m, []).append(_desc(p))
-    ev = [f"CUDA {m}: {d}" for m, ds in sorted(by.items()) for d in ds]
-    if len(by) > 1:
-        heads = "; ".join(f"CUDA {m}: {', '.join(d.split(' (')[0] for d in ds[:4])}"
-                          for m, ds in sorted(by.items()))
+def rule_cuda_major(f: Facts, view: LoadView | None = None) -> Finding:
+    """Binaries one process loads agree on the CUDA major; per-major builds in disjoint
+    files coexist (info); what builder cannot place is a warning."""
+    v = _view(f, view)
+    majors = "/".join(str(m) for m in sorted(v.majors))
+    ev = [*v.conflicts, *v.unsure, *v.coexist, *(f"loaded: {c}" for c in v.core)]
+    if v.conflicts:
         return _f("cuda-major", "fail",
-                  f"CUDA majors mixed ({heads}): one process loads one libcudart, so this fails with "
-                  "`libcudart.so.N: cannot open shared object file`; pick builds of every package "
-                  "for one CUDA major", ev, SRC_CUDA_MAJOR)
-    if not by:
+                  f"{v.conflicts[0]}: one process loads one libcudart, so this fails with "
+                  "`libcudart.so.N: cannot open shared object file` or mixes two CUDA builds; pick builds of every "
+                  "package for one CUDA major", ev, SRC_CUDA_MAJOR)
+    if v.unsure:
+        return _f("cuda-major", "warn", f"{v.unsure[0]}; smoke-test the runtime on the GPU host", ev, SRC_CUDA_MAJOR)
+    if not v.majors:
         return _f("cuda-major", "pass", "no CUDA-linked packages", [], SRC_CUDA_MAJOR)
-    return _f("cuda-major", "pass", f"every CUDA-linked package is on CUDA {next(iter(by))}", ev,
-              SRC_CUDA_MAJOR)
+    if v.coexist:
+        return _f("cuda-major", "info",
+                  f"a process loads CUDA {majors}; builds for another major sit beside it in their own files and "
+                  f"are not loaded: {v.coexist[0]}", ev, SRC_CUDA_MAJOR)
+    return _f("cuda-major", "pass", f"every CUDA-linked package is on CUDA {majors}", ev, SRC_CUDA_MAJOR)
 
 
-def _locked_components(f: Facts) -> list[tuple[Pkg, cuda.Placement]]:
-    out = []
-    for p in f.packages.values():
-        comp = cuda.package_component(f.k, p.name)
-        pl = cuda.place(f.k, comp, p.version) if comp else None
-        if pl is not None:
-            out.append((p, pl))
-    return out
+def _build(p: Pkg) -> tuple[str, str] | None:
+    """(release, label) of the toolkit that built ``p``'s kernels, if known."""
+    i = p.identity
+    if i is None:
+        return None
+    if i.build_toolkit:
+        return cuda.release_of(i.build_toolkit), i.build_toolkit
+    if i.build_release:
+        return i.build_release, i.toolkit_from
+    return None
 
 
-def rule_toolkit_order(f: Facts) -> Finding:
-    """The cuBLAS torch brings is not older than the toolkit vLLM's kernels were built with."""
+def rule_toolkit_order(f: Facts, view: LoadView | None = None) -> Finding:
+    """The cuBLAS a process loads is not older than the toolkit its kernels were built
+    with; a package with its own kernels and no known toolkit is a warning."""
+    v = _view(f, view)
     kb = f.k.known_bad.get("cublas-older-than-build-toolkit", {})
-    builders = [p for p in _gpu(f) if p.identity and p.identity.build_toolkit]
-    if not builders:
-        return _f("cuda-toolkit-order", "pass", "no package says which toolkit built its kernels")
-    libs = _locked_components(f)
+    src = str(kb.get("source", ""))
+    loaded = [p for p in _gpu(f) if v.loaded(p)]
+    unknown = [p for p in loaded if own_kernels(p, f.k) and _build(p) is None]
+    builders = [(p, tb) for p in loaded if (tb := _build(p)) is not None and own_kernels(p, f.k)]
+    libs = []
+    for p in loaded:
+        hit = components.component_of(f.k, f.tk, p.name)
+        pl = components.place(f.k, f.tk, hit[0], p.version, name=p.name) if hit else None
+        if hit is not None and pl is not None and hit[0] not in f.k.jit_compilers and hit[0] != "cccl":
+            libs.append((p, pl))
     warn, info, ok = [], [], []
-    for b in builders:
-        assert b.identity is not None and b.identity.build_toolkit
-        tk = b.identity.build_toolkit
-        rt = cuda.release_of(tk)
+    for b, (rt, tk) in builders:  # b: the package whose kernels were built with toolkit tk
         for lib, pl in libs:
-            if pl.component == "nvcc" or cuda.release_key(pl.release)[0] != cuda.release_key(rt)[0]:
+            if cuda.release_key(pl.release)[0] != cuda.release_key(rt)[0]:
                 continue
             line = f"{lib.name} {lib.version} (CUDA {pl.label}) vs {b.name} built with {tk}"
             if cuda.release_key(pl.release) >= cuda.release_key(rt):
@@ -158,9 +179,16 @@ def rule_toolkit_order(f: Facts) -> Finding:
                             f"{kb.get('symptom', 'failure')}; fix: {fix}")
             else:
                 info.append(line)
-    src = str(kb.get("source", ""))
+    unknown_lines = [f"{p.name} {p.version}: {p.identity.toolkit_unknown or 'build toolkit unknown'}"
+                     for p in unknown if p.identity]
     if warn:
-        return _f("cuda-toolkit-order", "warn", warn[0], warn[1:] + info + ok, src)
+        return _f("cuda-toolkit-order", "warn", warn[0], warn[1:] + unknown_lines + info + ok, src)
+    if unknown:
+        return _f("cuda-toolkit-order", "warn",
+                  f"cannot tell whether the CUDA libraries are older than the toolkit that built "
+                  f"{', '.join(p.name for p in unknown)}: {unknown_lines[0]}", unknown_lines[1:] + info + ok, src)
+    if not builders:
+        return _f("cuda-toolkit-order", "pass", "no package carries kernels built by its own toolkit", ok, src)
     if info:
         return _f("cuda-toolkit-order", "info",
                   "cuBLAS matches the build toolkit; other CUDA libraries are older than it: "
@@ -168,44 +196,32 @@ def rule_toolkit_order(f: Facts) -> Finding:
     return _f("cuda-toolkit-order", "pass", "CUDA libraries are not older than the build toolkit", ok, src)
 
 
-def native_floor(f: Facts) -> tuple[str | None, str, list[str]]:
-    """(driver, what sets it, evidence): max floor over every placed CUDA component."""
-    cands: list[tuple[str, str]] = []
-    unplaced: list[str] = []
-    for p in _gpu(f):
-        i = p.identity
-        assert i is not None
-        for comp, ver, what in (("cudart", i.runtime, "runtime"), ("nvcc", i.build_toolkit, "build toolkit"),
-                                ("cublas", i.cublas, "cuBLAS")):
-            if not ver:
-                continue
-            pl = cuda.place(f.k, comp, ver)
-            if pl is None:
-                unplaced.append(f"{p.name} {what} {ver}")
-            else:
-                cands.append((pl.driver, f"{p.name} {p.version} {what} {ver} (CUDA {pl.label})"))
-        if i.release and not i.runtime and not i.build_toolkit:
-            rr = cuda.release_floor(f.k, i.release)
-            if rr is not None:
-                cands.append((rr.driver, f"{p.name} {p.version} CUDA {i.release} (GA floor)"))
-    if not cands:
-        return None, "", unplaced
-    drv, what = max(cands, key=lambda c: DriverVersion.parse(c[0]))
-    ev = [f"{w}: driver >= {d}" for d, w in cands] + [f"not in the table: {u}" for u in unplaced]
-    return drv, what, ev
+def driver_summary(f: Facts, view: LoadView | None = None) -> dict[str, object]:
+    """The report's ``driver`` block: floors, what sets them, and whether they are bounds."""
+    v = _view(f, view)
+    nf = native_floor(f, v)
+    return {"native_min": nf.driver, "native_from": nf.what, "native_is_lower_bound": bool(nf.lower_bound),
+            "native_unknown": list(nf.lower_bound + nf.no_row), "compat_min": compat_min(f, v),
+            "host": f.host.driver, "declared": f.matrix.driver_floor if f.matrix else None,
+            "host_origin": f.host.origin}
 
 
-def compat_min(f: Facts) -> str | None:
-    majors = {m for p in _gpu(f) if p.identity for m in p.identity.major}
-    floors = [cuda.compat_floor(f.k, m) for m in majors]
-    return driver_max(*(fl[0] for fl in floors if fl))
+def _bound(nf: NativeFloor) -> str:
+    if not nf.lower_bound:
+        return ""
+    return f" (a lower bound: {nf.lower_bound[0]})"
 
 
-def rule_driver_native(f: Facts) -> Finding:
+def rule_driver_native(f: Facts, view: LoadView | None = None) -> Finding:
     """Native driver floor of the lock vs the host driver and the matrix's declared floor."""
-    native, what, ev = native_floor(f)
+    nf = native_floor(f, _view(f, view))
+    native, what = nf.driver, nf.what
+    ev = [f"native floor {native} set by {what}" if native else "no placed CUDA runtime", *nf.evidence,
+          *(f"lower bound: {x}" for x in nf.lower_bound)]
     if native is None:
-        return _f("driver-native", "pass", "the lock carries no CUDA runtime", ev, SRC_DRIVER)
+        if nf.no_row:
+            return _f("driver-native", "warn", f"native driver floor unknown: {nf.no_row[0]}", ev, SRC_DRIVER)
+        return _f("driver-native", "pass", "the lock carries no CUDA runtime" + _bound(nf), ev, SRC_DRIVER)
     declared = f.matrix.driver_floor if f.matrix else None
     host = f.host.driver
     level, msgs = "pass", []
@@ -216,80 +232,122 @@ def rule_driver_native(f: Facts) -> Finding:
                     f"compatibility; raise driver-floor to {native} in envs/"
                     f"{f.matrix.name if f.matrix else 'matrix'}.toml")
     if host is None:
-        level = "fail" if level == "fail" else "warn"
-        msgs.append(f"host driver unknown; the lock needs {native} natively (pass --driver or --probe)")
+        level = "warn"
+        msgs.append(f"host driver unknown; the lock needs {native} natively{_bound(nf)} (pass --driver or --probe)")
     elif declared and DriverVersion.parse(host) < DriverVersion.parse(declared):
         level = "fail"
         msgs.insert(0, f"driver upgrade required: host driver {host} is below the matrix's declared floor "
                        f"{declared} (native floor {native}); installing a new driver needs a reboot")
     elif DriverVersion.parse(host) >= DriverVersion.parse(native):
-        msgs.append(f"host driver {host} meets the native floor {native}")
+        if nf.no_row:
+            level = "fail" if level == "fail" else "warn"
+            msgs.append(f"host driver {host} meets the known floor {native}, but {nf.no_row[0]}: whether it runs "
+                        "the lock natively is not known; add the release's driver row from NVIDIA's table")
+        else:
+            msgs.append(f"host driver {host} meets the native floor {native}{_bound(nf)}")
     else:
-        msgs.append(f"host driver {host} is below the native floor {native} (see driver-compat)")
-    return _f("driver-native", level, "; ".join(msgs), [f"native floor {native} set by {what}", *ev], SRC_DRIVER)
+        msgs.append(f"host driver {host} is below the native floor {native}{_bound(nf)} (see driver-compat)")
+    return _f("driver-native", level, "; ".join(msgs), ev, SRC_DRIVER)
 
 
-def rule_driver_compat(f: Facts) -> Finding:
-    """Whether the host runs the lock only under minor-version compatibility."""
-    native, _what, _ev = native_floor(f)
-    cmin = compat_min(f)
-    host = f.host.driver
-    if native is None:
+def rule_driver_compat(f: Facts, view: LoadView | None = None) -> Finding:
+    """Whether the host runs the lock natively, only under minor-version compatibility, or
+    not at all; run-time compilers newer than the driver are a named JIT risk."""
+    v = _view(f, view)
+    nf = native_floor(f, v)
+    native, cmin, host = nf.driver, compat_min(f, v), f.host.driver
+    if native is None and not nf.no_row:
         return _f("driver-compat", "pass", "the lock carries no CUDA runtime", [], SRC_COMPAT)
     if host is None:
         return _f("driver-compat", "warn", "host driver unknown: cannot tell whether the lock runs",
                   [], SRC_COMPAT)
-    if DriverVersion.parse(host) >= DriverVersion.parse(native):
-        return _f("driver-compat", "pass", f"host driver {host} runs the lock natively (>= {native})",
-                  [], SRC_COMPAT)
-    ev = [f"native floor {native}", f"minor-version compatibility floor {cmin}"]
+    risks = jit_risks(f, v, host)
+    ev = [f"native floor {native or 'unknown'}{_bound(nf)}", f"minor-version compatibility floor {cmin}", *risks]
+    jit = ("; run-time compilers newer than the driver: " + "; ".join(risks) + ": code they compile at run time "
+           "(Triton, flashinfer, NVRTC/nvJitLink users) needs a driver of their release "
+           "(cudaErrorUnsupportedPtxVersion); upgrade the driver or pin them to the driver's CUDA release"
+           if risks else "")
+    if native is not None and DriverVersion.parse(host) >= DriverVersion.parse(native):
+        if risks:
+            return _f("driver-compat", "warn", f"host driver {host} runs the lock natively (>= {native}){jit}",
+                      ev, f.k.jit_source or SRC_COMPAT)
+        if nf.lower_bound:
+            return _f("driver-compat", "pass", f"host driver {host} meets the known native floor {native}, "
+                      f"a lower bound: {nf.lower_bound[0]}", ev, SRC_COMPAT)
+        return _f("driver-compat", "pass", f"host driver {host} runs the lock natively (>= {native})", ev, SRC_COMPAT)
     if cmin and DriverVersion.parse(host) >= DriverVersion.parse(cmin):
         return _f("driver-compat", "warn",
                   f"host driver {host} runs this lock only under minor-version compatibility (>= {cmin}): "
                   "no JIT of PTX newer than the driver, so Triton/flashinfer JIT kernels are at risk; "
-                  f"upgrade the driver to >= {native}", ev, SRC_COMPAT)
+                  f"upgrade the driver to >= {native or 'the native floor'}{jit}", ev, SRC_COMPAT)
     return _f("driver-compat", "fail",
               f"host driver {host} is below the minor-version compatibility floor {cmin}: the CUDA runtime "
-              f"will report 'driver too old'; upgrade the driver to >= {native}", ev, SRC_COMPAT)
+              f"will report 'driver too old'; upgrade the driver to >= {native or cmin}", ev, SRC_COMPAT)
 
 
-def rule_gpu_arch(f: Facts) -> Finding:
-    """Host compute capability vs the CUDA line, and vs the kernels compiled in."""
+def rule_gpu_arch(f: Facts, view: LoadView | None = None) -> Finding:
+    """Host compute capability vs the CUDA line a process loads, and vs the GPU code of the
+    main extension (read from its fatbin: shipped data or --deep)."""
     if not f.host.ccs:
         return _f("gpu-arch", "warn", "host GPU compute capability unknown (pass --gpu-cc or --probe)")
+    v = _view(f, view)
+    loaded = [p for p in _gpu(f) if v.loaded(p) and p.identity]
     releases = {p.identity.release or (cuda.release_of(p.identity.build_toolkit)
-                                       if p.identity.build_toolkit else None)
-                for p in _gpu(f) if p.identity}
-    releases |= {f"{m}.0" for p in _gpu(f) if p.identity for m in p.identity.major}
-    bad, src, info = [], "", []
+                                       if p.identity.build_toolkit else p.identity.build_release)
+                for p in loaded if p.identity}
+    majors = {m for p in loaded if p.identity for m in p.identity.major}
+    bad: list[str] = []
+    judged: list[str] = []
+    unjudged: list[str] = []
+    notes: list[str] = []
+    src = ""
     for cc in f.host.ccs:
-        for rel in sorted(r for r in releases if r):
-            prob = cuda.arch_problem(f.k, cc, rel)
+        # a major's floor holds whatever the release; a release's intro only for known releases
+        probs = [cuda.major_floor_problem(f.k, cc, m) for m in sorted(majors)]
+        probs += [cuda.arch_problem(f.k, cc, rel) for rel in sorted(r for r in releases if r)]
+        for prob in probs:
             if prob:
                 bad.append(prob[0])
                 src = prob[1]
         for p in _gpu(f):
-            assert p.identity is not None
-            archs = [a for a in p.identity.archs if a.startswith(("sm_", "compute_"))]
-            if archs and not any(runs_on_name(a, cc) for a in archs):
-                member = p.facts.binary.member if p.facts and p.facts.binary else "?"
-                info.append(f"{member} ({p.name}) has kernels for {', '.join(archs)} only; none runs on "
-                            f"compute capability {cc} (other extensions of {p.name} were not read)")
-    if bad:
-        return _f("gpu-arch", "fail", "; ".join(sorted(set(bad))) + ": use a CUDA line that supports this GPU",
-                  info, src)
+            i = p.identity
+            assert i is not None
+            if p.name not in f.k.main_extensions:
+                continue
+            if i.built_on_host:
+                notes.append(f"{p.name} {p.version} is built on the host from its sdist: its kernels are compiled "
+                             "for the build's arch list, not judged here")
+            elif i.kernels is None:
+                members = " or ".join(f.k.main_extensions[p.name])
+                unjudged.append(f"{p.name} {p.version}: no fatbin data for {members} of this wheel (by sha256) "
+                                "in builder/data/kernels.toml; `builder check --deep` reads it")
+            else:
+                ok, why = covers(i.kernels.archs, cc)
+                line = (f"{i.kernels.member} ({p.name} {p.version}, {i.kernels.origin}: {i.kernels.detail}) "
+                        f"on {cc}: {why}")
+                (judged if ok else bad).append(line)
+    other = [p.name for p in _gpu(f) if p.identity and p.name not in f.k.main_extensions
+             and p.identity.kind in ("binary", "local-version", "index-url", "requires-dist", "follows-torch")]
+    tail = [f"not read: the GPU code of {', '.join(other)} (only main extensions are judged)"] if other else []
     cc_list = ", ".join(f.host.ccs)
+    if bad:
+        return _f("gpu-arch", "fail", "; ".join(dict.fromkeys(bad)) + ": use builds that support this GPU",
+                  judged + unjudged + notes + tail, src)
     unreadable = f.host.unreadable_gpus
     if unreadable:
         which = ", ".join(f"GPU {g.index if g.index is not None else '?'} ({g.name or 'unnamed'}: "
                           f"{g.compute_capability or 'empty'})" for g in unreadable)
         return _f("gpu-arch", "warn", f"compute capability could not be read for {which}: this GPU is not "
                   f"judged (the others, {cc_list}, are supported by the CUDA line); check `nvidia-smi` "
-                  "or pass --gpu-cc", info)
-    if info:
-        return _f("gpu-arch", "info", f"the CUDA line supports compute capability {cc_list}; " + info[0],
-                  info[1:])
-    return _f("gpu-arch", "pass", f"the CUDA line supports compute capability {cc_list}")
+                  "or pass --gpu-cc", judged + unjudged + notes + tail)
+    if unjudged:
+        return _f("gpu-arch", "warn", f"the CUDA line supports compute capability {cc_list}, but "
+                  + unjudged[0], judged + unjudged[1:] + notes + tail)
+    if notes and not judged:
+        return _f("gpu-arch", "info", f"the CUDA line supports compute capability {cc_list}; " + notes[0],
+                  notes[1:] + tail)
+    return _f("gpu-arch", "pass", f"the CUDA line supports compute capability {cc_list}"
+              + (f"; {judged[0]}" if judged else ""), judged[1:] + notes + tail)
 
 
 _LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
@@ -351,8 +409,9 @@ def tag_rules(f: Facts) -> list[Finding]:
 
 def evaluate(f: Facts) -> list[Finding]:
     """Run every rule, in the documented order."""
-    return [rule_identity(f), rule_torch_pin(f), rule_cuda_major(f), rule_toolkit_order(f),
-            rule_driver_native(f), rule_driver_compat(f), rule_gpu_arch(f), *tag_rules(f)]
+    view = analyze(f)
+    return [rule_identity(f), rule_torch_pin(f), rule_cuda_major(f, view), rule_toolkit_order(f, view),
+            rule_driver_native(f, view), rule_driver_compat(f, view), rule_gpu_arch(f, view), *tag_rules(f)]
 
 
 def verdict(findings: list[Finding]) -> str:

@@ -11,7 +11,7 @@ Reads the generated tables of ``builder/data/cuda.toml`` (``[[cuda-component]]``
   revision is a patch of that update);
 * what ``cuda-toolkit[cublas,cudart]==13.0.3`` expands to.
 
-The rules of ``builder check`` do not read these tables yet.
+The rules of ``builder check`` ask these tables first (:mod:`builder.check.components`).
 """
 
 from __future__ import annotations
@@ -85,12 +85,18 @@ class ToolkitKnowledge:
     placed: Mapping[tuple[str, str], Placed]  # (PyPI name, normalized version) -> placement
 
 
+_EXACT = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][0-9A-Za-z.]*?)(?:\.\*)?")
+
+
 def _pinned(req: str, own_extra: bool) -> tuple[str, str] | None:
     """``nvidia-cublas==13.1.1.3.*`` -> (name, "13.1.1.3").
 
     A range is a pin of its lower bound only under the component's own extra: 13.5.0's
     ``nvjitlink`` extra says ``nvidia-nvjitlink<14,>=13.5.37``, i.e. 13.5 ships 13.5.37.
     """
+    fast = _EXACT.fullmatch(req)  # the common form, without packaging's parser (30 ms per load)
+    if fast:
+        return canonicalize_name(fast.group(1)), fast.group(2)
     try:
         r = Requirement(req)
     except InvalidRequirement:
@@ -144,9 +150,15 @@ def from_mapping(d: Mapping[str, Any]) -> ToolkitKnowledge:
 
 @functools.cache
 def load(path: Path = DATA) -> ToolkitKnowledge:
-    """The shipped tables (cached)."""
+    """The shipped tables (cached; the file is parsed once for this module and knowledge.py)."""
+    return from_mapping(read(path))
+
+
+@functools.cache
+def read(path: Path = DATA) -> Mapping[str, Any]:
+    """builder/data/cuda.toml, parsed once per process."""
     with open(path, "rb") as f:
-        return from_mapping(tomllib.load(f))
+        return tomllib.load(f)
 
 
 def package(k: ToolkitKnowledge, name: str) -> tuple[Component, int] | None:

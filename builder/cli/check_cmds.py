@@ -22,7 +22,8 @@ def _packages_rows(rep: Any) -> list[list[str]]:
             continue
         major = "/".join(str(m) for m in sorted(i.major)) or "?"
         rows.append([name, p.version, major, i.runtime or i.release or "-", i.cudart_soname or "-",
-                     i.build_toolkit or "-", i.cublas or "-", i.kind if not i.jit_only else "pure-python"])
+                     i.build_toolkit or (f"{i.build_release} (PTX ISA)" if i.build_release else "-"),
+                     i.cublas or "-", i.kind if not i.jit_only else "pure-python"])
     return rows
 
 
@@ -38,6 +39,7 @@ def render_report(rep: Any, root: Path | None) -> str:
     title = f"matrix-{rep.matrix} py{rep.python}" if rep.matrix else f"py{rep.python}"
     lines = [f"{title}: {where}", f"  verdict: {rep.verdict.upper()}",
              f"  driver: native >= {d['native_min'] or '-'}"
+             + (" (a lower bound)" if d.get("native_is_lower_bound") else "")
              + (f" ({d['native_from']})" if d["native_from"] else "")
              + f"; minor-version compat >= {d['compat_min'] or '-'}; declared >= {d['declared'] or '-'}; "
              f"host {d['host'] or 'unknown'} ({d['host_origin']})", ""]
@@ -70,12 +72,15 @@ def render_chooser(rows: list[dict[str, Any]]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
 @click.option("--offline", is_flag=True, help="Use only the wheel cache; no network.")
+@click.option("--deep", is_flag=True,
+              help="Read vLLM's main extension itself (hundreds of MB by range requests, cached by wheel "
+                   "sha256) instead of builder's shipped kernel data.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Wheel facts cache (default: $BUILDER_CACHE_DIR, else ~/.cache/builder).")
 @click.pass_context
 def check_cmd(ctx: click.Context, matrix: tuple[str, ...], python: str | None, lock_file: Path | None,
               driver: str | None, gpu_cc: tuple[str, ...], glibc: str | None, probe: bool, as_json: bool,
-              strict: bool, offline: bool, cache_dir: Path | None) -> None:
+              strict: bool, offline: bool, deep: bool, cache_dir: Path | None) -> None:
     """Check locks for CUDA/torch/vLLM compatibility with each other and the host.
 
     Without --matrix or --lock every matrix is checked and the matrix chooser is
@@ -93,7 +98,7 @@ def check_cmd(ctx: click.Context, matrix: tuple[str, ...], python: str | None, l
             raise
         proj = None  # a foreign lock outside any project: host facts come from options
     req = CheckRequest(selectors=tuple(matrix), python=python, lock=lock_file, driver=driver, ccs=tuple(gpu_cc),
-                       glibc=glibc, probe=probe, offline=offline, cache_dir=cache_dir)
+                       glibc=glibc, probe=probe, offline=offline, deep=deep, cache_dir=cache_dir)
     res = run_check(proj, req, progress(ctx))
     root = proj.root if proj is not None else None
     if as_json:

@@ -12,9 +12,12 @@ if TYPE_CHECKING:
 
 def project(ctx: click.Context) -> Project:
     # Imported here: builder.project pulls in packaging, which `builder --help` need not pay for.
+    from builder import paths
     from builder.project import Project, find_root
 
-    return Project(find_root(ctx.obj.get("project_dir") if ctx.obj else None))
+    proj = Project(find_root(ctx.obj.get("project_dir") if ctx.obj else None))
+    paths.use_project(proj)  # its envs/host.toml names what the write gate protects
+    return proj
 
 
 def quiet(ctx: click.Context) -> bool:

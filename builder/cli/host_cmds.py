@@ -47,18 +47,20 @@ def host_grp() -> None:
 
 
 @host_grp.command("snapshot")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @_ROOT
 @click.pass_context
-def snapshot_cmd(ctx: click.Context, file: Path, root: str | None) -> None:
-    """Capture every host probe's raw output into FILE (JSON, no secrets).
+def snapshot_cmd(ctx: click.Context, file: str, root: str | None) -> None:
+    """Capture every host probe's raw output into FILE (JSON, no secrets); `-` prints it.
 
     Run it on the GPU host, copy FILE anywhere, and analyse it with
     `--from-snapshot FILE`.  Missing tools are recorded, not errors.
     """
     from builder.driver import ops as hostops
 
-    snap = hostops.take_snapshot(project(ctx), file, root)
+    snap, text = hostops.take_snapshot(project(ctx), file, root)
+    if file == hostops.STDOUT:
+        click.echo(text, nl=False)
     if not quiet(ctx):
         for r in snap.records.values():
             state = ("ok" if r.ok else "missing" if r.missing else "timed out" if r.timed_out
@@ -67,8 +69,9 @@ def snapshot_cmd(ctx: click.Context, file: Path, root: str | None) -> None:
     recs = list(snap.records.values())
     ok = sum(r.ok for r in recs)
     missing = sum(r.missing for r in recs)
-    click.echo(f"wrote {file}: {len(recs)} probes: {ok} answered, {missing} tool or file absent, "
-               f"{len(recs) - ok - missing} failed or timed out")
+    click.echo(f"wrote {'standard output' if file == hostops.STDOUT else file}: {len(recs)} probes: {ok} answered, "
+               f"{missing} tool or file absent, {len(recs) - ok - missing} failed or timed out",
+               err=file == hostops.STDOUT)
 
 
 @main.command("preflight")
@@ -92,23 +95,24 @@ def preflight_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | None, a
 @click.option("--format", "fmt", type=click.Choice(["md", "sh"]), default="md", show_default=True,
               help="Markdown, or a commented shell script with one function per step.")
 @_SNAPSHOT
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file (atomically) instead of stdout.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write to this file (atomically) instead of stdout; `-` is stdout.")
 @click.pass_context
 def runbook_cmd(ctx: click.Context, matrix: str, fmt: str, from_snapshot: Path | None,
-                output: Path | None) -> None:
+                output: str | None) -> None:
     """Render the operator's driver-upgrade runbook for MATRIX (builder runs none of it)."""
     from builder.driver import ops as hostops
 
-    text = hostops.render_runbook(project(ctx), matrix, fmt, from_snapshot)
-    if output is None:
+    proj = project(ctx)
+    if output is not None and output != hostops.STDOUT:
+        hostops.gate_output(proj, output, "write the runbook to")  # refuse before any probe runs
+    text = hostops.render_runbook(proj, matrix, fmt, from_snapshot)
+    if output is None or output == hostops.STDOUT:
         click.echo(text, nl=False)
         return
-    from builder.fsio import atomic_write
-
-    hostops.write_text(output, lambda: atomic_write(output, text))
+    written = hostops.write_output(proj, output, text, "write the runbook to")
     if fmt == "sh":
-        output.chmod(output.stat().st_mode | 0o100)
+        written.chmod(written.stat().st_mode | 0o100)
     if not quiet(ctx):
         click.echo(f"wrote {output}", err=True)
 

@@ -45,10 +45,15 @@ def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: 
     proj = project(ctx)
     guard = protect.for_project(proj)
     pythons = select_pythons(proj.matrix(matrix), python)
+    pinned: frozenset[str] = frozenset()
+    if force:  # only a forced rebuild replaces a runtime: keep what serving depends on
+        from builder.serve.service import pinned_runtimes
+
+        pinned = frozenset(pinned_runtimes(proj))
     results = []
     for py in pythons:
         req = runtime.BuildRequest(matrix=matrix, python=py, root=root, interpreter=interpreter, force=force,
-                                   base=base, cache_dir=cache_dir, gpu=gpu)
+                                   base=base, cache_dir=cache_dir, gpu=gpu, pinned=pinned)
         res = runtime.build(proj, req, guard, progress(ctx))
         results.append(res)
         if as_json:
@@ -155,6 +160,8 @@ def doctor_cmd(ctx: click.Context, python: str | None, as_json: bool) -> None:
     kind = "conda env" if py["conda"] else "venv" if py["venv"] else "installation"
     click.echo(f"python: {py['version']} ({kind} at {py['prefix']}, {py['packages']} packages)"
                + (f"; protected: {py['protected']}" if py["protected"] else ""))
+    for hidden in py.get("shadowed", []):
+        click.echo(f"  shadowed (not imported): {hidden}")
     for comp in ("torch", "vllm"):
         c = data[comp]
         if not c.get("installed"):

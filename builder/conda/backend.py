@@ -23,7 +23,6 @@ import datetime as _dt
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,11 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from builder import _proc
+from builder import _proc, paths
 from builder.errors import ToolFailed, ToolNotFound, ToolTimeout, Unavailable, UsageError
 from builder.freshness import LockState, judge_file
 from builder.fsio import atomic_write
-from builder.project import py_tag, regenerate_command
+from builder.project import Project, py_tag, regenerate_command
 from builder.spec import Matrix
 
 if TYPE_CHECKING:
@@ -164,13 +163,15 @@ class CondaLockOutcome:
     seconds: float
 
 
-def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, str] | None = None,
-         solver: str = "auto") -> CondaLockOutcome:
-    """Solve the conda base of (matrix, python) and write its lock atomically.
+def solve_text(matrix: Matrix, python: str, overrides: Mapping[str, str] | None = None,
+               solver: str = "auto") -> str:
+    """Solve the conda base of (matrix, python) and return the lock text (nothing written)."""
+    return _solve(matrix, python, overrides, solver)[0]
 
-    ``solver``: ``auto`` (conda-lock when an executable exists, else rattler),
-    ``rattler`` or ``conda-lock``.  The previous file is kept on any failure.
-    """
+
+def _solve(matrix: Matrix, python: str, overrides: Mapping[str, str] | None, solver: str
+           ) -> tuple[str, str, int, float]:
+    """(lock text, solver used, package count, seconds)."""
     from builder.conda import lockfile as conda_lockfile
 
     chans = channels(matrix, overrides)
@@ -184,6 +185,7 @@ def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, s
     if exe is not None:
         lf, used = _solve_conda_lock(exe, chans, wanted, vps)
     else:
+        paths.rattler_cache()  # rattler writes repodata there
         lf, used = conda_lockfile.from_records(_solve_rattler(matrix, python, chans, wanted, vps), chans), \
             _rattler_label()
     seconds = time.monotonic() - start
@@ -199,12 +201,28 @@ def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, s
         "builder-command": regenerate_command(matrix, python),
     }
     text = conda_lockfile.render(lf, matrix, python, stamp, conda_lockfile.content_hash(chans, wanted, vps))
+    return text, used, len(lf.package), seconds
+
+
+def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, str] | None = None,
+         solver: str = "auto", project: Project | None = None) -> CondaLockOutcome:
+    """Solve the conda base of (matrix, python) and write its lock atomically.
+
+    ``solver``: ``auto`` (conda-lock when an executable exists, else rattler),
+    ``rattler`` or ``conda-lock``.  The previous file is kept on any failure.
+    The lock's path passes the write gate before the solve.
+    """
     path = conda_lock_path(locks_dir, matrix, python)
-    old = path.read_text(encoding="utf-8") if path.exists() else None
+    target = paths.gate(path, what="write the conda lock", project=project)
+    text, used, n, seconds = _solve(matrix, python, overrides, solver)
+    try:
+        old: str | None = target.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        old = None
     changed = old != text
     if changed:
-        atomic_write(path, text)
-    return CondaLockOutcome(path, used, len(lf.package), changed, seconds)
+        atomic_write(target, text)
+    return CondaLockOutcome(path, used, n, changed, seconds)
 
 
 def _rattler_label() -> str:
@@ -306,8 +324,7 @@ def _solve_conda_lock(exe: str, chans: list[tuple[str, str]], wanted: list[str],
     """Run conda-lock itself with ``--conda EXE`` and read its output back."""
     from builder.conda import lockfile as conda_lockfile
 
-    with tempfile.TemporaryDirectory(prefix="builder-conda-lock-") as tmp:
-        d = Path(tmp)
+    with paths.temp_dir("builder-conda-lock-") as d:
         env_yml, vp_yml = conda_lockfile.write_inputs(d, chans, wanted, vps)
         out = d / "conda-lock.yml"
         argv = [sys.executable, "-m", "conda_lock", "lock", "--conda", exe, "-f", str(env_yml),

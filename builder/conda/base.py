@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from builder import _proc
+from builder import _proc, paths
 from builder.conda import backend as conda_backend
 from builder.errors import BuildError, LockFileError, StaleLock, ToolNotFound
 from builder.protect import Protected
@@ -114,10 +114,13 @@ def install(lock_path: Path, prefix: Path, *, protected: Protected | None = None
     ``prefix`` will be renamed to: conda packages embed their prefix in files,
     so that path is what the installer writes into them.
     """
-    if protected is not None:
-        protected.guard_write(prefix, "create a conda runtime in")
-        if final is not None:
-            protected.guard_write(final, "create a conda runtime in")
+    paths.gate(prefix, what="create a conda runtime in", kind="dir", protected=protected)
+    if final is not None:
+        paths.gate(final, what="create a conda runtime in", kind="dir", protected=protected)
+    if cache_dir is not None:
+        paths.gate(cache_dir, what="use the conda package cache at", kind="dir", protected=protected)
+    else:
+        paths.rattler_cache(protected=protected)  # where rattler caches packages by default
     from builder.conda import lockfile as conda_lockfile
 
     lf = conda_lockfile.read(lock_path)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import copy
 import json
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from builder import paths
 from builder.errors import LockFileError
 from builder.project import regenerate_command
 from builder.pylock import sha256_text
@@ -54,8 +54,8 @@ def content_hash(chans: list[tuple[str, str]], wanted: list[str], vps: Mapping[s
     from conda_lock.src_parser import make_lock_spec
     from conda_lock.virtual_package import virtual_package_repo_from_specification
 
-    with tempfile.TemporaryDirectory(prefix="builder-conda-hash-") as tmp:
-        env_yml, vp_yml = write_inputs(Path(tmp), chans, wanted, vps)
+    with paths.temp_dir("builder-conda-hash-") as tmp:
+        env_yml, vp_yml = write_inputs(tmp, chans, wanted, vps)
         spec = make_lock_spec(src_files=[env_yml], platform_overrides=[SUBDIR],
                               mapping_url=DEFAULT_MAPPING_URL)
         vpr = virtual_package_repo_from_specification(vp_yml)
@@ -127,8 +127,8 @@ def render(lf: Lockfile, matrix: Matrix, python: str, stamp: Mapping[str, str],
     lf.filter_virtual_packages_inplace()
     lf.metadata.custom_metadata = dict(stamp)
     lf.metadata.custom_metadata[BODY_HASH_KEY] = _body_hash(lf.to_v1().dict_for_output())
-    with tempfile.TemporaryDirectory(prefix="builder-conda-write-") as tmp:
-        out = Path(tmp) / "conda-lock.yml"
+    with paths.temp_dir("builder-conda-write-") as tmp:
+        out = tmp / "conda-lock.yml"
         write_conda_lock_file(lf, out, metadata_choices=None, include_help_text=False)
         body = out.read_text(encoding="utf-8")
     name = f"conda-lock.py{python.replace('.', '')}.yml"

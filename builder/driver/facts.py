@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from builder.driver import parse as hp
-from builder.driver.snapshot import ProbeRecord, Snapshot
+from builder.driver.snapshot import APP_FIELDS, GPU_FIELDS, ProbeRecord, Snapshot
 from builder.spec import Host
 from builder.versions import DriverVersion, compute_capability
 
@@ -33,9 +33,11 @@ class HostFacts:
     gpus: list[hp.GpuInfo] | None = None
     apps: list[hp.GpuProcess] | None = None
     module_version: str | None = None
+    module_on_disk: str | None = None  # modinfo -F version nvidia: the module the next boot loads
     proc: hp.ProcVersion | None = None
     nvml_libs: list[str] | None = None
     kernel: str | None = None
+    machine: str | None = None  # uname -m
     os_release: dict[str, str] | None = None
     glibc: str | None = None
     headers: bool | None = None
@@ -51,6 +53,7 @@ class HostFacts:
     torch: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
     raw: dict[str, str] = field(default_factory=dict)
+    snapshot_version: int | None = None  # the snapshot format the facts came from
 
     @property
     def driver(self) -> str | None:
@@ -66,10 +69,38 @@ class HostFacts:
             return drivers[0]
         if drivers:
             return None
-        for v in (self.module_version, self.proc.version if self.proc else None):
+        for v in (self.module_version, self.proc.driver if self.proc else None):
             if v and DriverVersion.maybe(v) is not None:
                 return v
         return None
+
+    @property
+    def drivers_disagree(self) -> bool:
+        """GPUs report different driver versions: no single driver is trusted."""
+        return self.declared_driver is None and len(self.gpu_drivers) > 1
+
+    @property
+    def arch(self) -> str | None:
+        """The machine architecture: ``uname -m``, else the kernel module's banner."""
+        return self.machine or (self.proc.arch if self.proc else None)
+
+    def tegra_evidence(self) -> list[str]:
+        """Why this looks like a Jetson/Tegra (L4T) host, one reason per fact; empty when nothing says so.
+
+        L4T kernels are named ``...-tegra`` (JetPack 5) or ``...-l4t-r36...``
+        (OE4T/meta-tegra#1566); their module banner carries the L4T release
+        (``35.3.1``, nix-community/nixGL#139), not a desktop driver version;
+        nvidia-smi names the integrated GPU ``Orin (nvgpu)`` (anduril/jetpack-nixos#371).
+        """
+        out = []
+        if self.kernel and re.search(r"tegra|-l4t-", self.kernel):
+            out.append(f"kernel {self.kernel}")
+        if self.proc and self.proc.driver is None and self.proc.arch == "aarch64":
+            out.append(f"kernel module {self.proc.version} for aarch64 (an L4T release, not a desktop driver)")
+        names = [g.name for g in self.gpus or [] if g.name and re.search(r"nvgpu|\bOrin\b|Xavier|Tegra", g.name)]
+        if names:
+            out.append(f"GPU {names[0]}")
+        return out
 
     @property
     def gpu_drivers(self) -> list[str]:
@@ -134,6 +165,9 @@ def _why(rec: ProbeRecord | None, what: str) -> str | None:
     """Why a record carries no usable output, or None when it does."""
     if rec is None:
         return f"{what}: not captured in this snapshot"
+    if rec.capped:
+        return (f"{what}: printed more than the probe's output cap; builder stopped reading, killed it and "
+                "did not parse the output")
     if rec.missing:
         return f"{what}: {'not installed' if rec.kind == 'command' else 'not present'}"
     if rec.timed_out:
@@ -162,27 +196,49 @@ def _parse(facts: HostFacts, key: str, rec: ProbeRecord | None, what: str,
 
 def _nvidia_smi(facts: HostFacts, snap: Snapshot) -> None:
     rec = snap.get("nvidia-smi-gpus")
-    if rec is not None:
+    if rec is not None and not rec.capped:
         err = hp.nvsmi_error(rec.text())
         if err is not None:
             facts.nvsmi_error = err
             facts.raw["gpus"] = rec.text()
             facts.problems["gpus"] = f"nvidia-smi: {err.text.splitlines()[0]}"
             return
+    # The first line must be the header builder asked for: anything else is an
+    # error nvidia-smi printed (possibly with exit 0), never "no GPUs".
     facts.gpus = _parse(facts, "gpus", rec, "nvidia-smi --query-gpu",
-                        lambda t: hp.gpus_from_rows(hp.parse_query_csv(t)))
+                        lambda t: hp.gpus_from_rows(hp.parse_query_csv(t, expect=GPU_FIELDS)))
     app = snap.get("nvidia-smi-apps")
-    if app is not None and hp.nvsmi_error(app.text()):
+    if app is not None and not app.capped and hp.nvsmi_error(app.text()):
         facts.problems["apps"] = f"nvidia-smi --query-compute-apps: {app.text().splitlines()[0]}"
         return
     # With no GPU process the answer is the header line alone: an empty list.
     facts.apps = _parse(facts, "apps", app, "nvidia-smi --query-compute-apps",
-                        lambda t: hp.processes_from_rows(hp.parse_query_csv(t)) if t.strip() else [])
+                        lambda t: hp.processes_from_rows(hp.parse_query_csv(t, expect=APP_FIELDS))
+                        if t.strip() else [])
 
 
 def _lib_versions(text: str) -> list[str]:
-    out = sorted({m.group(1) for m in re.finditer(r"libnvidia-ml\.so\.(\d+\.\d+(?:\.\d+)?)$", text, re.M)})
-    return out
+    """Driver versions of the ``libnvidia-ml.so.<version>`` files found (NVIDIA-shaped only)."""
+    found = {m.group(1) for m in re.finditer(r"libnvidia-ml\.so\.(\S+)$", text, re.M)}
+    return sorted(v for v in found if hp.valid_driver(v))
+
+
+def _modinfo(f: HostFacts, snap: Snapshot) -> None:
+    """``modinfo -F version nvidia``: the module on disk for the running kernel."""
+    rec = snap.get("modinfo")
+    if rec is not None and not rec.missing and not rec.timed_out and not rec.capped and rec.exit != 0 \
+            and re.search(r"Module nvidia not found", rec.text()):
+        f.raw["modinfo"] = rec.text()
+        f.problems["modinfo"] = (f"no nvidia module on disk for the running kernel {f.kernel or ''} "
+                                 "(modinfo: Module nvidia not found)").replace("  ", " ")
+        return
+    why = None
+    if rec is None and f.snapshot_version is not None and f.snapshot_version < 2:
+        why = (f"modinfo -F version nvidia: not captured in this snapshot (snapshot format "
+               f"{f.snapshot_version} predates that probe; take a new snapshot)")
+    f.module_on_disk = _parse(f, "modinfo", rec, "modinfo -F version nvidia", hp.parse_modinfo_version)
+    if why is not None:
+        f.problems["modinfo"] = why
 
 
 def _torch(rec: ProbeRecord) -> dict[str, Any]:
@@ -199,7 +255,7 @@ def _torch(rec: ProbeRecord) -> dict[str, Any]:
 
 def from_snapshot(snap: Snapshot) -> HostFacts:
     """Parse every probe record of ``snap`` into facts (pure)."""
-    f = HostFacts()
+    f = HostFacts(snapshot_version=snap.version)
     _nvidia_smi(f, snap)
     mod = snap.get("module-version")
     if mod is not None and mod.missing:
@@ -210,7 +266,9 @@ def from_snapshot(snap: Snapshot) -> HostFacts:
     f.proc = _parse(f, "proc", snap.get("proc-version"), "/proc/driver/nvidia/version", hp.parse_proc_version)
     libs = snap.get("nvml-library")
     f.nvml_libs = _lib_versions(libs.stdout) if libs is not None and libs.ok else None
-    f.kernel = _parse(f, "kernel", snap.get("kernel"), "uname -r", lambda t: t.strip() or _bad("empty"))
+    f.kernel = _parse(f, "kernel", snap.get("kernel"), "uname -r", hp.parse_kernel_release)
+    f.machine = _parse(f, "machine", snap.get("machine"), "uname -m", hp.parse_machine)
+    _modinfo(f, snap)
     f.os_release = _parse(f, "os", snap.get("os-release"), "/etc/os-release", hp.parse_os_release)
     f.glibc = _parse(f, "glibc", snap.get("glibc"), "getconf GNU_LIBC_VERSION", hp.parse_glibc)
     hdr = snap.get("kernel-headers")
@@ -219,7 +277,7 @@ def from_snapshot(snap: Snapshot) -> HostFacts:
     efi = snap.get("efi")
     f.efi = None if efi is None else efi.ok
     sb = snap.get("secure-boot")
-    if sb is not None and not sb.missing and not sb.timed_out:
+    if sb is not None and not sb.missing and not sb.timed_out and not sb.capped:
         # mokutil exits 1 with "EFI variables are not supported" on BIOS hosts:
         # that is an answer, not a failure.
         try:
@@ -246,7 +304,3 @@ def from_snapshot(snap: Snapshot) -> HostFacts:
         if key.startswith("torch:"):
             f.torch[key.removeprefix("torch:")] = _torch(rec)
     return f
-
-
-def _bad(msg: str) -> str:
-    raise hp.ParseError(msg)

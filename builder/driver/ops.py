@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from builder import fsio
+from builder import fsio, paths
 from builder.driver import facts as hostfacts
 from builder.driver import preflight, probe, runbook, snapshot, verify
 from builder.errors import UsageError
@@ -22,15 +22,43 @@ def _runtimes(project: Project, root: str | None, matrix_id: str | None = None) 
     return layout.discover(layout.runtimes_root(project, root), matrix_id)
 
 
-def take_snapshot(project: Project, path: Path, root: str | None = None) -> snapshot.Snapshot:
-    """Probe the live host (and every runtime's torch) and write ``path`` atomically."""
-    snap = snapshot.make(probe.capture([r.path for r in _runtimes(project, root)]))
-    write_text(path, lambda: fsio.atomic_write(path, snapshot.render(snap)))
-    return snap
+STDOUT = "-"
+
+
+def take_snapshot(project: Project, path: Path | str, root: str | None = None) -> tuple[snapshot.Snapshot, str]:
+    """Probe the live host (and every runtime's torch); write ``path`` atomically.
+
+    ``path`` passes the write gate before any probe runs.  ``-`` writes
+    nothing: the caller prints the returned text.  Runtime paths are recorded
+    relative to the project.
+    """
+    target = None if str(path) == STDOUT else gate_output(project, path, "write the snapshot to")
+    runtimes_root = layout.runtimes_root(project, root)
+    snap = snapshot.make(probe.capture([r.path for r in layout.discover(runtimes_root)]))
+    snap = snapshot.relative_commands(snap, project.root, runtimes_root)
+    text = snapshot.render(snap)
+    if target is not None:
+        write_text(target, lambda: fsio.atomic_write(target, text))
+    return snap, text
+
+
+def gate_output(project: Project, path: Path | str, what: str) -> Path:
+    """A user-named output file, approved by the write gate (its parent must exist)."""
+    return paths.gate(path, what=what, project=project, kind="file", user_given=True)
+
+
+def write_output(project: Project, path: Path | str, text: str, what: str) -> Path:
+    """Write ``text`` to the user-named file ``path`` through the gate, atomically."""
+    target = gate_output(project, path, what)
+    write_text(target, lambda: fsio.atomic_write(target, text))
+    return target
 
 
 def write_text(path: Path, write: Callable[[], None]) -> None:
-    """Run ``write``; an unwritable path is a usage error (exit 2), not a traceback."""
+    """Run ``write``; an unwritable path is a usage error (exit 2), not a traceback.
+
+    A refusing filesystem (read-only, full, permission) is exit 8, from fsio.
+    """
     try:
         write()
     except OSError as exc:
@@ -58,10 +86,17 @@ def torch_results(facts: hostfacts.HostFacts, matrix_id: str) -> dict[str, dict[
 
 
 def run_preflight(project: Project, selector: str, from_snapshot: Path | None = None) -> preflight.Report:
-    """``builder preflight``: every check for the matrix, from the host or a snapshot."""
+    """``builder preflight``: every check for the matrix, from the host or a snapshot.
+
+    The matrix lock's native driver floor comes from the checker, offline
+    (:func:`builder.driver.lockfloor.lock_floor`).
+    """
+    from builder.driver.lockfloor import lock_floor
+
     matrix = project.matrix(selector)
     snap = _snapshot(project, from_snapshot, [])
-    report = preflight.evaluate(hostfacts.from_snapshot(snap), matrix, project.host())
+    report = preflight.evaluate(hostfacts.from_snapshot(snap), matrix, project.host(),
+                                lock_floor=lock_floor(project, matrix))
     report.extra["source"] = _source(snap)
     return report
 
@@ -83,7 +118,10 @@ def run_verify(project: Project, selector: str, from_snapshot: Path | None = Non
 def render_runbook(project: Project, selector: str, fmt: str = "md",
                    from_snapshot: Path | None = None) -> str:
     """``builder runbook``: values from the host (or the snapshot), else envs/host.toml."""
+    from builder.driver.lockfloor import lock_floor
+
     matrix = project.matrix(selector)
     snap = _snapshot(project, from_snapshot, [])
     facts = hostfacts.from_snapshot(snap)
-    return runbook.render(runbook.plan(matrix, project.host(), facts, _source(snap)), fmt)
+    return runbook.render(runbook.plan(matrix, project.host(), facts, _source(snap),
+                                       lock_floor=lock_floor(project, matrix)), fmt)

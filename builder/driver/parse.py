@@ -40,13 +40,42 @@ def driver_version(text: str) -> DriverVersion:
         raise ParseError(str(exc)) from None
 
 
+def valid_driver(text: str | None) -> str | None:
+    """``text`` when it is an NVIDIA driver version (``575.57.08``), else None.
+
+    Every version read from host text goes through this or :func:`driver_version`:
+    ``999999999999999999999.1.1`` or a Jetson L4T release (``35.3.1``) is not a
+    desktop driver version and never becomes one by being compared.
+    """
+    dv = DriverVersion.maybe(text)
+    return dv.text if dv is not None else None
+
+
 # --------------------------------------------------------------------------- nvidia-smi
+#: Header names nvidia-smi prints for a requested field when they differ from
+#: it: asked for ``used_memory`` it prints ``used_gpu_memory [MiB]`` (captured
+#: on a driver-580 host, tests/data/host/snapshots); older drivers print the
+#: ``gpu_`` aliases of --help-query-gpu.
+HEADER_ALIASES = {"name": ("gpu_name",), "pci.bus_id": ("gpu_bus_id",), "uuid": ("gpu_uuid",),
+                  "gpu_uuid": ("uuid",), "process_name": ("name",), "used_memory": ("used_gpu_memory",)}
+
+
+def header_matches(got: list[str], want: tuple[str, ...]) -> bool:
+    """True when nvidia-smi's header names the requested fields, aliases allowed."""
+    if len(got) != len(want):
+        return False
+    return all(g == w or g in HEADER_ALIASES.get(w, ()) for g, w in zip(got, want, strict=True))
+
+
 @dataclass(frozen=True)
 class NvsmiError:
     """A failure nvidia-smi reports instead of data.
 
-    ``kind``: ``mismatch`` (userspace upgraded, old module loaded: a reboot is
-    pending), ``no-devices``, ``no-driver`` (cannot talk to the kernel module),
+    ``kind``: ``mismatch`` (the loaded module and the userspace library differ),
+    ``no-devices``, ``no-driver`` (cannot talk to the kernel module),
+    ``gpu-lost`` (a GPU fell off the bus: "GPU is lost", Xid 79),
+    ``device-handle`` (a GPU's handle cannot be read, e.g. "Unknown Error";
+    nvidia-smi may print it with exit 0 instead of the requested CSV),
     ``invalid-field`` (a driver too old for a query field), ``nvml`` (another
     NVML initialisation failure).
     """
@@ -54,9 +83,16 @@ class NvsmiError:
     kind: str
     text: str
     nvml_version: str | None = None
+    bus_id: str | None = None
 
 
 _NVSMI_ERRORS = (
+    # nvidia-smi (NVML) wording, e.g. "Unable to determine the device handle for
+    # GPU 0000:02:00.0: GPU is lost.  Reboot the system to recover this GPU"
+    # (JosephKJ/OWOD#81) and "...for GPU0000:0B:00.0: Unknown Error"
+    # (NVIDIA/open-gpu-kernel-modules#387).
+    ("gpu-lost", re.compile(r"GPU is lost|fallen off the bus", re.I)),
+    ("device-handle", re.compile(r"Unable to (?:determine|detect) the device handle", re.I)),
     ("mismatch", re.compile(r"Driver/library version mismatch", re.I)),
     ("no-devices", re.compile(r"^No devices were found", re.M)),
     ("no-driver", re.compile(r"couldn.t communicate with the NVIDIA driver", re.I)),
@@ -64,14 +100,21 @@ _NVSMI_ERRORS = (
     ("nvml", re.compile(r"^Failed to initialize NVML", re.M)),
 )
 _NVML_LIB = re.compile(r"NVML library version:\s*([0-9.]+)")
+_HANDLE_BUS = re.compile(r"device handle for GPU\s*([0-9A-Fa-f]{1,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-9A-Fa-f])")
 
 
 def nvsmi_error(text: str) -> NvsmiError | None:
-    """Recognise nvidia-smi's error texts (stdout or stderr); None when absent."""
+    """Recognise nvidia-smi's error texts (stdout or stderr); None when absent.
+
+    The NVML library version in a mismatch message counts only when it has a
+    driver version's shape (``570.124`` or ``570.124.06``).
+    """
     for kind, rx in _NVSMI_ERRORS:
         if rx.search(text):
             m = _NVML_LIB.search(text)
-            return NvsmiError(kind, text.strip(), m.group(1) if m else None)
+            lib = m.group(1) if m and re.fullmatch(r"\d{3}\.\d{1,3}(\.\d{1,3})?", m.group(1)) else None
+            b = _HANDLE_BUS.search(text)
+            return NvsmiError(kind, text.strip(), lib, b.group(1) if b else None)
     return None
 
 
@@ -85,12 +128,15 @@ def _value(raw: str) -> str | None:
     return None if v.lower() in _NA or v == "" else v
 
 
-def parse_query_csv(text: str, fields: list[str] | None = None) -> list[dict[str, str | None]]:
+def parse_query_csv(text: str, fields: list[str] | None = None,
+                    expect: tuple[str, ...] | None = None) -> list[dict[str, str | None]]:
     """Rows of ``nvidia-smi --query-*=... --format=csv[,noheader][,nounits]``.
 
     With ``fields`` None the first line is the header; otherwise ``fields``
-    names the columns of a ``noheader`` output.  ``[N/A]`` and
-    ``[Not Supported]`` become None.
+    names the columns of a ``noheader`` output.  With ``expect`` (the fields
+    builder asked for) the first line must be exactly that header: anything
+    else is an error state nvidia-smi printed instead of data, never "no
+    GPUs".  ``[N/A]`` and ``[Not Supported]`` become None.
     """
     if nvsmi_error(text):
         raise ParseError(f"nvidia-smi reported an error: {text.strip()}")
@@ -100,6 +146,8 @@ def parse_query_csv(text: str, fields: list[str] | None = None) -> list[dict[str
         if not rows:
             raise ParseError("no header line")
         fields = [_field_name(h) for h in rows[0]]
+        if expect is not None and not header_matches(fields, expect):
+            raise ParseError(f"the first line is not the requested header: {lines[0][:200]!r}")
         rows = rows[1:]
     out = []
     for n, row in enumerate(rows, 1):
@@ -142,10 +190,13 @@ def gpus_from_rows(rows: list[dict[str, str | None]]) -> list[GpuInfo]:
     out = []
     for row in rows:
         idx = get(row, "index")
+        drv = get(row, "driver_version")
+        if drv is not None and valid_driver(drv) is None:
+            raise ParseError(f"not an NVIDIA driver version: {drv[:60]!r}")
         out.append(GpuInfo(
             index=int(idx) if idx is not None and idx.isdigit() else None,
             name=get(row, "name", "gpu_name"),
-            driver=get(row, "driver_version"),
+            driver=drv,
             compute_capability=get(row, "compute_cap"),
             memory_mib=mib(get(row, "memory.total")),
             bus_id=get(row, "pci.bus_id", "gpu_bus_id"),
@@ -177,9 +228,14 @@ def processes_from_rows(rows: list[dict[str, str | None]]) -> list[GpuProcess]:
 # --------------------------------------------------------------------------- kernel module
 @dataclass(frozen=True)
 class ProcVersion:
-    version: str
+    version: str  # as printed: a desktop driver (550.107.02) or a Jetson L4T release (35.3.1)
     open_module: bool
     arch: str | None
+
+    @property
+    def driver(self) -> str | None:
+        """The version when it is an NVIDIA desktop driver version, else None."""
+        return valid_driver(self.version)
 
 
 _PROC_RE = re.compile(
@@ -200,6 +256,32 @@ def parse_sys_version(text: str) -> str:
     """``/sys/module/nvidia/version``: one driver version line."""
     driver_version(text)
     return text.strip()
+
+
+def parse_modinfo_version(text: str) -> str:
+    """``modinfo -F version nvidia``: the version of the nvidia module on disk for
+    the running kernel (``580.119.02``).  ParseError for anything else (modinfo
+    prints "modinfo: ERROR: Module nvidia not found." with exit 1 when none)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if len(lines) != 1:
+        raise ParseError(f"expected one version line, got {len(lines)}")
+    return driver_version(lines[0]).text
+
+
+def parse_machine(text: str) -> str:
+    """``uname -m``: the machine architecture (x86_64, aarch64 ...)."""
+    s = text.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_]{2,20}", s):
+        raise ParseError(f"not a machine name: {s[:40]!r}")
+    return s
+
+
+def parse_kernel_release(text: str) -> str:
+    """``uname -r``; only the characters a kernel release uses (it ends up in runbook commands)."""
+    s = text.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,100}", s):
+        raise ParseError(f"not a kernel release: {s[:60]!r}")
+    return s
 
 
 # --------------------------------------------------------------------------- OS
@@ -241,6 +323,12 @@ def parse_glibc(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- dkms
+#: What dkms appends when the module under /lib/modules is not the one it built
+#: (dkms.in, "Diff between built and installed module"): the module that loads
+#: is something else (another build, a distro module, a manual install).
+DKMS_DIFF = "Diff between built and installed module"
+
+
 @dataclass(frozen=True)
 class DkmsEntry:
     module: str
@@ -249,6 +337,10 @@ class DkmsEntry:
     arch: str | None
     state: str
     note: str = ""
+
+    @property
+    def diff_warning(self) -> bool:
+        return DKMS_DIFF in self.note
 
 
 _DKMS_RE = re.compile(
@@ -275,34 +367,54 @@ def parse_dkms_status(text: str) -> list[DkmsEntry]:
 # --------------------------------------------------------------------------- Secure Boot
 @dataclass(frozen=True)
 class SecureBoot:
-    """``state``: enabled, disabled, unsupported (no EFI / no SB) or unknown."""
+    """What ``mokutil --sb-state`` answered, one state per answer.
+
+    ``state``: ``enabled``, ``disabled``, ``unsupported`` (EFI variables are
+    readable but there is no readable SecureBoot variable: "This system doesn't
+    support Secure Boot"), ``no-efivars`` ("EFI variables are not supported on
+    this system": a legacy BIOS boot, or efivarfs not visible, e.g. in a
+    container), ``read-error`` ("Failed to read "SecureBoot" variable: ..."),
+    ``undetermined`` ("Cannot determine secure boot state.").
+    """
 
     state: str
     setup_mode: bool = False
     validation_disabled: bool = False
+    detail: str = ""  # the line mokutil printed for an error answer
 
 
 def parse_sb_state(text: str) -> SecureBoot:
     """``mokutil --sb-state`` (stdout and stderr together).
 
-    Strings from mokutil.c (lcp/mokutil): "SecureBoot enabled", "SecureBoot
-    disabled", "Platform is in Setup Mode", "SecureBoot validation is disabled
-    in shim", "Cannot determine secure boot state.", and on machines without
-    it "This system doesn't support Secure Boot" or "EFI variables are not
+    Strings from lcp/mokutil src/mokutil.c (sb_state_internal and main):
+    "SecureBoot enabled", "SecureBoot disabled", "Platform is in Setup Mode",
+    "SecureBoot validation is disabled in shim", "Cannot determine secure
+    boot state.", "Failed to read "SecureBoot" variable: %m", "Failed to read
+    "SetupMode" variable: %m", "This system doesn't support Secure Boot"
+    (any failure to read the SecureBoot variable), "EFI variables are not
     supported on this system".
     """
     t = strip_ansi(text)
     setup = "Platform is in Setup Mode" in t
     novalid = "validation is disabled in shim" in t
+
+    def line(rx: str) -> str:
+        m = re.search(rx, t, re.M)
+        return m.group(0).strip() if m else ""
+
     if re.search(r"^SecureBoot enabled", t, re.M):
         return SecureBoot("enabled", setup, novalid)
     if re.search(r"^SecureBoot disabled", t, re.M):
         return SecureBoot("disabled", setup, novalid)
-    if "doesn't support Secure Boot" in t or "EFI variables are not supported" in t:
-        return SecureBoot("unsupported")
+    if "Failed to read" in t:
+        return SecureBoot("read-error", detail=line(r"^.*Failed to read.*$"))
+    if "EFI variables are not supported" in t:
+        return SecureBoot("no-efivars", detail=line(r"^.*EFI variables are not supported.*$"))
+    if "doesn't support Secure Boot" in t:
+        return SecureBoot("unsupported", detail=line(r"^.*doesn't support Secure Boot.*$"))
     if "Cannot determine secure boot state" in t:
-        return SecureBoot("unknown")
-    raise ParseError(f"unrecognised mokutil output: {t.strip()!r}")
+        return SecureBoot("undetermined", detail=line(r"^.*Cannot determine secure boot state.*$"))
+    raise ParseError(f"unrecognised mokutil output: {t.strip()[:200]!r}")
 
 
 # --------------------------------------------------------------------------- ubuntu-drivers
@@ -400,6 +512,11 @@ def parse_dpkg_query(text: str) -> list[DpkgPackage]:
         if len(parts) != 3:
             raise ParseError(f"unrecognised dpkg-query line: {line!r}")
         name, version, status = (p.strip() for p in parts)
+        # Debian policy 5.6.1 / 5.6.12: names and versions use these characters
+        # only (the version ends up in a runbook command: nothing else passes).
+        if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", name) or (
+                version and not re.fullmatch(r"(\d+:)?[0-9][A-Za-z0-9.+~-]*", version)):
+            raise ParseError(f"not a Debian package name and version: {line[:120]!r}")
         out.append(DpkgPackage(name, version, status[:2] in ("ii", "hi")))
     return out
 

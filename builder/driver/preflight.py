@@ -11,15 +11,18 @@ is ``unknown``, never ``pass``.
 
 from __future__ import annotations
 
-import tomllib
+import datetime as _dt
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from typing import Any
 
 from builder.driver import parse as hp
+from builder.driver.branches import Branch, DriverTarget, LockFloor, driver_target, load_branches
 from builder.driver.facts import HostFacts
 from builder.spec import Host, Matrix
 from builder.versions import DriverVersion
+
+__all__ = ["LEVELS", "Branch", "Check", "DriverTarget", "LockFloor", "Report", "driver_target", "evaluate",
+           "load_branches", "verdict"]
 
 LEVELS = ("pass", "warn", "fail", "unknown")
 NVIDIA_HOLD_PREFIXES = ("nvidia-", "libnvidia-", "cuda-drivers", "xserver-xorg-video-nvidia")
@@ -48,59 +51,6 @@ class Check:
 
 
 @dataclass(frozen=True)
-class Branch:
-    series: int
-    status: str = "unknown"
-    eol: str = ""
-    cuda: str = ""
-
-
-@dataclass(frozen=True)
-class DriverTarget:
-    """The ``nvidia-driver-NNN`` series that meets ``floor`` and the supported alternatives."""
-
-    floor: str
-    branch: Branch
-    alternatives: tuple[Branch, ...] = ()
-
-    @property
-    def package(self) -> str:
-        return f"nvidia-driver-{self.branch.series}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.branch.series}.x"
-
-    def note(self) -> str:
-        """One sentence on branch support (e.g. R575 is EOL, R580 is LTS)."""
-        parts = []
-        if self.branch.status == "eol":
-            parts.append(f"R{self.branch.series} is end of life")
-        for alt in self.alternatives:
-            kind = {"lts": "long-term support", "production": "production"}.get(alt.status, alt.status)
-            until = f" until {alt.eol}" if alt.eol else ""
-            parts.append(f"R{alt.series} ({kind}{until}) also meets the floor {self.floor}")
-        return "; ".join(parts)
-
-
-def load_branches() -> list[Branch]:
-    """The branch table in ``builder/data/driver_branches.toml``."""
-    text = resources.files("builder").joinpath("data/driver_branches.toml").read_text(encoding="utf-8")
-    return [Branch(int(b["series"]), str(b.get("status", "unknown")), str(b.get("eol", "")),
-                   str(b.get("cuda", ""))) for b in tomllib.loads(text)["branch"]]
-
-
-def driver_target(floor: str, branches: list[Branch] | None = None) -> DriverTarget:
-    """Which series to install for a driver floor: the floor's own branch,
-    plus every supported (not end-of-life) later branch as an alternative."""
-    table = branches if branches is not None else load_branches()
-    major = DriverVersion.parse(floor).branch
-    own = next((b for b in table if b.series == major), Branch(major))
-    alts = tuple(b for b in sorted(table, key=lambda b: b.series) if b.series > major and b.status != "eol")
-    return DriverTarget(floor, own, alts)
-
-
-@dataclass(frozen=True)
 class Report:
     command: str
     matrix: str
@@ -123,10 +73,12 @@ class Report:
         out: dict[str, Any] = {"command": self.command, "matrix": self.matrix, "verdict": self.verdict,
                                "checks": [c.to_json() for c in self.checks], "host": self.host}
         if self.target is not None:
-            out["target"] = {"floor": self.target.floor, "package": self.target.package,
-                             "series": self.target.branch.series, "status": self.target.branch.status,
-                             "alternatives": [asdict(a) for a in self.target.alternatives],
-                             "note": self.target.note()}
+            t = self.target
+            out["target"] = {"floor": t.floor, "package": t.package, "series": t.branch.series,
+                             "status": t.status, "eol": t.branch.eol or t.branch.eol_by or None,
+                             "alternatives": [asdict(a) | {"status": a.status(t.today)} for a in t.alternatives],
+                             "lock_floor": asdict(t.lock_floor) if t.lock_floor else None,
+                             "today": t.today.isoformat(), "note": t.note()}
         out.update(self.extra)
         return out
 
@@ -142,7 +94,9 @@ def host_summary(f: HostFacts) -> dict[str, Any]:
     return {
         "driver": f.driver,
         "module_version": f.module_version,
+        "module_on_disk": f.module_on_disk,
         "kernel": f.kernel,
+        "machine": f.arch,
         "os": hp.os_label(f.os_release) if f.os_release else None,
         "glibc": f.glibc,
         "secure_boot": f.secure_boot.state if f.secure_boot else None,
@@ -157,21 +111,47 @@ def _unknown(cid: str, f: HostFacts, key: str, next_: str = "") -> Check:
 
 # --------------------------------------------------------------------------- checks
 def _loaded(f: HostFacts) -> str:
-    return f.module_version or (f.proc.version if f.proc else "?")
+    return f.module_version or (f.proc.driver if f.proc and f.proc.driver else "?")
+
+
+def check_platform(f: HostFacts) -> Check:
+    """The runbook covers x86_64 hosts with NVIDIA's desktop/data-center driver packages only."""
+    tegra = f.tegra_evidence()
+    if tegra:
+        return Check("platform", "fail", "a Jetson/Tegra (L4T) host (" + "; ".join(tegra) + "): unsupported by this "
+                     "runbook; its GPU driver ships with JetPack (L4T BSP), not as nvidia-driver-NNN packages",
+                     "upgrade the driver through JetPack / NVIDIA SDK Manager; do not install desktop driver "
+                     "packages with apt")
+    arch = f.arch
+    if arch is None:
+        return Check("platform", "unknown", "machine architecture not read: "
+                     + f.problems.get("machine", "uname -m not captured"), "take a new snapshot")
+    if arch != "x86_64":
+        return Check("platform", "fail", f"a {arch} host: unsupported by this runbook (it covers x86_64 Ubuntu hosts "
+                     "with nvidia-driver-NNN packages)", "follow the driver instructions for this platform")
+    return Check("platform", "pass", "x86_64" + (" (uname -m)" if f.machine else " (kernel module banner)"))
 
 
 def check_nvml(f: HostFacts) -> Check:
     """nvidia-smi answers, or which of its failure states the host is in."""
     e = f.nvsmi_error
     if e is not None:
+        if e.kind == "gpu-lost":
+            return Check("nvml", "fail", f"a GPU fell off the bus{f' ({e.bus_id})' if e.bus_id else ''}: "
+                         f"{e.text.splitlines()[0]}", "in the window: check `dmesg | grep -i xid` (Xid 79), "
+                         "seating, power and cooling; a power cycle may bring it back; if it falls off again the "
+                         "card or slot is faulty", e.text)
+        if e.kind == "device-handle":
+            return Check("nvml", "fail", f"nvidia-smi cannot read GPU {e.bus_id or '?'}: {e.text.splitlines()[0]} "
+                         "(an error state, whatever nvidia-smi's exit code)", "check `dmesg | grep -i -e xid -e "
+                         "NVRM` on the host; a reboot in the window may recover the GPU", e.text)
         if e.kind == "mismatch":
             lib = f" (NVML library {e.nvml_version})" if e.nvml_version else ""
             return Check("nvml", "fail",
-                         f"Driver/library version mismatch{lib}: driver packages were changed without a "
-                         f"reboot; the loaded module ({_loaded(f)}) is older than the installed "
-                         "userspace, so a reboot is already pending",
+                         f"Driver/library version mismatch{lib}: the loaded kernel module ({_loaded(f)}) and the "
+                         "installed userspace differ (see the module check for whether a reboot fixes it)",
                          "do not reboot outside the window; running GPU processes keep working but new "
-                         "ones fail to start until the reboot", e.text)
+                         "ones fail to start", e.text)
         if e.kind == "no-devices":
             return Check("nvml", "fail", "nvidia-smi: No devices were found (module loaded but no GPU "
                          "initialised)", "check `dmesg | grep NVRM` on the host", e.text)
@@ -182,23 +162,42 @@ def check_nvml(f: HostFacts) -> Check:
         return Check("nvml", "unknown", f"nvidia-smi failed: {e.text.splitlines()[0]}", "", e.text)
     if f.gpus is None:
         return _unknown("nvml", f, "gpus", "install the NVIDIA driver utilities or run on the GPU host")
+    if not f.gpus:
+        return Check("nvml", "unknown", "nvidia-smi printed the header but no GPU row", "run `nvidia-smi` on the "
+                     "host", f.raw.get("gpus", ""))
+    if f.drivers_disagree:
+        return Check("nvml", "unknown", f"GPUs report different driver versions ({', '.join(f.gpu_drivers)}): "
+                     "builder trusts none of them", "run `nvidia-smi` on the host; a mixed state needs a reboot "
+                     "or a reinstall", f.raw.get("gpus", ""))
     return Check("nvml", "pass", f"nvidia-smi answers: {len(f.gpus)} GPU(s), driver {f.driver}")
 
 
+def _mismatch(f: HostFacts, what: str) -> Check:
+    from builder.driver.reboot import outlook
+
+    o = outlook(f)
+    level = "fail"
+    return Check("module", level, f"{what}; {o.message}", o.next, f.raw.get("modinfo", ""))
+
+
 def check_module(f: HostFacts) -> Check:
-    """The loaded kernel module and the userspace (NVML) agree."""
+    """The loaded kernel module and the userspace (NVML) agree; if not, whether a reboot fixes it."""
     if f.nvsmi_error and f.nvsmi_error.kind == "mismatch":
-        return Check("module", "fail", "kernel module and userspace differ: "
-                     f"module {f.module_version or (f.proc.version if f.proc else '?')}, "
-                     f"NVML library {f.nvsmi_error.nvml_version or '?'}", "reboot in the maintenance window")
+        return _mismatch(f, "kernel module and userspace differ: "
+                         f"loaded module {_loaded(f)}, NVML library {f.nvsmi_error.nvml_version or '?'}")
     if f.module_version is None:
         if "not loaded" in f.problems.get("module", ""):
-            return Check("module", "fail", f.problems["module"], "check `dmesg | grep NVRM`; reinstall the "
+            disk = f" (the module on disk for the kernel is {f.module_on_disk}: a reboot or `modprobe nvidia` " \
+                   "would load it)" if f.module_on_disk else ""
+            return Check("module", "fail", f.problems["module"] + disk, "check `dmesg | grep NVRM`; reinstall the "
                          "driver's kernel module for the running kernel")
         return _unknown("module", f, "module")
+    if f.drivers_disagree:
+        return Check("module", "unknown", f"GPUs report different driver versions ({', '.join(f.gpu_drivers)})",
+                     "run `nvidia-smi` on the host", f.raw.get("gpus", ""))
     seen = {"module": f.module_version}
-    if f.proc:
-        seen["/proc"] = f.proc.version
+    if f.proc and f.proc.driver:
+        seen["/proc"] = f.proc.driver
     if f.gpus and f.driver:
         seen["nvidia-smi"] = f.driver
     for lib in f.nvml_libs or []:
@@ -206,24 +205,38 @@ def check_module(f: HostFacts) -> Check:
     versions = set(seen.values())
     if len(versions) > 1:
         where = ", ".join(f"{k} {v}" for k, v in seen.items())
-        return Check("module", "fail", f"driver versions disagree ({where}): userspace and kernel module "
-                     "differ, a reboot is pending", "reboot in the maintenance window")
+        return _mismatch(f, f"driver versions disagree ({where}): userspace and kernel module differ")
     flavour = " (open kernel module)" if f.proc and f.proc.open_module else ""
     return Check("module", "pass", f"kernel module {f.module_version}{flavour} matches userspace "
                  f"({', '.join(seen)})")
 
 
+def _native_note(f: HostFacts, matrix: Matrix, target: DriverTarget, drv: str) -> str:
+    lf = target.lock_floor
+    if lf is None or not target.native_above_floor or DriverVersion.parse(drv) >= DriverVersion.parse(lf.driver):
+        return ""
+    return (f"; {matrix.name}'s lock has {lf.phrase()}: driver {drv} runs it only under minor-version "
+            "compatibility")
+
+
 def check_floor(f: HostFacts, matrix: Matrix, target: DriverTarget) -> Check:
-    """Current driver vs the matrix floor, and which series meets it."""
+    """Current driver vs the matrix floor (and the lock's native floor), and which series meets it."""
     drv = f.driver
+    note = target.note()
     if drv is None:
-        return Check("driver-floor", "unknown", f"current driver unknown; {matrix.name} needs >= "
-                     f"{matrix.driver_floor}", "run on the GPU host with the driver loaded",
+        why = (f"GPUs report different driver versions ({', '.join(f.gpu_drivers)}), so there is no one current "
+               "driver" if f.drivers_disagree else "current driver unknown")
+        return Check("driver-floor", "unknown", f"{why}; {matrix.name} needs >= {matrix.driver_floor}"
+                     + (f". {note}" if note else ""), "run on the GPU host with the driver loaded",
                      f.raw.get("gpus", ""))
     if DriverVersion.parse(drv) >= DriverVersion.parse(matrix.driver_floor):
+        native = _native_note(f, matrix, target, drv)
+        if native:
+            return Check("driver-floor", "warn", f"driver {drv} meets {matrix.name}'s declared floor "
+                         f"{matrix.driver_floor}{native}" + (f". {note}" if note else ""),
+                         "plan the move to a branch that meets every floor (see the note)")
         return Check("driver-floor", "pass",
                      f"driver {drv} meets {matrix.name}'s floor {matrix.driver_floor}: no upgrade needed")
-    note = target.note()
     return Check("driver-floor", "warn",
                  f"upgrade needed: current {drv} -> target {target.label} ({matrix.name} needs >= "
                  f"{matrix.driver_floor}); install {target.package}" + (f". {note}" if note else ""),
@@ -261,9 +274,13 @@ def check_gpus(f: HostFacts, host: Host) -> Check:
     if f.gpus is None:
         return _unknown("gpus", f, "gpus")
     want = sorted((g.name, g.compute_capability) for g in host.gpus for _ in range(g.count))
-    if any(g.compute_capability is None for g in f.gpus):
-        return Check("gpus", "unknown", "nvidia-smi reported no compute capability ([N/A] or an old "
-                     "driver)", "", f.raw.get("gpus", ""))
+    bad = f.unreadable_gpus
+    if bad:
+        which = ", ".join(f"GPU {g.index if g.index is not None else '?'} ({g.name or 'unnamed'}: "
+                          f"{g.compute_capability or '[N/A]'})" for g in bad)
+        return Check("gpus", "unknown", f"compute capability could not be read for {which}: that GPU is not "
+                     "judged, so the GPU set is not confirmed", "check `nvidia-smi -q` on the host",
+                     f.raw.get("gpus", ""))
     got = sorted((g.name or "?", g.compute_capability or "?") for g in f.gpus)
     desc = ", ".join(f"{n} (cc {c})" for n, c in got) or "none"
     if got != want:
@@ -275,12 +292,18 @@ def check_gpus(f: HostFacts, host: Host) -> Check:
 
 
 def check_secure_boot(f: HostFacts) -> Check:
+    """``mokutil --sb-state``, each of its answers on its own.
+
+    The absence of ``/sys/firmware/efi`` never turns a missing or failed
+    mokutil into ``pass``: a container hides /sys/firmware on an EFI host.
+    """
     sb = f.secure_boot
+    raw = f.raw.get("secure-boot", "")
     if sb is None:
-        if f.efi is False:
-            return Check("secure-boot", "pass", "legacy BIOS boot (no /sys/firmware/efi): Secure Boot does "
-                         "not apply")
-        return _unknown("secure-boot", f, "secure-boot", "run `mokutil --sb-state` on the host")
+        efi = {True: "; /sys/firmware/efi exists", False: "; /sys/firmware/efi is absent (legacy BIOS boot, or a "
+               "container that hides it)"}.get(f.efi, "") if f.efi is not None else ""
+        return Check("secure-boot", "unknown", f.problems.get("secure-boot", "mokutil --sb-state: not read") + efi,
+                     "install mokutil (package mokutil) and run `mokutil --sb-state` on the host", raw)
     if sb.state == "enabled" and not sb.validation_disabled:
         return Check("secure-boot", "warn", "Secure Boot is enabled: the new DKMS-built module must be "
                      "signed with a Machine Owner Key enrolled in firmware (MOK), or it will not load",
@@ -288,10 +311,27 @@ def check_secure_boot(f: HostFacts) -> Check:
     if sb.state == "enabled":
         return Check("secure-boot", "pass", "Secure Boot enabled but shim validation is disabled: unsigned "
                      "modules load")
-    if sb.state in ("disabled", "unsupported"):
-        return Check("secure-boot", "pass", f"Secure Boot {sb.state}: no MOK enrollment needed")
-    return Check("secure-boot", "unknown", "mokutil cannot determine the Secure Boot state", "",
-                 f.raw.get("secure-boot", ""))
+    if sb.state == "disabled":
+        return Check("secure-boot", "pass", "Secure Boot disabled: no MOK enrollment needed"
+                     + (" (the platform is in Setup Mode)" if sb.setup_mode else ""))
+    if sb.state == "unsupported":
+        return Check("secure-boot", "pass", "mokutil: \"This system doesn't support Secure Boot\" (the firmware "
+                     "exposes no SecureBoot variable): no MOK enrollment needed")
+    if sb.state == "no-efivars":
+        if f.efi is False:
+            return Check("secure-boot", "warn", "mokutil: \"EFI variables are not supported on this system\" and "
+                         "/sys/firmware/efi is absent: a legacy BIOS boot, where Secure Boot does not apply, unless "
+                         "this ran in a container that hides the firmware", "confirm with `mokutil --sb-state` on "
+                         "the host itself (not in a container)", raw)
+        return Check("secure-boot", "unknown", "mokutil: \"EFI variables are not supported on this system\" "
+                     + ("although /sys/firmware/efi exists (efivarfs not mounted?)" if f.efi else
+                        "(whether the host booted through EFI was not read)"),
+                     "mount efivarfs or check Secure Boot in the firmware setup", raw)
+    if sb.state == "read-error":
+        return Check("secure-boot", "unknown", f"mokutil could not read the firmware variables: {sb.detail}",
+                     "run `sudo mokutil --sb-state` on the host", raw)
+    return Check("secure-boot", "unknown", f"mokutil cannot determine the Secure Boot state ({sb.detail or sb.state})",
+                 "check Secure Boot in the firmware setup", raw)
 
 
 def check_headers(f: HostFacts) -> Check:
@@ -316,7 +356,18 @@ def check_dkms(f: HostFacts) -> Check:
                      "Ubuntu's prebuilt linux-modules-nvidia or the .run installer)",
                      "make sure the new series is installed the same way as the current one")
     here = [e for e in nv if e.kernel == f.kernel and e.state == "installed"]
-    listing = "; ".join(f"{e.module}/{e.version} {e.kernel or ''} {e.state}".replace("  ", " ") for e in nv)
+    listing = "; ".join(f"{e.module}/{e.version} {e.kernel or ''} {e.state}".replace("  ", " ")
+                        + (" (WARNING! Diff between built and installed module!)" if e.diff_warning else "")
+                        for e in nv)
+    diff = [e for e in here if e.diff_warning]
+    if diff:
+        e = diff[0]
+        return Check("dkms", "warn", f"dkms built nvidia/{e.version} for {f.kernel}, but the module installed "
+                     "under /lib/modules is not the one it built (\"WARNING! Diff between built and installed "
+                     f"module!\"): the module that loads is not DKMS's: {listing}",
+                     "compare `modinfo -n nvidia` and `modinfo -F version nvidia` with `dkms status`; in the window "
+                     "reinstall the driver's DKMS package so the installed module is the one DKMS builds",
+                     f.raw.get("dkms", ""))
     if here:
         return Check("dkms", "pass", f"dkms: {listing}")
     return Check("dkms", "warn", f"dkms has no installed nvidia module for the running kernel "
@@ -403,12 +454,37 @@ def check_os(f: HostFacts, host: Host) -> list[Check]:
     return out
 
 
-def evaluate(f: HostFacts, matrix: Matrix, host: Host) -> Report:
-    """Every preflight check for ``matrix`` on the host described by ``f``."""
-    target = driver_target(matrix.driver_floor)
+def evaluate(f: HostFacts, matrix: Matrix, host: Host, *, lock_floor: LockFloor | None = None,
+             today: _dt.date | None = None) -> Report:
+    """Every preflight check for ``matrix`` on the host described by ``f``.
+
+    ``lock_floor`` is the native driver floor of the matrix's lock (computed by
+    the checker, see builder.driver.lockfloor); ``today`` judges branch end of
+    life (default: the current date).
+    """
+    target = driver_target(matrix.driver_floor, today=today, lock_floor=lock_floor, matrix=matrix.name)
+    platform = check_platform(f)
+    if platform.level == "fail":
+        # No desktop driver package advice for a host this runbook does not cover.
+        drv = f.driver
+        meets = drv is not None and DriverVersion.parse(drv) >= DriverVersion.parse(matrix.driver_floor)
+        driver_checks = [
+            Check("driver-floor", "pass" if meets else "fail",
+                  f"driver {drv or 'unknown'} " + ("meets" if meets else "does not meet") + f" {matrix.name}'s floor "
+                  f"{matrix.driver_floor}; on this platform the driver is not an nvidia-driver-NNN package",
+                  "" if meets else "see the platform check"),
+            Check("driver-package", "fail", "no nvidia-driver-NNN package applies to this platform",
+                  "see the platform check"),
+        ]
+    else:
+        driver_checks = [check_floor(f, matrix, target), check_package(f, matrix, target)]
     checks = [
-        check_nvml(f), check_module(f), check_floor(f, matrix, target), check_package(f, matrix, target),
+        platform, check_nvml(f), check_module(f), *driver_checks,
         check_gpus(f, host), check_secure_boot(f), check_headers(f), check_dkms(f), check_processes(f),
         check_reboot(f), check_disk(f), check_holds(f, target), *check_os(f, host),
     ]
+    if platform.level == "fail":
+        checks = [Check(c.id, c.level, c.message, "see the platform check", c.raw) if c.id == "held-packages"
+                  and c.level == "warn" else c for c in checks]
+        return Report("preflight", matrix.name, verdict(checks), checks, host_summary(f), None)
     return Report("preflight", matrix.name, verdict(checks), checks, host_summary(f), target)

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder import _proc
-from builder.driver.snapshot import ProbeRecord
+from builder.driver.snapshot import APP_FIELDS, GPU_FIELDS, ProbeRecord
 
-#: The query fields builder asks nvidia-smi for, in this order.
-GPU_FIELDS = ("index", "name", "driver_version", "compute_cap", "memory.total", "pci.bus_id", "uuid")
-APP_FIELDS = ("gpu_uuid", "pid", "process_name", "used_memory")
+__all__ = ["ALLOWED", "APP_FIELDS", "FILES", "GPU_FIELDS", "MAX_OUTPUT", "Probe", "Refused", "allowed", "capture",
+           "probes", "run_argv", "run_probe", "torch_probe"]
 
 #: The only files builder reads on the host (through ``cat``, bounded).
 FILES = frozenset({"/sys/module/nvidia/version", "/proc/driver/nvidia/version", "/etc/os-release",
@@ -38,16 +37,23 @@ ALLOWED: Mapping[str, Callable[[tuple[str, ...]], bool]] = {
     "nvidia-smi": lambda a: len(a) == 2 and a[0].startswith(("--query-gpu=", "--query-compute-apps="))
     and a[1].startswith("--format=csv"),
     "cat": lambda a: len(a) == 2 and a[0] == "--" and a[1] in FILES,
-    "uname": lambda a: a == ("-r",),
+    "uname": lambda a: a in (("-r",), ("-m",)),
     "getconf": lambda a: a == ("GNU_LIBC_VERSION",),
     "ldd": lambda a: a == ("--version",),
     "dkms": lambda a: a == ("status",),
+    # The module on disk for the running kernel (read-only: prints one field).
+    "modinfo": lambda a: a == ("-F", "version", "nvidia"),
     "mokutil": lambda a: a == ("--sb-state",),
     "ubuntu-drivers": lambda a: a == ("devices",),
     "apt-mark": lambda a: a == ("showhold",),
     "dpkg-query": lambda a: len(a) >= 3 and a[0] == "-W" and a[1].startswith("--showformat="),
     "df": lambda a: len(a) >= 2 and a[0] == "-Pk",
 }
+
+#: What a probe may print (stdout + stderr) before it is killed and its record
+#: says ``capped``: the real outputs are a few KiB (100 MB of nvidia-smi output
+#: once took 48 s and 1.4 GB to read whole).
+MAX_OUTPUT = 1024 * 1024
 
 #: The torch check run inside a runtime's own interpreter (verify-driver).
 TORCH_CODE = (
@@ -105,10 +111,12 @@ def probes(kernel: str | None = None) -> list[Probe]:
         Probe("proc-version", "file", path="/proc/driver/nvidia/version"),
         Probe("nvml-library", "path", path="/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.*"),
         Probe("kernel", "command", ("uname", "-r")),
+        Probe("machine", "command", ("uname", "-m")),
         Probe("os-release", "file", path="/etc/os-release"),
         Probe("glibc", "command", ("getconf", "GNU_LIBC_VERSION")),
         Probe("kernel-headers", "path", path=f"/lib/modules/{release}/build/Makefile"),
         Probe("dkms", "command", ("dkms", "status"), timeout=30.0),
+        Probe("modinfo", "command", ("modinfo", "-F", "version", "nvidia"), timeout=20.0),
         Probe("efi", "path", path="/sys/firmware/efi"),
         Probe("secure-boot", "command", ("mokutil", "--sb-state")),
         Probe("ubuntu-drivers", "command", ("ubuntu-drivers", "devices"), timeout=90.0),
@@ -133,10 +141,11 @@ def run_argv(probe_id: str, argv: Sequence[str], timeout: float,
     argv = tuple(argv)
     if not allowed(argv):
         raise Refused(f"builder does not run {argv!r}: only read-only probes are allowed")
-    res = _proc.run(argv, timeout=timeout, env=env if env is not None else _proc.clean_env(), what=probe_id)
+    res = _proc.run(argv, timeout=timeout, env=env if env is not None else _proc.clean_env(), what=probe_id,
+                    max_output=MAX_OUTPUT)
     exit_: int | str | None = "missing" if res.missing else res.returncode
     return ProbeRecord(probe_id, kind, argv, path, res.stdout, res.stderr, exit_,
-                       round(res.duration, 3), res.timed_out)
+                       round(res.duration, 3), res.timed_out, res.output_capped)
 
 
 def run_probe(probe: Probe) -> ProbeRecord:

@@ -12,8 +12,10 @@ unless ``MAINTENANCE_WINDOW=yes`` is set.
 
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import dataclass, field
 
+from builder.driver.branches import LockFloor
 from builder.driver.facts import HostFacts
 from builder.driver.preflight import NVIDIA_HOLD_PREFIXES, DriverTarget, driver_target
 from builder.spec import Host, Matrix
@@ -42,6 +44,7 @@ class Plan:
     rollback: str
     steps: list[Step]
     upgrade_needed: bool = True
+    unsupported: str = ""  # why this runbook does not apply to the host (Jetson/Tegra, not x86_64)
 
 
 def _rollback_package(f: HostFacts | None, current: str) -> str:
@@ -53,11 +56,38 @@ def _rollback_package(f: HostFacts | None, current: str) -> str:
     return f"nvidia-driver-{dv.branch}" if dv else "nvidia-driver-550"
 
 
-def plan(matrix: Matrix, host: Host, f: HostFacts | None = None, source: str = "") -> Plan:
-    """The runbook's steps for ``matrix`` (facts from a snapshot when given)."""
+def _unsupported(f: HostFacts | None) -> str:
+    if f is None:
+        return ""
+    tegra = f.tegra_evidence()
+    if tegra:
+        return "a Jetson/Tegra (L4T) host (" + "; ".join(tegra) + ")"
+    if f.arch is not None and f.arch != "x86_64":
+        return f"a {f.arch} host"
+    return ""
+
+
+def plan(matrix: Matrix, host: Host, f: HostFacts | None = None, source: str = "", *,
+         lock_floor: LockFloor | None = None, today: _dt.date | None = None) -> Plan:
+    """The runbook's steps for ``matrix`` (facts from a snapshot when given).
+
+    ``lock_floor`` (the matrix lock's native floor, from the checker) and
+    ``today`` (branch end of life) feed the driver-series note.  A host this
+    runbook does not cover (Jetson/Tegra, not x86_64) gets one step saying so
+    and no apt commands at all.
+    """
     current = (f.driver if f else None) or host.driver
     current_from = source if f and f.driver else "envs/host.toml"
-    target = driver_target(matrix.driver_floor)
+    target = driver_target(matrix.driver_floor, today=today, lock_floor=lock_floor, matrix=matrix.name)
+    why_not = _unsupported(f)
+    if why_not:
+        step = Step("unsupported", "This runbook does not apply to this host", [
+            f"The snapshot shows {why_not}. This runbook covers x86_64 Ubuntu hosts whose driver comes from "
+            "nvidia-driver-NNN packages; a Jetson's driver ships with JetPack (L4T BSP) and is upgraded through "
+            "JetPack / NVIDIA SDK Manager. Do not install desktop driver packages on it.",
+        ])
+        return Plan(matrix, current, current_from, target, "", [step], upgrade_needed=False,
+                    unsupported=why_not)
     rollback = _rollback_package(f, current)
     rollback_series = rollback.split("=")[0]
     holds = [h for h in (f.holds or [] if f else []) if h.startswith(NVIDIA_HOLD_PREFIXES)]
@@ -138,9 +168,12 @@ def plan(matrix: Matrix, host: Host, f: HostFacts | None = None, source: str = "
         # The driver already meets the floor: installing the floor's own series
         # would be a downgrade (e.g. 580 -> 575). Nothing to install, no reboot.
         keep = [st for st in steps if st.id in ("record", "verify")]
+        native = (lock_floor is not None and target.native_above_floor and _below(current, lock_floor.driver))
         keep[-1:] = [Step("verify", "Verify the runtime on the current driver", [
             f"The current driver {current} already meets {matrix.name}'s floor {matrix.driver_floor}: "
             "no driver change and no reboot are needed. Do not install an older series.",
+            *([f"{matrix.name}'s lock has {lock_floor.phrase()}: {current} runs it only under minor-version "
+               f"compatibility. {target.note()}."] if native and lock_floor is not None else []),
         ], [f"builder verify-driver --matrix {matrix.id}"])]
         return Plan(matrix, current, current_from, target, rollback, keep, upgrade_needed=False)
     return Plan(matrix, current, current_from, target, rollback, steps)
@@ -174,6 +207,12 @@ def _secure_boot_step(state: str) -> Step:
 def render_markdown(p: Plan) -> str:
     """The runbook as Markdown."""
     m = p.matrix
+    if p.unsupported:
+        out = [f"# Driver upgrade runbook: {m.name}", "", f"**Unsupported host: {p.unsupported}.**", "",
+               "builder runs none of these commands; this runbook has none for this host.", ""]
+        for n, s in enumerate(p.steps, 1):
+            out += [f"## {n}. {s.title}", "", *s.text, ""]
+        return "\n".join(out).rstrip() + "\n"
     out = [
         f"# Driver upgrade runbook: {m.name}",
         "",
@@ -208,6 +247,11 @@ def render_sh(p: Plan) -> str:
     ``MAINTENANCE_WINDOW=yes``.
     """
     m = p.matrix
+    if p.unsupported:
+        return "\n".join(["#!/usr/bin/env bash", f"# Driver runbook for {m.name}: unsupported host: {p.unsupported}.",
+                          *(f"# {line}" for s in p.steps for line in s.text),
+                          "echo 'this runbook does not apply to this host (see the comments above)' >&2", "exit 2",
+                          ""])
     out = [
         "#!/usr/bin/env bash",
         (f"# Driver upgrade runbook for {m.name}: current {p.current} -> target {p.target.label} "

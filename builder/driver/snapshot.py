@@ -8,6 +8,13 @@ probes were chosen so that none of them prints those (``uname -r``, not
 ``uname -a``; nvidia-smi's process *names*, not command lines with their
 arguments).  What the tools print is kept verbatim, so a process name that is
 a path under a home directory stays as nvidia-smi printed it.
+
+builder's own fields hold no absolute path of the project: the torch probe of
+a runtime is recorded relative to the project
+(``runtimes/matrix-a-py312-<hash>/bin/python``), or to the runtimes root
+(``<runtimes>/...``) when that lies outside it (:func:`relative_commands`).
+Older files with absolute paths load the same: only probe ids and outputs are
+read.
 """
 
 from __future__ import annotations
@@ -15,14 +22,22 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from builder.errors import UsageError
 
 FORMAT = "builder-host-snapshot"
-VERSION = 1
+#: The query fields the nvidia-smi probes ask for, in this order (probe.py runs
+#: them; facts.py requires exactly that header back).
+GPU_FIELDS = ("index", "name", "driver_version", "compute_cap", "memory.total", "pci.bus_id", "uuid")
+APP_FIELDS = ("gpu_uuid", "pid", "process_name", "used_memory")
+#: Version 2 added the ``modinfo`` and ``machine`` probes and each record's
+#: ``capped`` flag.  Version 1 files still load: what they lack is reported as
+#: "not captured in this snapshot" (``unknown``), never guessed.
+VERSION = 2
+READS = frozenset({1, 2})
 
 
 @dataclass(frozen=True)
@@ -42,10 +57,11 @@ class ProbeRecord:
     exit: int | str | None
     duration: float
     timed_out: bool = False
+    capped: bool = False  # printed more than the probe's output cap: killed, output cut there
 
     @property
     def ok(self) -> bool:
-        return self.exit == 0 and not self.timed_out
+        return self.exit == 0 and not self.timed_out and not self.capped
 
     @property
     def missing(self) -> bool:
@@ -61,16 +77,31 @@ class ProbeRecord:
         return d
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ProbeRecord:
+    def from_json(cls, d: Any) -> ProbeRecord:
+        """Validate one probe object; ValueError/TypeError/KeyError say what is wrong."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"must be an object, got {type(d).__name__}")
         cmd = d.get("command")
         exit_ = d.get("exit")
-        if not (exit_ is None or exit_ == "missing" or isinstance(exit_, int)):
+        if not (exit_ is None or exit_ == "missing" or (isinstance(exit_, int) and not isinstance(exit_, bool))):
             raise ValueError(f"exit must be an integer, 'missing' or null, got {exit_!r}")
+        if not (cmd is None or (isinstance(cmd, list) and all(isinstance(a, str) for a in cmd))):
+            raise ValueError("command must be a list of strings or null")
+        for key in ("id", "kind", "stdout", "stderr"):
+            if key in d and not isinstance(d[key], str):
+                raise ValueError(f"{key} must be a string")
+        path = d.get("path")
+        if not (path is None or isinstance(path, str)):
+            raise ValueError("path must be a string or null")
+        duration = d.get("duration", 0.0)
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+            raise ValueError("duration must be a number")
         return cls(
-            id=str(d["id"]), kind=str(d.get("kind", "command")),
-            command=tuple(str(a) for a in cmd) if cmd is not None else None,
-            path=d.get("path"), stdout=str(d.get("stdout", "")), stderr=str(d.get("stderr", "")),
-            exit=exit_, duration=float(d.get("duration", 0.0)), timed_out=bool(d.get("timed_out", False)),
+            id=d["id"], kind=d.get("kind", "command"),
+            command=tuple(cmd) if cmd is not None else None,
+            path=path, stdout=d.get("stdout", ""), stderr=d.get("stderr", ""),
+            exit=exit_, duration=float(duration), timed_out=bool(d.get("timed_out", False)),
+            capped=bool(d.get("capped", False)),
         )
 
 
@@ -82,6 +113,7 @@ class Snapshot:
     created: str
     builder: str = ""
     source: str = "live"
+    version: int = VERSION  # the format version it was written in
 
     def get(self, probe_id: str) -> ProbeRecord | None:
         return self.records.get(probe_id)
@@ -122,9 +154,11 @@ def from_json(data: Any, source: str = "<snapshot>") -> Snapshot:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"{source}: not a builder host snapshot (no \"format\": \"{FORMAT}\")",
                          "create one with `builder host snapshot FILE` on the GPU host")
-    if data.get("version") != VERSION:
-        raise UsageError(f"{source}: snapshot version {data.get('version')!r} is not supported "
-                         f"(this builder reads version {VERSION})", "take a new snapshot")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version not in READS:
+        raise UsageError(f"{source}: snapshot version {version!r} is not supported "
+                         f"(this builder reads versions {', '.join(map(str, sorted(READS)))})",
+                         "take a new snapshot")
     probes = data.get("probes")
     if not isinstance(probes, list):
         raise UsageError(f"{source}: \"probes\" must be a list", "take a new snapshot")
@@ -132,22 +166,58 @@ def from_json(data: Any, source: str = "<snapshot>") -> Snapshot:
     for n, p in enumerate(probes):
         try:
             rec = ProbeRecord.from_json(p)
-        except (KeyError, TypeError, ValueError) as exc:
+        except KeyError as exc:
+            raise UsageError(f"{source}: probes[{n}] is invalid: missing {exc}", "take a new snapshot") from None
+        except (TypeError, ValueError) as exc:
             raise UsageError(f"{source}: probes[{n}] is invalid: {exc}", "take a new snapshot") from None
         records[rec.id] = rec
-    return Snapshot(records, str(data.get("created", "")), str(data.get("builder", "")), source)
+    created, builder = data.get("created", ""), data.get("builder", "")
+    return Snapshot(records, created if isinstance(created, str) else "",
+                    builder if isinstance(builder, str) else "", source, version)
+
+
+def relative_commands(snap: Snapshot, project_root: Path, runtimes_root: Path) -> Snapshot:
+    """``snap`` with each torch probe's interpreter path relative to the project.
+
+    Only builder's own argv is rewritten; what the tools printed stays verbatim.
+    """
+    def rel(arg: str) -> str:
+        p = Path(arg)
+        for base, label in ((project_root, ""), (runtimes_root, "<runtimes>/")):
+            if p.is_absolute() and p.is_relative_to(base):
+                return label + str(p.relative_to(base))
+        return arg
+
+    out = {}
+    for key, rec in snap.records.items():
+        if key.startswith("torch:") and rec.command:
+            rec = replace(rec, command=(rel(rec.command[0]), *rec.command[1:]))
+        out[key] = rec
+    return replace(snap, records=out)
 
 
 def load(path: Path) -> Snapshot:
     """Read a snapshot file written by :func:`write`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"{path}: snapshot file not found", "check the path") from None
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read snapshot: {exc.strerror}", "check the path") from None
+        raise UsageError(f"{path}: cannot read snapshot: {exc.strerror or exc}", "check the path") from None
+    return parse(raw, str(path))
+
+
+def parse(raw: bytes, source: str = "<snapshot>") -> Snapshot:
+    """A snapshot from the bytes of a file: any malformed input is one UsageError."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                         "take a new snapshot") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not valid JSON: {exc}", "take a new snapshot") from None
-    return from_json(data, str(path))
+        raise UsageError(f"{source}: not valid JSON: {exc}", "take a new snapshot") from None
+    except RecursionError:
+        raise UsageError(f"{source}: JSON nested too deeply to be a snapshot", "take a new snapshot") from None
+    return from_json(data, source)

@@ -5,8 +5,8 @@ runs serialise instead of interleaving writes.  A lock file is replaced only
 after uv succeeded and the result passed every check; anything else leaves the
 previous file byte-for-byte intact.
 
-``--check`` (:func:`check_locks`) runs no tool: uv, the subprocess wrapper and
-the thread pool are imported only by the functions that lock.
+``--check`` (:func:`check_locks`) runs no tool: uv, the subprocess wrapper, the
+write gate and the thread pool are imported only by the functions that lock.
 """
 
 from __future__ import annotations
@@ -68,40 +68,50 @@ def targets(project: Project, selectors: list[str], python: str | None) -> list[
     return out
 
 
-def _compile(uv: str, t: Target, offline: bool, follower: bool) -> CompileResult:
+def _compile(uv: str, t: Target, offline: bool, follower: bool, cache: Path) -> CompileResult:
     """Resolve one target. A follower first tries uv's cache alone (its group's leader
     has just revalidated the shared index pages), then the network if that fails."""
     from builder.lock import uv as uv_backend
 
     if follower and not offline:
         try:
-            return uv_backend.compile_lock(uv, t.matrix, t.python, offline=True)
+            return uv_backend.compile_lock(uv, t.matrix, t.python, offline=True, cache_dir=cache)
         except BuilderError:
             pass  # something the leader did not fetch: resolve online
-    return uv_backend.compile_lock(uv, t.matrix, t.python, offline=offline)
+    return uv_backend.compile_lock(uv, t.matrix, t.python, offline=offline, cache_dir=cache)
+
+
+def _read_old(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None  # missing, unreadable or not text: it gets replaced
+
+
+def lock_text(t: Target, res: CompileResult, uv_version: str) -> str:
+    """The full lock file builder writes for ``t`` from uv's result (header, body, stamp)."""
+    return lockstate.render(t.matrix, t.python, res.body,
+                            {"uv-version": uv_version, "uv-command": " ".join(res.argv)})
 
 
 def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bool,
-              overrides: Mapping[str, str] | None = None, follower: bool = False) -> LockOutcome:
-    from builder import fsio
+              overrides: Mapping[str, str] | None = None, follower: bool = False,
+              cache: Path | None = None) -> LockOutcome:
+    from builder import fsio, paths
 
     path = lock_path(project.locks, t.matrix, t.python)
     out = LockOutcome(t, path)
     try:
-        res = _compile(uv, t, offline, follower)
-        text = lockstate.render(
-            t.matrix, t.python, res.body,
-            {"uv-version": uv_version, "uv-command": " ".join(res.argv)},
-        )
-        old = path.read_text(encoding="utf-8") if path.exists() else None
-        if old != text:
-            fsio.atomic_write(path, text)
+        res = _compile(uv, t, offline, follower, cache or paths.uv_cache(project=project))
+        text = lock_text(t, res, uv_version)
+        if _read_old(path) != text:
+            fsio.atomic_write(paths.gate(path, what="write the lock", project=project), text)
             out.changed = True
         out.seconds = res.seconds
         if t.matrix.conda is not None:
             from builder.conda import backend as conda_backend
 
-            c = conda_backend.lock(project.locks, t.matrix, t.python, overrides)
+            c = conda_backend.lock(project.locks, t.matrix, t.python, overrides, project=project)
             out.conda_path, out.conda_changed, out.conda_solver = c.path, c.changed, c.solver
             out.seconds += c.seconds
     except BuilderError as exc:
@@ -128,9 +138,19 @@ def run_lock(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from builder import fsio, tools
+    from builder import fsio, paths, tools
 
     ts = targets(project, list(req.selectors), req.python)
+    # Every path this run writes, approved before anything is written: locks/
+    # (and its lock file), each lock and its directory (a matrix directory may
+    # be a symlink), uv's cache and the temp dirs.
+    paths.gate(project.locks, what="write locks in", project=project, kind="dir")
+    for t in ts:
+        p = lock_path(project.locks, t.matrix, t.python)
+        paths.gate(p.parent, what="write locks in", project=project, kind="dir")
+        paths.gate(p, what="write the lock", project=project)
+    cache = paths.uv_cache(project=project)
+    paths.temp_base(project=project)  # uv inherits $TMPDIR
     uv = tools.uv_bin()
     version = tools.uv_version(uv)
     say = progress or (lambda _t, _m: None)
@@ -158,7 +178,8 @@ def run_lock(
         with ThreadPoolExecutor(max_workers=jobs) as pool:
 
             def lock(i: int, follower: bool) -> LockOutcome:
-                return report(_lock_one(project, uv, version, ts[i], req.offline, req.channel_overrides, follower))
+                return report(_lock_one(project, uv, version, ts[i], req.offline, req.channel_overrides, follower,
+                                        cache))
 
             def run_group(members: list[int]) -> None:
                 done[members[0]] = lock(members[0], False)

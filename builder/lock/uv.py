@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import _proc, pylock
-from builder.errors import LockFileError, SdistOnly, ToolFailed, Unavailable
+from builder import _proc, paths, pylock
+from builder.errors import FilesystemRefused, LockFileError, SdistOnly, ToolFailed, Unavailable
 from builder.spec import Matrix
 
 #: uv is given this long per lock before it is killed.
@@ -23,12 +22,17 @@ UV_TIMEOUT = 900.0
 
 NETWORK_ERROR = re.compile(
     r"(dns error|failed to connect|Could not connect|Connection refused|timed out|"
-    r"Network is unreachable|error sending request|Failed to fetch|tcp connect error)",
+    r"Network is unreachable|error sending request|Failed to fetch|tcp connect error|"
+    # uv words an index's HTTP 401/403 as "not found" plus this hint: data unavailable, not the spec.
+    r"An index \([^)]*\) returned a \d{3}\b)",
     re.I,
 )
 
 
 _NO_WHEEL = re.compile(r"Wheels are required for `([^`]+)`")
+#: What uv 0.13 says when ``--offline`` needs something its cache lacks.
+OFFLINE_MISS = re.compile(r"(was not found in the cache|because the network was disabled|"
+                          r"network connectivity is disabled)", re.I)
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,13 @@ def public_argv(argv: list[str], workdir: Path) -> tuple[str, ...]:
 
 
 def uv_env() -> dict[str, str]:
-    """Scrubbed environment for uv; UV_CACHE_DIR is honoured via --cache-dir instead."""
-    return _proc.clean_env(extra={"NO_COLOR": "1"})
+    """Scrubbed environment for uv; the (gated) cache is passed with --cache-dir instead.
+
+    ``TZ=UTC``: uv reads ``--exclude-newer 2025-12-30`` as "uploaded before the end
+    of that day" in the *local* time zone (checked with uv 0.13.9), so without it
+    the same spec could lock differently in Tokyo and in CI.
+    """
+    return _proc.clean_env(extra={"NO_COLOR": "1", "TZ": "UTC"})
 
 
 def summarize(stderr: str, limit: int = 400) -> str:
@@ -106,13 +115,17 @@ def sdist_only(body: str, where: str = "uv output") -> list[str]:
 
 
 def compile_lock(
-    uv: str, matrix: Matrix, python: str, *, offline: bool = False
+    uv: str, matrix: Matrix, python: str, *, offline: bool = False, cache_dir: Path | None = None,
 ) -> CompileResult:
-    """Resolve one lock; raise a typed error on any failure."""
-    cache_dir = os.environ.get("UV_CACHE_DIR") or None
-    with tempfile.TemporaryDirectory(prefix="builder-lock-") as tmp:
-        work = Path(tmp)
-        argv = compile_argv(uv, matrix, python, work, offline=offline, cache_dir=cache_dir)
+    """Resolve one lock; raise a typed error on any failure.
+
+    ``cache_dir`` is uv's cache as the write gate approved it
+    (:func:`builder.paths.uv_cache`); None lets the gate pick it here.
+    """
+    if cache_dir is None:
+        cache_dir = paths.uv_cache()
+    with paths.temp_dir("builder-lock-") as work:
+        argv = compile_argv(uv, matrix, python, work, offline=offline, cache_dir=str(cache_dir))
         res = _proc.run(argv, timeout=UV_TIMEOUT, env=uv_env(), what="uv pip compile")
         target = f"{matrix.name} py{python}"
         if res.missing:
@@ -122,6 +135,13 @@ def compile_lock(
                              "check the network and retry")
         if res.returncode != 0:
             tail = summarize(res.stderr)
+            refused = FilesystemRefused.from_tool_output(res.stderr, cache_dir, "use the uv cache at")
+            if refused is not None:
+                raise refused
+            if offline and OFFLINE_MISS.search(res.stderr):
+                raise Unavailable(f"{target}: uv's cache does not hold what this lock needs, and --offline "
+                                  f"forbids the network: {tail}",
+                                  "run `builder lock` online once to fill the cache, then --offline works")
             if NETWORK_ERROR.search(res.stderr):
                 raise Unavailable(f"{target}: uv could not reach the package index: {tail}",
                                   "check the network (or use --offline with a warm cache)")

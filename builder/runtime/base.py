@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from builder import _proc
-from builder.errors import BuildError, UsageError
+from builder.errors import BuildError, FilesystemRefused, UsageError
 from builder.protect import Protected
 from builder.spec import Matrix
 
@@ -124,6 +124,9 @@ class VenvBase:
                 "--prompt", f"{req.matrix.name}-py{req.python}"]
         res = _proc.run(argv, timeout=min(req.timeout, VENV_TIMEOUT), env=req.env, what="uv venv")
         if not res.ok:
+            refused = FilesystemRefused.from_tool_output(res.stderr, req.staging, "create the environment in")
+            if refused is not None:
+                raise refused
             raise BuildError(f"uv venv failed: {res.brief(4) or 'timed out'}",
                              f"check the interpreter {found.path}")
         return BaseResult(python=req.staging / "bin" / "python", version=found.version,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import _proc, fsio, pylock, tools
+from builder import _proc, fsio, paths, pylock, tools
 from builder.errors import BuildError, Busy, LockFileError, NotReady, StaleLock
 from builder.lock import state as lockstate
 from builder.project import Project, lock_path, regenerate_command, select_pythons
@@ -88,6 +87,7 @@ class BuildRequest:
     cache_dir: str | None = None  # uv cache; default $UV_CACHE_DIR, else uv's own
     gpu: bool | None = None  # None: detect
     wait: float = LOCK_WAIT
+    pinned: frozenset[str] = frozenset()  # runtimes a route, a running slot or a rollback target uses
 
 
 @dataclass
@@ -134,17 +134,20 @@ def build(project: Project, req: BuildRequest, protected: Protected,
     t0 = time.monotonic()
     matrix = project.matrix(req.matrix)
     python = select_pythons(matrix, req.python)[0]
-    root = layout.runtimes_root(project, req.root)
-    protected.guard_write(root, "create runtimes under")
+    # Every path a build writes passes the write gate before anything is
+    # written: the root, the runtime, its name lock, staging, uv's cache and
+    # the temp dirs (builder.paths).
+    root = paths.gate(layout.runtimes_root(project, req.root), what="create runtimes under", kind="dir",
+                      user_given=req.root is not None, protected=protected)
     lock = checked_lock(project, matrix, python)
     base = get_base(req.base or default_base(matrix))
     name = layout.runtime_name(matrix, python, lock.content_hash, base.name, identity(base, matrix, python))
-    final = root / name
-    protected.guard_write(final, "build a runtime at")
-    cache_dir = req.cache_dir or os.environ.get("UV_CACHE_DIR") or None
-    if cache_dir:
-        protected.guard_write(cache_dir, "use the uv cache at")
-    root.mkdir(parents=True, exist_ok=True)
+    final = paths.gate(root / name, what="build a runtime at", kind="dir", protected=protected)
+    paths.gate(swap.name_lock_dir(root, name), what="create the build lock in", kind="dir", protected=protected)
+    cache_dir = str(paths.uv_cache(req.cache_dir, protected=protected))
+    paths.temp_base(protected=protected)  # uv and the smoke children inherit $TMPDIR
+    paths.check_cache(protected=protected)  # the smoke phase's prediction fills it
+    paths.mkdir(root, what="create runtimes under", protected=protected)
     with swap.name_lock(root, name, req.wait, lambda: say(name, "waiting for another build of it")):
         removed = swap.clean_leftovers(root, name)
         if removed:
@@ -156,6 +159,10 @@ def build(project: Project, req: BuildRequest, protected: Protected,
                     and not req.force:
                 swap.point(root, layout.pointer_name(matrix, python, base.name), name)
                 return BuildResult(name, final, "exists", manifest, removed)
+            if name in req.pinned:
+                raise Busy(f"{name} is pinned by the serve route, its rollback target or a running slot; "
+                           "not replacing it", "route away from it and stop its slot first (builder route, "
+                           "builder serve stop)")
             busy = swap.users_of(final)
             if busy:
                 raise Busy(f"{final} is in use by pid {', '.join(map(str, busy[:5]))}; not replacing it",
@@ -163,11 +170,12 @@ def build(project: Project, req: BuildRequest, protected: Protected,
             status = "rebuilt"
         uv = tools.uv_bin()
         uv_version = _in_background(lambda: tools.uv_version(uv))  # for the manifest, beside the base step
-        env = _proc.clean_env(extra={"NO_COLOR": "1"})
-        staging = swap.staging_dir(root, name)
-        protected.guard_write(staging, "build a runtime at")
-        staging.mkdir()
+        # Every uv child (venv, pip sync) uses the gated cache, not a default of its own.
+        env = _proc.clean_env(extra={"NO_COLOR": "1", "UV_CACHE_DIR": cache_dir})
+        staging = paths.gate(swap.staging_dir(root, name), what="build a runtime at", kind="dir",
+                             protected=protected)
         try:
+            staging.mkdir()  # inside the try: a signal right after it still removes it
             say(name, f"creating the {base.name} base")
             t = time.monotonic()
             made = base.create(BaseRequest(staging=staging, python=python, matrix=matrix, uv=uv, env=env,

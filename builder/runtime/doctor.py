@@ -60,16 +60,14 @@ dirs = []
 def add(d):
     if os.path.isdir(d) and os.path.realpath(d) not in [os.path.realpath(x) for x in dirs]:
         dirs.append(d)
-# Debian/Ubuntu's patched site.py names only dist-packages: try the plain
-# venv/CPython layout too.
-for p in prefixes:
-    for lib in sorted({sys.platlibdir, "lib"}):
-        add(os.path.join(p, lib, "python%d.%d" % sys.version_info[:2], "site-packages"))
-for d in site.getsitepackages(prefixes):
-    add(d)
-# Directories that .pth files add (as site.addpackage would), without running
-# their `import` lines: -S keeps site from executing anything.
-for d in list(dirs):
+        return True
+    return False
+def add_site(d):
+    # A site dir, then the directories its .pth files add (as site.addsitedir
+    # does, so `dirs` is in import order), without running their `import`
+    # lines: -S keeps site from executing anything.
+    if not add(d):
+        return
     try:
         names = sorted(n for n in os.listdir(d) if n.endswith(".pth"))
     except OSError:
@@ -83,6 +81,15 @@ for d in list(dirs):
             line = line.strip()
             if line and not line.startswith(("#", "import ", "import\t")):
                 add(os.path.normpath(os.path.join(d, line)))
+# The env's own prefix first, then the base's (a --system-site-packages venv):
+# Python imports from the first directory that has a package, so the venv's
+# packages shadow the base's.  Debian/Ubuntu's patched site.py names only
+# dist-packages: try the plain venv/CPython layout too.
+for p in prefixes:
+    for lib in sorted({sys.platlibdir, "lib"}):
+        add_site(os.path.join(p, lib, "python%d.%d" % sys.version_info[:2], "site-packages"))
+    for d in site.getsitepackages([p]):
+        add_site(d)
 dists = []
 for d in metadata.distributions(path=dirs):
     name = d.metadata["Name"]
@@ -124,7 +131,26 @@ class EnvProbe:
     dists: tuple[Mapping[str, Any], ...]
 
     def versions(self) -> dict[str, str]:
-        return {canonicalize_name(d["name"]): str(d["version"]) for d in self.dists}
+        """name -> the version Python would import: the first in site-dir order.
+
+        ``dists`` come in ``site_dirs`` order (the env's own before the base's in
+        a ``--system-site-packages`` venv), so the first one of a name wins.
+        """
+        out: dict[str, str] = {}
+        for d in self.dists:
+            out.setdefault(canonicalize_name(d["name"]), str(d["version"]))
+        return out
+
+    def shadowed(self) -> list[str]:
+        """Distributions hidden by an earlier one of the same name (``torch 2.8.0 in /base/...``)."""
+        seen: set[str] = set()
+        out = []
+        for d in self.dists:
+            name = canonicalize_name(d["name"])
+            if name in seen:
+                out.append(f"{d['name']} {d['version']} in {d.get('location', '?')}")
+            seen.add(name)
+        return out
 
     def package_dir(self, top: str) -> Path | None:
         for d in self.site_dirs:
@@ -251,6 +277,7 @@ class LockMatch:
     missing: tuple[str, ...] = ()
     different: tuple[str, ...] = ()
     extra: tuple[str, ...] = ()
+    python: str | None = None  # the Python the lock is for
 
     @property
     def distance(self) -> int:
@@ -276,11 +303,16 @@ def match_lock(installed: Mapping[str, str], lock: pylock.Lock, markers: Mapping
     different = tuple(sorted(f"{n}: lock {v}, installed {installed[n]}" for n, v in want.items()
                              if n in installed and not same(installed[n], v)))
     extra = tuple(sorted(f"{n}=={v}" for n, v in installed.items() if n not in want and n not in SEED))
-    return LockMatch(label, not (missing or different or extra), missing, different, extra)
+    return LockMatch(label, not (missing or different or extra), missing, different, extra, lock.python)
 
 
 def best_match(probe: EnvProbe, locks: Iterable[tuple[str, Path]]) -> tuple[LockMatch | None, list[LockMatch]]:
-    """(the exact or closest lock, every comparison)."""
+    """(the exact or closest lock, every comparison).
+
+    A lock for the env's own Python version comes first: a lock for another
+    Python cannot describe this env (other wheels), however close its names and
+    versions are.
+    """
     installed = probe.versions()
     results = []
     for label, path in locks:
@@ -290,7 +322,8 @@ def best_match(probe: EnvProbe, locks: Iterable[tuple[str, Path]]) -> tuple[Lock
             continue  # an unreadable lock matches nothing; `builder lock --check` reports it
     if not results:
         return None, []
-    best = min(results, key=lambda r: r.distance)
+    env_py = ".".join(probe.version.split(".")[:2])
+    best = min(results, key=lambda r: (r.python != env_py, r.distance))
     return best, results
 
 
@@ -309,7 +342,8 @@ class DoctorReport:
         return {
             "python": {"path": p.python, "executable": p.executable, "version": p.version,
                        "prefix": p.prefix, "venv": p.venv, "conda": p.conda,
-                       "packages": len(p.dists), "protected": self.protected},
+                       "packages": len(p.versions()), "protected": self.protected,
+                       "shadowed": p.shadowed()},
             "torch": self.torch, "vllm": self.vllm,
             "consistency": {"ok": not self.problems, "problems": self.problems},
             "lock": None if m is None else {

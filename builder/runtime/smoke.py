@@ -2,8 +2,9 @@
 
 Every step ends ``pass``, ``fail`` or ``skipped`` with a reason.  On a host
 without a GPU the GPU steps are ``skipped (no GPU)``, and so is ``vllm --help``
-when it fails with vLLM's "Failed to infer device type" (FACTS.md); any other
-failure is ``fail``.  On a GPU host ``torch.cuda.is_available()`` must be true:
+when it fails with vLLM's "Failed to infer device type" (FACTS.md), and
+``import vllm._C`` on a host without ``libcuda.so.1``; any other failure is
+``fail``.  On a GPU host ``torch.cuda.is_available()`` must be true:
 torch only *warns* when the driver is too old (FACTS.md), so availability, the
 architecture check and a real cuBLAS GEMM are what prove the stack works.
 """
@@ -11,7 +12,6 @@ architecture check and a real cuBLAS GEMM are what prove the stack works.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 from packaging.version import InvalidVersion, Version
 
-from builder import _proc, pylock
+from builder import _proc, paths, pylock
 from builder.archcompat import runs_on_name
-from builder.errors import BuilderError
+from builder.errors import BuilderError, ProtectedEnvError
 from builder.runtime import doctor
 from builder.spec import Matrix
 from builder.versions import compute_capability
@@ -58,9 +58,20 @@ def v():
 def a():
     from vllm.engine.async_llm_engine import AsyncLLMEngine
     return AsyncLLMEngine.__name__
+def c():
+    # vllm._C (the compiled ops) needs the driver's libcuda.so.1 (FACTS.md): without
+    # it the step is skipped with that reason, never passed.
+    import ctypes
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError as e:
+        return {"skipped": "no libcuda.so.1 on this host (%s)" % e}
+    import vllm._C
+    return {"skipped": None}
 step("import torch", t)
 step("import vllm", v)
 step("import AsyncLLMEngine", a)
+step("import vllm._C", c)
 """
 
 # The GEMM shape raised CUBLAS_STATUS_INVALID_VALUE on Ada with torch 2.9.1
@@ -170,6 +181,8 @@ def expected_for(matrix: Matrix, lock: pylock.Lock) -> Expected:
         from builder.check import pipeline
 
         p = pipeline.predict(lock, matrix=matrix)
+    except ProtectedEnvError:
+        raise  # the cache it would write is protected: refuse, do not degrade
     except (BuilderError, OSError, ValueError) as exc:
         why = exc.message if isinstance(exc, BuilderError) else str(exc)
         return replace(base, source=f"lock + spec (builder check could not predict: {why})")
@@ -260,22 +273,34 @@ def _timed(say: Say, label: str, fn: Callable[[], T]) -> T:
     return out
 
 
+def _event(line: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        return None
+    return ev if isinstance(ev, dict) else None
+
+
 def _import_events(say: Say) -> _proc.LineCallback:
     """Progress from the import steps' JSON lines, as the child writes them."""
     def feed(stream: str, line: str) -> None:
-        if stream != "stdout" or not line.startswith("{"):
-            return
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(ev, dict):
+        ev = _event(line) if stream == "stdout" else None
+        if ev is None:
             return
         if "start" in ev:
             say(f"{ev['start']} ...")
         elif "step" in ev:
             took = f" in {secs(float(ev.get('seconds') or 0))}"
-            say(f"{ev['step']}: ok{took}" if ev.get("ok") else f"{ev['step']}: failed{took} ({ev.get('value')})")
+            value = ev.get("value")
+            skipped = value.get("skipped") if isinstance(value, dict) else None
+            if not ev.get("ok"):
+                say(f"{ev['step']}: failed{took} ({value})")
+            elif skipped:
+                say(f"{ev['step']}: skipped{took} ({skipped})")
+            else:
+                say(f"{ev['step']}: ok{took}")
 
     return feed
 
@@ -285,13 +310,8 @@ def _gpu_events(say: Say) -> _proc.LineCallback:
     start = time.monotonic()
 
     def feed(stream: str, line: str) -> None:
-        if stream != "stdout" or not line.startswith("{"):
-            return
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(ev, dict):
+        ev = _event(line) if stream == "stdout" else None
+        if ev is None:
             return
         at = f" ({secs(time.monotonic() - start)})"
         if ev.get("step") == "cuda":
@@ -375,6 +395,19 @@ def _gpu_steps(python: str, env: Mapping[str, str], cwd: str, say: Say = _quiet)
     return steps
 
 
+def _vllm_c_step(r: dict[str, Any] | None, res: _proc.Result, not_installed: bool) -> Step:
+    """``import vllm._C``: pass only when it imported; skipped only without libcuda.so.1."""
+    name = "import vllm._C"
+    if not_installed:
+        return Step(name, SKIP, "vllm is not installed in this environment")
+    if r is None:
+        return Step(name, FAIL, "timed out" if res.timed_out else f"exit {res.returncode}: {_tail(res, 3)}")
+    if not r["ok"]:
+        return Step(name, FAIL, str(r["value"]))
+    skipped = r["value"].get("skipped") if isinstance(r["value"], dict) else None
+    return Step(name, SKIP, str(skipped)) if skipped else Step(name, PASS, "compiled ops loaded")
+
+
 def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None = None,
               progress: Say | None = None) -> SmokeReport:
     """Run every smoke step in the environment of ``python``.
@@ -390,22 +423,29 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
     gpu = gpu_present() if gpu is None else gpu
     rep = SmokeReport(python, gpu, expected_source=expected.source if expected else "")
     env = _env()
-    with tempfile.TemporaryDirectory(prefix="builder-smoke-") as cwd:
+    with paths.temp_dir("builder-smoke-") as cwd:
         res = _proc.run([python, "-I", "-B", "-c", IMPORTS], timeout=IMPORT_TIMEOUT, env=env, cwd=cwd,
                         what="smoke imports", on_line=_import_events(say) if progress else None)
         got = {x["step"]: x for x in _jsonlines(res.stdout) if "step" in x}
         probe = _timed(say, "reading the installed packages and their CUDA binaries",
                        lambda: doctor.probe_env(python))
-        have_vllm = "vllm" in probe.versions()
+        installed = probe.versions()
+        have_torch, have_vllm = "torch" in installed, "vllm" in installed
         for name in ("import torch", "import vllm", "import AsyncLLMEngine"):
             r = got.get(name)
-            if expected is None and "torch" not in name and not have_vllm:
+            # An environment builder did not build (--env without --matrix) is
+            # judged on what it has: a component that is not installed is
+            # skipped; one that is installed but does not import fails.
+            if expected is None and name == "import torch" and not have_torch:
+                rep.steps.append(Step(name, SKIP, "torch is not installed in this environment"))
+            elif expected is None and "torch" not in name and not have_vllm:
                 rep.steps.append(Step(name, SKIP, "vllm is not installed in this environment"))
             elif r is None:
                 why = "timed out" if res.timed_out else f"exit {res.returncode}: {_tail(res, 3)}"
                 rep.steps.append(Step(name, FAIL, why))
             else:
                 rep.steps.append(Step(name, PASS if r["ok"] else FAIL, "" if r["ok"] else str(r["value"])))
+        rep.steps.append(_vllm_c_step(got.get("import vllm._C"), res, expected is None and not have_vllm))
         t = got.get("import torch", {}).get("value") if got.get("import torch", {}).get("ok") else None
         v = got.get("import vllm", {}).get("value") if got.get("import vllm", {}).get("ok") else None
         if expected is not None:
@@ -426,8 +466,12 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
             step = classify_vllm_help(ran, gpu)
             say(f"vllm --help: {step.status} in {secs(ran.duration)}" + (f" ({step.reason})" if step.reason else ""))
             rep.steps.append(step)
-        if gpu:
-            rep.steps.extend(_gpu_steps(python, env, cwd, say))
+        if gpu and expected is None and not have_torch:
+            rep.steps += [Step(n, SKIP, "torch is not installed in this environment") for n in
+                          ("torch.cuda.is_available()", "arch in torch.cuda.get_arch_list()",
+                           "GEMM (14,4096)x(4096,4096) float16", "GEMM (14,4096)x(4096,4096) bfloat16")]
+        elif gpu:
+            rep.steps.extend(_gpu_steps(python, env, str(cwd), say))
         else:
             rep.steps += [Step(n, SKIP, NO_GPU) for n in
                           ("torch.cuda.is_available()", "arch in torch.cuda.get_arch_list()",

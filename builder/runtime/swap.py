@@ -32,16 +32,21 @@ def _lib() -> Any:
     return _libc
 
 
+def name_lock_dir(root: Path, name: str) -> Path:
+    """The directory holding the flock of runtime ``name``."""
+    return root / ".locks" / name
+
+
 @contextlib.contextmanager
 def name_lock(root: Path, name: str, wait: float, on_wait: Callable[[], None]) -> Iterator[None]:
     """Hold the lock of runtime ``name`` (one build of a name at a time)."""
-    with fsio.directory_lock(root / ".locks" / name, timeout=wait, on_wait=on_wait):
+    with fsio.directory_lock(name_lock_dir(root, name), timeout=wait, on_wait=on_wait):
         yield
 
 
 def is_free(root: Path, name: str) -> bool:
     try:
-        with fsio.directory_lock(root / ".locks" / name, timeout=0):
+        with fsio.directory_lock(name_lock_dir(root, name), timeout=0):
             return True
     except Busy:
         return False

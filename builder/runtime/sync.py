@@ -7,12 +7,11 @@ file: one hashed direct-URL requirement per package.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from builder import _proc, pylock
-from builder.errors import BuildError, ToolFailed, Unavailable
+from builder import _proc, paths, pylock
+from builder.errors import BuildError, FilesystemRefused, ToolFailed, Unavailable
 from builder.runtime.installprogress import InstallProgress, Say, human
 
 SYNC_TIMEOUT = 3600.0  # a cold matrix download is ~5 GB (FACTS.md)
@@ -86,8 +85,8 @@ def sync(uv: str, python: Path, version: str, lock: pylock.Lock, cache_dir: str 
         progress(f"installing {len(picked)} packages ({human(sum(sizes.values()))} of wheels; "
                  "uv downloads what its cache lacks)")
         on_line = InstallProgress(progress, sizes).feed
-    with tempfile.TemporaryDirectory(prefix="builder-sync-") as tmp:
-        reqs = Path(tmp) / "requirements.txt"
+    with paths.temp_dir("builder-sync-") as tmp:
+        reqs = tmp / "requirements.txt"
         reqs.write_text(pinned_requirements(lock, version), encoding="utf-8")
         res = _proc.run(sync_argv(uv, python, reqs, cache_dir), timeout=SYNC_TIMEOUT, env=env,
                         what="uv pip sync", on_line=on_line)
@@ -107,7 +106,8 @@ def sync(uv: str, python: Path, version: str, lock: pylock.Lock, cache_dir: str 
     if NETWORK_ERROR.search(res.stderr):
         raise Unavailable(f"uv could not download the locked files: {tail}",
                           "check the network; a warm uv cache (--cache-dir) avoids downloads")
-    if "No space left" in res.stderr:
-        raise BuildError(f"disk full while installing: {tail}", "free space under the runtimes root")
+    refused = FilesystemRefused.from_tool_output(res.stderr, python.parent.parent, "install into")
+    if refused is not None:
+        raise refused
     raise ToolFailed(f"uv pip sync failed (exit {res.returncode}): {tail}",
                      returncode=res.returncode, stderr_tail=tail)

@@ -1,5 +1,6 @@
 """A small CUDA-flavoured package world for `builder check` tests: torch-like,
-vLLM-like (real ELF extensions linking stub libcudart.so.12/.13 with nvcc banners),
+vLLM-like (real ELF extensions linking stub libcudart.so.12/.13 with nvcc banners, and a
+main extension whose `.nv_fatbin` holds real-format fatbin containers),
 nvidia-* runtime wheels, a local index over HTTP and matrices locked by real uv."""
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def build_wheelhouse(d: Path) -> Path:
     ext12 = wheels.cuda_extension(so / "12", "_flash_ext.abi3.so", cudart12, "12.9.86", archs=("sm_80", "sm_89"))
     ext13 = wheels.cuda_extension(so / "13", "_flash_ext.abi3.so", cudart13, "13.0.88", archs=("sm_90",))
     filler = os.urandom(600_000)  # incompressible: makes vLLM a wheel read by ranges
+    # The main extensions: fatbins whose main arch list covers 8.9 (0.13.0) and 9.0 only (0.20.0).
+    main12 = wheels.fatbin_extension(so / "12", "_C.abi3.so", cudart12,
+                                     [wheels.fatbin_container(["sm_80", "sm_89", "compute_89"])] * 3
+                                     + [wheels.fatbin_container(["sm_90a"])], filler)
+    main13 = wheels.fatbin_extension(so / "13", "_C.abi3.so", cudart13,
+                                     [wheels.fatbin_container(["sm_90", "compute_90"], isa=(9, 0))] * 2, filler)
     torch_reqs = [f"nvidia-cuda-runtime-cu12==12.8.90; {LINUX}", f"nvidia-cublas-cu12==12.8.4.1; {LINUX}",
                   "filelock"]
     wheels.make_wheel(d, "torch", "2.9.0", requires=torch_reqs, tag="cp312-cp312-manylinux_2_28_x86_64")
@@ -70,12 +77,12 @@ def build_wheelhouse(d: Path) -> Path:
                       tag="cp312-cp312-manylinux_2_28_x86_64")
     wheels.make_wheel(d, "vllm", "0.13.0", tag="cp38-abi3-manylinux_2_31_x86_64",
                       requires=["torch==2.9.0", "torchvision==0.24.0", "flashinfer-python==0.5.3"],
-                      files={"vllm/__init__.py": "", "vllm/_C.abi3.so": filler,
+                      files={"vllm/__init__.py": "", "vllm/_C.abi3.so": main12.read_bytes(),
                              "vllm/cumem_allocator.abi3.so": plain.read_bytes(),
                              "vllm/_flash_ext.abi3.so": ext12.read_bytes()})
     wheels.make_wheel(d, "vllm", "0.20.0", tag="cp38-abi3-manylinux_2_35_x86_64",
                       requires=["torch==2.11.0", "flashinfer-python==0.5.3"],
-                      files={"vllm/__init__.py": "", "vllm/_C.abi3.so": filler,
+                      files={"vllm/__init__.py": "", "vllm/_C.abi3.so": main13.read_bytes(),
                              "vllm/_flash_ext.abi3.so": ext13.read_bytes()})
     wheels.make_wheel(d, "flashinfer-python", "0.5.3", requires=["torch"])
     wheels.make_wheel(d, "nvidia-cuda-runtime-cu12", "12.8.90", tag="py3-none-manylinux_2_27_x86_64")

@@ -1,17 +1,34 @@
 """A local HTTP server for tests: serves a directory, honours Range requests,
-counts requests and bytes, and can be told to fail (shared by all tests)."""
+counts requests and bytes, and can be told to fail (shared by all tests).
+
+It can also misbehave on chosen paths (:class:`Misbehave`), as a slow, huge or
+lying server would: drip-feed the headers or the body one byte at a time,
+announce a huge Content-Length, send an endless body, or redirect elsewhere
+(``ftp:`` ...).  Those are real sockets and real bytes, for the bounded reader's
+tests (builder/_http.py)."""
 
 from __future__ import annotations
 
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+
+@dataclass
+class Misbehave:
+    """How the server misbehaves on one path (all optional, combined in this order)."""
+
+    drip_headers: float | None = None  # seconds between bytes of the status line and headers
+    redirect: str | None = None  # answer 302 with this Location
+    content_length: int | None = None  # announce this Content-Length instead of the real one
+    endless: bool = False  # no Content-Length, then zero bytes until the client hangs up
+    drip: float | None = None  # seconds between bytes of the body
 
 
 @dataclass
@@ -21,6 +38,9 @@ class Stats:
     ranges: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     fail_with: int | None = None  # set to e.g. 404/503 to make every request fail
+    misbehave: dict[str, Misbehave] = field(default_factory=dict)  # URL path -> behaviour
+    stopped: threading.Event = field(default_factory=threading.Event)
+    hold: threading.Event | None = None  # while set to an unset Event, every request waits (a stalled index)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -45,8 +65,17 @@ class _Handler(SimpleHTTPRequestHandler):
         with st.lock:
             st.requests += 1
             st.paths.append(self.path)
+        if st.hold is not None:
+            st.hold.wait(120)
         if st.fail_with:
             self.send_error(st.fail_with)
+            return
+        bad = st.misbehave.get(self.path.split("?")[0])
+        if bad is not None:
+            try:
+                self._misbehave(bad, head)
+            except OSError:  # the client hung up: that is what a bounded client does
+                pass
             return
         path = Path(self.translate_path(self.path))
         if path.is_dir():
@@ -105,6 +134,42 @@ class _Handler(SimpleHTTPRequestHandler):
         self.wfile.write(data)
 
 
+    def _write_slowly(self, data: bytes, delay: float | None) -> None:
+        if not delay:
+            self.wfile.write(data)
+            self._count(len(data))
+            return
+        for i in range(len(data)):
+            if self.stats.stopped.wait(delay):
+                return
+            self.wfile.write(data[i:i + 1])
+            self.wfile.flush()
+            self._count(1)
+
+    def _misbehave(self, bad: Misbehave, head: bool) -> None:
+        path = Path(self.translate_path(self.path))
+        body = path.read_bytes() if path.is_file() else b"x" * 1000
+        if bad.redirect:
+            lines = ["HTTP/1.1 302 Found", f"Location: {bad.redirect}", "Content-Length: 0"]
+        else:
+            length = bad.content_length if bad.content_length is not None else len(body)
+            lines = ["HTTP/1.1 200 OK", "Content-Type: application/octet-stream"]
+            lines += ["Connection: close"] if bad.endless else [f"Content-Length: {length}"]
+        self._write_slowly(("\r\n".join(lines) + "\r\n\r\n").encode(), bad.drip_headers)
+        self.close_connection = True
+        if head or bad.redirect:
+            return
+        if bad.endless:
+            block = bytes(64 * 1024)
+            while not self.stats.stopped.is_set():
+                self.wfile.write(block)
+                self._count(len(block))
+            return
+        if bad.content_length is not None and bad.content_length > len(body):
+            body = body + bytes(min(bad.content_length - len(body), 8 * 1024 * 1024))
+        self._write_slowly(body, bad.drip)
+
+
 @contextmanager
 def serve(directory: Path) -> Iterator[tuple[str, Stats]]:
     """Serve ``directory`` on 127.0.0.1; yields (base URL, stats)."""
@@ -116,15 +181,20 @@ def serve(directory: Path) -> Iterator[tuple[str, Stats]]:
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", stats
     finally:
+        stats.stopped.set()
         httpd.shutdown()
         httpd.server_close()
 
 
-def write_simple_index(root: Path, wheels_dir: Path, upload_time: str = "2025-06-01T00:00:00Z") -> Path:
+def write_simple_index(root: Path, wheels_dir: Path, upload_time: str = "2025-06-01T00:00:00Z",
+                       upload_times: Mapping[str, str] | None = None) -> Path:
     """Write a PEP 503 simple index under ``root/simple`` for the files in ``wheels_dir``.
 
     Files are linked relatively as ``../../files/NAME`` with their sha256 as a
-    URL fragment, so uv records real hashes.  Returns the ``simple`` directory.
+    URL fragment, so uv records real hashes.  ``upload_times`` (file name ->
+    RFC 3339 time) overrides ``upload_time`` per file, for ``--exclude-newer``
+    tests.  Rewriting an index over an existing ``root`` replaces changed files
+    (a re-upload).  Returns the ``simple`` directory.
     """
     import hashlib
     import json
@@ -142,7 +212,7 @@ def write_simple_index(root: Path, wheels_dir: Path, upload_time: str = "2025-06
         else:
             continue
         target = files / f.name
-        if not target.exists():
+        if not target.exists() or target.read_bytes() != f.read_bytes():
             target.write_bytes(f.read_bytes())
         by_project.setdefault(canonicalize_name(name), []).append(target)
     simple = root / "simple"
@@ -160,7 +230,7 @@ def write_simple_index(root: Path, wheels_dir: Path, upload_time: str = "2025-06
                     "filename": f.name,
                     "url": f"../../files/{f.name}",
                     "hashes": {"sha256": hashlib.sha256(f.read_bytes()).hexdigest()},
-                    "upload-time": upload_time,
+                    "upload-time": (upload_times or {}).get(f.name, upload_time),
                     "size": f.stat().st_size,
                 }
                 for f in fs

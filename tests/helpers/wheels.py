@@ -142,3 +142,43 @@ def cuda_extension(dest: Path, name: str, cudart: Path, toolkit: str, archs: Seq
         "int probe(void) { int v; return cudaRuntimeGetVersion(&v); }\n"
     )
     return compile_shared_object(dest / name, c_source=src, link=[cudart])
+
+
+def fatbin_container(targets: Sequence[str], isa: tuple[int, int] = (8, 8)) -> bytes:
+    """One CUDA fatbin container in the layout the driver and ``cuobjdump`` read: a 16-byte
+    header, then per target a 64-byte entry header and a payload.  ``targets``: ``sm_89``
+    (SASS, kind 2) or ``compute_89`` (PTX of ISA ``isa``, kind 1); ``a``/``f`` suffixes set the
+    arch- and family-specific flags (as builder/fatbin.py reads them)."""
+    import struct
+
+    body = b""
+    for t in targets:
+        kind = 1 if t.startswith("compute_") else 2
+        num = t.split("_", 1)[1]
+        flags = 0x11 | (0x100000 if num.endswith("a") else 0x200000 if num.endswith("f") else 0)
+        arch = int(num.rstrip("af"))
+        payload = bytes(64)
+        major, minor = isa if kind == 1 else (1, 8)
+        body += struct.pack("<HHIQIIHHIIIQ", kind, 0x101, 64, len(payload), 0, 0, minor, major, arch, 0, 0, flags)
+        body += bytes(64 - 48) + payload
+    return struct.pack("<IHHQ", 0xBA55ED50, 1, 16, len(body)) + body
+
+
+def fatbin_extension(dest: Path, name: str, cudart: Path, containers: Sequence[bytes], filler: bytes = b"") -> Path:
+    """A real ELF extension that links ``cudart`` and carries ``containers`` in its
+    ``.nv_fatbin`` section (where nvcc puts device code), plus ``filler`` bytes elsewhere."""
+    dest.mkdir(parents=True, exist_ok=True)
+    fb = dest / f"{name}.fatbin"
+    fb.write_bytes(b"".join(c + bytes(-len(c) % 8) for c in containers))
+    fill = dest / f"{name}.filler"
+    fill.write_bytes(filler)
+    src = (
+        f'__asm__(".section .nv_fatbin, \\"a\\"\\n.balign 8\\n.incbin \\"{fb}\\"\\n.previous\\n");\n'
+        f'__asm__(".section .rodata\\n.incbin \\"{fill}\\"\\n.previous\\n");\n'
+        "extern int cudaRuntimeGetVersion(int *v);\n"
+        "int probe(void) { int v; return cudaRuntimeGetVersion(&v); }\n"
+    )
+    out = compile_shared_object(dest / name, c_source=src, link=[cudart])
+    fb.unlink()
+    fill.unlink()
+    return out

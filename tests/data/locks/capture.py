@@ -7,9 +7,8 @@ A recording proxy in front of https://files.pythonhosted.org forwards every
 request (Range header included) and keeps each answer as a byte segment of its
 file.  Through it the script runs the real CLI, ``builder check --lock COPY --json``
 with each case's host and a fresh cache, on a copy of each lock whose file URLs
-point at the proxy; then it reads the zip central directory (the file list) of
-every GPU wheel the target installs, so rules that need file lists can be
-replayed too.  The segments are written to ``replay/`` (format:
+point at the proxy.  Only what the checker reads is kept (its own reads include the
+file lists its rules need).  The segments are written to ``replay/`` (format:
 tests/helpers/replay.py), which tests serve offline.
 
 Re-capture after changing what the checker reads, and after re-locking
@@ -22,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import gzip
-import struct
 import subprocess
 import sys
 import tempfile
@@ -37,18 +35,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 sys.path.insert(0, str(ROOT))
 
-from packaging.tags import compatible_tags, cpython_tags  # noqa: E402
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename  # noqa: E402
-
 from tests.helpers import replay  # noqa: E402
 
 MAX_FILE = 2 * 1024 * 1024
 MAX_TOTAL = 8 * 1024 * 1024
-TAIL = 64 * 1024
-# Wheels whose file list rules may need (CUDA libraries, torch family, vLLM and
-# its GPU dependencies).
-GPU_PREFIXES = ("nvidia-", "cuda-", "cupy", "torch", "vllm", "flashinfer", "xformers", "triton",
-                "flash-attn", "flash_attn", "bitsandbytes")
 
 
 class Recorder:
@@ -106,78 +96,15 @@ def _proxy(rec: Recorder) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _get(url: str, rng: str | None = None) -> tuple[bytes, int]:
-    req = urllib.request.Request(url, headers={"Range": rng} if rng else {})
-    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 (our proxy)
-        body = resp.read()
-        cr = resp.headers.get("Content-Range")
-        return body, int(cr.rsplit("/", 1)[1]) if cr else len(body)
-
-
-def central_directory(url: str, size: int) -> int:
-    """Read exactly a zip's EOCD and central directory through the proxy; returns bytes read.
-
-    The tail read is small on purpose: the bytes before the central directory are
-    compressed file data the rules do not need (and would not compress here).
-    """
-    if size <= 4096:
-        return len(_get(url)[0])
-    tail, total = _get(url, "bytes=-1024")
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0:  # a long zip comment: the EOCD is within the last 64 KiB + 22 bytes
-        tail, total = _get(url, f"bytes=-{min(size, TAIL + 22)}")
-        at = tail.rfind(b"PK\x05\x06")
-        if at < 0:
-            raise RuntimeError(f"{url}: no end-of-central-directory record")
-    base = total - len(tail)
-    n = len(tail)
-    cd_size, cd_off = struct.unpack_from("<II", tail, at + 12)
-    if 0xFFFFFFFF in (cd_size, cd_off):  # zip64: the locator sits just before the EOCD
-        (z64,) = struct.unpack_from("<Q", tail, at - 20 + 8)
-        if z64 >= base:
-            rec = tail[z64 - base: z64 - base + 56]
-        else:
-            rec = _get(url, f"bytes={z64}-{z64 + 55}")[0]
-            n += len(rec)
-        cd_size, cd_off = struct.unpack_from("<QQ", rec, 40)
-    if cd_off < base:
-        n += len(_get(url, f"bytes={cd_off}-{min(cd_off + cd_size, base) - 1}")[0])
-    return n
-
-
 def _gz(segments: list[tuple[int, bytes]]) -> int:
     return len(gzip.compress(b"".join(d for _s, d in segments), compresslevel=9, mtime=0))
-
-
-def _supported() -> set[object]:
-    plats = [f"manylinux_2_{m}_x86_64" for m in range(35, 4, -1)]
-    plats += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
-    return set(cpython_tags((3, 12), platforms=plats)) | set(
-        compatible_tags((3, 12), interpreter="cp312", platforms=plats))
-
-
-def gpu_wheels(lock: dict[str, object]) -> list[tuple[str, int]]:
-    """(URL, size) of the wheel a CPython 3.12 x86_64 target installs, per GPU package."""
-    ok = _supported()
-    out = []
-    for p in lock.get("packages", []):  # type: ignore[attr-defined]
-        if not str(p["name"]).startswith(GPU_PREFIXES):
-            continue
-        for w in p.get("wheels", []):
-            url = w.get("url", "")
-            try:
-                tags = parse_wheel_filename(url.rsplit("/", 1)[-1])[3]
-            except InvalidWheelFilename:
-                continue
-            if tags & ok and url.startswith(replay.ORIGIN):
-                out.append((url, int(w["size"])))
-                break
-    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="capture, report sizes, write nothing")
+    ap.add_argument("--keep-going", action="store_true",
+                    help="record the reads of a case whose check fails (exit 3) instead of stopping")
     args = ap.parse_args()
     cases = tomllib.loads((HERE / "expected.toml").read_text(encoding="utf-8"))["case"]
     rec = Recorder()
@@ -200,10 +127,8 @@ def main() -> int:
                 print(f"{case['id']}: builder check exit {res.returncode}", file=sys.stderr)
                 if res.returncode not in (0, 1):
                     print(res.stderr, file=sys.stderr)
-                    return 1
-                for url, size in gpu_wheels(tomllib.loads(copy.read_text(encoding="utf-8").replace(
-                        base, replay.ORIGIN))):
-                    central_directory(url.replace(replay.ORIGIN, base), size)
+                    if not args.keep_going:
+                        return 1
     finally:
         httpd.shutdown()
         httpd.server_close()

@@ -1,0 +1,302 @@
+"""``builder serve`` (start, stop, status, probe, unit) and ``builder route`` (show, init, set, rollback)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from builder.cli import main
+from builder.cli.common import echo_json, progress, project, quiet, table
+from builder.errors import EXIT_FAILED, EXIT_UNAVAILABLE
+
+_SPEC = click.option("--service", "spec", type=click.Path(dir_okay=False),
+                     help="Service spec (default: envs/service.toml of the project).")
+_ROUTE_FILE = click.option("--route-file", type=click.Path(dir_okay=False),
+                           help="Route file to manage (default: the spec's route-file).")
+_RUNTIME = [
+    click.option("-m", "--matrix", help="Serve the runtime of this matrix's current lock: A, a or matrix-a."),
+    click.option("-p", "--python", help="Python of the matrix, e.g. 3.12."),
+    click.option("--runtime", "runtime_id", help="Serve any built runtime by its id (directory name)."),
+    click.option("--root", type=click.Path(file_okay=False),
+                 help="Runtimes root (default: $BUILDER_RUNTIMES, else <project>/runtimes)."),
+]
+_SLOT = click.option("--slot", required=True, help="Slot of the service spec, e.g. green.")
+
+
+def _runtime_options(f: Any) -> Any:
+    for opt in reversed(_RUNTIME):
+        f = opt(f)
+    return f
+
+
+def _abs(path: str | None) -> str | None:
+    return os.path.abspath(path) if path else None
+
+
+def _say(ctx: click.Context) -> Any:
+    p = progress(ctx)
+    return lambda msg: p("route", msg)
+
+
+@main.group("serve")
+def serve() -> None:
+    """Serve a built runtime's vLLM as an OpenAI-compatible HTTP service, in slots.
+
+    Exit codes: 0 ok (probe: ready), 1 not ready / refused (smoke failed, GPU memory,
+    startup timeout), 2 usage or spec error, 3 probe: unreachable, 6 a path inside a
+    protected env, 7 busy (port in use, slot running, the routed slot, lock held).
+    """
+
+
+@serve.command("start")
+@_runtime_options
+@_SLOT
+@_SPEC
+@click.option("--skip-gpu-check", is_flag=True, help="Do not compare free GPU memory with gpu-memory-utilization.")
+@click.option("--json", "as_json", is_flag=True, help="Print the slot record and the probe as JSON.")
+@click.pass_context
+def start_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtime_id: str | None,
+              root: str | None, slot: str, spec: str | None, skip_gpu_check: bool, as_json: bool) -> None:
+    """Start the runtime's own `vllm serve` in SLOT, detached; wait until it is ready."""
+    from builder.serve import service
+
+    req = service.StartRequest(slot=slot, runtime_id=runtime_id, matrix=matrix, python=python, root=root,
+                               spec=_abs(spec), skip_gpu_check=skip_gpu_check)
+    res = service.start(project(ctx), req, progress(ctx))
+    if as_json:
+        echo_json(res)
+        return
+    rec = res["record"]
+    click.echo(f"slot {slot}: ready at {rec['url']} (model {rec['model']}, runtime {rec['runtime']}, "
+               f"pid {rec['pid']}, {rec['ready_after']}s)")
+    click.echo(f"  log: {rec['log']}")
+
+
+@serve.command("stop")
+@_SLOT
+@click.option("--drain", type=float, metavar="S",
+              help="First wait at most S seconds until /metrics shows no request running or waiting.")
+@click.option("--force", is_flag=True, help="Stop even the slot the route points at (journaled).")
+@_SPEC
+@_ROUTE_FILE
+@click.option("--json", "as_json", is_flag=True, help="Print what was stopped as JSON.")
+@click.pass_context
+def stop_cmd(ctx: click.Context, slot: str, drain: float | None, force: bool, spec: str | None,
+             route_file: str | None, as_json: bool) -> None:
+    """Stop SLOT's server: SIGTERM to its process group, bounded wait, then SIGKILL."""
+    from builder.serve import service
+
+    req = service.StopRequest(slot=slot, drain=drain, force=force, spec=_abs(spec), route_file=_abs(route_file))
+    res = service.stop(project(ctx), req, progress(ctx))
+    if as_json:
+        echo_json(res)
+    elif not res["was_running"]:
+        click.echo(f"slot {slot}: not running")
+    else:
+        how = "SIGTERM" if res["terminated"] else f"SIGKILL after {res['seconds']}s"
+        click.echo(f"slot {slot}: stopped (pid {res['pid']}, {len(res['pids'])} process(es), {how}); "
+                   "nothing of it left running")
+
+
+@serve.command("status")
+@_SPEC
+@_ROUTE_FILE
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Probe bound per slot, seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_context
+def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, timeout: float,
+               as_json: bool) -> None:
+    """Per slot: runtime, pid, port, alive, ready, requests in flight; and where the route points."""
+    from builder.serve import service
+
+    res = service.status(project(ctx), _abs(spec), _abs(route_file), timeout)
+    if as_json:
+        echo_json(res)
+        return
+    rows = [[r["slot"] + (" *" if r["routed"] else ""), str(r["port"]), r["runtime"] or "-", str(r["pid"] or "-"),
+             "yes" if r["alive"] else ("stale" if r["record"] == "stale" else "no"), r["verdict"] or "-",
+             "-" if r["running"] is None else f"{r['running']}/{r['waiting']}"] for r in res["slots"]]
+    click.echo(table(rows, ["slot", "port", "runtime", "pid", "alive", "probe", "running/waiting"]))
+    rt = res["route"]
+    if rt is None:
+        click.echo("route: no route file")
+    else:
+        where = f"slot {rt['slot']}" if rt.get("slot") else "no builder slot"
+        click.echo(f"route: {where} ({rt.get('url')}, model {rt.get('model')}) in {rt['file']}  (* = routed)")
+
+
+@serve.command("probe")
+@click.option("--url", help="Server URL, e.g. http://127.0.0.1:8002 (a trailing /v1 is fine).")
+@click.option("--model", help="The served model name to ask for.")
+@click.option("--slot", help="Probe a slot of the service spec instead of --url/--model.")
+@click.option("--api-key-env", metavar="NAME", help="With --url: send the key held by $NAME.")
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds for the whole probe (each network call gets what is left).")
+@click.option("--requests", type=int, default=0, help="Add a load step of N completions.")
+@click.option("--concurrency", type=int, default=1, help="Load step: requests in flight at once.")
+@_SPEC
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@click.pass_context
+def probe_cmd(ctx: click.Context, url: str | None, model: str | None, slot: str | None,
+              api_key_env: str | None, timeout: float, requests: int, concurrency: int, spec: str | None,
+              as_json: bool) -> None:
+    """Is the server ready? health, models, one real completion (exit 0 ready, 1 not-ready, 3 unreachable)."""
+    from builder.serve import probe as probe_mod
+    from builder.serve import service
+
+    proj = project(ctx) if slot else None
+    rep = service.probe(proj, service.ProbeRequest(url=url, model=model, slot=slot, spec=_abs(spec),
+                                                   api_key_env=api_key_env, timeout=timeout, requests=requests,
+                                                   concurrency=concurrency))
+    if as_json:
+        echo_json(rep.as_dict())
+    else:
+        click.echo(f"{rep.url} ({rep.model}): {rep.verdict} in {rep.seconds:.2f}s")
+        if not quiet(ctx) or not rep.ready:
+            click.echo(table([[s.step, s.status, f"{s.seconds:.2f}s", s.detail] for s in rep.steps],
+                             ["step", "status", "time", "detail"]))
+    if rep.verdict == probe_mod.UNREACHABLE:
+        ctx.exit(EXIT_UNAVAILABLE)
+    if not rep.ready:
+        ctx.exit(EXIT_FAILED)
+
+
+@serve.command("unit")
+@_runtime_options
+@_SLOT
+@_SPEC
+@click.option("--format", "fmt", type=click.Choice(["systemd", "sh"]), default="systemd", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
+@click.pass_context
+def unit_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtime_id: str | None,
+             root: str | None, slot: str, spec: str | None, fmt: str, output: str | None) -> None:
+    """Render a systemd unit (or sh script) that runs SLOT from a content-addressed runtime."""
+    from builder.serve import service
+
+    sel = f"--runtime {runtime_id}" if runtime_id else f"--matrix {matrix}" + (f" --python {python}" if python else "")
+    proj = project(ctx)
+    name, text = service.unit(proj, service.UnitCmd(slot=slot, runtime_id=runtime_id, matrix=matrix, python=python,
+                                                    root=root, spec=_abs(spec), fmt=fmt,
+                                                    command=f"builder serve unit {sel} --slot {slot} --format {fmt}"))
+    if output:
+        from builder.serve import state
+
+        state.write_file(proj, os.path.abspath(output), text, "write the unit to")
+        click.echo(f"wrote {output} (install it as {name})", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+# --------------------------------------------------------------------------- route
+
+
+@main.group("route")
+def route_group() -> None:
+    """The route file QueryLake reads: show, init, set SLOT, rollback (journaled, atomic).
+
+    Exit codes: 0 ok, 1 refused (target not ready, a route file builder did not write,
+    nothing to roll back to), 2 usage or spec error, 6 route file inside a protected
+    env, 7 busy (lock held).
+    """
+
+
+def _route_req(spec: str | None, route_file: str | None, force: bool = False, timeout: float = 30.0,
+               command: str = "builder route") -> Any:
+    from builder.serve import cutover
+
+    return cutover.RouteRequest(spec=_abs(spec), route_file=_abs(route_file), force=force, timeout=timeout,
+                                command=command)
+
+
+@route_group.command("show")
+@_SPEC
+@_ROUTE_FILE
+@click.option("--json", "as_json", is_flag=True, help="Print the route as JSON.")
+@click.pass_context
+def route_show(ctx: click.Context, spec: str | None, route_file: str | None, as_json: bool) -> None:
+    """Where QueryLake points now, since when, and where a rollback would go."""
+    from builder.serve import cutover
+
+    res = cutover.show(project(ctx), _route_req(spec, route_file))
+    if as_json:
+        echo_json(res)
+        return
+    where = f"slot {res['slot']}" if res["slot"] else "an endpoint outside builder"
+    click.echo(f"{res['file']}: {where}: {res['url']} (model {res['model']})")
+    if res["builder"]:
+        click.echo(f"  runtime {res['runtime'] or '-'}, lock {res['lock'] or '-'}, since {res['since']}")
+        back = res["rollback_to"]
+        click.echo("  rollback: " + (f"{back['url']} (slot {back['slot'] or '-'})" if back
+                                     else "nothing to roll back to"))
+    else:
+        click.echo(f"  not builder's: {res['foreign']} (adopt it with `builder route init`)")
+
+
+@route_group.command()  # named after the function: `builder route init`
+@click.option("--url", required=True, help="The endpoint QueryLake uses today, e.g. http://127.0.0.1:8000/v1.")
+@click.option("--model", required=True, help="The model name QueryLake asks that endpoint for.")
+@click.option("--force", is_flag=True, help="Adopt even if the existing file says otherwise.")
+@_SPEC
+@_ROUTE_FILE
+@click.option("--json", "as_json", is_flag=True, help="Print the journal entry as JSON.")
+@click.pass_context
+def init(ctx: click.Context, url: str, model: str, force: bool, spec: str | None, route_file: str | None,
+               as_json: bool) -> None:
+    """Record today's endpoint as the journal's starting point (so the first rollback has a target)."""
+    from builder.serve import cutover
+
+    res = cutover.init(project(ctx), _route_req(spec, route_file, force, command="builder route init"),
+                       url=url, model=model)
+    if as_json:
+        echo_json(res)
+    else:
+        click.echo(f"{res['file']}: route initialised to {res['entry']['to']['url']} "
+                   f"(model {res['entry']['to']['model']})")
+
+
+@route_group.command("set")
+@click.argument("slot")
+@click.option("--force", is_flag=True, help="Switch without probing the slot (journaled).")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Probe bound, seconds.")
+@_SPEC
+@_ROUTE_FILE
+@click.option("--json", "as_json", is_flag=True, help="Print the journal entry as JSON.")
+@click.pass_context
+def route_set(ctx: click.Context, slot: str, force: bool, timeout: float, spec: str | None,
+              route_file: str | None, as_json: bool) -> None:
+    """Point QueryLake at SLOT, only if a probe says it is ready (file unchanged otherwise, exit 1)."""
+    from builder.serve import cutover
+
+    res = cutover.set_route(project(ctx), _route_req(spec, route_file, force, timeout,
+                                                     f"builder route set {slot}"), slot=slot, say=_say(ctx))
+    if as_json:
+        echo_json(res)
+    elif not res["changed"]:
+        click.echo(f"{res['file']}: already routed to slot {slot}; unchanged")
+    else:
+        to = res["entry"]["to"]
+        click.echo(f"{res['file']}: routed to slot {slot} ({to['url']}, runtime {to['runtime'] or '-'})")
+
+
+@route_group.command("rollback")
+@click.option("--force", is_flag=True, help="Roll back without probing the target (journaled).")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Probe bound, seconds.")
+@_SPEC
+@_ROUTE_FILE
+@click.option("--json", "as_json", is_flag=True, help="Print the journal entry as JSON.")
+@click.pass_context
+def route_rollback(ctx: click.Context, force: bool, timeout: float, spec: str | None, route_file: str | None,
+                   as_json: bool) -> None:
+    """Return to the journaled previous route, probing it first."""
+    from builder.serve import cutover
+
+    res = cutover.rollback(project(ctx), _route_req(spec, route_file, force, timeout, "builder route rollback"),
+                           say=_say(ctx))
+    if as_json:
+        echo_json(res)
+    else:
+        to = res["entry"]["to"]
+        where = f"slot {to['slot']}" if to["slot"] else "the endpoint outside builder"
+        click.echo(f"{res['file']}: rolled back to {where} ({to['url']}, model {to['model']})")

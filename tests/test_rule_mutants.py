@@ -1,0 +1,22 @@
+"""Every mutant of the rule comparisons is killed by tests/test_check_rules.py (slow: it runs
+that file once per mutant, about 1.5 minutes)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.mark.slow
+def test_every_rule_mutant_is_killed() -> None:
+    res = subprocess.run([sys.executable, str(HERE / "rule_mutants.py")], capture_output=True, text=True,
+                         timeout=1200)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "SURVIVED" not in res.stdout
+    killed, _of, total, *_rest = res.stdout.strip().splitlines()[-1].split()  # "N of M mutants killed"
+    assert killed == total and int(total) >= 10, res.stdout

@@ -1,0 +1,84 @@
+"""Serving a runtime that builder really built (the shared tiny torch + vLLM world).
+
+``--matrix/--python`` resolves the runtime of the current lock, the nox
+``serve-matrix-a`` session starts, probes and stops it, and a routed runtime is
+pinned: ``build --force`` refuses to replace it.  The world's vLLM console
+script only says "Failed to infer device type" (a host without a GPU), so the
+test puts the stand-in server in its place, in a copy of the runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder.errors import EXIT_BUSY
+from tests.conftest import ROOT, tree_digest
+from tests.helpers import serve as h
+from tests.helpers.runtimes import PY312, World, builder, world
+
+
+@pytest.fixture(scope="session")
+def w(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return world(tmp_path_factory.mktemp("rtworld"))
+
+
+def test_matrix_runtime_serves_through_nox_and_a_routed_runtime_is_pinned(w: World, tmp_path: Path) -> None:
+    proj = tmp_path / "proj"
+    shutil.copytree(w.project, proj)
+    (proj / "envs" / "matrix-a.toml").write_text((proj / "envs" / "matrix-t.toml").read_text()
+                                                 .replace('id = "t"', 'id = "a"'))
+    blue, green = h.free_port(), h.free_port()
+    h.write_service(proj, blue=blue, green=green)
+    rt = tmp_path / "rt"
+    home = tmp_path / "home"
+    ql1 = home / "miniconda3" / "envs" / "QL_1"
+    (ql1 / "conda-meta").mkdir(parents=True)
+    (ql1 / "conda-meta" / "history").write_text("# production\n")
+    marker = f"{tmp_path.name}-{os.getpid()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA", "VIRTUAL_ENV", "FAKE_"))}
+    env.update(HOME=str(home), CONDA_PREFIX=str(ql1), CONDA_DEFAULT_ENV="QL_1", BUILDER_PROJECT=str(proj),
+               BUILDER_RUNTIMES=str(rt), UV_CACHE_DIR=str(w.cache), **{h.MARKER: marker})
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+    before = tree_digest(ql1)
+    try:
+        for args in (("lock", "--matrix", "a"), ("build", "-m", "a", "-p", PY312, "--no-gpu", "--json")):
+            r = builder(*args, cwd=proj, env=env)
+            assert r.returncode == 0, r.stderr
+        path = Path(json.loads(r.stdout)[0]["path"])
+        h.install_fake(path / "bin" / "vllm")
+        assert (rt / "matrix-a-py312").is_symlink()
+
+        r = subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "--no-venv",
+                            "-s", "serve-matrix-a"], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "slot green: ready at" in r.stdout + r.stderr and "Session serve-matrix-a was successful" in r.stderr
+        assert h.stragglers(marker) == []
+
+        r = builder("serve", "start", "--matrix", "a", "--slot", "green", "--json", cwd=proj, env=env)
+        assert r.returncode == 0, r.stderr
+        rec = json.loads(r.stdout)["record"]
+        assert rec["runtime"] == path.name and rec["runtime_path"] == str(path)  # content-addressed, not the pointer
+        r = builder("serve", "unit", "--matrix", "a", "--python", PY312, "--slot", "green", cwd=proj, env=env)
+        assert f"ExecStart={path}/bin/vllm serve " in r.stdout and "matrix-a-py312 " not in r.stdout
+        assert builder("route", "set", "green", cwd=proj, env=env).returncode == 0
+        assert builder("serve", "stop", "--slot", "green", "--force", cwd=proj, env=env).returncode == 0
+        journal = (proj / "deploy" / "llm.env.journal").read_text().splitlines()
+        assert json.loads(journal[-1])["action"] == "stop-forced"
+
+        # Still the route (and so the first rollback target after a switch): never replaced.
+        r = builder("build", "-m", "a", "-p", PY312, "--no-gpu", "--force", cwd=proj, env=env)
+        assert r.returncode == EXIT_BUSY
+        assert f"{path.name} is pinned by the serve route" in r.stderr and r.stderr.count("\n") == 1
+        assert str(h.FAKE) in (path / "bin" / "vllm").read_text()  # untouched
+    finally:
+        left = h.stragglers(marker)
+        h.kill_all(left)
+    assert not left
+    assert tree_digest(ql1) == before
