@@ -1,22 +1,25 @@
-"""Benchmark `builder build` against plain `uv venv` + `uv pip sync` of the same lock.
+"""Benchmark a warm `builder build` against the raw uv commands it runs, on the same warm cache.
 
-In one run, for one (matrix, Python), with one uv cache:
-
-1. warm-up: plain uv venv + sync (downloads everything if the cache is cold; its
-   time is reported as "cold" when the cache started empty);
-2. raw: plain ``uv venv`` + ``uv pip sync`` of the lock into a fresh dir (warm cache);
-3. builder: ``builder build`` into a fresh root, twice (two roots); smoke time
-   (from the manifest) is subtracted.  The second build is builder's warm
-   install (the first fills uv's cache entries for direct wheel URLs, which uv
-   keeps apart from pylock installs): target second <= 1.25x raw;
-4. the second runtime of the same lock (another root on the same filesystem):
-   the disk it adds, counting every inode once (st_nlink-aware, like ``du``
-   over both trees), must be <= 1% of the first runtime's disk.
-
-Needs PyPI and ~10 GB free for matrix B (``--matrix b``).  Run from the project:
-
-    .venv/bin/python benchmarks/bench_build.py --matrix b --python 3.12 \\
+    python benchmarks/bench_build.py --world tiny [--rounds 7]
+    python benchmarks/bench_build.py --matrix b --python 3.12 [--rounds 3] \\
         --cache-dir ~/.cache/builder-bench-uv --workdir /var/tmp/builder-bench
+
+The raw side is what builder itself hands uv, run by hand: ``uv venv`` on the same
+interpreter with the same flags, then ``uv pip sync`` of the same hashed direct-URL
+requirements (:func:`builder.runtime.sync.pinned_requirements`) with the same flags and
+cache.  One untimed raw install first fills the cache, so both sides are warm; then raw and
+builder runs alternate, each into a fresh directory, and medians are compared.  builder's
+smoke phase (read from its manifest) is subtracted: the budget (issue 9) is builder <=
+1.1x raw.  Beside them, uv's own pylock path (``uv pip sync pylock.toml``, a preview
+feature): uv 0.13.9 re-downloads every wheel on it (its cache growth is reported), which is
+why builder does not use it and why it is not the baseline.  Last, the disk a second
+runtime of the same lock adds (st_nlink-aware): <= 1% of the first.
+
+``--world tiny`` needs no network: the test suite's fake torch/vLLM wheels on a local
+index (tests/helpers/runtimes.py), 3 packages of a few KB.  Its raw install takes a few
+hundredths of a second, so its ratio mostly shows builder's fixed cost (also reported in
+seconds).  ``--matrix b --python 3.12`` is the real thing: about 5 GB from PyPI on a cold
+cache and about 10 GB of disk.
 """
 
 from __future__ import annotations
@@ -25,19 +28,28 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from builder import _proc, tools
-from builder.project import Project, find_root, lock_path
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-RATIO, DISK = 1.25, 0.01
+from benchmarks import _measure as M  # noqa: E402
+from builder import pylock, tools  # noqa: E402
+from builder.project import Project, lock_path  # noqa: E402
+from builder.runtime import interpreters, sync  # noqa: E402
+
+RATIO, DISK = 1.1, 0.01
 
 
 def inodes(tree: Path) -> dict[tuple[int, int], int]:
     """(st_dev, st_ino) -> bytes on disk, for every file and directory under ``tree``."""
     out: dict[tuple[int, int], int] = {}
+    if not tree.exists():
+        return out
     for dirpath, dirnames, filenames in os.walk(tree):
         for name in [*dirnames, *filenames, ""]:
             st = os.lstat(os.path.join(dirpath, name)) if name else os.lstat(dirpath)
@@ -45,104 +57,147 @@ def inodes(tree: Path) -> dict[tuple[int, int], int]:
     return out
 
 
-def timed(argv: list[str], env: dict[str, str], what: str) -> float:
-    res = _proc.run(argv, timeout=3600, env=env, what=what, check=True)
-    return res.duration
+class Sides:
+    """The raw commands and builder, for one (project, matrix, python) and one cache."""
+
+    def __init__(self, project: Path, matrix: str, python: str, cache: Path, work: Path) -> None:
+        self.project, self.matrix, self.python, self.cache, self.work = project, matrix, python, cache, work
+        proj = Project(project)
+        m = proj.matrix(matrix)
+        self.lock_file = lock_path(proj.locks, m, python)
+        self.lock = pylock.read(self.lock_file)
+        self.uv = tools.uv_bin()
+        self.env = M.env({"NO_COLOR": "1"})
+        found = interpreters.find(python, uv=self.uv)
+        self.interpreter, self.version = found.path, found.version
+        self.requirements = work / "requirements.txt"
+        self.requirements.write_text(sync.pinned_requirements(self.lock, self.version))
+        self.prompt = f"{m.name}-py{python}"
+        self.n = 0
+
+    def fresh(self, what: str) -> Path:
+        self.n += 1
+        return self.work / f"{what}-{self.n}"
+
+    def venv(self, dest: Path) -> None:
+        # builder.runtime.base.VenvBase's argv
+        M.run([self.uv, "venv", str(dest), "--python", self.interpreter, "--relocatable", "--no-config",
+               "--no-python-downloads", "--no-project", "--quiet", "--prompt", self.prompt], environ=self.env)
+
+    def raw(self) -> float:
+        dest = self.fresh("raw")
+        t = time.perf_counter()
+        self.venv(dest)
+        M.run(sync.sync_argv(self.uv, dest / "bin" / "python", self.requirements, str(self.cache)), environ=self.env)
+        return time.perf_counter() - t
+
+    def uv_pylock(self) -> float:
+        dest = self.fresh("pylock")
+        t = time.perf_counter()
+        self.venv(dest)
+        M.run([self.uv, "pip", "sync", str(self.lock_file), "--python", str(dest / "bin" / "python"),
+               "--preview-features", "pylock", "--link-mode", "hardlink", "--cache-dir", str(self.cache),
+               "--no-config", "--no-python-downloads", "-q"], environ=self.env)
+        return time.perf_counter() - t
+
+    def builder(self, root: Path) -> tuple[float, dict[str, float]]:
+        """(wall seconds, the manifest's phase timings) of one build into ``root``."""
+        argv = [sys.executable, "-m", "builder", "--project", str(self.project), "-q", "build", "--matrix",
+                self.matrix, "--python", self.python, "--root", str(root), "--cache-dir", str(self.cache),
+                "--interpreter", self.interpreter, "--json"]
+        t = time.perf_counter()
+        r = M.run(argv, environ=M.env())
+        wall = time.perf_counter() - t
+        timings = json.loads(r.stdout)[0]["manifest"]["timings"]
+        return wall, {k: float(v) for k, v in timings.items()}
 
 
-def raw_install(uv: str, py: str, lock: Path, dest: Path, cache: Path, env: dict[str, str]) -> float:
-    t = timed([uv, "venv", str(dest), "--python", py, "--no-config", "-q"], env, "uv venv")
-    t += timed([uv, "pip", "sync", str(lock), "--python", str(dest / "bin" / "python"), "--preview-features",
-                "pylock", "--link-mode", "hardlink", "--cache-dir", str(cache), "--no-config", "-q"], env,
-               "uv pip sync")
-    return t
-
-
-def build(project: Path, matrix: str, python: str, root: Path, cache: Path) -> tuple[float, dict[str, object]]:
-    argv = [sys.executable, "-m", "builder", "--project", str(project), "-q", "build", "--matrix", matrix,
-            "--python", python, "--root", str(root), "--cache-dir", str(cache), "--json"]
-    t = time.monotonic()
-    res = _proc.run(argv, timeout=3600, env=_proc.clean_env(), what="builder build", check=True)
-    wall = time.monotonic() - t
-    return wall, json.loads(res.stdout)[0]["manifest"]
+def bench(sides: Sides, rounds: int, with_pylock: bool) -> dict[str, object]:
+    cache = sides.cache
+    cold_cache = not any(cache.iterdir()) if cache.exists() else True
+    cache.mkdir(parents=True, exist_ok=True)
+    c0 = inodes(cache)
+    warmup = sides.raw()
+    c1 = inodes(cache)
+    raw: list[float] = []
+    ours: list[float] = []
+    phases: dict[str, list[float]] = {}
+    roots: list[Path] = []
+    for _ in range(rounds):
+        raw.append(sides.raw())
+        root = sides.fresh("builder")
+        wall, t = sides.builder(root)
+        roots.append(root)
+        ours.append(wall - t["smoke"])
+        for k, v in {**t, "outside_phases": wall - t["total"]}.items():
+            phases.setdefault(k, []).append(v)
+    c2 = inodes(cache)
+    raw_s, ours_s = statistics.median(raw), statistics.median(ours)
+    out: dict[str, object] = {
+        "lock": str(sides.lock_file), "packages": len(sides.lock.packages),
+        "wheel_bytes": sum(w.size or 0 for _p, w in sync.picked_wheels(sides.lock, sides.version)),
+        "interpreter": f"{sides.version} {sides.interpreter}", "rounds": rounds,
+        "cache_was_cold": cold_cache, "warmup_raw_s": round(warmup, 2),
+        "warmup_cache_growth_bytes": sum(b for k, b in c1.items() if k not in c0),
+        "raw_uv_venv_plus_sync_s": {"median": round(raw_s, 3), "min": round(min(raw), 3), "max": round(max(raw), 3)},
+        "builder_excl_smoke_s": {"median": round(ours_s, 3), "min": round(min(ours), 3), "max": round(max(ours), 3)},
+        "builder_phases_median_s": {k: round(statistics.median(v), 3) for k, v in phases.items()},
+        "ratio": round(ours_s / raw_s, 3),
+        "builder_overhead_s": round(ours_s - raw_s, 3),
+        "cache_growth_during_rounds_bytes": sum(b for k, b in c2.items() if k not in c1),
+    }
+    # The second runtime of the same lock: what it adds to the disk, counting every inode once.
+    first, second = inodes(roots[0]), inodes(roots[1]) if len(roots) > 1 else {}
+    if second:
+        first_bytes = sum(first.values())
+        added = sum(b for k, b in second.items() if k not in first and k not in c2)
+        out["second_runtime"] = {"first_runtime_bytes": first_bytes, "added_bytes": added,
+                                 "fraction": round(added / first_bytes, 5), "target": DISK}
+    if with_pylock:
+        p0 = inodes(cache)
+        t = sides.uv_pylock()
+        out["uv_pylock_path"] = {"seconds": round(t, 3), "ratio_to_raw": round(t / raw_s, 2),
+                                 "cache_growth_bytes": sum(b for k, b in inodes(cache).items() if k not in p0)}
+    out["target_ratio"] = RATIO
+    out["within_target"] = ours_s / raw_s <= RATIO
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--world", choices=["tiny"], help="the test suite's local world (no network)")
     ap.add_argument("--matrix", default="b")
     ap.add_argument("--python", default="3.12")
-    ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "builder-bench-uv")
+    ap.add_argument("--rounds", type=int, default=None, help="raw/builder pairs (default 7 tiny, 3 matrix)")
+    ap.add_argument("--cache-dir", type=Path, default=None, help="uv cache (default: a fresh one in the workdir)")
     ap.add_argument("--workdir", type=Path, default=None, help="scratch dir (same filesystem as the cache)")
+    ap.add_argument("--no-pylock", action="store_true", help="skip uv's pylock path (it re-downloads)")
     ap.add_argument("--keep", action="store_true", help="keep the runtimes for inspection")
     args = ap.parse_args()
-    proj = Project(find_root())
-    m = proj.matrix(args.matrix)
-    lock = lock_path(proj.locks, m, args.python)
-    uv = tools.uv_bin()
-    from builder.runtime import interpreters
-
-    py = interpreters.find(args.python, uv=uv).path
-    work = args.workdir or proj.root / ".bench-build"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    cache = args.cache_dir.expanduser()
-    cold_cache = not cache.exists() or not any(cache.iterdir())
-    env = _proc.clean_env()
+    work = Path(tempfile.mkdtemp(prefix="bench-build-", dir=args.workdir))
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        growth: dict[str, int] = {}
+        if args.world == "tiny":
+            from tests.helpers.runtimes import world
 
-        def grew(label: str, before: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
-            after = inodes(cache)
-            growth[label] = sum(b for k, b in after.items() if k not in before)
-            return after
-
-        c0 = inodes(cache)
-        warmup = raw_install(uv, py, lock, work / "warmup", cache, env)
-        c1 = grew("warmup", c0)
-        raw = raw_install(uv, py, lock, work / "raw", cache, env)
-        c2 = grew("raw", c1)
-        wall, man = build(proj.root, args.matrix, args.python, work / "root1", cache)
-        c3 = grew("builder_first", c2)
-        timings = man["timings"]
-        assert isinstance(timings, dict)
-        builder_s = wall - float(timings["smoke"])
-        first = inodes(work / "root1")
-        wall2, man2 = build(proj.root, args.matrix, args.python, work / "root2", cache)
-        t2 = man2["timings"]
-        assert isinstance(t2, dict)
-        builder2_s = wall2 - float(t2["smoke"])
-        c4 = grew("builder_second", c3)
-        second = inodes(work / "root2")
-        first_bytes = sum(first.values())
-        first_unique = sum(b for k, b in first.items() if k not in c3)
-        # Everything the second build added to the disk: its own files and any
-        # growth of the cache (a re-download would show up here, not as links).
-        known = {**c3, **first}
-        added = sum(b for k, b in {**c4, **second}.items() if k not in known)
-        # builder's own warm install is the second build: the first one fills the
-        # cache entries of direct wheel URLs, which uv keeps apart from pylock's.
-        ratio = builder2_s / raw
-        out = {
-            "lock": str(lock.relative_to(proj.root)), "packages": man["lock"],
-            "interpreter": man["interpreter"], "card": "none (no GPU needed)",
-            "warmup_s": round(warmup, 2), "cache_was_cold": cold_cache,
-            "raw_uv_s": round(raw, 2),  # uv 0.13.9 re-downloads pylock wheels: see cache_growth_bytes
-            "builder_wall_s": round(wall, 2), "builder_smoke_s": timings["smoke"],
-            "builder_excl_smoke_s": round(builder_s, 2), "ratio": round(ratio, 3),
-            "second_build_wall_s": round(wall2, 2), "second_build_smoke_s": t2["smoke"],
-            "second_build_excl_smoke_s": round(builder2_s, 2),
-            "first_runtime_bytes": first_bytes, "first_runtime_bytes_not_in_cache": first_unique,
-            "second_runtime_added_bytes": added, "disk_fraction": round(added / first_bytes, 5),
-            "cache_growth_bytes": growth,
-            "smoke": man["smoke"],
-            "targets": {"ratio": RATIO, "disk_fraction": DISK},
-        }
-        ok = ratio <= RATIO and added <= DISK * first_bytes
-        out["within_targets"] = ok
+            w = world(work / "world")
+            sides = Sides(w.project, "t", "3.12", args.cache_dir or w.cache, work)
+            rounds = args.rounds or 7
+        else:
+            sides = Sides(ROOT, args.matrix, args.python, (args.cache_dir or work / "uv-cache").expanduser(), work)
+            rounds = args.rounds or 3
+        out = {"world": args.world or f"matrix-{args.matrix} py{args.python} (PyPI)",
+               **bench(sides, rounds, not args.no_pylock)}
+        raw, ours = out["raw_uv_venv_plus_sync_s"], out["builder_excl_smoke_s"]
+        assert isinstance(raw, dict) and isinstance(ours, dict)
+        print(f"warm build, smoke excluded: builder {ours['median']}s vs raw uv venv + uv pip sync {raw['median']}s "
+              f"= {out['ratio']}x (target {RATIO}x; builder adds {out['builder_overhead_s']}s)", file=sys.stderr)
         print(json.dumps(out, indent=1))
-        return 0 if ok else 1
+        return 0 if out["within_target"] else 1
     finally:
+        if args.world == "tiny":
+            from tests.helpers import runtimes
+
+            runtimes._SERVERS.close()  # stop the index server while its thread is alive
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -21,7 +21,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from builder import cancel
@@ -135,32 +135,62 @@ class _Overflow(Exception):
         self.out, self.err = out, err
 
 
-class _Pipes:
-    """What :func:`_communicate` has read from one child so far (kept across calls)."""
+LineCallback = Callable[[str, str], None]
+"""Called with ``("stdout" | "stderr", line)`` for every non-empty line a child writes."""
 
-    def __init__(self, input: bytes | None) -> None:
+
+class _Pipes:
+    """What :func:`_communicate` has read from one child so far (kept across calls).
+
+    With ``on_line``, each complete line (``\n``, ``\r\n`` or ``\r``) goes to it as
+    it arrives, in the reading thread; a callback that raises is switched off
+    (progress must never fail the work) and the output is still kept whole.
+    """
+
+    def __init__(self, input: bytes | None, on_line: LineCallback | None = None) -> None:
         self.out, self.err = bytearray(), bytearray()
         self.input, self.sent = input, 0
+        self.on_line = on_line
+        self.pending = {"stdout": b"", "stderr": b""}
+
+    def lines(self, name: str, chunk: bytes) -> None:
+        """Hand the complete lines of ``chunk`` to ``on_line`` (an empty chunk: the stream ended)."""
+        if self.on_line is None:
+            return
+        data = (self.pending[name] + chunk).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *done, rest = data.split(b"\n")
+        if not chunk:
+            done, rest = [*done, rest], b""
+        self.pending[name] = rest
+        for raw in done:
+            text = raw.decode("utf-8", "replace").rstrip()
+            if text and self.on_line is not None:
+                try:
+                    self.on_line(name, text)
+                except Exception as exc:  # see the class docstring
+                    log.debug("line callback failed, switched off: %r", exc)
+                    self.on_line = None
 
 
 def _communicate(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float,
-                 max_output: int) -> tuple[bytes, bytes]:
+                 max_output: int, on_line: LineCallback | None = None) -> tuple[bytes, bytes]:
     """``proc.communicate(input, timeout)`` that stops reading past ``max_output`` bytes.
 
     Why not ``communicate``: it buffers everything a child prints (100 MB of
     nvidia-smi output took 48 s and 1.4 GB).  Like ``communicate`` it can be
     called again after ``subprocess.TimeoutExpired`` and keeps what it read.
     Raises :class:`_Overflow` once stdout + stderr exceed ``max_output``.
+    ``on_line`` (first call only) hears each line as it is read.
     """
     st: _Pipes | None = getattr(proc, "_builder_pipes", None)
     if st is None:
-        st = _Pipes(input)
+        st = _Pipes(input, on_line)
         proc._builder_pipes = st  # type: ignore[attr-defined]
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as sel:
-        for stream, buf in ((proc.stdout, st.out), (proc.stderr, st.err)):
+        for stream, buf, name in ((proc.stdout, st.out, "stdout"), (proc.stderr, st.err, "stderr")):
             if stream is not None and not stream.closed:
-                sel.register(stream, selectors.EVENT_READ, (buf, stream))
+                sel.register(stream, selectors.EVENT_READ, (buf, stream, name))
         if proc.stdin is not None and not proc.stdin.closed:
             if st.input is None or st.sent >= len(st.input):
                 proc.stdin.close()
@@ -181,8 +211,9 @@ def _communicate(proc: subprocess.Popen[bytes], input: bytes | None, timeout: fl
                         sel.unregister(proc.stdin)
                         proc.stdin.close()
                     continue
-                buf, stream = key.data
+                buf, stream, name = key.data
                 chunk = os.read(key.fd, 65536)
+                st.lines(name, chunk)
                 if not chunk:
                     sel.unregister(stream)
                     stream.close()
@@ -215,7 +246,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _wait(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float,
-          max_output: int) -> tuple[bytes, bytes] | None:
+          max_output: int, on_line: LineCallback | None = None) -> tuple[bytes, bytes] | None:
     """:func:`_communicate` in short slices, watching the stop flag; None on timeout.
 
     A worker thread never sees a signal itself: polling the flag is how its
@@ -230,7 +261,7 @@ def _wait(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float,
         if left <= 0:
             return None
         try:
-            return _communicate(proc, input, min(POLL, left), max_output)
+            return _communicate(proc, input, min(POLL, left), max_output, on_line)
         except subprocess.TimeoutExpired:
             continue
 
@@ -256,6 +287,7 @@ def run(
     check: bool = False,
     what: str | None = None,
     max_output: int = MAX_OUTPUT,
+    on_line: LineCallback | None = None,
 ) -> Result:
     """Run ``argv`` with a hard ``timeout`` (seconds).
 
@@ -265,7 +297,8 @@ def run(
     ``env`` is used as given; callers build it with :func:`clean_env`.
     A child that prints more than ``max_output`` bytes (stdout + stderr) is
     killed with its group; the Result keeps the first ``max_output`` bytes and
-    says ``output_capped``.
+    says ``output_capped``.  ``on_line`` (optional) gets each output line as it
+    arrives (progress); the Result still holds the whole output.
     """
     argv = tuple(str(a) for a in argv)
     cancel.check()  # no new child once builder is stopping
@@ -299,7 +332,7 @@ def run(
     data = None
     try:
         cancel.check()  # a signal that arrived while the child was being started
-        data = _wait(proc, input.encode() if input is not None else None, timeout, max_output)
+        data = _wait(proc, input.encode() if input is not None else None, timeout, max_output, on_line)
         timed_out = data is None
     except _Overflow as ov:
         capped, data = True, (ov.out, ov.err)

@@ -26,7 +26,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import _proc
 from builder.errors import ProtectedEnvError
 from builder.project import Project
 
@@ -114,6 +113,8 @@ class Protected:
 
 
 def _conda_exe(environ: Mapping[str, str]) -> str | None:
+    from builder import _proc  # here: `lock --check` loads this module (the write gate's) but never runs conda
+
     for cand in (environ.get("CONDA_EXE"), environ.get("MAMBA_EXE"), "conda", "mamba", "micromamba"):
         if cand:
             found = _proc.which(cand, path=environ.get("PATH"))
@@ -126,6 +127,8 @@ def conda_env_prefixes(environ: Mapping[str, str]) -> tuple[list[Path], str]:
     """Prefixes of every conda env this user can see, and how they were found."""
     exe = _conda_exe(environ)
     if exe:
+        from builder import _proc
+
         res = _proc.run([exe, "env", "list", "--json"], timeout=CONDA_TIMEOUT,
                         env=_proc.clean_env(base=environ), what="conda env list")
         if res.ok:

@@ -24,8 +24,7 @@ import functools
 import hashlib
 import json
 import re
-import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -157,6 +156,8 @@ def render(header: str, body: str, fields: Mapping[str, str]) -> str:
 
 
 def _filename(w: Mapping[str, Any]) -> str:
+    import urllib.parse
+
     name = w.get("name") or urllib.parse.unquote(str(w.get("url") or w.get("path") or "").rsplit("/", 1)[-1])
     return str(name)
 
@@ -224,10 +225,29 @@ class Package:
 
     def pick_wheel(self, tags: Sequence[Tag]) -> Wheel | None:
         """The wheel an installer picks for ``tags`` (best first), or None."""
-        from packaging.tags import create_compatible_tags_selector
+        return next(_selector(tags)((w, w.tags) for w in self.wheels), None)
 
-        select = create_compatible_tags_selector(tags)
-        return next(select((w, w.tags) for w in self.wheels), None)
+
+_last_selector: tuple[Sequence[Tag], Callable[[Any], Iterator[Any]]] | None = None
+
+
+def _selector(tags: Sequence[Tag]) -> Callable[[Any], Iterator[Any]]:
+    """packaging's selector for ``tags``, built once per tag list.
+
+    Callers pick a wheel for every package (~180) with the same list of ~1,000
+    tags, and building the selector ranks the whole list: once per call it was
+    most of a warm ``builder check``.  One entry keyed by identity (the entry
+    keeps the list alive, so its id cannot be reused).
+    """
+    global _last_selector
+    last = _last_selector
+    if last is not None and last[0] is tags:
+        return last[1]
+    from packaging.tags import create_compatible_tags_selector
+
+    select = create_compatible_tags_selector(tags)
+    _last_selector = (tags, select)
+    return select
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -334,8 +354,13 @@ def read(path: Any) -> Lock:
 # --------------------------------------------------------------------------- targets
 
 
-def target_tags(python: str, arch: str, glibc: str | None) -> list[Tag]:
-    """Wheel tags CPython ``python`` accepts on ``arch`` Linux with ``glibc``, best first."""
+@functools.lru_cache(maxsize=16)
+def target_tags(python: str, arch: str, glibc: str | None) -> tuple[Tag, ...]:
+    """Wheel tags CPython ``python`` accepts on ``arch`` Linux with ``glibc``, best first.
+
+    Cached (a check asks for the same ~1,000 tags several times per lock), and a
+    tuple, so the cached value cannot be changed by a caller.
+    """
     from packaging.tags import compatible_tags, cpython_tags
 
     major, minor = (int(x) for x in python.split(".")[:2])
@@ -347,18 +372,20 @@ def target_tags(python: str, arch: str, glibc: str | None) -> list[Tag]:
         if m in legacy:
             plats.append(f"{legacy[m]}_{arch}")
     plats.append(f"linux_{arch}")
-    return [*cpython_tags((major, minor), platforms=plats),
-            *compatible_tags((major, minor), interpreter=f"cp{major}{minor}", platforms=plats)]
+    return (*cpython_tags((major, minor), platforms=plats),
+            *compatible_tags((major, minor), interpreter=f"cp{major}{minor}", platforms=plats))
 
 
-def host_tags(version: str) -> list[Tag]:
-    """Wheel tags a CPython ``version`` ("3.12.1") accepts on *this* host, best first."""
+@functools.lru_cache(maxsize=8)
+def host_tags(version: str) -> tuple[Tag, ...]:
+    """Wheel tags a CPython ``version`` ("3.12.1") accepts on *this* host, best first (cached, as
+    :func:`target_tags`)."""
     from packaging import tags
 
     major, minor = (int(x) for x in version.split(".")[:2])
     plats = list(tags.platform_tags())
-    return [*tags.cpython_tags((major, minor), platforms=plats),
-            *tags.compatible_tags((major, minor), f"cp{major}{minor}", plats)]
+    return (*tags.cpython_tags((major, minor), platforms=plats),
+            *tags.compatible_tags((major, minor), f"cp{major}{minor}", plats))
 
 
 def target_env(python: str, arch: str) -> dict[str, str]:

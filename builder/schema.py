@@ -8,7 +8,6 @@ or pydantic would need as much glue to produce those messages as this does.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +39,8 @@ class Problems:
 
 
 def suggest(name: str, known: list[str]) -> str:
+    import difflib  # only for a problem: valid specs need not load it
+
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

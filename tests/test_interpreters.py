@@ -125,3 +125,49 @@ def test_a_venv_python_on_path_is_replaced_by_its_base_interpreter(tmp_path: Pat
     found = interpreters.find(py, env=env)
     assert not found.path.startswith(str(venv)), found
     assert any("belongs to a virtualenv" in why for _p, why in found.rejected)
+
+
+def _pyenv_shim(tmp_path: Path, marker: Path, target: str) -> Path:
+    """pyenv's real shim text, pointing at a stand-in for libexec/pyenv that records being run."""
+    root = tmp_path / "pyenv"
+    libexec = _script(root / "libexec" / "pyenv", f'touch "{marker}"\nshift 2; exec "{target}" "$@"')
+    shim = root / "shims" / "python3.12"
+    shim.parent.mkdir(parents=True)
+    shim.write_text('#!/usr/bin/env bash\nset -e\n[ -n "$PYENV_DEBUG" ] && set -x\n\nprogram="${0##*/}"\n\n'
+                    f'export PYENV_ROOT="{root}"\nexec "{libexec}" exec "$program" "$@"\n')
+    shim.chmod(0o755)
+    return shim
+
+
+def test_a_pyenv_shim_on_path_is_not_run_when_pyenv_has_the_version(tmp_path: Path) -> None:
+    """Running a shim costs ~0.3 s of bash per probe; pyenv's versions are read directly instead."""
+    marker = tmp_path / "shim-ran"
+    shim = _pyenv_shim(tmp_path, marker, real())
+    good = tmp_path / "pyenv" / "versions" / "3.12.1" / "bin" / "python3.12"
+    good.parent.mkdir(parents=True)
+    good.symlink_to(real())
+    got = interpreters.find("3.12", env=_env(tmp_path, [shim.parent], tmp_path / "pyenv"))
+    assert got.source == "pyenv" and not marker.exists()
+    assert got.rejected == ((str(shim), "a pyenv shim: pyenv's versions are searched directly, the shim last"),)
+
+
+def test_a_pyenv_shim_is_still_tried_last(tmp_path: Path) -> None:
+    """pyenv's `system` Python is reachable only through its shim: it is found, after the rest."""
+    marker = tmp_path / "shim-ran"
+    shim = _pyenv_shim(tmp_path, marker, real())
+    fake_uv = _script(tmp_path / "uvbin" / "uv", "exit 2")  # no uv-managed 3.12 either
+    env = _env(tmp_path, [shim.parent, Path("/usr/bin"), Path("/bin")], tmp_path / "pyenv")  # the shim needs bash
+    got = interpreters.find("3.12", uv=str(fake_uv), env=env)
+    assert marker.exists() and got.source == "path" and got.version.startswith("3.12.")
+
+
+def test_later_steps_run_only_when_earlier_ones_found_nothing(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python3.12").symlink_to(real())
+    ran = tmp_path / "ran"
+    spy_uv = _script(tmp_path / "uvbin" / "uv", f'echo uv >> "{ran}"; exit 2')
+    spy_pyenv = _script(tmp_path / "pyenvbin" / "pyenv", f'echo pyenv >> "{ran}"; exit 1')
+    env = _env(tmp_path, [bindir, spy_pyenv.parent], None)  # no PYENV_ROOT: `pyenv root` would run
+    assert interpreters.find("3.12", uv=str(spy_uv), env=env).source == "path"
+    assert not ran.exists()

@@ -234,7 +234,8 @@ def test_bad_interpreter_and_unknown_base_are_usage_errors(w: World, tmp_path: P
     # host may have no real 3.11 (test_interpreters checks real interpreters' versions).
     py311 = tmp_path / "py311" / "bin" / "python3.11"
     py311.parent.mkdir(parents=True)
-    py311.write_text(f"#!/bin/sh\necho '[[3, 11, 9], \"cpython\", \"{py311}\", false, \"{py311}\"]'\n")
+    # (interpreters.PROBE's answer: version, implementation, in a venv, executable, base)
+    py311.write_text(f"#!/bin/sh\nprintf '3.11.9\\ncpython\\n0\\n{py311}\\n{py311}\\n'\n")
     py311.chmod(0o755)
     r = w.build("--interpreter", str(py311), root=tmp_path / "rt")
     assert r.returncode == EXIT_USAGE and "is Python 3.11.9, not 3.12" in r.stderr, r.stderr

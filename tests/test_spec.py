@@ -176,3 +176,36 @@ def test_id_must_match_file_name(tmp_path: Path) -> None:
     shutil.copy(ROOT / "envs" / "matrix-a.toml", p)
     probs = problems_of(p)
     assert probs == [f"{p}: id: must be 'z' to match the file name, got 'a'"]
+
+
+# The plain-form fast path (spec._PLAIN_*): validating a shipped spec must not need
+# packaging, and the shortcut may only ever accept what packaging accepts.
+@settings(max_examples=100, suppress_health_check=list(HealthCheck), deadline=None)
+@given(st.from_regex(spec._PLAIN_REQUIREMENT_RE, fullmatch=True))
+def test_every_plain_requirement_is_one_packaging_accepts(text: str) -> None:
+    from packaging.requirements import Requirement
+
+    Requirement(text)
+
+
+@settings(max_examples=50, suppress_health_check=list(HealthCheck), deadline=None)
+@given(st.from_regex(spec._PLAIN_VERSION_RE, fullmatch=True))
+def test_every_plain_version_is_one_packaging_accepts(text: str) -> None:
+    from packaging.version import Version
+
+    Version(text)
+
+
+def test_shipped_spec_values_take_the_fast_path_and_odd_ones_go_to_packaging() -> None:
+    proj = Project(ROOT)
+    for m in proj.matrices():
+        for r in (*m.extra, *m.overrides, *m.constraints):
+            assert spec._PLAIN_REQUIREMENT_RE.fullmatch(r), r
+        for v in (m.driver_floor, m.torch.version, m.vllm.version):
+            assert spec._PLAIN_VERSION_RE.fullmatch(v), v
+    # Not plain, still judged (and worded) by packaging: valid ones pass, invalid ones fail.
+    for ok in ("torch==2.9.0+cu128", "foo[bar]>=1", 'x ; python_version < "3.12"', "x===1", "y>=1.0rc1"):
+        assert not spec._PLAIN_REQUIREMENT_RE.fullmatch(ok) and spec._requirement(ok) is None, ok
+    for bad in ("x>=", "~=1", "x ~= 1", "torch==٢.9", "x>=1.*"):
+        assert spec._requirement(bad) is not None and "not a valid requirement" in str(spec._requirement(bad)), bad
+    assert spec._version("2.9.0rc1") is None and spec._version("٢.9") == "not a valid version: '٢.9'"

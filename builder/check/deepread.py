@@ -26,9 +26,7 @@ import json
 import re
 import struct
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -182,6 +180,9 @@ class _Http:
         return Unavailable(f"{self.ref.filename}: {what} ({host})", hint)
 
     def open(self, rng: str) -> IO[bytes]:
+        import urllib.error  # here: a check that reads nothing over HTTP need not load http.client and ssl
+        import urllib.request
+
         self.budget.requests += 1
         req = urllib.request.Request(self.url, headers={"User-Agent": "builder-check/0.1", "Range": rng})
         try:

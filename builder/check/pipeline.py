@@ -11,6 +11,7 @@ never prints; the CLI renders.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -212,8 +213,15 @@ def resolve_host(base: HostFacts, req: CheckRequest) -> HostFacts:
     return host
 
 
-def run_check(project: Any, req: CheckRequest) -> CheckResult:
-    """Check the requested locks (``project`` is a builder.project.Project or None)."""
+def run_check(project: Any, req: CheckRequest,
+              progress: Callable[[str, str], None] | None = None) -> CheckResult:
+    """Check the requested locks (``project`` is a builder.project.Project or None).
+
+    ``progress`` hears (lock, message) for each lock that had to read wheels
+    over the network (about a second each); a warm check says nothing.
+    """
+    import time
+
     from builder.project import lock_path, regenerate_command, select_pythons
 
     base = HostFacts.declared(project.host() if project is not None else None,
@@ -242,9 +250,16 @@ def run_check(project: Any, req: CheckRequest) -> CheckResult:
                 if not path.exists():
                     raise UsageError(f"{path.relative_to(project.root)}: no lock",
                                      f"run `{regenerate_command(m, py)}` first")
+                t, before = time.monotonic(), (stats.requests, stats.bytes)
                 reports.append(check_lock(pylock.read(path), matrix=m, host=host,
                                           opts=CheckOptions(python=py, cache_dir=req.cache_dir,
                                                             offline=req.offline, deep=req.deep), stats=stats))
+                if progress is not None and stats.requests > before[0]:
+                    n = stats.bytes - before[1]
+                    size = f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} kB"
+                    progress(f"{m.name}/py{py}", f"{reports[-1].verdict}; read {size} of its wheels over the "
+                             f"network ({stats.requests - before[0]} requests) in {time.monotonic() - t:.1f}s, "
+                             "cached for next time")
     chooser = [chooser_row(r) for r in reports] if not req.selectors and req.lock is None else []
     return CheckResult(reports, chooser, verdict([f for r in reports for f in r.findings]), stats.as_dict())
 

@@ -31,7 +31,6 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from builder import _http, elf
@@ -142,6 +141,8 @@ def parse_metadata(data: bytes) -> tuple[str, str, tuple[str, ...]]:
     The stdlib header parser rather than ``packaging.metadata``: that one rejects
     real-world METADATA with unknown fields, and we need three headers.
     """
+    from email.parser import BytesHeaderParser  # here: a warm check reads facts from the cache
+
     msg = BytesHeaderParser().parsebytes(data)
     return str(msg.get("Name", "")), str(msg.get("Version", "")), tuple(
         str(r) for r in (msg.get_all("Requires-Dist") or [])

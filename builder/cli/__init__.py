@@ -7,7 +7,6 @@ code here, in :meth:`BuilderGroup.invoke`.
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 from typing import Any
@@ -117,6 +116,8 @@ def main(ctx: click.Context, project_dir: str | None, quiet: bool, verbose: bool
     70 internal error, 130 interrupted, 143 terminated, 129 hung up.
     """
     if verbose:
+        import logging  # only here: `builder --help` and `lock --check` need not load it
+
         logging.basicConfig(level=logging.DEBUG, format="builder: %(message)s", stream=sys.stderr)
     ctx.obj = {"project_dir": project_dir, "quiet": quiet, "verbose": verbose}
 

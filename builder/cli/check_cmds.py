@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from builder.cli import main
-from builder.cli.common import echo_json, project, table
+from builder.cli.common import echo_json, progress, project, table
 from builder.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 _MARK = {"pass": "ok", "info": "info", "warn": "WARN", "fail": "FAIL"}
@@ -99,7 +99,7 @@ def check_cmd(ctx: click.Context, matrix: tuple[str, ...], python: str | None, l
         proj = None  # a foreign lock outside any project: host facts come from options
     req = CheckRequest(selectors=tuple(matrix), python=python, lock=lock_file, driver=driver, ccs=tuple(gpu_cc),
                        glibc=glibc, probe=probe, offline=offline, deep=deep, cache_dir=cache_dir)
-    res = run_check(proj, req)
+    res = run_check(proj, req, progress(ctx))
     root = proj.root if proj is not None else None
     if as_json:
         if len(res.reports) == 1 and not res.chooser:

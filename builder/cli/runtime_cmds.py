@@ -111,12 +111,14 @@ def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_py
                 raise UsageError("--env with --matrix needs --python X.Y to pick the lock")
             lock = runtime.checked_lock(proj, m, py)
             expected = smoke.expected_for(m, lock)
-        reports.append((env_python, smoke.run_smoke(env_python, expected, gpu=gpu)))
+        say = progress(ctx)
+        reports.append((env_python, smoke.run_smoke(env_python, expected, gpu=gpu,
+                                                    progress=lambda m: say(env_python, m))))
     else:
         if not matrix:
             raise UsageError("pass --matrix (a built runtime) or --env PYTHON (an existing env)")
         for py in select_pythons(proj.matrix(matrix), python):
-            path, rep = runtime.smoke_runtime(proj, matrix, py, root, base, gpu)
+            path, rep = runtime.smoke_runtime(proj, matrix, py, root, base, gpu, progress(ctx))
             reports.append((str(path), rep))
     if as_json:
         echo_json([{"runtime": where, **rep.as_dict()} for where, rep in reports])

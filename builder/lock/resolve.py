@@ -4,23 +4,27 @@ The directory lock is held for the whole run so two concurrent ``builder lock``
 runs serialise instead of interleaving writes.  A lock file is replaced only
 after uv succeeded and the result passed every check; anything else leaves the
 previous file byte-for-byte intact.
+
+``--check`` (:func:`check_locks`) runs no tool: uv, the subprocess wrapper, the
+write gate and the thread pool are imported only by the functions that lock.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from builder import fsio, paths, tools
 from builder.errors import BuilderError
 from builder.freshness import LockState
 from builder.lock import state as lockstate
-from builder.lock import uv as uv_backend
 from builder.project import Project, lock_path, select_pythons
 from builder.spec import Matrix
+
+if TYPE_CHECKING:
+    from builder.lock.uv import CompileResult
 
 Progress = Callable[[str, str], None]
 """Called with (target, message) as locks start and finish."""
@@ -64,9 +68,11 @@ def targets(project: Project, selectors: list[str], python: str | None) -> list[
     return out
 
 
-def _compile(uv: str, t: Target, offline: bool, follower: bool, cache: Path) -> uv_backend.CompileResult:
+def _compile(uv: str, t: Target, offline: bool, follower: bool, cache: Path) -> CompileResult:
     """Resolve one target. A follower first tries uv's cache alone (its group's leader
     has just revalidated the shared index pages), then the network if that fails."""
+    from builder.lock import uv as uv_backend
+
     if follower and not offline:
         try:
             return uv_backend.compile_lock(uv, t.matrix, t.python, offline=True, cache_dir=cache)
@@ -82,7 +88,7 @@ def _read_old(path: Path) -> str | None:
         return None  # missing, unreadable or not text: it gets replaced
 
 
-def lock_text(t: Target, res: uv_backend.CompileResult, uv_version: str) -> str:
+def lock_text(t: Target, res: CompileResult, uv_version: str) -> str:
     """The full lock file builder writes for ``t`` from uv's result (header, body, stamp)."""
     return lockstate.render(t.matrix, t.python, res.body,
                             {"uv-version": uv_version, "uv-command": " ".join(res.argv)})
@@ -91,6 +97,8 @@ def lock_text(t: Target, res: uv_backend.CompileResult, uv_version: str) -> str:
 def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bool,
               overrides: Mapping[str, str] | None = None, follower: bool = False,
               cache: Path | None = None) -> LockOutcome:
+    from builder import fsio, paths
+
     path = lock_path(project.locks, t.matrix, t.python)
     out = LockOutcome(t, path)
     try:
@@ -128,6 +136,10 @@ def run_lock(
     filtered index is immutable, so the bytes are those of an online resolution
     (tests check that re-locking reproduces them).  Groups run in parallel.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from builder import fsio, paths, tools
+
     ts = targets(project, list(req.selectors), req.python)
     # Every path this run writes, approved before anything is written: locks/
     # (and its lock file), each lock and its directory (a matrix directory may

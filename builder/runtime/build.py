@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,6 +103,20 @@ class BuildResult:
                 "removed_leftovers": self.removed_leftovers, "manifest": self.manifest}
 
 
+def _in_background(fn: Callable[[], str]) -> Callable[[], str]:
+    """Start ``fn`` on a thread; the returned function waits for its result (an error is
+    raised by running ``fn`` again in the caller)."""
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+
+    def result() -> str:
+        t.join()
+        return out[0] if out else fn()
+
+    return result
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
@@ -115,8 +130,6 @@ def _lock_record(project: Project, lock: pylock.Lock) -> dict[str, Any]:
 def build(project: Project, req: BuildRequest, protected: Protected,
           progress: Progress | None = None) -> BuildResult:
     """Build (or find) the runtime of ``req``'s lock; see the module docstring."""
-    from builder.runtime import smoke
-
     say = progress or (lambda _t, _m: None)
     t0 = time.monotonic()
     matrix = project.matrix(req.matrix)
@@ -156,6 +169,7 @@ def build(project: Project, req: BuildRequest, protected: Protected,
                            "stop the processes using it, then run the build again")
             status = "rebuilt"
         uv = tools.uv_bin()
+        uv_version = _in_background(lambda: tools.uv_version(uv))  # for the manifest, beside the base step
         # Every uv child (venv, pip sync) uses the gated cache, not a default of its own.
         env = _proc.clean_env(extra={"NO_COLOR": "1", "UV_CACHE_DIR": cache_dir})
         staging = paths.gate(swap.staging_dir(root, name), what="build a runtime at", kind="dir",
@@ -167,15 +181,17 @@ def build(project: Project, req: BuildRequest, protected: Protected,
             made = base.create(BaseRequest(staging=staging, python=python, matrix=matrix, uv=uv, env=env,
                                            interpreter=req.interpreter, protected=protected, final=final))
             t_base = time.monotonic() - t
-            say(name, f"Python {made.version} from {made.source} ({made.origin}); installing "
-                      f"{len(lock.packages)} packages")
+            say(name, f"Python {made.version} from {made.source} ({made.origin}); base ready in {t_base:.1f}s")
             t = time.monotonic()
-            sync(uv, made.python, made.version, lock, cache_dir, env)
+            sync(uv, made.python, made.version, lock, cache_dir, env, progress=lambda m: say(name, m))
             t_sync = time.monotonic() - t
             say(name, "running smoke tests")
             t = time.monotonic()
-            expected = smoke.expected_for(matrix, lock)  # part of the smoke phase
-            report = smoke.run_smoke(made.python, expected, gpu=req.gpu)
+            from builder.runtime import smoke  # loading the smoke machinery is part of the smoke phase
+
+            expected = smoke.expected_for(matrix, lock)  # so is predicting what it should see
+            report = smoke.run_smoke(made.python, expected, gpu=req.gpu,
+                                     progress=lambda m: say(name, f"smoke: {m}"))
             t_smoke = time.monotonic() - t
             if not report.ok:
                 bad = "; ".join(f"{s.name}: {s.reason}" for s in report.failed())
@@ -192,7 +208,7 @@ def build(project: Project, req: BuildRequest, protected: Protected,
                 "base": base.name, "lock": _lock_record(project, lock),
                 "interpreter": {"version": made.version, "source": made.source, "origin": made.origin,
                                 "reason": made.reason, **dict(made.details)},
-                "uv": tools.uv_version(uv), "built_at": _now(),
+                "uv": uv_version(), "built_at": _now(),
                 "timings": {"base": round(t_base, 3), "sync": round(t_sync, 3),
                             "smoke": round(t_smoke, 3),
                             "total": round(time.monotonic() - t0, 3)},
@@ -224,9 +240,12 @@ def locate(project: Project, matrix_sel: str, python: str, root: str | None = No
 
 
 def smoke_runtime(project: Project, matrix_sel: str, python: str, root: str | None = None,
-                  base: str | None = None, gpu: bool | None = None) -> tuple[Path, Any]:
+                  base: str | None = None, gpu: bool | None = None,
+                  progress: Progress | None = None) -> tuple[Path, Any]:
     """Run the smoke tests in the built runtime of the current lock (read-only)."""
     from builder.runtime import smoke
 
     matrix, lock, path = locate(project, matrix_sel, python, root, base)
-    return path, smoke.run_smoke(path / "bin" / "python", smoke.expected_for(matrix, lock), gpu=gpu)
+    say = (lambda m: progress(path.name, m)) if progress is not None else None
+    return path, smoke.run_smoke(path / "bin" / "python", smoke.expected_for(matrix, lock), gpu=gpu,
+                                 progress=say)

@@ -13,14 +13,20 @@ reported with its reason):
 A candidate counts only once it ran and reported the wanted version; an
 interpreter living inside a protected environment (QL_1) is never used: the
 runtime would depend on the production env's files.  Nothing is downloaded.
+
+Candidates are produced lazily: a step runs (``pyenv root``, ``uv python
+find``) only when the ones before it found nothing.  A pyenv *shim* found on
+``PATH`` is not run in step 2: it is a bash script that re-runs pyenv (about
+0.3 s) and fails unless that version is pyenv's selected one, while step 3
+reaches pyenv's versions directly.  It is tried last, so an interpreter only a
+shim knows (pyenv's ``system``) is still found.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,12 +35,13 @@ from builder.errors import ToolNotFound, UsageError
 from builder.protect import Protected
 
 # A venv is told by the pyvenv.cfg beside its bin/ (sys.prefix says nothing under -S);
-# sys._base_executable is then the interpreter it was made from.
+# sys._base_executable is then the interpreter it was made from.  One value per line,
+# paths last; no json: importing it (and re) doubles the probe's 20 ms.
 PROBE = (
-    "import json, os, sys; e = sys.executable; "
+    "import os, sys; e = sys.executable; "
     "v = os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(e)), 'pyvenv.cfg')); "
-    "print(json.dumps([list(sys.version_info[:3]), sys.implementation.name, e, v,"
-    " getattr(sys, '_base_executable', e)]))"
+    "print('%d.%d.%d' % sys.version_info[:3], sys.implementation.name, int(v), e,"
+    " getattr(sys, '_base_executable', e), sep='\\n')"
 )
 PROBE_TIMEOUT = 20.0
 
@@ -64,11 +71,11 @@ def probe(exe: str, env: Mapping[str, str] | None = None) -> tuple[str, str, str
     if not res.ok:
         tail = res.brief(2)
         return "timed out" if res.timed_out else f"exit {res.returncode}: {tail}"
-    try:
-        ver, impl, executable, in_venv, base = json.loads(res.stdout)
-        return ".".join(map(str, ver)), str(impl), str(executable), (str(base) if in_venv else None)
-    except (ValueError, TypeError):
+    lines = res.stdout.split("\n")
+    if len(lines) != 6 or lines[5] != "" or lines[2] not in ("0", "1"):
         return f"unexpected output: {res.stdout.strip()[:80]}"
+    version, impl, in_venv, executable, base = lines[:5]
+    return version, impl, executable, (base if in_venv == "1" else None)
 
 
 def pyenv_root(env: Mapping[str, str]) -> Path | None:
@@ -84,27 +91,41 @@ def _patch_key(p: Path) -> tuple[int, ...]:
     return tuple(int(n) for n in nums)
 
 
-def candidates(python: str, env: Mapping[str, str], uv: str | None) -> list[tuple[str, str]]:
-    """(source, path) candidates in discovery order (not yet verified)."""
-    out: list[tuple[str, str]] = []
+def is_pyenv_shim(path: str) -> bool:
+    """True for pyenv's shim script (``exec ".../libexec/pyenv" exec "$program" "$@"``)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError:
+        return False
+    return head.startswith(b"#!") and b"/libexec/pyenv" in head
+
+
+def candidates(python: str, env: Mapping[str, str], uv: str | None) -> Iterator[tuple[str, str]]:
+    """(source, path) candidates in discovery order (not yet verified), produced lazily.
+
+    Source ``"shim"`` is a notice, not a candidate: a pyenv shim on PATH, put last.
+    """
     exe = f"python{python}"
     on_path = _proc.which(exe, path=env.get("PATH"))
+    shim = on_path if on_path and is_pyenv_shim(on_path) else None
     if on_path:
-        out.append(("path", on_path))
+        yield ("shim" if shim else "path"), on_path
     root = pyenv_root(env)
     if root is not None:
         versions = sorted((root / "versions").glob(f"{python}.*"), key=_patch_key, reverse=True)
         for v in versions:
             # Only plain CPython X.Y.Z directories (not 3.12-dev or envs named 3.12.1/envs/x).
             if re.fullmatch(rf"{re.escape(python)}\.\d+", v.name) and (v / "bin" / exe).exists():
-                out.append(("pyenv", str(v / "bin" / exe)))
+                yield "pyenv", str(v / "bin" / exe)
     if uv:
         res = _proc.run([uv, "python", "find", "--managed-python", "--no-python-downloads",
                          "--no-config", "--no-project", python],
                         timeout=PROBE_TIMEOUT, env=env, what="uv python find")
         if res.ok and res.stdout.strip():
-            out.append(("uv", res.stdout.strip().splitlines()[-1]))
-    return out
+            yield "uv", res.stdout.strip().splitlines()[-1]
+    if shim is not None:
+        yield "path", shim
 
 
 def find(
@@ -160,6 +181,9 @@ def find(
                              f"pass a CPython {python} executable")
         return found
     for source, path in candidates(python, env, uv):
+        if source == "shim":
+            rejected.append((path, "a pyenv shim: pyenv's versions are searched directly, the shim last"))
+            continue
         found = verify(source, path)
         if found is not None:
             return found

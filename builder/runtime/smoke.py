@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from packaging.version import InvalidVersion, Version
 
@@ -33,14 +33,22 @@ GPU_TIMEOUT = 600.0
 PASS, FAIL, SKIP = "pass", "fail", "skipped"
 NO_GPU = "no GPU"
 DEVICE_ERROR = "Failed to infer device type"
+T = TypeVar("T")
 
+# One JSON line when a step starts and one when it ends (with its time), flushed:
+# the parent reports each step as it happens, and a crash keeps earlier results.
 IMPORTS = r"""
-import json, sys
+import json, sys, time
 def step(name, fn):
+    print(json.dumps({"start": name}), flush=True)
+    t = time.perf_counter()
     try:
-        print(json.dumps({"step": name, "ok": True, "value": fn()}), flush=True)
+        r = {"step": name, "ok": True, "value": fn()}
+        json.dumps(r)
     except BaseException as e:
-        print(json.dumps({"step": name, "ok": False, "value": "%s: %s" % (type(e).__name__, e)}), flush=True)
+        r = {"step": name, "ok": False, "value": "%s: %s" % (type(e).__name__, e)}
+    r["seconds"] = round(time.perf_counter() - t, 3)
+    print(json.dumps(r), flush=True)
 def t():
     import torch
     return {"version": torch.__version__, "cuda": getattr(getattr(torch, "version", None), "cuda", None)}
@@ -244,6 +252,79 @@ def arch_supported(cc: str, arch_list: list[str]) -> tuple[bool, str]:
     return False, f"no code for {want} in {', '.join(arch_list) or 'an empty arch list'}"
 
 
+Say = Callable[[str], None]
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+def secs(t: float) -> str:
+    """``0.04s``, ``2.3s``, ``74s``: enough digits to read, no more."""
+    return f"{t:.2f}s" if t < 1 else f"{t:.1f}s" if t < 10 else f"{t:.0f}s"
+
+
+def _timed(say: Say, label: str, fn: Callable[[], T]) -> T:
+    """Run ``fn``, saying when ``label`` starts and how long it took."""
+    say(f"{label} ...")
+    t = time.monotonic()
+    out = fn()
+    say(f"{label}: done in {secs(time.monotonic() - t)}")
+    return out
+
+
+def _event(line: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        return None
+    return ev if isinstance(ev, dict) else None
+
+
+def _import_events(say: Say) -> _proc.LineCallback:
+    """Progress from the import steps' JSON lines, as the child writes them."""
+    def feed(stream: str, line: str) -> None:
+        ev = _event(line) if stream == "stdout" else None
+        if ev is None:
+            return
+        if "start" in ev:
+            say(f"{ev['start']} ...")
+        elif "step" in ev:
+            took = f" in {secs(float(ev.get('seconds') or 0))}"
+            value = ev.get("value")
+            skipped = value.get("skipped") if isinstance(value, dict) else None
+            if not ev.get("ok"):
+                say(f"{ev['step']}: failed{took} ({value})")
+            elif skipped:
+                say(f"{ev['step']}: skipped{took} ({skipped})")
+            else:
+                say(f"{ev['step']}: ok{took}")
+
+    return feed
+
+
+def _gpu_events(say: Say) -> _proc.LineCallback:
+    """Progress from the GPU script's JSON lines (each result as it comes, with the time so far)."""
+    start = time.monotonic()
+
+    def feed(stream: str, line: str) -> None:
+        ev = _event(line) if stream == "stdout" else None
+        if ev is None:
+            return
+        at = f" ({secs(time.monotonic() - start)})"
+        if ev.get("step") == "cuda":
+            say(f"torch.cuda.is_available(): {ev.get('available')}, {ev.get('count')} device(s){at}")
+        elif ev.get("step") == "device":
+            say(f"cuda:{ev.get('index')}: {ev.get('name')}, compute capability {ev.get('cc')}{at}")
+        elif ev.get("step") == "gemm":
+            say(f"GEMM {ev.get('dtype')} cuda:{ev.get('index')}: "
+                + ("ok" if ev.get("ok") else f"failed ({ev.get('error')})") + at)
+
+    return feed
+
+
 def _jsonlines(text: str) -> list[dict[str, Any]]:
     out = []
     for line in text.splitlines():
@@ -284,9 +365,11 @@ def _identity_steps(probe: doctor.EnvProbe, exp: Expected) -> list[Step]:
     return steps
 
 
-def _gpu_steps(python: str, env: Mapping[str, str], cwd: str) -> list[Step]:
+def _gpu_steps(python: str, env: Mapping[str, str], cwd: str, say: Say = _quiet) -> list[Step]:
+    say("GPU steps (CUDA, architecture, cuBLAS GEMM) ...")
     res = _proc.run([python, "-I", "-B", "-c", GPU], timeout=GPU_TIMEOUT, env=env, cwd=cwd,
-                    what="GPU smoke")
+                    what="GPU smoke", on_line=_gpu_events(say))
+    say(f"GPU steps: done in {secs(res.duration)}")
     lines = _jsonlines(res.stdout)
     cuda = next((x for x in lines if x.get("step") == "cuda"), None)
     if cuda is None:
@@ -325,22 +408,27 @@ def _vllm_c_step(r: dict[str, Any] | None, res: _proc.Result, not_installed: boo
     return Step(name, SKIP, str(skipped)) if skipped else Step(name, PASS, "compiled ops loaded")
 
 
-def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None = None) -> SmokeReport:
+def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None = None,
+              progress: Say | None = None) -> SmokeReport:
     """Run every smoke step in the environment of ``python``.
 
     ``expected`` None means "an environment builder did not build": identity
     steps are skipped and a missing vLLM is skipped rather than failed.
+    ``progress`` hears each step that runs code in the environment as it starts
+    and ends (with its time), then the tally.
     """
     python = str(python)
+    say = progress or _quiet
     start = time.monotonic()
     gpu = gpu_present() if gpu is None else gpu
     rep = SmokeReport(python, gpu, expected_source=expected.source if expected else "")
     env = _env()
     with paths.temp_dir("builder-smoke-") as cwd:
         res = _proc.run([python, "-I", "-B", "-c", IMPORTS], timeout=IMPORT_TIMEOUT, env=env, cwd=cwd,
-                        what="smoke imports")
-        got = {x["step"]: x for x in _jsonlines(res.stdout)}
-        probe = doctor.probe_env(python)
+                        what="smoke imports", on_line=_import_events(say) if progress else None)
+        got = {x["step"]: x for x in _jsonlines(res.stdout) if "step" in x}
+        probe = _timed(say, "reading the installed packages and their CUDA binaries",
+                       lambda: doctor.probe_env(python))
         installed = probe.versions()
         have_torch, have_vllm = "torch" in installed, "vllm" in installed
         for name in ("import torch", "import vllm", "import AsyncLLMEngine"):
@@ -373,17 +461,22 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
             rep.steps.append(Step("vllm --help", SKIP, "vllm is not installed in this environment"))
         else:
             cli = Path(python).parent / "vllm"
-            rep.steps.append(classify_vllm_help(
-                _proc.run([str(cli), "--help"], timeout=CLI_TIMEOUT, env=env, cwd=cwd, what="vllm --help"), gpu))
+            say("vllm --help ...")
+            ran = _proc.run([str(cli), "--help"], timeout=CLI_TIMEOUT, env=env, cwd=cwd, what="vllm --help")
+            step = classify_vllm_help(ran, gpu)
+            say(f"vllm --help: {step.status} in {secs(ran.duration)}" + (f" ({step.reason})" if step.reason else ""))
+            rep.steps.append(step)
         if gpu and expected is None and not have_torch:
             rep.steps += [Step(n, SKIP, "torch is not installed in this environment") for n in
                           ("torch.cuda.is_available()", "arch in torch.cuda.get_arch_list()",
                            "GEMM (14,4096)x(4096,4096) float16", "GEMM (14,4096)x(4096,4096) bfloat16")]
         elif gpu:
-            rep.steps.extend(_gpu_steps(python, env, str(cwd)))
+            rep.steps.extend(_gpu_steps(python, env, str(cwd), say))
         else:
             rep.steps += [Step(n, SKIP, NO_GPU) for n in
                           ("torch.cuda.is_available()", "arch in torch.cuda.get_arch_list()",
                            "GEMM (14,4096)x(4096,4096) float16", "GEMM (14,4096)x(4096,4096) bfloat16")]
     rep.seconds = time.monotonic() - start
+    n = {k: sum(st.status == k for st in rep.steps) for k in (PASS, FAIL, SKIP)}
+    say(f"{n[PASS]} pass, {n[FAIL]} fail, {n[SKIP]} skipped in {secs(rep.seconds)}")
     return rep

@@ -12,8 +12,30 @@ from pathlib import Path
 
 from builder import _proc, paths, pylock
 from builder.errors import BuildError, FilesystemRefused, ToolFailed, Unavailable
+from builder.runtime.installprogress import InstallProgress, Say, human
 
 SYNC_TIMEOUT = 3600.0  # a cold matrix download is ~5 GB (FACTS.md)
+
+
+def picked_wheels(lock: pylock.Lock, version: str) -> list[tuple[pylock.Package, pylock.Wheel]]:
+    """(package, wheel) for every package: the lock's best wheel for this host's CPython ``version``.
+
+    A package with no wheel for the host is an error unless its marker may
+    exclude it here (then its first wheel stands in; uv evaluates the marker).
+    """
+    tags = pylock.host_tags(version)
+    out: list[tuple[pylock.Package, pylock.Wheel]] = []
+    for p in lock.packages:
+        best = p.pick_wheel(tags)
+        if best is None:
+            if p.marker is None:
+                raise BuildError(f"{Path(lock.where).name}: {p.name} {p.version} has no wheel for Python "
+                                 f"{version} on this host", "re-lock for this platform")
+            if not p.wheels:
+                continue
+            best = p.wheels[0]  # excluded by its marker here; uv skips it
+        out.append((p, best))
+    return out
 
 
 def pinned_requirements(lock: pylock.Lock, version: str) -> str:
@@ -26,18 +48,9 @@ def pinned_requirements(lock: pylock.Lock, version: str) -> str:
     The wheel is the lock's best match for the target interpreter; markers are
     kept for uv to evaluate against it.
     """
-    tags = pylock.host_tags(version)
     lock_dir = Path(lock.where).parent
     lines: list[str] = []
-    for p in lock.packages:
-        best = p.pick_wheel(tags)
-        if best is None:
-            if p.marker is None:
-                raise BuildError(f"{Path(lock.where).name}: {p.name} {p.version} has no wheel for Python "
-                                 f"{version} on this host", "re-lock for this platform")
-            if not p.wheels:
-                continue
-            best = p.wheels[0]  # excluded by its marker here; uv skips it
+    for p, best in picked_wheels(lock, version):
         url = best.url if best.url else (lock_dir / (best.path or best.filename)).resolve().as_uri()
         hashes = " ".join(f"--hash={algo}:{digest}" for algo, digest in sorted(best.hashes.items()))
         marker = f" ; {p.marker}" if p.marker is not None else ""
@@ -59,13 +72,24 @@ def sync_argv(uv: str, python: Path, requirements: Path, cache_dir: str | None) 
 
 
 def sync(uv: str, python: Path, version: str, lock: pylock.Lock, cache_dir: str | None,
-         env: Mapping[str, str]) -> float:
-    """Install ``lock`` into the environment of ``python``; seconds taken, or a typed error."""
+         env: Mapping[str, str], progress: Say | None = None) -> float:
+    """Install ``lock`` into the environment of ``python``; seconds taken, or a typed error.
+
+    ``progress`` gets one line per event: the start (packages, bytes), each large
+    download uv reports, and uv's phase summaries (:mod:`builder.runtime.installprogress`).
+    """
+    on_line = None
+    if progress is not None:
+        picked = picked_wheels(lock, version)
+        sizes = {p.name: w.size for p, w in picked if w.size}
+        progress(f"installing {len(picked)} packages ({human(sum(sizes.values()))} of wheels; "
+                 "uv downloads what its cache lacks)")
+        on_line = InstallProgress(progress, sizes).feed
     with paths.temp_dir("builder-sync-") as tmp:
         reqs = tmp / "requirements.txt"
         reqs.write_text(pinned_requirements(lock, version), encoding="utf-8")
         res = _proc.run(sync_argv(uv, python, reqs, cache_dir), timeout=SYNC_TIMEOUT, env=env,
-                        what="uv pip sync")
+                        what="uv pip sync", on_line=on_line)
     if res.ok:
         return res.duration
     from builder.lock.uv import NETWORK_ERROR, summarize
