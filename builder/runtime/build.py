@@ -104,15 +104,28 @@ class BuildResult:
 
 
 def _in_background(fn: Callable[[], str]) -> Callable[[], str]:
-    """Start ``fn`` on a thread; the returned function waits for its result (an error is
-    raised by running ``fn`` again in the caller)."""
+    """Start ``fn`` on a thread; the returned function waits for its result.
+
+    Whatever the thread raises (a tool error, or builder's stop on a signal) is kept
+    and raised in the caller: a thread never prints a traceback of its own.
+    """
     out: list[str] = []
-    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    err: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:  # re-raised by result() in the caller's thread
+            err.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
     t.start()
 
     def result() -> str:
         t.join()
-        return out[0] if out else fn()
+        if err:
+            raise err[0]
+        return out[0]
 
     return result
 
