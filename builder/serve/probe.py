@@ -273,6 +273,8 @@ def _load(url: str, model: str, n: int, c: int, per_request: float, api_key: str
                 status, detail = _completion(url, model, t + per_request, api_key)
             except (Stalled, Unreachable) as exc:
                 status, detail = FAIL, str(exc)
+            except Exception as exc:  # a thread must not die with a traceback: count it as an error
+                status, detail = FAIL, f"{type(exc).__name__}: {exc}"
             with lock:
                 if status == PASS:
                     lat.append(time.monotonic() - t)
