@@ -109,7 +109,12 @@ def _env() -> dict[str, str | None]:
 def tests(session: nox.Session) -> None:
     """The default test suite: offline, fast."""
     _install(session, "[dev,conda]")
-    session.run("pytest", *(session.posargs or ["-q"]), env=_env())
+    args = list(session.posargs or ["-q"])
+    if not any(a in ("-n", "--numprocesses") or a.startswith(("-n", "--numprocesses=", "-p")) for a in args):
+        # One worker per core (pytest-xdist), files kept together so their module fixtures
+        # are built once; much of the suite waits on real children and servers.
+        args = ["-n", "auto", "--maxprocesses", "4", "--dist", "loadfile", *args]
+    session.run("pytest", *args, env=_env())
 
 
 @nox.session
