@@ -1,4 +1,5 @@
-"""The smoke step ``import vllm._C``: skipped only without libcuda.so.1, never passed by default."""
+"""The smoke step ``import vllm._C``: a GPU step; with the GPU steps on, skipped only without
+libcuda.so.1, never passed by default."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def _step(rep: smoke.SmokeReport) -> smoke.Step:
 
 
 def test_without_libcuda_the_step_is_skipped_with_that_reason(w: World) -> None:
-    step = _step(smoke.run_smoke(w.runtime / "bin" / "python", None, gpu=False))
+    step = _step(smoke.run_smoke(w.runtime / "bin" / "python", None, gpu=True))
     if _has_libcuda():  # a host with the driver: the fake vLLM has no compiled ops, so it fails
         assert step.status == FAIL and "vllm._C" in step.reason
     else:
@@ -44,8 +45,19 @@ def test_with_a_driver_library_a_missing_extension_fails(w: World, tmp_path: Pat
     lib = wheels.compile_shared_object(tmp_path / "driver" / "libcuda.so.1", c_source="int cuInit(int f){return 0;}\n",
                                        soname="libcuda.so.1")
     monkeypatch.setenv("LD_LIBRARY_PATH", str(lib.parent))
-    step = _step(smoke.run_smoke(w.runtime / "bin" / "python", None, gpu=False))
+    step = _step(smoke.run_smoke(w.runtime / "bin" / "python", None, gpu=True))
     assert step.status == FAIL and "No module named 'vllm._C'" in step.reason
+
+
+def test_with_the_gpu_steps_off_the_step_is_skipped_even_with_a_driver(w: World, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--no-gpu`` turns off every GPU step, loading the compiled ops included, on any host: the
+    fake vLLM (no ``_C``) would fail here if the step ran."""
+    lib = wheels.compile_shared_object(tmp_path / "driver" / "libcuda.so.1", c_source="int cuInit(int f){return 0;}\n",
+                                       soname="libcuda.so.1")
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(lib.parent))
+    step = _step(smoke.run_smoke(w.runtime / "bin" / "python", None, gpu=False))
+    assert (step.status, step.reason) == (SKIP, "GPU steps not run (--no-gpu)")
 
 
 def test_step_classification() -> None:

@@ -420,6 +420,7 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
     python = str(python)
     say = progress or _quiet
     start = time.monotonic()
+    asked = gpu
     gpu = gpu_present() if gpu is None else gpu
     rep = SmokeReport(python, gpu, expected_source=expected.source if expected else "")
     env = _env()
@@ -445,7 +446,12 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
                 rep.steps.append(Step(name, FAIL, why))
             else:
                 rep.steps.append(Step(name, PASS if r["ok"] else FAIL, "" if r["ok"] else str(r["value"])))
-        rep.steps.append(_vllm_c_step(got.get("import vllm._C"), res, expected is None and not have_vllm))
+        vllm_c = _vllm_c_step(got.get("import vllm._C"), res, expected is None and not have_vllm)
+        if not gpu and vllm_c.status != SKIP:
+            # Loading the compiled ops is a GPU step (it needs the driver): not run
+            # when the GPU steps are off, like the CUDA and GEMM steps below.
+            vllm_c = Step(vllm_c.name, SKIP, "GPU steps not run (--no-gpu)" if asked is False else NO_GPU)
+        rep.steps.append(vllm_c)
         t = got.get("import torch", {}).get("value") if got.get("import torch", {}).get("ok") else None
         v = got.get("import vllm", {}).get("value") if got.get("import vllm", {}).get("ok") else None
         if expected is not None:
