@@ -35,6 +35,10 @@ import nox
 from nox.command import CommandFailed
 
 nox.options.default_venv_backend = "uv|virtualenv"
+# uv installs without byte-compiling, and with PYTHONDONTWRITEBYTECODE set (CI images,
+# this project's machines) every `builder` process would then recompile click and
+# packaging from source: compile at install time instead.
+os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 nox.options.sessions = ["tests"]
 
 ROOT = Path(__file__).parent
@@ -109,6 +113,9 @@ def _env() -> dict[str, str | None]:
 def tests(session: nox.Session) -> None:
     """The default test suite: offline, fast."""
     _install(session, "[dev,conda]")
+    # The editable checkout and the tests are not in site-packages: compile them too (the
+    # suite starts builder in hundreds of child processes).
+    session.run("python", "-m", "compileall", "-q", "-j", "0", "builder", "tests", silent=True)
     args = list(session.posargs or ["-q"])
     if not any(a in ("-n", "--numprocesses") or a.startswith(("-n", "--numprocesses=", "-p")) for a in args):
         # One worker per core (pytest-xdist), files kept together so their module fixtures
