@@ -236,7 +236,7 @@ def _named(items: list[str], most: int = 6) -> tuple[str, ...]:
     return tuple(items) if len(items) <= most else (*items[:most], f"{len(items) - most} more")
 
 
-class _RangeFile(io.RawIOBase):
+class RangeFile(io.RawIOBase):
     """A read-only, seekable view of a remote file that fetches missing byte ranges
     on demand (so :mod:`zipfile` can read only what it needs).
 
@@ -411,7 +411,7 @@ class HttpReader:
         base, body, total, whole = self._tail()
         if whole:
             return zipfile.ZipFile(io.BytesIO(body)), None
-        raw = _RangeFile(lambda a, b: self._range(a, b, total), total, [(base, body)], self.ref.filename)
+        raw = RangeFile(lambda a, b: self._range(a, b, total), total, [(base, body)], self.ref.filename)
         return zipfile.ZipFile(raw), raw.phase
 
 
