@@ -25,7 +25,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import re
 import struct
 import time
 import zipfile
@@ -37,6 +36,7 @@ from typing import Any
 
 from builder import _http, fatbin
 from builder.archcompat import KernelArchs
+from builder.check.wheels import RangeFile, reported_size
 from builder.errors import Unavailable
 
 CACHE_SCHEMA = 1
@@ -181,16 +181,11 @@ class _Remote:
         self.budget.requests += 1
         reply = _http.fetch(self.url, what=self.what, max_bytes=n, rng=f"bytes=-{n}", deadline=self.budget.seconds,
                             read_timeout=HTTP_TIMEOUT, budget=self.budget)
-        m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", reply.headers.get("content-range", "").strip())
-        if reply.status != 206 or not m:
+        if reply.status != 206:
             raise Unavailable(f"{self.what}: no range reply (HTTP {reply.status}) from {_http.host_of(self.url)}",
                               "the index must honour HTTP Range requests")
-        total = int(m.group(3))
-        if self.ref.size is not None and total != self.ref.size:
-            raise Unavailable(f"{self.ref.filename}: server has {total} bytes, the lock says {self.ref.size}",
-                              "the file changed since it was locked; re-lock or check the index")
-        self.total = total
-        return total - len(reply.body), reply.body
+        self.total = reported_size(self.ref.filename, reply.headers, self.ref.size)
+        return self.total - len(reply.body), reply.body
 
     def stream(self, start: int, stop: int) -> Iterator[bytes]:
         """Bytes [start, stop) in pieces, one Range request per :data:`WINDOW`."""
@@ -258,8 +253,6 @@ def _result(ref: MemberRef, info: zipfile.ZipInfo, report: fatbin.FatbinReport, 
 
 
 def _read_http(ref: MemberRef, budget: _Budget) -> DeepResult:
-    from builder.check.wheels import RangeFile
-
     remote = _Remote(ref, budget)
     tail = remote.tail(TAIL)
     try:
