@@ -46,7 +46,7 @@ PIECE = 1024 * 1024  # socket read size
 INFLATE_OUT = 4 * 1024 * 1024  # most inflated bytes per decompress call
 DEADLINE_S = 600.0
 MAX_BYTES = 512 * 1024 * 1024
-HTTP_TIMEOUT = 30.0
+HTTP_TIMEOUT = _http.READ_TIMEOUT  # one socket read may stall this long
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # zip local file header, 30 bytes
 
 
