@@ -132,8 +132,7 @@ class Budget:
         """The deadline one more request may have; Unavailable once the budget's time is spent."""
         left = self.remaining()
         if left <= 0:
-            raise Unavailable(f"{self.what}: took longer than {self.seconds:g}s in total",
-                              "the server is too slow; retry, or check the network")
+            raise self.late()
         return min(per_request, left)
 
     def spend(self, n: int) -> None:
@@ -141,8 +140,16 @@ class Budget:
             self.spent += n
             over = self.spent > self.max_bytes
         if over:
-            raise Unavailable(f"{self.what}: more than {_size(self.max_bytes)} read in total",
-                              "the file is not what the lock describes; check its source")
+            raise self.over()
+
+    # The two errors, as methods: a reader whose bounds the operator sets words them its own way.
+    def late(self) -> Unavailable:
+        return Unavailable(f"{self.what}: took longer than {self.seconds:g}s in total",
+                           "the server is too slow; retry, or check the network")
+
+    def over(self) -> Unavailable:
+        return Unavailable(f"{self.what}: more than {_size(self.max_bytes)} read in total",
+                           "the file is not what the lock describes; check its source")
 
 
 @dataclass
@@ -152,6 +159,7 @@ class _Guard:
     what: str
     deadline: float
     cancel: Cancel | None
+    budget: Budget | None = None  # the shared bound that may have cut this request's deadline
     expired: bool = False
     sock: socket.socket | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -187,11 +195,13 @@ class _Guard:
             if s is not None:
                 self.cancel._add(s)
 
-    def check(self, budget: float) -> None:
+    def check(self, seconds: float) -> None:
         if self.cancel is not None and self.cancel.cancelled:
             raise Unavailable(f"{self.what}: cancelled", "the read was interrupted")
         if self.expired or self.remaining() <= 0:
-            raise Unavailable(f"{self.what}: no complete answer within {budget:g}s",
+            if self.budget is not None and self.budget.remaining() <= 0:
+                raise self.budget.late()  # the shared time ran out, not this request's own
+            raise Unavailable(f"{self.what}: no complete answer within {seconds:g}s",
                               "the server is too slow or stalled; retry, or check the network")
 
 
@@ -329,7 +339,7 @@ def open_url(url: str, *, what: str, max_bytes: int, headers: Mapping[str, str] 
         deadline = budget.deadline(deadline)
     import http.client
 
-    guard = _Guard(what, time.monotonic() + deadline, cancel)
+    guard = _Guard(what, time.monotonic() + deadline, cancel, budget)
     guard.start()
     conn: http.client.HTTPConnection | None = None
     try:
@@ -467,6 +477,8 @@ def iter_range(source: str | Path, start: int, end: int, *, what: str, max_bytes
         left = end - start
         while left:
             if time.monotonic() > t_end:
+                if budget is not None and budget.remaining() <= 0:
+                    raise budget.late()
                 raise Unavailable(f"{what}: reading {path} took longer than {deadline:g}s", "check the disk")
             if cancel is not None and cancel.cancelled:
                 raise Unavailable(f"{what}: cancelled", "the read was interrupted")

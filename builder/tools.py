@@ -14,13 +14,19 @@ from builder.errors import ToolNotFound
 UV_PINNED = "0.13.9"
 
 
+def explicit_exe(var: str, hint: str) -> str | None:
+    """The executable the environment variable ``var`` names, None when it is unset or
+    empty; ToolNotFound (with ``hint``) when it names no executable."""
+    explicit = os.environ.get(var)
+    if explicit and not os.access(explicit, os.X_OK):
+        raise ToolNotFound(f"{var}={explicit} is not an executable", hint)
+    return explicit or None
+
+
 def uv_bin() -> str:
     """The uv executable: $BUILDER_UV, else the pinned ``uv`` package's binary, else PATH."""
-    explicit = os.environ.get("BUILDER_UV")
+    explicit = explicit_exe("BUILDER_UV", "unset BUILDER_UV or point it at uv")
     if explicit:
-        if not os.access(explicit, os.X_OK):
-            raise ToolNotFound(f"BUILDER_UV={explicit} is not an executable",
-                               "unset BUILDER_UV or point it at uv")
         return explicit
     try:
         import uv  # the PyPI package that ships the binary

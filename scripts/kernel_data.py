@@ -47,7 +47,7 @@ wheel, read from the fatbin container and entry headers by builder's own reader
 uses the largest group meant for a GPU as the build's arch list.
 A row applies only to the wheel whose sha256 it names.  Regenerate (network, PyPI):
   python scripts/kernel_data.py vllm==VERSION ...      (see its docstring)
-Read by builder/kerneldata.py; pinned in tests/test_fatbin.py."""
+Read by builder/check/kerneldata.py; pinned in tests/test_kerneldata.py."""
 
 
 def wheel_for(name: str, version: str) -> dict[str, Any]:

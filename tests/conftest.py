@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import httpserver, wheels
+from tests.helpers import httpserver, projects, wheels
 from tests.helpers.cli import builder_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Fixtures of the conda tests (channel, rattler_cache) live beside their helpers.
-pytest_plugins = ["tests.helpers.conda_channel"]
+# Fixtures live beside their helpers: the conda tests' (channel, rattler_cache) and the
+# runtime world's (w).
+pytest_plugins = ["tests.helpers.conda_channel", "tests.helpers.runtimes"]
 
 
 @pytest.fixture(scope="session")
@@ -49,47 +50,22 @@ def index(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield f"{url}/simple"
 
 
-MATRIX_TEMPLATE = """\
-# a test matrix
-id = "{id}"
-title = "test matrix {id}"
-driver-floor = "570.26"
-cuda-track = "12.8"
-pythons = {pythons}
-platform = "x86_64-manylinux_2_35"
-exclude-newer = "2025-12-30"
-
-[torch]
-version = "2.9.0"
-cuda = "12.8"
-source = "pypi"
-
-[vllm]
-version = "0.13.0"
-cuda = "12.9"
-source = "pypi"
-
-[packages]
-extra = {extra}
-overrides = {overrides}
-
-[index]
-url = "{index}"
-"""
-
-HOST = (ROOT / "envs" / "host.toml").read_text()
+HOST = projects.REPO_HOST
 
 
 def write_project(root: Path, index: str, matrices: dict[str, dict[str, object]] | None = None) -> Path:
-    """A temp project with ``envs/`` (host + matrices) and an empty ``locks/``."""
-    (root / "envs").mkdir(parents=True, exist_ok=True)
-    (root / "locks").mkdir(exist_ok=True)
-    (root / "envs" / "host.toml").write_text(HOST)
+    """A temp project with ``envs/`` (host + matrices) and an empty ``locks/``.
+
+    Matrix ``t`` by default; per matrix, ``pythons``, ``extra``, ``overrides`` (TOML
+    text) or any other keyword of :func:`tests.helpers.projects.matrix_toml`.
+    """
+    texts = {}
     for mid, opts in (matrices or {"t": {}}).items():
-        vals = {"id": mid, "pythons": '["3.11", "3.12"]', "extra": "[]", "overrides": "[]", "index": index}
-        vals.update({k: str(v) for k, v in opts.items()})
-        (root / "envs" / f"matrix-{mid}.toml").write_text(MATRIX_TEMPLATE.format(**vals))
-    return root
+        o = {"pythons": '["3.11", "3.12"]', "extra": "[]", "overrides": "[]", **{k: str(v) for k, v in opts.items()}}
+        texts[mid] = projects.matrix_toml(mid, index, title=f"test matrix {mid}", comment="# a test matrix\n",
+                                          source="pypi", packages={"extra": o.pop("extra"),
+                                                                   "overrides": o.pop("overrides")}, **o)
+    return projects.write_project(root, texts)
 
 
 @pytest.fixture

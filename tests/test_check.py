@@ -18,6 +18,7 @@ from builder.driver.facts import HostFacts
 from builder.errors import ToolNotFound, Unavailable
 from builder.project import Project
 from tests.helpers import cuda_world, httpserver
+from tests.helpers.scripts import sh
 
 ROOT = Path(__file__).resolve().parent.parent
 ADA = ("8.9",)
@@ -324,12 +325,8 @@ def test_real_vllm_020_with_torch_29_fails(tmp_path: Path) -> None:
 
 
 def _fake_smi(tmp_path: Path, body: str) -> str:
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    smi = bindir / "nvidia-smi"
-    smi.write_text("#!/bin/sh\n" + body)
-    smi.chmod(0o755)
-    return f"{bindir}:/usr/bin:/bin"
+    sh(tmp_path / "bin" / "nvidia-smi", body)
+    return f"{tmp_path / 'bin'}:/usr/bin:/bin"
 
 
 def test_probe_runs_the_real_probe_against_a_fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

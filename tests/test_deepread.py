@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import lzma
 import os
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,7 +17,7 @@ import pytest
 from builder import fatbin
 from builder.check import deepread
 from builder.errors import Unavailable
-from tests.helpers.httpserver import Stats, serve
+from tests.helpers.httpserver import Misbehave, Stats, serve
 
 EXT = Path(__file__).parent / "data" / "fatbin" / "vllm-0.13.0-_flashmla_extension_C.abi3.so.xz"
 MEMBER = "vllm/_flashmla_extension_C.abi3.so"
@@ -120,10 +121,21 @@ def test_deadline(wheel: Path, server: tuple[str, Stats]) -> None:
         deepread.deep_read(_ref(wheel, server[0]), deadline_s=0)
 
 
+def test_deadline_holds_against_a_drip_feeding_server(wheel: Path, server: tuple[str, Stats]) -> None:
+    # Headers one byte per 0.2 s: every socket read succeeds, so only a total deadline ends it
+    # (the reader before builder._http waited the whole ~16 s here).
+    url, stats = server
+    stats.misbehave[f"/{wheel.name}"] = Misbehave(drip_headers=0.2)
+    t0 = time.monotonic()
+    with pytest.raises(Unavailable, match=r"deep read of vllm/_flashmla_extension_C.abi3.so took over 1 s"):
+        deepread.deep_read(_ref(wheel, url), deadline_s=1.0)
+    assert time.monotonic() - t0 < 4
+
+
 def test_http_error(wheel: Path, server: tuple[str, Stats]) -> None:
     url, stats = server
     stats.fail_with = 503
-    with pytest.raises(Unavailable, match=r"HTTP 503 \(127\.0\.0\.1"):
+    with pytest.raises(Unavailable, match=r"HTTP 503 from 127\.0\.0\.1"):
         deepread.deep_read(_ref(wheel, url))
 
 

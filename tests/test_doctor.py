@@ -11,12 +11,7 @@ import pytest
 from builder import _proc, tools
 from builder.runtime import doctor
 from tests.conftest import tree_digest
-from tests.helpers.runtimes import World, builder, world
-
-
-@pytest.fixture(scope="session")
-def w(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return world(tmp_path_factory.mktemp("rtworld"))
+from tests.helpers.runtimes import World, builder
 
 
 def test_doctor_on_a_built_runtime_reports_identity_and_its_lock(w: World) -> None:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -31,7 +32,8 @@ from builder.driver import facts as hostfacts
 from builder.driver import preflight, snapshot
 from builder.errors import EXIT_FS_REFUSED, EXIT_INTERNAL, EXIT_USAGE, BuilderError
 from tests.conftest import ROOT
-from tests.helpers.runtimes import PY312, World, world
+from tests.helpers.cli import builder_cmd
+from tests.helpers.runtimes import PY312, World
 from tests.test_write_gate import DRIVER, invocation, leaves
 
 SNAPSHOT = ROOT / "tests" / "data" / "host" / "snapshots" / "h200-driver-580-ubuntu-24.04.json"
@@ -39,16 +41,7 @@ SPEC = ROOT / "envs" / "matrix-a.toml"
 LOCK = ROOT / "locks" / "matrix-a" / "pylock.py312.toml"
 
 
-@pytest.fixture(scope="module")
-def w(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return world(tmp_path_factory.mktemp("rtworld"))
-
-
-def builder(*args: str, cwd: Path, env: dict[str, str] | None = None,
-            wrap: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-    e = {k: v for k, v in (env or os.environ).items() if k != "BUILDER_PROJECT"}
-    return subprocess.run([*(wrap or []), sys.executable, "-m", "builder", *args], cwd=cwd, env=e,
-                          capture_output=True, text=True, timeout=180)
+builder = functools.partial(builder_cmd, timeout=180)
 
 
 def one_line(r: subprocess.CompletedProcess[str], code: int, *words: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from builder import _proc
 from builder.driver import facts as hostfacts
 from builder.driver import probe as host
 from builder.driver import snapshot
+from tests.helpers.scripts import sh
 
 SMI_GPUS = ("index, name, driver_version, compute_cap, memory.total [MiB], pci.bus_id, uuid\n"
             "0, NVIDIA RTX 6000 Ada Generation, 550.107.02, 8.9, 49140, 00000000:01:00.0, GPU-aaaa\n"
@@ -21,11 +21,7 @@ SMI_GPUS = ("index, name, driver_version, compute_cap, memory.total [MiB], pci.b
 
 
 def script(d: Path, name: str, body: str) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    p = d / name
-    p.write_text("#!/bin/sh\n" + body)
-    p.chmod(p.stat().st_mode | stat.S_IXUSR)
-    return p
+    return sh(d / name, body)
 
 
 def fake_nvidia_smi(bindir: Path) -> None:

@@ -26,6 +26,7 @@ from builder.driver import runbook, snapshot
 from builder.errors import Unavailable
 from builder.project import Project
 from tests.helpers import rss
+from tests.helpers.scripts import sh
 from tests.test_hostparse import fixture
 from tests.test_preflight import KERNEL, ROOT, TODAY, by_id, operator_snapshot, rec, run
 
@@ -286,10 +287,7 @@ def test_x86_64_from_the_module_banner_when_uname_m_was_not_captured() -> None:
 
 # --------------------------------------------------------------------------- output cap
 def _fake_smi(bindir: Path, body: str) -> None:
-    bindir.mkdir(parents=True, exist_ok=True)
-    p = bindir / "nvidia-smi"
-    p.write_text("#!/bin/sh\n" + body)
-    p.chmod(0o755)
+    sh(bindir / "nvidia-smi", body)
 
 
 def test_a_probe_printing_100_mb_is_cut_and_killed_and_says_so(tmp_path: Path,

@@ -13,19 +13,13 @@ import pytest
 from builder import _proc, protect
 from builder.errors import ToolNotFound, UsageError
 from builder.runtime import interpreters
+from tests.helpers.scripts import sh
 
 
 @functools.cache
 def real() -> str:
     """A real CPython 3.12 on this machine (pyenv's); the tests link it where discovery looks."""
     return interpreters.find("3.12").path
-
-
-def _script(path: Path, body: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\n" + body + "\n")
-    path.chmod(0o755)
-    return path
 
 
 def _env(tmp_path: Path, path: list[Path], pyenv_root: Path | None) -> dict[str, str]:
@@ -47,7 +41,7 @@ def test_path_comes_first_and_reports_why(tmp_path: Path) -> None:
 
 def test_pyenv_newest_working_patch_wins_and_broken_ones_are_reported(tmp_path: Path) -> None:
     root = tmp_path / "pyenv"
-    _script(root / "versions" / "3.12.10" / "bin" / "python3.12", "echo broken >&2; exit 3")
+    sh(root / "versions" / "3.12.10" / "bin" / "python3.12", "echo broken >&2; exit 3")
     good = root / "versions" / "3.12.1" / "bin" / "python3.12"
     good.parent.mkdir(parents=True)
     good.symlink_to(real())
@@ -58,7 +52,7 @@ def test_pyenv_newest_working_patch_wins_and_broken_ones_are_reported(tmp_path: 
 
 
 def test_a_shim_that_fails_falls_through_to_pyenv_versions(tmp_path: Path) -> None:
-    shim = _script(tmp_path / "shims" / "python3.12", "echo 'pyenv: python3.12: command not found' >&2; exit 127")
+    shim = sh(tmp_path / "shims" / "python3.12", "echo 'pyenv: python3.12: command not found' >&2; exit 127")
     root = tmp_path / "pyenv"
     (root / "versions" / "3.12.1" / "bin").mkdir(parents=True)
     (root / "versions" / "3.12.1" / "bin" / "python3.12").symlink_to(real())
@@ -94,7 +88,7 @@ def test_explicit_interpreter_must_have_the_right_version(tmp_path: Path) -> Non
 
 
 def test_nothing_found_lists_what_was_tried_and_how_to_fix_it(tmp_path: Path) -> None:
-    fake_uv = _script(tmp_path / "uvbin" / "uv", "exit 2")  # no uv-managed 3.12
+    fake_uv = sh(tmp_path / "uvbin" / "uv", "exit 2")  # no uv-managed 3.12
     with pytest.raises(ToolNotFound) as exc:
         interpreters.find("3.12", uv=str(fake_uv), env=_env(tmp_path, [], tmp_path / "nopyenv"))
     assert "no usable Python 3.12 found" in exc.value.message and "--interpreter" in (exc.value.hint or "")
@@ -106,7 +100,7 @@ def test_uv_managed_python_is_the_last_resort(tmp_path: Path) -> None:
     managed.symlink_to(real())
     # A stand-in for uv: the real one would need to download a managed Python
     # (no network to its mirror here); it prints what `uv python find` prints.
-    fake_uv = _script(tmp_path / "uvbin" / "uv", f'echo "{managed}"')
+    fake_uv = sh(tmp_path / "uvbin" / "uv", f'echo "{managed}"')
     got = interpreters.find("3.12", uv=str(fake_uv), env=_env(tmp_path, [], tmp_path / "nopyenv"))
     assert got.source == "uv" and got.reason == "managed by uv"
 
@@ -130,7 +124,7 @@ def test_a_venv_python_on_path_is_replaced_by_its_base_interpreter(tmp_path: Pat
 def _pyenv_shim(tmp_path: Path, marker: Path, target: str) -> Path:
     """pyenv's real shim text, pointing at a stand-in for libexec/pyenv that records being run."""
     root = tmp_path / "pyenv"
-    libexec = _script(root / "libexec" / "pyenv", f'touch "{marker}"\nshift 2; exec "{target}" "$@"')
+    libexec = sh(root / "libexec" / "pyenv", f'touch "{marker}"\nshift 2; exec "{target}" "$@"')
     shim = root / "shims" / "python3.12"
     shim.parent.mkdir(parents=True)
     shim.write_text('#!/usr/bin/env bash\nset -e\n[ -n "$PYENV_DEBUG" ] && set -x\n\nprogram="${0##*/}"\n\n'
@@ -155,7 +149,7 @@ def test_a_pyenv_shim_is_still_tried_last(tmp_path: Path) -> None:
     """pyenv's `system` Python is reachable only through its shim: it is found, after the rest."""
     marker = tmp_path / "shim-ran"
     shim = _pyenv_shim(tmp_path, marker, real())
-    fake_uv = _script(tmp_path / "uvbin" / "uv", "exit 2")  # no uv-managed 3.12 either
+    fake_uv = sh(tmp_path / "uvbin" / "uv", "exit 2")  # no uv-managed 3.12 either
     env = _env(tmp_path, [shim.parent, Path("/usr/bin"), Path("/bin")], tmp_path / "pyenv")  # the shim needs bash
     got = interpreters.find("3.12", uv=str(fake_uv), env=env)
     assert marker.exists() and got.source == "path" and got.version.startswith("3.12.")
@@ -166,8 +160,8 @@ def test_later_steps_run_only_when_earlier_ones_found_nothing(tmp_path: Path) ->
     bindir.mkdir()
     (bindir / "python3.12").symlink_to(real())
     ran = tmp_path / "ran"
-    spy_uv = _script(tmp_path / "uvbin" / "uv", f'echo uv >> "{ran}"; exit 2')
-    spy_pyenv = _script(tmp_path / "pyenvbin" / "pyenv", f'echo pyenv >> "{ran}"; exit 1')
+    spy_uv = sh(tmp_path / "uvbin" / "uv", f'echo uv >> "{ran}"; exit 2')
+    spy_pyenv = sh(tmp_path / "pyenvbin" / "pyenv", f'echo pyenv >> "{ran}"; exit 1')
     env = _env(tmp_path, [bindir, spy_pyenv.parent], None)  # no PYENV_ROOT: `pyenv root` would run
     assert interpreters.find("3.12", uv=str(spy_uv), env=env).source == "path"
     assert not ran.exists()

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from builder.errors import EXIT_FAILED, EXIT_TOOL_FAILED, EXIT_UNAVAILABLE, EXIT
 from builder.lock import state as lockstate
 from builder.project import Project
 from builder.runtime import layout
-from tests.conftest import builder_cmd
+from tests.conftest import ROOT, builder_cmd
 from tests.helpers import refresh_world, wheels
 from tests.helpers.refresh_world import World
 
@@ -249,6 +251,59 @@ def test_a_refresh_that_raises_the_native_floor_above_the_declared_one_is_a_regr
         assert r.returncode == 0, r.stderr
         (d,) = json.loads(r.stdout)["locks"]
         assert d["changed"] == [{"name": "filelock", "old": "3.19.1", "new": "3.20.0"}] and not d["regression"]
+
+
+# --------------------------------------------------------------------------- the CI loop, for real
+def _ci_refresh(w: World, env: dict[str, str], tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``nox --no-venv -s lock-refresh`` (the CI job's command) with the shipped noxfile and the
+    installed builder on PATH, in the world's git checkout; returns (result, GitHub step outputs)."""
+    shutil.copy2(ROOT / "noxfile.py", w.project / "noxfile.py")
+    outputs = tmp_path / "github-output"
+    e = {k: v for k, v in env.items() if k != "BUILDER_PROJECT"}
+    e.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), e.get("PATH", "")]),
+             GITHUB_OUTPUT=str(outputs))
+    r = subprocess.run([sys.executable, "-m", "nox", "--no-venv", "-f", "noxfile.py", "-s", "lock-refresh", "--",
+                        "--exclude-newer", AFTER], cwd=w.project, env=e, capture_output=True, text=True, timeout=300)
+    return r, outputs.read_text() if outputs.exists() else ""
+
+
+def _ran(r: subprocess.CompletedProcess[str]) -> list[str]:
+    """The builder commands the session ran, in order (nox logs each as ``nox > builder ...``)."""
+    return [ln.split("nox > ", 1)[1] for ln in r.stderr.splitlines() if "nox > builder " in ln]
+
+
+def test_ci_lock_refresh_session_runs_the_real_commands_and_proposes_the_change(
+        house: tuple[Path, dict[str, str]], tmp_path: Path, env: dict[str, str]) -> None:
+    for w in _world(house, tmp_path, env, {"k": {}}):
+        r, outputs = _ci_refresh(w, env, tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert _ran(r) == [f"builder lock --refresh --exclude-newer {AFTER}", "builder lock --verify",
+                           "builder lock diff --git HEAD --format md", "builder lock diff --git HEAD --format json"]
+        assert 'exclude-newer = "2026-02-01"' in (w.project / "envs/matrix-k.toml").read_text()
+        assert _git(w.project, "status", "--porcelain", "--", "envs", "locks").split() == [
+            "M", "envs/matrix-k.toml", "M", str(K)]
+        after = _versions(w.project / K)
+        assert (after["filelock"], after["nvidia-cublas-cu12"]) == ("3.20.0", "12.9.1.4")
+        md = (w.project / "lock-refresh.md").read_text()
+        assert md.startswith("## Lock changes: 1 of 1 locks with package changes, no regression")
+        assert "| filelock | 3.19.1 | **3.20.0** |" in md and "12.8.4.1 → **12.9.1.4**" in md
+        assert json.loads((w.project / "lock-refresh.json").read_text())["locks_with_package_changes"] == 1
+        assert outputs.splitlines() == ["changed=true", "regression=false"]
+        assert "lock-refresh: 1 package change(s)" in r.stderr
+
+
+def test_ci_lock_refresh_session_fails_on_a_regression_and_leaves_the_locks_for_review(
+        house: tuple[Path, dict[str, str]], tmp_path: Path, env: dict[str, str]) -> None:
+    for w in _world(house, tmp_path, env, {"r": {}}):
+        r, outputs = _ci_refresh(w, env, tmp_path)
+        assert r.returncode != 0
+        assert "lock diff: regression (see lock-refresh.md)" in r.stderr
+        assert _ran(r)[:2] == [f"builder lock --refresh --exclude-newer {AFTER}", "builder lock --verify"]
+        assert _versions(w.project / R)["nvidia-cublas-cu12"] == "12.9.1.4"  # written, for a human to look at
+        assert _git(w.project, "status", "--porcelain", "--", "locks").split() == ["M", str(R)]
+        md = (w.project / "lock-refresh.md").read_text()
+        assert "**1 regression**" in md and "native driver floor rose: 570.124.06 -> 575.57.08" in md
+        assert outputs.splitlines() == ["changed=false", "regression=true"]
 
 
 def test_diff_usage_errors_are_one_line_exit_2(world: World, env: dict[str, str],

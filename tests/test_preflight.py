@@ -9,10 +9,8 @@ communicate, ...) is a real capture from tests/data/host.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from builder.driver import facts as hostfacts
 from builder.driver import preflight, snapshot
 from builder.driver.snapshot import ProbeRecord
 from builder.project import Project
+from tests.helpers.cli import builder_cmd
 from tests.test_hostparse import fixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -309,10 +308,7 @@ def test_json_shape() -> None:
 
 
 # --------------------------------------------------------------------------- CLI
-def builder(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "BUILDER_PROJECT"}
-    return subprocess.run([sys.executable, "-m", "builder", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+builder = functools.partial(builder_cmd, cwd=ROOT, timeout=60)
 
 
 def test_cli_exit_codes(tmp_path: Path) -> None:

@@ -8,16 +8,9 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 from builder.runtime import smoke
 from tests.helpers import httpserver, wheels
-from tests.helpers.runtimes import PY312, World, builder, serve, world, write_project
-
-
-@pytest.fixture(scope="session")
-def w(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return world(tmp_path_factory.mktemp("rtworld"))
+from tests.helpers.runtimes import PY312, World, builder, serve, write_project
 
 
 def _build(w: World, root: Path, *opts: str, cache: Path | None = None, project: Path | None = None,

@@ -19,12 +19,7 @@ import pytest
 from builder import protect
 from builder.errors import EXIT_PROTECTED, ProtectedEnvError
 from tests.conftest import tree_digest
-from tests.helpers.runtimes import PY312, World, builder, world
-
-
-@pytest.fixture(scope="session")
-def w(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return world(tmp_path_factory.mktemp("rtworld"))
+from tests.helpers.runtimes import PY312, World, builder
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,7 @@ from builder.protect import resolve
 from builder.runtime import build as runtime
 from builder.runtime import layout, sync
 from tests.helpers import wheels
-from tests.helpers.runtimes import PY312, World, builder, serve, world, write_project
-
-
-@pytest.fixture(scope="session")
-def w(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return world(tmp_path_factory.mktemp("rtworld"))
+from tests.helpers.runtimes import PY312, World, builder, serve, write_project
 
 
 def _leftovers(root: Path) -> list[str]:

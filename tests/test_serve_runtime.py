@@ -16,17 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from builder.errors import EXIT_BUSY
 from tests.conftest import ROOT, tree_digest
 from tests.helpers import serve as h
-from tests.helpers.runtimes import PY312, World, builder, world
-
-
-@pytest.fixture(scope="session")
-def w(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return world(tmp_path_factory.mktemp("rtworld"))
+from tests.helpers.runtimes import PY312, World, builder
 
 
 def test_matrix_runtime_serves_through_nox_and_a_routed_runtime_is_pinned(w: World, tmp_path: Path) -> None:

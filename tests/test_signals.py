@@ -21,14 +21,9 @@ import pytest
 from builder import _proc, cancel, fsio
 from builder.errors import Interrupted
 from tests.helpers import httpserver
-from tests.helpers.runtimes import PY312, World, world, write_project
+from tests.helpers.runtimes import PY312, World, write_project
 
 WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
-
-
-@pytest.fixture(scope="module")
-def w(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return world(tmp_path_factory.mktemp("rtworld"))
 
 
 @pytest.fixture

@@ -10,15 +10,10 @@ import pytest
 from builder import _proc
 from builder.runtime import smoke
 from builder.runtime.smoke import FAIL, PASS, SKIP, Expected
-from tests.helpers.runtimes import World, world
+from tests.helpers.runtimes import World
 
 # torch 2.9.0+cu128's arch list (no sm_89: Ada runs the sm_86 cubins).
 CU128 = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]
-
-
-@pytest.fixture(scope="session")
-def w(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return world(tmp_path_factory.mktemp("rtworld"))
 
 
 def _res(rc: int | None, stderr: str = "", *, timed_out: bool = False, missing: bool = False) -> _proc.Result:

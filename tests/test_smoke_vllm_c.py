@@ -12,12 +12,7 @@ from builder import _proc
 from builder.runtime import smoke
 from builder.runtime.smoke import FAIL, PASS, SKIP
 from tests.helpers import wheels
-from tests.helpers.runtimes import World, world
-
-
-@pytest.fixture(scope="session")
-def w(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return world(tmp_path_factory.mktemp("rtworld"))
+from tests.helpers.runtimes import World
 
 
 def _has_libcuda() -> bool:

@@ -8,11 +8,11 @@ symlinks and a device node made with mknod in a temp dir (never the real
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,14 +20,12 @@ import pytest
 from builder import fsio
 from builder.errors import EXIT_USAGE, UsageError
 from tests.conftest import ROOT
+from tests.helpers.cli import builder_cmd
 
 SNAPSHOT = ROOT / "tests" / "data" / "host" / "snapshots" / "h200-driver-580-ubuntu-24.04.json"
 
 
-def builder(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "BUILDER_PROJECT"}
-    return subprocess.run([sys.executable, "-m", "builder", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+builder = functools.partial(builder_cmd, cwd=ROOT)
 
 
 def runbook_to(target: str) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,4 @@
-"""builder/wheels.py: METADATA and CUDA binaries from local wheels and by HTTP ranges."""
+"""builder/check/wheels.py: METADATA and CUDA binaries from local wheels and by HTTP ranges."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ import pytest
 from builder.cli import main as cli_main
 from builder.errors import EXIT_INTERNAL, EXIT_PROTECTED
 from tests.conftest import ROOT, tree_digest
-from tests.helpers.runtimes import PY312, World, world
+from tests.helpers.runtimes import PY312, World
 
 DRIVER = ROOT / "tests" / "helpers" / "gate_driver.py"
 
@@ -156,11 +156,6 @@ class Host:
     env: dict[str, str]
     digest: str = ""
     ran: list[dict[str, object]] = field(default_factory=list)
-
-
-@pytest.fixture(scope="module")
-def w(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return world(tmp_path_factory.mktemp("rtworld"))
 
 
 @pytest.fixture(scope="module")

@@ -39,9 +39,7 @@ class Place:
 
     @property
     def label(self) -> str:
-        if self.update is None:
-            return self.release
-        return f"{self.release} GA" if self.update == 0 else f"{self.release} Update {self.update}"
+        return cuda.release_label(self.release, self.update)
 
 
 def component_of(k: cuda.Knowledge, tk: toolkit.ToolkitKnowledge, name: str) -> tuple[str, int | None] | None:

@@ -1,11 +1,14 @@
 """``check --deep``: read one large member of a remote wheel as a stream and report
 its GPU architectures, without downloading the wheel or holding the member.
 
-The zip's central directory comes from HTTP Range requests on its tail (as in
-:mod:`builder.wheels`); then the member's local header; then its compressed bytes,
-in windows of :data:`WINDOW` bytes, inflated incrementally (``zlib.decompressobj``)
-and fed to :class:`builder.fatbin.Reader`.  Memory stays at a few MiB whatever
-the member's size; the whole read has a deadline and a byte cap.
+The zip's central directory comes from HTTP Range requests on its tail (read
+through :class:`builder.check.wheels.RangeFile`, as ``check`` reads METADATA);
+then the member's local header; then its compressed bytes, in windows of
+:data:`WINDOW` bytes, inflated incrementally (``zlib.decompressobj``) and fed to
+:class:`builder.fatbin.Reader`.  Memory stays at a few MiB whatever the
+member's size.  Every request goes through :mod:`builder._http`, the one
+bounded reader; one :class:`_http.Budget` gives the whole read its deadline
+and byte cap.
 
 What is verified: the size the server reports equals the lock's wheel size, and
 the inflated member matches the CRC-32 and size in the zip directory.  The
@@ -21,21 +24,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import io
 import json
-import re
 import struct
 import time
-import urllib.parse
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from builder import fatbin
+from builder import _http, fatbin
 from builder.archcompat import KernelArchs
+from builder.check.wheels import RangeFile, reported_size
 from builder.errors import Unavailable
 
 CACHE_SCHEMA = 1
@@ -45,7 +46,7 @@ PIECE = 1024 * 1024  # socket read size
 INFLATE_OUT = 4 * 1024 * 1024  # most inflated bytes per decompress call
 DEADLINE_S = 600.0
 MAX_BYTES = 512 * 1024 * 1024
-HTTP_TIMEOUT = 30.0
+HTTP_TIMEOUT = _http.READ_TIMEOUT  # one socket read may stall this long
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # zip local file header, 30 bytes
 
 
@@ -143,145 +144,59 @@ class DeepCache:
             pass  # a read-only cache only costs the next run a read
 
 
-class _Budget:
-    """Deadline, byte cap and counters of one deep read."""
+class _Budget(_http.Budget):
+    """Deadline and byte cap of one deep read (shared by all its requests), and its request count.
+
+    Its own messages: the operator raises these bounds, not the per-request ones.
+    """
 
     def __init__(self, ref: MemberRef, deadline_s: float, max_bytes: int) -> None:
-        self.ref, self.max_bytes = ref, max_bytes
+        super().__init__(deadline_s, max_bytes, f"{ref.filename}: deep read of {ref.member}")
         self.t0 = time.monotonic()
-        self.deadline = self.t0 + deadline_s
-        self.deadline_s = deadline_s
-        self.bytes = self.requests = 0
+        self.requests = 0
 
-    def timeout(self) -> float:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise Unavailable(f"{self.ref.filename}: deep read of {self.ref.member} took over {self.deadline_s:.0f} s "
-                              f"({self.bytes / 1e6:.0f} MB read)", "retry on a faster link or raise the deadline")
-        return min(HTTP_TIMEOUT, left)
+    def late(self) -> Unavailable:
+        return Unavailable(f"{self.what} took over {self.seconds:.0f} s ({self.spent / 1e6:.0f} MB read)",
+                           "retry on a faster link or raise the deadline")
 
-    def spend(self, n: int) -> None:
-        self.bytes += n
-        if self.bytes > self.max_bytes:
-            raise Unavailable(f"{self.ref.filename}: deep read of {self.ref.member} passed its cap of "
-                              f"{self.max_bytes / 1e6:.1f} MB", "raise the byte cap")
+    def over(self) -> Unavailable:
+        return Unavailable(f"{self.what} passed its cap of {self.max_bytes / 1e6:.1f} MB", "raise the byte cap")
 
 
-class _Http:
-    """Range requests on one wheel URL, checked against the lock's size."""
+class _Remote:
+    """Range requests on one wheel URL through :mod:`builder._http`, checked against the lock's size.
+
+    Every request may take what is left of the budget's deadline (each socket
+    read at most :data:`HTTP_TIMEOUT`); every byte counts against its cap.
+    """
 
     def __init__(self, ref: MemberRef, budget: _Budget) -> None:
         assert ref.url
         self.ref, self.url, self.budget = ref, ref.url, budget
-        self.total: int | None = None
-
-    def _fail(self, what: str, hint: str = "check the network or the index") -> Unavailable:
-        host = urllib.parse.urlsplit(self.url).netloc or self.url
-        return Unavailable(f"{self.ref.filename}: {what} ({host})", hint)
-
-    def open(self, rng: str) -> IO[bytes]:
-        import urllib.error  # here: a check that reads nothing over HTTP need not load http.client and ssl
-        import urllib.request
-
-        self.budget.requests += 1
-        req = urllib.request.Request(self.url, headers={"User-Agent": "builder-check/0.1", "Range": rng})
-        try:
-            resp = urllib.request.urlopen(req, timeout=self.budget.timeout())  # noqa: S310 (http/https only)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            raise self._fail(f"HTTP {exc.code}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise self._fail(f"cannot read: {getattr(exc, 'reason', exc)}") from None
-        m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", resp.headers.get("Content-Range", "").strip())
-        if resp.status != 206 or not m:
-            resp.close()
-            raise self._fail(f"no range reply (HTTP {resp.status})", "the index must honour HTTP Range requests")
-        total = int(m.group(3))
-        if (self.ref.size is not None and total != self.ref.size) or (self.total not in (None, total)):
-            resp.close()
-            raise self._fail(f"server has {total} bytes, the lock says {self.ref.size}",
-                             "the file changed since it was locked; re-lock or check the index")
-        self.total = total
-        return resp  # type: ignore[no-any-return]
-
-    def read(self, start: int, stop: int) -> bytes:
-        """Bytes [start, stop) in one request."""
-        return b"".join(self.stream(start, stop))
+        self.what = f"{ref.filename} (deep read)"
+        self.total = 0
 
     def tail(self, n: int) -> tuple[int, bytes]:
-        """(offset, bytes) of the last ``n`` bytes, which also tells the total size."""
-        with self.open(f"bytes=-{n}") as resp:
-            body = self._drain(resp, None)
-        assert self.total is not None
-        return self.total - len(body), body
-
-    def _drain(self, resp: IO[bytes], want: int | None) -> bytes:
-        out = bytearray()
-        while want is None or len(out) < want:
-            self.budget.timeout()
-            try:
-                piece = resp.read(PIECE if want is None else min(PIECE, want - len(out)))
-            except (OSError, ValueError) as exc:
-                raise self._fail(f"read failed: {exc}") from None
-            if not piece:
-                break
-            self.budget.spend(len(piece))
-            out += piece
-        return bytes(out)
+        """(offset, bytes) of the last ``n`` bytes; sets :attr:`total` from the reply."""
+        self.budget.requests += 1
+        reply = _http.fetch(self.url, what=self.what, max_bytes=n, rng=f"bytes=-{n}", deadline=self.budget.seconds,
+                            read_timeout=HTTP_TIMEOUT, budget=self.budget)
+        if reply.status != 206:
+            raise Unavailable(f"{self.what}: no range reply (HTTP {reply.status}) from {_http.host_of(self.url)}",
+                              "the index must honour HTTP Range requests")
+        self.total = reported_size(self.ref.filename, reply.headers, self.ref.size)
+        return self.total - len(reply.body), reply.body
 
     def stream(self, start: int, stop: int) -> Iterator[bytes]:
         """Bytes [start, stop) in pieces, one Range request per :data:`WINDOW`."""
-        pos = start
-        while pos < stop:
-            hi = min(stop, pos + WINDOW)
-            with self.open(f"bytes={pos}-{hi - 1}") as resp:
-                while pos < hi:
-                    self.budget.timeout()
-                    try:
-                        piece = resp.read(min(PIECE, hi - pos))
-                    except (OSError, ValueError) as exc:
-                        raise self._fail(f"read failed at byte {pos}: {exc}") from None
-                    if not piece:
-                        raise self._fail(f"short read at byte {pos} of {stop}")
-                    self.budget.spend(len(piece))
-                    pos += len(piece)
-                    yield piece
+        for pos in range(start, stop, WINDOW):
+            self.budget.requests += 1
+            yield from _http.iter_range(self.url, pos, min(stop, pos + WINDOW), what=self.what, max_bytes=WINDOW,
+                                        deadline=self.budget.seconds, read_timeout=HTTP_TIMEOUT, chunk=PIECE,
+                                        expect_total=self.total, budget=self.budget)
 
-
-class _RangeFile(io.RawIOBase):
-    """Seekable view of the remote wheel for :mod:`zipfile` (central directory only)."""
-
-    def __init__(self, http: _Http, size: int, tail: tuple[int, bytes]) -> None:
-        super().__init__()
-        self._http, self._size, self._pos = http, size, 0
-        self._segs = [tail]
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self._pos = max(0, {0: 0, 1: self._pos, 2: self._size}[whence] + offset)
-        return self._pos
-
-    def read(self, n: int | None = -1) -> bytes:
-        end = self._size if n is None or n < 0 else min(self._size, self._pos + n)
-        if end <= self._pos:
-            return b""
-        seg = next(((s, d) for s, d in self._segs if s <= self._pos and end <= s + len(d)), None)
-        if seg is None:
-            lo = self._pos
-            seg = (lo, self._http.read(lo, max(end, min(self._size, lo + TAIL))))
-            self._segs.append(seg)
-        s, d = seg
-        out = d[self._pos - s: end - s]
-        self._pos = end
-        return out
+    def read(self, start: int, stop: int) -> bytes:
+        return b"".join(self.stream(start, stop))
 
 
 def _inflate(info: zipfile.ZipInfo, compressed: Iterator[bytes], feed: Callable[[bytes], None],
@@ -332,50 +247,51 @@ def _result(ref: MemberRef, info: zipfile.ZipInfo, report: fatbin.FatbinReport, 
         filename=ref.filename, sha256=ref.sha256, member=ref.member, member_size=info.file_size,
         compress_size=info.compress_size, crc32=info.CRC, archs=report.archs, ptx_isa=report.ptx_isa,
         containers=report.containers, entries=report.entries, region=report.region, outside=report.outside,
-        bytes_transferred=budget.bytes, requests=budget.requests, seconds=time.monotonic() - budget.t0,
+        bytes_transferred=budget.spent, requests=budget.requests, seconds=time.monotonic() - budget.t0,
         read_at=_dt.date.today().isoformat(), origin=origin,
     )
 
 
 def _read_http(ref: MemberRef, budget: _Budget) -> DeepResult:
-    http = _Http(ref, budget)
-    tail = http.tail(TAIL)
-    assert http.total is not None
+    remote = _Remote(ref, budget)
+    tail = remote.tail(TAIL)
     try:
-        with zipfile.ZipFile(_RangeFile(http, http.total, tail)) as zf:
+        with zipfile.ZipFile(RangeFile(remote.read, remote.total, [tail], ref.filename)) as zf:
             info = _member_info(zf, ref)
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:
         raise Unavailable(f"{ref.filename}: not a readable wheel: {exc}", "re-lock") from None
-    need = budget.bytes + 30 + len(info.filename.encode()) + 1024 + info.compress_size
+    need = budget.spent + 30 + len(info.filename.encode()) + 1024 + info.compress_size
     if need > budget.max_bytes:
         raise Unavailable(f"{ref.filename}: {ref.member} is {info.compress_size / 1e6:.1f} MB compressed, over the "
                           f"deep-read cap of {budget.max_bytes / 1e6:.1f} MB", "raise the byte cap")
-    head = http.read(info.header_offset, info.header_offset + _LOCAL.size)
+    head = remote.read(info.header_offset, info.header_offset + _LOCAL.size)
     sig, *_x, name_len, extra_len = _LOCAL.unpack(head)
     if sig != b"PK\x03\x04":
         raise Unavailable(f"{ref.filename}: no local header for {ref.member}", "re-lock or check the index")
     start = info.header_offset + _LOCAL.size + name_len + extra_len
     reader = fatbin.Reader()
-    _inflate(info, http.stream(start, start + info.compress_size), reader.feed, f"{ref.filename}: {ref.member}")
+    _inflate(info, remote.stream(start, start + info.compress_size), reader.feed, f"{ref.filename}: {ref.member}")
     return _result(ref, info, reader.finish(), budget, "http")
 
 
 def _read_file(ref: MemberRef, budget: _Budget) -> DeepResult:
     assert ref.path
     try:
-        digest = hashlib.sha256()
-        with open(ref.path, "rb") as raw:
+        with _http.open_regular(Path(ref.path), what=ref.filename) as raw:
+            digest = hashlib.sha256()
             while block := raw.read(INFLATE_OUT):
                 digest.update(block)
-        if digest.hexdigest() != ref.sha256:
-            raise Unavailable(f"{ref.filename}: sha256 differs from the lock", "re-lock or restore the file")
-        with zipfile.ZipFile(ref.path) as zf:
-            info = _member_info(zf, ref)
-            reader = fatbin.Reader()
-            with zf.open(info) as f:  # zipfile inflates and checks the CRC-32 itself
-                while piece := f.read(INFLATE_OUT):
-                    budget.timeout()
-                    reader.feed(piece)
+            if digest.hexdigest() != ref.sha256:
+                raise Unavailable(f"{ref.filename}: sha256 differs from the lock", "re-lock or restore the file")
+            raw.seek(0)
+            with zipfile.ZipFile(raw) as zf:
+                info = _member_info(zf, ref)
+                reader = fatbin.Reader()
+                with zf.open(info) as f:  # zipfile inflates and checks the CRC-32 itself
+                    while piece := f.read(INFLATE_OUT):
+                        if budget.remaining() <= 0:
+                            raise budget.late()
+                        reader.feed(piece)
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise Unavailable(f"{ref.filename}: cannot read {ref.member} from {ref.path}: {exc}",
                           "restore the file or re-lock") from None

@@ -38,6 +38,13 @@ class ComponentRow:
     source: str
 
 
+def release_label(release: str, update: int | None) -> str:
+    """``12.8 GA``, ``12.8 Update 1``, or the release alone when the update is not known."""
+    if update is None:
+        return release
+    return f"{release} GA" if update == 0 else f"{release} Update {update}"
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where a component version sits: its CUDA release/update and driver floor.
@@ -56,9 +63,7 @@ class Placement:
 
     @property
     def label(self) -> str:
-        if self.update is None:
-            return self.release
-        return f"{self.release} GA" if self.update == 0 else f"{self.release} Update {self.update}"
+        return release_label(self.release, self.update)
 
 
 @dataclass(frozen=True)

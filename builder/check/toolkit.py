@@ -28,6 +28,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from builder.check.knowledge import release_label
+
 DATA = Path(__file__).resolve().parent.parent / "data" / "cuda.toml"
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -72,8 +74,7 @@ class Placed:
 
     @property
     def label(self) -> str:
-        upd = "GA" if self.update == 0 else f"Update {self.update}"
-        return f"{self.release} {upd}" + (" (patch)" if self.patch else "")
+        return release_label(self.release, self.update) + (" (patch)" if self.patch else "")
 
 
 @dataclass(frozen=True)

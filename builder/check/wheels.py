@@ -236,7 +236,7 @@ def _named(items: list[str], most: int = 6) -> tuple[str, ...]:
     return tuple(items) if len(items) <= most else (*items[:most], f"{len(items) - most} more")
 
 
-class _RangeFile(io.RawIOBase):
+class RangeFile(io.RawIOBase):
     """A read-only, seekable view of a remote file that fetches missing byte ranges
     on demand (so :mod:`zipfile` can read only what it needs).
 
@@ -295,6 +295,20 @@ class _RangeFile(io.RawIOBase):
         return f"{(self._left + 1023) // 1024} KiB remaining"
 
 
+def reported_size(filename: str, headers: Mapping[str, str], locked: int | None) -> int:
+    """The file size a range reply's ``Content-Range`` reports; Unavailable when it
+    reports none, or another size than the lock's (``locked``)."""
+    m = re.search(r"/(\d+)$", headers.get("content-range", ""))
+    if not m:
+        raise Unavailable(f"{filename}: server did not report the file size",
+                          "the index must honour HTTP Range requests")
+    total = int(m.group(1))
+    if locked is not None and total != locked:
+        raise Unavailable(f"{filename}: server has {total} bytes, the lock says {locked}",
+                          "the file changed since it was locked; re-lock or check the index")
+    return total
+
+
 class HttpReader:
     """Fetches byte ranges of one wheel URL through :mod:`builder._http` and checks
     them against the lock.  All its requests share ``budget`` seconds; each one is
@@ -317,16 +331,7 @@ class HttpReader:
         return reply
 
     def _check_total(self, headers: Mapping[str, str]) -> int:
-        cr = headers.get("content-range", "")
-        m = re.search(r"/(\d+)$", cr)
-        if not m:
-            raise Unavailable(f"{self.ref.filename}: server did not report the file size",
-                              "the index must honour HTTP Range requests")
-        total = int(m.group(1))
-        if self.ref.size is not None and total != self.ref.size:
-            raise Unavailable(f"{self.ref.filename}: server has {total} bytes, the lock says {self.ref.size}",
-                              "the file changed since it was locked; re-lock or check the index")
-        return total
+        return reported_size(self.ref.filename, headers, self.ref.size)
 
     def _verify_whole(self, body: bytes) -> None:
         if self.ref.size is not None and len(body) != self.ref.size:
@@ -411,7 +416,7 @@ class HttpReader:
         base, body, total, whole = self._tail()
         if whole:
             return zipfile.ZipFile(io.BytesIO(body)), None
-        raw = _RangeFile(lambda a, b: self._range(a, b, total), total, [(base, body)], self.ref.filename)
+        raw = RangeFile(lambda a, b: self._range(a, b, total), total, [(base, body)], self.ref.filename)
         return zipfile.ZipFile(raw), raw.phase
 
 

@@ -23,6 +23,8 @@ _RUNTIME = [
                  help="Runtimes root (default: $BUILDER_RUNTIMES, else <project>/runtimes)."),
 ]
 _SLOT = click.option("--slot", required=True, help="Slot of the service spec, e.g. green.")
+_JSON_ENTRY = click.option("--json", "as_json", is_flag=True, help="Print the journal entry as JSON.")
+_PROBE_TIMEOUT = click.option("--timeout", type=float, default=30.0, show_default=True, help="Probe bound, seconds.")
 
 
 def _runtime_options(f: Any) -> Any:
@@ -240,7 +242,7 @@ def route_show(ctx: click.Context, spec: str | None, route_file: str | None, as_
 @click.option("--force", is_flag=True, help="Adopt even if the existing file says otherwise.")
 @_SPEC
 @_ROUTE_FILE
-@click.option("--json", "as_json", is_flag=True, help="Print the journal entry as JSON.")
+@_JSON_ENTRY
 @click.pass_context
 def init(ctx: click.Context, url: str, model: str, force: bool, spec: str | None, route_file: str | None,
                as_json: bool) -> None:
@@ -259,10 +261,10 @@ def init(ctx: click.Context, url: str, model: str, force: bool, spec: str | None
 @route_group.command("set")
 @click.argument("slot")
 @click.option("--force", is_flag=True, help="Switch without probing the slot (journaled).")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Probe bound, seconds.")
+@_PROBE_TIMEOUT
 @_SPEC
 @_ROUTE_FILE
-@click.option("--json", "as_json", is_flag=True, help="Print the journal entry as JSON.")
+@_JSON_ENTRY
 @click.pass_context
 def route_set(ctx: click.Context, slot: str, force: bool, timeout: float, spec: str | None,
               route_file: str | None, as_json: bool) -> None:
@@ -282,10 +284,10 @@ def route_set(ctx: click.Context, slot: str, force: bool, timeout: float, spec: 
 
 @route_group.command("rollback")
 @click.option("--force", is_flag=True, help="Roll back without probing the target (journaled).")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Probe bound, seconds.")
+@_PROBE_TIMEOUT
 @_SPEC
 @_ROUTE_FILE
-@click.option("--json", "as_json", is_flag=True, help="Print the journal entry as JSON.")
+@_JSON_ENTRY
 @click.pass_context
 def route_rollback(ctx: click.Context, force: bool, timeout: float, spec: str | None, route_file: str | None,
                    as_json: bool) -> None:

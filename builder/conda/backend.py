@@ -36,6 +36,7 @@ from builder.freshness import LockState, judge_file
 from builder.fsio import atomic_write
 from builder.project import Project, py_tag, regenerate_command
 from builder.spec import Matrix
+from builder.tools import explicit_exe
 
 if TYPE_CHECKING:
     from conda_lock.lockfile.v2prelim.models import Lockfile
@@ -141,11 +142,8 @@ def specs(matrix: Matrix, python: str) -> list[str]:
 
 def find_executable() -> str | None:
     """A conda, mamba or micromamba for conda-lock: ``$BUILDER_CONDA_EXE`` or PATH."""
-    explicit = os.environ.get("BUILDER_CONDA_EXE")
+    explicit = explicit_exe("BUILDER_CONDA_EXE", "unset it or point it at micromamba, mamba or conda")
     if explicit:
-        if not os.access(explicit, os.X_OK):
-            raise ToolNotFound(f"BUILDER_CONDA_EXE={explicit} is not an executable",
-                               "unset it or point it at micromamba, mamba or conda")
         return explicit
     for name in EXECUTABLES:
         found = _proc.which(name)

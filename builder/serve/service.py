@@ -40,18 +40,49 @@ def _quiet(_t: str, _m: str) -> None:
     return None
 
 
+def _slot_vars(slot: Slot) -> dict[str, str]:
+    """What a slot's server runs with, started here or by its unit: no usage reports, the
+    spec's [env], and GPU indices as nvidia-smi numbers them (CUDA's default order is
+    fastest-first; the spec may not set CUDA_DEVICE_ORDER)."""
+    return {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **slot.env, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+
+
 def server_env(svc: Service, slot: Slot, rt: Runtime, key: str | None) -> dict[str, str]:
     """The server's environment: scrubbed like ``build``'s, runtime bin first, the spec's [env]."""
     env = _proc.clean_env()
     env.pop("VLLM_API_KEY", None)  # an operator's shell must not decide the server's key
     env["PATH"] = os.pathsep.join([str(rt.path / "bin"), env.get("PATH", os.defpath)])
-    env.update({"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
-    env.update(slot.env)
-    # GPU indices as nvidia-smi numbers them (CUDA's default order is fastest-first).
-    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    env.update(_slot_vars(slot))
     if key:
         env["VLLM_API_KEY"] = key
     return env
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlotRuntime:
+    """A slot of the service spec and the built runtime it is to run: by id, or the
+    runtime of a matrix's current lock (``matrix`` + ``python``) under ``root``."""
+
+    slot: str
+    runtime_id: str | None = None
+    matrix: str | None = None
+    python: str | None = None
+    root: str | None = None
+    spec: str | None = None
+
+
+def _servable(project: Project, ctx: state.Context, req: SlotRuntime, refusal: str) -> Runtime:
+    """The runtime ``req`` names, if it may run from here and passed its smoke test."""
+    from builder.serve import runtimes  # the runtime layout: only start and unit need it
+
+    rt = runtimes.resolve(project, runtime_id=req.runtime_id, matrix=req.matrix, python=req.python,
+                          root_dir=req.root)
+    ctx.guard_exec(rt.path)
+    problem = rt.smoke_problem()
+    if problem:
+        raise NotReady(f"runtime {rt.id}: {problem}; {refusal}",
+                       "rebuild it (builder build --force) and check `builder smoke`")
+    return rt
 
 
 # --------------------------------------------------------------------------- GPU memory
@@ -129,13 +160,7 @@ def check_gpu_memory(svc: Service, slot: Slot, gpus: list[GpuMemory]) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class StartRequest:
-    slot: str
-    runtime_id: str | None = None
-    matrix: str | None = None
-    python: str | None = None
-    root: str | None = None
-    spec: str | None = None
+class StartRequest(SlotRuntime):
     skip_gpu_check: bool = False
 
 
@@ -153,20 +178,12 @@ def _log_tail(path: Path, lines: int = 3) -> str:
 
 def start(project: Project, req: StartRequest, progress: Progress | None = None) -> dict[str, Any]:
     """Start ``req.slot``'s server from a built runtime and wait until it is ready (see README)."""
-    from builder.serve import runtimes  # the runtime layout: only start and unit need it
-
     say = progress or _quiet
     ctx = state.context(project, req.spec)
     svc = ctx.service
     slot = svc.slot(req.slot)
     ctx.guard(route=False)
-    rt = runtimes.resolve(project, runtime_id=req.runtime_id, matrix=req.matrix, python=req.python,
-                          root_dir=req.root)
-    ctx.guard_exec(rt.path)
-    problem = rt.smoke_problem()
-    if problem:
-        raise NotReady(f"runtime {rt.id}: {problem}; not serving it",
-                       "rebuild it (builder build --force) and check `builder smoke`")
+    rt = _servable(project, ctx, req, "not serving it")
     if not os.access(rt.vllm, os.X_OK):
         raise NotReady(f"runtime {rt.id} has no executable bin/vllm", "rebuild it with `builder build --force`")
     if rt.skipped_gpu_steps():
@@ -445,36 +462,23 @@ def probe(project: Project | None, req: ProbeRequest) -> probe_mod.Report:
 
 
 @dataclass(frozen=True, kw_only=True)
-class UnitCmd:
-    slot: str
-    runtime_id: str | None = None
-    matrix: str | None = None
-    python: str | None = None
-    root: str | None = None
-    spec: str | None = None
+class UnitCmd(SlotRuntime):
     fmt: str = "systemd"
     command: str = "builder serve unit"
 
 
 def unit(project: Project, req: UnitCmd) -> tuple[str, str]:
     """(file name, text) of the unit for ``req.slot`` running ``req``'s runtime."""
-    from builder.serve import runtimes
     from builder.serve.unit import UnitRequest, render, unit_name
 
     ctx = state.context(project, req.spec)
     svc = ctx.service
     slot = svc.slot(req.slot)
-    rt = runtimes.resolve(project, runtime_id=req.runtime_id, matrix=req.matrix, python=req.python,
-                          root_dir=req.root)
-    ctx.guard_exec(rt.path)
-    problem = rt.smoke_problem()
-    if problem:
-        raise NotReady(f"runtime {rt.id}: {problem}; not rendering a unit for it",
-                       "rebuild it (builder build --force) and check `builder smoke`")
+    rt = _servable(project, ctx, req, "not rendering a unit for it")
     ctx.guard(route=False)
     ctx.state_dir.mkdir(parents=True, exist_ok=True)  # the unit's WorkingDirectory
     env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "PATH": f"{rt.path / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-           "PYTHONNOUSERSITE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **slot.env}
+           "PYTHONNOUSERSITE": "1", **_slot_vars(slot)}
     ureq = UnitRequest(service=svc.name, slot=slot.name, runtime=rt.id, argv=svc.serve_argv(str(rt.vllm), slot),
                        env=env, workdir=str(ctx.state_dir), api_key_env=svc.api_key_env,
                        api_key_file=svc.api_key_file, startup_timeout=svc.startup_timeout,

@@ -12,48 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import httpserver, wheels
-
-LINUX = 'platform_system == "Linux" and platform_machine == "x86_64"'
-
-MATRIX = """\
-id = "{id}"
-title = "check test matrix {id}"
-driver-floor = "{floor}"
-cuda-track = "12.8"
-pythons = ["3.12"]
-platform = "x86_64-manylinux_2_35"
-exclude-newer = "2025-12-30"
-
-[torch]
-version = "2.9.0"
-cuda = "12.8"
-
-[vllm]
-version = "{vllm}"
-cuda = "{vllm_cuda}"
-
-[packages]
-overrides = {overrides}
-
-[index]
-url = "{index}"
-"""
-
-HOST = """\
-name = "test-host"
-os = "Ubuntu 22.04"
-glibc = "2.35"
-driver = "550.107.02"
-
-[[gpus]]
-name = "NVIDIA RTX 6000 Ada Generation"
-compute-capability = "8.9"
-count = 2
-
-[protected]
-conda-envs = ["QL_1"]
-"""
+from tests.helpers import httpserver, projects, wheels
 
 
 def build_wheelhouse(d: Path) -> Path:
@@ -70,9 +29,7 @@ def build_wheelhouse(d: Path) -> Path:
                                      + [wheels.fatbin_container(["sm_90a"])], filler)
     main13 = wheels.fatbin_extension(so / "13", "_C.abi3.so", cudart13,
                                      [wheels.fatbin_container(["sm_90", "compute_90"], isa=(9, 0))] * 2, filler)
-    torch_reqs = [f"nvidia-cuda-runtime-cu12==12.8.90; {LINUX}", f"nvidia-cublas-cu12==12.8.4.1; {LINUX}",
-                  "filelock"]
-    wheels.make_wheel(d, "torch", "2.9.0", requires=torch_reqs, tag="cp312-cp312-manylinux_2_28_x86_64")
+    wheels.make_wheel(d, "torch", "2.9.0", requires=projects.TORCH_REQUIRES, tag="cp312-cp312-manylinux_2_28_x86_64")
     wheels.make_wheel(d, "torchvision", "0.24.0", requires=["torch (==2.9.0)"],
                       tag="cp312-cp312-manylinux_2_28_x86_64")
     wheels.make_wheel(d, "vllm", "0.13.0", tag="cp38-abi3-manylinux_2_31_x86_64",
@@ -95,19 +52,15 @@ def build_wheelhouse(d: Path) -> Path:
 def write_project(root: Path, index: str) -> Path:
     """Matrices a (575.57.08 + cuBLAS override), b (570.26, as published) and
     c (vLLM 0.20.0 forced onto torch 2.9.0 by an override)."""
-    envs = root / "envs"
-    envs.mkdir(parents=True, exist_ok=True)
-    (root / "locks").mkdir(exist_ok=True)
-    (envs / "host.toml").write_text(HOST)
     specs = {
         "a": ("575.57.08", "0.13.0", "12.9", '["nvidia-cublas-cu12>=12.9,<12.10"]'),
         "b": ("570.26", "0.13.0", "12.9", "[]"),
         "c": ("580.65.06", "0.20.0", "13.0", '["torch==2.9.0"]'),
     }
-    for mid, (floor, vllm, vcuda, ov) in specs.items():
-        (envs / f"matrix-{mid}.toml").write_text(MATRIX.format(
-            id=mid, floor=floor, vllm=vllm, vllm_cuda=vcuda, overrides=ov, index=index))
-    return root
+    return projects.write_project(root, {
+        mid: projects.matrix_toml(mid, index, title=f"check test matrix {mid}", floor=floor, vllm=vllm,
+                                  vllm_cuda=vcuda, packages={"overrides": ov})
+        for mid, (floor, vllm, vcuda, ov) in specs.items()}, host=projects.TEST_HOST)
 
 
 def lock_all(root: Path) -> None:

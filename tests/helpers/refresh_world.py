@@ -24,54 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers import httpserver, wheels
+from tests.helpers import httpserver, projects, wheels
 
-LINUX = 'platform_system == "Linux" and platform_machine == "x86_64"'
 OLD_TIME = "2025-06-01T00:00:00Z"
 NEW_TIME = "2026-01-15T10:00:00Z"
 LATE_EXTRA_TIME = "2025-09-01T00:00:00Z"
 TZ_PROBE_TIME = "2025-12-30T20:00:00Z"  # inside 2025-12-30 in UTC, after its end in Tokyo
-
-MATRIX = """\
-# refresh test matrix {id}: this comment must survive a refresh
-id = "{id}"
-title = "refresh test matrix {id}"
-driver-floor = "{floor}"
-cuda-track = "12.9"
-pythons = ["3.12"]
-platform = "x86_64-manylinux_2_35"
-exclude-newer = {date}   # the resolution date
-
-[torch]
-version = "2.9.0"
-cuda = "12.8"
-
-[vllm]
-version = "{vllm}"
-cuda = "{vllm_cuda}"
-
-[packages]
-extra = {extra}
-overrides = ["nvidia-cublas-cu12>=12.8,<12.10"]
-
-[index]
-url = "{index}"
-"""
-
-HOST = """\
-name = "test-host"
-os = "Ubuntu 22.04"
-glibc = "2.35"
-driver = "550.107.02"
-
-[[gpus]]
-name = "NVIDIA RTX 6000 Ada Generation"
-compute-capability = "8.9"
-count = 2
-
-[protected]
-conda-envs = ["QL_1"]
-"""
 
 #: id -> (driver floor, vLLM version, vLLM CUDA)
 SPECS = {"k": ("575.57.08", "0.13.0", "12.9"), "r": ("570.124.06", "0.12.0", "12.8")}
@@ -88,9 +46,8 @@ def build_wheelhouse(d: Path) -> tuple[Path, dict[str, str]]:
     def add(path: Path, when: str = OLD_TIME) -> None:
         times[path.name] = when
 
-    torch_reqs = [f"nvidia-cuda-runtime-cu12==12.8.90; {LINUX}", f"nvidia-cublas-cu12==12.8.4.1; {LINUX}",
-                  "filelock"]
-    add(wheels.make_wheel(d, "torch", "2.9.0", requires=torch_reqs, tag="cp312-cp312-manylinux_2_28_x86_64"))
+    add(wheels.make_wheel(d, "torch", "2.9.0", requires=projects.TORCH_REQUIRES,
+                          tag="cp312-cp312-manylinux_2_28_x86_64"))
     for version, ext in (("0.13.0", ext129), ("0.12.0", ext128)):
         add(wheels.make_wheel(d, "vllm", version, tag="cp38-abi3-manylinux_2_31_x86_64", requires=["torch==2.9.0"],
                               files={"vllm/__init__.py": "", "vllm/_flash_ext.abi3.so": ext.read_bytes()}))
@@ -123,18 +80,19 @@ class World:
 
 def write_project(root: Path, index: str, matrices: dict[str, dict[str, str]] | None = None,
                   date: str = '"2025-12-30"') -> Path:
-    """A project with ``envs/host.toml`` and the given matrices (default: ``k``)."""
-    envs = root / "envs"
-    envs.mkdir(parents=True, exist_ok=True)
-    (root / "locks").mkdir(exist_ok=True)
-    (envs / "host.toml").write_text(HOST)
-    for mid, extra in (matrices or {"k": {}}).items():
-        base = mid if mid in SPECS else "k"
-        floor, vllm, vcuda = SPECS[base]
-        vals = {"id": mid, "floor": floor, "vllm": vllm, "vllm_cuda": vcuda, "extra": "[]", "index": index,
-                "date": date, **extra}
-        (envs / f"matrix-{mid}.toml").write_text(MATRIX.format(**vals))
-    return root
+    """A project with ``envs/host.toml`` and the given matrices (default: ``k``); a matrix
+    not in :data:`SPECS` is ``k`` with its own id.  Per matrix, ``extra`` sets
+    [packages].extra; other keys are keywords of :func:`projects.matrix_toml`."""
+    texts = {}
+    for mid, opts in (matrices or {"k": {}}).items():
+        floor, vllm, vcuda = SPECS[mid if mid in SPECS else "k"]
+        kw = {"floor": floor, "vllm": vllm, "vllm_cuda": vcuda, **{k: v for k, v in opts.items() if k != "extra"}}
+        texts[mid] = projects.matrix_toml(
+            mid, index, title=f"refresh test matrix {mid}", track="12.9",
+            comment=f"# refresh test matrix {mid}: this comment must survive a refresh\n",
+            exclude_newer=f"{date}   # the resolution date",
+            packages={"extra": opts.get("extra", "[]"), "overrides": '["nvidia-cublas-cu12>=12.8,<12.10"]'}, **kw)
+    return projects.write_project(root, texts, host=projects.TEST_HOST)
 
 
 @contextlib.contextmanager

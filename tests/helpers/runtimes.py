@@ -15,37 +15,17 @@ build several times.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers import httpserver, wheels
+import pytest
+
+from tests.helpers import httpserver, projects, wheels
 from tests.helpers.cli import builder_cmd
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PY312 = "3.12"
-
-MATRIX = """\
-id = "{id}"
-title = "runtime test matrix {id}"
-driver-floor = "570.26"
-cuda-track = "12.8"
-pythons = ["3.12"]
-platform = "x86_64-manylinux_2_35"
-exclude-newer = "2025-12-30"
-
-[torch]
-version = "2.9.0"
-cuda = "12.8"
-
-[vllm]
-version = "{vllm}"
-cuda = "12.9"
-
-[index]
-url = "{index}"
-"""
 
 VLLM_CLI = """\
 def main():
@@ -99,12 +79,8 @@ def make_wheelhouse(dest: Path) -> Path:
 
 def write_project(root: Path, index: str, matrices: dict[str, str]) -> Path:
     """A project with host.toml and one matrix per ``{id: vllm_version}``."""
-    (root / "envs").mkdir(parents=True, exist_ok=True)
-    (root / "locks").mkdir(exist_ok=True)
-    shutil.copy(ROOT / "envs" / "host.toml", root / "envs" / "host.toml")
-    for mid, vllm in matrices.items():
-        (root / "envs" / f"matrix-{mid}.toml").write_text(MATRIX.format(id=mid, vllm=vllm, index=index))
-    return root
+    return projects.write_project(root, {mid: projects.matrix_toml(mid, index, title=f"runtime test matrix {mid}",
+                                                                   vllm=vllm) for mid, vllm in matrices.items()})
 
 
 builder = builder_cmd  # the real CLI, as an operator would run it
@@ -157,3 +133,10 @@ def world(base: Path) -> World:
     w.runtime = Path(json.loads(r.stdout)[0]["path"])
     _WORLD = w
     return w
+
+
+# The fixture of every test module that builds on the world: registered as a plugin by tests/conftest.py.
+@pytest.fixture(scope="session")
+def w(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """The shared runtime world (:func:`world`): built on first use, once per test process."""
+    return world(tmp_path_factory.mktemp("rtworld"))
