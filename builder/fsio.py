@@ -21,7 +21,6 @@ import fcntl
 import os
 import signal
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -61,6 +60,8 @@ def atomic_write(path: Path, text: str) -> None:
 
     ``path`` may be a symlink: the file it names is replaced, the link stays.
     """
+    import tempfile  # here, not at the top: the read-only commands never load it
+
     refuse_special(path)
     real = Path(os.path.realpath(path))
     try:
@@ -93,6 +94,8 @@ def atomic_write(path: Path, text: str) -> None:
 
 def _temp_copy(path: Path, text: str) -> str:
     """A fsynced temp file beside ``path`` holding ``text`` (mode as a normal file)."""
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         umask = os.umask(0)

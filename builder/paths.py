@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile  # mkdtemp only: see temp_base
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -128,6 +126,8 @@ def temp_dir(prefix: str, *, project: Project | None = None,
     base = temp_base(project=project, protected=protected)
     try:
         with cancel.deferred():  # a signal between mkdtemp and the registration would leak it
+            import tempfile  # mkdtemp only (see temp_base); here: the cheap commands never need it
+
             path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
             _temps.add(path)
     except OSError as exc:
@@ -136,6 +136,8 @@ def temp_dir(prefix: str, *, project: Project | None = None,
         cancel.check()
         yield path
     finally:
+        import shutil
+
         shutil.rmtree(path, ignore_errors=True)
         _temps.discard(path)
 
@@ -154,6 +156,10 @@ def temp_base(*, project: Project | None = None, protected: protect.Protected | 
 
 def cleanup() -> None:
     """Remove temp dirs whose removal a signal cut short (the CLI calls this on exit)."""
+    if not _temps:
+        return
+    import shutil
+
     for path in list(_temps):
         shutil.rmtree(path, ignore_errors=True)
         _temps.discard(path)

@@ -297,10 +297,10 @@ def content_hash(data: Mapping[str, Any]) -> str:
 
 def parse(raw: bytes, where: str) -> Lock:
     """Parse and validate lock bytes; LockFileError names ``where`` and the problem."""
-    import tomllib
-
     from packaging.pylock import Pylock, PylockValidationError
     from packaging.utils import canonicalize_name
+
+    from builder import tomlread
 
     try:
         text = raw.decode("utf-8")
@@ -308,8 +308,8 @@ def parse(raw: bytes, where: str) -> Lock:
         raise LockFileError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})",
                             "regenerate it with `builder lock`") from None
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomlread.loads(text)
+    except tomlread.TOMLDecodeError as exc:
         raise LockFileError(f"{where}: not a readable TOML file: {exc}", "regenerate the lock") from None
     except RecursionError:
         raise LockFileError(f"{where}: TOML nested too deeply", "regenerate the lock") from None

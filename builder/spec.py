@@ -11,12 +11,12 @@ import datetime as _dt
 import hashlib
 import json
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder import tomlread
 from builder.errors import SpecError
 from builder.schema import Field, Problems, validate
 
@@ -407,8 +407,8 @@ def parse_toml(data: bytes, where: str) -> dict[str, Any]:
         raise SpecError([f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})"],
                         "save the spec as UTF-8") from None
     try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        return tomlread.loads(text)
+    except tomlread.TOMLDecodeError as exc:
         raise SpecError([f"{where}: not valid TOML: {exc}"], "fix the TOML syntax") from None
     except RecursionError:
         raise SpecError([f"{where}: TOML nested too deeply"], "a spec needs only a few levels of tables") from None

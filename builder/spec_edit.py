@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
-from builder import paths
+from builder import paths, tomlread
 from builder.errors import SpecError, UsageError
 from builder.fsio import atomic_write
 from builder.project import Project
@@ -20,8 +19,8 @@ from builder.spec import Matrix, matrix_from_mapping, read_toml
 def parse_value(raw: str) -> Any:
     """``2.9.1`` stays a string; ``["3.11"]``, ``true`` and ``3`` are TOML values."""
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+        return tomlread.loads(f"v = {raw}")["v"]
+    except tomlread.TOMLDecodeError:
         return raw
 
 

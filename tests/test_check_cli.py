@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from click.testing import CliRunner
 from builder.cli import main
 from tests.conftest import builder_cmd
 from tests.helpers import cuda_world, httpserver
+from tests.test_import_hygiene import HARNESS
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +45,27 @@ def test_json_report_for_one_lock(world, tmp_path: Path) -> None:
     assert d["packages"]["torch"]["cuda"]["runtime"] == "12.8.90"
     assert d["driver"] == {**d["driver"], "native_min": "575.57.08", "compat_min": "525.60.13",
                            "host": "575.57.08"}
+
+
+def test_a_warm_check_loads_no_wheel_reader(world, tmp_path: Path) -> None:
+    """The second check of a lock answers from the facts cache: no zip, socket, ELF or fatbin
+    code is even imported (the structure behind the warm-check speed budget, benchmarks/)."""
+    proj, stats = world
+    argv = ["--project", str(proj), "check", "-m", "b", "-p", "3.12", "--cache-dir", str(tmp_path)]
+    loaded = []
+    for _ in range(2):
+        before = stats.requests
+        r = subprocess.run([sys.executable, "-c", HARNESS, "-", *argv], capture_output=True, text=True, timeout=120)
+        out = ast.literal_eval(r.stderr.strip().splitlines()[-1])
+        assert out["code"] == 1, r.stderr  # envs/host.toml's 550 driver fails matrix b
+        loaded.append(set(out["modules"]))
+    cold, warm = loaded
+    assert stats.requests == before  # the warm run fetched nothing
+    reader = {"builder.check.wheelread", "builder._http", "socket", "zipfile", "builder.elf",
+              "concurrent.futures", "builder.check.deepread", "builder.fatbin", "tempfile"}
+    assert {"builder.check.wheelread", "builder._http", "socket", "zipfile", "builder.elf",
+            "concurrent.futures"} <= cold  # the cold run did read (by ranges, over HTTP)
+    assert reader & warm == set()
 
 
 def test_exit_codes(world, tmp_path: Path) -> None:

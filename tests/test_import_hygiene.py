@@ -11,21 +11,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # Runs the real CLI in this interpreter and reports, on the last stderr line, its exit
-# code, every module it loaded and every file tomllib parsed.  No json here: the
+# code, every module it loaded and every TOML text builder.tomlread parsed.  No json here: the
 # harness must not load what the commands are checked for.
 HARNESS = r"""
 import runpy, sys
 parsed = []
 if sys.argv[1] == "toml":
-    import tomllib
-    _load, _loads = tomllib.load, tomllib.loads
-    def load(f, **kw):
-        parsed.append(getattr(f, "name", "<file>"))
-        return _load(f, **kw)
-    def loads(s, **kw):
-        parsed.append("<a PEP 751 lock>" if "lock-version" in s or "[[packages]]" in s else "<text>")
-        return _loads(s, **kw)
-    tomllib.load, tomllib.loads = load, loads
+    from builder import tomlread  # every TOML builder parses goes through its _impl.loads
+    _impl = tomlread._impl
+    class _Spy:
+        TOMLDecodeError = _impl.TOMLDecodeError
+        @staticmethod
+        def loads(s, **kw):
+            parsed.append("<a PEP 751 lock>" if "lock-version" in s or "[[packages]]" in s else "<text>")
+            return _impl.loads(s, **kw)
+    tomlread._impl = _Spy
 sys.argv = ["builder", *sys.argv[2:]]
 code = 0
 try:
@@ -52,7 +52,7 @@ def _loaded(out: dict[str, object], *prefixes: str) -> list[str]:
 
 def test_help_loads_click_and_the_command_table_only() -> None:
     out = _run("--help")
-    assert _loaded(out, "packaging", "tomllib", "json", "logging", "subprocess", "dataclasses") == []
+    assert _loaded(out, "packaging", "tomllib", "tomli", "json", "logging", "subprocess", "dataclasses") == []
     # The CLI layer, its errors and the stop flag its signal handlers set (builder.cancel).
     cli = set(_loaded(out, "builder.cli"))
     assert set(_loaded(out, "builder")) <= {"builder", "builder.errors", "builder.cancel"} | cli
@@ -63,6 +63,7 @@ def test_lock_check_runs_no_tool_and_parses_no_lock() -> None:
     # No uv, no subprocess wrapper, no thread pool, no packaging: plain specs need none of it.
     assert _loaded(out, "packaging", "subprocess", "builder._proc", "builder.lock.uv", "builder.tools",
                    "concurrent", "logging") == []
+    assert _loaded(out, "tomllib") == []  # every TOML goes through builder.tomlread (the spy below sees it)
     parsed = out["toml"]
     # The two matrix specs are TOML and are parsed (from a path or from their text); no lock is.
     assert isinstance(parsed, list) and len(parsed) == len(list((ROOT / "envs").glob("matrix-*.toml"))), parsed

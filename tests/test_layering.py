@@ -80,12 +80,12 @@ def test_core_modules_import_cleanly_without_running_tools() -> None:
     assert r.returncode == 0, r.stderr
 
 
-#: Modules that may import tomllib, and what they read with it (never a lock).
+#: Modules that may parse TOML (through builder.tomlread, the one module importing tomllib or
+#: tomli), and what they read with it (never a lock).
 TOML_READERS = {
     "pylock.py": "PEP 751 locks: the one lock parser",
     "spec.py": "matrix and host specs",
     "spec_edit.py": "one TOML value given on the command line",
-    "check/knowledge.py": "builder/data/cuda.toml",
     "check/kerneldata.py": "builder/data/kernels.toml",
     "check/toolkit.py": "builder/data/cuda.toml (component tables)",
     "driver/branches.py": "builder/data/driver_branches.toml",
@@ -94,7 +94,7 @@ TOML_READERS = {
 
 def test_one_lock_parser() -> None:
     """Only builder/pylock.py parses lock TOML: packaging.pylock is imported nowhere else, and every
-    other tomllib user is listed with what it reads."""
+    other TOML reader (through builder.tomlread) is listed with what it reads."""
     for path in MODULES:
         rel = path.relative_to(PKG).as_posix()
         tree = ast.parse(path.read_text())
@@ -102,5 +102,10 @@ def test_one_lock_parser() -> None:
         mods |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         if "packaging.pylock" in mods:
             assert rel == "pylock.py", f"{rel} imports packaging.pylock"
-        if "tomllib" in mods:
+        if mods & {"tomllib", "tomli"}:
+            assert rel == "tomlread.py", f"{rel} imports a TOML parser: TOML is read through builder.tomlread"
+        uses_tomlread = "builder.tomlread" in mods or any(
+            isinstance(n, ast.ImportFrom) and n.module == "builder" and any(a.name == "tomlread" for a in n.names)
+            for n in ast.walk(tree))
+        if uses_tomlread:
             assert rel in TOML_READERS, f"{rel} parses TOML: lock files go through builder.pylock"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.check import wheels
+from builder.check import wheelread, wheels
 from builder.errors import Unavailable
 from tests.helpers import httpserver
 from tests.helpers import wheels as hw
@@ -39,7 +39,7 @@ def _ref(path: Path, **kw: object) -> wheels.WheelRef:
 
 
 def test_local_wheel_metadata_and_smallest_cudart_extension(house: Path) -> None:
-    f = wheels.read_local(next(house.glob("kern-*.whl")))
+    f = wheelread.read_local(next(house.glob("kern-*.whl")))
     assert (f.name, f.version, f.requires_dist) == ("kern", "1.0", ("torch==2.9.0",))
     assert f.binary is not None and f.binary.member == "kern/_k.abi3.so"
     assert f.binary.cudart_soname == "libcudart.so.12" and f.binary.toolkit == "12.9.86"
@@ -56,7 +56,7 @@ def test_http_range_read_fetches_a_fraction_and_checks_the_size(house: Path, tmp
         st = wheels.FetchStats()
         f = wheels.read_wheel(ref, want_binary=True, stats=st, small=0)
         assert f.binary is not None and f.binary.toolkit == "12.9.86" and f.origin == "http"
-        assert stats.ranges and stats.ranges[0] == f"bytes=-{wheels.TAIL}"
+        assert stats.ranges and stats.ranges[0] == f"bytes=-{wheelread.TAIL}"
         assert st.bytes == stats.bytes_sent < whl.stat().st_size / 2
         with pytest.raises(Unavailable, match="the lock says"):
             wheels.read_wheel(_ref(whl, url=f"{url}/{whl.name}", size=123456789), want_binary=True, small=0)
@@ -137,19 +137,19 @@ def test_a_member_over_the_budget_is_skipped_and_named(overbudget: Path) -> None
         st = wheels.FetchStats()
         f = wheels.read_wheel(_ref(overbudget, url=f"{url}/{overbudget.name}"), want_binary=True, stats=st, small=0)
     size = zipfile.ZipFile(overbudget).getinfo("xf/_C.so").compress_size
-    assert size > wheels.BINARY_BUDGET
+    assert size > wheelread.BINARY_BUDGET
     assert f.binary is None and f.members_read == ("xf/plain.so",) and f.binary_scanned
     assert f.skipped == (f"xf/_C.so ({size:,} bytes compressed)",)
     assert dict(f.ext_sizes)["xf/_C.so"] > 3_000_000 and f.extensions == 2
-    assert st.bytes < wheels.BINARY_BUDGET  # the big member was never fetched
+    assert st.bytes < wheelread.BINARY_BUDGET  # the big member was never fetched
 
 
 def test_budget_counts_every_member_read(house: Path) -> None:
     with zipfile.ZipFile(next(house.glob("kern-*.whl"))) as zf:
-        tight = wheels._scan_binaries(zf, "w.whl", budget=zf.getinfo("kern/plain.abi3.so").compress_size)
+        tight = wheelread._scan_binaries(zf, "w.whl", budget=zf.getinfo("kern/plain.abi3.so").compress_size)
         assert tight.binary is None and tight.read == ("kern/plain.abi3.so",)
         assert [s.split(" ")[0] for s in tight.skipped] == ["kern/_k.abi3.so", "kern/big.abi3.so"]
-        roomy = wheels._scan_binaries(zf, "w.whl")
+        roomy = wheelread._scan_binaries(zf, "w.whl")
         assert roomy.binary is not None and roomy.binary.member == "kern/_k.abi3.so" and roomy.skipped == ()
 
 
@@ -164,13 +164,13 @@ def manyfiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_metadata_is_read_through_the_tail_without_the_directory(manyfiles: Path) -> None:
     with zipfile.ZipFile(manyfiles) as zf:
-        assert zf.start_dir < manyfiles.stat().st_size - 3 * wheels.TAIL  # a directory of over 192 KiB
+        assert zf.start_dir < manyfiles.stat().st_size - 3 * wheelread.TAIL  # a directory of over 192 KiB
     with httpserver.serve(manyfiles.parent) as (url, stats):
         st = wheels.FetchStats()
         f = wheels.read_wheel(_ref(manyfiles, url=f"{url}/{manyfiles.name}"), want_binary=False, stats=st, small=0)
         assert f.requires_dist == ("requests",) and f.origin == "http"
         # the 404 for URL.metadata, the tail, METADATA's own bytes: never the directory
-        assert stats.requests == 3 and st.bytes < 2 * wheels.TAIL + 4096
+        assert stats.requests == 3 and st.bytes < 2 * wheelread.TAIL + 4096
         # asked for its file list, it reads the directory (and keeps the list)
         g = wheels.read_wheel(_ref(manyfiles, url=f"{url}/{manyfiles.name}"), want_binary=False, small=0,
                               want_files=True)

@@ -2,7 +2,7 @@
 its GPU architectures, without downloading the wheel or holding the member.
 
 The zip's central directory comes from HTTP Range requests on its tail (read
-through :class:`builder.check.wheels.RangeFile`, as ``check`` reads METADATA);
+through :class:`builder.check.wheelread.RangeFile`, as ``check`` reads METADATA);
 then the member's local header; then its compressed bytes, in windows of
 :data:`WINDOW` bytes, inflated incrementally (``zlib.decompressobj``) and fed to
 :class:`builder.fatbin.Reader`.  Memory stays at a few MiB whatever the
@@ -36,7 +36,7 @@ from typing import Any
 
 from builder import _http, fatbin
 from builder.archcompat import KernelArchs
-from builder.check.wheels import RangeFile, reported_size
+from builder.check.wheelread import RangeFile, reported_size
 from builder.errors import Unavailable
 
 CACHE_SCHEMA = 1

@@ -9,12 +9,12 @@ the exact wheel whose sha256 it names.  Regenerate with ``scripts/kernel_data.py
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder import tomlread
 from builder.archcompat import KernelArchs
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "kernels.toml"
@@ -72,8 +72,7 @@ def from_mapping(data: Mapping[str, Any]) -> tuple[KernelRow, ...]:
 
 
 def load(path: Path = DATA) -> tuple[KernelRow, ...]:
-    with path.open("rb") as f:
-        return from_mapping(tomllib.load(f))
+    return from_mapping(tomlread.load_path(path))
 
 
 def find(rows: Iterable[KernelRow], *, sha256: str, member: str) -> KernelRow | None:

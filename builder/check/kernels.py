@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from builder.check import deepread, kerneldata
+from builder.check import kerneldata
 from builder.check.model import Facts, KernelEvidence, Pkg
 from builder.check.wheels import FetchStats
 from builder.errors import Unavailable
@@ -54,6 +54,8 @@ def deep_evidence(p: Pkg, candidates: tuple[str, ...], *, cache_dir: Path, offli
         return None
     members = _members(p, candidates)
     for i, member in enumerate(members):
+        from builder.check import deepread  # --deep only: a default check loads no fatbin reader
+
         ref = deepread.MemberRef(filename=p.wheel.filename, sha256=p.wheel.sha256, member=member,
                                  url=p.wheel.url, size=p.wheel.size, path=p.wheel.path)
         try:

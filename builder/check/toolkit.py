@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from builder import tomlread
 from builder.check.knowledge import release_label
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "cuda.toml"
@@ -158,8 +158,7 @@ def load(path: Path = DATA) -> ToolkitKnowledge:
 @functools.cache
 def read(path: Path = DATA) -> Mapping[str, Any]:
     """builder/data/cuda.toml, parsed once per process."""
-    with open(path, "rb") as f:
-        return tomllib.load(f)
+    return tomlread.load_path(path)
 
 
 def package(k: ToolkitKnowledge, name: str) -> tuple[Component, int] | None:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import calendar
 import datetime as _dt
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 
+from builder import tomlread
 from builder.versions import DriverVersion
 
 KINDS = {"lts": "long-term support", "production": "production", "new-feature": "new feature"}
@@ -76,7 +76,7 @@ def load_branches() -> list[Branch]:
     text = resources.files("builder").joinpath("data/driver_branches.toml").read_text(encoding="utf-8")
     return [Branch(int(b["series"]), str(b.get("kind", "unknown")), str(b.get("eol", "")),
                    str(b.get("eol-by", "")), str(b.get("cuda", "")), str(b.get("source", "")))
-            for b in tomllib.loads(text)["branch"]]
+            for b in tomlread.loads(text)["branch"]]
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,14 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from builder.driver import parse as hp
-from builder.driver.snapshot import APP_FIELDS, GPU_FIELDS, ProbeRecord, Snapshot
 from builder.spec import Host
 from builder.versions import DriverVersion, compute_capability
+
+if TYPE_CHECKING:
+    from builder.driver.snapshot import ProbeRecord, Snapshot
 
 T = TypeVar("T")
 
@@ -195,6 +197,8 @@ def _parse(facts: HostFacts, key: str, rec: ProbeRecord | None, what: str,
 
 
 def _nvidia_smi(facts: HostFacts, snap: Snapshot) -> None:
+    from builder.driver import snapshot  # its field lists; the declared host never needs the module
+
     rec = snap.get("nvidia-smi-gpus")
     if rec is not None and not rec.capped:
         err = hp.nvsmi_error(rec.text())
@@ -206,14 +210,14 @@ def _nvidia_smi(facts: HostFacts, snap: Snapshot) -> None:
     # The first line must be the header builder asked for: anything else is an
     # error nvidia-smi printed (possibly with exit 0), never "no GPUs".
     facts.gpus = _parse(facts, "gpus", rec, "nvidia-smi --query-gpu",
-                        lambda t: hp.gpus_from_rows(hp.parse_query_csv(t, expect=GPU_FIELDS)))
+                        lambda t: hp.gpus_from_rows(hp.parse_query_csv(t, expect=snapshot.GPU_FIELDS)))
     app = snap.get("nvidia-smi-apps")
     if app is not None and not app.capped and hp.nvsmi_error(app.text()):
         facts.problems["apps"] = f"nvidia-smi --query-compute-apps: {app.text().splitlines()[0]}"
         return
     # With no GPU process the answer is the header line alone: an empty list.
     facts.apps = _parse(facts, "apps", app, "nvidia-smi --query-compute-apps",
-                        lambda t: hp.processes_from_rows(hp.parse_query_csv(t, expect=APP_FIELDS))
+                        lambda t: hp.processes_from_rows(hp.parse_query_csv(t, expect=snapshot.APP_FIELDS))
                         if t.strip() else [])
 
 
