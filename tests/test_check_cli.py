@@ -58,13 +58,13 @@ def test_a_warm_check_loads_no_wheel_reader(world, tmp_path: Path) -> None:
         r = subprocess.run([sys.executable, "-c", HARNESS, "-", *argv], capture_output=True, text=True, timeout=120)
         out = ast.literal_eval(r.stderr.strip().splitlines()[-1])
         assert out["code"] == 1, r.stderr  # envs/host.toml's 550 driver fails matrix b
-        loaded.append(set(out["modules"]))
+        loaded.append(set(out["modules"]) - set(out["startup"]))  # a host's .pth files may load zipfile
     cold, warm = loaded
     assert stats.requests == before  # the warm run fetched nothing
     reader = {"builder.check.wheelread", "builder._http", "socket", "zipfile", "builder.elf",
               "concurrent.futures", "builder.check.deepread", "builder.fatbin", "tempfile"}
-    assert {"builder.check.wheelread", "builder._http", "socket", "zipfile", "builder.elf",
-            "concurrent.futures"} <= cold  # the cold run did read (by ranges, over HTTP)
+    # The cold run did read (by ranges, over HTTP; stdlib modules its start-up loaded are not counted).
+    assert {"builder.check.wheelread", "builder._http", "builder.elf"} <= cold
     assert reader & warm == set()
 
 

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # harness must not load what the commands are checked for.
 HARNESS = r"""
 import runpy, sys
+startup = sorted(sys.modules)  # what the interpreter and its site-packages' .pth files loaded
 parsed = []
 if sys.argv[1] == "toml":
     from builder import tomlread  # every TOML builder parses goes through its _impl.loads
@@ -32,7 +33,8 @@ try:
     runpy.run_module("builder", run_name="__main__", alter_sys=True)
 except SystemExit as e:
     code = e.code
-sys.stderr.write("\n" + repr({"code": code, "modules": sorted(sys.modules), "toml": parsed}) + "\n")
+sys.stderr.write("\n" + repr({"code": code, "modules": sorted(sys.modules), "startup": startup,
+                               "toml": parsed}) + "\n")
 """
 
 

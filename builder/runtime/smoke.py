@@ -59,6 +59,9 @@ def a():
     from vllm.engine.async_llm_engine import AsyncLLMEngine
     return AsyncLLMEngine.__name__
 def c():
+    # A GPU step: with the GPU steps off, argv[1] says why, and it is not tried.
+    if len(sys.argv) > 1 and sys.argv[1]:
+        return {"skipped": sys.argv[1]}
     # vllm._C (the compiled ops) needs the driver's libcuda.so.1 (FACTS.md): without
     # it the step is skipped with that reason, never passed.
     import ctypes
@@ -424,8 +427,11 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
     gpu = gpu_present() if gpu is None else gpu
     rep = SmokeReport(python, gpu, expected_source=expected.source if expected else "")
     env = _env()
+    # Loading vLLM's compiled ops is a GPU step (it needs the driver): with the GPU
+    # steps off it is not tried, and the live progress says skipped, as the report does.
+    gpu_off = "" if gpu else ("GPU steps not run (--no-gpu)" if asked is False else NO_GPU)
     with paths.temp_dir("builder-smoke-") as cwd:
-        res = _proc.run([python, "-I", "-B", "-c", IMPORTS], timeout=IMPORT_TIMEOUT, env=env, cwd=cwd,
+        res = _proc.run([python, "-I", "-B", "-c", IMPORTS, gpu_off], timeout=IMPORT_TIMEOUT, env=env, cwd=cwd,
                         what="smoke imports", on_line=_import_events(say) if progress else None)
         got = {x["step"]: x for x in _jsonlines(res.stdout) if "step" in x}
         probe = _timed(say, "reading the installed packages and their CUDA binaries",
@@ -446,12 +452,7 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
                 rep.steps.append(Step(name, FAIL, why))
             else:
                 rep.steps.append(Step(name, PASS if r["ok"] else FAIL, "" if r["ok"] else str(r["value"])))
-        vllm_c = _vllm_c_step(got.get("import vllm._C"), res, expected is None and not have_vllm)
-        if not gpu and vllm_c.status != SKIP:
-            # Loading the compiled ops is a GPU step (it needs the driver): not run
-            # when the GPU steps are off, like the CUDA and GEMM steps below.
-            vllm_c = Step(vllm_c.name, SKIP, "GPU steps not run (--no-gpu)" if asked is False else NO_GPU)
-        rep.steps.append(vllm_c)
+        rep.steps.append(_vllm_c_step(got.get("import vllm._C"), res, expected is None and not have_vllm))
         t = got.get("import torch", {}).get("value") if got.get("import torch", {}).get("ok") else None
         v = got.get("import vllm", {}).get("value") if got.get("import vllm", {}).get("ok") else None
         if expected is not None:
