@@ -89,16 +89,25 @@ def test_keyboard_interrupt_kills_the_child_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     code = f"import os,time; open({str(pidfile)!r},'w').write(str(os.getpid())); time.sleep(60)"
 
-    def interrupt() -> None:
-        for _ in range(100):
-            if pidfile.exists() and pidfile.read_text():
-                break
-            time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGINT)
+    sent = threading.Event()
 
-    threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        _proc.run([sys.executable, "-c", code], timeout=30)
+    def interrupt() -> None:
+        for _ in range(1200):  # the child is running once it wrote its pid (a loaded machine: seconds)
+            if pidfile.exists() and pidfile.read_text():
+                os.kill(os.getpid(), signal.SIGINT)
+                sent.set()
+                return
+            time.sleep(0.05)
+
+    # Python's own Ctrl-C handler, whatever an earlier test in this worker left installed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            res = _proc.run([sys.executable, "-c", code], timeout=90)
+            pytest.fail(f"run returned ({res}); SIGINT sent: {sent.is_set()}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     pid = int(pidfile.read_text())
     for _ in range(50):
         try:

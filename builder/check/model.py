@@ -127,7 +127,10 @@ class Identity:
         return {"major": sorted(self.major)[0] if len(self.major) == 1 else sorted(self.major) or None,
                 "release": self.release, "runtime": self.runtime, "cudart_soname": self.cudart_soname,
                 "build_toolkit": self.build_toolkit, "build_release": self.build_release,
-                "toolkit_from": self.toolkit_from or None, "cublas": self.cublas, "archs": list(self.archs),
+                "toolkit_from": self.toolkit_from or None, "cublas": self.cublas,
+                # sm_NN strings in the binary read for the CUDA link: a hint only, never the
+                # gpu-arch evidence (that is "kernels": fatbin entry headers, docs/check.md).
+                "sm_strings": list(self.archs),
                 "kernels": None if self.kernels is None else {
                     "member": self.kernels.member, "origin": self.kernels.origin, "detail": self.kernels.detail,
                     "ptx_isa": self.kernels.ptx_isa, **self.kernels.archs.to_dict()},
