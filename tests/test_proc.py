@@ -105,7 +105,7 @@ def test_keyboard_interrupt_kills_the_child_group(tmp_path: Path) -> None:
         threading.Thread(target=interrupt, daemon=True).start()
         with pytest.raises(KeyboardInterrupt):
             res = _proc.run([sys.executable, "-c", code], timeout=90)
-            pytest.fail(f"run returned ({res}); SIGINT sent: {sent.is_set()}")
+            pytest.fail(f"run returned ({res}); SIGINT sent: {sent.is_set()}; handler before: {previous!r}")
     finally:
         signal.signal(signal.SIGINT, previous)
     pid = int(pidfile.read_text())
