@@ -76,6 +76,17 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     ("loaded.py",
      "            if m and components.sonames(f.tk, \"cudart\", int(m.group(2))) and lib not in installed:\n",
      "            if False:\n", "providers: missing libcudart/libcublas ignored"),
+    ("rules.py", "        elif DriverVersion.parse(host) < DriverVersion.parse(floor):\n",
+     "        elif DriverVersion.parse(host) <= DriverVersion.parse(floor):\n", "cuda-bindings: host < floor -> <="),
+    ("rules.py", "        other = bool(stack) and major not in stack\n", "        other = False\n",
+     "cuda-bindings: another major than the stack's ignored"),
+    ("rules.py", "        if row.meta_from and v >= Version(row.meta_from):\n",
+     "        if row.meta_from and v > Version(row.meta_from):\n", "cuda-bindings: meta package from -> after"),
+    ("rules.py", "    if len(majors) > 1:\n", "    if False:\n", "cuda-bindings: clashing bindings ignored"),
+    ("rules.py", "        return _f(\"cuda-bindings\", \"warn\",", "        return _f(\"cuda-bindings\", \"info\",",
+     "cuda-bindings: warn -> info"),
+    ("rules.py", "            problems.append(f\"host driver unknown: {tag}\")\n",
+     "            ok.append(f\"host driver unknown: {tag}\")\n", "cuda-bindings: unknown host driver passes"),
 ]
 
 

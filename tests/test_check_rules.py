@@ -525,3 +525,100 @@ def test_a_cuda_11_runtime_is_not_claimed_missing() -> None:
     # CUDA 11 era torch bundled its runtime: no package name tells, so nothing is claimed
     old = vllm(toolkit_version="11.8.89", major=11, needed=("libcudart.so.11.0", "libcublas.so.11"))
     assert rules.rule_cuda_major(facts(old)).level == "pass"
+
+
+# ---------------------------------------------------------------- cuda-bindings
+# NVIDIA's cuda-bindings install guides (builder/data/cuda.toml [[bindings-driver]]): 12.x
+# "Driver: Linux (525.60.13 or later)", 13.x "Driver: Linux (580.65.06 or later)"; cuda-python
+# 12.8.0 and later is a meta package over cuda-bindings, 12.6.2.post1 carries the bindings itself.
+SRC_B13 = "https://github.com/NVIDIA/cuda-python/blob/main/cuda_bindings/docs/source/install.rst"
+
+
+def py(name: str, version: str) -> Pkg:
+    """A pure-Python package of the lock (no CUDA identity), as the pipeline leaves it."""
+    return Pkg(name, version, wheel(name, version, platform=False))
+
+
+def bound(*extra: Pkg, driver: str | None = "575.57.08", major: int = 12, m: Matrix | None = None) -> Facts:
+    """The CUDA ``major`` stack with these bindings packages (and cutlass-dsl, their user)."""
+    base = [torch(), vllm(), *cu12_libs()] if major == 12 else [
+        torch("13.0.96", "13.1.0.3", major=13), vllm("13.0.88", major=13)]
+    return facts(*base, py("nvidia-cutlass-dsl", "4.3.4"), *extra, h=host(driver), m=m)
+
+
+def b13() -> tuple[Pkg, Pkg]:
+    return py("cuda-python", "13.1.1"), py("cuda-bindings", "13.1.1")
+
+
+def test_bindings_absent_passes() -> None:
+    r = rules.rule_bindings(stack())
+    assert (r.level, r.message) == ("pass", "the lock holds no CUDA Python bindings (cuda-bindings, cuda-python)")
+
+
+def test_bindings_of_the_stack_major_pass() -> None:
+    r = rules.rule_bindings(bound(py("cuda-python", "12.9.4"), py("cuda-bindings", "12.9.4")))
+    assert r.level == "pass" and r.message.startswith("cuda-bindings 12.9.4 (CUDA 12 bindings) needs driver >= "
+                                                      "525.60.13")
+    assert "cuda-python 12.9.4 carries no bindings of its own" in " ".join(r.evidence)
+
+
+def test_bindings_of_another_major_below_their_floor_warn() -> None:
+    f = bound(*b13(), m=matrix())
+    r = rules.rule_bindings(f)
+    assert r.level == "warn" and r.source == SRC_B13
+    assert r.message.startswith(f"cuda-bindings 13.1.1 (CUDA 13 bindings in a CUDA 12 stack) needs driver >= "
+                                f"580.65.06 (NVIDIA: {SRC_B13}); host driver 575.57.08 is below it: code that "
+                                "imports cuda.bindings (nvidia-cutlass-dsl) fails on drivers below that floor")
+    assert "vllm 0.13.0 itself does not import cuda.bindings" in r.message
+    assert 'overrides "cuda-bindings>=12.8.0,<13", "cuda-python>=12.8.0,<13"' in r.message
+    assert r.message.endswith("or upgrade the driver to >= 580.65.06")
+    # a warning only: the native floor and the verdict's other rules do not move
+    assert rules.driver_summary(f) == rules.driver_summary(stack(m=matrix()))
+    assert level(f, "driver-native") == "pass" and rules.verdict(rules.evaluate(f)) == "warn"
+
+
+@pytest.mark.parametrize(("driver", "want"), [
+    ("580.65.06", "info"),  # exactly the 13.x floor
+    ("580.65.05", "warn"),  # one below it
+    ("580.95.05", "info"),
+    (None, "warn"),
+])
+def test_bindings_driver_floor_boundary(driver: str | None, want: str) -> None:
+    r = rules.rule_bindings(bound(*b13(), driver=driver))
+    assert r.level == want, r.message
+    if driver is None:
+        assert r.message.startswith("host driver unknown: cuda-bindings 13.1.1")
+    elif want == "info":
+        assert r.message.startswith(f"cuda-bindings 13.1.1 (CUDA 13 bindings in a CUDA 12 stack) needs driver "
+                                    f">= 580.65.06 (NVIDIA: {SRC_B13}); host driver {driver} meets it: code that "
+                                    "imports cuda.bindings (nvidia-cutlass-dsl) runs on this driver")
+
+
+def test_bindings_of_the_stack_major_below_their_floor_warn() -> None:
+    r = rules.rule_bindings(bound(py("cuda-bindings", "12.9.4"), driver="520.61.05"))
+    assert r.level == "warn" and "host driver 520.61.05 is below it" in r.message
+    assert r.message.endswith("upgrade the driver to >= 525.60.13") and "overrides" not in r.message
+
+
+def test_bindings_old_cuda_python_and_cuda_bindings_of_another_major_clash() -> None:
+    f = bound(py("cuda-python", "12.6.2.post1"), py("cuda-bindings", "13.5.0"), driver="580.95.05", major=13)
+    r = rules.rule_bindings(f)
+    assert r.level == "warn"
+    assert r.message.startswith("cuda-bindings 13.5.0 and cuda-python 12.6.2.post1 both install cuda/bindings/ "
+                                "(the same paths): the last installed wins, mixing CUDA 12 and 13 bindings")
+    assert 'overrides "cuda-bindings>=13.0,<14", "cuda-python>=13.0,<14"' in r.message
+
+
+def test_bindings_cuda_python_12_8_0_is_a_meta_package() -> None:
+    # cuda-python 12.8.0 (exactly the version that became a meta package) carries no bindings:
+    # beside cuda-bindings 13 on a 13.x driver this is no clash, only CUDA 13 bindings in a 12 stack
+    r = rules.rule_bindings(bound(py("cuda-python", "12.8.0"), py("cuda-bindings", "13.1.1"), driver="580.95.05"))
+    assert r.level == "info", r.message
+    old = rules.rule_bindings(bound(py("cuda-python", "12.6.2.post1"), driver="580.95.05"))
+    assert old.level == "pass" and old.message.startswith("cuda-python 12.6.2.post1 (CUDA 12 bindings)")
+
+
+def test_bindings_without_a_known_vllm_release_say_so() -> None:
+    f = bound(*b13())
+    f.packages["vllm"].version = "0.12.0"
+    assert "whether vllm 0.12.0 itself imports cuda.bindings is not known" in rules.rule_bindings(f).message

@@ -129,10 +129,11 @@ def test_toolkit_rows_agree_with_release_notes_and_driver_table() -> None:
 def test_every_row_has_a_source() -> None:
     data = tomllib.loads(cuda.DATA.read_text(encoding="utf-8"))
     for table in ("release", "compat", "component", "package", "arch-floor", "arch-intro", "known-bad",
-                  "cuda-component", "cuda-toolkit", "toolkit-user"):
+                  "cuda-component", "cuda-toolkit", "toolkit-user", "python-bindings", "bindings-driver"):
         rows = data[table]
         assert rows, table
         assert all(str(r.get("source", "")).startswith("https://") for r in rows), table
+    assert str(data["bindings-use"]["source"]).startswith("https://")
     versions = [Version(t.version) for t in K.releases]
     assert versions == sorted(versions) and min(versions) == Version("12.0.0")
     assert {t.kind for t in K.releases} == {"update", "revision", "same-pins"}

@@ -67,6 +67,28 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class BindingsRow:
+    """A package that installs the ``cuda.bindings`` modules (cuda-bindings, cuda-python)."""
+
+    package: str
+    meta_from: str | None  # from this version on it carries no bindings of its own (a meta package)
+    source: str
+
+
+@dataclass(frozen=True)
+class BindingsKnowledge:
+    """CUDA Python bindings: which packages carry them, their driver floor per CUDA major,
+    and who imports them."""
+
+    packages: Mapping[str, BindingsRow] = field(default_factory=dict)
+    driver: Mapping[int, tuple[str, str]] = field(default_factory=dict)  # major -> (driver, source)
+    users: tuple[str, ...] = ()  # packages whose code imports cuda.bindings
+    not_imported_by: str = ""  # a package whose own code does not import it ...
+    not_imported_versions: str = ""  # ... in these versions (a PEP 440 specifier)
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class Knowledge:
     releases: tuple[ReleaseRow, ...]
     components: tuple[ComponentRow, ...]
@@ -84,6 +106,17 @@ class Knowledge:
     ptx_isa: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # PTX ISA -> (release, source)
     jit_compilers: frozenset[str] = frozenset()  # components that compile GPU code at run time
     jit_source: str = ""
+    bindings: BindingsKnowledge = field(default_factory=BindingsKnowledge)
+
+
+def _bindings(d: Mapping[str, Any]) -> BindingsKnowledge:
+    use = d.get("bindings-use", {})
+    return BindingsKnowledge(
+        packages={b["package"]: BindingsRow(b["package"], b.get("meta-from"), b["source"])
+                  for b in d.get("python-bindings", [])},
+        driver={int(r["major"]): (r["driver"], r["source"]) for r in d.get("bindings-driver", [])},
+        users=tuple(use.get("users", ())), not_imported_by=str(use.get("not-imported-by", "")),
+        not_imported_versions=str(use.get("not-imported-versions", "")), source=str(use.get("source", "")))
 
 
 def from_mapping(d: Mapping[str, Any]) -> Knowledge:
@@ -108,6 +141,7 @@ def from_mapping(d: Mapping[str, Any]) -> Knowledge:
         ptx_isa={r["isa"]: (r["release"], r["source"]) for r in d.get("ptx-isa", [])},
         jit_compilers=frozenset(d.get("jit", {}).get("compilers", [])),
         jit_source=str(d.get("jit", {}).get("source", "")),
+        bindings=_bindings(d),
     )
 
 

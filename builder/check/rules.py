@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from builder.archcompat import covers
@@ -21,7 +22,7 @@ from builder.versions import DriverVersion
 
 LEVELS = ("pass", "info", "warn", "fail")
 RULES = ("cuda-identity", "torch-pin", "cuda-major", "cuda-toolkit-order", "driver-native",
-         "driver-compat", "gpu-arch", "sdist-only", "platform-tag", "python-tag")
+         "driver-compat", "gpu-arch", "cuda-bindings", "sdist-only", "platform-tag", "python-tag")
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
 
 # Sources for rules whose facts are not rows of cuda.toml (FACTS.md lists them).
@@ -350,6 +351,116 @@ def rule_gpu_arch(f: Facts, view: LoadView | None = None) -> Finding:
               + (f"; {judged[0]}" if judged else ""), judged[1:] + notes + tail)
 
 
+def _bindings_stack(f: Facts, view: LoadView | None) -> set[int]:
+    """The stack's CUDA major: torch's, else the majors a process loads."""
+    t = f.packages.get("torch")
+    if t is not None and t.identity is not None and t.identity.major:
+        return set(t.identity.major)
+    return set(_view(f, view).majors)
+
+
+def _not_imported(f: Facts) -> str:
+    """What is known of whether the stack's server imports cuda.bindings itself."""
+    b = f.k.bindings
+    p = f.packages.get(b.not_imported_by) if b.not_imported_by else None
+    if p is None:
+        return ""
+    try:
+        known = SpecifierSet(b.not_imported_versions).contains(Version(p.version), prereleases=True)
+    except (InvalidSpecifier, InvalidVersion):
+        known = False
+    if known:
+        return f"{p.name} {p.version} itself does not import cuda.bindings: its default paths do not load them"
+    return f"whether {p.name} {p.version} itself imports cuda.bindings is not known"
+
+
+def rule_bindings(f: Facts, view: LoadView | None = None) -> Finding:
+    """CUDA Python bindings (cuda-bindings; cuda-python before it became a meta package) vs the
+    stack's CUDA major and the host driver.  Only optional code paths import them (CuTe DSL,
+    flashinfer, cuDNN frontend kernels), so this warns at most and never sets the native floor."""
+    b = f.k.bindings
+    carriers: list[tuple[Pkg, int]] = []
+    notes: list[str] = []
+    problems: list[str] = []
+    for name, row in sorted(b.packages.items()):
+        p = f.packages.get(name)
+        if p is None:
+            continue
+        try:
+            v = Version(p.version)
+        except InvalidVersion:
+            problems.append(f"{name} {p.version}: not a version builder can read, its CUDA major is unknown")
+            continue
+        if row.meta_from and v >= Version(row.meta_from):
+            notes.append(f"{name} {p.version} carries no bindings of its own (a meta package from "
+                         f"{row.meta_from} on; {row.source})")
+            continue
+        carriers.append((p, v.major))
+    if not carriers and not problems:
+        return _f("cuda-bindings", "pass", "the lock holds no CUDA Python bindings (cuda-bindings, cuda-python)",
+                  notes)
+    stack = _bindings_stack(f, view)
+    stack_s = "/".join(str(m) for m in sorted(stack))
+    host = f.host.driver
+    infos: list[str] = []
+    ok: list[str] = []
+    floors: list[tuple[str, str]] = []  # (driver, source) of the carriers that warn
+    src = ""
+    for p, major in carriers:
+        row_d = b.driver.get(major)
+        if row_d is None:
+            problems.append(f"{p.name} {p.version}: CUDA {major} bindings, whose driver floor "
+                            "builder/data/cuda.toml does not know")
+            continue
+        floor, fsrc = row_d
+        src = src or fsrc
+        other = bool(stack) and major not in stack
+        tag = (f"{p.name} {p.version} (CUDA {major} bindings" + (f" in a CUDA {stack_s} stack" if other else "")
+               + f") needs driver >= {floor} (NVIDIA: {fsrc})")
+        if host is None:
+            problems.append(f"host driver unknown: {tag}")
+            floors.append((floor, fsrc))
+        elif DriverVersion.parse(host) < DriverVersion.parse(floor):
+            problems.append(f"{tag}; host driver {host} is below it")
+            floors.append((floor, fsrc))
+        elif other:
+            infos.append(f"{tag}; host driver {host} meets it")
+        else:
+            ok.append(f"{tag}; host driver {host} meets it")
+    if floors:
+        src = floors[0][1]
+    majors = sorted({m for _, m in carriers})
+    clash = ""
+    if len(majors) > 1:
+        names = " and ".join(f"{p.name} {p.version}" for p, _ in carriers)
+        clash = (f"{names} both install cuda/bindings/ (the same paths): the last installed wins, mixing "
+                 f"CUDA {' and '.join(map(str, majors))} bindings")
+    users = [u for u in b.users if u in f.packages]
+    who = f"code that imports cuda.bindings ({', '.join(users)})" if users else "code that imports cuda.bindings"
+    default = _not_imported(f)
+    ev = [*problems, *infos, *ok, *notes,
+          *([f"imported by {', '.join(users)} when the lock holds them ({b.source})"] if users else []),
+          *([default] if default else [])]
+    tail = f"; {default}" if default else ""
+    if problems or clash:
+        fix = []
+        if len(stack) == 1 and (clash or any(m not in stack for m in majors)):
+            s = next(iter(stack))
+            meta = [Version(r.meta_from) for r in b.packages.values() if r.meta_from]
+            lo = max([Version(f"{s}.0"), *(m for m in meta if m.major == s)])
+            pins = ", ".join(f'"{n}>={lo},<{s + 1}"' for n in sorted(b.packages))
+            fix.append(f"lock one set of CUDA {s} bindings (overrides {pins})")
+        if floors:
+            fix.append(f"upgrade the driver to >= {max((d for d, _ in floors), key=DriverVersion.parse)}")
+        head = "; ".join([*([clash] if clash else []), *problems])
+        fails = (f": {who} fails on drivers below that floor" if floors else "")
+        return _f("cuda-bindings", "warn", f"{head}{fails}{tail}" + (f"; {' or '.join(fix)}" if fix else ""),
+                  ev, src)
+    if infos:
+        return _f("cuda-bindings", "info", f"{infos[0]}: {who} runs on this driver{tail}", ev, src)
+    return _f("cuda-bindings", "pass", f"{ok[0]}{tail}", ev, src)
+
+
 _LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 
 
@@ -411,7 +522,8 @@ def evaluate(f: Facts) -> list[Finding]:
     """Run every rule, in the documented order."""
     view = analyze(f)
     return [rule_identity(f), rule_torch_pin(f), rule_cuda_major(f, view), rule_toolkit_order(f, view),
-            rule_driver_native(f, view), rule_driver_compat(f, view), rule_gpu_arch(f, view), *tag_rules(f)]
+            rule_driver_native(f, view), rule_driver_compat(f, view), rule_gpu_arch(f, view),
+            rule_bindings(f, view), *tag_rules(f)]
 
 
 def verdict(findings: list[Finding]) -> str:
