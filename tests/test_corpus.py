@@ -24,7 +24,7 @@ from tests.helpers.cli import builder_cmd
 CORPUS = Path(__file__).resolve().parent / "data" / "locks"
 EXPECTED = tomllib.loads((CORPUS / "expected.toml").read_text(encoding="utf-8"))
 CASES = {c["id"]: c for c in EXPECTED["case"]}
-ASPECTS = ("reads", "verdict", "fail", "warn", "levels", "native-floor", "compat-floor")
+ASPECTS = ("reads", "verdict", "fail", "warn", "levels", "native-floor", "compat-floor", "lower-bound")
 
 
 @dataclass
@@ -97,6 +97,8 @@ def test_corpus(cid: str, aspect: str, tmp_path_factory: pytest.TempPathFactory)
         assert rep["driver"]["native_min"] == case["native-floor"], rep["driver"]
     elif aspect == "compat-floor":
         assert rep["driver"]["compat_min"] == case["compat-floor"], rep["driver"]
+    elif aspect == "lower-bound":
+        assert rep["driver"]["native_is_lower_bound"] is case["lower-bound"], rep["driver"]
 
 
 # ---------------------------------------------------------------- the corpus itself
