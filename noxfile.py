@@ -3,7 +3,7 @@
     nox -s tests                 # the default test suite (offline)
     nox -s lint                  # ruff + mypy + import-linter contracts
     nox -s lock                  # re-lock every matrix at its exclude-newer date
-    nox -s lock-refresh          # move exclude-newer to today, re-lock, verify, diff (CI lock refresh)
+    nox -s lock-refresh          # move exclude-newer to yesterday (UTC), re-lock, verify, diff (CI lock refresh)
     nox -s lock-matrix-a         # re-lock one matrix
     nox -s build-matrix-a        # build + smoke matrix A for each of its Pythons (-p 3.12 narrows)
     nox -s smoke-matrix-b -p 3.12
@@ -185,7 +185,11 @@ def _github_output(**values: str) -> None:
 
 @nox.session(name="lock-refresh", tags=["ci-lock-refresh"])
 def lock_refresh(session: nox.Session) -> None:
-    """Refresh every matrix to today, verify, write the diff to lock-refresh.md.
+    """Refresh every matrix to yesterday (UTC), verify, write the diff to lock-refresh.md.
+
+    Yesterday, not today: its cut-off (today 00:00 UTC) has passed, so the
+    resolution repeats; with today's date a file uploaded later today would
+    enter a re-run (docs/locks.md).
 
     ``builder lock --refresh`` (posargs go to it, e.g. ``-- --exclude-newer
     2026-01-05``), ``builder lock --verify``, then ``builder lock diff --git HEAD``
