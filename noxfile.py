@@ -3,7 +3,7 @@
     nox -s tests                 # the default test suite (offline)
     nox -s lint                  # ruff + mypy + import-linter contracts
     nox -s lock                  # re-lock every matrix at its exclude-newer date
-    nox -s lock-refresh          # move exclude-newer to today, re-lock, verify, diff (CI lock refresh)
+    nox -s lock-refresh          # move exclude-newer to yesterday (UTC), re-lock, verify, diff (CI lock refresh)
     nox -s lock-matrix-a         # re-lock one matrix
     nox -s build-matrix-a        # build + smoke matrix A for each of its Pythons (-p 3.12 narrows)
     nox -s smoke-matrix-b -p 3.12
@@ -19,7 +19,9 @@ else this checkout.
 No session activates, reads or writes the protected env (QL_1): builder refuses
 to write inside it, and sessions run builder with a scrubbed environment.
 `nox --no-venv -s ...` runs the sessions with the builder already on PATH (no
-installs: for a host without package registries).
+installs: for a host without package registries); there nox drops the Python
+parametrization, so the per-Python sessions take every Python of the matrix
+(``serve-matrix-<id>`` serves them in turn) unless ``-- --python X.Y`` narrows.
 """
 
 from __future__ import annotations
@@ -183,7 +185,11 @@ def _github_output(**values: str) -> None:
 
 @nox.session(name="lock-refresh", tags=["ci-lock-refresh"])
 def lock_refresh(session: nox.Session) -> None:
-    """Refresh every matrix to today, verify, write the diff to lock-refresh.md.
+    """Refresh every matrix to yesterday (UTC), verify, write the diff to lock-refresh.md.
+
+    Yesterday, not today: its cut-off (today 00:00 UTC) has passed, so the
+    resolution repeats; with today's date a file uploaded later today would
+    enter a re-run (docs/locks.md).
 
     ``builder lock --refresh`` (posargs go to it, e.g. ``-- --exclude-newer
     2026-01-05``), ``builder lock --verify``, then ``builder lock diff --git HEAD``
@@ -220,17 +226,32 @@ for _m, _pys in _matrices(Path(os.environ.get("BUILDER_PROJECT") or ROOT) / "env
         _install(session)
         session.run("builder", "smoke", "--matrix", m, *_python_args(session), *session.posargs, env=_env())
 
-    def _serve(session: nox.Session, m: str = _m) -> None:
-        """Start the built runtime's vLLM in slot green, probe it, stop it (even when the probe fails)."""
+    def _serve(session: nox.Session, m: str = _m, pys: list[str] = _pys) -> None:
+        """Start the built runtime's vLLM in slot green, probe it, stop it (even when the probe fails).
+
+        ``serve start`` takes one Python: with ``nox --no-venv`` (no parametrization) and no
+        ``-- --python X.Y``, each of the matrix's Pythons is served in turn, as the other
+        sessions take every Python there.
+        """
         _install(session)
-        # A failed start stops what it started; a slot already running makes it fail (exit 7)
-        # and is left alone.
-        session.run("builder", "serve", "start", "--matrix", m, *_python_args(session), "--slot", "green",
-                    *session.posargs, env=_env())
-        try:
-            session.run("builder", "serve", "probe", "--slot", "green", env=_env())
-        finally:
-            session.run("builder", "serve", "stop", "--slot", "green", env=_env())
+        if session.python or any(a in ("-p", "--python", "--runtime") or a.startswith(("--python=", "--runtime="))
+                                 for a in session.posargs):
+            rounds = [_python_args(session)]
+        else:
+            session.log(f"serve-matrix-{m}: no Python selected (nox --no-venv): serving each of "
+                        f"{', '.join(pys)} in turn (`-- --python X.Y` narrows)")
+            rounds = [["--python", py] for py in pys]
+        for py_args in rounds:
+            if not session.python and py_args:
+                session.log(f"serve-matrix-{m}: Python {py_args[1]}")
+            # A failed start stops what it started; a slot already running makes it fail (exit 7)
+            # and is left alone.
+            session.run("builder", "serve", "start", "--matrix", m, *py_args, "--slot", "green",
+                        *session.posargs, env=_env())
+            try:
+                session.run("builder", "serve", "probe", "--slot", "green", env=_env())
+            finally:
+                session.run("builder", "serve", "stop", "--slot", "green", env=_env())
 
     _lock_one.__doc__ = f"Re-lock matrix {_m.upper()} (every Python)."
     _build.__doc__ = f"Build and smoke-test matrix {_m.upper()} runtimes (-p {_pys[-1]} narrows)."

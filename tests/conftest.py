@@ -22,6 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.helpers.conda_channel", "tests.helpers.runtimes"]
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Close the runtime world's index servers while their threads still run (see close_servers)."""
+    from tests.helpers import runtimes
+
+    runtimes.close_servers()
+
+
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny wheels standing in for torch/vLLM and friends (plus one sdist-only package)."""

@@ -484,3 +484,61 @@ def test_serve_and_route_commands_serialise_on_one_lock(sp: SP) -> None:
         assert not sp.route_file.exists() and h.stragglers(sp.marker) == []
     finally:
         os.close(fd)
+
+
+def _journal(sp: SP) -> list[dict[str, object]]:
+    return [json.loads(x) for x in (sp.project / "deploy" / "llm.env.journal").read_text().splitlines()]
+
+
+def test_route_set_and_rollback_with_force_switch_to_a_dead_target_and_are_journaled(sp: SP) -> None:
+    """Nothing listens on either port: --force skips the probe, switches, and says so in the journal."""
+    assert sp.run("route", "init", "--url", sp.url(sp.blue), "--model", "querylake-llm").returncode == 0
+    r = sp.run("route", "set", "green")
+    assert r.returncode == EXIT_FAILED and "route unchanged" in _one_line(r)  # the control: no --force
+
+    r = sp.run("route", "set", "green", "--force")
+    assert r.returncode == 0, r.stderr
+    assert f"not probing {sp.url(sp.green)} (--force)" in r.stderr
+    text = sp.route_file.read_text()
+    assert f"OPENAI_BASE_URL={sp.url(sp.green)}\nOPENAI_MODEL=querylake-llm\n" in text
+    last = _journal(sp)[-1]
+    assert (last["action"], last["forced"], last["probe"]) == ("set", True, "skipped (--force)")
+    assert last["to"]["slot"] == "green" and last["from"]["url"] == sp.url(sp.blue)  # type: ignore[index]
+    assert last["runtime"] is None  # no server of builder's in the slot: no runtime to name
+
+    r = sp.run("route", "rollback")
+    assert r.returncode == EXIT_FAILED and "route unchanged" in _one_line(r)
+    r = sp.run("route", "rollback", "--force")
+    assert r.returncode == 0, r.stderr
+    assert f"not probing {sp.url(sp.blue)} (--force)" in r.stderr
+    assert f"OPENAI_BASE_URL={sp.url(sp.blue)}\nOPENAI_MODEL=querylake-llm\n" in sp.route_file.read_text()
+    journal = _journal(sp)
+    assert [e["action"] for e in journal] == ["adopt", "set", "rollback"]
+    last = journal[-1]
+    assert (last["forced"], last["probe"], last["restores"]) == (True, "skipped (--force)", journal[0]["id"])
+    assert last["to"]["url"] == sp.url(sp.blue) and last["from"]["slot"] == "green"  # type: ignore[index]
+
+
+def test_rollback_refuses_a_previous_route_that_is_not_ready(sp: SP) -> None:
+    """Production's server (the journaled previous route) went down: rollback probes it, refuses, and
+    leaves the route file and the journal byte-identical."""
+    prod = h.run_fake(sp.blue, sp.env)
+    green = h.run_fake(sp.green, sp.env)
+    try:
+        assert sp.run("route", "init", "--url", sp.url(sp.blue), "--model", "querylake-llm").returncode == 0
+        r = sp.run("route", "set", "green")
+        assert r.returncode == 0, r.stderr
+        h.stop_fake(prod)
+        before = sp.route_file.read_bytes()
+        journal = (sp.project / "deploy" / "llm.env.journal").read_bytes()
+        r = sp.run("route", "rollback", "--timeout", "1")
+        assert r.returncode == EXIT_FAILED
+        assert f"route unchanged: an endpoint outside builder ({sp.url(sp.blue)}, model querylake-llm) is unreachable" \
+            in _one_line(r)
+        assert "probe health: fail" in r.stderr
+        assert sp.route_file.read_bytes() == before
+        assert (sp.project / "deploy" / "llm.env.journal").read_bytes() == journal
+        assert _json(sp.run("route", "show", "--json"))["slot"] == "green"
+    finally:
+        h.stop_fake(prod)
+        h.stop_fake(green)

@@ -75,3 +75,114 @@ def test_matrix_runtime_serves_through_nox_and_a_routed_runtime_is_pinned(w: Wor
         h.kill_all(left)
     assert not left
     assert tree_digest(ql1) == before
+
+
+def test_no_venv_serve_session_serves_each_python_of_a_two_python_matrix(w: World, tmp_path: Path) -> None:
+    """The shipped matrices declare two Pythons: under ``nox --no-venv`` (no parametrization) the
+    session serves each in turn instead of failing on ``serve start`` without ``--python``."""
+    import zipfile
+
+    from tests.helpers import httpserver, projects, wheels
+
+    # The world's wheels plus a cp311 torch (same files), so a 3.11 runtime can be built too.
+    whl = tmp_path / "wheels"
+    shutil.copytree(w.base / "wheelhouse" / "wheels", whl)
+    (torch312,) = whl.glob("torch-2.9.0-cp312-*.whl")
+    with zipfile.ZipFile(torch312) as z:
+        files = {n: z.read(n) for n in z.namelist() if ".dist-info/" not in n}
+    wheels.make_wheel(whl, "torch", "2.9.0", tag="cp311-cp311-manylinux_2_28_x86_64",
+                      requires=["nvidia-cuda-runtime-cu12==12.8.90"], files=files)
+    httpserver.write_simple_index(tmp_path / "index", whl)
+    rt = tmp_path / "rt"
+    marker = f"{tmp_path.name}-{os.getpid()}"
+    with httpserver.serve(tmp_path / "index") as (url, _stats):
+        proj = projects.write_project(tmp_path / "proj", {"a": projects.matrix_toml(
+            "a", f"{url}/simple", title="two Pythons", pythons='["3.11", "3.12"]')})
+        h.write_service(proj, blue=h.free_port(), green=h.free_port())
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA", "VIRTUAL_ENV", "FAKE_"))}
+        env.update(BUILDER_PROJECT=str(proj), BUILDER_RUNTIMES=str(rt), UV_CACHE_DIR=str(w.cache),
+                   **{h.MARKER: marker})
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+        try:
+            assert (r := builder("lock", "--matrix", "a", cwd=proj, env=env)).returncode == 0, r.stderr
+            built = []
+            for py in ("3.11", "3.12"):
+                r = builder("build", "-m", "a", "-p", py, "--no-gpu", "--json", cwd=proj, env=env)
+                assert r.returncode == 0, r.stderr
+                built.append(Path(json.loads(r.stdout)[0]["path"]))
+                h.install_fake(built[-1] / "bin" / "vllm")
+
+            r = subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "--no-venv",
+                                "-s", "serve-matrix-a"], env=env, capture_output=True, text=True, timeout=300)
+            out = r.stdout + r.stderr
+            assert r.returncode == 0, out
+            assert "serving each of 3.11, 3.12 in turn" in out
+            assert out.count("slot green: ready at") == 2 and "Session serve-matrix-a was successful" in out
+            assert out.index("Python 3.11") < out.index("Python 3.12")
+            assert h.stragglers(marker) == []
+
+            # `-- --python 3.12` narrows to one round.
+            r = subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "--no-venv",
+                                "-s", "serve-matrix-a", "--", "--python", "3.12"], env=env,
+                               capture_output=True, text=True, timeout=300)
+            out = r.stdout + r.stderr
+            assert r.returncode == 0, out
+            assert out.count("slot green: ready at") == 1 and "in turn" not in out
+        finally:
+            left = h.stragglers(marker)
+            h.kill_all(left)
+        assert not left
+
+
+def test_build_force_keeps_the_runtime_of_a_running_slot_and_of_the_rollback_target(w: World,
+                                                                                     tmp_path: Path) -> None:
+    """pinned_runtimes pins three things; the route's own runtime is tested above, these are the
+    other two: a running slot's runtime, and the journal's rollback target's after a switch away."""
+    proj = tmp_path / "proj"
+    shutil.copytree(w.project, proj)
+    (proj / "envs" / "matrix-a.toml").write_text((proj / "envs" / "matrix-t.toml").read_text()
+                                                 .replace('id = "t"', 'id = "a"'))
+    blue, green = h.free_port(), h.free_port()
+    h.write_service(proj, blue=blue, green=green)
+    rt = tmp_path / "rt"
+    other = h.make_runtime(rt)  # a second runtime for slot blue (h.RUNTIME_ID)
+    marker = f"{tmp_path.name}-{os.getpid()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA", "VIRTUAL_ENV", "FAKE_"))}
+    env.update(BUILDER_PROJECT=str(proj), BUILDER_RUNTIMES=str(rt), UV_CACHE_DIR=str(w.cache), **{h.MARKER: marker})
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+
+    def force_build() -> subprocess.CompletedProcess[str]:
+        return builder("build", "-m", "a", "-p", PY312, "--no-gpu", "--force", cwd=proj, env=env)
+
+    try:
+        for args in (("lock", "--matrix", "a"), ("build", "-m", "a", "-p", PY312, "--no-gpu", "--json")):
+            r = builder(*args, cwd=proj, env=env)
+            assert r.returncode == 0, r.stderr
+        path = Path(json.loads(r.stdout)[0]["path"])
+        h.install_fake(path / "bin" / "vllm")
+        pinned = f"{path.name} is pinned by the serve route, its rollback target or a running slot"
+
+        # 1. A running slot, no route at all.
+        r = builder("serve", "start", "--matrix", "a", "--slot", "green", cwd=proj, env=env)
+        assert r.returncode == 0, r.stderr
+        assert not (proj / "deploy" / "llm.env").exists()
+        r = force_build()
+        assert r.returncode == EXIT_BUSY and pinned in r.stderr and r.stderr.count("\n") == 1
+
+        # 2. The rollback target only: route green -> blue (the other runtime), then green stopped.
+        for args in (("route", "init", "--url", f"http://127.0.0.1:{blue}/v1", "--model", "querylake-llm"),
+                     ("route", "set", "green"), ("serve", "start", "--runtime", other.name, "--slot", "blue"),
+                     ("route", "set", "blue"), ("serve", "stop", "--slot", "green")):
+            r = builder(*args, cwd=proj, env=env)
+            assert r.returncode == 0, (args, r.stderr)
+        assert not (proj / "serve-state" / "slots" / "green.json").exists()
+        shown = json.loads(builder("route", "show", "--json", cwd=proj, env=env).stdout)
+        assert shown["runtime"] == other.name and shown["rollback_to"]["runtime"] == path.name
+        r = force_build()
+        assert r.returncode == EXIT_BUSY and pinned in r.stderr
+        assert str(h.FAKE) in (path / "bin" / "vllm").read_text()  # untouched
+        assert builder("serve", "stop", "--slot", "blue", "--force", cwd=proj, env=env).returncode == 0
+    finally:
+        left = h.stragglers(marker)
+        h.kill_all(left)
+    assert not left

@@ -182,7 +182,8 @@ def serve(directory: Path) -> Iterator[tuple[str, Stats]]:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", stats
     finally:
         stats.stopped.set()
-        httpd.shutdown()
+        if t.is_alive():  # shutdown() waits for serve_forever: never on a thread that is gone or frozen
+            httpd.shutdown()
         httpd.server_close()
 
 

@@ -113,6 +113,16 @@ def serve(index_root: Path) -> str:
     return f"{url}/simple"
 
 
+def close_servers() -> None:
+    """Stop the session's servers (tests/conftest.py's ``pytest_sessionfinish``).
+
+    Left to interpreter exit, the generator's ``finally`` would run after the
+    daemon serving threads are frozen, and ``httpd.shutdown()`` would wait on
+    them forever (the run printed its summary, then hung).
+    """
+    _SERVERS.close()
+
+
 def world(base: Path) -> World:
     """Build the shared world once (wheels, index, locks, one runtime)."""
     global _WORLD
