@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder import inputs
 from builder.errors import LockFileError
 
 STATES = ("fresh", "stale", "modified", "missing", "invalid")
@@ -45,7 +46,7 @@ def judge_file(path: Path, *, matrix: str, python: str, command: str, judge: Jud
         return LockState(matrix=matrix, python=python, path=path, state=s, reason=reason, command=command)
 
     try:
-        text = path.read_text(encoding="utf-8")
+        text = inputs.read_text(path)  # bytes as they are: CR too, the stamp hash covers them
     except FileNotFoundError:
         return state("missing", f"no {what}")
     except IsADirectoryError:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from builder import inputs
 from builder.errors import LockFileError
 
 if TYPE_CHECKING:
@@ -341,7 +342,7 @@ def parse(raw: bytes, where: str) -> Lock:
 def read(path: Any) -> Lock:
     """Read and parse the lock at ``path`` (a ``Path``); a missing file is a LockFileError."""
     try:
-        raw = path.read_bytes()
+        raw = inputs.read_bytes(path)
     except FileNotFoundError:
         raise LockFileError(f"{path}: no such lock file", "check the path or run `builder lock`") from None
     except IsADirectoryError:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import tomlread
+from builder import inputs, tomlread
 from builder.errors import SpecError
 from builder.schema import Field, Problems, validate
 
@@ -390,8 +390,7 @@ def host_from_mapping(data: Mapping[str, Any], source: str = "<host>") -> Host:
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; a syntax error becomes a SpecError naming the file."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = inputs.read_bytes(path)
     except FileNotFoundError:
         raise SpecError([f"{path}: file not found"], "check the path") from None
     except OSError as exc:

@@ -9,7 +9,7 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
-from builder import paths, tomlread
+from builder import inputs, paths, tomlread
 from builder.errors import SpecError, UsageError
 from builder.fsio import atomic_write
 from builder.project import Project
@@ -64,7 +64,7 @@ def set_value(path: Path, dotted: str, raw: str, project: Project | None = None)
     """
     target = paths.gate(path, what="edit the spec", project=project)
     read_toml(path)  # a readable, valid-TOML spec first: one line if not
-    text = target.read_text(encoding="utf-8")
+    text = inputs.read_text(target)
     new_text, _matrix, old, new = edit_text(text, path, dotted, lambda _old: parse_value(raw))
     atomic_write(target, new_text)
     return old, new

@@ -25,5 +25,6 @@ def loads(text: str) -> dict[str, Any]:
 
 def load_path(path: Any) -> dict[str, Any]:
     """Parse the UTF-8 TOML file at ``path`` (a ``Path``)."""
-    with open(path, "rb") as f:
-        return _impl.loads(f.read().decode("utf-8"))
+    from builder import inputs
+
+    return _impl.loads(inputs.read_bytes(path).decode("utf-8"))

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from builder import inputs
 from builder.errors import UsageError
 
 FORMAT = "builder-host-snapshot"
@@ -199,7 +200,7 @@ def relative_commands(snap: Snapshot, project_root: Path, runtimes_root: Path) -
 def load(path: Path) -> Snapshot:
     """Read a snapshot file written by :func:`write`."""
     try:
-        raw = path.read_bytes()
+        raw = inputs.read_bytes(path)
     except FileNotFoundError:
         raise UsageError(f"{path}: snapshot file not found", "check the path") from None
     except OSError as exc:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import fsio, paths, pylock, tools
+from builder import fsio, inputs, paths, pylock, tools
 from builder.errors import BuilderError, LockFileError, UsageError
 from builder.lock import uv as uv_backend
 from builder.lock.diff import diff_packages
@@ -109,7 +109,7 @@ def edit_spec(path: Path, day: dt.date) -> tuple[SpecChange, Matrix]:
     """The spec at ``path`` with ``exclude-newer`` set to ``day`` (nothing written)."""
     from builder import spec_edit
 
-    text = path.read_text(encoding="utf-8")
+    text = inputs.read_text(path)
     new_text, matrix, old, _new = spec_edit.edit_text(text, path, KEY, _keep_type(day))
     old_s = old.isoformat() if isinstance(old, dt.date) else str(old)
     return SpecChange(path=path, old=old_s, new=day.isoformat(), text=new_text, changed=new_text != text), matrix
@@ -117,7 +117,7 @@ def edit_spec(path: Path, day: dt.date) -> tuple[SpecChange, Matrix]:
 
 def _outcome(t: Target, path: Path, text: str) -> RefreshOutcome:
     try:
-        old_text = path.read_text(encoding="utf-8")
+        old_text = inputs.read_text(path)
     except FileNotFoundError:
         return RefreshOutcome(target=t, path=path, state="new", packages=len(pylock.parse(text.encode(), str(path))
                                                                                 .packages), written=True)
@@ -226,7 +226,7 @@ def _conda(project: Project, ts: list[Target], overrides: Mapping[str, str]
             errors.append((t, exc))
             continue
         path = conda_backend.conda_lock_path(project.locks, t.matrix, t.python)
-        old = path.read_text(encoding="utf-8") if path.exists() else None
+        old = inputs.read_text(path) if path.exists() else None
         if old != text:
             files.append((path, text))
     return files, errors

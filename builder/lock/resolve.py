@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder import inputs
 from builder.errors import BuilderError
 from builder.freshness import LockState
 from builder.lock import state as lockstate
@@ -83,7 +84,7 @@ def _compile(uv: str, t: Target, offline: bool, follower: bool, cache: Path) -> 
 
 def _read_old(path: Path) -> str | None:
     try:
-        return path.read_text(encoding="utf-8")
+        return inputs.read_text(path)
     except (OSError, UnicodeDecodeError):
         return None  # missing, unreadable or not text: it gets replaced
 

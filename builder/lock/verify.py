@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import pylock, tools
+from builder import inputs, pylock, tools
 from builder.errors import BuilderError, LockFileError, Unavailable
 from builder.lock import uv as uv_backend
 from builder.lock.diff import diff_packages
@@ -82,7 +82,7 @@ def _resolve(uv: str, uv_version: str, t: Target, offline: bool) -> str:
 def verify_one(uv: str, uv_version: str, t: Target, path: Path, offline_only: bool = False) -> VerifyOutcome:
     """Re-resolve ``t`` and compare with the lock at ``path`` (never raises a BuilderError)."""
     try:
-        on_disk = path.read_text(encoding="utf-8")
+        on_disk = inputs.read_text(path)
     except FileNotFoundError:
         return VerifyOutcome(target=t, path=path, state="missing", summary="no lock file")
     except (OSError, UnicodeDecodeError) as exc:

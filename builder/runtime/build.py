@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import _proc, fsio, paths, pylock, tools
+from builder import _proc, fsio, inputs, paths, pylock, tools
 from builder.errors import BuildError, Busy, LockFileError, NotReady, StaleLock
 from builder.lock import state as lockstate
 from builder.project import Project, lock_path, regenerate_command, select_pythons
@@ -58,7 +58,7 @@ def checked_lock(project: Project, matrix: Matrix, python: str) -> pylock.Lock:
     path = lock_path(project.locks, matrix, python)
     cmd = regenerate_command(matrix, python)
     try:
-        raw = path.read_bytes()
+        raw = inputs.read_bytes(path)
     except FileNotFoundError:
         raise StaleLock(f"{path}: no lock file", f"create it with `{cmd}`") from None
     except OSError as exc:

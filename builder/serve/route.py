@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from builder import inputs
+from builder.errors import UsageError
 from builder.fsio import atomic_write
 
 URL_VAR = "OPENAI_BASE_URL"
@@ -132,9 +134,12 @@ def parse(text: str) -> RouteFile:
 def read(path: Path) -> tuple[bytes, RouteFile] | None:
     """The route file's bytes and parse, or None when there is none."""
     try:
-        raw = path.read_bytes()
+        raw = inputs.read_bytes(path)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the route file: {exc.strerror or exc}",
+                         "give the env file QueryLake reads (--route-file), a regular file") from None
     return raw, parse(raw.decode("utf-8", "replace"))
 
 
@@ -174,9 +179,12 @@ def clean_temp(path: Path) -> None:
 def read_journal(path: Path) -> list[Entry]:
     """Every complete entry (a torn last line from a killed writer is ignored)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = inputs.read_bytes(path).decode("utf-8", "replace")
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the route journal: {exc.strerror or exc}",
+                         "the journal sits beside the route file; restore or remove it") from None
     out: list[Entry] = []
     for line in text.splitlines():
         try:

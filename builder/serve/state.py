@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import paths, protect
+from builder import inputs, paths, protect
 from builder.errors import BuilderError, UsageError
 from builder.fsio import atomic_write, directory_lock
 from builder.project import Project
@@ -150,7 +150,7 @@ def api_key(svc: Service, *, required: bool) -> str | None:
         return value
     if svc.api_key_file:
         try:
-            text = Path(svc.api_key_file).read_text(encoding="utf-8")
+            text = inputs.read_text(svc.api_key_file)
         except OSError as exc:
             if required:
                 raise UsageError(f"the API key: ${svc.api_key_env} is not set and {svc.api_key_file} cannot be "
