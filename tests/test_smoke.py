@@ -49,6 +49,8 @@ def test_vllm_help_classification(res: _proc.Result, gpu: bool, status: str) -> 
     ("10.0", ["sm_90a"], False, "no code"),
     ("10.3", ["sm_100f"], True, "runs sm_100f code"),
     ("12.0", ["sm_100f"], False, "no code"),
+    # The newest PTX is named by architecture number, not string order ("compute_86" > "compute_120").
+    ("12.1", ["sm_90", "compute_86", "compute_120"], True, "only PTX compute_120"),
 ])
 def test_arch_support(cc: str, archs: list[str], ok: bool, why: str) -> None:
     got, reason = smoke.arch_supported(cc, archs)

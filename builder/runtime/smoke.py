@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from packaging.version import InvalidVersion, Version
 
 from builder import _proc, paths, pylock
-from builder.archcompat import runs_on_name
+from builder.archcompat import Arch, runs_on_name
 from builder.errors import BuilderError, ProtectedEnvError
 from builder.runtime import doctor
 from builder.spec import Matrix
@@ -248,10 +248,13 @@ def arch_supported(cc: str, arch_list: list[str]) -> tuple[bool, str]:
     runnable = [a for a in arch_list if runs_on_name(a, cc)]
     cubins = [a for a in runnable if a.startswith("sm_")]
     ptx = [a for a in runnable if a.startswith("compute_")]
+    def newest(names: list[str]) -> str:  # by architecture number: "sm_86" < "sm_120", unlike the strings
+        return max(names, key=lambda a: Arch.parse(a.split("_", 1)[1]).number)
+
     if cubins:
-        return True, f"{want} not listed; runs {max(cubins)} code (binary-compatible within {major}.x)"
+        return True, f"{want} not listed; runs {newest(cubins)} code (binary-compatible within {major}.x)"
     if ptx:
-        return True, f"{want} not listed; only PTX {max(ptx)} (JIT on first use)"
+        return True, f"{want} not listed; only PTX {newest(ptx)} (JIT on first use)"
     return False, f"no code for {want} in {', '.join(arch_list) or 'an empty arch list'}"
 
 
