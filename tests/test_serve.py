@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_PROTECTED, EXIT_UNAVAILABLE
+from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_PROTECTED, EXIT_UNAVAILABLE, EXIT_USAGE
 from tests.conftest import tree_digest, write_project
 from tests.helpers import serve as h
 
@@ -469,6 +469,27 @@ def test_a_route_file_in_ql1_is_refused_by_any_path(sp: SP, tmp_path: Path) -> N
     r = sp.run("serve", "start", "--runtime", h.RUNTIME_ID, "--slot", "green")
     assert r.returncode == EXIT_PROTECTED and "refusing to keep serve state in" in _one_line(r)
     assert tree_digest(sp.ql1) == before
+
+
+def test_a_route_file_the_user_names_needs_its_directory_the_specs_relative_one_is_created(sp: SP,
+                                                                                         tmp_path: Path) -> None:
+    """--route-file, or an absolute route-file in the spec, is the user's path: a missing directory is
+    exit 2 with one line and nothing is created; the spec's relative deploy/llm.env is builder's own."""
+    init = ("route", "init", "--url", "http://127.0.0.1:1/v1", "--model", "m")
+    missing = tmp_path / "nope"
+    r = sp.run(*init, "--route-file", str(missing / "r.env"))
+    assert r.returncode == EXIT_USAGE and f"{missing} does not exist" in _one_line(r)
+    service = sp.project / "envs" / "service.toml"
+    text = service.read_text()
+    assert 'route-file = "deploy/llm.env"' in text
+    service.write_text(text.replace('route-file = "deploy/llm.env"', f'route-file = "{missing}/llm.env"'))
+    r = sp.run(*init)
+    assert r.returncode == EXIT_USAGE and f"{missing} does not exist" in _one_line(r)
+    assert not missing.exists() and not (sp.project / "deploy").exists()
+    service.write_text(text)
+    r = sp.run(*init)
+    assert r.returncode == 0, r.stderr
+    assert sp.route_file.is_file() and sp.route_file.with_name("llm.env.journal").is_file()
 
 
 def test_serve_and_route_commands_serialise_on_one_lock(sp: SP) -> None:

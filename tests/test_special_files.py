@@ -11,16 +11,21 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
+import click
 import pytest
 
 from builder import fsio
 from builder.errors import EXIT_USAGE, UsageError
 from tests.conftest import ROOT
 from tests.helpers.cli import builder_cmd
+from tests.helpers.runtimes import World
+from tests.test_write_gate import Host, case, drive, invocation, is_path, make_host, modes
 
 SNAPSHOT = ROOT / "tests" / "data" / "host" / "snapshots" / "h200-driver-580-ubuntu-24.04.json"
 
@@ -134,7 +139,44 @@ def test_dash_is_standard_output(tmp_path: Path) -> None:
     assert "wrote standard output" in r.stderr and not (tmp_path / "-").exists()
 
 
-def test_a_missing_parent_of_an_output_is_a_usage_error(tmp_path: Path) -> None:
-    r = runbook_to(str(tmp_path / "no" / "such" / "runbook.md"))
-    assert r.returncode == EXIT_USAGE and "does not exist" in r.stderr and r.stderr.count("\n") == 1
-    assert not (tmp_path / "no").exists()
+@pytest.fixture(scope="module")
+def gh(w: World, tmp_path_factory: pytest.TempPathFactory) -> Host:
+    """The write-gate test's fake host (a copy of the world project with envs/service.toml), with a copy
+    of the world's runtime in the project's runtimes/ (``serve unit`` renders a unit for it)."""
+    h = make_host(w, tmp_path_factory.mktemp("missing-parent"))
+    shutil.copytree(w.root, h.project / "runtimes", symlinks=True)
+    return h
+
+
+def test_a_missing_parent_of_an_output_is_a_usage_error(gh: Host) -> None:
+    """Every path parameter of every command and mode, derived from the click tree (so a command
+    added later is covered): pointed at ``<dir>/new`` (an existing dir), the control tells an
+    output (the write gate approves a path there) from an input. Pointed at ``<dir>/no/such/x``
+    an output is refused with exit 2 and one line, and no parameter creates anything there."""
+    targets: dict[str, tuple[str, click.Command, click.Parameter]] = {}
+    for name, cmd in modes():
+        for p in (p for p in cmd.params if is_path(p)):
+            targets[f"{name} {p.name}"] = (name, cmd, p)
+
+    def cases(kind: str, value: Callable[[Path], Path], control: bool) -> list[dict[str, object]]:
+        out = []
+        for i, (cid, (name, cmd, p)) in enumerate(targets.items()):
+            d = gh.scratch / kind / str(i)
+            d.mkdir(parents=True)
+            out.append(case(cid, gh.project, invocation(name, cmd, p, str(value(d))),
+                            abort_under=d if control else None))
+        return out
+
+    ctl = drive(gh, cases("ctl", lambda d: d / "new", control=True))
+    outputs = {k for k, r in ctl.items() if r["aborted"]}
+    assert {"check cache_dir", "build root", "build cache_dir", "host snapshot file", "runbook output",
+            "serve unit output", "route init route_file", "route set route_file", "route rollback route_file",
+            "serve stop --force route_file"} <= outputs, outputs  # the derivation is not vacuous
+    miss = drive(gh, cases("miss", lambda d: d / "no" / "such" / "x", control=False))
+    created = {k: got for i, k in enumerate(targets)
+               if (got := sorted(map(str, (gh.scratch / "miss" / str(i)).rglob("*"))))}
+    assert not created, created
+    wrong = {k: (r["rc"], r["stderr"]) for k, r in miss.items() if k in outputs and (
+        r["rc"] != EXIT_USAGE or len(r["stderr"]) != 1 or "does not exist (create the directory" not in r["stderr"][0])}
+    assert not wrong, "\n".join(f"{k}: {v}" for k, v in sorted(wrong.items()))
+    assert not [k for k, r in miss.items() if r["violations"]]

@@ -160,7 +160,12 @@ class Host:
 
 @pytest.fixture(scope="module")
 def host(w: World, tmp_path_factory: pytest.TempPathFactory) -> Host:
-    base = tmp_path_factory.mktemp("gate")
+    return make_host(w, tmp_path_factory.mktemp("gate"))
+
+
+def make_host(w: World, base: Path) -> Host:
+    """A fake HOME with QL_1 in it, and a copy of the world project with envs/service.toml, in ``base``
+    (also used by tests/test_special_files.py)."""
     home = base / "home"
     ql1 = home / "miniconda3" / "envs" / "QL_1"
     (ql1 / "bin").mkdir(parents=True)

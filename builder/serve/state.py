@@ -50,6 +50,11 @@ class Context:
     service: Service
     state_dir: Path
     route_file: Path
+    #: The route file's path came from the user (``--route-file``, or an absolute
+    #: ``route-file`` in the spec): its directory must exist. A relative spec
+    #: ``route-file`` lies under the project, builder's own output (``deploy/``),
+    #: whose directory is created as needed.
+    route_given: bool = False
 
     @property
     def journal(self) -> Path:
@@ -71,14 +76,15 @@ class Context:
 
         Every path serve writes passes the write gate (:mod:`builder.paths`):
         the state directory and its slots/ and logs/ (either may be a symlink),
-        the route file and its journal.
+        the route file and its journal. A user-given route file whose
+        directory is missing is refused (exit 2), never created.
         """
         for d, what in ((self.state_dir, "keep serve state in"), (self.slots_dir, "keep slot records in"),
                         (self.logs_dir, "keep server logs in")):
             paths.gate(d, what=what, project=self.project, kind="dir")
         if route:
-            paths.gate(self.route_file, what="write the route file", project=self.project)
-            paths.gate(self.journal, what="write the route journal", project=self.project)
+            for f, what in ((self.route_file, "write the route file"), (self.journal, "write the route journal")):
+                paths.gate(f, what=what, project=self.project, user_given=self.route_given)
 
     def guard_exec(self, path: Path) -> None:
         """Never serve from a protected env (QL_1's own vllm)."""
@@ -135,10 +141,12 @@ def context(project: Project, spec: str | None = None, route_file: str | None = 
     """Load the service spec and resolve its paths (``--route-file`` overrides the spec's)."""
     svc = load_service(spec_path(project, spec))
     state = Path(os.path.realpath(_under(project, svc.state_dir)))
-    rfile = Path(os.path.abspath(_under(project, route_file or svc.route_file)))
+    chosen = route_file or svc.route_file
+    rfile = Path(os.path.abspath(_under(project, chosen)))
     if rfile.is_dir():
         raise BuilderError(f"route file {rfile} is a directory", "point route-file at a file")
-    return Context(project, svc, state, rfile)
+    given = route_file is not None or Path(os.path.expanduser(chosen)).is_absolute()
+    return Context(project, svc, state, rfile, route_given=given)
 
 
 def api_key(svc: Service, *, required: bool) -> str | None:
