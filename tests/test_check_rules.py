@@ -13,6 +13,7 @@ Driver rows used (NVIDIA Table 3, builder/data/cuda.toml): 12.8 U1 570.124.06, 1
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -395,6 +396,32 @@ def test_driver_compat_names_run_time_compilers_newer_than_the_driver() -> None:
     assert r3.level == "warn" and "no driver row for CUDA 13.5" in r3.message
 
 
+def test_driver_compat_native_floor_unknown_is_not_a_lock_without_cuda() -> None:
+    # CUDA 13.5 has no driver row: the native floor is unknown (not absent), so with a known
+    # host driver the rule judges the minor-version floor; it never passes as "no CUDA runtime"
+    f = facts(torch(runtime="13.5.37", cublas=None, major=13), comp("nvidia-cuda-runtime", "13.5.37"),
+              h=host("600.10.01"))
+    assert rules.driver_summary(f)["native_min"] is None and rules.driver_summary(f)["native_unknown"]
+    r = rules.rule_driver_compat(f)
+    assert r.level == "warn" and "no CUDA runtime" not in r.message, r.message
+    assert "only under minor-version compatibility (>= 580.65.06)" in r.message
+    assert "native floor unknown" in r.evidence
+    f.host = host("580.65.05")  # one below the 13.x minor-version floor
+    assert rules.rule_driver_compat(f).level == "fail"
+
+
+def test_driver_compat_host_older_than_every_table_row_names_the_jit_risk() -> None:
+    # 545.23.08 (CUDA 12.3) is below the oldest GA row (12.4, 550.54.14) but above the 12.x
+    # minor-version floor: every loaded run-time compiler is newer than what the driver runs
+    f = stack(h=host("545.23.08"))
+    f.packages["nvidia-nvjitlink-cu12"] = comp("nvidia-nvjitlink-cu12", "12.8.93")
+    r = rules.rule_driver_compat(f)
+    risk = "nvidia-nvjitlink-cu12 12.8.93 (nvjitlink, CUDA 12.8 Update 1) is newer than driver 545.23.08 " \
+           "(CUDA older than the table)"
+    assert r.level == "warn" and f"run-time compilers newer than the driver: {risk}" in r.message, r.message
+    assert risk in r.evidence
+
+
 # ---------------------------------------------------------------- gpu-arch
 
 
@@ -429,6 +456,20 @@ def test_gpu_arch_cuda_line_floors() -> None:
     assert r2.level == "fail" and "needs CUDA 12.8" in r2.message
     old.packages["torch"] = torch(runtime="12.8.90")
     assert rules.rule_gpu_arch(old).level == "pass"
+
+
+def test_gpu_arch_judged_kernels_pass_beside_an_extension_built_on_the_host() -> None:
+    # two main extensions: vLLM's fatbin is judged (covers 8.9), flash-attn is built on the host
+    # from its sdist (a note): the judged one decides, the rule passes and keeps the note
+    k = replace(K, main_extensions={**K.main_extensions, "flash-attn": ("flash_attn_2_cuda.so",)})
+    fa = Pkg("flash-attn", "2.8.0", None, identity=Identity(built_on_host=True))
+    f = facts(torch(), vllm(kernels=kern()), fa, *cu12_libs())
+    f.k = k
+    r = rules.rule_gpu_arch(f)
+    assert r.level == "pass" and "sm_89 SASS runs natively on 8.9" in r.message, r.message
+    assert any("flash-attn 2.8.0 is built on the host" in e for e in r.evidence)
+    del f.packages["vllm"]  # only the note: info
+    assert rules.rule_gpu_arch(f).level == "info"
 
 
 def test_gpu_arch_unreadable_gpu_is_a_warning() -> None:
@@ -466,10 +507,17 @@ wheels = [{ url = "https://x.invalid/twoglibc-1.0-cp312-cp312-manylinux_2_39_x86
           { url = "https://x.invalid/twoglibc-1.0-cp312-cp312-manylinux_2_37_x86_64.whl", hashes = { sha256 = "%s" } }]
 
 [[packages]]
+name = "threeglibc"
+version = "1.0"
+wheels = [{ url = "https://x.invalid/threeglibc-1.0-cp312-cp312-manylinux_2_38_x86_64.whl", hashes = { sha256 = "%s" } },
+          { url = "https://x.invalid/threeglibc-1.0-cp312-cp312-manylinux_2_36_x86_64.whl", hashes = { sha256 = "%s" } },
+          { url = "https://x.invalid/threeglibc-1.0-cp312-cp312-manylinux_2_39_x86_64.whl", hashes = { sha256 = "%s" } }]
+
+[[packages]]
 name = "armonly"
 version = "1.0"
 wheels = [{ url = "https://x.invalid/armonly-1.0-cp312-cp312-linux_armv7l.whl", hashes = { sha256 = "%s" } }]
-""" % ((b"0" * 64,) * 6)
+""" % ((b"0" * 64,) * 9)
 
 
 def _tag_facts(glibc: str | None, only: tuple[str, ...]) -> Facts:
@@ -490,6 +538,11 @@ def test_tag_rules_each_level() -> None:
     assert _tags(_tag_facts("2.36", ("newglibc",)))["platform-tag"] == "pass"  # exactly the glibc it needs
     two = rules.tag_rules(_tag_facts("2.35", ("twoglibc",)))[1]
     assert "twoglibc: needs glibc 2.37" in two.message  # the oldest glibc any of its wheels needs
+    # whatever the wheels' order: any one wheel installs, so the host needs the lowest glibc of them
+    # (2.36 here, the second of three wheels; the first needs 2.38, the last 2.39)
+    three = rules.tag_rules(_tag_facts("2.35", ("threeglibc",)))[1]
+    assert "threeglibc: needs glibc 2.36, host has 2.35" in three.message, three.message
+    assert _tags(_tag_facts("2.36", ("threeglibc",)))["platform-tag"] == "pass"
     assert _tags(_tag_facts("2.35", ("py313only",)))["python-tag"] == "fail"
     arm = rules.tag_rules(_tag_facts("2.35", ("armonly",)))
     assert arm[1].level == "fail" and "no wheel for x86_64 Linux" in arm[1].message
