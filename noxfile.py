@@ -1,7 +1,7 @@
 """nox sessions: thin wrappers over the builder CLI (they never re-implement it).
 
     nox -s tests                 # the default test suite (offline)
-    nox -s lint                  # ruff + mypy + import-linter contracts
+    nox -s lint                  # ruff + mypy + import-linter contracts + rule mutants
     nox -s lock                  # re-lock every matrix at its exclude-newer date
     nox -s lock-refresh          # move exclude-newer to yesterday (UTC), re-lock, verify, diff (CI lock refresh)
     nox -s lock-matrix-a         # re-lock one matrix
@@ -128,11 +128,15 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, mypy (strict on builder/) and the import-linter contracts (pyproject.toml)."""
+    """ruff, mypy (strict on builder/), the import-linter contracts (pyproject.toml) and the
+    rule mutants (every mutated comparison of the pure check rules turns a test red)."""
     _install(session, "[dev,conda]")
     session.run("ruff", "check", "builder", "tests", "noxfile.py")
     session.run("mypy")
     session.run("lint-imports")
+    # tests/rule_mutants.py runs tests/test_check_rules.py once per mutant (80): about 4 minutes
+    # here (2 shared cores); its pytest twin tests/test_rule_mutants.py is `slow`, deselected.
+    session.run("python", "tests/rule_mutants.py")
 
 
 @nox.session

@@ -13,13 +13,14 @@ Driver rows used (NVIDIA Table 3, builder/data/cuda.toml): 12.8 U1 570.124.06, 1
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from builder import pylock
 from builder.archcompat import KernelArchs
-from builder.check import knowledge, rules, toolkit
+from builder.check import components, knowledge, loaded, rules, toolkit
 from builder.check.identity import nvidia_identity
 from builder.check.loaded import analyze
 from builder.check.model import Binary, Facts, Identity, KernelEvidence, Pkg, WheelFacts, WheelRef
@@ -307,6 +308,16 @@ def test_toolkit_order_without_builders_and_across_majors() -> None:
     assert r.level == "pass"
 
 
+def test_toolkit_order_skips_run_time_compilers_and_other_majors() -> None:
+    # nvJitLink is a run-time compiler, not a library kernels link against: an older one is no
+    # toolkit-order finding (driver-compat names the JIT risk)
+    jit = facts(torch(), vllm(toolkit_version="12.8.93"), *cu12_libs(), comp("nvidia-nvjitlink-cu12", "12.6.85"))
+    assert rules.rule_toolkit_order(jit).level == "pass"
+    # kernels built by CUDA 13.0 are not compared with the loaded CUDA 12 libraries (cuda-major fails that)
+    across = facts(torch(), vllm("13.0.88", major=13), *cu12_libs())
+    assert rules.rule_toolkit_order(across).level == "pass" and rules.rule_cuda_major(across).level == "fail"
+
+
 # ---------------------------------------------------------------- driver-native
 
 
@@ -354,6 +365,21 @@ def test_driver_native_release_without_a_driver_row_is_never_guessed() -> None:
     assert r2.level == "warn" and "meets the known floor 580.95.05" in r2.message
 
 
+def test_native_floor_uses_the_build_toolkit_not_the_release_ga_floor() -> None:
+    # a +cu129 label with an nvcc 12.8.93 banner: the banner decides (12.8 U1), not CUDA 12.9's GA floor
+    p = Pkg("flash-attn", "2.8.0", wheel("flash-attn", "2.8.0"),
+            identity=ident("local-version", release="12.9", build_toolkit="12.8.93"))
+    assert rules.driver_summary(facts(p))["native_min"] == "570.124.06"
+
+
+def test_a_version_known_only_by_its_release_takes_the_highest_update_floor() -> None:
+    # 12.9 GA 575.51.03, 12.9 U1 575.57.08: an nvrtc 12.9.x no table pins may be either update
+    pl = components.place(K, TK, "nvrtc", "12.9.999")
+    assert pl is not None and (pl.release, pl.update, pl.driver) == ("12.9", None, "575.57.08")
+    assert components.place(K, TK, "nvrtc", "12.7.1") is None  # there is no CUDA 12.7: never placed
+    assert components.place(K, TK, "cudart", "12.7.1", name="nvidia-cuda-runtime-cu12") is None
+
+
 # ---------------------------------------------------------------- driver-compat
 
 
@@ -395,6 +421,50 @@ def test_driver_compat_names_run_time_compilers_newer_than_the_driver() -> None:
     assert r3.level == "warn" and "no driver row for CUDA 13.5" in r3.message
 
 
+def test_driver_compat_native_floor_unknown_is_not_a_lock_without_cuda() -> None:
+    # CUDA 13.5 has no driver row: the native floor is unknown (not absent), so with a known
+    # host driver the rule judges the minor-version floor; it never passes as "no CUDA runtime"
+    f = facts(torch(runtime="13.5.37", cublas=None, major=13), comp("nvidia-cuda-runtime", "13.5.37"),
+              h=host("600.10.01"))
+    assert rules.driver_summary(f)["native_min"] is None and rules.driver_summary(f)["native_unknown"]
+    r = rules.rule_driver_compat(f)
+    assert r.level == "warn" and "no CUDA runtime" not in r.message, r.message
+    assert "only under minor-version compatibility (>= 580.65.06)" in r.message
+    assert "native floor unknown" in r.evidence
+    f.host = host("580.65.05")  # one below the 13.x minor-version floor
+    assert rules.rule_driver_compat(f).level == "fail"
+
+
+def test_driver_compat_host_older_than_every_table_row_names_the_jit_risk() -> None:
+    # 545.23.08 (CUDA 12.3) is below the oldest GA row (12.4, 550.54.14) but above the 12.x
+    # minor-version floor: every loaded run-time compiler is newer than what the driver runs
+    f = stack(h=host("545.23.08"))
+    f.packages["nvidia-nvjitlink-cu12"] = comp("nvidia-nvjitlink-cu12", "12.8.93")
+    r = rules.rule_driver_compat(f)
+    risk = "nvidia-nvjitlink-cu12 12.8.93 (nvjitlink, CUDA 12.8 Update 1) is newer than driver 545.23.08 " \
+           "(CUDA older than the table)"
+    assert r.level == "warn" and f"run-time compilers newer than the driver: {risk}" in r.message, r.message
+    assert risk in r.evidence
+
+
+def test_driver_compat_says_when_the_native_floor_is_a_lower_bound() -> None:
+    r = rules.rule_driver_compat(facts(torch(), vllm(toolkit_version=None), *cu12_libs()))
+    assert r.level == "pass" and "meets the known native floor 570.124.06, a lower bound" in r.message
+
+
+def test_jit_risk_boundaries_driver_at_a_ga_row_and_compilers_not_loaded() -> None:
+    # exactly 12.9 GA's driver runs CUDA 12.9 code: an nvJitLink 12.9 is no risk there
+    at_ga = stack(h=host("575.51.03"))
+    at_ga.packages["nvidia-nvjitlink-cu12"] = comp("nvidia-nvjitlink-cu12", "12.9.41")
+    r = rules.rule_driver_compat(at_ga)
+    assert r.level == "warn" and "run-time compilers" not in r.message, r.message  # warn: below the native floor
+    # the CUDA 13 nvJitLink sits beside the CUDA 12 process (nvidia/cu13/lib): not loaded, no risk
+    beside = stack()
+    beside.packages["nvidia-nvjitlink"] = comp("nvidia-nvjitlink", "13.0.88")
+    assert "nvidia-nvjitlink" in analyze(beside).not_loaded
+    assert rules.rule_driver_compat(beside).level == "pass"
+
+
 # ---------------------------------------------------------------- gpu-arch
 
 
@@ -429,6 +499,20 @@ def test_gpu_arch_cuda_line_floors() -> None:
     assert r2.level == "fail" and "needs CUDA 12.8" in r2.message
     old.packages["torch"] = torch(runtime="12.8.90")
     assert rules.rule_gpu_arch(old).level == "pass"
+
+
+def test_gpu_arch_judged_kernels_pass_beside_an_extension_built_on_the_host() -> None:
+    # two main extensions: vLLM's fatbin is judged (covers 8.9), flash-attn is built on the host
+    # from its sdist (a note): the judged one decides, the rule passes and keeps the note
+    k = replace(K, main_extensions={**K.main_extensions, "flash-attn": ("flash_attn_2_cuda.so",)})
+    fa = Pkg("flash-attn", "2.8.0", None, identity=Identity(built_on_host=True))
+    f = facts(torch(), vllm(kernels=kern()), fa, *cu12_libs())
+    f.k = k
+    r = rules.rule_gpu_arch(f)
+    assert r.level == "pass" and "sm_89 SASS runs natively on 8.9" in r.message, r.message
+    assert any("flash-attn 2.8.0 is built on the host" in e for e in r.evidence)
+    del f.packages["vllm"]  # only the note: info
+    assert rules.rule_gpu_arch(f).level == "info"
 
 
 def test_gpu_arch_unreadable_gpu_is_a_warning() -> None:
@@ -466,10 +550,23 @@ wheels = [{ url = "https://x.invalid/twoglibc-1.0-cp312-cp312-manylinux_2_39_x86
           { url = "https://x.invalid/twoglibc-1.0-cp312-cp312-manylinux_2_37_x86_64.whl", hashes = { sha256 = "%s" } }]
 
 [[packages]]
+name = "glibc3"
+version = "1.0"
+wheels = [{ url = "https://x.invalid/glibc3-1.0-cp312-cp312-manylinux_2_38_x86_64.whl", hashes = { sha256 = "%s" } },
+          { url = "https://x.invalid/glibc3-1.0-cp312-cp312-manylinux_2_36_x86_64.whl", hashes = { sha256 = "%s" } },
+          { url = "https://x.invalid/glibc3-1.0-cp312-cp312-manylinux_2_39_x86_64.whl", hashes = { sha256 = "%s" } }]
+
+[[packages]]
+name = "armglibc"
+version = "1.0"
+wheels = [{ url = "https://x.invalid/armglibc-1.0-cp312-cp312-manylinux_2_17_aarch64.whl", hashes = { sha256 = "%s" } },
+          { url = "https://x.invalid/armglibc-1.0-cp312-cp312-manylinux_2_39_x86_64.whl", hashes = { sha256 = "%s" } }]
+
+[[packages]]
 name = "armonly"
 version = "1.0"
 wheels = [{ url = "https://x.invalid/armonly-1.0-cp312-cp312-linux_armv7l.whl", hashes = { sha256 = "%s" } }]
-""" % ((b"0" * 64,) * 6)
+""" % ((b"0" * 64,) * 11)
 
 
 def _tag_facts(glibc: str | None, only: tuple[str, ...]) -> Facts:
@@ -490,6 +587,14 @@ def test_tag_rules_each_level() -> None:
     assert _tags(_tag_facts("2.36", ("newglibc",)))["platform-tag"] == "pass"  # exactly the glibc it needs
     two = rules.tag_rules(_tag_facts("2.35", ("twoglibc",)))[1]
     assert "twoglibc: needs glibc 2.37" in two.message  # the oldest glibc any of its wheels needs
+    # whatever the wheels' order: any one wheel installs, so the host needs the lowest glibc of them
+    # (2.36 here, the second of three wheels; the first needs 2.38, the last 2.39)
+    three = rules.tag_rules(_tag_facts("2.35", ("glibc3",)))[1]
+    assert "glibc3: needs glibc 2.36, host has 2.35" in three.message, three.message
+    assert _tags(_tag_facts("2.36", ("glibc3",)))["platform-tag"] == "pass"
+    # only wheels for the target's arch count: the aarch64 wheel's glibc 2.17 is not what x86_64 needs
+    arch = rules.tag_rules(_tag_facts("2.35", ("armglibc",)))[1]
+    assert "armglibc: needs glibc 2.39, host has 2.35" in arch.message, arch.message
     assert _tags(_tag_facts("2.35", ("py313only",)))["python-tag"] == "fail"
     arm = rules.tag_rules(_tag_facts("2.35", ("armonly",)))
     assert arm[1].level == "fail" and "no wheel for x86_64 Linux" in arm[1].message
@@ -519,6 +624,20 @@ def test_gpu_arch_judges_only_the_major_a_process_loads() -> None:
     assert rules.rule_gpu_arch(f).level == "pass"
     f.packages["nvidia-cutlass-dsl-libs-cu13"].files = ("nvidia_cutlass_dsl/cu12/lib/libx.so",)  # now they clash
     assert rules.rule_gpu_arch(f).level == "fail"
+
+
+def test_a_cuda_13_extension_without_its_runtime_package_fails() -> None:
+    r = rules.rule_cuda_major(facts(torch(runtime="13.0.96", major=13), vllm("13.0.88", major=13)))
+    assert r.level == "fail" and "links libcudart.so.13, which no package in the lock installs" in r.message
+
+
+def test_file_lists_are_wanted_for_families_on_two_majors_and_read_only_in_pairs() -> None:
+    assert loaded.wants_file_lists(stack()) == set()
+    fam = _family(None, None)
+    assert loaded.wants_file_lists(facts(torch(), *fam)) == {p.name for p in fam}
+    # one file list is not enough to compare: the pair stays unsure
+    one = _family(("nvidia_cutlass_dsl/cu12/lib/libx.so",), None)
+    assert rules.rule_cuda_major(facts(torch(), vllm(), *cu12_libs(), *one)).level == "warn"
 
 
 def test_a_cuda_11_runtime_is_not_claimed_missing() -> None:
@@ -616,6 +735,14 @@ def test_bindings_cuda_python_12_8_0_is_a_meta_package() -> None:
     assert r.level == "info", r.message
     old = rules.rule_bindings(bound(py("cuda-python", "12.6.2.post1"), driver="580.95.05"))
     assert old.level == "pass" and old.message.startswith("cuda-python 12.6.2.post1 (CUDA 12 bindings)")
+
+
+def test_bindings_two_floors_name_the_highest_and_an_unreadable_version_warns() -> None:
+    f = bound(py("cuda-python", "12.6.2.post1"), py("cuda-bindings", "13.5.0"), driver="520.61.05", major=13)
+    r = rules.rule_bindings(f)  # below both the 13.x (580.65.06) and the 12.x (525.60.13) floor
+    assert r.level == "warn" and r.message.endswith("or upgrade the driver to >= 580.65.06"), r.message
+    odd = rules.rule_bindings(bound(py("cuda-bindings", "weird!")))
+    assert odd.level == "warn" and "cuda-bindings weird!: not a version builder can read" in odd.message
 
 
 def test_bindings_without_a_known_vllm_release_say_so() -> None:
