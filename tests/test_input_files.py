@@ -85,9 +85,13 @@ def test_an_input_over_the_cap_is_refused_from_its_size(tmp_path: Path) -> None:
 
 
 def test_a_pipe_with_a_writer_is_read(tmp_path: Path) -> None:
-    """`check --lock <(cat lock)`: a pipe is an input, read once, to its end."""
+    """`check --lock <(cat lock)`: a pipe is an input, read once, to its end (offline, on the
+    captured wheel facts of matrix B: no network, no warm cache of this host)."""
+    cache = tmp_path / "cache"
+    shutil.copytree(ROOT / "tests" / "data" / "check-cache" / "matrix-b", cache)
+    lock = ROOT / "locks" / "matrix-b" / "pylock.py312.toml"
     r = subprocess.run(["bash", "-c", f"exec {' '.join(map(str, _python_builder()))} check --lock "
-                        f"<(cat {LOCK}) --offline --driver 575.57.08 --gpu-cc 8.9 --json"],
+                        f"<(cat {lock}) --offline --cache-dir {cache} --driver 575.57.08 --gpu-cc 8.9 --json"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode in (0, 1) and '"verdict"' in r.stdout, r.stderr
 
