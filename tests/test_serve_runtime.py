@@ -22,13 +22,20 @@ from tests.helpers import serve as h
 from tests.helpers.runtimes import PY312, World, builder
 
 
-def test_matrix_runtime_serves_through_nox_and_a_routed_runtime_is_pinned(w: World, tmp_path: Path) -> None:
+def _served_project(w: World, tmp_path: Path) -> tuple[Path, int, int]:
+    """A copy of the world's project whose matrix t is also matrix a, with a service spec whose
+    blue and green slots listen on free ports: (project, blue port, green port)."""
     proj = tmp_path / "proj"
     shutil.copytree(w.project, proj)
     (proj / "envs" / "matrix-a.toml").write_text((proj / "envs" / "matrix-t.toml").read_text()
                                                  .replace('id = "t"', 'id = "a"'))
     blue, green = h.free_port(), h.free_port()
     h.write_service(proj, blue=blue, green=green)
+    return proj, blue, green
+
+
+def test_matrix_runtime_serves_through_nox_and_a_routed_runtime_is_pinned(w: World, tmp_path: Path) -> None:
+    proj, blue, green = _served_project(w, tmp_path)
     rt = tmp_path / "rt"
     home = tmp_path / "home"
     ql1 = home / "miniconda3" / "envs" / "QL_1"
@@ -138,12 +145,7 @@ def test_build_force_keeps_the_runtime_of_a_running_slot_and_of_the_rollback_tar
                                                                                      tmp_path: Path) -> None:
     """pinned_runtimes pins three things; the route's own runtime is tested above, these are the
     other two: a running slot's runtime, and the journal's rollback target's after a switch away."""
-    proj = tmp_path / "proj"
-    shutil.copytree(w.project, proj)
-    (proj / "envs" / "matrix-a.toml").write_text((proj / "envs" / "matrix-t.toml").read_text()
-                                                 .replace('id = "t"', 'id = "a"'))
-    blue, green = h.free_port(), h.free_port()
-    h.write_service(proj, blue=blue, green=green)
+    proj, blue, green = _served_project(w, tmp_path)
     rt = tmp_path / "rt"
     other = h.make_runtime(rt)  # a second runtime for slot blue (h.RUNTIME_ID)
     marker = f"{tmp_path.name}-{os.getpid()}"
