@@ -34,6 +34,28 @@ def _served_project(w: World, tmp_path: Path) -> tuple[Path, int, int]:
     return proj, blue, green
 
 
+def _env(w: World, proj: Path, rt: Path, marker: str, **extra: str) -> dict[str, str]:
+    """The environment builder and nox run in: no conda or venv of the caller, this project and
+    runtimes root, the world's uv cache, the stand-in server's marker, this Python first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA", "VIRTUAL_ENV", "FAKE_"))}
+    env.update(BUILDER_PROJECT=str(proj), BUILDER_RUNTIMES=str(rt), UV_CACHE_DIR=str(w.cache),
+               **{h.MARKER: marker}, **extra)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+    return env
+
+
+def _lock_build_serveable(proj: Path, env: dict[str, str]) -> Path:
+    """Lock and build matrix a (3.12), give the runtime the stand-in `vllm`; its path."""
+    r = None
+    for args in (("lock", "--matrix", "a"), ("build", "-m", "a", "-p", PY312, "--no-gpu", "--json")):
+        r = builder(*args, cwd=proj, env=env)
+        assert r.returncode == 0, r.stderr
+    assert r is not None
+    path = Path(json.loads(r.stdout)[0]["path"])
+    h.install_fake(path / "bin" / "vllm")
+    return path
+
+
 def test_matrix_runtime_serves_through_nox_and_a_routed_runtime_is_pinned(w: World, tmp_path: Path) -> None:
     proj, blue, green = _served_project(w, tmp_path)
     rt = tmp_path / "rt"
@@ -42,17 +64,10 @@ def test_matrix_runtime_serves_through_nox_and_a_routed_runtime_is_pinned(w: Wor
     (ql1 / "conda-meta").mkdir(parents=True)
     (ql1 / "conda-meta" / "history").write_text("# production\n")
     marker = f"{tmp_path.name}-{os.getpid()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA", "VIRTUAL_ENV", "FAKE_"))}
-    env.update(HOME=str(home), CONDA_PREFIX=str(ql1), CONDA_DEFAULT_ENV="QL_1", BUILDER_PROJECT=str(proj),
-               BUILDER_RUNTIMES=str(rt), UV_CACHE_DIR=str(w.cache), **{h.MARKER: marker})
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+    env = _env(w, proj, rt, marker, HOME=str(home), CONDA_PREFIX=str(ql1), CONDA_DEFAULT_ENV="QL_1")
     before = tree_digest(ql1)
     try:
-        for args in (("lock", "--matrix", "a"), ("build", "-m", "a", "-p", PY312, "--no-gpu", "--json")):
-            r = builder(*args, cwd=proj, env=env)
-            assert r.returncode == 0, r.stderr
-        path = Path(json.loads(r.stdout)[0]["path"])
-        h.install_fake(path / "bin" / "vllm")
+        path = _lock_build_serveable(proj, env)
         assert (rt / "matrix-a-py312").is_symlink()
 
         r = subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "--no-venv",
@@ -149,19 +164,13 @@ def test_build_force_keeps_the_runtime_of_a_running_slot_and_of_the_rollback_tar
     rt = tmp_path / "rt"
     other = h.make_runtime(rt)  # a second runtime for slot blue (h.RUNTIME_ID)
     marker = f"{tmp_path.name}-{os.getpid()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA", "VIRTUAL_ENV", "FAKE_"))}
-    env.update(BUILDER_PROJECT=str(proj), BUILDER_RUNTIMES=str(rt), UV_CACHE_DIR=str(w.cache), **{h.MARKER: marker})
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+    env = _env(w, proj, rt, marker)
 
     def force_build() -> subprocess.CompletedProcess[str]:
         return builder("build", "-m", "a", "-p", PY312, "--no-gpu", "--force", cwd=proj, env=env)
 
     try:
-        for args in (("lock", "--matrix", "a"), ("build", "-m", "a", "-p", PY312, "--no-gpu", "--json")):
-            r = builder(*args, cwd=proj, env=env)
-            assert r.returncode == 0, r.stderr
-        path = Path(json.loads(r.stdout)[0]["path"])
-        h.install_fake(path / "bin" / "vllm")
+        path = _lock_build_serveable(proj, env)
         pinned = f"{path.name} is pinned by the serve route, its rollback target or a running slot"
 
         # 1. A running slot, no route at all.
