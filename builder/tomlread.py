@@ -1,14 +1,19 @@
 """Reading TOML: tomli's compiled parser where it is installed, the stdlib's ``tomllib`` otherwise.
 
 Hand-picked rather than ``tomllib`` everywhere: they are the same parser (CPython vendored tomli
-2.0 as ``tomllib``), but tomli's PyPI wheels are compiled with mypyc and parse a 70 KB lock or
-builder/data/cuda.toml about 3x faster (12 ms -> 4 ms here), which every warm ``builder check``
-pays for the lock and the data files.  Both refuse nesting past their limit with RecursionError.
+2.0 as ``tomllib``), but tomli's PyPI wheels are compiled with mypyc and parse a 70 KB lock about
+2x faster (12 ms -> 5.8 ms here with tomli 2.3.0), which every warm ``builder check`` pays for the
+lock and the data files.  tomli stays below 2.4 (pyproject.toml): 2.4 reads TOML 1.1 (newlines in
+inline tables, the ``\\e`` escape, times without seconds), which tomllib, tomlkit (``spec set``,
+``lock --refresh``) and other readers of the specs refuse; builder reads TOML 1.0 either way
+(tests/test_tomlread.py).  Both refuse nesting past their limit with RecursionError.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from builder import inputs
 
 try:
     import tomli as _impl
@@ -25,6 +30,4 @@ def loads(text: str) -> dict[str, Any]:
 
 def load_path(path: Any) -> dict[str, Any]:
     """Parse the UTF-8 TOML file at ``path`` (a ``Path``)."""
-    from builder import inputs
-
     return _impl.loads(inputs.read_bytes(path).decode("utf-8"))

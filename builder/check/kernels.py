@@ -52,10 +52,10 @@ def deep_evidence(p: Pkg, candidates: tuple[str, ...], *, cache_dir: Path, offli
     """Read the member itself (``check --deep``); raises Unavailable when it cannot."""
     if p.wheel is None or not p.wheel.sha256:
         return None
+    from builder.check import deepread  # --deep only: a default check loads no fatbin reader
+
     members = _members(p, candidates)
     for i, member in enumerate(members):
-        from builder.check import deepread  # --deep only: a default check loads no fatbin reader
-
         ref = deepread.MemberRef(filename=p.wheel.filename, sha256=p.wheel.sha256, member=member,
                                  url=p.wheel.url, size=p.wheel.size, path=p.wheel.path)
         try:
