@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import stat
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import ProtectedEnvError
@@ -62,9 +63,35 @@ class Protected:
     unresolved: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     names: tuple[str, ...] = ()  # protected conda env names, matched as ``envs/<name>``
+    #: Lazy sets (:func:`for_project`): resolves the names through conda when a target
+    #: could be inside a conda env; None when this set is already whole.
+    later: Callable[[], Protected] | None = field(default=None, compare=False, repr=False)
+    _whole: list[Protected] = field(default_factory=list, compare=False, repr=False)
+
+    def whole(self) -> Protected:
+        """This set with every name resolved (``conda env list`` run if a conda exists)."""
+        if self.later is None:
+            return self
+        if not self._whole:
+            self._whole.append(self.later())
+        return self._whole[0]
 
     def match(self, target: str | os.PathLike[str]) -> Root | None:
-        """The protected root ``target`` lies in (or aliases), else None."""
+        """The protected root ``target`` lies in (or aliases), else None.
+
+        A lazy set answers from its paths, active envs and the ``envs/<name>`` rule;
+        it resolves the names through conda (and answers as the whole set) only for a
+        target that could be inside a conda env at all: one with an ancestor holding ``conda-meta/``, the
+        directory every conda env (QL_1 included, wherever it lives, through whatever
+        alias) has.  Elsewhere no conda env can be touched, and running ``conda env
+        list`` (seconds on an operator's host) for every warm ``builder check`` that
+        writes its cache under ``~/.cache`` would only say so again.
+        """
+        if self.later is not None and in_some_conda_env(target):
+            return self.whole()._match(target)
+        return self._match(target)
+
+    def _match(self, target: str | os.PathLike[str]) -> Root | None:
         # realpath resolves symlinks component by component, so "link/../x"
         # means what the kernel means (abspath would drop "link/.." lexically).
         real = Path(os.path.realpath(target))
@@ -104,12 +131,28 @@ class Protected:
             )
 
     def as_dict(self) -> dict[str, object]:
+        w = self.whole()
         return {
             "roots": [{"path": str(r.path), "why": r.why, "exists": r.dev_ino is not None}
-                      for r in self.roots],
-            "unresolved": list(self.unresolved),
-            "notes": list(self.notes),
+                      for r in w.roots],
+            "unresolved": list(w.unresolved),
+            "notes": list(w.notes),
         }
+
+
+def in_some_conda_env(target: str | os.PathLike[str]) -> bool:
+    """Whether ``target`` (given or resolved) has an ancestor that is a conda env prefix
+    (holds ``conda-meta/``); True when that cannot be told (an unreadable ancestor)."""
+    for start in {Path(os.path.abspath(target)), Path(os.path.realpath(target))}:
+        for d in (start, *start.parents):
+            try:
+                if stat.S_ISDIR(os.stat(d / "conda-meta").st_mode):
+                    return True
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError:
+                return True
+    return False
 
 
 def _conda_exe(environ: Mapping[str, str]) -> str | None:
@@ -177,11 +220,15 @@ def resolve(
     env_names: Iterable[str] = (),
     paths: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
+    *,
+    lazy: bool = False,
 ) -> Protected:
     """Resolve protected env names and paths (plus the active env) to roots.
 
     ``environ`` is the operator's environment (default ``os.environ``), read
     before any scrubbing: that is where ``CONDA_PREFIX`` tells the active env.
+    ``lazy``: resolve the names only when a target could be in a conda env
+    (:meth:`Protected.match`).
     """
     environ = dict(os.environ if environ is None else environ)
     roots: list[Root] = []
@@ -190,7 +237,12 @@ def resolve(
     names = [n for n in env_names if n]
     by_path = [n for n in names if os.sep in n or n.startswith("~")]
     by_name = [n for n in names if n not in by_path]
-    if by_name:
+    if by_name and lazy:
+        env_names, paths = list(env_names), list(paths)
+        later: Callable[[], Protected] | None = lambda: resolve(env_names, paths, environ)  # noqa: E731
+    else:
+        later = None
+    if by_name and not lazy:
         prefixes, how = conda_env_prefixes(environ)
         for name in by_name:
             hits = [p for p in prefixes if p.name == name]
@@ -214,15 +266,16 @@ def resolve(
     uniq: dict[Path, Root] = {}
     for r in roots:
         uniq.setdefault(r.path, r)
-    return Protected(tuple(uniq.values()), tuple(unresolved), tuple(notes), tuple(by_name))
+    return Protected(tuple(uniq.values()), tuple(unresolved), tuple(notes), tuple(by_name), later=later)
 
 
 def for_project(project: Project, environ: Mapping[str, str] | None = None) -> Protected:
     """The protected set of ``project``'s ``envs/host.toml`` (plus the active env).
 
-    A project without host.toml still protects the active env.
+    A project without host.toml still protects the active env.  Lazy: conda is asked
+    only for targets that could be in a conda env (:meth:`Protected.match`).
     """
     if not (project.envs / "host.toml").exists():
         return resolve((), (), environ)
     host = project.host()
-    return resolve(host.protected_conda_envs, host.protected_paths, environ)
+    return resolve(host.protected_conda_envs, host.protected_paths, environ, lazy=True)

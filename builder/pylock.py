@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -297,7 +298,10 @@ def content_hash(data: Mapping[str, Any]) -> str:
 
 
 def parse(raw: bytes, where: str) -> Lock:
-    """Parse and validate lock bytes; LockFileError names ``where`` and the problem."""
+    """Parse and validate lock bytes; LockFileError names ``where`` and the problem.
+
+    :mod:`builder.memo` keeps the result by content, so a warm reader skips this.
+    """
     from packaging.pylock import Pylock, PylockValidationError
     from packaging.utils import canonicalize_name
 
@@ -339,17 +343,92 @@ def parse(raw: bytes, where: str) -> Lock:
                 content_hash=content_hash(data))
 
 
-def read(path: Any) -> Lock:
-    """Read and parse the lock at ``path`` (a ``Path``); a missing file is a LockFileError."""
+def read_raw(path: Any) -> bytes:
+    """The bytes of the lock at ``path``; a missing or unreadable file is a LockFileError."""
     try:
-        raw = inputs.read_bytes(path)
+        return inputs.read_bytes(path)
     except FileNotFoundError:
         raise LockFileError(f"{path}: no such lock file", "check the path or run `builder lock`") from None
     except IsADirectoryError:
         raise LockFileError(f"{path}: is a directory, not a lock file", "pass a pylock.toml file") from None
     except OSError as exc:
         raise LockFileError(f"{path}: cannot read: {exc.strerror or exc}", "check the path") from None
-    return parse(raw, str(path))
+
+
+def read(path: Any) -> Lock:
+    """Read and parse the lock at ``path`` (a ``Path``); a missing file is a LockFileError."""
+    return parse(read_raw(path), str(path))
+
+
+# --------------------------------------------------------------------------- the validated model, kept
+#
+# Validating a lock (TOML parse, packaging.pylock, canonical names) is a pure
+# function of its bytes, and on a warm `builder check` it was the largest single
+# cost (packaging.pylock's import alone costs as much as the rest of the lock
+# handling).  :mod:`builder.memo` keeps the model by content, like a .pyc; these
+# are the pure halves: the key (the lock's bytes, this module's source and
+# packaging's version, so a changed byte, parser or packaging misses) and the
+# entry's text, which reads back only when it is exactly a model of these bytes.
+
+MEMO_FORMAT = 1
+_code_id: str | None = None
+
+
+def memo_key(raw_sha: str) -> str | None:
+    """The memo key of lock bytes with sha256 ``raw_sha`` (None: this module's source is unreadable)."""
+    global _code_id
+    if _code_id is None:
+        import packaging
+
+        try:
+            with open(__file__, "rb") as f:
+                source = f.read()
+        except OSError:  # no readable source (a zipapp): no memo
+            return None
+        _code_id = hashlib.sha256(b"%d|%s|" % (MEMO_FORMAT, packaging.__version__.encode()) + source).hexdigest()
+    return hashlib.sha256(f"{_code_id}|{raw_sha}".encode()).hexdigest()
+
+
+def to_memo(lock: Lock) -> str:
+    """The entry text of a validated model."""
+    return json.dumps({
+        "format": MEMO_FORMAT, "sha256": lock.sha256, "requires-python": lock.requires_python,
+        "content-hash": lock.content_hash,
+        "packages": [[p.name, p.version, p.marker, p.requires_python, p.source,
+                      [[w.filename, w.url, w.path, w.size, dict(w.hashes)] for w in p.wheels]]
+                     for p in lock.packages]}, separators=(",", ":"))
+
+
+def _opt_str(v: object) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    raise TypeError("not a string")
+
+
+def from_memo(entry: bytes, raw: bytes, raw_sha: str, where: str) -> Lock | None:
+    """The model an entry holds for ``raw`` (sha256 ``raw_sha``), or None when it is not one."""
+    try:
+        d = json.loads(entry)
+        if d["format"] != MEMO_FORMAT or d["sha256"] != raw_sha:
+            return None
+        packages = []
+        for name, version, marker, rp, source, wheels in d["packages"]:
+            ws = []
+            for fn, url, wpath, size, hashes in wheels:
+                if not isinstance(fn, str) or not isinstance(hashes, dict) or not (size is None or type(size) is int):
+                    return None
+                ws.append(Wheel(filename=fn, url=_opt_str(url), path=_opt_str(wpath), size=size,
+                                hashes=MappingProxyType({str(k): str(v) for k, v in hashes.items()})))
+            if not isinstance(name, str) or not isinstance(version, str):
+                return None
+            packages.append(Package(name=name, version=version, marker=_opt_str(marker),
+                                    requires_python=_opt_str(rp), wheels=tuple(ws), source=_opt_str(source)))
+        text = raw.decode("utf-8")
+        return Lock(where=where, sha256=raw_sha, text=text, stamp=stamp_state(text),
+                    requires_python=_opt_str(d["requires-python"]), packages=tuple(packages),
+                    content_hash=str(d["content-hash"]))
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
 
 
 # --------------------------------------------------------------------------- targets
@@ -390,12 +469,17 @@ def host_tags(version: str) -> tuple[Tag, ...]:
 
 
 def target_env(python: str, arch: str) -> dict[str, str]:
-    """Marker environment of a Linux CPython target rather than this machine."""
-    from packaging.markers import default_environment
+    """Marker environment of a Linux CPython target rather than this machine.
 
-    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
-    env.update(python_version=python, python_full_version=f"{python}.0", platform_system="Linux",
-               sys_platform="linux", platform_machine=arch, os_name="posix",
-               implementation_name="cpython", platform_python_implementation="CPython")
-    return env
+    Every key of ``packaging.markers.default_environment()`` (tests/test_lock_memo.py holds
+    them equal), written out rather than copied from this machine's: the target's
+    interpreter is not the one running builder (``implementation_version`` is the
+    target's), and asking ``platform`` about this one compiled nine regexes per check.
+    Only the kernel (``platform_release``, ``platform_version``) is this machine's.
+    """
+    u = os.uname()
+    return {"implementation_name": "cpython", "implementation_version": f"{python}.0", "os_name": "posix",
+            "platform_machine": arch, "platform_release": u.release, "platform_system": "Linux",
+            "platform_version": u.version, "python_full_version": f"{python}.0",
+            "platform_python_implementation": "CPython", "python_version": python, "sys_platform": "linux"}
 

@@ -11,6 +11,7 @@ inline tables, the ``\\e`` escape, times without seconds), which tomllib, tomlki
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from builder import inputs
@@ -21,6 +22,10 @@ except ImportError:  # a source checkout run without builder's dependencies inst
     import tomllib as _impl  # type: ignore[no-redef]
 
 TOMLDecodeError = _impl.TOMLDecodeError
+#: The parser, for keys of parsed results kept elsewhere (builder.memo).
+IMPL = f"{_impl.__name__} {getattr(_impl, '__version__', '')}".strip()
+#: Set by :func:`builder.memo.use_for_data`: parses a data file's bytes, keeping the result.
+data_hook: Callable[[bytes], dict[str, Any]] | None = None
 
 
 def loads(text: str) -> dict[str, Any]:
@@ -31,3 +36,12 @@ def loads(text: str) -> dict[str, Any]:
 def load_path(path: Any) -> dict[str, Any]:
     """Parse the UTF-8 TOML file at ``path`` (a ``Path``)."""
     return _impl.loads(inputs.read_bytes(path).decode("utf-8"))
+
+
+def load_data(path: Any) -> dict[str, Any]:
+    """Parse one of builder's own data files (``builder/data/*.toml``); a command that resolved
+    builder's cache has :mod:`builder.memo` keep the result there (:data:`data_hook`)."""
+    raw = inputs.read_bytes(path)
+    if data_hook is not None:
+        return data_hook(raw)
+    return _impl.loads(raw.decode("utf-8"))

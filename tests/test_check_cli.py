@@ -66,6 +66,8 @@ def test_a_warm_check_loads_no_wheel_reader(world, tmp_path: Path) -> None:
     # The cold run did read (by ranges, over HTTP; stdlib modules its start-up loaded are not counted).
     assert {"builder.check.wheelread", "builder._http", "builder.elf"} <= cold
     assert reader & warm == set()
+    # Nor is the lock validated again: its validated model is kept by content (builder.pylock).
+    assert "packaging.pylock" in cold and "packaging.pylock" not in warm
 
 
 def test_exit_codes(world, tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ TOML_READERS = {
     "check/kerneldata.py": "builder/data/kernels.toml",
     "check/toolkit.py": "builder/data/cuda.toml (component tables)",
     "driver/branches.py": "builder/data/driver_branches.toml",
+    "memo.py": "builder/data/*.toml on a memo miss (tomlread.load_data); locks go through builder.pylock",
 }
 
 

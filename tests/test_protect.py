@@ -129,6 +129,87 @@ def _fake_conda(bin_dir: Path, envs: list[Path]) -> None:
     exe.chmod(0o755)
 
 
+def _counting_conda(bin_dir: Path, envs: list[Path], log: Path) -> None:
+    """A stand-in conda (none can be installed here) that says which envs exist and logs each call."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    exe = bin_dir / "conda"
+    exe.write_text("#!/bin/sh\n"
+                   f"echo \"$*\" >> '{log}'\n"
+                   f"echo '{json.dumps({'envs': [str(e) for e in envs]})}'\n")
+    exe.chmod(0o755)
+
+
+def test_a_lazy_set_asks_conda_only_for_a_target_that_could_be_in_a_conda_env(tmp_path: Path) -> None:
+    odd = tmp_path / "data" / "conda-envs" / "QL_1"  # where only conda knows it is
+    other = tmp_path / "data" / "conda-envs" / "scratch"
+    for env in (odd, other):
+        (env / "conda-meta").mkdir(parents=True)
+    log = tmp_path / "conda-calls"
+    _counting_conda(tmp_path / "bin", [odd, other], log)
+    environ = {"HOME": str(tmp_path / "home"), "PATH": str(tmp_path / "bin")}
+    p = protect.resolve(["QL_1"], environ=environ, lazy=True)
+    p.guard_write(tmp_path / "home" / ".cache" / "builder" / "wheels" / "x.json")
+    p.guard_write(tmp_path / "runtimes" / "matrix-a-py312-abc")
+    assert not log.exists()  # no conda env anywhere above those: conda was not asked
+    with pytest.raises(ProtectedEnvError, match=r"conda env QL_1 \(conda env list\)"):
+        p.guard_write(odd / "lib" / "python3.12" / "new.py")
+    p.guard_write(other / "lib" / "x")  # another env: asked once, allowed
+    assert log.read_text().splitlines() == ["env list --json"]
+    (tmp_path / "alias").symlink_to(odd)
+    with pytest.raises(ProtectedEnvError, match="QL_1"):
+        p.guard_write(tmp_path / "alias" / "bin" / "python")
+    eager = protect.resolve(["QL_1"], environ=environ)
+    assert p.as_dict() == eager.as_dict() and p.whole().roots == eager.roots
+    assert len(log.read_text().splitlines()) == 2  # the eager set asked for itself
+
+
+def test_a_lazy_set_still_refuses_by_name_and_by_active_env_without_conda(tmp_path: Path) -> None:
+    log = tmp_path / "conda-calls"
+    _counting_conda(tmp_path / "bin", [], log)
+    active_env = tmp_path / "venv"
+    active_env.mkdir()
+    environ = {"HOME": str(tmp_path), "PATH": str(tmp_path / "bin"), "VIRTUAL_ENV": str(active_env)}
+    p = protect.resolve(["QL_1"], [str(tmp_path / "prod")], environ=environ, lazy=True)
+    for target in (tmp_path / "opt" / "envs" / "QL_1" / "lib", active_env / "lib", tmp_path / "prod" / "x"):
+        with pytest.raises(ProtectedEnvError):
+            p.guard_write(target)
+    assert not log.exists()
+
+
+def test_an_unreadable_ancestor_counts_as_maybe_a_conda_env(tmp_path: Path) -> None:
+    assert not protect.in_some_conda_env(tmp_path / "a" / "b")
+    (tmp_path / "a" / "conda-meta").mkdir(parents=True)
+    assert protect.in_some_conda_env(tmp_path / "a" / "b" / "c")
+    (tmp_path / "f").write_text("")
+    assert not protect.in_some_conda_env(tmp_path / "f" / "x")  # ENOTDIR: not an env
+    if os.geteuid() != 0:
+        (tmp_path / "locked").mkdir(mode=0o000)
+        try:
+            assert protect.in_some_conda_env(tmp_path / "locked" / "x")
+        finally:
+            (tmp_path / "locked").chmod(0o700)
+
+
+def test_a_warm_check_on_a_host_with_conda_does_not_run_it(w: World, home: Path, tmp_path: Path) -> None:
+    """On the operator's host conda exists and QL_1 is protected by name: the check cache under
+    ~/.cache is in no conda env, so a check never waits for `conda env list`."""
+    log = tmp_path / "conda-calls"
+    _counting_conda(tmp_path / "bin", [ql1(home)], log)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA", "VIRTUAL_ENV"))}
+    env.update(HOME=str(home), PATH=f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}")
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-m", "builder", "check", "-m", "t", "--cache-dir",
+                            str(tmp_path / "cache")], cwd=w.project, env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode in (0, 1), r.stderr
+    assert not log.exists()
+    r = subprocess.run([sys.executable, "-m", "builder", "check", "-m", "t", "--cache-dir",
+                        str(ql1(home) / "cache")], cwd=w.project, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == EXIT_PROTECTED and "conda env QL_1" in r.stderr, r.stderr
+    assert not (ql1(home) / "cache").exists()
+
+
 def test_names_resolve_through_conda_env_list(tmp_path: Path) -> None:
     odd = tmp_path / "data" / "conda-envs" / "QL_1"  # not a standard location
     odd.mkdir(parents=True)

@@ -486,7 +486,8 @@ def test_a_bind_mount_of_ql1_is_refused_though_conda_does_not_list_it(host: Host
 
 
 def test_the_protected_set_costs_one_conda_call_and_only_when_writing(host: Host, tmp_path: Path) -> None:
-    """`conda env list` runs once per process, and never for --help, list or lock --check."""
+    """`conda env list` runs at most once per process: never for --help, list or lock --check, nor for
+    writes that no conda env could hold (builder.protect.in_some_conda_env), once for writes that one could."""
     calls = tmp_path / "conda-calls"
     fakebin = tmp_path / "bin"
     fakebin.mkdir()
@@ -504,8 +505,12 @@ def test_the_protected_set_costs_one_conda_call_and_only_when_writing(host: Host
         return len(calls.read_text().splitlines()) if calls.exists() else 0
 
     assert run("--help") == run("list") == run("lock", "--check") == 0
-    assert run("spec", "set", "t", "torch.version", "2.9.0") == 1
-    # lock passes the gate for locks/, each lock and its directory, uv's cache, $TMPDIR, each temp dir:
-    # one conda call.
+    assert run("spec", "set", "t", "torch.version", "2.9.0") == 0  # envs/ is in no conda env
+    assert run("lock", "-m", "t") == 0
+    scratch = tmp_path / "scratch-env"  # a conda env, not a protected one
+    (scratch / "conda-meta").mkdir(parents=True)
+    env["UV_CACHE_DIR"] = str(scratch / "uv-cache")
+    # lock passes the gate for locks/, each lock and its directory, uv's cache, $TMPDIR, each temp dir;
+    # uv's cache could be in a conda env: one conda call.
     assert run("lock", "-m", "t") == 1
 

@@ -72,7 +72,7 @@ def from_mapping(data: Mapping[str, Any]) -> tuple[KernelRow, ...]:
 
 
 def load(path: Path = DATA) -> tuple[KernelRow, ...]:
-    return from_mapping(tomlread.load_path(path))
+    return from_mapping(tomlread.load_data(path))
 
 
 def find(rows: Iterable[KernelRow], *, sha256: str, member: str) -> KernelRow | None:

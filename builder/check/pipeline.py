@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder import paths, pylock
+from builder import memo, paths, pylock
 from builder.check import knowledge as cuda
 from builder.check import toolkit, wheels
 from builder.check.identity import (
@@ -231,10 +231,12 @@ def run_check(project: Any, req: CheckRequest,
         raise UsageError(f"not a Python version: {req.python!r}", "e.g. --python 3.12")
     stats = wheels.FetchStats()
     reports: list[CheckReport] = []
+    if req.lock is not None and req.selectors:
+        raise UsageError("--lock and --matrix are exclusive", "pass one or the other")
+    cache = paths.check_cache(req.cache_dir)  # validated locks and data files are kept beside the wheel facts
+    memo.use_for_data(cache)
     if req.lock is not None:
-        if req.selectors:
-            raise UsageError("--lock and --matrix are exclusive", "pass one or the other")
-        lock = pylock.read(req.lock)
+        lock = memo.read_lock(req.lock, cache)
         matrix = None
         stamped = lock.stamp.stamp.matrix if lock.stamp.stamp is not None else ""
         if stamped and project is not None and stamped in project.matrix_ids():
@@ -251,7 +253,7 @@ def run_check(project: Any, req: CheckRequest,
                     raise UsageError(f"{path.relative_to(project.root)}: no lock",
                                      f"run `{regenerate_command(m, py)}` first")
                 t, before = time.monotonic(), (stats.requests, stats.bytes)
-                reports.append(check_lock(pylock.read(path), matrix=m, host=host,
+                reports.append(check_lock(memo.read_lock(path, cache), matrix=m, host=host,
                                           opts=CheckOptions(python=py, cache_dir=req.cache_dir,
                                                             offline=req.offline, deep=req.deep), stats=stats))
                 if progress is not None and stats.requests > before[0]:

@@ -158,7 +158,7 @@ def load(path: Path = DATA) -> ToolkitKnowledge:
 @functools.cache
 def read(path: Path = DATA) -> Mapping[str, Any]:
     """builder/data/cuda.toml, parsed once per process."""
-    return tomlread.load_path(path)
+    return tomlread.load_data(path)
 
 
 def package(k: ToolkitKnowledge, name: str) -> tuple[Component, int] | None:

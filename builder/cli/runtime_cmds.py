@@ -148,7 +148,7 @@ def doctor_cmd(ctx: click.Context, python: str | None, as_json: bool) -> None:
         proj = None  # doctor works outside a project; it just has no locks to compare
     target = python or doctor.default_python()
     guard = protect.for_project(proj) if proj else protect.resolve()
-    hit = guard.match(target)
+    hit = guard.whole().match(target)  # the whole set: doctor names why (conda env QL_1, not just "active")
     locks = sorted(proj.locks.glob("matrix-*/pylock.*.toml")) if proj else []
     rep = doctor.doctor(target, [(str(p.relative_to(proj.root)) if proj else str(p), p) for p in locks],
                         protected_why=hit.why if hit else None)

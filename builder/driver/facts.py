@@ -17,11 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from builder.driver import parse as hp
+from builder.driver.gpu import GpuInfo
 from builder.spec import Host
 from builder.versions import DriverVersion, compute_capability
 
 if TYPE_CHECKING:
+    from builder.driver import parse as hp
     from builder.driver.snapshot import ProbeRecord, Snapshot
 
 T = TypeVar("T")
@@ -32,7 +33,7 @@ class HostFacts:
     origin: str = "snapshot"  # where the facts come from, for reports
     declared_driver: str | None = None  # a driver stated (host.toml, --driver), not probed
     nvsmi_error: hp.NvsmiError | None = None
-    gpus: list[hp.GpuInfo] | None = None
+    gpus: list[GpuInfo] | None = None
     apps: list[hp.GpuProcess] | None = None
     module_version: str | None = None
     module_on_disk: str | None = None  # modinfo -F version nvidia: the module the next boot loads
@@ -122,7 +123,7 @@ class HostFacts:
         return tuple(sorted(set(out)))
 
     @property
-    def unreadable_gpus(self) -> list[hp.GpuInfo]:
+    def unreadable_gpus(self) -> list[GpuInfo]:
         """GPUs whose compute capability could not be read (``[N/A]``, empty ...)."""
         bad = []
         for g in self.gpus or []:
@@ -137,8 +138,8 @@ class HostFacts:
         """The host as ``envs/host.toml`` declares it (None: nothing known)."""
         if host is None:
             return cls(origin=origin)
-        gpus = [hp.GpuInfo(index=None, name=g.name, driver=None, compute_capability=g.compute_capability,
-                           memory_mib=g.memory_mib, bus_id=None, uuid=None)
+        gpus = [GpuInfo(index=None, name=g.name, driver=None, compute_capability=g.compute_capability,
+                        memory_mib=g.memory_mib, bus_id=None, uuid=None)
                 for g in host.gpus for _ in range(g.count)]
         return cls(origin=origin, declared_driver=host.driver, gpus=gpus, glibc=host.glibc)
 
@@ -149,8 +150,8 @@ class HostFacts:
         if driver is not None:
             new.declared_driver = driver
         if ccs:
-            new.gpus = [hp.GpuInfo(index=i, name=None, driver=None, compute_capability=cc, memory_mib=None,
-                                   bus_id=None, uuid=None) for i, cc in enumerate(ccs)]
+            new.gpus = [GpuInfo(index=i, name=None, driver=None, compute_capability=cc, memory_mib=None,
+                                bus_id=None, uuid=None) for i, cc in enumerate(ccs)]
         if glibc is not None:
             new.glibc = glibc
         return new
@@ -182,6 +183,7 @@ def _why(rec: ProbeRecord | None, what: str) -> str | None:
 
 def _parse(facts: HostFacts, key: str, rec: ProbeRecord | None, what: str,
            fn: Callable[[str], T]) -> T | None:
+    from builder.driver import parse as hp
     if rec is not None:
         facts.raw[key] = rec.text()
     why = _why(rec, what)
@@ -197,6 +199,7 @@ def _parse(facts: HostFacts, key: str, rec: ProbeRecord | None, what: str,
 
 
 def _nvidia_smi(facts: HostFacts, snap: Snapshot) -> None:
+    from builder.driver import parse as hp
     from builder.driver import snapshot  # its field lists; the declared host never needs the module
 
     rec = snap.get("nvidia-smi-gpus")
@@ -223,12 +226,14 @@ def _nvidia_smi(facts: HostFacts, snap: Snapshot) -> None:
 
 def _lib_versions(text: str) -> list[str]:
     """Driver versions of the ``libnvidia-ml.so.<version>`` files found (NVIDIA-shaped only)."""
+    from builder.driver import parse as hp
     found = {m.group(1) for m in re.finditer(r"libnvidia-ml\.so\.(\S+)$", text, re.M)}
     return sorted(v for v in found if hp.valid_driver(v))
 
 
 def _modinfo(f: HostFacts, snap: Snapshot) -> None:
     """``modinfo -F version nvidia``: the module on disk for the running kernel."""
+    from builder.driver import parse as hp
     rec = snap.get("modinfo")
     if rec is not None and not rec.missing and not rec.timed_out and not rec.capped and rec.exit != 0 \
             and re.search(r"Module nvidia not found", rec.text()):
@@ -259,6 +264,7 @@ def _torch(rec: ProbeRecord) -> dict[str, Any]:
 
 def from_snapshot(snap: Snapshot) -> HostFacts:
     """Parse every probe record of ``snap`` into facts (pure)."""
+    from builder.driver import parse as hp
     f = HostFacts(snapshot_version=snap.version)
     _nvidia_smi(f, snap)
     mod = snap.get("module-version")

@@ -14,6 +14,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from builder.driver.gpu import GpuInfo  # re-exported: the parsed form of nvidia-smi's rows
 from builder.versions import DriverVersion
 
 
@@ -165,17 +166,6 @@ def mib(value: str | None) -> int | None:
     if not m:
         raise ParseError(f"not a MiB amount: {value!r}")
     return int(m.group(1))
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    index: int | None
-    name: str | None
-    driver: str | None
-    compute_capability: str | None
-    memory_mib: int | None
-    bus_id: str | None
-    uuid: str | None
 
 
 def gpus_from_rows(rows: list[dict[str, str | None]]) -> list[GpuInfo]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import _proc, fsio, inputs, paths, pylock, tools
+from builder import _proc, fsio, inputs, memo, paths, pylock, tools
 from builder.errors import BuildError, Busy, LockFileError, NotReady, StaleLock
 from builder.lock import state as lockstate
 from builder.project import Project, lock_path, regenerate_command, select_pythons
@@ -53,8 +53,11 @@ def require_verifiable(lock: pylock.Lock) -> None:
                             "every file must carry a sha256; re-lock from an index that serves hashes")
 
 
-def checked_lock(project: Project, matrix: Matrix, python: str) -> pylock.Lock:
-    """The committed lock of (matrix, python), read once, if it is fresh and verifiable."""
+def checked_lock(project: Project, matrix: Matrix, python: str, *, cache: Path | None = None) -> pylock.Lock:
+    """The committed lock of (matrix, python), read once, if it is fresh and verifiable.
+
+    ``cache``: builder's cache directory, where validated lock models are kept (builder.memo).
+    """
     path = lock_path(project.locks, matrix, python)
     cmd = regenerate_command(matrix, python)
     try:
@@ -63,7 +66,7 @@ def checked_lock(project: Project, matrix: Matrix, python: str) -> pylock.Lock:
         raise StaleLock(f"{path}: no lock file", f"create it with `{cmd}`") from None
     except OSError as exc:
         raise LockFileError(f"{path}: cannot read: {exc.strerror or exc}", f"regenerate it with `{cmd}`") from None
-    lock = pylock.parse(raw, str(path))
+    lock = memo.lock(raw, str(path), cache)
     state, reason = lockstate.judge_text(lock.text, matrix, python)
     if state in ("invalid", "modified"):
         raise LockFileError(f"{path}: {state}: {reason}; refusing to build from it", f"regenerate it with `{cmd}`")
@@ -152,14 +155,16 @@ def build(project: Project, req: BuildRequest, protected: Protected,
     # the temp dirs (builder.paths).
     root = paths.gate(layout.runtimes_root(project, req.root), what="create runtimes under", kind="dir",
                       user_given=req.root is not None, protected=protected)
-    lock = checked_lock(project, matrix, python)
+    # The smoke phase's prediction fills the check cache; validated locks and data files are kept there too.
+    check_cache = paths.check_cache(protected=protected)
+    memo.use_for_data(check_cache)
+    lock = checked_lock(project, matrix, python, cache=check_cache)
     base = get_base(req.base or default_base(matrix))
     name = layout.runtime_name(matrix, python, lock.content_hash, base.name, identity(base, matrix, python))
     final = paths.gate(root / name, what="build a runtime at", kind="dir", protected=protected)
     paths.gate(swap.name_lock_dir(root, name), what="create the build lock in", kind="dir", protected=protected)
     cache_dir = str(paths.uv_cache(req.cache_dir, protected=protected))
     paths.temp_base(protected=protected)  # uv and the smoke children inherit $TMPDIR
-    paths.check_cache(protected=protected)  # the smoke phase's prediction fills it
     paths.mkdir(root, what="create runtimes under", protected=protected)
     with swap.name_lock(root, name, req.wait, lambda: say(name, "waiting for another build of it")):
         removed = swap.clean_leftovers(root, name)

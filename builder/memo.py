@@ -1,0 +1,99 @@
+"""Derived data kept by content: validated lock models and parsed data files (like a .pyc).
+
+A warm ``builder check`` or ``build`` re-derives the same things from the same bytes: the
+validated model of each lock (:func:`builder.pylock.parse`) and the parsed tables of
+``builder/data/*.toml``.  Both are pure functions of their input bytes, so their results are
+kept in builder's cache directory (the gated check cache, beside the wheel facts), under a key
+that hashes the input bytes and the code that derives them:
+
+* ``DIR/locks/<key>.json``: :func:`builder.pylock.memo_key` (the lock's bytes, the parser's
+  source, packaging's version); the entry must name the lock's own sha256 to be believed.
+* ``DIR/toml/<key>.json``: the data file's bytes and the TOML reader.
+
+A miss derives and keeps the result; an entry that does not read back exactly (torn,
+edited, another format) is ignored and rewritten; an invalid lock raises before anything is
+kept; a cache that cannot be written only costs the next run the derivation.  The entries are
+as trusted as the wheel facts beside them: the operator's own cache directory.
+
+The pure modules stay pure: they hold the keys and the entry formats; the reading and
+writing of entries is here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from builder import inputs, pylock, tomlread
+from builder.errors import BuilderError
+
+TOML_FORMAT = 1
+
+
+def _entry(file: Path) -> bytes | None:
+    try:
+        return inputs.read_bytes(file)
+    except (OSError, BuilderError):
+        return None
+
+
+def _keep(file: Path, text: str) -> None:
+    from builder.fsio import atomic_write
+
+    try:
+        atomic_write(file, text)
+    except (OSError, BuilderError):
+        pass  # a read-only (full, odd) cache only costs the next run the derivation
+
+
+def lock(raw: bytes, where: str, cache: Path | None) -> pylock.Lock:
+    """:func:`builder.pylock.parse` of ``raw``, kept under ``cache`` (None: not kept)."""
+    if cache is None:
+        return pylock.parse(raw, where)
+    sha = hashlib.sha256(raw).hexdigest()
+    key = pylock.memo_key(sha)
+    if key is None:
+        return pylock.parse(raw, where)
+    file = cache / "locks" / f"{key}.json"
+    entry = _entry(file)
+    if entry is not None:
+        hit = pylock.from_memo(entry, raw, sha, where)
+        if hit is not None:
+            return hit
+    parsed = pylock.parse(raw, where)  # raises on an invalid lock: nothing is kept
+    _keep(file, pylock.to_memo(parsed))
+    return parsed
+
+
+def read_lock(path: Any, cache: Path | None) -> pylock.Lock:
+    """:func:`builder.pylock.read`, kept under ``cache``."""
+    return lock(pylock.read_raw(path), str(path), cache)
+
+
+def use_for_data(cache: Path | None) -> None:
+    """Keep the parsed data files (:func:`builder.tomlread.load_data`) under ``cache`` from now on
+    in this process (None: parse them every time)."""
+    tomlread.data_hook = None if cache is None else (lambda raw: _data(raw, cache))
+
+
+def _data(raw: bytes, cache: Path) -> dict[str, Any]:
+    sha = hashlib.sha256(raw).hexdigest()
+    key = hashlib.sha256(f"{TOML_FORMAT}|{tomlread.IMPL}|{sha}".encode()).hexdigest()
+    file = cache / "toml" / f"{key}.json"
+    entry = _entry(file)
+    if entry is not None:
+        try:
+            d = json.loads(entry)
+            if d["sha256"] == sha and isinstance(d["data"], dict):
+                return d["data"]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            pass
+    data = tomlread.loads(raw.decode("utf-8"))
+    try:
+        text = json.dumps({"sha256": sha, "data": data}, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):  # dates, times, inf or nan: JSON would not give them back
+        return data
+    _keep(file, text)
+    return data
