@@ -152,3 +152,22 @@ def test_every_nvidia_package_of_the_corpus_is_known_by_name() -> None:
             comp, _ = cuda_toolkit.package(K, name) or (None, 0)
             if comp is not None and comp.versioning != "own":
                 assert cuda_toolkit.place(K, name, p["version"]) is not None, (lock.name, name, p["version"])
+
+
+def test_the_normal_form_shortcut_agrees_with_packaging() -> None:
+    """toolkit._norm skips packaging's parser for release-only versions: the same answer on every
+    version string of builder/data/cuda.toml and on the forms the shortcut must not take."""
+    import re as _re
+
+    from packaging.version import Version
+
+    from builder.check.toolkit import DATA, _norm
+
+    seen = set(_re.findall(r"[0-9][0-9A-Za-z.+!-]*", DATA.read_text()))
+    seen |= {"13.0.96", "12.08.1", "012", "1.0.post1", "13.0.0rc1", "1!2.0", "2.9.0+cu128", "0.0", "0"}
+    for v in sorted(seen):
+        try:
+            want = str(Version(v))
+        except ValueError:
+            want = v
+        assert _norm(v) == want, v

@@ -10,6 +10,7 @@ packages (``nvidia-cublas-cu12 12.8.4.1``).
 
 from __future__ import annotations
 
+import functools
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -25,12 +26,21 @@ from builder.check.model import Identity, KernelEvidence, Pkg, WheelRef
 _VARIANT = re.compile(r"(?:^|[+./-])(cu\d{3})(?:$|[/.+-])")
 
 
+@functools.lru_cache(maxsize=4096)
+def _requirement(r: str) -> Requirement | None:
+    """One parse per distinct string: a check asks for torch's and vLLM's Requires-Dist (~300
+    strings) for each identity, needs_binary decision and pin rule.  Callers only read the result."""
+    try:
+        return Requirement(r)
+    except InvalidRequirement:
+        return None
+
+
 def pins(reqs: tuple[str, ...], env: dict[str, str]) -> dict[str, Requirement]:
     out: dict[str, Requirement] = {}
     for r in reqs:
-        try:
-            req = Requirement(r)
-        except InvalidRequirement:
+        req = _requirement(r)
+        if req is None:
             continue
         if req.marker is not None and not req.marker.evaluate({**env, "extra": ""}):
             continue

@@ -109,7 +109,14 @@ def _pinned(req: str, own_extra: bool) -> tuple[str, str] | None:
     return (r.name, low[0]) if own_extra and len(low) == 1 else None
 
 
+#: A release-only version without leading zeros is already in PEP 440 normal form
+#: (``str(Version(v)) == v``; tests/test_cuda_knowledge.py checks every version of the data).
+_NORMAL = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
+
+
 def _norm(version: str) -> str:
+    if _NORMAL.fullmatch(version):  # the ~600 versions of cuda.toml, without packaging's parser
+        return version
     try:
         return str(Version(version))
     except InvalidVersion:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from builder import _proc, fsio, inputs, memo, paths, pylock, tools
 from builder.errors import BuildError, Busy, LockFileError, NotReady, StaleLock
@@ -106,13 +106,16 @@ class BuildResult:
                 "removed_leftovers": self.removed_leftovers, "manifest": self.manifest}
 
 
-def _in_background(fn: Callable[[], str]) -> Callable[[], str]:
+T = TypeVar("T")
+
+
+def _in_background(fn: Callable[[], T]) -> Callable[[], T]:
     """Start ``fn`` on a thread; the returned function waits for its result.
 
     Whatever the thread raises (a tool error, or builder's stop on a signal) is kept
     and raised in the caller: a thread never prints a traceback of its own.
     """
-    out: list[str] = []
+    out: list[T] = []
     err: list[BaseException] = []
 
     def run() -> None:
@@ -124,7 +127,7 @@ def _in_background(fn: Callable[[], str]) -> Callable[[], str]:
     t = threading.Thread(target=run, daemon=True)
     t.start()
 
-    def result() -> str:
+    def result() -> T:
         t.join()
         if err:
             raise err[0]
@@ -203,6 +206,9 @@ def build(project: Project, req: BuildRequest, protected: Protected,
             t = time.monotonic()
             sync(uv, made.python, made.version, lock, cache_dir, env, progress=lambda m: say(name, m))
             t_sync = time.monotonic() - t
+            # Flush what uv wrote while the smoke tests run: the syncfs before the rename then
+            # only has the smoke phase's and the manifest's writes left to flush.
+            early_flush = _in_background(lambda: swap.syncfs(staging))
             say(name, "running smoke tests")
             t = time.monotonic()
             from builder.runtime import smoke  # loading the smoke machinery is part of the smoke phase
@@ -233,6 +239,7 @@ def build(project: Project, req: BuildRequest, protected: Protected,
                 "smoke": report.as_dict(),
             }
             fsio.atomic_write(staging / layout.MANIFEST, json.dumps(manifest, indent=2) + "\n")
+            early_flush()
             swap.syncfs(staging)
             swap.install(staging, final, root)
             swap.point(root, layout.pointer_name(matrix, python, base.name), name)

@@ -38,19 +38,21 @@ def picked_wheels(lock: pylock.Lock, version: str) -> list[tuple[pylock.Package,
     return out
 
 
-def pinned_requirements(lock: pylock.Lock, version: str) -> str:
+def pinned_requirements(lock: pylock.Lock, version: str,
+                        picked: list[tuple[pylock.Package, pylock.Wheel]] | None = None) -> str:
     """The lock as a hashed requirements file: one direct wheel URL per package.
 
     uv 0.13.9 installing ``pylock.toml`` directly revalidates every wheel URL and
     stores a fresh copy in its cache on each install (measured: +9.86 GB of
     cache per matrix-B runtime), so runtimes could not share files.  Direct
     URL requirements with ``--hash`` are served from the cache and hardlinked.
-    The wheel is the lock's best match for the target interpreter; markers are
-    kept for uv to evaluate against it.
+    The wheel is the lock's best match for the target interpreter (``picked``:
+    :func:`picked_wheels`, if the caller has it); markers are kept for uv to
+    evaluate against it.
     """
     lock_dir = Path(lock.where).parent
     lines: list[str] = []
-    for p, best in picked_wheels(lock, version):
+    for p, best in picked if picked is not None else picked_wheels(lock, version):
         url = best.url if best.url else (lock_dir / (best.path or best.filename)).resolve().as_uri()
         hashes = " ".join(f"--hash={algo}:{digest}" for algo, digest in sorted(best.hashes.items()))
         marker = f" ; {p.marker}" if p.marker is not None else ""
@@ -79,15 +81,15 @@ def sync(uv: str, python: Path, version: str, lock: pylock.Lock, cache_dir: str 
     download uv reports, and uv's phase summaries (:mod:`builder.runtime.installprogress`).
     """
     on_line = None
+    picked = picked_wheels(lock, version)
     if progress is not None:
-        picked = picked_wheels(lock, version)
         sizes = {p.name: w.size for p, w in picked if w.size}
         progress(f"installing {len(picked)} packages ({human(sum(sizes.values()))} of wheels; "
                  "uv downloads what its cache lacks)")
         on_line = InstallProgress(progress, sizes).feed
     with paths.temp_dir("builder-sync-") as tmp:
         reqs = tmp / "requirements.txt"
-        reqs.write_text(pinned_requirements(lock, version), encoding="utf-8")
+        reqs.write_text(pinned_requirements(lock, version, picked), encoding="utf-8")
         res = _proc.run(sync_argv(uv, python, reqs, cache_dir), timeout=SYNC_TIMEOUT, env=env,
                         what="uv pip sync", on_line=on_line)
     if res.ok:
