@@ -12,7 +12,6 @@ tool act on something other than what builder passes explicitly.
 
 from __future__ import annotations
 
-import logging
 import os
 import select
 import selectors
@@ -23,11 +22,28 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from builder import cancel
 from builder.errors import ToolFailed, ToolNotFound, ToolTimeout
 
-log = logging.getLogger("builder.proc")
+_log: Any = None  # a logging.Logger once enable_debug() ran (`-v`)
+
+
+def enable_debug() -> None:
+    """Send the wrapper's debug lines (each child's argv, exit and time) to logging (``-v``).
+
+    Without it nothing would be shown, so logging is not even imported (it and traceback
+    cost a warm build ~8 ms before uv starts)."""
+    global _log
+    import logging
+
+    _log = logging.getLogger("builder.proc")
+
+
+def _debug(msg: str, *args: object) -> None:
+    if _log is not None:
+        _log.debug(msg, *args)
 
 #: How long to wait for a group to die after SIGTERM, then after SIGKILL.
 TERM_GRACE = 1.0
@@ -168,7 +184,7 @@ class _Pipes:
                 try:
                     self.on_line(name, text)
                 except Exception as exc:  # see the class docstring
-                    log.debug("line callback failed, switched off: %r", exc)
+                    _debug("line callback failed, switched off: %r", exc)
                     self.on_line = None
 
 
@@ -309,7 +325,7 @@ def run(
         if check:
             raise ToolNotFound(f"{label} not found: {argv[0]}", "install it or put it on PATH")
         return res
-    log.debug("run %s (timeout %.1fs)", shlex.join(argv), timeout)
+    _debug("run %s (timeout %.1fs)", shlex.join(argv), timeout)
     start = time.monotonic()
     try:
         with cancel.deferred():
@@ -366,7 +382,7 @@ def run(
         timed_out=timed_out,
         output_capped=capped,
     )
-    log.debug("done %s rc=%s in %.2fs", label, res.returncode, duration)
+    _debug("done %s rc=%s in %.2fs", label, res.returncode, duration)
     if check and timed_out:
         raise ToolTimeout(
             f"{label} did not finish within {timeout:g}s and was killed",
@@ -405,7 +421,7 @@ def spawn_detached(
     exe = which(argv[0], path=env.get("PATH"))
     if exe is None:
         raise ToolNotFound(f"{argv[0]} not found or not executable", "check the runtime's bin directory")
-    log.debug("spawn %s (detached, log %s)", shlex.join(argv), logfile)
+    _debug("spawn %s (detached, log %s)", shlex.join(argv), logfile)
     log_fd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         proc = subprocess.Popen(

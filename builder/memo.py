@@ -9,6 +9,8 @@ that hashes the input bytes and the code that derives them:
 * ``DIR/locks/<key>.json``: :func:`builder.pylock.memo_key` (the lock's bytes, the parser's
   source, packaging's version); the entry must name the lock's own sha256 to be believed.
 * ``DIR/toml/<key>.json``: the data file's bytes and the TOML reader.
+* ``DIR/interpreters/``: what an interpreter said of itself
+  (:func:`builder.runtime.interpreters.probe`), keyed by its file's identity (see there).
 
 A miss derives and keeps the result; an entry that does not read back exactly (torn,
 edited, another format) is ignored and rewritten; an invalid lock raises before anything is
@@ -46,6 +48,26 @@ def _keep(file: Path, text: str) -> None:
         atomic_write(file, text)
     except (OSError, BuilderError):
         pass  # a read-only (full, odd) cache only costs the next run the derivation
+
+
+def get_json(cache: Path, kind: str, key: str) -> Any:
+    """The JSON value kept under ``key`` in ``cache/kind/``, or None (absent, unreadable, torn).
+
+    The entry must repeat its key: a file copied under another name is not believed."""
+    entry = _entry(cache / kind / f"{hashlib.sha256(key.encode()).hexdigest()}.json")
+    if entry is None:
+        return None
+    try:
+        d = json.loads(entry)
+        return d["value"] if d["key"] == key else None
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
+def keep_json(cache: Path, kind: str, key: str, value: Any) -> None:
+    """Keep a JSON value under ``key`` in ``cache/kind/`` (best effort)."""
+    _keep(cache / kind / f"{hashlib.sha256(key.encode()).hexdigest()}.json",
+          json.dumps({"key": key, "value": value}, separators=(",", ":")))
 
 
 def lock(raw: bytes, where: str, cache: Path | None) -> pylock.Lock:

@@ -165,3 +165,78 @@ def test_later_steps_run_only_when_earlier_ones_found_nothing(tmp_path: Path) ->
     env = _env(tmp_path, [bindir, spy_pyenv.parent], None)  # no PYENV_ROOT: `pyenv root` would run
     assert interpreters.find("3.12", uv=str(spy_uv), env=env).source == "path"
     assert not ran.exists()
+
+
+def _counting_probe(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each interpreter actually started (the real probe still runs)."""
+    calls: list[str] = []
+    started = interpreters.probe
+
+    def counting(exe: str, env: object = None) -> object:
+        calls.append(exe)
+        return started(exe, env)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(interpreters, "probe", counting)
+    return calls
+
+
+def _copy_of_real(tmp_path: Path) -> Path:
+    import shutil
+
+    exe = tmp_path / "bin" / "python3.12"
+    exe.parent.mkdir(parents=True)
+    shutil.copy2(real(), exe)  # the same binary as another file (pyenv's links libpython absolutely)
+    return exe
+
+
+def test_a_kept_probe_answer_skips_starting_the_interpreter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exe = _copy_of_real(tmp_path)
+    calls = _counting_probe(monkeypatch)
+    cache = tmp_path / "cache"
+    first = interpreters.find("3.12", explicit=str(exe), cache=cache)
+    again = interpreters.find("3.12", explicit=str(exe), cache=cache)
+    assert first == again and first.path == str(exe) and calls == [str(exe)]
+    assert len(list((cache / "interpreters").glob("*.json"))) == 1
+    st = exe.stat()
+    os.utime(exe, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # reinstalled in place: another file
+    assert interpreters.find("3.12", explicit=str(exe), cache=cache) == first and len(calls) == 2
+    with pytest.raises(UsageError, match="not 3.11"):  # a kept answer still judges the version
+        interpreters.find("3.11", explicit=str(exe), cache=cache)
+    assert len(calls) == 2
+
+
+def test_a_venv_beside_it_changes_the_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe reports a venv's base interpreter from the pyvenv.cfg above it: that file is
+    part of the key, so a pyvenv.cfg appearing is a miss, not a stale "not a venv"."""
+    exe = _copy_of_real(tmp_path)
+    calls = _counting_probe(monkeypatch)
+    cache = tmp_path / "cache"
+    assert not isinstance(interpreters.probe_kept(str(exe), None, cache), str)
+    (tmp_path / "pyvenv.cfg").write_text(f"home = {Path(real()).parent}\n")
+    got = interpreters.probe_kept(str(exe), None, cache)
+    assert not isinstance(got, str) and got[3] is not None  # now seen as a venv's python
+    assert len(calls) == 2
+
+
+def test_a_script_or_a_failure_is_never_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wrapper = sh(tmp_path / "bin" / "python3.12", f'exec "{real()}" "$@"')
+    broken = sh(tmp_path / "bin2" / "python3.12", "exit 3")
+    calls = _counting_probe(monkeypatch)
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        assert not isinstance(interpreters.probe_kept(str(wrapper), None, cache), str)
+        assert isinstance(interpreters.probe_kept(str(broken), None, cache), str)
+    assert len(calls) == 4 and not (cache / "interpreters").exists()
+
+
+def test_a_damaged_or_foreign_entry_is_not_believed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exe = _copy_of_real(tmp_path)
+    calls = _counting_probe(monkeypatch)
+    cache = tmp_path / "cache"
+    want = interpreters.probe_kept(str(exe), None, cache)
+    [entry] = (cache / "interpreters").glob("*.json")
+    entry.write_text(entry.read_text()[:20])
+    assert interpreters.probe_kept(str(exe), None, cache) == want and len(calls) == 2
+    d = __import__("json").loads(entry.read_text())
+    entry.write_text(__import__("json").dumps({"key": d["key"] + "x", "value": ["9.9.9", "cpython", "/x", None]}))
+    assert interpreters.probe_kept(str(exe), None, cache) == want and len(calls) == 3

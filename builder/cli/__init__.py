@@ -119,6 +119,9 @@ def main(ctx: click.Context, project_dir: str | None, quiet: bool, verbose: bool
         import logging  # only here: `builder --help` and `lock --check` need not load it
 
         logging.basicConfig(level=logging.DEBUG, format="builder: %(message)s", stream=sys.stderr)
+        from builder import _proc
+
+        _proc.enable_debug()
     ctx.obj = {"project_dir": project_dir, "quiet": quiet, "verbose": verbose}
 
 

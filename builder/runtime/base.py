@@ -40,6 +40,7 @@ class BaseRequest:
     timeout: float = 600.0
     protected: Protected | None = None
     final: Path | None = None  # where staging will be renamed to (conda prefixes embed it)
+    cache: Path | None = None  # builder's (gated) cache: interpreter probe answers are kept there
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +117,7 @@ class VenvBase:
         from builder.runtime import interpreters
 
         found = interpreters.find(req.python, explicit=req.interpreter, protected=req.protected,
-                                  uv=req.uv, env=req.env)
+                                  uv=req.uv, env=req.env, cache=req.cache)
         # --relocatable: scripts and activators find the env relative to
         # themselves, so renaming staging into place keeps them working.
         argv = [req.uv, "venv", str(req.staging), "--python", found.path, "--relocatable",

@@ -25,7 +25,7 @@ from builder.project import Project, lock_path, regenerate_command, select_pytho
 from builder.protect import Protected
 from builder.runtime import layout, swap
 from builder.runtime.base import BaseRequest, default_base, get_base, identity
-from builder.runtime.sync import sync
+from builder.runtime.sync import picked_wheels, sync
 from builder.spec import Matrix
 
 LOCK_WAIT = 600.0
@@ -198,13 +198,18 @@ def build(project: Project, req: BuildRequest, protected: Protected,
         try:
             staging.mkdir()  # inside the try: a signal right after it still removes it
             say(name, f"creating the {base.name} base")
+            # The host's wheel of each package (packaging's tags: ~10 ms of CPU) is picked on
+            # a thread while this one waits for the base (`uv venv`).
+            picked = _in_background(lambda: picked_wheels(lock, python))
             t = time.monotonic()
             made = base.create(BaseRequest(staging=staging, python=python, matrix=matrix, uv=uv, env=env,
-                                           interpreter=req.interpreter, protected=protected, final=final))
+                                           interpreter=req.interpreter, protected=protected, final=final,
+                                           cache=check_cache))
             t_base = time.monotonic() - t
             say(name, f"Python {made.version} from {made.source} ({made.origin}); base ready in {t_base:.1f}s")
             t = time.monotonic()
-            sync(uv, made.python, made.version, lock, cache_dir, env, progress=lambda m: say(name, m))
+            sync(uv, made.python, made.version, lock, cache_dir, env, progress=lambda m: say(name, m),
+                 picked=picked())
             t_sync = time.monotonic() - t
             # Flush what uv wrote while the smoke tests run: the syncfs before the rename then
             # only has the smoke phase's and the manifest's writes left to flush.

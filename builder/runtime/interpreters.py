@@ -24,6 +24,7 @@ shim knows (pyenv's ``system``) is still found.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -76,6 +77,53 @@ def probe(exe: str, env: Mapping[str, str] | None = None) -> tuple[str, str, str
         return f"unexpected output: {res.stdout.strip()[:80]}"
     version, impl, in_venv, executable, base = lines[:5]
     return version, impl, executable, (base if in_venv == "1" else None)
+
+
+def _identity(exe: str) -> str | None:
+    """What the probe's answer depends on, as a memo key; None when it cannot be pinned down.
+
+    The answer (version, implementation, sys.executable, venv base) is the binary's and
+    the venv's: the path as given, the real file's inode, size, mtime and ctime (a
+    reinstall changes them), and the ``pyvenv.cfg`` the probe looks at.  Only an ELF
+    executable is kept: a script (a wrapper, a shim) may run another interpreter next
+    time without changing itself.  uv keys its own interpreter cache the same way
+    (executable path and modification time).
+    """
+    try:
+        real = os.path.realpath(exe)
+        with open(real, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                return None
+            st = os.fstat(f.fileno())
+    except OSError:
+        return None
+    cfg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(exe))), "pyvenv.cfg")
+    try:
+        c = os.stat(cfg)
+        venv = f"{c.st_ino}:{c.st_size}:{c.st_mtime_ns}:{c.st_ctime_ns}"
+    except OSError:
+        venv = "-"
+    probe_id = hashlib.sha256(PROBE.encode()).hexdigest()[:16]
+    return "|".join((probe_id, os.path.abspath(exe), real, f"{st.st_dev}:{st.st_ino}:{st.st_size}:"
+                     f"{st.st_mtime_ns}:{st.st_ctime_ns}", venv))
+
+
+def probe_kept(exe: str, env: Mapping[str, str] | None, cache: Path | None) -> tuple[str, str, str, str | None] | str:
+    """:func:`probe`, answered from ``cache`` when this very file answered before
+    (a warm build skips starting the interpreter; a failed probe is never kept)."""
+    key = _identity(exe) if cache is not None else None
+    if cache is None or key is None:
+        return probe(exe, env)
+    from builder import memo
+
+    kept = memo.get_json(cache, "interpreters", key)
+    if (isinstance(kept, list) and len(kept) == 4 and all(isinstance(x, str) for x in kept[:3])
+            and (kept[3] is None or isinstance(kept[3], str))):
+        return kept[0], kept[1], kept[2], kept[3]
+    got = probe(exe, env)
+    if not isinstance(got, str):
+        memo.keep_json(cache, "interpreters", key, list(got))
+    return got
 
 
 def pyenv_root(env: Mapping[str, str]) -> Path | None:
@@ -135,8 +183,12 @@ def find(
     protected: Protected | None = None,
     uv: str | None = None,
     env: Mapping[str, str] | None = None,
+    cache: Path | None = None,
 ) -> Interpreter:
-    """Find and verify a CPython ``python`` (``"3.12"``) interpreter."""
+    """Find and verify a CPython ``python`` (``"3.12"``) interpreter.
+
+    ``cache``: builder's cache directory, where probe answers are kept (:func:`probe_kept`).
+    """
     env = dict(env) if env is not None else _proc.clean_env()
     rejected: list[tuple[str, str]] = []
 
@@ -147,7 +199,7 @@ def find(
                 if hit is not None:
                     rejected.append((path, f"inside the protected {hit.why}"))
                     return None
-        got = probe(path, env)
+        got = probe_kept(path, env, cache)
         if isinstance(got, str):
             rejected.append((path, got))
             return None

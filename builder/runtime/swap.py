@@ -10,7 +10,6 @@ name lock is free).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import secrets
@@ -28,6 +27,8 @@ _libc: Any = None
 def _lib() -> Any:
     global _libc
     if _libc is None:
+        import ctypes  # here: first needed by the flush that runs beside the smoke tests
+
         _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
@@ -93,6 +94,8 @@ def _renameat2_exchange(a: Path, b: Path) -> bool:
     at_fdcwd, rename_exchange = -100, 2
     if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
         return True
+    import ctypes
+
     err = ctypes.get_errno()
     if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
         return False

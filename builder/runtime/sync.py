@@ -74,14 +74,16 @@ def sync_argv(uv: str, python: Path, requirements: Path, cache_dir: str | None) 
 
 
 def sync(uv: str, python: Path, version: str, lock: pylock.Lock, cache_dir: str | None,
-         env: Mapping[str, str], progress: Say | None = None) -> float:
+         env: Mapping[str, str], progress: Say | None = None,
+         picked: list[tuple[pylock.Package, pylock.Wheel]] | None = None) -> float:
     """Install ``lock`` into the environment of ``python``; seconds taken, or a typed error.
 
+    ``picked``: :func:`picked_wheels` of ``lock``, if the caller has it already.
     ``progress`` gets one line per event: the start (packages, bytes), each large
     download uv reports, and uv's phase summaries (:mod:`builder.runtime.installprogress`).
     """
     on_line = None
-    picked = picked_wheels(lock, version)
+    picked = picked if picked is not None else picked_wheels(lock, version)
     if progress is not None:
         sizes = {p.name: w.size for p, w in picked if w.size}
         progress(f"installing {len(picked)} packages ({human(sum(sizes.values()))} of wheels; "
