@@ -22,6 +22,29 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.helpers.conda_channel", "tests.helpers.runtimes"]
 
 
+_own_cache: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """builder's cache for the whole run (xdist workers inherit it): what the tests' builds and
+    checks keep there (wheel facts, lock models, interpreter answers) must not pile up in the
+    developer's ~/.cache/builder.  A BUILDER_CACHE_DIR set by hand (the GPU runs') is kept."""
+    global _own_cache
+    if not os.environ.get("BUILDER_CACHE_DIR"):
+        import tempfile
+
+        _own_cache = tempfile.mkdtemp(prefix="builder-test-cache-")
+        os.environ["BUILDER_CACHE_DIR"] = _own_cache
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _own_cache is not None:
+        import shutil
+
+        shutil.rmtree(_own_cache, ignore_errors=True)
+        os.environ.pop("BUILDER_CACHE_DIR", None)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Close the runtime world's index servers while their threads still run (see close_servers)."""
     from tests.helpers import runtimes
