@@ -6,11 +6,14 @@ validated model of each lock (:func:`builder.pylock.parse`) and the parsed table
 kept in builder's cache directory (the gated check cache, beside the wheel facts), under a key
 that hashes the input bytes and the code that derives them:
 
-* ``DIR/locks/<key>.json``: :func:`builder.pylock.memo_key` (the lock's bytes, the parser's
-  source, packaging's version); the entry must name the lock's own sha256 to be believed.
-* ``DIR/toml/<key>.json``: the data file's bytes and the TOML reader.
+* ``DIR/locks/``: :func:`builder.pylock.memo_key` (the lock's bytes, the parser's source,
+  packaging's version); the model must also name the lock's own sha256 to be believed.
+* ``DIR/toml/``: the data file's bytes and the TOML reader.
 * ``DIR/interpreters/``: what an interpreter said of itself
   (:func:`builder.runtime.interpreters.probe`), keyed by its file's identity (see there).
+
+Every entry is ``{"key": ..., "value": ...}`` in a file named by the key's sha256
+(:func:`get_json`, :func:`keep_json`).
 
 A miss derives and keeps the result; an entry that does not read back exactly (torn,
 edited, another format) is ignored and rewritten; an invalid lock raises before anything is
@@ -65,9 +68,13 @@ def get_json(cache: Path, kind: str, key: str) -> Any:
 
 
 def keep_json(cache: Path, kind: str, key: str, value: Any) -> None:
-    """Keep a JSON value under ``key`` in ``cache/kind/`` (best effort)."""
-    _keep(cache / kind / f"{hashlib.sha256(key.encode()).hexdigest()}.json",
-          json.dumps({"key": key, "value": value}, separators=(",", ":")))
+    """Keep a JSON value under ``key`` in ``cache/kind/`` (best effort).  A value JSON would
+    not give back exactly (dates, inf, nan) is not kept."""
+    try:
+        text = json.dumps({"key": key, "value": value}, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return
+    _keep(cache / kind / f"{hashlib.sha256(key.encode()).hexdigest()}.json", text)
 
 
 def lock(raw: bytes, where: str, cache: Path | None) -> pylock.Lock:
@@ -78,14 +85,11 @@ def lock(raw: bytes, where: str, cache: Path | None) -> pylock.Lock:
     key = pylock.memo_key(sha)
     if key is None:
         return pylock.parse(raw, where)
-    file = cache / "locks" / f"{key}.json"
-    entry = _entry(file)
-    if entry is not None:
-        hit = pylock.from_memo(entry, raw, sha, where)
-        if hit is not None:
-            return hit
+    hit = pylock.from_memo(get_json(cache, "locks", key), raw, sha, where)
+    if hit is not None:
+        return hit
     parsed = pylock.parse(raw, where)  # raises on an invalid lock: nothing is kept
-    _keep(file, pylock.to_memo(parsed))
+    keep_json(cache, "locks", key, pylock.to_memo(parsed))
     return parsed
 
 
@@ -101,21 +105,10 @@ def use_for_data(cache: Path | None) -> None:
 
 
 def _data(raw: bytes, cache: Path) -> dict[str, Any]:
-    sha = hashlib.sha256(raw).hexdigest()
-    key = hashlib.sha256(f"{TOML_FORMAT}|{tomlread.IMPL}|{sha}".encode()).hexdigest()
-    file = cache / "toml" / f"{key}.json"
-    entry = _entry(file)
-    if entry is not None:
-        try:
-            d = json.loads(entry)
-            if d["sha256"] == sha and isinstance(d["data"], dict):
-                return d["data"]
-        except (ValueError, KeyError, TypeError, RecursionError):
-            pass
+    key = f"{TOML_FORMAT}|{tomlread.IMPL}|{hashlib.sha256(raw).hexdigest()}"
+    kept = get_json(cache, "toml", key)
+    if isinstance(kept, dict):
+        return kept
     data = tomlread.loads(raw.decode("utf-8"))
-    try:
-        text = json.dumps({"sha256": sha, "data": data}, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError):  # dates, times, inf or nan: JSON would not give them back
-        return data
-    _keep(file, text)
+    keep_json(cache, "toml", key, data)
     return data

@@ -389,14 +389,14 @@ def memo_key(raw_sha: str) -> str | None:
     return hashlib.sha256(f"{_code_id}|{raw_sha}".encode()).hexdigest()
 
 
-def to_memo(lock: Lock) -> str:
-    """The entry text of a validated model."""
-    return json.dumps({
+def to_memo(lock: Lock) -> dict[str, Any]:
+    """The entry (JSON) of a validated model."""
+    return {
         "format": MEMO_FORMAT, "sha256": lock.sha256, "requires-python": lock.requires_python,
         "content-hash": lock.content_hash,
         "packages": [[p.name, p.version, p.marker, p.requires_python, p.source,
                       [[w.filename, w.url, w.path, w.size, dict(w.hashes)] for w in p.wheels]]
-                     for p in lock.packages]}, separators=(",", ":"))
+                     for p in lock.packages]}
 
 
 def _opt_str(v: object) -> str | None:
@@ -405,10 +405,10 @@ def _opt_str(v: object) -> str | None:
     raise TypeError("not a string")
 
 
-def from_memo(entry: bytes, raw: bytes, raw_sha: str, where: str) -> Lock | None:
-    """The model an entry holds for ``raw`` (sha256 ``raw_sha``), or None when it is not one."""
+def from_memo(d: Any, raw: bytes, raw_sha: str, where: str) -> Lock | None:
+    """The model an entry (JSON, or None) holds for ``raw`` (sha256 ``raw_sha``), or None when it
+    is not exactly one."""
     try:
-        d = json.loads(entry)
         if d["format"] != MEMO_FORMAT or d["sha256"] != raw_sha:
             return None
         packages = []

@@ -83,9 +83,9 @@ def test_a_damaged_entry_is_ignored_and_rewritten(damage: str, tmp_path: Path) -
     if damage == "truncated":
         entry.write_text(raw[: len(raw) // 2])
     elif damage == "other-sha":
-        entry.write_text(json.dumps({**d, "sha256": "0" * 64}))
+        entry.write_text(json.dumps({**d, "value": {**d["value"], "sha256": "0" * 64}}))
     elif damage == "wrong-type":
-        d["packages"][0][0] = 7
+        d["value"]["packages"][0][0] = 7
         entry.write_text(json.dumps(d))
     elif damage == "not-json":
         entry.write_bytes(b"\xff\xfe")
@@ -174,7 +174,7 @@ def test_a_kept_data_file_reads_back_as_parsed(path: Path, data_memo: Path) -> N
     assert tomlread.load_data(path) == want  # a hit
     entry.write_text(entry.read_text()[:100])  # torn: ignored, parsed, rewritten
     assert tomlread.load_data(path) == want
-    assert json.loads(entry.read_text())["data"] == want
+    assert json.loads(entry.read_text())["value"] == want
 
 
 def test_a_data_file_json_cannot_hold_is_parsed_every_time(data_memo: Path, tmp_path: Path) -> None:
