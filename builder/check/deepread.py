@@ -10,6 +10,13 @@ member's size.  Every request goes through :mod:`builder._http`, the one
 bounded reader; one :class:`_http.Budget` gives the whole read its deadline
 and byte cap.
 
+While the member streams, nvcc's banner ("Cuda compilation tools, release 12.9,
+V12.9.86", which nvcc writes into the code it embeds) is looked for too
+(:class:`Banners`): the build toolkit of the kernels, read from the extension that
+runs them.  A compressed fatbin keeps the banner's first words but may mangle the
+version behind ``V`` (vLLM 0.27.1: ``release 13.0, V.88``), so the release is kept
+apart from the full version, and each only when the member names exactly one.
+
 What is verified: the size the server reports equals the lock's wheel size, and
 the inflated member matches the CRC-32 and size in the zip directory.  The
 wheel's sha256 cannot be checked without reading all of it; it is the cache key
@@ -25,6 +32,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import re
 import struct
 import time
 import zipfile
@@ -48,6 +56,45 @@ DEADLINE_S = 600.0
 MAX_BYTES = 512 * 1024 * 1024
 HTTP_TIMEOUT = _http.READ_TIMEOUT  # one socket read may stall this long
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # zip local file header, 30 bytes
+#: nvcc's banner; the version after ``V`` is optional because fatbin compression may mangle it.
+_BANNER = re.compile(rb"Cuda compilation tools, release (\d+\.\d+), V(\d+\.\d+\.\d+)?")
+_BANNER_SPAN = 96  # a match starting this far before a chunk's end is complete
+
+
+class Banners:
+    """nvcc banners in a byte stream fed in chunks (a banner may straddle two)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.releases: set[str] = set()
+        self.versions: set[str] = set()
+        self._carry = b""
+
+    def _scan(self, buf: bytes, limit: int) -> int:
+        end = 0
+        for m in _BANNER.finditer(buf):
+            if m.start() >= limit:
+                break
+            self.count += 1
+            release = m.group(1).decode()
+            self.releases.add(release)
+            if m.group(2) and m.group(2).decode().startswith(release + "."):
+                self.versions.add(m.group(2).decode())
+            end = m.end()
+        return end
+
+    def feed(self, chunk: bytes) -> None:
+        buf = self._carry + chunk
+        limit = max(0, len(buf) - _BANNER_SPAN)
+        self._carry = buf[max(limit, self._scan(buf, limit)):]
+
+    def finish(self) -> tuple[str | None, str | None]:
+        """(full nvcc version, CUDA release), each only when the stream names exactly one."""
+        self._scan(self._carry, len(self._carry))
+        self._carry = b""
+        release = next(iter(self.releases)) if len(self.releases) == 1 else None
+        version = next(iter(self.versions)) if len(self.versions) == 1 and release else None
+        return version, release
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +131,9 @@ class DeepResult:
     read_at: str  # ISO date
     reader_version: int = fatbin.READER_VERSION
     origin: str = "http"  # http | file | cache
+    nvcc: str | None = None  # full nvcc version of the member's banner ("12.9.86"), when intact and unique
+    nvcc_release: str | None = None  # the CUDA release its banners name ("13.0"), when unique
+    nvcc_banners: int = 0  # banners seen in the member
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,7 +143,8 @@ class DeepResult:
             "containers": self.containers, "entries": self.entries, "region": self.region,
             "outside": self.outside, "bytes_transferred": self.bytes_transferred, "requests": self.requests,
             "seconds": round(self.seconds, 3), "read_at": self.read_at, "reader_version": self.reader_version,
-            "produced_by": fatbin.PRODUCED_BY,
+            "produced_by": fatbin.PRODUCED_BY, "nvcc": self.nvcc, "nvcc_release": self.nvcc_release,
+            "nvcc_banners": self.nvcc_banners,
         }
 
     @classmethod
@@ -105,7 +156,8 @@ class DeepResult:
             containers=int(d["containers"]), entries=int(d["entries"]), region=str(d["region"]),
             outside=int(d["outside"]), bytes_transferred=int(d["bytes_transferred"]),
             requests=int(d["requests"]), seconds=float(d["seconds"]), read_at=str(d["read_at"]),
-            reader_version=int(d["reader_version"]), origin="cache",
+            reader_version=int(d["reader_version"]), origin="cache", nvcc=d.get("nvcc"),
+            nvcc_release=d.get("nvcc_release"), nvcc_banners=int(d["nvcc_banners"]),
         )
 
 
@@ -241,14 +293,27 @@ def _member_info(zf: zipfile.ZipFile, ref: MemberRef) -> zipfile.ZipInfo:
                           "the lock names another wheel than the data expects") from None
 
 
-def _result(ref: MemberRef, info: zipfile.ZipInfo, report: fatbin.FatbinReport, budget: _Budget,
-            origin: str) -> DeepResult:
+class _Tap:
+    """One stream, two readers: the fatbin headers and nvcc's banners."""
+
+    def __init__(self) -> None:
+        self.fatbin, self.banners = fatbin.Reader(), Banners()
+
+    def feed(self, chunk: bytes) -> None:
+        self.fatbin.feed(chunk)
+        self.banners.feed(chunk)
+
+
+def _result(ref: MemberRef, info: zipfile.ZipInfo, tap: _Tap, budget: _Budget, origin: str) -> DeepResult:
+    report = tap.fatbin.finish()
+    nvcc, release = tap.banners.finish()
     return DeepResult(
         filename=ref.filename, sha256=ref.sha256, member=ref.member, member_size=info.file_size,
         compress_size=info.compress_size, crc32=info.CRC, archs=report.archs, ptx_isa=report.ptx_isa,
         containers=report.containers, entries=report.entries, region=report.region, outside=report.outside,
         bytes_transferred=budget.spent, requests=budget.requests, seconds=time.monotonic() - budget.t0,
-        read_at=_dt.date.today().isoformat(), origin=origin,
+        read_at=_dt.date.today().isoformat(), origin=origin, nvcc=nvcc, nvcc_release=release,
+        nvcc_banners=tap.banners.count,
     )
 
 
@@ -269,9 +334,9 @@ def _read_http(ref: MemberRef, budget: _Budget) -> DeepResult:
     if sig != b"PK\x03\x04":
         raise Unavailable(f"{ref.filename}: no local header for {ref.member}", "re-lock or check the index")
     start = info.header_offset + _LOCAL.size + name_len + extra_len
-    reader = fatbin.Reader()
-    _inflate(info, remote.stream(start, start + info.compress_size), reader.feed, f"{ref.filename}: {ref.member}")
-    return _result(ref, info, reader.finish(), budget, "http")
+    tap = _Tap()
+    _inflate(info, remote.stream(start, start + info.compress_size), tap.feed, f"{ref.filename}: {ref.member}")
+    return _result(ref, info, tap, budget, "http")
 
 
 def _read_file(ref: MemberRef, budget: _Budget) -> DeepResult:
@@ -286,16 +351,16 @@ def _read_file(ref: MemberRef, budget: _Budget) -> DeepResult:
             raw.seek(0)
             with zipfile.ZipFile(raw) as zf:
                 info = _member_info(zf, ref)
-                reader = fatbin.Reader()
+                tap = _Tap()
                 with zf.open(info) as f:  # zipfile inflates and checks the CRC-32 itself
                     while piece := f.read(INFLATE_OUT):
                         if budget.remaining() <= 0:
                             raise budget.late()
-                        reader.feed(piece)
+                        tap.feed(piece)
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise Unavailable(f"{ref.filename}: cannot read {ref.member} from {ref.path}: {exc}",
                           "restore the file or re-lock") from None
-    return _result(ref, info, reader.finish(), budget, "file")
+    return _result(ref, info, tap, budget, "file")
 
 
 def deep_read(ref: MemberRef, *, cache: DeepCache | None = None, offline: bool = False,

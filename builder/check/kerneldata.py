@@ -1,14 +1,16 @@
 """Shipped GPU-architecture evidence: ``builder/data/kernels.toml`` (pure loader).
 
-One row per (wheel, member): the SASS/PTX targets that builder's own fatbin
-reader (:mod:`builder.fatbin`, through :mod:`builder.check.deepread`) found in a large
-extension such as ``vllm/_C.abi3.so``, with the wheel's sha256 and URL.  A
-default ``check`` answers from here (no member download); a row applies only to
+One row per wheel: the SASS/PTX targets that builder's own fatbin reader
+(:mod:`builder.fatbin`, through :mod:`builder.check.deepread`) found in its main
+extension (``vllm/_C.abi3.so``, from vLLM 0.24 ``vllm/_C_stable_libtorch.abi3.so``),
+the nvcc banner it carries, the wheel's sha256, URL, architecture and upload time.
+A default ``check`` answers from here (no member download); a row applies only to
 the exact wheel whose sha256 it names.  Regenerate with ``scripts/kernel_data.py``.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,24 +20,32 @@ from builder import tomlread
 from builder.archcompat import KernelArchs
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "kernels.toml"
-SCHEMA = 1
-_STR = ("package", "version", "wheel", "wheel_sha256", "member", "produced_by", "date", "source")
+SCHEMA = 2  # 2: one row per wheel of every release, with arch, uploaded and the nvcc banner
+_STR = ("package", "version", "arch", "wheel", "wheel_sha256", "uploaded", "member", "produced_by", "date",
+        "source")
 _INT = ("wheel_size", "member_size", "member_crc32", "containers", "entries", "reader_version",
-        "bytes_transferred")
+        "bytes_transferred", "nvcc_banners")
+_OPT_STR = ("ptx_isa", "nvcc", "nvcc_release")
+_KEYS = (*_STR, *_INT, *_OPT_STR, "sass", "ptx", "groups")
 
 
 @dataclass(frozen=True, kw_only=True)
 class KernelRow:
     package: str
     version: str
+    arch: str  # x86_64 | aarch64, from the wheel's platform tag
     wheel: str
     wheel_sha256: str
     wheel_size: int
+    uploaded: str  # the wheel's upload time on the index (PEP 700), ISO 8601
     member: str
     member_size: int
     member_crc32: int
     archs: KernelArchs
     ptx_isa: str | None
+    nvcc: str | None  # the member's nvcc banner, full version ("12.9.86"), when intact and unique
+    nvcc_release: str | None  # the CUDA release its banners name ("13.0"), when unique
+    nvcc_banners: int
     containers: int
     entries: int
     produced_by: str
@@ -43,6 +53,11 @@ class KernelRow:
     date: str
     source: str
     bytes_transferred: int
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, _KEYS, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def from_mapping(data: Mapping[str, Any]) -> tuple[KernelRow, ...]:
@@ -55,9 +70,8 @@ def from_mapping(data: Mapping[str, Any]) -> tuple[KernelRow, ...]:
         where = f"kernels[{i}]"
         bad = [f"{where}.{k}: expected a string" for k in _STR if not isinstance(raw.get(k), str)]
         bad += [f"{where}.{k}: expected an integer" for k in _INT if not isinstance(raw.get(k), int)]
-        isa = raw.get("ptx_isa")
-        if isa is not None and not isinstance(isa, str):
-            bad.append(f"{where}.ptx_isa: expected a string")
+        bad += [f"{where}.{k}: expected a string" for k in _OPT_STR if not isinstance(raw.get(k, ""), str)]
+        bad += [f"{where}.{k}: unknown key" + _did_you_mean(k) for k in raw if k not in _KEYS]
         try:
             archs = KernelArchs.from_dict(raw)
         except (KeyError, TypeError, ValueError) as exc:
@@ -65,7 +79,7 @@ def from_mapping(data: Mapping[str, Any]) -> tuple[KernelRow, ...]:
         if bad:
             problems += bad
             continue
-        rows.append(KernelRow(archs=archs, ptx_isa=isa, **{k: raw[k] for k in _STR + _INT}))
+        rows.append(KernelRow(archs=archs, **{k: raw.get(k) for k in _OPT_STR}, **{k: raw[k] for k in _STR + _INT}))
     if problems:
         raise ValueError("; ".join(problems))
     return tuple(rows)
