@@ -32,18 +32,18 @@ import tomlkit
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
-from builder import fatbin
+from builder.binaries import fatbin
 from builder.check import deepread, kerneldata
 from builder.errors import Unavailable
-from builder.fsio import atomic_write
+from builder.files.fsio import atomic_write
 
 INDEX = "https://pypi.org/simple"
 DEFAULT_MEMBER = "vllm/_C.abi3.so"
 HEADER = """\
 GPU code in large CUDA extensions of locked wheels: SASS (cubin) and PTX targets per
 wheel, read from the fatbin container and entry headers by builder's own reader
-(builder/fatbin.py), never from sm_NN strings.  `groups` counts fatbin containers
-(one per compiled source file) by the targets they carry: builder.archcompat.covers
+(builder/binaries/fatbin.py), never from sm_NN strings.  `groups` counts fatbin containers
+(one per compiled source file) by the targets they carry: builder.binaries.archcompat.covers
 uses the largest group meant for a GPU as the build's arch list.
 A row applies only to the wheel whose sha256 it names.  Regenerate (network, PyPI):
   python scripts/kernel_data.py vllm==VERSION ...      (see its docstring)

@@ -12,8 +12,8 @@ import tomllib
 
 import pytest
 
-from builder import fatbin
-from builder.archcompat import covers
+from builder.binaries import fatbin
+from builder.binaries.archcompat import covers
 from builder.check import kerneldata
 
 VLLM_0130_SHA = "12b3d0a3b91c32a0091349de64b464f1c3d499a5b3a5d0ec387fef94ed5df6ee"  # FACTS.md: 474,942,618 bytes

@@ -161,7 +161,7 @@ def test_cli_writes_runbook_atomically(tmp_path: Path) -> None:
 FORBIDDEN = {"apt", "apt-get", "aptitude", "dpkg", "modprobe", "rmmod", "insmod", "reboot", "shutdown",
              "systemctl", "init", "telinit", "sudo", "kexec"}
 DRIVER_MODULES = ["driver/probe.py", "driver/parse.py", "driver/facts.py", "driver/snapshot.py",
-                  "driver/preflight.py", "driver/runbook.py", "driver/verify.py", "driver/ops.py",
+                  "driver/preflight.py", "driver/runbook.py", "driver/verify.py", "ops/driver.py",
                   "cli/host_cmds.py"]
 
 
@@ -203,7 +203,7 @@ def test_no_builder_module_names_a_host_changing_program() -> None:
 def test_pure_modules_cannot_run_anything() -> None:
     code = ("import sys, builder.driver.runbook, builder.driver.preflight, builder.driver.verify, "
             "builder.driver.facts, builder.driver.parse, builder.driver.snapshot; "
-            "print(sorted(m for m in ('builder._proc', 'builder.driver.probe', 'builder.driver.ops')"
+            "print(sorted(m for m in ('builder._proc', 'builder.driver.probe', 'builder.ops.driver')"
             " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 
 from builder.cli import main
 from builder.driver import facts as hostfacts
-from builder.driver import ops as hostops
 from builder.driver import snapshot
 from builder.driver import verify as verify_driver
 from builder.driver.snapshot import ProbeRecord
+from builder.ops import driver as hostops
 from builder.project import Project
 from builder.runtime import layout
 from tests.test_host import fake_nvidia_smi, script

@@ -1,7 +1,7 @@
 """Shipped GPU-architecture evidence: ``builder/data/kernels.toml`` (pure loader).
 
 One row per (wheel, member): the SASS/PTX targets that builder's own fatbin
-reader (:mod:`builder.fatbin`, through :mod:`builder.check.deepread`) found in a large
+reader (:mod:`builder.binaries.fatbin`, through :mod:`builder.check.deepread`) found in a large
 extension such as ``vllm/_C.abi3.so``, with the wheel's sha256 and URL.  A
 default ``check`` answers from here (no member download); a row applies only to
 the exact wheel whose sha256 it names.  Regenerate with ``scripts/kernel_data.py``.
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import tomlread
-from builder.archcompat import KernelArchs
+from builder import data as datafiles
+from builder.binaries.archcompat import KernelArchs
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "kernels.toml"
+DATA = datafiles.KERNELS
 SCHEMA = 1
 _STR = ("package", "version", "wheel", "wheel_sha256", "member", "produced_by", "date", "source")
 _INT = ("wheel_size", "member_size", "member_crc32", "containers", "entries", "reader_version",
@@ -72,7 +72,7 @@ def from_mapping(data: Mapping[str, Any]) -> tuple[KernelRow, ...]:
 
 
 def load(path: Path = DATA) -> tuple[KernelRow, ...]:
-    return from_mapping(tomlread.load_data(path))
+    return from_mapping(datafiles.read(path))
 
 
 def find(rows: Iterable[KernelRow], *, sha256: str, member: str) -> KernelRow | None:

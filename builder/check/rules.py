@@ -10,7 +10,7 @@ import re
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from builder.archcompat import covers
+from builder.binaries.archcompat import covers
 from builder.check import components
 from builder.check import knowledge as cuda
 from builder.check.floors import NativeFloor, compat_min, jit_risks, native_floor

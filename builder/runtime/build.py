@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from builder import _proc, fsio, inputs, memo, paths, pylock, tools
+from builder import _proc, memo, paths, pylock, tools
 from builder.errors import BuildError, Busy, LockFileError, NotReady, StaleLock
+from builder.files import fsio, inputs
 from builder.lock import state as lockstate
 from builder.project import Project, lock_path, regenerate_command, select_pythons
 from builder.protect import Protected

@@ -23,7 +23,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from builder import _proc, elf, pylock
+from builder import _proc, pylock
+from builder.binaries import elf
 from builder.errors import LockFileError, Unavailable, UsageError
 
 PROBE_TIMEOUT = 60.0

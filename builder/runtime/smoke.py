@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from packaging.version import InvalidVersion, Version
 
 from builder import _proc, paths, pylock
-from builder.archcompat import Arch, runs_on_name
+from builder.binaries.archcompat import Arch, runs_on_name
 from builder.errors import BuilderError, ProtectedEnvError
 from builder.runtime import doctor
 from builder.spec import Matrix
@@ -239,7 +239,7 @@ def classify_vllm_help(res: _proc.Result, gpu: bool) -> Step:
 def arch_supported(cc: str, arch_list: list[str]) -> tuple[bool, str]:
     """Can code in ``arch_list`` (``torch.cuda.get_arch_list()``) run on a device of ``cc``?
 
-    The rule is :func:`builder.archcompat.runs_on`; this only words the answer.
+    The rule is :func:`builder.binaries.archcompat.runs_on`; this only words the answer.
     """
     major, minor = compute_capability(cc)
     want = f"sm_{major}{minor}"

@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import inputs
 from builder.errors import UsageError
-from builder.fsio import atomic_write
+from builder.files import inputs
+from builder.files.fsio import atomic_write
 
 URL_VAR = "OPENAI_BASE_URL"
 MODEL_VAR = "OPENAI_MODEL"
