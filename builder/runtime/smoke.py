@@ -2,10 +2,12 @@
 
 Every step ends ``pass``, ``fail`` or ``skipped`` with a reason.  On a host
 without a GPU the GPU steps are ``skipped (no GPU)``, and so is ``vllm --help``
-when it fails with vLLM's "Failed to infer device type" (FACTS.md), and
+when it fails with vLLM's "Failed to infer device type" (vLLM's troubleshooting
+guide, https://docs.vllm.ai/en/latest/usage/troubleshooting.html#failed-to-infer-device-type), and
 ``import vllm._C`` on a host without ``libcuda.so.1``; any other failure is
 ``fail``.  On a GPU host ``torch.cuda.is_available()`` must be true:
-torch only *warns* when the driver is too old (FACTS.md), so availability, the
+torch only *warns* when the driver is too old
+(https://github.com/modelscope/FunASR/issues/2973), so availability, the
 architecture check and a real cuBLAS GEMM are what prove the stack works.
 """
 
@@ -63,7 +65,8 @@ def c():
     # A GPU step: with the GPU steps off, argv[1] says why, and it is not tried.
     if len(sys.argv) > 1 and sys.argv[1]:
         return {"skipped": sys.argv[1]}
-    # vllm._C (the compiled ops) needs the driver's libcuda.so.1 (FACTS.md): without
+    # vllm._C (the compiled ops) needs the driver's libcuda.so.1 (read from the 0.13.0
+    # wheel of https://pypi.org/project/vllm/0.13.0/#files): without
     # it the step is skipped with that reason, never passed.
     import ctypes
     try:
@@ -79,7 +82,7 @@ step("import vllm._C", c)
 """
 
 # The GEMM shape raised CUBLAS_STATUS_INVALID_VALUE on Ada with torch 2.9.1
-# (pytorch/pytorch#170676, FACTS.md).  One JSON line per result, flushed, so a
+# (https://github.com/pytorch/pytorch/issues/170676).  One JSON line per result, flushed, so a
 # crash in a later kernel keeps the earlier results.
 GPU = r"""
 import json

@@ -3,7 +3,8 @@
 vLLM's ``/health`` is liveness only (200 while the engine may be unable to run
 a request; 503 once the engine is dead, vllm-project/vllm#24897) and
 ``/v1/models`` is a static list, so only a real completion proves that the
-server serves (FACTS.md).  Steps, each ``pass``/``fail``/``skipped`` with a
+server serves (vllm-project/vllm#36960, #39863:
+https://github.com/vllm-project/vllm/issues/36960).  Steps, each ``pass``/``fail``/``skipped`` with a
 reason and its seconds:
 
 ``health``      GET /health answers 200

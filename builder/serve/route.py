@@ -5,7 +5,10 @@ exactly two variables, ``OPENAI_BASE_URL`` and ``OPENAI_MODEL``; builder's
 comment lines name the slot, runtime id, lock hash, time and the journal entry
 that wrote it.  It is replaced atomically (temp file in the same directory,
 fsync, rename, fsync of the directory: readers see the old or the new file,
-never a mix; ``ln -sfn`` would not be atomic, FACTS.md).
+never a mix; ``ln -sfn`` would not be atomic: ``ln -f`` removes the destination
+first, https://www.gnu.org/software/coreutils/manual/html_node/ln-invocation.html,
+while rename(2) replaces it atomically,
+https://pubs.opengroup.org/onlinepubs/9699919799/functions/rename.html).
 
 The journal (``<route-file>.journal``, JSON lines) gets one entry per change
 *before* the file is replaced: ``{id, time, action, from, to, prev, restores,
