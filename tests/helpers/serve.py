@@ -21,20 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.runtime import layout
+from tests.helpers import manifests
 from tests.helpers.cli import builder_cmd
 
 FAKE = Path(__file__).with_name("fake_vllm.py")
 MARKER = "FAKE_VLLM_TEST"
 RUNTIME_ID = "matrix-t-py312-0123456789ab"
 
-SMOKE_OK = [
-    {"step": "import torch", "status": "pass", "reason": ""},
-    {"step": "import vllm", "status": "pass", "reason": ""},
-    {"step": "import vllm._C", "status": "skipped", "reason": "no libcuda.so.1 on this host"},
-    {"step": "vllm --help", "status": "skipped", "reason": "no GPU: vLLM could not infer a device type"},
-    {"step": "torch.cuda.is_available()", "status": "skipped", "reason": "no GPU"},
-]
+SMOKE_OK = manifests.SMOKE_OK
 
 
 def make_runtime(root: Path, rid: str = RUNTIME_ID, smoke: list[dict[str, str]] | None = None) -> Path:
@@ -42,14 +36,7 @@ def make_runtime(root: Path, rid: str = RUNTIME_ID, smoke: list[dict[str, str]] 
     server as ``bin/vllm``."""
     rt = root / rid
     (rt / "bin").mkdir(parents=True)
-    manifest = {"format": layout.MANIFEST_FORMAT, "name": rid, "matrix": "t", "python": "3.12", "base": "venv",
-                "lock": {"path": "locks/matrix-t/pylock.py312.toml", "sha256": "ab" * 32,
-                         "content": "sha256:" + "cd" * 32, "packages": 3},
-                "built_at": "2026-11-30T00:00:00+00:00",
-                "smoke": {"python": str(rt / "bin" / "python"), "gpu": False,
-                          "ok": all(s["status"] != "fail" for s in (smoke or SMOKE_OK)),
-                          "steps": smoke if smoke is not None else SMOKE_OK}}
-    (rt / "runtime.json").write_text(json.dumps(manifest, indent=2))
+    manifests.write_built(rt, smoke=smoke)
     install_fake(rt / "bin" / "vllm")
     (rt / "bin" / "python").symlink_to(sys.executable)
     return rt
