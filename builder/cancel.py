@@ -8,7 +8,7 @@ notice the flag where they wait or commit:
 * :func:`builder._proc.run` polls it while a child runs, kills the child's
   process group and raises ``Interrupted``: worker threads stop their ``uv``
   instead of finishing it;
-* :func:`builder.fsio.atomic_write` checks it just before the rename: after a
+* :func:`builder.files.fsio.atomic_write` checks it just before the rename: after a
   signal nothing new is written (a rename that already happened stays).
 
 Later signals only set the flag again: the cleanup running after the first one

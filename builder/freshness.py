@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import inputs
 from builder.errors import LockFileError
+from builder.files import inputs
 
 STATES = ("fresh", "stale", "modified", "missing", "invalid")
 

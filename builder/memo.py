@@ -31,8 +31,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from builder import inputs, pylock, tomlread
+from builder import pylock
 from builder.errors import BuilderError
+from builder.files import inputs, tomlread
 
 TOML_FORMAT = 1
 
@@ -45,7 +46,7 @@ def _entry(file: Path) -> bytes | None:
 
 
 def _keep(file: Path, text: str) -> None:
-    from builder.fsio import atomic_write
+    from builder.files.fsio import atomic_write
 
     try:
         atomic_write(file, text)
@@ -99,7 +100,7 @@ def read_lock(path: Any, cache: Path | None) -> pylock.Lock:
 
 
 def use_for_data(cache: Path | None) -> None:
-    """Keep the parsed data files (:func:`builder.tomlread.load_data`) under ``cache`` from now on
+    """Keep the parsed data files (:func:`builder.files.tomlread.load_data`) under ``cache`` from now on
     in this process (None: parse them every time)."""
     tomlread.data_hook = None if cache is None else (lambda raw: _data(raw, cache))
 

@@ -34,7 +34,7 @@ from typing import Literal
 
 from builder import cancel, protect
 from builder.errors import FilesystemRefused, UsageError
-from builder.fsio import refuse_special
+from builder.files.fsio import refuse_special
 from builder.project import Project
 
 Kind = Literal["file", "dir"]

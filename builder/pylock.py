@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from builder import inputs
 from builder.errors import LockFileError
+from builder.files import inputs
 
 if TYPE_CHECKING:
     from packaging.tags import Tag
@@ -305,7 +305,7 @@ def parse(raw: bytes, where: str) -> Lock:
     from packaging.pylock import Pylock, PylockValidationError
     from packaging.utils import canonicalize_name
 
-    from builder import tomlread
+    from builder.files import tomlread
 
     try:
         text = raw.decode("utf-8")

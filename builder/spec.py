@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import inputs, tomlread
 from builder.errors import SpecError
+from builder.files import inputs, tomlread
 from builder.schema import Field, Problems, validate
 
 PYPI_SIMPLE = "https://pypi.org/simple"

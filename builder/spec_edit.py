@@ -9,9 +9,10 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
-from builder import inputs, paths, tomlread
+from builder import paths
 from builder.errors import SpecError, UsageError
-from builder.fsio import atomic_write
+from builder.files import inputs, tomlread
+from builder.files.fsio import atomic_write
 from builder.project import Project
 from builder.spec import Matrix, matrix_from_mapping, read_toml
 

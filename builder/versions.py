@@ -7,7 +7,7 @@
 * :func:`compute_capability`: ``"8.9"`` -> ``(8, 9)``, one parse.
 
 The binary-compatibility rule ("does SASS/PTX for sm_X run on cc Y") is
-:mod:`builder.archcompat`'s.
+:mod:`builder.binaries.archcompat`'s.
 """
 
 from __future__ import annotations

@@ -38,10 +38,10 @@ import tomlkit
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
-from builder import fatbin
+from builder.binaries import fatbin
 from builder.check import deepread, kerneldata, knowledge
 from builder.errors import Unavailable
-from builder.fsio import atomic_write
+from builder.files.fsio import atomic_write
 
 INDEX = "https://pypi.org/simple"
 #: The first release read per architecture (aarch64 wheels start at vLLM 0.10.2).
@@ -49,10 +49,10 @@ SINCE = {"x86_64": Version("0.6.0"), "aarch64": Version("0.10.2")}
 HEADER = """\
 GPU code in the main CUDA extension of every CUDA wheel of a package on PyPI: SASS (cubin)
 and PTX targets, read from the fatbin container and entry headers by builder's own reader
-(builder/fatbin.py), never from sm_NN strings; `nvcc` / `nvcc_release` are the nvcc
+(builder/binaries/fatbin.py), never from sm_NN strings; `nvcc` / `nvcc_release` are the nvcc
 banners the member carries (the release alone where fatbin compression mangled the rest).
 `groups` counts fatbin containers (one per compiled source file) by the targets they
-carry: builder.archcompat.covers uses the largest group meant for a GPU as the build's
+carry: builder.binaries.archcompat.covers uses the largest group meant for a GPU as the build's
 arch list.  The member is the first of builder/data/cuda.toml's [[main-extension]] that
 the wheel has.  A row applies only to the wheel whose sha256 it names.
 Regenerate (network, PyPI; restartable, adds rows for wheels that have none):

@@ -1,4 +1,4 @@
-"""The one binary-compatibility rule (builder.archcompat), boundary by boundary.
+"""The one binary-compatibility rule (builder.binaries.archcompat), boundary by boundary.
 
 Sources: CUDA C++ Programming Guide "Binary Compatibility" / "PTX Compatibility",
 Blackwell Compatibility Guide 1.2, NVIDIA blog "Family-Specific Architecture Features".
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.archcompat import Arch, CodeGroup, KernelArchs, covers, parse_cc, runs_on
+from builder.binaries.archcompat import Arch, CodeGroup, KernelArchs, covers, parse_cc, runs_on
 
 
 @pytest.mark.parametrize(("text", "arch"), [

@@ -61,10 +61,10 @@ def test_a_warm_check_loads_no_wheel_reader(world, tmp_path: Path) -> None:
         loaded.append(set(out["modules"]) - set(out["startup"]))  # a host's .pth files may load zipfile
     cold, warm = loaded
     assert stats.requests == before  # the warm run fetched nothing
-    reader = {"builder.check.wheelread", "builder._http", "socket", "zipfile", "builder.elf",
-              "concurrent.futures", "builder.check.deepread", "builder.fatbin", "tempfile"}
+    reader = {"builder.check.wheelread", "builder._http", "socket", "zipfile", "builder.binaries.elf",
+              "concurrent.futures", "builder.check.deepread", "builder.binaries.fatbin", "tempfile"}
     # The cold run did read (by ranges, over HTTP; stdlib modules its start-up loaded are not counted).
-    assert {"builder.check.wheelread", "builder._http", "builder.elf"} <= cold
+    assert {"builder.check.wheelread", "builder._http", "builder.binaries.elf"} <= cold
     assert reader & warm == set()
     # Nor is the lock validated again: its validated model is kept by content (builder.pylock).
     assert "packaging.pylock" in cold and "packaging.pylock" not in warm

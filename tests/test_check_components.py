@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.archcompat import KernelArchs
+from builder.binaries.archcompat import KernelArchs
 from builder.check import components, knowledge, toolkit
 from builder.check.identity import apply_kernels, identify, needs_binary, nvidia_identity
 from builder.check.model import Identity, KernelEvidence, Pkg, WheelFacts, WheelRef

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.check import kernels, knowledge, wheels
+from builder.check import fetchplan, kernels, knowledge
 from builder.check.model import Pkg, WheelFacts, WheelRef
 from builder.errors import Unavailable
 from tests.helpers import wheels as hw
@@ -46,7 +46,7 @@ def stable_abi_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_deep_reads_the_member_the_wheel_has_and_caches_it(stable_abi_wheel: Path, tmp_path: Path) -> None:
     sha = hashlib.sha256(stable_abi_wheel.read_bytes()).hexdigest()
-    stats = wheels.FetchStats()
+    stats = fetchplan.FetchStats()
     ev = kernels.deep_evidence(_pkg(sha, stable_abi_wheel), K.main_extensions["vllm"], cache_dir=tmp_path,
                                offline=False, stats=stats)  # extension list unknown: tries _C, then this
     assert ev is not None and ev.member == "vllm/_C_stable_libtorch.abi3.so" and ev.origin == "deep read"
@@ -62,8 +62,8 @@ def test_deep_without_the_member(stable_abi_wheel: Path, tmp_path: Path) -> None
     # the scan saw the wheel's extensions and none is a main extension: nothing to read
     assert kernels.deep_evidence(_pkg(sha, stable_abi_wheel, sizes=(("vllm/other.so", 1),)),
                                  K.main_extensions["vllm"], cache_dir=tmp_path, offline=False,
-                                 stats=wheels.FetchStats()) is None
+                                 stats=fetchplan.FetchStats()) is None
     # the extension list is unknown and the last candidate is missing too: the error names it
     with pytest.raises(Unavailable, match="no member vllm/_C.abi3.so"):
         kernels.deep_evidence(_pkg(sha, stable_abi_wheel), ("vllm/_C.abi3.so",), cache_dir=tmp_path,
-                              offline=False, stats=wheels.FetchStats())
+                              offline=False, stats=fetchplan.FetchStats())

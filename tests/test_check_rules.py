@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from builder import pylock
-from builder.archcompat import KernelArchs
+from builder.binaries.archcompat import KernelArchs
 from builder.check import components, knowledge, loaded, rules, toolkit
 from builder.check.identity import nvidia_identity
 from builder.check.loaded import analyze

@@ -253,7 +253,7 @@ def test_conda_lock_solver_agrees_with_rattler(cproject: Path, tmp_path: Path) -
         return {(x.name, x.version, x.hash.sha256) for x in conda_lockfile.read(p).package}
 
     assert pkgs(a.path) == pkgs(b.path)
-    from builder.conda.base import install
+    from builder.runtime.condabase import install
 
     for out, prefix in ((a, tmp_path / "pa"), (b, tmp_path / "pb")):
         install(out.path, prefix, cache_dir=tmp_path / "cache")

@@ -18,10 +18,10 @@ import yaml
 from builder import _proc, protect
 from builder.conda import backend as conda_backend
 from builder.conda import lockfile as conda_lockfile
-from builder.conda.base import CondaRuntimeBase, create_prefix, install, relocate_scripts
 from builder.errors import BuildError, LockFileError, ProtectedEnvError, StaleLock
 from builder.project import Project
 from builder.runtime.base import BaseRequest, get_base
+from builder.runtime.condabase import CondaRuntimeBase, create_prefix, install, relocate_scripts
 from tests.conftest import tree_digest, write_project
 from tests.helpers import conda_channel
 from tests.helpers.conda_channel import MM, PY

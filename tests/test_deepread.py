@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import fatbin
+from builder.binaries import fatbin
 from builder.check import deepread
 from builder.errors import Unavailable
 from tests.helpers.httpserver import Misbehave, Stats, serve

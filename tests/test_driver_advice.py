@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.driver import branches, lockfloor, preflight, runbook, snapshot
+from builder.driver import branches, preflight, runbook, snapshot
 from builder.driver import facts as hostfacts
+from builder.ops import lockfloor
 from builder.project import Project
 from tests.test_preflight import ROOT, TODAY, by_id, operator_snapshot
 

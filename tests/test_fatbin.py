@@ -1,4 +1,4 @@
-"""The fatbin reader (builder.fatbin) against NVIDIA's own cuobjdump, on real binaries.
+"""The fatbin reader (builder.binaries.fatbin) against NVIDIA's own cuobjdump, on real binaries.
 
 Real inputs: vLLM 0.13.0's ``_flashmla_extension_C.abi3.so`` (committed, see
 tests/data/fatbin/README.md) and, when nvcc is installed, a kernel compiled here
@@ -20,8 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder import _proc, fatbin
-from builder.archcompat import Arch, covers
+from builder import _proc
+from builder.binaries import fatbin
+from builder.binaries.archcompat import Arch, covers
 
 DATA = Path(__file__).parent / "data" / "fatbin"
 FLASHMLA = DATA / "vllm-0.13.0-_flashmla_extension_C.abi3.so.xz"
@@ -70,7 +71,7 @@ def flashmla(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def nv_fatbin_section(data: bytes) -> bytes:
-    from builder import elf
+    from builder.binaries import elf
 
     sec = next(s for s in elf.sections(data) if s.name == ".nv_fatbin")
     return data[sec.offset: sec.offset + sec.size]
@@ -99,7 +100,7 @@ def test_real_vllm_extension_pinned(flashmla: Path) -> None:
 def test_strings_are_not_evidence(flashmla: Path) -> None:
     # The old string scan (elf.sm_archs) sees "sm_100" only, and no arch-specific suffix;
     # the fatbin headers (and cuobjdump) say sm_90a and sm_100a.  Strings are not code.
-    from builder import elf
+    from builder.binaries import elf
 
     data = flashmla.read_bytes()
     assert elf.sm_archs(data) == ["sm_100"]

@@ -1,4 +1,4 @@
-"""Atomic writes and the directory lock (builder.fsio)."""
+"""Atomic writes and the directory lock (builder.files.fsio)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import fsio
 from builder.errors import Busy
+from builder.files import fsio
 
 
 def test_atomic_write_replaces_whole_file_with_normal_mode(tmp_path: Path) -> None:

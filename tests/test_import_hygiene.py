@@ -11,14 +11,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # Runs the real CLI in this interpreter and reports, on the last stderr line, its exit
-# code, every module it loaded and every TOML text builder.tomlread parsed.  No json here: the
+# code, every module it loaded and every TOML text builder.files.tomlread parsed.  No json here: the
 # harness must not load what the commands are checked for.
 HARNESS = r"""
 import runpy, sys
 startup = sorted(sys.modules)  # what the interpreter and its site-packages' .pth files loaded
 parsed = []
 if sys.argv[1] == "toml":
-    from builder import tomlread  # every TOML builder parses goes through its _impl.loads
+    from builder.files import tomlread  # every TOML builder parses goes through its _impl.loads
     _impl = tomlread._impl
     class _Spy:
         TOMLDecodeError = _impl.TOMLDecodeError
@@ -65,7 +65,7 @@ def test_lock_check_runs_no_tool_and_parses_no_lock() -> None:
     # No uv, no subprocess wrapper, no thread pool, no packaging: plain specs need none of it.
     assert _loaded(out, "packaging", "subprocess", "builder._proc", "builder.lock.uv", "builder.tools",
                    "concurrent", "logging") == []
-    assert _loaded(out, "tomllib") == []  # every TOML goes through builder.tomlread (the spy below sees it)
+    assert _loaded(out, "tomllib") == []  # every TOML goes through builder.files.tomlread (the spy below sees it)
     parsed = out["toml"]
     # The two matrix specs are TOML and are parsed (from a path or from their text); no lock is.
     assert isinstance(parsed, list) and len(parsed) == len(list((ROOT / "envs").glob("matrix-*.toml"))), parsed

@@ -1,4 +1,4 @@
-"""Input files are read with bounds (builder/inputs.py): a device, a FIFO nobody writes to, a
+"""Input files are read with bounds (builder/files/inputs.py): a device, a FIFO nobody writes to, a
 huge file or a CRLF copy at any path builder reads (an option, or envs/ and locks/ of the
 project) ends in one line with its exit code, in bounded time and memory, never in a
 MemoryError (exit 70) or a hang.  /dev/zero is only opened, never read; the FIFOs are real."""
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import inputs
 from builder.errors import EXIT_FAILED, EXIT_USAGE
+from builder.files import inputs
 from tests.conftest import ROOT
 from tests.helpers.cli import builder_cmd
 

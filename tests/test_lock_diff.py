@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import fsio
 from builder.check.model import CheckReport, Finding
 from builder.errors import UsageError
+from builder.files import fsio
 from builder.lock.diff import regressions
 from builder.lock.refresh import default_date, parse_date
 from tests.conftest import ROOT, builder_cmd

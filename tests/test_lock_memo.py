@@ -14,8 +14,9 @@ import packaging
 import pytest
 
 from builder import memo as memo_mod
-from builder import pylock, tomlread
+from builder import pylock
 from builder.errors import LockFileError
+from builder.files import tomlread
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCKS = sorted((ROOT / "locks").glob("matrix-*/pylock.py3*.toml"))

@@ -4,7 +4,6 @@ runs apt, dkms changes, mokutil changes, modprobe or reboot."""
 from __future__ import annotations
 
 import ast
-import json
 import os
 import re
 import shutil
@@ -21,7 +20,7 @@ from builder.driver import facts as hostfacts
 from builder.driver import probe as host
 from builder.driver import runbook, snapshot
 from builder.project import Project
-from builder.runtime import layout
+from tests.helpers import manifests
 from tests.test_host import fake_nvidia_smi, script
 from tests.test_preflight import ROOT, TODAY, operator_snapshot
 
@@ -161,7 +160,7 @@ def test_cli_writes_runbook_atomically(tmp_path: Path) -> None:
 FORBIDDEN = {"apt", "apt-get", "aptitude", "dpkg", "modprobe", "rmmod", "insmod", "reboot", "shutdown",
              "systemctl", "init", "telinit", "sudo", "kexec"}
 DRIVER_MODULES = ["driver/probe.py", "driver/parse.py", "driver/facts.py", "driver/snapshot.py",
-                  "driver/preflight.py", "driver/runbook.py", "driver/verify.py", "driver/ops.py",
+                  "driver/preflight.py", "driver/runbook.py", "driver/verify.py", "ops/driver.py",
                   "cli/host_cmds.py"]
 
 
@@ -203,7 +202,7 @@ def test_no_builder_module_names_a_host_changing_program() -> None:
 def test_pure_modules_cannot_run_anything() -> None:
     code = ("import sys, builder.driver.runbook, builder.driver.preflight, builder.driver.verify, "
             "builder.driver.facts, builder.driver.parse, builder.driver.snapshot; "
-            "print(sorted(m for m in ('builder._proc', 'builder.driver.probe', 'builder.driver.ops')"
+            "print(sorted(m for m in ('builder._proc', 'builder.driver.probe', 'builder.ops.driver')"
             " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -221,7 +220,7 @@ def test_every_child_of_every_command_is_read_only(tmp_path: Path, monkeypatch: 
     shutil.copytree(ROOT / "envs", proj / "envs")
     rt = proj / "runtimes" / "matrix-a-py312-0123456789ab"
     script(rt / "bin", "python", "echo '{}'\n")
-    (rt / "runtime.json").write_text(json.dumps({"format": layout.MANIFEST_FORMAT}))
+    manifests.write_built(rt)
     seen: list[tuple[str, ...]] = []
     real = _proc.run
 

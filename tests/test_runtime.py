@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import fsio, pylock
+from builder import pylock
 from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_USAGE, BuildError, Busy, LockFileError
+from builder.files import fsio
 from builder.lock import state as lockstate
 from builder.project import Project
 from builder.protect import resolve

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import _proc, cancel, fsio
+from builder import _proc, cancel
 from builder.errors import Interrupted
+from builder.files import fsio
 from tests.helpers import httpserver
 from tests.helpers.runtimes import PY312, World, write_project
 

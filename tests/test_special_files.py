@@ -20,8 +20,8 @@ from pathlib import Path
 import click
 import pytest
 
-from builder import fsio
 from builder.errors import EXIT_USAGE, UsageError
+from builder.files import fsio
 from tests.conftest import ROOT
 from tests.helpers.cli import builder_cmd
 from tests.helpers.runtimes import World

@@ -1,4 +1,4 @@
-"""builder reads TOML 1.0, whichever parser builder/tomlread.py found: what tomllib, tomlkit
+"""builder reads TOML 1.0, whichever parser builder/files/tomlread.py found: what tomllib, tomlkit
 (`spec set`, `lock --refresh` edit the specs with it) and other readers of the specs accept.
 tomli 2.4+ reads TOML 1.1; pyproject.toml keeps it below 2.4."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tomlkit
 
-from builder import tomlread
+from builder.files import tomlread
 
 TOML_1_1_ONLY = [
     'a = {b = 1,\n c = 2}',  # newline in an inline table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.archcompat import runs_on_name as runs_on
+from builder.binaries.archcompat import runs_on_name as runs_on
 from builder.versions import DriverVersion, compute_capability, driver_max
 
 

@@ -5,7 +5,7 @@ The zip's central directory comes from HTTP Range requests on its tail (read
 through :class:`builder.check.wheelread.RangeFile`, as ``check`` reads METADATA);
 then the member's local header; then its compressed bytes, in windows of
 :data:`WINDOW` bytes, inflated incrementally (``zlib.decompressobj``) and fed to
-:class:`builder.fatbin.Reader`.  Memory stays at a few MiB whatever the
+:class:`builder.binaries.fatbin.Reader`.  Memory stays at a few MiB whatever the
 member's size.  Every request goes through :mod:`builder._http`, the one
 bounded reader; one :class:`_http.Budget` gives the whole read its deadline
 and byte cap.
@@ -42,8 +42,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from builder import _http, fatbin
-from builder.archcompat import KernelArchs
+from builder import _http
+from builder.binaries import fatbin
+from builder.binaries.archcompat import KernelArchs
 from builder.check.wheelread import RangeFile, reported_size
 from builder.errors import Unavailable
 
@@ -186,7 +187,7 @@ class DeepCache:
         return hit if hit is not None and hit.reader_version == fatbin.READER_VERSION else None
 
     def put(self, result: DeepResult) -> None:
-        from builder.fsio import atomic_write
+        from builder.files.fsio import atomic_write
 
         d = self._load(result.sha256) or {"schema": CACHE_SCHEMA, "members": {}}
         d.setdefault("members", {})[result.member] = result.to_json()

@@ -1,7 +1,7 @@
 """Shipped GPU-architecture evidence: ``builder/data/kernels.toml`` (pure loader).
 
 One row per wheel: the SASS/PTX targets that builder's own fatbin reader
-(:mod:`builder.fatbin`, through :mod:`builder.check.deepread`) found in its main
+(:mod:`builder.binaries.fatbin`, through :mod:`builder.check.deepread`) found in its main
 extension (``vllm/_C.abi3.so``, from vLLM 0.24 ``vllm/_C_stable_libtorch.abi3.so``),
 the nvcc banner it carries, the wheel's sha256, URL, architecture and upload time.
 A default ``check`` answers from here (no member download); a row applies only to
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import tomlread
-from builder.archcompat import KernelArchs
+from builder import data as datafiles
+from builder.binaries.archcompat import KernelArchs
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "kernels.toml"
+DATA = datafiles.KERNELS
 SCHEMA = 2  # 2: one row per wheel of every release, with arch, uploaded and the nvcc banner
 _STR = ("package", "version", "arch", "wheel", "wheel_sha256", "uploaded", "member", "produced_by", "date",
         "source")
@@ -86,7 +86,7 @@ def from_mapping(data: Mapping[str, Any]) -> tuple[KernelRow, ...]:
 
 
 def load(path: Path = DATA) -> tuple[KernelRow, ...]:
-    return from_mapping(tomlread.load_data(path))
+    return from_mapping(datafiles.read(path))
 
 
 def find(rows: Iterable[KernelRow], *, sha256: str, member: str) -> KernelRow | None:

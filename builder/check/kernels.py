@@ -14,8 +14,8 @@ import functools
 from pathlib import Path
 
 from builder.check import kerneldata
+from builder.check.fetchplan import FetchStats
 from builder.check.model import Facts, KernelEvidence, Pkg
-from builder.check.wheels import FetchStats
 from builder.errors import Unavailable
 
 _DATA = "builder/data/kernels.toml"

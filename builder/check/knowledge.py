@@ -16,9 +16,10 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from builder import data as datafiles
 from builder.versions import DriverVersion
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "cuda.toml"
+DATA = datafiles.CUDA
 
 
 @dataclass(frozen=True)
@@ -148,9 +149,7 @@ def from_mapping(d: Mapping[str, Any]) -> Knowledge:
 @functools.cache
 def load(path: Path = DATA) -> Knowledge:
     """The shipped tables (cached)."""
-    from builder.check.toolkit import read
-
-    return from_mapping(read(path))
+    return from_mapping(datafiles.read(path))
 
 
 def release_key(release: str) -> tuple[int, int]:

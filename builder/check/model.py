@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from builder.archcompat import KernelArchs
+from builder.binaries.archcompat import KernelArchs
 from builder.check import knowledge as cuda
 from builder.check import toolkit
 from builder.driver.facts import HostFacts

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder import memo, paths, pylock
+from builder.check import fetchplan, toolkit, wheels
 from builder.check import knowledge as cuda
-from builder.check import toolkit, wheels
 from builder.check.identity import (
     apply_kernels,
     identify,
@@ -47,7 +47,7 @@ class CheckOptions:
     cache_dir: Path | None = None
     offline: bool = False
     deep: bool = False  # read the main extension's fatbin itself (by ranges, cached by wheel sha256)
-    small_wheel: int = wheels.SMALL_WHEEL
+    small_wheel: int = fetchplan.SMALL_WHEEL
 
 
 def _arch_glibc(matrix: Matrix | None) -> tuple[str, str | None]:
@@ -73,7 +73,7 @@ def _wheel_ref(p: pylock.Package, w: pylock.Wheel | None, lock_dir: Path) -> Whe
 
 
 def gather(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: CheckOptions,
-           stats: wheels.FetchStats) -> Facts:
+           stats: fetchplan.FetchStats) -> Facts:
     """Read every wheel the rules need; establish identities."""
     python = _lock_python(lock, opts.python)
     arch, platform_glibc = _arch_glibc(matrix)
@@ -130,9 +130,9 @@ def gather(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: C
 
 
 def check_lock(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: CheckOptions | None = None,
-               stats: wheels.FetchStats | None = None) -> CheckReport:
+               stats: fetchplan.FetchStats | None = None) -> CheckReport:
     """Check one lock against the host; raises Unavailable when a wheel can't be read."""
-    stats = stats or wheels.FetchStats()
+    stats = stats or fetchplan.FetchStats()
     f = gather(lock, matrix=matrix, host=host, opts=opts or CheckOptions(), stats=stats)
     findings = evaluate(f)
     driver = driver_summary(f, analyze(f))
@@ -229,7 +229,7 @@ def run_check(project: Any, req: CheckRequest,
     host = resolve_host(base, req)
     if req.python is not None and not re.fullmatch(r"(py|python)?3\.\d{1,2}", req.python):
         raise UsageError(f"not a Python version: {req.python!r}", "e.g. --python 3.12")
-    stats = wheels.FetchStats()
+    stats = fetchplan.FetchStats()
     reports: list[CheckReport] = []
     if req.lock is not None and req.selectors:
         raise UsageError("--lock and --matrix are exclusive", "pass one or the other")
@@ -271,11 +271,12 @@ def predict(lock: pylock.Lock, *, cache_dir: Path | None = None, offline: bool =
     """What a runtime built from ``lock`` should report, for the smoke test to compare.
 
     Keys: torch (locked version), torch_reported (``torch.__version__``: PyPI's Linux
-    wheels report their variant, 2.9.0 -> 2.9.0+cu128, FACTS.md), torch_cuda
+    wheels report their variant, 2.9.0 -> 2.9.0+cu128: the Linux x86_64 wheels of
+    https://pypi.org/project/torch/2.9.0/#files are the CUDA 12.8 build), torch_cuda
     (``torch.version.cuda``), vllm, cudart_soname and build_toolkit (of vLLM's kernels).
     """
     f = gather(lock, matrix=matrix, host=HostFacts(origin="predict"),
-               opts=CheckOptions(cache_dir=cache_dir, offline=offline), stats=wheels.FetchStats())
+               opts=CheckOptions(cache_dir=cache_dir, offline=offline), stats=fetchplan.FetchStats())
     torch, vllm = f.packages.get("torch"), f.packages.get("vllm")
     ti = torch.identity if torch else None
     vi = vllm.identity if vllm else None

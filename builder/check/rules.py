@@ -10,7 +10,7 @@ import re
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from builder.archcompat import covers
+from builder.binaries.archcompat import covers
 from builder.check import components
 from builder.check import knowledge as cuda
 from builder.check.floors import NativeFloor, compat_min, jit_risks, native_floor
@@ -25,7 +25,7 @@ RULES = ("cuda-identity", "torch-pin", "cuda-major", "cuda-toolkit-order", "driv
          "driver-compat", "gpu-arch", "cuda-bindings", "sdist-only", "platform-tag", "python-tag")
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
 
-# Sources for rules whose facts are not rows of cuda.toml (FACTS.md lists them).
+# Sources for rules whose facts are not rows of cuda.toml.
 SRC_TORCH_PIN = "https://github.com/vllm-project/vllm/issues/13608"
 SRC_CUDA_MAJOR = "https://github.com/vllm-project/vllm/issues/44335"
 SRC_COMPAT = "https://docs.nvidia.com/deploy/cuda-compatibility/index.html#minor-version-compatibility"

@@ -27,10 +27,10 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from builder import tomlread
+from builder import data as datafiles
 from builder.check.knowledge import release_label
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "cuda.toml"
+DATA = datafiles.CUDA
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -162,10 +162,9 @@ def load(path: Path = DATA) -> ToolkitKnowledge:
     return from_mapping(read(path))
 
 
-@functools.cache
 def read(path: Path = DATA) -> Mapping[str, Any]:
     """builder/data/cuda.toml, parsed once per process."""
-    return tomlread.load_data(path)
+    return datafiles.read(path)
 
 
 def package(k: ToolkitKnowledge, name: str) -> tuple[Component, int] | None:

@@ -34,10 +34,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import _http, elf
+from builder import _http
+from builder.binaries import elf
 from builder.check import ziptail
+from builder.check.fetchplan import SMALL_WHEEL, FetchStats, NeedBinary, wants
 from builder.check.model import Binary, WheelFacts, WheelRef
-from builder.check.wheels import SMALL_WHEEL, FetchStats, NeedBinary, wants
 from builder.errors import LockFileError, Unavailable
 
 TAIL = 64 * 1024  # first read: the zip's last 64 KiB (EOCD + most central directories)

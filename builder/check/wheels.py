@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder.check.fetchplan import SMALL_WHEEL, FetchStats, NeedBinary, wants
 from builder.check.model import CACHE_SCHEMA, WheelFacts, WheelRef
 from builder.errors import FilesystemRefused, UsageError
 
@@ -25,37 +24,8 @@ if TYPE_CHECKING:
 
     from builder import _http
 
-SMALL_WHEEL = 256 * 1024  # wheels up to this size are fetched whole and hash-checked
 #: Seconds all wheel reads of one `builder check` may take together.
 CHECK_DEADLINE = 300.0
-
-
-@dataclass
-class FetchStats:
-    """Network use of one check (thread-safe counters)."""
-
-    requests: int = 0
-    bytes: int = 0
-    deep_requests: int = 0  # check --deep: the main extension's member, streamed
-    deep_bytes: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.requests += 1
-            self.bytes += n
-
-    def add_deep(self, requests: int, n: int) -> None:
-        with self._lock:
-            self.deep_requests += requests
-            self.deep_bytes += n
-
-    def as_dict(self) -> dict[str, int]:
-        out = {"requests": self.requests, "bytes": self.bytes}
-        if self.deep_requests:
-            out |= {"deep_requests": self.deep_requests, "deep_bytes": self.deep_bytes}
-        return out
-
 
 def default_cache_dir() -> Path:
     """$BUILDER_CACHE_DIR, else $XDG_CACHE_HOME/builder, else ~/.cache/builder."""
@@ -92,20 +62,12 @@ class WheelCache:
     def put(self, facts: WheelFacts) -> None:
         if not facts.sha256:
             return
-        from builder.fsio import atomic_write
+        from builder.files.fsio import atomic_write
 
         try:
             atomic_write(self._path(facts.sha256), json.dumps(facts.to_json(), indent=1))
         except (OSError, FilesystemRefused, UsageError):
             pass  # a read-only (full, odd) cache only costs the next run a fetch
-
-
-NeedBinary = bool | Callable[[tuple[str, ...]], bool]
-"""Read binaries always, never, or as decided from the wheel's Requires-Dist."""
-
-
-def wants(need: NeedBinary, reqs: tuple[str, ...]) -> bool:
-    return need(reqs) if callable(need) else need
 
 
 def read_wheel(ref: WheelRef, *, want_binary: NeedBinary, cache: WheelCache | None = None,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from builder.cli import main
+from builder.cli.app import main
 from builder.cli.common import echo_json, project, quiet, table
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def snapshot_cmd(ctx: click.Context, file: str, root: str | None) -> None:
     Run it on the GPU host, copy FILE anywhere, and analyse it with
     `--from-snapshot FILE`.  Missing tools are recorded, not errors.
     """
-    from builder.driver import ops as hostops
+    from builder.ops import driver as hostops
 
     snap, text = hostops.take_snapshot(project(ctx), file, root)
     if file == hostops.STDOUT:
@@ -85,7 +85,7 @@ def preflight_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | None, a
     Exit 0 ready (warnings allowed), 1 not ready, 2 usage, 3 cannot probe
     (something needed could not be read; the report says what).
     """
-    from builder.driver import ops as hostops
+    from builder.ops import driver as hostops
 
     _render(ctx, hostops.run_preflight(project(ctx), matrix, from_snapshot), as_json)
 
@@ -101,7 +101,7 @@ def preflight_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | None, a
 def runbook_cmd(ctx: click.Context, matrix: str, fmt: str, from_snapshot: Path | None,
                 output: str | None) -> None:
     """Render the operator's driver-upgrade runbook for MATRIX (builder runs none of it)."""
-    from builder.driver import ops as hostops
+    from builder.ops import driver as hostops
 
     proj = project(ctx)
     if output is not None and output != hostops.STDOUT:
@@ -132,6 +132,6 @@ def verify_driver_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | Non
     is visible with its compute capability and each runtime's torch sees
     them all; 1 when a check fails; 3 when something could not be checked.
     """
-    from builder.driver import ops as hostops
+    from builder.ops import driver as hostops
 
     _render(ctx, hostops.run_verify(project(ctx), matrix, from_snapshot, skip_torch, root), as_json)

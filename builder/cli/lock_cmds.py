@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from builder.cli import main
+from builder.cli.app import main
 from builder.cli.common import echo_json, progress, project, table
 from builder.errors import EXIT_FAILED, EXIT_OK, UsageError
 

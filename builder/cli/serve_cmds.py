@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from builder.cli import main
+from builder.cli.app import main
 from builder.cli.common import echo_json, progress, project, quiet, table
 from builder.errors import EXIT_FAILED, EXIT_UNAVAILABLE
 
@@ -24,7 +24,8 @@ _RUNTIME = [
 ]
 _SLOT = click.option("--slot", required=True, help="Slot of the service spec, e.g. green.")
 _JSON_ENTRY = click.option("--json", "as_json", is_flag=True, help="Print the journal entry as JSON.")
-_PROBE_TIMEOUT = click.option("--timeout", type=float, default=30.0, show_default=True, help="Probe bound, seconds.")
+_PROBE_TIMEOUT = click.option("--timeout", type=float, default=30.0, show_default=True,
+                              help="Seconds for the whole probe of the target, connect and headers included.")
 
 
 def _runtime_options(f: Any) -> Any:
@@ -105,7 +106,8 @@ def stop_cmd(ctx: click.Context, slot: str, drain: float | None, force: bool, sp
 @serve.command("status")
 @_SPEC
 @_ROUTE_FILE
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Probe bound per slot, seconds.")
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Seconds for the whole status: the slots are probed side by side within it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_context
 def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, timeout: float,
@@ -135,7 +137,8 @@ def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, tim
 @click.option("--slot", help="Probe a slot of the service spec instead of --url/--model.")
 @click.option("--api-key-env", metavar="NAME", help="With --url: send the key held by $NAME.")
 @click.option("--timeout", type=float, default=30.0, show_default=True,
-              help="Seconds for the whole probe (each network call gets what is left).")
+              help="Seconds for the whole probe, connect and headers included (each network call gets what "
+                   "is left); the load step gets as much again per request.")
 @click.option("--requests", type=int, default=0, help="Add a load step of N completions.")
 @click.option("--concurrency", type=int, default=1, help="Load step: requests in flight at once.")
 @_SPEC

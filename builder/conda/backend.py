@@ -32,8 +32,8 @@ from urllib.parse import unquote, urlsplit
 
 from builder import _proc, paths
 from builder.errors import ToolFailed, ToolNotFound, ToolTimeout, Unavailable, UsageError
+from builder.files.fsio import atomic_write
 from builder.freshness import LockState, judge_file
-from builder.fsio import atomic_write
 from builder.project import Project, py_tag, regenerate_command
 from builder.spec import Matrix
 from builder.tools import explicit_exe

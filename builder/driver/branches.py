@@ -9,7 +9,7 @@ so tests can fix it), never stored as a status that silently goes stale.
 matrix's own series (a matrix that declares 570 keeps 570), with the whole
 truth about it: its end of life, the lock's native driver floor when that is
 above the declared one (:class:`LockFloor`, computed by the checker in
-``builder.driver.lockfloor``), and the supported branches that meet every floor.
+``builder.ops.lockfloor``), and the supported branches that meet every floor.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from __future__ import annotations
 import calendar
 import datetime as _dt
 from dataclasses import dataclass, field
-from importlib import resources
 
-from builder import tomlread
+from builder import data as datafiles
 from builder.versions import DriverVersion
 
 KINDS = {"lts": "long-term support", "production": "production", "new-feature": "new feature"}
@@ -73,10 +72,9 @@ class Branch:
 
 def load_branches() -> list[Branch]:
     """The branch table in ``builder/data/driver_branches.toml``."""
-    text = resources.files("builder").joinpath("data/driver_branches.toml").read_text(encoding="utf-8")
     return [Branch(int(b["series"]), str(b.get("kind", "unknown")), str(b.get("eol", "")),
                    str(b.get("eol-by", "")), str(b.get("cuda", "")), str(b.get("source", "")))
-            for b in tomlread.loads(text)["branch"]]
+            for b in datafiles.read(datafiles.DRIVER_BRANCHES)["branch"]]
 
 
 @dataclass(frozen=True)

@@ -459,7 +459,7 @@ def evaluate(f: HostFacts, matrix: Matrix, host: Host, *, lock_floor: LockFloor 
     """Every preflight check for ``matrix`` on the host described by ``f``.
 
     ``lock_floor`` is the native driver floor of the matrix's lock (computed by
-    the checker, see builder.driver.lockfloor); ``today`` judges branch end of
+    the checker, see builder.ops.lockfloor); ``today`` judges branch end of
     life (default: the current date).
     """
     target = driver_target(matrix.driver_floor, today=today, lock_floor=lock_floor, matrix=matrix.name)

@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from builder import inputs
 from builder.errors import UsageError
+from builder.files import inputs
 
 FORMAT = "builder-host-snapshot"
 #: The query fields the nvidia-smi probes ask for, in this order (probe.py runs

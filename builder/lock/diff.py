@@ -252,7 +252,7 @@ def compare(old: pylock.Lock | None, new: pylock.Lock | None, *, label: str, mat
     Identical content needs no judging: the verdicts are the same by construction.
     Raises Unavailable when a wheel needed for the CUDA view cannot be read.
     """
-    from builder.check import wheels
+    from builder.check import fetchplan
     from builder.check.pipeline import CheckOptions, check_lock
 
     identical = old is not None and new is not None and old.content_hash == new.content_hash
@@ -264,7 +264,7 @@ def compare(old: pylock.Lock | None, new: pylock.Lock | None, *, label: str, mat
     if identical:
         return d
     copts = CheckOptions(python=py, cache_dir=opts.cache_dir, offline=opts.offline)
-    stats = wheels.FetchStats()
+    stats = fetchplan.FetchStats()
     d.old_report = check_lock(old, matrix=matrix, host=host, opts=copts, stats=stats) if old else None
     d.new_report = check_lock(new, matrix=matrix, host=host, opts=copts, stats=stats) if new else None
     return d

@@ -7,7 +7,7 @@ index is read moves, so unpinned dependencies (and overrides such as
 One transaction over specs and locks: every spec edit (tomlkit, comments and
 layout kept) and every lock is computed first, each lock resolved online with
 the new date; only when all succeeded are the files written, every temp file
-first and then every rename (:func:`builder.fsio.write_all`), the specs last.
+first and then every rename (:func:`builder.files.fsio.write_all`), the specs last.
 Any failure leaves specs and locks byte-identical.
 
 Per lock the outcome is ``unchanged`` (identical package content, possibly
@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import fsio, inputs, paths, pylock, tools
+from builder import paths, pylock, tools
 from builder.errors import BuilderError, LockFileError, UsageError
+from builder.files import fsio, inputs
 from builder.lock import uv as uv_backend
 from builder.lock.diff import diff_packages
 from builder.lock.resolve import Target, lock_text

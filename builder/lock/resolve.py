@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder import inputs
 from builder.errors import BuilderError
+from builder.files import inputs
 from builder.freshness import LockState
 from builder.lock import state as lockstate
 from builder.project import Project, lock_path, select_pythons
@@ -98,7 +98,8 @@ def lock_text(t: Target, res: CompileResult, uv_version: str) -> str:
 def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bool,
               overrides: Mapping[str, str] | None = None, follower: bool = False,
               cache: Path | None = None) -> LockOutcome:
-    from builder import fsio, paths
+    from builder import paths
+    from builder.files import fsio
 
     path = lock_path(project.locks, t.matrix, t.python)
     out = LockOutcome(t, path)
@@ -139,7 +140,8 @@ def run_lock(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from builder import fsio, paths, tools
+    from builder import paths, tools
+    from builder.files import fsio
 
     ts = targets(project, list(req.selectors), req.python)
     # Every path this run writes, approved before anything is written: locks/

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import inputs, pylock, tools
+from builder import pylock, tools
 from builder.errors import BuilderError, LockFileError, Unavailable
+from builder.files import inputs
 from builder.lock import uv as uv_backend
 from builder.lock.diff import diff_packages
 from builder.lock.resolve import Target, lock_text, targets

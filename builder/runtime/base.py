@@ -2,7 +2,7 @@
 
 A base is a small protocol (pypa/build's backends are the model): ``venv``
 makes a relocatable ``uv venv`` on a discovered CPython; ``conda`` makes a
-prefix from the matrix's conda lock (:mod:`builder.conda.base`).  Bases are
+prefix from the matrix's conda lock (:mod:`builder.runtime.condabase`).  Bases are
 registered by name and imported lazily.
 """
 
@@ -80,7 +80,7 @@ class Base(Protocol):
 #: Bases by name -> "module:attribute" of a zero-argument factory returning a Base.
 BASES: dict[str, str] = {
     "venv": "builder.runtime.base:VenvBase",
-    "conda": "builder.conda.base:CondaRuntimeBase",
+    "conda": "builder.runtime.condabase:CondaRuntimeBase",
 }
 
 

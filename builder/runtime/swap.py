@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from builder import fsio
 from builder.errors import Busy
+from builder.files import fsio
 
 _libc: Any = None
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import inputs, paths, protect
+from builder import paths, protect
 from builder.errors import BuilderError, UsageError
-from builder.fsio import atomic_write, directory_lock
+from builder.files import inputs
+from builder.files.fsio import atomic_write, directory_lock
 from builder.project import Project
 from builder.serve import route
 from builder.serve.spec import Service, load_service

@@ -148,7 +148,7 @@ def fatbin_container(targets: Sequence[str], isa: tuple[int, int] = (8, 8)) -> b
     """One CUDA fatbin container in the layout the driver and ``cuobjdump`` read: a 16-byte
     header, then per target a 64-byte entry header and a payload.  ``targets``: ``sm_89``
     (SASS, kind 2) or ``compute_89`` (PTX of ISA ``isa``, kind 1); ``a``/``f`` suffixes set the
-    arch- and family-specific flags (as builder/fatbin.py reads them)."""
+    arch- and family-specific flags (as builder/binaries/fatbin.py reads them)."""
     import struct
 
     body = b""

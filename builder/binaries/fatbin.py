@@ -50,8 +50,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from builder import elf
-from builder.archcompat import Arch, CodeGroup, KernelArchs
+from builder.binaries import elf
+from builder.binaries.archcompat import Arch, CodeGroup, KernelArchs
 
 #: Bump when what the reader reports changes: cached results and shipped data name it.
 READER_VERSION = 1

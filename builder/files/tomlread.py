@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from builder import inputs
+from builder.files import inputs
 
 try:
     import tomli as _impl

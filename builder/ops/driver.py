@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from builder import fsio, paths
+from builder import paths
 from builder.driver import facts as hostfacts
 from builder.driver import preflight, probe, runbook, snapshot, verify
 from builder.errors import UsageError
+from builder.files import fsio
 from builder.project import Project
 from builder.runtime import layout
 
@@ -89,9 +90,9 @@ def run_preflight(project: Project, selector: str, from_snapshot: Path | None = 
     """``builder preflight``: every check for the matrix, from the host or a snapshot.
 
     The matrix lock's native driver floor comes from the checker, offline
-    (:func:`builder.driver.lockfloor.lock_floor`).
+    (:func:`builder.ops.lockfloor.lock_floor`).
     """
-    from builder.driver.lockfloor import lock_floor
+    from builder.ops.lockfloor import lock_floor
 
     matrix = project.matrix(selector)
     snap = _snapshot(project, from_snapshot, [])
@@ -118,7 +119,7 @@ def run_verify(project: Project, selector: str, from_snapshot: Path | None = Non
 def render_runbook(project: Project, selector: str, fmt: str = "md",
                    from_snapshot: Path | None = None) -> str:
     """``builder runbook``: values from the host (or the snapshot), else envs/host.toml."""
-    from builder.driver.lockfloor import lock_floor
+    from builder.ops.lockfloor import lock_floor
 
     matrix = project.matrix(selector)
     snap = _snapshot(project, from_snapshot, [])

@@ -1,0 +1,123 @@
+"""The root command group ``builder`` and the one error mapping: every
+:class:`~builder.errors.BuilderError` becomes one line on stderr and its exit code here,
+in :meth:`BuilderGroup.invoke`.  The command modules add their commands to :func:`main`.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+import click
+
+from builder import __version__, cancel
+from builder.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BuilderError, FilesystemRefused, Interrupted
+
+_SIGNAL_WORDS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
+
+
+def _stopped(exc: Interrupted) -> int:
+    click.echo(f"builder: {_SIGNAL_WORDS.get(exc.signum, 'stopped')} (signal {exc.signum}): children stopped, "
+               "nothing half-written", err=True)
+    return exc.exit_code
+
+
+class BuilderGroup(click.Group):
+    """Maps builder errors to one clear line and a documented exit code."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the CLI with SIGINT/SIGTERM/SIGHUP mapped to a clean stop (130/143/129).
+
+        Whatever way the command ends, temp dirs a signal left behind are removed.
+        """
+        with cancel.handlers():
+            try:
+                return super().main(*args, **kwargs)
+            except Exception as exc:  # a signal outside a command (parsing, --help)
+                if not (isinstance(exc, Interrupted) or cancel.requested()):
+                    raise
+                code = _stopped(exc if isinstance(exc, Interrupted) else Interrupted(cancel.signum()))
+                if kwargs.get("standalone_mode", True):
+                    sys.exit(code)
+                raise
+            except Interrupted as exc:
+                code = _stopped(exc)
+                if kwargs.get("standalone_mode", True):
+                    sys.exit(code)
+                raise
+            finally:
+                paths = sys.modules.get("builder.paths")  # no temp dir exists unless it was imported
+                if paths is not None:
+                    paths.cleanup()
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except BaseException as exc:
+            if cancel.requested() and not isinstance(exc, (SystemExit, GeneratorExit)):
+                # Whatever surfaced, a stop signal caused it: a signal during class
+                # creation arrives as "RuntimeError: Error calling __set_name__",
+                # one during a child's start as that child's failure.  Report the stop.
+                ctx.exit(_stopped(Interrupted(cancel.signum())))
+            return self._map(ctx, exc)
+
+    def _map(self, ctx: click.Context, exc: BaseException) -> Any:
+        """One line and the documented exit code for ``exc``."""
+        if isinstance(exc, BuilderError):
+            click.echo(f"builder: error: {exc.line()}", err=True)
+            ctx.exit(exc.exit_code)
+        if isinstance(exc, Interrupted):
+            ctx.exit(_stopped(exc))
+        if isinstance(exc, KeyboardInterrupt):  # raised by code that bypassed cancel.handlers()
+            click.echo("builder: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        if isinstance(exc, OSError):
+            # The last line of defence: a write site that did not map its own
+            # error.  A refusing filesystem is the environment, not a bug.
+            refused = FilesystemRefused.from_oserror(exc)
+            if refused is not None:
+                click.echo(f"builder: error: {refused.line()}", err=True)
+                ctx.exit(refused.exit_code)
+        if isinstance(exc, Exception):
+            return self._bug(ctx, exc)
+        raise exc  # SystemExit and the like
+
+    @staticmethod
+    def _bug(ctx: click.Context, exc: Exception) -> Any:
+        """A bug: one line, the traceback only with -v; exit 70."""
+        if ctx.obj and ctx.obj.get("verbose"):
+            raise exc
+        click.echo(f"builder: internal error: {type(exc).__name__}: {exc} "
+                   "(run with -v for the traceback and report it)", err=True)
+        ctx.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=BuilderGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--project", "project_dir", type=click.Path(file_okay=False),
+              help="Project directory (with envs/ and locks/). Default: found from the "
+                   "current directory, else the shipped checkout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every subprocess builder runs.")
+# The version comes from the package, not its installed metadata: a bare source checkout
+# (PYTHONPATH=checkout python -m builder) has no dist-info to read.
+@click.version_option(__version__, prog_name="builder")
+@click.pass_context
+def main(ctx: click.Context, project_dir: str | None, quiet: bool, verbose: bool) -> None:
+    """builder: lock, check, build and smoke-test isolated torch + vLLM runtimes.
+
+    Exit codes: 0 ok, 1 check failed, 2 usage or spec error, 3 data unavailable
+    (network, probe), 4 tool missing, 5 tool failed, 6 protected env refused,
+    7 busy, 8 the filesystem refused a write (read-only, full, permission),
+    70 internal error, 130 interrupted, 143 terminated, 129 hung up.
+    """
+    if verbose:
+        import logging  # only here: `builder --help` and `lock --check` need not load it
+
+        logging.basicConfig(level=logging.DEBUG, format="builder: %(message)s", stream=sys.stderr)
+        from builder import _proc
+
+        _proc.enable_debug()
+    ctx.obj = {"project_dir": project_dir, "quiet": quiet, "verbose": verbose}
