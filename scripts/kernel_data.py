@@ -28,6 +28,7 @@ import argparse
 import json
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -81,9 +82,11 @@ def arch_of(filename: str) -> str | None:
     return None
 
 
-def select(files: Iterable[Mapping[str, Any]], package: str, since: Mapping[str, Version]) -> list[Wheel]:
+def select(files: Iterable[Mapping[str, Any]], package: str, since: Mapping[str, Version],
+           page: str = INDEX) -> list[Wheel]:
     """The wheels to read from a PEP 691 file list (pure): manylinux wheels of the
-    architectures in ``since``, from that version on; no yanked files, no pre-releases."""
+    architectures in ``since``, from that version on; no yanked files, no pre-releases.
+    URLs are resolved against ``page``, the project's index page (PEP 691 allows relative ones)."""
     out = []
     for f in files:
         name = str(f["filename"])
@@ -93,7 +96,8 @@ def select(files: Iterable[Mapping[str, Any]], package: str, since: Mapping[str,
         arch = arch_of(name)
         if arch is None or arch not in since or version.is_prerelease or version < since[arch]:
             continue
-        out.append(Wheel(package=package, version=str(version), arch=arch, filename=name, url=str(f["url"]),
+        out.append(Wheel(package=package, version=str(version), arch=arch, filename=name,
+                         url=urllib.parse.urljoin(page, str(f["url"])),
                          sha256=str(f["hashes"]["sha256"]), size=int(f["size"]),
                          uploaded=_iso(str(f["upload-time"]))))
     return sorted(out, key=lambda w: (Version(w.version), w.arch, w.filename))
@@ -104,9 +108,15 @@ def _iso(stamp: str) -> str:
     return stamp.split(".")[0].rstrip("Z") + "Z"
 
 
-def index_files(package: str) -> list[dict[str, Any]]:
-    req = urllib.request.Request(f"{INDEX}/{package}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 (a constant https URL)
+def project_page(index: str, package: str) -> str:
+    return f"{index.rstrip('/')}/{package}/"
+
+
+def index_files(index: str, package: str) -> list[dict[str, Any]]:
+    """A project's files from a PEP 691 simple index (PyPI unless ``--index``)."""
+    req = urllib.request.Request(project_page(index, package),
+                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 (the operator's index URL)
         return list(json.load(resp)["files"])
 
 
@@ -171,7 +181,7 @@ def load_rows(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _spec_wheels(specs: list[str], default_member: str | None, ap: argparse.ArgumentParser,
-                 since: Mapping[str, Version]) -> list[tuple[Wheel, str | None]]:
+                 since: Mapping[str, Version], index: str) -> list[tuple[Wheel, str | None]]:
     out: list[tuple[Wheel, str | None]] = []
     files: dict[str, list[dict[str, Any]]] = {}
     for spec in specs:
@@ -180,11 +190,11 @@ def _spec_wheels(specs: list[str], default_member: str | None, ap: argparse.Argu
         if not version:
             ap.error(f"{spec}: expected NAME==VERSION[:MEMBER]")
         if name not in files:
-            files[name] = index_files(name)
-        hits = [w for w in select(files[name], name, {a: Version("0") for a in since})
+            files[name] = index_files(index, name)
+        hits = [w for w in select(files[name], name, {a: Version("0") for a in since}, project_page(index, name))
                 if Version(w.version) == Version(version)]
         if not hits:
-            ap.error(f"{spec}: no manylinux wheel on {INDEX}")
+            ap.error(f"{spec}: no manylinux wheel on {index}")
         out += [(w, member or default_member) for w in hits]
     return out
 
@@ -198,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--member", help="read this member instead of the [[main-extension]] list")
     ap.add_argument("--dry-run", action="store_true", help="list what would be read; read and write nothing")
     ap.add_argument("--data", type=Path, default=kerneldata.DATA)
+    ap.add_argument("--index", default=INDEX, help="a PEP 691 simple index (default: PyPI)")
     ap.add_argument("--check", action="store_true", help="re-read every row and compare; write nothing")
     args = ap.parse_args(argv)
     since = {a: v for a, v in SINCE.items() if not args.arch or a in args.arch}
@@ -215,12 +226,15 @@ def main(argv: list[str] | None = None) -> int:
                 diffs += 1
                 print(f"{row['wheel']}: {row['member']}: differs in {', '.join(keys)}", file=sys.stderr)
         return 1 if diffs else 0
+    if args.all == bool(args.specs):
+        ap.error("pass --all or NAME==VERSION specs (not both)")
     todo: list[tuple[Wheel, str | None]]
     if args.all:
-        todo = [(w, args.member) for w in select(index_files(args.package), args.package, since)
+        page = project_page(args.index, args.package)
+        todo = [(w, args.member) for w in select(index_files(args.index, args.package), args.package, since, page)
                 if w.sha256 not in rows]
     else:
-        todo = _spec_wheels(args.specs, args.member, ap, since)
+        todo = _spec_wheels(args.specs, args.member, ap, since, args.index)
     print(f"{len(todo)} wheel(s) to read; {len(rows)} row(s) kept", file=sys.stderr)
     if args.dry_run:
         for w, _m in todo:

@@ -101,6 +101,32 @@ def variant(version: str, url: str | None) -> tuple[str, str] | None:
     return None
 
 
+#: The library every CUDA build of torch installs and a CPU build lacks (the CUDA kernels, linked
+#: by every extension built against torch's CUDA: vLLM's ``_C`` needs it).
+TORCH_CUDA_LIB = "torch/lib/libtorch_cuda.so"
+
+
+def cpu_build(p: Pkg) -> str:
+    """Why ``p`` (torch) is a CPU build, or "" when nothing says so: a ``+cpu`` label or a
+    ``/whl/cpu`` index, else a wheel whose extension list (read) has no ``libtorch_cuda.so``
+    (PyPI's aarch64 torch 2.9.1: ``torch.version.cuda`` is None)."""
+    local = None
+    try:
+        local = Version(p.version).local
+    except InvalidVersion:
+        pass
+    if local == "cpu":
+        return f"its version {p.version} is labelled +cpu"
+    url = p.wheel.url if p.wheel else None
+    if url and re.search(r"/whl/cpu(/|$)", urllib.parse.urlsplit(url).path):
+        return f"it comes from PyTorch's CPU index ({url.split('/whl/')[0]}/whl/cpu)"
+    f = p.facts
+    if f is not None and f.binary_scanned and f.ext_sizes and TORCH_CUDA_LIB not in {n for n, _ in f.ext_sizes}:
+        return (f"no {TORCH_CUDA_LIB} among the {len(f.ext_sizes)} shared objects of "
+                f"{p.wheel.filename if p.wheel else 'its wheel'}; torch.version.cuda is None")
+    return ""
+
+
 def needs_binary(k: cuda.Knowledge, tk: toolkit.ToolkitKnowledge, name: str,
                  env: dict[str, str]) -> Callable[[tuple[str, ...]], bool]:
     """Whether a GPU package's binaries must be read, given its Requires-Dist: not when it
@@ -169,12 +195,21 @@ def identify(p: Pkg, k: cuda.Knowledge, env: dict[str, str], torch: Pkg | None,
             ident.evidence.append({"kind": "not-read", "detail": (
                 f"not read (over the per-wheel read budget): {', '.join(p.facts.skipped)}")})
         if (ident.kind == "unknown" and p.name in k.follows_torch and torch is not None
+                and torch.identity is not None and torch.identity.cpu_build and "torch" in pn
+                and exact(pn["torch"])):
+            ident.cpu_build = f"it follows torch {torch.version}, a CPU build"
+            ident.add("follows-torch", f"Requires-Dist: torch=={exact(pn['torch'])}; built for torch's CPU build")
+        if (ident.kind == "unknown" and p.name in k.follows_torch and torch is not None
                 and torch.identity is not None and "torch" in pn and exact(pn["torch"])):
             t = torch.identity
             ident.major |= t.major
             ident.release, ident.runtime, ident.cudart_soname = t.release, t.runtime, t.cudart_soname
             ident.add("follows-torch", f"Requires-Dist: torch=={exact(pn['torch'])}; "
                                        f"built for torch's CUDA {t.release}")
+    if p.name == "torch" and not ident.major:
+        ident.cpu_build = cpu_build(p)
+        if ident.cpu_build:
+            ident.add("cpu-build", f"torch {p.version} is a CPU build: {ident.cpu_build}")
     if ident.kind == "unknown" and not is_platform(p.wheel) and p.facts is not None:
         ident.jit_only = True
         ident.add("pure-python", "no compiled code in the wheel (any CUDA code is compiled at run time)")
@@ -191,21 +226,45 @@ def own_kernels(p: Pkg, k: cuda.Knowledge) -> bool:
 
 
 def apply_kernels(ident: Identity, ev: KernelEvidence, k: cuda.Knowledge) -> None:
-    """Attach a main extension's fatbin facts; its PTX ISA names the build toolkit's release
-    when no nvcc banner did."""
+    """Attach a main extension's fatbin facts.  When no binary read named the build
+    toolkit, the main extension does: its nvcc banner (the full version, or the release
+    alone where fatbin compression mangled the rest), else its PTX ISA.  A banner from
+    another member is kept; a disagreement is noted in the evidence."""
     ident.kernels = ev
-    rel = components.ptx_isa_release(k, ev.ptx_isa)
-    if rel is None:
+    where = f"{ev.member}, {ev.origin}"
+    isa = components.ptx_isa_release(k, ev.ptx_isa)
+    if ev.nvcc or ev.nvcc_release:
+        release = cuda.release_of(ev.nvcc) if ev.nvcc else ev.nvcc_release
+        named = ev.nvcc or f"CUDA {release}"
+        if ident.build_toolkit:
+            if ident.build_toolkit != ev.nvcc and cuda.release_of(ident.build_toolkit) != release:
+                ident.evidence.append({"kind": "kernels", "detail": (
+                    f"{ev.member}'s nvcc banner names {named} while {ident.toolkit_from} says "
+                    f"{ident.build_toolkit}: the latter is kept")})
+            return
+        if ev.nvcc:
+            ident.build_toolkit = ev.nvcc
+            ident.toolkit_from = f"nvcc banner in {where}"
+        else:
+            ident.build_release = release
+            ident.toolkit_from = f"nvcc banner (release only) in {where}"
+        ident.evidence.append({"kind": "kernels", "detail": f"build toolkit: {named} ({ident.toolkit_from})"})
+        if isa is not None and isa[0] != release:
+            ident.evidence.append({"kind": "kernels", "detail": (
+                f"{ev.member} carries PTX ISA {ev.ptx_isa} (CUDA {isa[0]}) while its banner names {named}: "
+                "the banner is kept")})
         return
-    if ident.build_toolkit and cuda.release_of(ident.build_toolkit) != rel[0]:
+    if isa is None:
+        return
+    if ident.build_toolkit and cuda.release_of(ident.build_toolkit) != isa[0]:
         ident.evidence.append({"kind": "kernels", "detail": (
-            f"{ev.member} carries PTX ISA {ev.ptx_isa} (CUDA {rel[0]}) while the banner says "
+            f"{ev.member} carries PTX ISA {ev.ptx_isa} (CUDA {isa[0]}) while the banner says "
             f"{ident.build_toolkit}: the banner is kept")})
         return
     if not ident.build_toolkit:
-        ident.build_release = rel[0]
-        ident.toolkit_from = f"PTX ISA {ev.ptx_isa} of {ev.member}, {ev.origin}"
-        ident.evidence.append({"kind": "kernels", "detail": f"build toolkit: CUDA {rel[0]} ({ident.toolkit_from})"})
+        ident.build_release = isa[0]
+        ident.toolkit_from = f"PTX ISA {ev.ptx_isa} of {where}"
+        ident.evidence.append({"kind": "kernels", "detail": f"build toolkit: CUDA {isa[0]} ({ident.toolkit_from})"})
 
 
 def mark_toolkit_unknown(p: Pkg, k: cuda.Knowledge) -> None:
@@ -259,3 +318,16 @@ def nvidia_identity(name: str, version: str, k: cuda.Knowledge,
         ident.add("name", f"the name {name} names CUDA {from_name}")
         return ident
     return None
+
+
+def as_tool(ident: Identity | None, name: str, version: str) -> Identity:
+    """The identity of a CUDA tool wheel (``[packages].tools``): executables and headers that no
+    process loads, so its CUDA identity is never a question (a version no table places is
+    noted in the evidence, not warned)."""
+    ident = ident or Identity()
+    ident.tool = True
+    if ident.unplaced:
+        ident.evidence.append({"kind": "tool", "detail": ident.unplaced})
+        ident.unplaced = ""
+    ident.add("tool", f"{name} {version} ships CUDA tools (executables, headers) that no process loads")
+    return ident

@@ -43,7 +43,7 @@ def shipped(p: Pkg, candidates: tuple[str, ...]) -> KernelEvidence | None:
         if row is not None:
             return KernelEvidence(member, row.archs, row.ptx_isa, "shipped data",
                                   f"{_DATA}, read {row.date} by the {row.produced_by} from {row.wheel} "
-                                  f"(sha256 {sha[:12]}...)")
+                                  f"(sha256 {sha[:12]}...)", row.nvcc, row.nvcc_release)
     return None
 
 
@@ -67,11 +67,13 @@ def deep_evidence(p: Pkg, candidates: tuple[str, ...], *, cache_dir: Path, offli
         where = f"{cache_dir}/kernels/{p.wheel.sha256}.json"
         if res.origin == "cache":
             return KernelEvidence(member, res.archs, res.ptx_isa, "deep read (cached)",
-                                  f"from {where}: {res.bytes_transferred / 1e6:.1f} MB read on {res.read_at}")
+                                  f"from {where}: {res.bytes_transferred / 1e6:.1f} MB read on {res.read_at}",
+                                  res.nvcc, res.nvcc_release)
         stats.add_deep(res.requests, res.bytes_transferred)
         return KernelEvidence(member, res.archs, res.ptx_isa, "deep read",
                               f"{res.bytes_transferred / 1e6:.1f} MB in {res.requests} range requests, "
-                              f"{res.seconds:.0f} s ({res.member_size / 1e6:.0f} MB member); cached as {where}")
+                              f"{res.seconds:.0f} s ({res.member_size / 1e6:.0f} MB member); cached as {where}",
+                              res.nvcc, res.nvcc_release)
     return None
 
 

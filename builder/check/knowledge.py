@@ -107,6 +107,7 @@ class Knowledge:
     ptx_isa: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # PTX ISA -> (release, source)
     jit_compilers: frozenset[str] = frozenset()  # components that compile GPU code at run time
     jit_source: str = ""
+    tools: frozenset[str] = frozenset()  # CUDA tool wheels (executables, headers): no process loads them
     bindings: BindingsKnowledge = field(default_factory=BindingsKnowledge)
 
 
@@ -142,6 +143,7 @@ def from_mapping(d: Mapping[str, Any]) -> Knowledge:
         ptx_isa={r["isa"]: (r["release"], r["source"]) for r in d.get("ptx-isa", [])},
         jit_compilers=frozenset(d.get("jit", {}).get("compilers", [])),
         jit_source=str(d.get("jit", {}).get("source", "")),
+        tools=frozenset(pk.get("tools", [])),
         bindings=_bindings(d),
     )
 

@@ -95,6 +95,8 @@ class KernelEvidence:
     ptx_isa: str | None
     origin: str  # "shipped data" | "deep read" | "deep read (cached)"
     detail: str  # where it comes from: the kernels.toml row, or the bytes a deep read cost
+    nvcc: str | None = None  # the member's nvcc banner, full version ("12.9.86"), when intact
+    nvcc_release: str | None = None  # the CUDA release its banners name ("13.0"), when only that is legible
 
 
 @dataclass
@@ -117,6 +119,8 @@ class Identity:
     kernels: KernelEvidence | None = None  # the main extension's GPU code (gpu-arch)
     unplaced: str = ""  # a component whose version no table places: why
     built_on_host: bool = False  # no wheel: the installer would compile it
+    tool: bool = False  # a CUDA tool wheel (executables, headers): no process loads it
+    cpu_build: str = ""  # a torch without CUDA (a CPU build): the evidence
 
     def add(self, kind: str, detail: str) -> None:
         if self.kind == "unknown":
@@ -133,7 +137,9 @@ class Identity:
                 "sm_strings": list(self.archs),
                 "kernels": None if self.kernels is None else {
                     "member": self.kernels.member, "origin": self.kernels.origin, "detail": self.kernels.detail,
-                    "ptx_isa": self.kernels.ptx_isa, **self.kernels.archs.to_dict()},
+                    "ptx_isa": self.kernels.ptx_isa, "nvcc": self.kernels.nvcc,
+                    "nvcc_release": self.kernels.nvcc_release, **self.kernels.archs.to_dict()},
+                "tool": self.tool, "cpu_build": self.cpu_build or None,
                 "evidence_kind": self.kind, "evidence": self.evidence}
 
 
@@ -186,14 +192,15 @@ class CheckReport:
     packages: dict[str, Pkg]
     driver: dict[str, Any]
     fetched: dict[str, int] = field(default_factory=dict)
+    arch: str = "x86_64"  # the machine architecture the lock was judged for
 
     def finding(self, rule: str) -> Finding | None:
         return next((f for f in self.findings if f.id == rule), None)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "lock": self.lock, "matrix": self.matrix, "python": self.python, "verdict": self.verdict,
-            "findings": [f.to_json() for f in self.findings],
+            "lock": self.lock, "matrix": self.matrix, "python": self.python, "arch": self.arch,
+            "verdict": self.verdict, "findings": [f.to_json() for f in self.findings],
             "packages": {n: {"version": p.version, "cuda": p.identity.to_json() if p.identity else None}
                          for n, p in sorted(self.packages.items()) if p.identity is not None},
             "driver": self.driver, "fetched": self.fetched,

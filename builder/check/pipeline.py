@@ -21,6 +21,7 @@ from builder.check import fetchplan, toolkit, wheels
 from builder.check import knowledge as cuda
 from builder.check.identity import (
     apply_kernels,
+    as_tool,
     identify,
     is_platform,
     mark_toolkit_unknown,
@@ -50,11 +51,21 @@ class CheckOptions:
     small_wheel: int = fetchplan.SMALL_WHEEL
 
 
-def _arch_glibc(matrix: Matrix | None) -> tuple[str, str | None]:
-    if matrix is None:
-        return "x86_64", None
+#: Machine architectures ``check`` judges wheels for (``--arch``); a lock without a matrix is
+#: judged for the host's (``--arch``, else a snapshot's ``uname -m``), else for the first.
+ARCHES = ("x86_64", "aarch64")
+
+
+def _matrix_platform(matrix: Matrix) -> tuple[str, str | None]:
     m = re.match(r"(x86_64|aarch64)-manylinux_(\d+)_(\d+)$", matrix.platform)
     return (m.group(1), f"{m.group(2)}.{m.group(3)}") if m else (matrix.platform.split("-")[0], None)
+
+
+def _arch_glibc(matrix: Matrix | None, host: HostFacts) -> tuple[str, str | None]:
+    """(architecture, glibc of the platform tag): a matrix's platform, else the host's arch."""
+    if matrix is None:
+        return host.arch or ARCHES[0], None
+    return _matrix_platform(matrix)
 
 
 def _lock_python(lock: pylock.Lock, python: str | None) -> str:
@@ -76,7 +87,7 @@ def gather(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: C
            stats: fetchplan.FetchStats) -> Facts:
     """Read every wheel the rules need; establish identities."""
     python = _lock_python(lock, opts.python)
-    arch, platform_glibc = _arch_glibc(matrix)
+    arch, platform_glibc = _arch_glibc(matrix, host)
     env = pylock.target_env(python, arch)
     # Identity is read from the wheel an installer on the target would pick.
     tags = pylock.target_tags(python, arch, host.glibc or platform_glibc or "2.99")
@@ -106,7 +117,9 @@ def gather(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: C
         if p in gpu or p.name in k.neutral:
             continue
         p.identity = nvidia_identity(p.name, p.version, k, tk)
-        if p.identity is None and p.name.startswith("nvidia-"):
+        if p.name in k.tools:
+            p.identity = as_tool(p.identity, p.name, p.version)
+        elif p.identity is None and p.name.startswith("nvidia-"):
             p.identity = Identity()
             p.identity.evidence.append({"kind": "unknown", "detail": "an nvidia-* package builder/data/"
                                         "cuda.toml does not know"})
@@ -137,7 +150,7 @@ def check_lock(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opt
     findings = evaluate(f)
     driver = driver_summary(f, analyze(f))
     return CheckReport(lock.where, matrix.id if matrix else None, f.python, verdict(findings), findings,
-                       f.packages, driver, stats.as_dict())
+                       f.packages, driver, stats.as_dict(), arch=f.arch)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,6 +163,7 @@ class CheckRequest:
     driver: str | None = None
     ccs: tuple[str, ...] = ()
     glibc: str | None = None
+    arch: str | None = None  # the host's machine architecture (--arch)
     probe: bool = False
     offline: bool = False
     deep: bool = False
@@ -207,8 +221,11 @@ def resolve_host(base: HostFacts, req: CheckRequest) -> HostFacts:
             raise UsageError(f"not a compute capability: {cc!r}", "e.g. --gpu-cc 8.9") from None
     if req.glibc is not None and not re.fullmatch(r"2\.\d{1,3}", req.glibc.strip()):
         raise UsageError(f"not a glibc version: {req.glibc!r}", "e.g. --glibc 2.35")
-    if req.driver or req.ccs or req.glibc:
-        host = host.overridden(driver=req.driver, ccs=tuple(req.ccs), glibc=req.glibc,
+    if req.arch is not None and req.arch not in ARCHES:
+        raise UsageError(f"not a machine architecture builder judges: {req.arch!r}",
+                         f"pass one of {', '.join(ARCHES)}")
+    if req.driver or req.ccs or req.glibc or req.arch:
+        host = host.overridden(driver=req.driver, ccs=tuple(req.ccs), glibc=req.glibc, arch=req.arch,
                                origin=host.origin + " + options")
     return host
 
@@ -247,6 +264,9 @@ def run_check(project: Any, req: CheckRequest,
         if project is None:
             raise UsageError("no builder project found", "pass --lock FILE or run inside the project")
         for m in project.matrices(list(req.selectors)):
+            if req.arch is not None and _matrix_platform(m)[0] != req.arch:
+                raise UsageError(f"{m.name} locks for {m.platform}, not {req.arch}: its wheels are not this "
+                                 "host's", f"check a lock made for {req.arch} with --lock FILE --arch {req.arch}")
             for py in select_pythons(m, req.python):
                 path = lock_path(project.locks, m, py)
                 if not path.exists():

@@ -71,11 +71,23 @@ def _desc(p: Pkg) -> str:
 def rule_identity(f: Facts) -> Finding:
     """Every GPU package has an established CUDA identity, every CUDA component a placed
     version (unknown is a warning, with the reason; a known package never warns)."""
-    unknown = [p for p in _gpu(f) if p.identity and not p.identity.major and not p.identity.jit_only]
+    unknown = [p for p in _gpu(f) if p.identity and not p.identity.major and not p.identity.jit_only
+               and not p.identity.tool and not p.identity.cpu_build]
     unplaced = [p for p in _gpu(f) if p.identity and p.identity.unplaced]
     main = [p for p in _gpu(f) if p.identity and p.identity.kind in
             ("local-version", "index-url", "requires-dist", "binary", "follows-torch")]
     ev = [_desc(p) for p in main]
+    torch = f.packages.get("torch")
+    if torch is not None and torch.identity is not None and torch.identity.cpu_build:
+        cuda_users = [p for p in main if p.name != "torch" and p.identity and p.identity.major]
+        if cuda_users:
+            names = ", ".join(_desc(p) for p in cuda_users)
+            return _f("cuda-identity", "fail",
+                      f"torch {torch.version} is a CPU build ({torch.identity.cpu_build}) while {names} "
+                      f"{'is a CUDA build' if len(cuda_users) == 1 else 'are CUDA builds'} that needs "
+                      "torch's CUDA library (libtorch_cuda.so): it cannot import; lock a CUDA build of torch "
+                      "(PyTorch's CUDA index for this architecture) or builds of these packages for CPU",
+                      [torch.identity.cpu_build, *ev])
     if unknown or unplaced:
         names = ", ".join(f"{p.name} {p.version}" for p in unknown + unplaced)
         why = [f"{p.name}: " + "; ".join(e["detail"] for e in p.identity.evidence if e["kind"] != "version")

@@ -14,6 +14,11 @@ from builder.errors import EXIT_FAILED, EXIT_OK, UsageError
 _MARK = {"pass": "ok", "info": "info", "warn": "WARN", "fail": "FAIL"}
 
 
+def _release_only(i: Any) -> str:
+    """A build toolkit known by its release alone, and from what (``13.0 (PTX ISA)``)."""
+    return f"{i.build_release} ({'PTX ISA' if i.toolkit_from.startswith('PTX ISA') else 'banner'})"
+
+
 def _packages_rows(rep: Any) -> list[list[str]]:
     rows = []
     for name, p in sorted(rep.packages.items()):
@@ -22,7 +27,7 @@ def _packages_rows(rep: Any) -> list[list[str]]:
             continue
         major = "/".join(str(m) for m in sorted(i.major)) or "?"
         rows.append([name, p.version, major, i.runtime or i.release or "-", i.cudart_soname or "-",
-                     i.build_toolkit or (f"{i.build_release} (PTX ISA)" if i.build_release else "-"),
+                     i.build_toolkit or (_release_only(i) if i.build_release else "-"),
                      i.cublas or "-", i.kind if not i.jit_only else "pure-python"])
     return rows
 
@@ -36,7 +41,7 @@ def render_report(rep: Any, root: Path | None) -> str:
         except ValueError:
             pass
     d = rep.driver
-    title = f"matrix-{rep.matrix} py{rep.python}" if rep.matrix else f"py{rep.python}"
+    title = f"matrix-{rep.matrix} py{rep.python}" if rep.matrix else f"py{rep.python} {rep.arch}"
     lines = [f"{title}: {where}", f"  verdict: {rep.verdict.upper()}",
              f"  driver: native >= {d['native_min'] or '-'}"
              + (" (a lower bound)" if d.get("native_is_lower_bound") else "")
@@ -68,6 +73,8 @@ def render_chooser(rows: list[dict[str, Any]]) -> str:
 @click.option("--driver", help="Host NVIDIA driver, e.g. 575.57.08 (default: envs/host.toml).")
 @click.option("--gpu-cc", "gpu_cc", multiple=True, help="Host GPU compute capability, e.g. 8.9 (repeatable).")
 @click.option("--glibc", help="Host glibc, e.g. 2.35.")
+@click.option("--arch", type=click.Choice(["x86_64", "aarch64"]),
+              help="Host machine architecture for --lock (default: x86_64); a matrix's comes from its platform.")
 @click.option("--probe", is_flag=True, help="Read driver and GPUs from this machine's nvidia-smi.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
@@ -79,7 +86,8 @@ def render_chooser(rows: list[dict[str, Any]]) -> str:
               help="Wheel facts cache (default: $BUILDER_CACHE_DIR, else ~/.cache/builder).")
 @click.pass_context
 def check_cmd(ctx: click.Context, matrix: tuple[str, ...], python: str | None, lock_file: Path | None,
-              driver: str | None, gpu_cc: tuple[str, ...], glibc: str | None, probe: bool, as_json: bool,
+              driver: str | None, gpu_cc: tuple[str, ...], glibc: str | None, arch: str | None, probe: bool,
+              as_json: bool,
               strict: bool, offline: bool, deep: bool, cache_dir: Path | None) -> None:
     """Check locks for CUDA/torch/vLLM compatibility with each other and the host.
 
@@ -98,7 +106,7 @@ def check_cmd(ctx: click.Context, matrix: tuple[str, ...], python: str | None, l
             raise
         proj = None  # a foreign lock outside any project: host facts come from options
     req = CheckRequest(selectors=tuple(matrix), python=python, lock=lock_file, driver=driver, ccs=tuple(gpu_cc),
-                       glibc=glibc, probe=probe, offline=offline, deep=deep, cache_dir=cache_dir)
+                       glibc=glibc, arch=arch, probe=probe, offline=offline, deep=deep, cache_dir=cache_dir)
     res = run_check(proj, req, progress(ctx))
     root = proj.root if proj is not None else None
     if as_json:

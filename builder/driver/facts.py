@@ -144,9 +144,11 @@ class HostFacts:
         return cls(origin=origin, declared_driver=host.driver, gpus=gpus, glibc=host.glibc)
 
     def overridden(self, *, driver: str | None = None, ccs: tuple[str, ...] = (), glibc: str | None = None,
-                   origin: str | None = None) -> HostFacts:
-        """These facts with operator options on top (``--driver``, ``--gpu-cc``, ``--glibc``)."""
+                   origin: str | None = None, arch: str | None = None) -> HostFacts:
+        """These facts with operator options on top (``--driver``, ``--gpu-cc``, ``--glibc``, ``--arch``)."""
         new = replace(self, origin=origin or self.origin)
+        if arch is not None:
+            new.machine = arch
         if driver is not None:
             new.declared_driver = driver
         if ccs:

@@ -174,13 +174,14 @@ class LockDiff:
     old_where: str | None
     new_where: str | None
     matrix: str | None
-    python: str | None
+    python: str | None  # the Python the new lock is judged with (the old one's when there is no new)
     identical: bool  # same package content (content hash)
     packages: PackageDiff
     same_bytes: bool = False  # byte-identical files (not even re-stamped)
     host: dict[str, Any] = field(default_factory=dict)
     old_report: CheckReport | None = None
     new_report: CheckReport | None = None
+    old_python: str | None = None  # the old lock's Python when it is not ``python``
 
     @property
     def cuda(self) -> list[dict[str, Any]]:
@@ -198,7 +199,8 @@ class LockDiff:
         p = self.packages
         return {
             "lock": self.label, "old": self.old_where, "new": self.new_where, "matrix": self.matrix,
-            "python": self.python, "identical": self.identical, "same_bytes": self.same_bytes,
+            "python": self.python, "old_python": self.old_python or self.python,
+            "identical": self.identical, "same_bytes": self.same_bytes,
             "added": list(p.added), "removed": list(p.removed), "changed": list(p.changed),
             "rehashed": list(p.rehashed),
             "cuda": self.cuda,
@@ -245,9 +247,15 @@ def _host_json(h: HostFacts) -> dict[str, Any]:
     return {"driver": h.driver, "gpu_cc": list(h.ccs), "glibc": h.glibc, "origin": h.origin}
 
 
+def _python_of(lock: pylock.Lock | None, given: str | None) -> str | None:
+    """The Python a lock is judged with: the one asked for, else the lock's own."""
+    return given or (lock.python if lock is not None else None)
+
+
 def compare(old: pylock.Lock | None, new: pylock.Lock | None, *, label: str, matrix: Matrix | None,
             host: HostFacts, opts: DiffOptions, python: str | None = None) -> LockDiff:
-    """Diff two locks and, unless their package content is identical, judge both on ``host``.
+    """Diff two locks and, unless their package content is identical, judge both on ``host``,
+    each with its own Python (``python`` or ``opts.python``, when given, for both).
 
     Identical content needs no judging: the verdicts are the same by construction.
     Raises Unavailable when a wheel needed for the CUDA view cannot be read.
@@ -256,17 +264,21 @@ def compare(old: pylock.Lock | None, new: pylock.Lock | None, *, label: str, mat
     from builder.check.pipeline import CheckOptions, check_lock
 
     identical = old is not None and new is not None and old.content_hash == new.content_hash
-    py = python or opts.python or (new.python if new else None) or (old.python if old else None)
+    given = python or opts.python
+    new_py, old_py = _python_of(new, given), _python_of(old, given)
+    py = new_py or old_py
     d = LockDiff(label=label, old_where=old.where if old else None, new_where=new.where if new else None,
                  matrix=matrix.id if matrix else None, python=py, identical=identical,
                  packages=diff_packages(old, new), host=_host_json(host),
-                 same_bytes=old is not None and new is not None and old.sha256 == new.sha256)
+                 same_bytes=old is not None and new is not None and old.sha256 == new.sha256,
+                 old_python=old_py if old_py != py else None)
     if identical:
         return d
-    copts = CheckOptions(python=py, cache_dir=opts.cache_dir, offline=opts.offline)
     stats = fetchplan.FetchStats()
-    d.old_report = check_lock(old, matrix=matrix, host=host, opts=copts, stats=stats) if old else None
-    d.new_report = check_lock(new, matrix=matrix, host=host, opts=copts, stats=stats) if new else None
+    d.old_report = check_lock(old, matrix=matrix, host=host, stats=stats, opts=CheckOptions(
+        python=old_py, cache_dir=opts.cache_dir, offline=opts.offline)) if old else None
+    d.new_report = check_lock(new, matrix=matrix, host=host, stats=stats, opts=CheckOptions(
+        python=new_py, cache_dir=opts.cache_dir, offline=opts.offline)) if new else None
     return d
 
 

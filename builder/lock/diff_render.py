@@ -78,6 +78,8 @@ def _text_one(d: LockDiff) -> str:
     if d.identical:
         return "\n".join(lines)
     lines.append(f"  judged on: {_host_line(d)}")
+    if d.old_python:
+        lines.append(f"  Python: {_arrow(d.old_python, d.python)} (each lock judged with its own)")
     cuda = [c for c in d.cuda if c["changed"]]
     if cuda:
         lines.append("  CUDA:")
@@ -152,6 +154,8 @@ def _md_one(d: LockDiff) -> list[str]:
         out += ["> [!WARNING]", "> Same version, other files: a file changed under its name on the index."]
         out += [f"> - {r['name']} {r['version']}: {_cell(_file_line(f))}" for r in p.rehashed for f in r["files"]]
         out.append("")
+    if d.old_python:
+        out += [f"Python: {_arrow(d.old_python, d.python, True)} (each lock judged with its own).", ""]
     out += [f"**CUDA**, judged on {_cell(_host_line(d))}:", "",
             "| package | " + " | ".join(_FIELD_NAMES[k] for k in ("version", *CUDA_FIELDS)) + " |",
             "|---" * (1 + 1 + len(CUDA_FIELDS)) + "|"]
