@@ -49,6 +49,8 @@ PYTHONS = ["3.11", "3.12"]  # for a matrix file that does not say (builder repor
 SCRUB = ("VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "PYTHONPATH", "PYTHONHOME")
 REFRESH_MD = "lock-refresh.md"      # the pull request body (lock-refresh session)
 REFRESH_JSON = "lock-refresh.json"  # the same diff, for the decision "did any package change"
+KERNEL_SCRIPT = ROOT / "scripts" / "kernel_data.py"  # builder's own kernel data (lock-refresh session)
+KERNEL_SUMMARY = "kernel-data.json"  # what it added, for the pull request
 
 
 def _add_pyenv_pythons_to_path() -> None:
@@ -187,6 +189,30 @@ def _github_output(**values: str) -> None:
             f.writelines(f"{k}={v}\n" for k, v in values.items())
 
 
+def _kernel_rows(session: nox.Session) -> list[dict[str, Any]]:
+    """A row of builder/data/kernels.toml for every CUDA vLLM wheel on PyPI that has none
+    (``scripts/kernel_data.py --all``; ``$BUILDER_KERNEL_INDEX`` names another PEP 691 index).
+    Only in builder's own checkout: the data is builder's, whatever project the locks are."""
+    if not KERNEL_SCRIPT.exists():
+        return []
+    index = os.environ.get("BUILDER_KERNEL_INDEX")
+    summary = Path(KERNEL_SUMMARY).resolve()
+    session.run("python", str(KERNEL_SCRIPT), "--all", "--summary", str(summary),
+                *(["--index", index] if index else []), env=_env())
+    added: list[dict[str, Any]] = json.loads(summary.read_text(encoding="utf-8"))["added"]
+    return added
+
+
+def _kernel_md(rows: list[dict[str, Any]]) -> str:
+    """The pull request's section on new kernel rows."""
+    lines = ["", f"### Kernel data: {len(rows)} new row(s) in `builder/data/kernels.toml`", "",
+             "| wheel | member | SASS | PTX ISA | nvcc |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| [{r['wheel']}]({r['source']}) | `{r['member']}` | {', '.join(r['sass'])} | "
+                     f"{r.get('ptx_isa') or '-'} | {r.get('nvcc') or r.get('nvcc_release') or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
 @nox.session(name="lock-refresh", tags=["ci-lock-refresh"])
 def lock_refresh(session: nox.Session) -> None:
     """Refresh every matrix to yesterday (UTC), verify, write the diff to lock-refresh.md.
@@ -195,13 +221,16 @@ def lock_refresh(session: nox.Session) -> None:
     resolution repeats; with today's date a file uploaded later today would
     enter a re-run (docs/locks.md).
 
-    ``builder lock --refresh`` (posargs go to it, e.g. ``-- --exclude-newer
-    2026-01-05``), ``builder lock --verify``, then ``builder lock diff --git HEAD``
-    as Markdown (the pull request body) and as JSON (did any package change?).
+    First, in builder's own checkout, a kernel row for each new vLLM wheel on PyPI
+    (``scripts/kernel_data.py --all``); then ``builder lock --refresh`` (posargs go to it,
+    e.g. ``-- --exclude-newer 2026-01-05``), ``builder lock --verify``, then ``builder lock
+    diff --git HEAD`` as Markdown (the pull request body, plus a table of the new kernel rows)
+    and as JSON (did any package change?).  New rows alone are worth a pull request too.
     A regression (diff exit 1) fails the session; the refreshed locks stay in
     the working tree for a human to look at, and must not be proposed.
     """
     _install(session)
+    kernels = _kernel_rows(session)  # first: the diff below judges gpu-arch with the new rows
     session.run("builder", "lock", "--refresh", *session.posargs, env=_env())
     session.run("builder", "lock", "--verify", env=_env())
     clean = _diff(session, "md", Path(REFRESH_MD))
@@ -211,9 +240,13 @@ def lock_refresh(session: nox.Session) -> None:
         session.error(f"lock diff: regression (see {REFRESH_MD}); the refreshed locks are left in the "
                       "working tree for review and must not be proposed")
     n = _package_changes(json.loads(Path(REFRESH_JSON).read_text(encoding="utf-8")))
-    _github_output(changed="true" if n else "false", regression="false")
-    session.log(f"lock-refresh: {n} package change(s): propose them with {REFRESH_MD} as the description"
-                if n else "lock-refresh: no package changed (locks re-stamped only): nothing to propose")
+    if kernels:
+        with Path(REFRESH_MD).open("a", encoding="utf-8") as f:
+            f.write(_kernel_md(kernels))
+    _github_output(changed="true" if n or kernels else "false", regression="false")
+    session.log(f"lock-refresh: {n} package change(s), {len(kernels)} new kernel row(s): propose them with "
+                f"{REFRESH_MD} as the description" if n or kernels
+                else "lock-refresh: no package changed (locks re-stamped only), no new kernel row: nothing to propose")
 
 
 for _m, _pys in _matrices(Path(os.environ.get("BUILDER_PROJECT") or ROOT) / "envs"):

@@ -13,13 +13,15 @@ per wheel sha256; the file is rewritten (atomically) after every wheel, so an
 interrupted run loses nothing and the next run goes on where it stopped.
 
     python scripts/kernel_data.py --all            # add a row for every wheel that has none
+    python scripts/kernel_data.py --all --summary kernel-data.json   # and say what was added (lock-refresh)
     python scripts/kernel_data.py --all --dry-run  # list the wheels that have no row
     python scripts/kernel_data.py vllm==0.13.0     # (re)read both wheels of one release
     python scripts/kernel_data.py --check          # re-read every row's wheel; exit 1 if one differs
     python scripts/kernel_data.py --member vllm/_moe_C.abi3.so vllm==0.13.0
 
 Costs (2026-12-08): about 60-190 MB and 10-20 s of CPU per vLLM wheel (the fatbin reader);
-PyPI is the only host contacted.  The lock-refresh workflow runs ``--all``.
+PyPI is the only host contacted.  The lock-refresh workflow (``nox -s lock-refresh``) runs
+``--all --summary`` and adds the new rows to its pull request.
 """
 
 from __future__ import annotations
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=kerneldata.DATA)
     ap.add_argument("--index", default=INDEX, help="a PEP 691 simple index (default: PyPI)")
     ap.add_argument("--check", action="store_true", help="re-read every row and compare; write nothing")
+    ap.add_argument("--summary", type=Path, help="write what was added and what failed here (JSON)")
     args = ap.parse_args(argv)
     since = {a: v for a, v in SINCE.items() if not args.arch or a in args.arch}
     rows = load_rows(args.data)
@@ -240,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         for w, _m in todo:
             print(f"{w.filename} {w.uploaded}")
         return 0
-    failed = 0
+    failed: list[dict[str, str]] = []
+    added: list[dict[str, Any]] = []
     t0 = time.monotonic()
     for n, (w, member) in enumerate(todo, 1):
         members = (member,) if member else mains.get(w.package)
@@ -250,13 +254,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rows[w.sha256] = read_row(w, members)
         except Unavailable as exc:
-            failed += 1
+            failed.append({"wheel": w.filename, "why": exc.line()})
             print(f"{w.filename}: {exc.line()}", file=sys.stderr)
             continue
+        added.append(rows[w.sha256])
         atomic_write(args.data, render(rows.values()))
     if not todo and not args.data.exists():
         atomic_write(args.data, render(rows.values()))
-    print(f"{args.data}: {len(rows)} rows; {failed} wheel(s) failed", file=sys.stderr)
+    if args.summary is not None:
+        keep = ("version", "arch", "wheel", "member", "sass", "ptx", "ptx_isa", "nvcc", "nvcc_release", "source")
+        atomic_write(args.summary, json.dumps({"data": str(args.data), "rows": len(rows), "failed": failed,
+                                               "added": [{k: r.get(k) for k in keep} for r in added]}, indent=1))
+    print(f"{args.data}: {len(rows)} rows; {len(added)} added; {len(failed)} wheel(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
 

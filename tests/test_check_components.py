@@ -110,3 +110,61 @@ def test_ptx_isa_supplies_a_missing_build_toolkit_and_never_overrides_a_banner()
     unknown_isa = Identity()
     apply_kernels(unknown_isa, KernelEvidence("m", KernelArchs.of(["sm_89"]), "8.5", "deep read", "x"), K)
     assert unknown_isa.build_release is None and unknown_isa.kernels is not None
+
+
+def _ev(nvcc: str | None, release: str | None, isa: str | None = "9.0") -> KernelEvidence:
+    return KernelEvidence("vllm/_C_stable_libtorch.abi3.so", KernelArchs.of(["sm_89"]), isa, "shipped data",
+                          "by hand", nvcc, release)
+
+
+def test_the_main_extensions_banner_names_the_build_toolkit() -> None:
+    # vLLM 0.13.0's _C: "release 12.9, V12.9.86" intact
+    full = Identity()
+    apply_kernels(full, _ev("12.9.86", "12.9", "8.8"), K)
+    assert (full.build_toolkit, full.build_release) == ("12.9.86", None)
+    assert full.toolkit_from == "nvcc banner in vllm/_C_stable_libtorch.abi3.so, shipped data"
+    # vLLM 0.24+: compressed, "release 13.0, V.88": the release alone
+    rel = Identity()
+    apply_kernels(rel, _ev(None, "13.0"), K)
+    assert (rel.build_toolkit, rel.build_release) == (None, "13.0")
+    assert rel.toolkit_from.startswith("nvcc banner (release only) in vllm/_C_stable_libtorch.abi3.so")
+    # a banner that disagrees with the PTX ISA is kept, and the disagreement said
+    odd = Identity()
+    apply_kernels(odd, _ev(None, "12.9", "9.0"), K)
+    assert odd.build_release == "12.9" and any("PTX ISA 9.0 (CUDA 13.0)" in e["detail"] for e in odd.evidence)
+    # a banner another extension carries is kept; a different release is noted
+    other = Identity(build_toolkit="12.8.93", toolkit_from="nvcc banner in vllm/_flash.abi3.so")
+    apply_kernels(other, _ev("12.9.86", "12.9", "8.8"), K)
+    assert other.build_toolkit == "12.8.93" and any("the latter is kept" in e["detail"] for e in other.evidence)
+    same = Identity(build_toolkit="12.9.86", toolkit_from="nvcc banner in vllm/_flash.abi3.so")
+    apply_kernels(same, _ev(None, "12.9", "8.8"), K)
+    assert same.build_toolkit == "12.9.86" and not same.evidence
+
+
+def _torch_aarch64(version: str = "2.9.1", *, sizes: tuple[tuple[str, int], ...] = (), url: str | None = None,
+                   scanned: bool = True) -> Pkg:
+    w = WheelRef(name="torch", version=version, filename=f"torch-{version}-cp312-cp312-manylinux_2_28_aarch64.whl",
+                 url=url, platform=True)
+    reqs = ('nvidia-cuda-runtime-cu12==12.8.90; platform_system == "Linux" and platform_machine == "x86_64"',)
+    return Pkg("torch", version, w, facts=WheelFacts(w.filename, None, "torch", version, reqs, scanned,
+                                                       ext_sizes=sizes))
+
+
+def test_a_torch_without_libtorch_cuda_is_a_cpu_build() -> None:
+    env = {**ENV, "platform_machine": "aarch64"}
+    cpu = identify(_torch_aarch64(sizes=(("torch/lib/libtorch_cpu.so", 1), ("torch/_C.so", 1))), K, env, None, TK)
+    assert cpu.kind == "cpu-build" and not cpu.major
+    assert cpu.cpu_build == ("no torch/lib/libtorch_cuda.so among the 2 shared objects of "
+                             "torch-2.9.1-cp312-cp312-manylinux_2_28_aarch64.whl; torch.version.cuda is None")
+    cuda = identify(_torch_aarch64(sizes=(("torch/lib/libtorch_cuda.so", 1),)), K, env, None, TK)
+    assert cuda.cpu_build == "" and cuda.kind != "cpu-build"
+    unread = identify(_torch_aarch64(scanned=False), K, env, None, TK)  # nothing read: not called CPU
+    assert unread.cpu_build == ""
+    label = identify(_torch_aarch64("2.9.1+cpu", scanned=False), K, env, None, TK)
+    assert label.cpu_build == "its version 2.9.1+cpu is labelled +cpu"
+    index = identify(_torch_aarch64(url="https://download.pytorch.org/whl/cpu/torch-2.9.1-cp312.whl",
+                                    scanned=False), K, env, None, TK)
+    assert index.cpu_build == "it comes from PyTorch's CPU index (https://download.pytorch.org/whl/cpu)"
+    # on x86_64 the same requirements pin CUDA: a CUDA build whatever was read
+    x86 = identify(_torch_aarch64(sizes=(("torch/lib/libtorch_cpu.so", 1),)), K, ENV, None, TK)
+    assert x86.major == {12} and x86.cpu_build == ""

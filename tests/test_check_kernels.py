@@ -27,7 +27,8 @@ def _pkg(sha: str | None, path: Path | None = None, sizes: tuple[tuple[str, int]
 def test_shipped_row_applies_only_to_its_wheel() -> None:
     ev = kernels.shipped(_pkg(VLLM_0130), K.main_extensions["vllm"])
     assert ev is not None and ev.member == "vllm/_C.abi3.so" and ev.origin == "shipped data"
-    assert ev.ptx_isa == "8.8" and "sm_89" in ev.archs.sass_names() and "2026-11-30" in ev.detail
+    assert ev.ptx_isa == "8.8" and "sm_89" in ev.archs.sass_names() and "read 2026-12-07" in ev.detail
+    assert (ev.nvcc, ev.nvcc_release) == ("12.9.86", "12.9")  # the banner in _C itself
     assert kernels.shipped(_pkg("0" * 64), K.main_extensions["vllm"]) is None
     assert kernels.shipped(_pkg(None), K.main_extensions["vllm"]) is None
 

@@ -21,7 +21,7 @@ import pytest
 from builder import pylock
 from builder.binaries.archcompat import KernelArchs
 from builder.check import components, knowledge, loaded, rules, toolkit
-from builder.check.identity import nvidia_identity
+from builder.check.identity import as_tool, nvidia_identity
 from builder.check.loaded import analyze
 from builder.check.model import Binary, Facts, Identity, KernelEvidence, Pkg, WheelFacts, WheelRef
 from builder.driver.facts import HostFacts
@@ -153,6 +153,51 @@ def test_identity_cuda13_component_names_are_known_whatever_their_version() -> N
 def test_identity_unknown_nvidia_package_warns() -> None:
     stranger = Pkg("nvidia-something-new", "1.0", wheel("nvidia-something-new", "1.0"), identity=Identity())
     assert rules.rule_identity(facts(torch(), stranger)).level == "warn"
+
+
+def test_identity_cuda_tool_wheels_are_never_unknown() -> None:
+    # nvdisasm has no component row and no -cuNN suffix; nvcc 13.99.1 is a version no
+    # cuda-toolkit release pins: as libraries both would warn, as tools (executables and
+    # headers that no process loads) neither does.
+    nvdisasm = Pkg("nvidia-cuda-nvdisasm", "13.3.73", wheel("nvidia-cuda-nvdisasm", "13.3.73"),
+                   identity=as_tool(nvidia_identity("nvidia-cuda-nvdisasm", "13.3.73", K, TK), "nvidia-cuda-nvdisasm",
+                                    "13.3.73"))
+    nvcc_id = nvidia_identity("nvidia-cuda-nvcc", "13.99.1", K, TK)
+    assert nvcc_id is not None and nvcc_id.unplaced and nvcc_id.major == {13}
+    nvcc = Pkg("nvidia-cuda-nvcc", "13.99.1", wheel("nvidia-cuda-nvcc", "13.99.1"),
+               identity=as_tool(nvcc_id, "nvidia-cuda-nvcc", "13.99.1"))
+    assert nvcc.identity is not None and not nvcc.identity.unplaced and nvcc.identity.major == {13}
+    assert any("no cuda-toolkit release" in e["detail"] for e in nvcc.identity.evidence)  # noted, not warned
+    t13 = torch(major=13, runtime="13.0.96")
+    r = rules.rule_identity(facts(t13, nvdisasm, nvcc))
+    assert r.level == "pass", r.message
+    assert {"nvidia-cuda-nvdisasm", "nvidia-cuda-nvcc", "nvidia-cuda-nvcc-cu12", "nvidia-cuda-crt",
+            "nvidia-cuda-cuobjdump"} <= K.tools
+    lib = Pkg("nvidia-cuda-nvdisasm", "13.3.73", wheel("nvidia-cuda-nvdisasm", "13.3.73"), identity=Identity())
+    assert rules.rule_identity(facts(t13, lib)).level == "warn"  # the same name, not marked a tool
+
+
+def cpu_torch(version: str = "2.9.1") -> Pkg:
+    i = Identity(cpu_build=f"no torch/lib/libtorch_cuda.so among the 8 shared objects of torch-{version}-...whl")
+    i.add("cpu-build", f"torch {version} is a CPU build: {i.cpu_build}")
+    return Pkg("torch", version, wheel("torch", version), identity=i)
+
+
+def test_identity_fails_a_cuda_vllm_beside_a_cpu_torch() -> None:
+    # PyPI's aarch64 torch 2.9.1 is a CPU build; vLLM 0.16.0's aarch64 _C links libcudart.so.12
+    # and needs libtorch_cuda.so: the pair cannot import.
+    r = rules.rule_identity(facts(cpu_torch(), vllm()))
+    assert r.level == "fail"
+    assert r.message.startswith("torch 2.9.1 is a CPU build (no torch/lib/libtorch_cuda.so among the 8 shared ")
+    assert "while vllm 0.13.0 (libcudart.so.12, built with 12.9.86; binary) is a CUDA build" in r.message
+    assert "lock a CUDA build of torch" in r.message and r.evidence[0].startswith("no torch/lib/libtorch_cuda.so")
+
+
+def test_identity_a_cpu_stack_is_identified() -> None:
+    tv = Pkg("torchvision", "0.24.1", wheel("torchvision", "0.24.1"), identity=Identity(cpu_build="follows torch"))
+    tv.identity.add("follows-torch", "built for torch's CPU build")  # type: ignore[union-attr]
+    r = rules.rule_identity(facts(cpu_torch(), tv))
+    assert r.level == "pass", r.message  # a CPU torch and what follows it: known, and nothing needs CUDA
 
 
 # ---------------------------------------------------------------- torch-pin

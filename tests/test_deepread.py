@@ -166,3 +166,49 @@ def test_cache_ignores_results_of_another_reader_version(wheel: Path, server: tu
     deepread.deep_read(_ref(wheel, server[0]), cache=cache)
     monkeypatch.setattr(fatbin, "READER_VERSION", fatbin.READER_VERSION + 1)
     assert cache.get(_ref(wheel, server[0]).sha256, MEMBER) is None
+
+
+def test_the_stream_also_yields_nvccs_banner(wheel: Path, server: tuple[str, Stats], ext: bytes) -> None:
+    # vLLM 0.13.0's _flashmla_extension_C carries "Cuda compilation tools, release 12.9, V12.9.86" twice
+    r = deepread.deep_read(_ref(wheel, server[0]))
+    assert (r.nvcc, r.nvcc_release, r.nvcc_banners) == ("12.9.86", "12.9", 2)
+    assert deepread.DeepResult.from_json(r.to_json()).nvcc == "12.9.86"
+
+
+def test_banners_are_found_across_chunk_boundaries(ext: bytes) -> None:
+    at = ext.index(b"Cuda compilation tools")
+    part = ext[at - 200: at + 300]
+    for cut in range(150, 260):  # every split of the first banner, and around it
+        b = deepread.Banners()
+        b.feed(part[:cut])
+        b.feed(part[cut:])
+        assert (b.finish(), b.count) == (("12.9.86", "12.9"), 1), cut
+    one_byte = deepread.Banners()
+    for i in range(len(part)):
+        one_byte.feed(part[i:i + 1])
+    assert one_byte.finish() == ("12.9.86", "12.9") and one_byte.count == 1
+
+
+def test_a_mangled_banner_gives_the_release_and_two_releases_give_nothing() -> None:
+    mangled = deepread.Banners()  # what fatbin compression leaves of nvcc 13.0.88's banner (vLLM 0.27.1)
+    mangled.feed(b"\x00release 13.0, V.88 Cuda compilation tools, release 13.0, V.88\x00Build cuda_13.0")
+    assert mangled.finish() == (None, "13.0") and mangled.count == 1
+    two = deepread.Banners()
+    two.feed(b"Cuda compilation tools, release 12.8, V12.8.93\x00Cuda compilation tools, release 12.9, V12.9.86")
+    assert two.finish() == (None, None) and two.count == 2
+    odd = deepread.Banners()  # a version that is not of the banner's release is not taken
+    odd.feed(b"Cuda compilation tools, release 12.9, V12.8.93")
+    assert odd.finish() == (None, "12.9")
+
+
+def test_cached_results_without_banner_facts_are_read_again(wheel: Path, server: tuple[str, Stats],
+                                                           tmp_path: Path) -> None:
+    import json
+
+    cache = deepread.DeepCache(tmp_path)
+    r = deepread.deep_read(_ref(wheel, server[0]), cache=cache)
+    path = tmp_path / "kernels" / f"{r.sha256}.json"
+    d = json.loads(path.read_text())
+    del d["members"][MEMBER]["nvcc_banners"]  # an entry written before banners were read
+    path.write_text(json.dumps(d))
+    assert cache.get(r.sha256, MEMBER) is None

@@ -24,7 +24,7 @@ CACHE = ROOT / "tests" / "data" / "lock-diff" / "wheel-cache"
 def test_real_locks_b_to_a_show_the_cublas_line_and_the_driver_floors(tmp_path: Path) -> None:
     """The committed matrix B and A locks, judged offline from the wheel facts `builder check`
     read from PyPI once (tests/data/lock-diff/wheel-cache: torch, vLLM, torchvision, torchaudio,
-    flashinfer; 5 small JSON files)."""
+    flashinfer; 8 small JSON files with the cp311 builds of torch, torchvision, torchaudio)."""
     cache = tmp_path / "cache"
     shutil.copytree(CACHE, cache)
     env = dict(os.environ, BUILDER_CACHE_DIR=str(tmp_path / "unused"))
@@ -55,6 +55,33 @@ def test_real_locks_b_to_a_show_the_cublas_line_and_the_driver_floors(tmp_path: 
                     "--offline", "--cache-dir", str(cache), cwd=ROOT, env=env)
     assert "nvidia-cublas-cu12: version 12.8.4.1 -> 12.9.1.4; cuBLAS 12.8.4.1 -> 12.9.1.4" in r.stdout
     assert "driver floors: native 575.57.08, minor-version compat 525.60.13" in r.stdout
+
+
+def test_locks_for_two_pythons_are_each_judged_with_their_own(tmp_path: Path) -> None:
+    """Matrix B for Python 3.11 -> 3.12: the 3.11 lock judged with 3.12 would pick no torch wheel
+    (it has only cp311 ones) and fail python-tag; each judged with its own Python, both warn alike."""
+    cache = tmp_path / "cache"
+    shutil.copytree(CACHE, cache)
+    env = dict(os.environ, BUILDER_CACHE_DIR=str(tmp_path / "unused"))
+    old, new = "locks/matrix-b/pylock.py311.toml", "locks/matrix-b/pylock.py312.toml"
+    r = builder_cmd("lock", "diff", old, new, "--offline", "--cache-dir", str(cache), "--format", "json",
+                    cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert (d["old_python"], d["python"]) == ("3.11", "3.12")
+    assert d["verdict"] == {"old": "warn", "new": "warn"} and d["findings"] == [] and d["regression"] is False
+    cuda = {c["name"]: c for c in d["cuda"]}
+    assert cuda["torch"]["old"]["runtime"] == cuda["torch"]["new"]["runtime"] == "12.8.90"
+    text = builder_cmd("lock", "diff", old, new, "--offline", "--cache-dir", str(cache), cwd=ROOT, env=env).stdout
+    assert "  Python: 3.11 -> 3.12 (each lock judged with its own)" in text
+    md = builder_cmd("lock", "diff", old, new, "--offline", "--cache-dir", str(cache), "--format", "md", cwd=ROOT,
+                     env=env).stdout
+    assert "Python: 3.11 → **3.12** (each lock judged with its own)." in md
+    # --python names one Python for both: the 3.11 lock has no CPython 3.12 wheel of torch
+    both = json.loads(builder_cmd("lock", "diff", old, new, "--offline", "--cache-dir", str(cache), "--python",
+                                  "3.12", "--format", "json", cwd=ROOT, env=env).stdout)
+    assert both["old_python"] == both["python"] == "3.12"
+    assert both["verdict"]["old"] == "fail" and any(f["id"] == "python-tag" for f in both["findings"])
 
 
 def test_diff_offline_without_cached_facts_is_exit_3(tmp_path: Path) -> None:

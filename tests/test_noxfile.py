@@ -135,3 +135,51 @@ def test_lock_refresh_fails_on_a_regression_and_keeps_the_report(tmp_path: Path)
     assert r.returncode != 0
     assert "regression (see lock-refresh.md)" in r.stderr
     assert outputs.splitlines() == ["changed=false", "regression=true"]
+
+
+# A stand-in for scripts/kernel_data.py: logs its call, writes the summary the session reads.
+FAKE_KERNEL_SCRIPT = """import json, os, sys
+with open(os.environ["LOG"], "a") as f:
+    f.write("kernel_data " + " ".join(a if not a.endswith("kernel-data.json") else "SUMMARY" for a in sys.argv[1:])
+            + "\\n")
+added = json.loads(os.environ["KERNEL_ADDED"])
+path = sys.argv[sys.argv.index("--summary") + 1]
+json.dump({"data": "builder/data/kernels.toml", "rows": 111, "failed": [], "added": added}, open(path, "w"))
+"""
+NEW_ROW = [{"version": "0.35.0", "arch": "aarch64", "wheel": "vllm-0.35.0-cp38-abi3-manylinux_2_28_aarch64.whl",
+            "member": "vllm/_C_stable_libtorch.abi3.so", "sass": ["sm_90", "sm_100"], "ptx": ["compute_90"],
+            "ptx_isa": "9.0", "nvcc": None, "nvcc_release": "13.0",
+            "source": "https://files.pythonhosted.org/packages/x/vllm-0.35.0-cp38-abi3-manylinux_2_28_aarch64.whl"}]
+
+
+@pytest.mark.parametrize(("added", "changed"), [([], "false"), (NEW_ROW, "true")])
+def test_lock_refresh_adds_kernel_rows_first_and_proposes_them(tmp_path: Path, added: list[object],
+                                                               changed: str) -> None:
+    import json
+
+    proj = _project(tmp_path)
+    (proj / "scripts").mkdir()
+    (proj / "scripts" / "kernel_data.py").write_text(FAKE_KERNEL_SCRIPT)
+    fake = tmp_path / "bin" / "builder"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_BUILDER)
+    fake.chmod(0o755)
+    log, out = tmp_path / "calls.log", tmp_path / "github-output"
+    env = _env(PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}", LOG=str(log), DIFF_JSON=SAME, DIFF_RC="0",
+               GITHUB_OUTPUT=str(out), KERNEL_ADDED=json.dumps(added), BUILDER_KERNEL_INDEX="http://127.0.0.1:9/simple")
+    r = _nox(proj, "--no-venv", "-s", "lock-refresh", "--", "--exclude-newer", "2026-01-05", env=env)
+    assert r.returncode == 0, r.stderr
+    assert log.read_text().splitlines() == [
+        "kernel_data --all --summary SUMMARY --index http://127.0.0.1:9/simple",
+        "lock --refresh --exclude-newer 2026-01-05", "lock --verify",
+        "lock diff --git HEAD --format md", "lock diff --git HEAD --format json"]
+    assert out.read_text().splitlines() == [f"changed={changed}", "regression=false"]
+    md = (proj / "lock-refresh.md").read_text()
+    if added:
+        assert "### Kernel data: 1 new row(s) in `builder/data/kernels.toml`" in md
+        assert ("| [vllm-0.35.0-cp38-abi3-manylinux_2_28_aarch64.whl](https://files.pythonhosted.org/packages/x/"
+                "vllm-0.35.0-cp38-abi3-manylinux_2_28_aarch64.whl) | `vllm/_C_stable_libtorch.abi3.so` | "
+                "sm_90, sm_100 | 9.0 | 13.0 |") in md
+        assert "0 package change(s), 1 new kernel row(s)" in r.stderr
+    else:
+        assert md == "# lock refresh\n" and "nothing to propose" in r.stderr
