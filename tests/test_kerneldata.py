@@ -195,7 +195,8 @@ HOST = ("--driver", "580.95.05", "--gpu-cc", "9.0", "--glibc", "2.35")  # an H10
 
 def _lock_and_check(r: kerneldata.KernelRow, work: Path, cache: Path) -> str | None:
     """Lock ``vllm==X`` alone at the row's upload time (plus a minute) for its architecture,
-    check it, and say what is wrong (None: gpu-arch was judged from this very row)."""
+    check it, and say what is wrong (None: gpu-arch was judged from this very row, and the
+    build toolkit is known wherever the row's banner names it)."""
     from builder import _proc, tools
     from tests.helpers.cli import builder_cmd
 
@@ -230,6 +231,9 @@ def _lock_and_check(r: kerneldata.KernelRow, work: Path, cache: Path) -> str | N
         problems.append(f"kernels: {kern}")
     if "no fatbin data" in gpu_arch["message"] or r.member not in gpu_arch["message"]:
         problems.append(f"gpu-arch {gpu_arch['level']}: {gpu_arch['message'][:300]}")
+    cuda = vllm.get("cuda") or {}
+    if (r.nvcc or r.nvcc_release) and not (cuda.get("build_toolkit") or cuda.get("build_release")):
+        problems.append(f"build toolkit unknown although {r.member} names nvcc {r.nvcc or r.nvcc_release}")
     return f"{r.wheel}: " + "; ".join(problems) if problems else None
 
 
