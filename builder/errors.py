@@ -125,6 +125,17 @@ class LockFileError(BuilderError):
     exit_code = EXIT_USAGE
 
 
+class ManifestError(BuilderError):
+    """A runtime directory's ``runtime.json`` is missing, unreadable, of another format or
+    invalid: the directory is not a finished runtime.  ``problems`` lists every problem found."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, problems: tuple[str, ...] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.problems = problems
+
+
 class StaleLock(BuilderError):
     """A lock does not match its spec (or is missing)."""
 

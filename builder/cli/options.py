@@ -144,6 +144,16 @@ def slot(*, required: bool = True, help: str = "Slot of the service spec, e.g. g
     return click.option("--slot", required=required, help=help)
 
 
+def url(*, required: bool = False, help: str) -> Callable[[F], F]:
+    """``--url URL``: a server's endpoint."""
+    return click.option("--url", required=required, help=help)
+
+
+def model(*, required: bool = False, help: str) -> Callable[[F], F]:
+    """``--model NAME``: the model name a server serves."""
+    return click.option("--model", required=required, help=help)
+
+
 def timeout(*, default: float, help: str) -> Callable[[F], F]:
     """``--timeout S``: a bound in seconds (:class:`Seconds`: finite, above 0, at most a day)."""
     return click.option("--timeout", type=SECONDS, default=default, show_default=True, metavar="S", help=help)

@@ -17,9 +17,13 @@ def _smoke_table(report: Any) -> str:
     return table([[s.name, s.status, s.reason] for s in report.steps], ["step", "status", "reason"])
 
 
-def _smoke_summary(report: Any) -> str:
-    n = {k: sum(s.status == k for s in report.steps) for k in ("pass", "fail", "skipped")}
+def _tally(steps: Any) -> str:
+    n = {k: sum(s.status == k for s in steps) for k in ("pass", "fail", "skipped")}
     return f"{n['pass']} pass, {n['fail']} fail, {n['skipped']} skipped"
+
+
+def _smoke_summary(report: Any) -> str:
+    return _tally(report.steps)
 
 
 @main.command("build")
@@ -58,23 +62,20 @@ def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: 
         if as_json:
             continue
         m = res.manifest
-        interp = m.get("interpreter", {})
         if res.status == "exists":
-            click.echo(f"{res.name}: already built from this lock ({m.get('built_at')}); nothing to do "
+            click.echo(f"{res.name}: already built from this lock ({m.created_at}); nothing to do "
                        f"(--force rebuilds)")
         else:
-            t = m["timings"]
+            t = m.timings
             click.echo(f"{res.name}: {res.status} in {t['total']:.1f}s (install {t['sync']:.1f}s, "
                        f"smoke {t['smoke']:.1f}s)")
         click.echo(f"  path:   {res.path}")
-        click.echo(f"  python: {interp.get('version')} from {interp.get('source')} "
-                   f"({interp.get('origin')}): {interp.get('reason')}")
-        sm = m.get("smoke", {})
-        steps = sm.get("steps", [])
-        n = {k: sum(s["status"] == k for s in steps) for k in ("pass", "fail", "skipped")}
-        click.echo(f"  smoke:  {n['pass']} pass, {n['fail']} fail, {n['skipped']} skipped")
+        if m.interpreter is not None:
+            i = m.interpreter
+            click.echo(f"  python: {i.version} from {i.source} ({i.origin}): {i.reason}")
+        click.echo(f"  smoke:  {_tally(m.smoke.steps)}")
         if not quiet(ctx):
-            click.echo(table([[s["step"], s["status"], s["reason"]] for s in steps], ["step", "status", "reason"]))
+            click.echo(table([[s.step, s.status, s.reason] for s in m.smoke.steps], ["step", "status", "reason"]))
     if as_json:
         echo_json([r.as_dict() for r in results])
 

@@ -16,7 +16,8 @@ _SPEC = options.service_spec()
 _ROUTE_FILE = options.route_file()
 _SLOT = options.slot()
 _JSON_ENTRY = options.as_json("Print the journal entry as JSON.")
-_PROBE_TIMEOUT = options.timeout(default=30.0, help="Probe bound, seconds.")
+_PROBE_TIMEOUT = options.timeout(default=30.0,
+                                 help="Seconds for the whole probe of the target, connect and headers included.")
 
 
 def _abs(path: str | None) -> str | None:
@@ -89,7 +90,7 @@ def stop_cmd(ctx: click.Context, slot: str, drain: float | None, force: bool, sp
 @serve.command("status")
 @_SPEC
 @_ROUTE_FILE
-@options.timeout(default=10.0, help="Probe bound per slot, seconds.")
+@options.timeout(default=10.0, help="Seconds for the whole status: the slots are probed side by side within it.")
 @options.as_json("Print the status as JSON.")
 @click.pass_context
 def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, timeout: float,
@@ -115,11 +116,12 @@ def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, tim
 
 @exits({EXIT_OK: "ready", EXIT_FAILED: "not ready", EXIT_USAGE: None, EXIT_UNAVAILABLE: "unreachable"})
 @serve.command("probe")
-@click.option("--url", help="Server URL, e.g. http://127.0.0.1:8002 (a trailing /v1 is fine).")
-@click.option("--model", help="The served model name to ask for.")
+@options.url(help="Server URL, e.g. http://127.0.0.1:8002 (a trailing /v1 is fine).")
+@options.model(help="The served model name to ask for.")
 @options.slot(required=False, help="Probe a slot of the service spec instead of --url/--model.")
 @click.option("--api-key-env", metavar="NAME", help="With --url: send the key held by $NAME.")
-@options.timeout(default=30.0, help="Seconds for the whole probe (each network call gets what is left).")
+@options.timeout(default=30.0, help="Seconds for the whole probe, connect and headers included (each network call "
+                                   "gets what is left); the load step gets as much again per request.")
 @click.option("--requests", type=int, default=0, help="Add a load step of N completions.")
 @click.option("--concurrency", type=int, default=1, help="Load step: requests in flight at once.")
 @_SPEC
@@ -219,8 +221,8 @@ def route_show(ctx: click.Context, spec: str | None, route_file: str | None, as_
 
 
 @route_group.command()  # named after the function: `builder route init`
-@click.option("--url", required=True, help="The endpoint QueryLake uses today, e.g. http://127.0.0.1:8000/v1.")
-@click.option("--model", required=True, help="The model name QueryLake asks that endpoint for.")
+@options.url(required=True, help="The endpoint QueryLake uses today, e.g. http://127.0.0.1:8000/v1.")
+@options.model(required=True, help="The model name QueryLake asks that endpoint for.")
 @options.force("Adopt even if the existing file says otherwise.")
 @_SPEC
 @_ROUTE_FILE

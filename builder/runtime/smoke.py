@@ -26,6 +26,7 @@ from builder import _proc, paths, pylock
 from builder.binaries.archcompat import Arch, runs_on_name
 from builder.errors import BuilderError, ProtectedEnvError
 from builder.runtime import doctor
+from builder.runtime import manifest as manifests
 from builder.spec import Matrix
 from builder.versions import compute_capability
 
@@ -138,6 +139,13 @@ class SmokeReport:
     def as_dict(self) -> dict[str, Any]:
         return {"python": self.python, "gpu": self.gpu, "ok": self.ok, "seconds": round(self.seconds, 2),
                 "expected_from": self.expected_source, "steps": [s.as_dict() for s in self.steps]}
+
+    def record(self) -> manifests.SmokeRecord:
+        """The smoke record a manifest keeps of this report."""
+        return manifests.SmokeRecord(python=self.python, gpu=self.gpu, ok=self.ok, seconds=round(self.seconds, 2),
+                                     expected_from=self.expected_source,
+                                     steps=tuple(manifests.SmokeStep(step=s.name, status=s.status, reason=s.reason)
+                                                 for s in self.steps))
 
 
 @dataclass(frozen=True)
