@@ -10,6 +10,7 @@ import click
 from builder.errors import exit_help
 
 if TYPE_CHECKING:
+    from builder.progress import Progress
     from builder.project import Project
 
 C = TypeVar("C", bound=click.Command)
@@ -65,7 +66,7 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
-def progress(ctx: click.Context) -> Any:
+def progress(ctx: click.Context) -> Progress:
     """A progress callback writing to stderr, or a no-op under ``-q``."""
     if quiet(ctx):
         return lambda _t, _m: None

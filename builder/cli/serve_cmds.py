@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,6 +11,9 @@ from builder.cli import options
 from builder.cli.app import main
 from builder.cli.common import echo_json, exits, progress, project, quiet, table
 from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_OK, EXIT_PROTECTED, EXIT_UNAVAILABLE, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from builder.progress import Say
 
 _SPEC = options.service_spec()
 _ROUTE_FILE = options.route_file()
@@ -24,7 +27,7 @@ def _abs(path: str | None) -> str | None:
     return os.path.abspath(path) if path else None
 
 
-def _say(ctx: click.Context) -> Any:
+def _say(ctx: click.Context) -> Say:
     p = progress(ctx)
     return lambda msg: p("route", msg)
 

@@ -8,11 +8,11 @@ to the journal, then the route file is replaced atomically
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from builder.errors import NotReady, UsageError
+from builder.progress import Say
 from builder.project import Project
 from builder.serve import endpoint, process, route, state
 from builder.serve import probe as probe_mod
@@ -20,7 +20,6 @@ from builder.serve.state import api_key
 
 PROBE_TIMEOUT = probe_mod.DEFAULT_TIMEOUT
 
-Say = Callable[[str], None]
 
 
 def _quiet(_m: str) -> None:
