@@ -22,6 +22,7 @@ from builder import _proc, memo, paths, pylock, tools
 from builder.errors import BuildError, Busy, LockFileError, NotReady, StaleLock
 from builder.files import inputs
 from builder.lock import state as lockstate
+from builder.progress import Progress
 from builder.project import Project, lock_path, regenerate_command, select_pythons
 from builder.protect import Protected
 from builder.runtime import layout, swap
@@ -32,7 +33,6 @@ from builder.spec import Matrix
 
 LOCK_WAIT = 600.0
 
-Progress = Callable[[str, str], None]
 
 
 # --------------------------------------------------------------------------- the lock

@@ -25,6 +25,7 @@ from packaging.version import InvalidVersion, Version
 from builder import _proc, paths, pylock
 from builder.binaries.archcompat import Arch, runs_on_name
 from builder.errors import BuilderError, ProtectedEnvError
+from builder.progress import Say
 from builder.runtime import doctor
 from builder.runtime import manifest as manifests
 from builder.spec import Matrix
@@ -269,7 +270,6 @@ def arch_supported(cc: str, arch_list: list[str]) -> tuple[bool, str]:
     return False, f"no code for {want} in {', '.join(arch_list) or 'an empty arch list'}"
 
 
-Say = Callable[[str], None]
 
 
 def _quiet(_message: str) -> None:

@@ -8,10 +8,10 @@ to the journal, then the route file is replaced atomically
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from builder.errors import NotReady, UsageError
+from builder.progress import Say
 from builder.project import Project
 from builder.serve import endpoint, process, results, route, state
 from builder.serve import probe as probe_mod
@@ -19,7 +19,6 @@ from builder.serve.state import api_key
 
 PROBE_TIMEOUT = probe_mod.DEFAULT_TIMEOUT
 
-Say = Callable[[str], None]
 
 
 def _quiet(_m: str) -> None:

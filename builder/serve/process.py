@@ -35,12 +35,13 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from builder import _proc
+from builder.progress import Say
 
 TOKEN_VAR = "BUILDER_SERVE_TOKEN"
 STATE_VAR = "BUILDER_SERVE_STATE"
@@ -299,7 +300,7 @@ class StopOutcome:
 
 
 def stop(owner: Owner, home: Home, *, term_timeout: float, kill_timeout: float = KILL_GRACE,
-         handle: Any = None, say: Callable[[str], None] | None = None) -> StopOutcome:
+         handle: Any = None, say: Say | None = None) -> StopOutcome:
     """SIGTERM the server's group, wait at most ``term_timeout``, then SIGKILL what is left."""
     t0 = time.monotonic()
     pids = members(owner, home)

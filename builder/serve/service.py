@@ -12,13 +12,13 @@ import dataclasses
 import datetime as _dt
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder import _proc
 from builder.errors import Busy, NotReady, UsageError
+from builder.progress import Progress, Say
 from builder.project import Project
 from builder.serve import endpoint, gpu, process, results, route, state
 from builder.serve import probe as probe_mod
@@ -29,7 +29,6 @@ from builder.serve.state import api_key
 if TYPE_CHECKING:
     from builder.serve.runtimes import Runtime
 
-Progress = Callable[[str, str], None]
 PROBE_TIMEOUT = probe_mod.DEFAULT_TIMEOUT
 
 
@@ -176,7 +175,7 @@ def start(project: Project, req: StartRequest, progress: Progress | None = None)
 
 
 def _wait_ready(ctx: state.Context, slot: Slot, log: Path, started: process.Started,
-                key: str | None, say: Callable[[str, str], None]) -> tuple[float, probe_mod.Report]:
+                key: str | None, say: Progress) -> tuple[float, probe_mod.Report]:
     """(seconds, the probe that said ready); NotReady when the server exits or startup-timeout passes."""
     svc = ctx.service
     t0 = time.monotonic()
@@ -239,7 +238,7 @@ def _same_url(a: str, b: str) -> bool:
         return False
 
 
-def _drain(url: str, seconds: float, say: Callable[[str], None]) -> results.Drain:
+def _drain(url: str, seconds: float, say: Say) -> results.Drain:
     deadline = time.monotonic() + seconds
     seen: tuple[int, int] | None = None
     while True:
