@@ -60,7 +60,8 @@ def start_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtim
         echo_json(res.as_dict())
         return
     rec = res.record
-    click.echo(f"slot {slot}: ready at {rec.url} (model {rec.model}, runtime {rec.runtime}, "
+    adopted = " (adopted: no lock)" if rec.origin == "adopted" else ""
+    click.echo(f"slot {slot}: ready at {rec.url} (model {rec.model}, runtime {rec.runtime}{adopted}, "
                f"pid {rec.pid}, {rec.ready_after}s)")
     click.echo(f"  log: {rec.log}")
 
@@ -118,7 +119,8 @@ def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, tim
                 return f"dead, {len(r.orphans.pids)} orphan(s)"
             return {"stale": "stale", "foreign": "foreign"}.get(r.record, "no")
 
-        rows = [[r.slot + (" *" if r.routed else ""), str(r.port), r.runtime or "-", str(r.pid or "-"), alive(r),
+        rows = [[r.slot + (" *" if r.routed else ""), str(r.port),
+                 (r.runtime or "-") + (" (adopted)" if r.origin == "adopted" else ""), str(r.pid or "-"), alive(r),
                  r.verdict or "-", "-" if r.running is None else f"{r.running}/{r.waiting}"] for r in res.slots]
         click.echo(table(rows, ["slot", "port", "runtime", "pid", "alive", "probe", "running/waiting"]))
         rt = res.route
@@ -238,7 +240,9 @@ def route_show(ctx: click.Context, spec: str | None, route_file: str | None, as_
     where = f"slot {r.slot}" if r and r.slot else "an endpoint outside builder"
     click.echo(f"{res.file}: {where}: {r.url if r else None} (model {r.model if r else None})")
     if res.foreign is None:
-        click.echo(f"  runtime {(r.runtime if r else None) or '-'}, lock {(r.lock if r else None) or '-'}, "
+        lock = ("none (adopted: no hash verification)" if r and r.origin == "adopted"
+                else (r.lock if r else None) or "-")
+        click.echo(f"  runtime {(r.runtime if r else None) or '-'}, lock {lock}, "
                    f"since {res.entry.time if res.entry else None}")
         back = res.rollback_to
         click.echo("  rollback: " + (f"{back.url} (slot {back.slot or '-'})" if back else "nothing to roll back to"))

@@ -113,15 +113,13 @@ def _probe(ctx: state.Context, target: route.Route, req: RouteRequest, say: Say)
     return rep.verdict
 
 
-def _runs(ctx: state.Context, slot: str) -> tuple[str | None, str | None]:
-    """(runtime id, lock sha256) of what serves in ``slot`` now: the server ``serve start`` recorded,
-    else a server this state directory's unit runs (its environment names the runtime), else
-    (None, None)."""
+def _runs(ctx: state.Context, slot: str) -> process.Served | None:
+    """What serves in ``slot`` now: the server ``serve start`` recorded, else a server this state
+    directory's unit runs (its environment names the runtime), else None (unknown)."""
     rec = ctx.read_record(slot)
     if rec is not None and process.is_ours(rec, ctx.home):
-        return rec.runtime, rec.lock
-    got = process.unit_server(ctx.service.slot(slot).port, ctx.home)
-    return got if got is not None else (None, None)
+        return process.Served(runtime=rec.runtime, lock=rec.lock, origin=rec.origin)
+    return process.unit_server(ctx.service.slot(slot).port, ctx.home)
 
 
 def set_route(project: Project, req: RouteRequest, *, slot: str, say: Say | None = None) -> results.RouteChange:
@@ -136,8 +134,9 @@ def set_route(project: Project, req: RouteRequest, *, slot: str, say: Say | None
         journal = route.read_journal(ctx.journal)
         cur = route.current(ctx.route_file, journal)
         _adoptable(ctx, cur)
-        runtime, lock = _runs(ctx, s.name)
-        target = route.Route(svc.base_url(s), svc.served_model_name, s.name, runtime, lock)
+        now = _runs(ctx, s.name)
+        target = route.Route(svc.base_url(s), svc.served_model_name, s.name, now.runtime if now else None,
+                             now.lock if now else None, now.origin if now else None)
         if cur.route is not None and cur.entry is not None and cur.route.slot == s.name \
                 and _same(cur.route.url, target.url) and cur.route.runtime == target.runtime:
             say(f"the route already points at slot {s.name}")
@@ -179,15 +178,16 @@ def rollback(project: Project, req: RouteRequest, *, say: Say | None = None) -> 
                              "route explicitly with `builder route set SLOT` or `builder route init --url URL "
                              "--model NAME`")
         if target.slot and target.slot in ctx.service.slots:
-            runtime, lock = _runs(ctx, target.slot)
-            if runtime is not None and runtime != target.runtime:
+            now = _runs(ctx, target.slot)
+            if now is not None and now.runtime is not None and now.runtime != target.runtime:
                 if target.runtime is not None and not req.force:
-                    raise NotReady(f"route unchanged: slot {target.slot} now runs {runtime}, not {target.runtime} "
-                                   "that the route had there; rolling back would serve another runtime",
-                                   f"start {target.runtime} in it (builder serve start --runtime {target.runtime} "
-                                   f"--slot {target.slot}), or pass --force to roll back onto {runtime} (journaled)")
-                say(f"slot {target.slot} now runs {runtime} (was {target.runtime or 'not recorded'})")
-                target = route.Route(target.url, target.model, target.slot, runtime, lock)
+                    raise NotReady(f"route unchanged: slot {target.slot} now runs {now.runtime}, not "
+                                   f"{target.runtime} that the route had there; rolling back would serve another "
+                                   f"runtime", f"start {target.runtime} in it (builder serve start --runtime "
+                                   f"{target.runtime} --slot {target.slot}), or pass --force to roll back onto "
+                                   f"{now.runtime} (journaled)")
+                say(f"slot {target.slot} now runs {now.runtime} (was {target.runtime or 'not recorded'})")
+                target = route.Route(target.url, target.model, target.slot, now.runtime, now.lock, now.origin)
         verdict = _probe(ctx, target, req, say)
         entry = route.Entry(route.new_id(), route.now(), "rollback", target, cur.route, cur.entry.id,
                             restores=target_entry.id, probe=verdict, forced=req.force)

@@ -48,6 +48,7 @@ STATE_VAR = "BUILDER_SERVE_STATE"
 #: What a server runs, in its environment (started here or by a unit ``serve unit`` rendered).
 RUNTIME_VAR = "BUILDER_SERVE_RUNTIME"
 LOCK_VAR = "BUILDER_SERVE_LOCK"
+ORIGIN_VAR = "BUILDER_SERVE_ORIGIN"
 KILL_GRACE = 5.0
 POLL = 0.05
 
@@ -367,11 +368,20 @@ def listeners(port: int) -> list[int]:
     return pids
 
 
-def unit_server(port: int, home: Home) -> tuple[str, str | None] | None:
-    """(runtime id, lock sha256) of the server listening on ``port``, when its environment says it
-    is a server of the state directory ``home`` (``serve unit`` renders ``BUILDER_SERVE_STATE``,
-    ``BUILDER_SERVE_RUNTIME`` and ``BUILDER_SERVE_LOCK`` into the unit); None when no listener
-    whose environment builder may read says so (another user's process needs root to read)."""
+@dataclass(frozen=True, kw_only=True)
+class Served:
+    """What a server runs: the runtime's id, its lock's sha256 and its origin (lock | adopted)."""
+
+    runtime: str | None
+    lock: str | None
+    origin: str | None
+
+
+def unit_server(port: int, home: Home) -> Served | None:
+    """What the server listening on ``port`` runs, when its environment says it is a server of the
+    state directory ``home`` (``serve unit`` renders ``BUILDER_SERVE_STATE``, ``BUILDER_SERVE_RUNTIME``,
+    ``BUILDER_SERVE_LOCK`` and ``BUILDER_SERVE_ORIGIN`` into the unit); None when no listener whose
+    environment builder may read says so (another user's process needs root to read)."""
     if not home.identity:
         return None
     for pid in listeners(port):
@@ -384,5 +394,6 @@ def unit_server(port: int, home: Home) -> tuple[str, str | None] | None:
             if sep:
                 values[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
         if values.get(STATE_VAR) == home.identity and values.get(RUNTIME_VAR):
-            return values[RUNTIME_VAR], values.get(LOCK_VAR) or None
+            return Served(runtime=values[RUNTIME_VAR], lock=values.get(LOCK_VAR) or None,
+                          origin=values.get(ORIGIN_VAR) or None)
     return None

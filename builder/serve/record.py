@@ -8,6 +8,9 @@ token every process of the server carries).  It is written before the spawn
 ``serve stop`` finds the server), again once the process runs, and once more
 when it is ready.
 
+A record names the runtime's ``origin`` (``lock`` or ``adopted``, see
+:mod:`builder.runtime.manifest`); a record without one names a lock, or nothing.
+
 Formats: 2 (written now) adds ``format`` and ``state``, the identity of the state
 directory that wrote it (:func:`builder.serve.process.home_of`), which the
 server's environment carries too: a record copied into another project's
@@ -42,6 +45,7 @@ class SlotRecord:
     runtime: str | None = None
     runtime_path: str | None = None
     lock: str | None = None
+    origin: str | None = None  # the runtime's: lock (built from one) | adopted (no lock)
     host: str = ""
     port: int | None = None
     url: str = ""
@@ -64,7 +68,8 @@ class SlotRecord:
         """The record as JSON (the file's content and ``serve start --json``'s ``record``)."""
         out: dict[str, Any] = {
             "slot": self.slot, "service": self.service, "runtime": self.runtime, "runtime_path": self.runtime_path,
-            "lock": self.lock, "host": self.host, "port": self.port, "url": self.url, "model": self.model,
+            "lock": self.lock, "origin": self.origin, "host": self.host, "port": self.port, "url": self.url,
+            "model": self.model,
             "log": self.log, "started_at": self.started_at, "argv": list(self.argv), "pid": self.pid,
             "pgid": self.pgid, "start_ticks": self.start_ticks, "boot_id": self.boot_id, "exe": self.exe,
             "cmdline": list(self.cmdline), "token": self.token,
@@ -99,10 +104,15 @@ def from_mapping(d: Any) -> SlotRecord:
     if fmt not in READABLE or isinstance(fmt, bool):
         raise ValueError(f"format {fmt!r} is not one this builder reads ({', '.join(map(str, READABLE))})")
     after = _get(d, "ready_after", (int, float), None)
+    lock = _get(d, "lock", (str,), None)
+    origin = _get(d, "origin", (str,), None)
+    if origin not in (None, "lock", "adopted"):
+        raise ValueError(f"origin: must be lock or adopted, got {origin!r}")
     return SlotRecord(
         slot=_get(d, "slot", (str,), ""), service=_get(d, "service", (str,), ""),
         runtime=_get(d, "runtime", (str,), None), runtime_path=_get(d, "runtime_path", (str,), None),
-        lock=_get(d, "lock", (str,), None), host=_get(d, "host", (str,), ""), port=_get(d, "port", (int,), None),
+        lock=lock, origin=origin or ("lock" if lock else None), host=_get(d, "host", (str,), ""),
+        port=_get(d, "port", (int,), None),
         url=_get(d, "url", (str,), ""), model=_get(d, "model", (str,), ""), log=_get(d, "log", (str,), ""),
         started_at=_get(d, "started_at", (str,), ""), argv=_strings(d, "argv"), pid=_get(d, "pid", (int,), None),
         pgid=_get(d, "pgid", (int,), None), start_ticks=_get(d, "start_ticks", (int,), None),

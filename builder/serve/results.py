@@ -97,6 +97,7 @@ class SlotStatus:
     port: int
     url: str
     runtime: str | None
+    origin: str | None  # the runtime's: lock | adopted
     pid: int | None
     alive: bool  # the record is ours and its leader runs
     ready: bool
@@ -125,7 +126,8 @@ class SlotStatus:
         return f"not running ({self.verdict})"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"slot": self.slot, "port": self.port, "url": self.url, "runtime": self.runtime, "pid": self.pid,
+        return {"slot": self.slot, "port": self.port, "url": self.url, "runtime": self.runtime, "origin": self.origin,
+                "pid": self.pid,
                 "alive": self.alive, "ready": self.ready, "verdict": self.verdict, "running": self.running,
                 "waiting": self.waiting, "routed": self.routed, "started_at": self.started_at, "log": self.log,
                 "record": self.record, "orphans": self.orphans.as_dict() if self.orphans else None}
@@ -178,6 +180,7 @@ class RouteShown:
         r = self.route
         return {"file": self.file, "slot": r.slot if r else None, "url": r.url if r else None,
                 "model": r.model if r else None, "runtime": r.runtime if r else None, "lock": r.lock if r else None,
+                "origin": r.origin if r else None,
                 "since": self.entry.time if self.entry else None, "entry": self.entry.id if self.entry else None,
                 "builder": self.foreign is None, "foreign": self.foreign,
                 "rollback_to": self.rollback_to.as_dict() if self.rollback_to else None}

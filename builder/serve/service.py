@@ -147,7 +147,7 @@ def start(project: Project, req: StartRequest, progress: Progress | None = None)
         # The token is recorded before the spawn: a builder killed right after it still
         # leaves a record through which `serve stop` finds the server.
         rec = SlotRecord(slot=slot.name, service=svc.name, runtime=rt.id, runtime_path=str(rt.path),
-                         lock=rt.lock_sha256, host=svc.host, port=slot.port, url=svc.base_url(slot),
+                         lock=rt.lock_sha256, origin=rt.origin, host=svc.host, port=slot.port, url=svc.base_url(slot),
                          model=svc.served_model_name, log=str(log), started_at=route.now(), argv=tuple(argv),
                          token=process.new_token(), state=home.identity)
         ctx.write_record(rec)
@@ -345,7 +345,8 @@ def _slot_status(ctx: state.Context, s: Slot, rec: SlotRecord | None, *, routed:
             running, waiting = got
     return results.SlotStatus(
         slot=s.name, port=s.port, url=svc.base_url(s), runtime=rec.runtime if rec else None,
-        pid=rec.pid if rec else None, alive=ours, ready=ready, verdict=verdict, running=running, waiting=waiting,
+        origin=rec.origin if rec else None, pid=rec.pid if rec else None, alive=ours, ready=ready,
+        verdict=verdict, running=running, waiting=waiting,
         routed=routed == s.name, started_at=rec.started_at if rec else None, log=rec.log if rec else None,
         record=_record_kind(rec, home, ours),
         orphans=results.Orphans(pids=tuple(left), gpu_mib=None) if left else None)
