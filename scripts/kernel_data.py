@@ -41,6 +41,7 @@ import tomlkit
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
+from builder import data as datafiles
 from builder.binaries import fatbin
 from builder.check import deepread, kerneldata, knowledge
 from builder.errors import Unavailable
@@ -168,7 +169,11 @@ def render(rows: Iterable[dict[str, Any]]) -> str:
         aot.append(t)
     doc.add("kernels", aot)
     text = tomlkit.dumps(doc)
-    kerneldata.from_mapping(tomlkit.parse(text).unwrap())  # what we write must load
+    doc = tomlkit.parse(text).unwrap()
+    problems = datafiles.problems_of(datafiles.KERNELS, doc)  # what we write must load
+    if problems:
+        raise datafiles.invalid(datafiles.KERNELS, problems)
+    kerneldata.from_mapping(doc)
     return text
 
 
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", choices=sorted(SINCE), action="append", help="only this architecture (repeatable)")
     ap.add_argument("--member", help="read this member instead of the [[main-extension]] list")
     ap.add_argument("--dry-run", action="store_true", help="list what would be read; read and write nothing")
-    ap.add_argument("--data", type=Path, default=kerneldata.DATA)
+    ap.add_argument("--data", type=Path, default=datafiles.KERNELS)
     ap.add_argument("--index", default=INDEX, help="a PEP 691 simple index (default: PyPI)")
     ap.add_argument("--check", action="store_true", help="re-read every row and compare; write nothing")
     ap.add_argument("--summary", type=Path, help="write what was added and what failed here (JSON)")

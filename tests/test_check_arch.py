@@ -119,8 +119,8 @@ def test_arch_of_a_matrix_is_its_platform(tmp_path: Path) -> None:
     from builder.project import Project
     from tests.helpers import projects
 
-    root = projects.write_project(tmp_path / "p", {"t": projects.matrix_toml("t", "http://127.0.0.1:9/simple", title="t")},
-                                  host=projects.TEST_HOST)
+    spec = projects.matrix_toml("t", "http://127.0.0.1:9/simple", title="t")
+    root = projects.write_project(tmp_path / "p", {"t": spec}, host=projects.TEST_HOST)
     with pytest.raises(UsageError, match=r"matrix-t locks for x86_64-manylinux_2_35, not aarch64"):
         run_check(Project(root), CheckRequest(selectors=("t",), arch="aarch64"))
     with pytest.raises(UsageError, match="not a machine architecture builder judges: 'riscv64'"):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
+from builder import data as datafiles
 from builder.check import kerneldata
 from scripts import kernel_data
 from tests.helpers import httpserver
@@ -104,7 +105,7 @@ def test_select_reads_every_cuda_wheel_from_each_architectures_first_release() -
 def test_all_reads_each_wheel_once_with_its_main_extension(index: tuple[str, Path, httpserver.Stats],
                                                             tmp_path: Path) -> None:
     url, _root, stats = index
-    data = tmp_path / "kernels.toml"
+    data = tmp_path / datafiles.KERNELS.name
     assert _run(url, data) == 0
     rows = _rows(data)
     assert [(r["version"], r["arch"], r["wheel"].split("-")[2], r["member"]) for r in rows] == [
@@ -136,7 +137,7 @@ def test_all_reads_each_wheel_once_with_its_main_extension(index: tuple[str, Pat
 
 def test_a_failed_wheel_is_read_by_the_next_run(index: tuple[str, Path, httpserver.Stats], tmp_path: Path) -> None:
     url, root, stats = index
-    data = tmp_path / "kernels.toml"
+    data = tmp_path / datafiles.KERNELS.name
     victim = next((root / "files").glob("vllm-0.10.2-*aarch64.whl"))
     stash = victim.with_suffix(".hidden")
     victim.rename(stash)
@@ -156,7 +157,7 @@ def test_a_failed_wheel_is_read_by_the_next_run(index: tuple[str, Path, httpserv
 
 def test_rows_of_an_older_schema_are_read_again(index: tuple[str, Path, httpserver.Stats], tmp_path: Path) -> None:
     url, _root, _stats = index
-    data = tmp_path / "kernels.toml"
+    data = tmp_path / datafiles.KERNELS.name
     data.write_text('schema = 1\n\n[[kernels]]\npackage = "vllm"\nversion = "0.1"\n')
     assert _run(url, data, "--arch", "aarch64") == 0
     assert [(r["version"], r["arch"]) for r in _rows(data)] == [("0.10.2", "aarch64")]
@@ -165,7 +166,7 @@ def test_rows_of_an_older_schema_are_read_again(index: tuple[str, Path, httpserv
 def test_dry_run_lists_and_writes_nothing(index: tuple[str, Path, httpserver.Stats], tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     url, _root, _stats = index
-    data = tmp_path / "kernels.toml"
+    data = tmp_path / datafiles.KERNELS.name
     assert _run(url, data, "--dry-run") == 0
     assert not data.exists()
     out = capsys.readouterr().out.splitlines()

@@ -23,9 +23,11 @@ import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from builder import data as datafiles
 from builder.binaries import fatbin
 from builder.binaries.archcompat import covers
 from builder.check import kerneldata, knowledge
+from builder.errors import DataFileError
 
 VLLM_0130_SHA = "12b3d0a3b91c32a0091349de64b464f1c3d499a5b3a5d0ec387fef94ed5df6ee"  # 474,942,618 bytes on PyPI
 STABLE = "vllm/_C_stable_libtorch.abi3.so"
@@ -149,20 +151,18 @@ def test_aarch64_vllm_0130_targets_jetson_orin_natively(rows: tuple[kerneldata.K
 
 
 def test_bad_rows_are_named_by_path() -> None:
-    text = kerneldata.DATA.read_text()
-    data = tomllib.loads(text)
-    data["kernels"][1]["wheel_size"] = "big"
+    data = tomllib.loads(datafiles.KERNELS.read_text())
     data["kernels"][2]["sass"] = ["sm_8x"]
-    with pytest.raises(ValueError) as exc:
+    with pytest.raises(DataFileError) as exc:
         kerneldata.from_mapping(data)
-    assert "kernels[1].wheel_size: expected an integer" in str(exc.value)
-    assert "kernels[2]: bad sass/ptx/groups: not a GPU architecture: 'sm_8x'" in str(exc.value)
+    assert exc.value.line().startswith(
+        "builder/data/kernels.toml: kernels[2]: bad sass/ptx/groups: not a GPU architecture: 'sm_8x'")
+    data = tomllib.loads(datafiles.KERNELS.read_text())
     data["kernels"][3]["nvc"] = "12.9.86"
-    with pytest.raises(ValueError) as exc:
-        kerneldata.from_mapping(data)
-    assert "kernels[3].nvc: unknown key (did you mean 'nvcc'?)" in str(exc.value)
-    with pytest.raises(ValueError, match="schema: expected 2"):
-        kerneldata.from_mapping({"schema": 1, "kernels": []})
+    data["schema"] = 1
+    problems = datafiles.problems_of(datafiles.KERNELS, data)
+    assert any("kernels[3].nvc" in x and "nvcc" in x for x in problems)
+    assert any("schema" in x and "expected 2, got 1" in x for x in problems)
 
 
 @pytest.mark.network

@@ -10,7 +10,6 @@ the exact wheel whose sha256 it names.  Regenerate with ``scripts/kernel_data.py
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +18,12 @@ from typing import Any
 from builder import data as datafiles
 from builder.binaries.archcompat import KernelArchs
 
-DATA = datafiles.KERNELS
-SCHEMA = 2  # 2: one row per wheel of every release, with arch, uploaded and the nvcc banner
+SCHEMA = 2  # as builder/data/__init__.py's layout of kernels.toml requires (2: arch, uploaded, nvcc)
 _STR = ("package", "version", "arch", "wheel", "wheel_sha256", "uploaded", "member", "produced_by", "date",
         "source")
 _INT = ("wheel_size", "member_size", "member_crc32", "containers", "entries", "reader_version",
         "bytes_transferred", "nvcc_banners")
 _OPT_STR = ("ptx_isa", "nvcc", "nvcc_release")
-_KEYS = (*_STR, *_INT, *_OPT_STR, "sass", "ptx", "groups")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,38 +52,27 @@ class KernelRow:
     bytes_transferred: int
 
 
-def _did_you_mean(key: str) -> str:
-    close = difflib.get_close_matches(key, _KEYS, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def from_mapping(data: Mapping[str, Any]) -> tuple[KernelRow, ...]:
-    """Validate a parsed kernels.toml; every problem is named by its dotted path."""
+def from_mapping(data: Mapping[str, Any], path: Path = datafiles.KERNELS) -> tuple[KernelRow, ...]:
+    """The rows of a kernels.toml that :func:`builder.data.read` validated (keys and kinds); what
+    is left to judge here is whether ``sass``/``ptx``/``groups`` name GPU architectures.  A bad
+    row raises :class:`~builder.errors.DataFileError` naming the file and the row."""
     problems: list[str] = []
-    if data.get("schema") != SCHEMA:
-        problems.append(f"schema: expected {SCHEMA}, got {data.get('schema')!r}")
     rows: list[KernelRow] = []
-    for i, raw in enumerate(data.get("kernels", [])):
-        where = f"kernels[{i}]"
-        bad = [f"{where}.{k}: expected a string" for k in _STR if not isinstance(raw.get(k), str)]
-        bad += [f"{where}.{k}: expected an integer" for k in _INT if not isinstance(raw.get(k), int)]
-        bad += [f"{where}.{k}: expected a string" for k in _OPT_STR if not isinstance(raw.get(k, ""), str)]
-        bad += [f"{where}.{k}: unknown key" + _did_you_mean(k) for k in raw if k not in _KEYS]
+    for i, raw in enumerate(data["kernels"]):
         try:
             archs = KernelArchs.from_dict(raw)
         except (KeyError, TypeError, ValueError) as exc:
-            bad.append(f"{where}: bad sass/ptx/groups: {exc}")
-        if bad:
-            problems += bad
+            problems.append(f"{datafiles.display(path)}: kernels[{i}]: bad sass/ptx/groups: {exc}")
             continue
         rows.append(KernelRow(archs=archs, **{k: raw.get(k) for k in _OPT_STR}, **{k: raw[k] for k in _STR + _INT}))
     if problems:
-        raise ValueError("; ".join(problems))
+        raise datafiles.invalid(path, problems)
     return tuple(rows)
 
 
-def load(path: Path = DATA) -> tuple[KernelRow, ...]:
-    return from_mapping(datafiles.read(path))
+def load(path: Path = datafiles.KERNELS) -> tuple[KernelRow, ...]:
+    """The shipped rows, validated."""
+    return from_mapping(datafiles.read(path), path)
 
 
 def find(rows: Iterable[KernelRow], *, sha256: str, member: str) -> KernelRow | None:

@@ -3,62 +3,50 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo_json, progress, project, quiet, table
-from builder.errors import EXIT_FAILED, EXIT_UNAVAILABLE
+from builder.cli.common import echo_json, exits, progress, project, quiet, table
+from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_OK, EXIT_PROTECTED, EXIT_UNAVAILABLE, EXIT_USAGE
 
-_SPEC = click.option("--service", "spec", type=click.Path(dir_okay=False),
-                     help="Service spec (default: envs/service.toml of the project).")
-_ROUTE_FILE = click.option("--route-file", type=click.Path(dir_okay=False),
-                           help="Route file to manage (default: the spec's route-file).")
-_RUNTIME = [
-    click.option("-m", "--matrix", help="Serve the runtime of this matrix's current lock: A, a or matrix-a."),
-    click.option("-p", "--python", help="Python of the matrix, e.g. 3.12."),
-    click.option("--runtime", "runtime_id", help="Serve any built runtime by its id (directory name)."),
-    click.option("--root", type=click.Path(file_okay=False),
-                 help="Runtimes root (default: $BUILDER_RUNTIMES, else <project>/runtimes)."),
-]
-_SLOT = click.option("--slot", required=True, help="Slot of the service spec, e.g. green.")
-_JSON_ENTRY = click.option("--json", "as_json", is_flag=True, help="Print the journal entry as JSON.")
-_PROBE_TIMEOUT = click.option("--timeout", type=float, default=30.0, show_default=True,
-                              help="Seconds for the whole probe of the target, connect and headers included.")
+if TYPE_CHECKING:
+    from builder.progress import Say
 
-
-def _runtime_options(f: Any) -> Any:
-    for opt in reversed(_RUNTIME):
-        f = opt(f)
-    return f
+_SPEC = options.service_spec()
+_ROUTE_FILE = options.route_file()
+_SLOT = options.slot()
+_JSON_ENTRY = options.as_json("Print the journal entry as JSON.")
+_PROBE_TIMEOUT = options.timeout(default=30.0,
+                                 help="Seconds for the whole probe of the target, connect and headers included.")
 
 
 def _abs(path: str | None) -> str | None:
     return os.path.abspath(path) if path else None
 
 
-def _say(ctx: click.Context) -> Any:
+def _say(ctx: click.Context) -> Say:
     p = progress(ctx)
     return lambda msg: p("route", msg)
 
 
+@exits({EXIT_OK: "ok (probe: ready)", EXIT_FAILED: "not ready / refused (smoke failed, GPU memory, startup timeout; "
+                                                  "status: the routed slot is not ready)",
+        EXIT_USAGE: None, EXIT_UNAVAILABLE: "probe: unreachable", EXIT_PROTECTED: "a path inside a protected env",
+        EXIT_BUSY: "busy (port in use, slot running, the routed slot, lock held)"})
 @main.group("serve")
 def serve() -> None:
-    """Serve a built runtime's vLLM as an OpenAI-compatible HTTP service, in slots.
-
-    Exit codes: 0 ok (probe: ready), 1 not ready / refused (smoke failed, GPU memory,
-    startup timeout), 2 usage or spec error, 3 probe: unreachable, 6 a path inside a
-    protected env, 7 busy (port in use, slot running, the routed slot, lock held).
-    """
+    """Serve a built runtime's vLLM as an OpenAI-compatible HTTP service, in slots."""
 
 
 @serve.command("start")
-@_runtime_options
+@options.runtime_selection
 @_SLOT
 @_SPEC
 @click.option("--skip-gpu-check", is_flag=True, help="Do not compare free GPU memory with gpu-memory-utilization.")
-@click.option("--json", "as_json", is_flag=True, help="Print the slot record and the probe as JSON.")
+@options.as_json("Print the slot record and the probe as JSON.")
 @click.pass_context
 def start_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtime_id: str | None,
               root: str | None, slot: str, spec: str | None, skip_gpu_check: bool, as_json: bool) -> None:
@@ -69,22 +57,23 @@ def start_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtim
                                spec=_abs(spec), skip_gpu_check=skip_gpu_check)
     res = service.start(project(ctx), req, progress(ctx))
     if as_json:
-        echo_json(res)
+        echo_json(res.as_dict())
         return
-    rec = res["record"]
-    click.echo(f"slot {slot}: ready at {rec['url']} (model {rec['model']}, runtime {rec['runtime']}, "
-               f"pid {rec['pid']}, {rec['ready_after']}s)")
-    click.echo(f"  log: {rec['log']}")
+    rec = res.record
+    adopted = " (adopted: no lock)" if rec.origin == "adopted" else ""
+    click.echo(f"slot {slot}: ready at {rec.url} (model {rec.model}, runtime {rec.runtime}{adopted}, "
+               f"pid {rec.pid}, {rec.ready_after}s)")
+    click.echo(f"  log: {rec.log}")
 
 
 @serve.command("stop")
 @_SLOT
-@click.option("--drain", type=float, metavar="S",
+@click.option("--drain", type=options.Seconds(zero_ok=True), metavar="S",
               help="First wait at most S seconds until /metrics shows no request running or waiting.")
-@click.option("--force", is_flag=True, help="Stop even the slot the route points at (journaled).")
+@options.force("Stop even the slot the route points at (journaled).")
 @_SPEC
 @_ROUTE_FILE
-@click.option("--json", "as_json", is_flag=True, help="Print what was stopped as JSON.")
+@options.as_json("Print what was stopped as JSON.")
 @click.pass_context
 def stop_cmd(ctx: click.Context, slot: str, drain: float | None, force: bool, spec: str | None,
              route_file: str | None, as_json: bool) -> None:
@@ -94,60 +83,81 @@ def stop_cmd(ctx: click.Context, slot: str, drain: float | None, force: bool, sp
     req = service.StopRequest(slot=slot, drain=drain, force=force, spec=_abs(spec), route_file=_abs(route_file))
     res = service.stop(project(ctx), req, progress(ctx))
     if as_json:
-        echo_json(res)
-    elif not res["was_running"]:
-        click.echo(f"slot {slot}: not running")
+        echo_json(res.as_dict())
+    elif res.outcome is None:
+        click.echo(f"slot {slot}: not running" + (" (its server is dead; the route still points at it)"
+                                                   if res.routed else ""))
     else:
-        how = "SIGTERM" if res["terminated"] else f"SIGKILL after {res['seconds']}s"
-        click.echo(f"slot {slot}: stopped (pid {res['pid']}, {len(res['pids'])} process(es), {how}); "
-                   "nothing of it left running")
+        o = res.outcome
+        how = "SIGTERM" if o.terminated else f"SIGKILL after {o.seconds:.2f}s"
+        what = "orphaned process(es) of a dead server" if res.orphans else "process(es)"
+        click.echo(f"slot {slot}: stopped (pid {res.pid}, {len(o.pids)} {what}, {how}; signalled pid "
+                   f"{', '.join(map(str, o.signalled))}); nothing of it left running")
 
 
+@exits({EXIT_OK: "ok (the routed slot is ready, or the route is on no slot)",
+        EXIT_FAILED: "the route points at a slot that is not ready (one stderr line names it)", EXIT_USAGE: None})
 @serve.command("status")
 @_SPEC
 @_ROUTE_FILE
-@click.option("--timeout", type=float, default=10.0, show_default=True,
-              help="Seconds for the whole status: the slots are probed side by side within it.")
-@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@options.timeout(default=10.0, help="Seconds for the whole status: the slots are probed side by side within it.")
+@options.as_json("Print the status as JSON.")
 @click.pass_context
 def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, timeout: float,
                as_json: bool) -> None:
-    """Per slot: runtime, pid, port, alive, ready, requests in flight; and where the route points."""
+    """Per slot: runtime, pid, port, alive, ready, requests in flight, orphans; and where the route points."""
     from builder.serve import service
 
     res = service.status(project(ctx), _abs(spec), _abs(route_file), timeout)
     if as_json:
-        echo_json(res)
-        return
-    rows = [[r["slot"] + (" *" if r["routed"] else ""), str(r["port"]), r["runtime"] or "-", str(r["pid"] or "-"),
-             "yes" if r["alive"] else ("stale" if r["record"] == "stale" else "no"), r["verdict"] or "-",
-             "-" if r["running"] is None else f"{r['running']}/{r['waiting']}"] for r in res["slots"]]
-    click.echo(table(rows, ["slot", "port", "runtime", "pid", "alive", "probe", "running/waiting"]))
-    rt = res["route"]
-    if rt is None:
-        click.echo("route: no route file")
+        echo_json(res.as_dict())
     else:
-        where = f"slot {rt['slot']}" if rt.get("slot") else "no builder slot"
-        click.echo(f"route: {where} ({rt.get('url')}, model {rt.get('model')}) in {rt['file']}  (* = routed)")
+        def alive(r: Any) -> str:
+            if r.alive:
+                return "yes"
+            if r.orphans is not None:
+                return f"dead, {len(r.orphans.pids)} orphan(s)"
+            return {"stale": "stale", "foreign": "foreign"}.get(r.record, "no")
+
+        rows = [[r.slot + (" *" if r.routed else ""), str(r.port),
+                 (r.runtime or "-") + (" (adopted)" if r.origin == "adopted" else ""), str(r.pid or "-"), alive(r),
+                 r.verdict or "-", "-" if r.running is None else f"{r.running}/{r.waiting}"] for r in res.slots]
+        click.echo(table(rows, ["slot", "port", "runtime", "pid", "alive", "probe", "running/waiting"]))
+        rt = res.route
+        if rt is None:
+            click.echo("route: no route file")
+        else:
+            where = f"slot {rt.slot}" if rt.slot else "no builder slot"
+            r = rt.route
+            click.echo(f"route: {where} ({r.url if r else None}, model {r.model if r else None}) in {rt.file}  "
+                       "(* = routed)")
+        for row in res.slots:
+            if row.orphans is not None:
+                click.echo(f"slot {row.slot}: its server is gone but {row.orphans.describe()}; end them with "
+                           f"`builder serve stop --slot {row.slot}" + (" --force`" if row.routed else "`"))
+    problem = res.routed_problem()
+    if problem:
+        click.echo(f"builder: {problem}", err=True)
+        ctx.exit(EXIT_FAILED)
 
 
+@exits({EXIT_OK: "ready", EXIT_FAILED: "not ready", EXIT_USAGE: None, EXIT_UNAVAILABLE: "unreachable"})
 @serve.command("probe")
-@click.option("--url", help="Server URL, e.g. http://127.0.0.1:8002 (a trailing /v1 is fine).")
-@click.option("--model", help="The served model name to ask for.")
-@click.option("--slot", help="Probe a slot of the service spec instead of --url/--model.")
+@options.url(help="Server URL, e.g. http://127.0.0.1:8002 (a trailing /v1 is fine).")
+@options.model(help="The served model name to ask for.")
+@options.slot(required=False, help="Probe a slot of the service spec instead of --url/--model.")
 @click.option("--api-key-env", metavar="NAME", help="With --url: send the key held by $NAME.")
-@click.option("--timeout", type=float, default=30.0, show_default=True,
-              help="Seconds for the whole probe, connect and headers included (each network call gets what "
-                   "is left); the load step gets as much again per request.")
+@options.timeout(default=30.0, help="Seconds for the whole probe, connect and headers included (each network call "
+                                   "gets what is left); the load step gets as much again per request.")
 @click.option("--requests", type=int, default=0, help="Add a load step of N completions.")
 @click.option("--concurrency", type=int, default=1, help="Load step: requests in flight at once.")
 @_SPEC
-@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@options.as_json("Print the verdict as JSON.")
 @click.pass_context
 def probe_cmd(ctx: click.Context, url: str | None, model: str | None, slot: str | None,
               api_key_env: str | None, timeout: float, requests: int, concurrency: int, spec: str | None,
               as_json: bool) -> None:
-    """Is the server ready? health, models, one real completion (exit 0 ready, 1 not-ready, 3 unreachable)."""
+    """Is the server ready? health, models, one real completion."""
     from builder.serve import probe as probe_mod
     from builder.serve import service
 
@@ -169,11 +179,11 @@ def probe_cmd(ctx: click.Context, url: str | None, model: str | None, slot: str 
 
 
 @serve.command("unit")
-@_runtime_options
+@options.runtime_selection
 @_SLOT
 @_SPEC
-@click.option("--format", "fmt", type=click.Choice(["systemd", "sh"]), default="systemd", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
+@options.output_format(["systemd", "sh"], default="systemd")
+@options.output("Write to FILE instead of stdout; `-` is stdout.")
 @click.pass_context
 def unit_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtime_id: str | None,
              root: str | None, slot: str, spec: str | None, fmt: str, output: str | None) -> None:
@@ -185,7 +195,7 @@ def unit_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtime
     name, text = service.unit(proj, service.UnitCmd(slot=slot, runtime_id=runtime_id, matrix=matrix, python=python,
                                                     root=root, spec=_abs(spec), fmt=fmt,
                                                     command=f"builder serve unit {sel} --slot {slot} --format {fmt}"))
-    if output:
+    if output and output != "-":
         from builder.serve import state
 
         state.write_file(proj, os.path.abspath(output), text, "write the unit to")
@@ -197,14 +207,12 @@ def unit_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtime
 # --------------------------------------------------------------------------- route
 
 
+@exits({EXIT_OK: None, EXIT_FAILED: "refused (target not ready, a route file builder did not write, nothing to "
+        "roll back to)", EXIT_USAGE: None, EXIT_PROTECTED: "route file inside a protected env",
+        EXIT_BUSY: "busy (lock held)"})
 @main.group("route")
 def route_group() -> None:
-    """The route file QueryLake reads: show, init, set SLOT, rollback (journaled, atomic).
-
-    Exit codes: 0 ok, 1 refused (target not ready, a route file builder did not write,
-    nothing to roll back to), 2 usage or spec error, 6 route file inside a protected
-    env, 7 busy (lock held).
-    """
+    """The route file QueryLake reads: show, init, set SLOT, rollback (journaled, atomic)."""
 
 
 def _route_req(spec: str | None, route_file: str | None, force: bool = False, timeout: float = 30.0,
@@ -218,7 +226,7 @@ def _route_req(spec: str | None, route_file: str | None, force: bool = False, ti
 @route_group.command("show")
 @_SPEC
 @_ROUTE_FILE
-@click.option("--json", "as_json", is_flag=True, help="Print the route as JSON.")
+@options.as_json("Print the route as JSON.")
 @click.pass_context
 def route_show(ctx: click.Context, spec: str | None, route_file: str | None, as_json: bool) -> None:
     """Where QueryLake points now, since when, and where a rollback would go."""
@@ -226,23 +234,26 @@ def route_show(ctx: click.Context, spec: str | None, route_file: str | None, as_
 
     res = cutover.show(project(ctx), _route_req(spec, route_file))
     if as_json:
-        echo_json(res)
+        echo_json(res.as_dict())
         return
-    where = f"slot {res['slot']}" if res["slot"] else "an endpoint outside builder"
-    click.echo(f"{res['file']}: {where}: {res['url']} (model {res['model']})")
-    if res["builder"]:
-        click.echo(f"  runtime {res['runtime'] or '-'}, lock {res['lock'] or '-'}, since {res['since']}")
-        back = res["rollback_to"]
-        click.echo("  rollback: " + (f"{back['url']} (slot {back['slot'] or '-'})" if back
-                                     else "nothing to roll back to"))
+    r = res.route
+    where = f"slot {r.slot}" if r and r.slot else "an endpoint outside builder"
+    click.echo(f"{res.file}: {where}: {r.url if r else None} (model {r.model if r else None})")
+    if res.foreign is None:
+        lock = ("none (adopted: no hash verification)" if r and r.origin == "adopted"
+                else (r.lock if r else None) or "-")
+        click.echo(f"  runtime {(r.runtime if r else None) or '-'}, lock {lock}, "
+                   f"since {res.entry.time if res.entry else None}")
+        back = res.rollback_to
+        click.echo("  rollback: " + (f"{back.url} (slot {back.slot or '-'})" if back else "nothing to roll back to"))
     else:
-        click.echo(f"  not builder's: {res['foreign']} (adopt it with `builder route init`)")
+        click.echo(f"  not builder's: {res.foreign} (adopt it with `builder route init`)")
 
 
 @route_group.command()  # named after the function: `builder route init`
-@click.option("--url", required=True, help="The endpoint QueryLake uses today, e.g. http://127.0.0.1:8000/v1.")
-@click.option("--model", required=True, help="The model name QueryLake asks that endpoint for.")
-@click.option("--force", is_flag=True, help="Adopt even if the existing file says otherwise.")
+@options.url(required=True, help="The endpoint QueryLake uses today, e.g. http://127.0.0.1:8000/v1.")
+@options.model(required=True, help="The model name QueryLake asks that endpoint for.")
+@options.force("Adopt even if the existing file says otherwise.")
 @_SPEC
 @_ROUTE_FILE
 @_JSON_ENTRY
@@ -255,15 +266,14 @@ def init(ctx: click.Context, url: str, model: str, force: bool, spec: str | None
     res = cutover.init(project(ctx), _route_req(spec, route_file, force, command="builder route init"),
                        url=url, model=model)
     if as_json:
-        echo_json(res)
+        echo_json(res.as_dict())
     else:
-        click.echo(f"{res['file']}: route initialised to {res['entry']['to']['url']} "
-                   f"(model {res['entry']['to']['model']})")
+        click.echo(f"{res.file}: route initialised to {res.to.url} (model {res.to.model})")
 
 
 @route_group.command("set")
 @click.argument("slot")
-@click.option("--force", is_flag=True, help="Switch without probing the slot (journaled).")
+@options.force("Switch without probing the slot (journaled).")
 @_PROBE_TIMEOUT
 @_SPEC
 @_ROUTE_FILE
@@ -271,22 +281,21 @@ def init(ctx: click.Context, url: str, model: str, force: bool, spec: str | None
 @click.pass_context
 def route_set(ctx: click.Context, slot: str, force: bool, timeout: float, spec: str | None,
               route_file: str | None, as_json: bool) -> None:
-    """Point QueryLake at SLOT, only if a probe says it is ready (file unchanged otherwise, exit 1)."""
+    """Point QueryLake at SLOT, only if a probe says it is ready (the file stays unchanged otherwise)."""
     from builder.serve import cutover
 
     res = cutover.set_route(project(ctx), _route_req(spec, route_file, force, timeout,
                                                      f"builder route set {slot}"), slot=slot, say=_say(ctx))
     if as_json:
-        echo_json(res)
-    elif not res["changed"]:
-        click.echo(f"{res['file']}: already routed to slot {slot}; unchanged")
+        echo_json(res.as_dict())
+    elif not res.changed:
+        click.echo(f"{res.file}: already routed to slot {slot}; unchanged")
     else:
-        to = res["entry"]["to"]
-        click.echo(f"{res['file']}: routed to slot {slot} ({to['url']}, runtime {to['runtime'] or '-'})")
+        click.echo(f"{res.file}: routed to slot {slot} ({res.to.url}, runtime {res.to.runtime or '-'})")
 
 
 @route_group.command("rollback")
-@click.option("--force", is_flag=True, help="Roll back without probing the target (journaled).")
+@options.force("Roll back without probing the target (journaled).")
 @_PROBE_TIMEOUT
 @_SPEC
 @_ROUTE_FILE
@@ -300,8 +309,8 @@ def route_rollback(ctx: click.Context, force: bool, timeout: float, spec: str | 
     res = cutover.rollback(project(ctx), _route_req(spec, route_file, force, timeout, "builder route rollback"),
                            say=_say(ctx))
     if as_json:
-        echo_json(res)
+        echo_json(res.as_dict())
     else:
-        to = res["entry"]["to"]
-        where = f"slot {to['slot']}" if to["slot"] else "the endpoint outside builder"
-        click.echo(f"{res['file']}: rolled back to {where} ({to['url']}, model {to['model']})")
+        to = res.to
+        where = f"slot {to.slot}" if to.slot else "the endpoint outside builder"
+        click.echo(f"{res.file}: rolled back to {where} ({to.url}, model {to.model})")
