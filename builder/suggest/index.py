@@ -27,6 +27,7 @@ from builder.suggest.releases import ACCEPT, IndexFile, PageError, parse_page
 PAGE_MAX = 64 * 1024 * 1024  # bytes of one project page (PyPI's torch page: about 0.4 MB)
 PAGE_KIND = "simple-pages"
 PAGE_FORMAT = 1
+WORKERS = 16  # concurrent METADATA reads (each a few small range requests)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +81,7 @@ def read_page(index_url: str, project: str, *, cache: Path, until: dt.datetime, 
 
 def ref(f: IndexFile, name: str, version: str) -> WheelRef:
     return WheelRef(name=name, version=version, filename=f.filename, url=f.url, sha256=f.sha256, size=f.size,
-                    platform=not f.filename.endswith("-any.whl"))
+                    platform=not f.filename.endswith("-any.whl"), metadata_file=f.metadata_file)
 
 
 def metadata(refs: Iterable[WheelRef], *, cache_dir: Path, offline: bool,
@@ -96,4 +97,4 @@ def metadata(refs: Iterable[WheelRef], *, cache_dir: Path, offline: bool,
             if hit is not None:
                 out[r.filename] = hit
         return out
-    return wheels.read_wheels([(r, False) for r in todo], cache=cache, offline=False, stats=stats)
+    return wheels.read_wheels([(r, False) for r in todo], cache=cache, offline=False, stats=stats, workers=WORKERS)

@@ -14,6 +14,7 @@ not tell which files existed then.  PyPI, devpi and uv's own indexes serve PEP 6
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import urllib.parse
 from collections.abc import Iterable, Sequence
@@ -52,6 +53,9 @@ class IndexFile:
     yanked: bool
     yanked_reason: str = ""
     requires_python: str | None = None
+    # PEP 714 ``core-metadata`` (PEP 658's ``data-dist-info-metadata``): in PEP 691 JSON the key is
+    # present exactly when the index serves the file's METADATA separately.
+    metadata_file: bool | None = None
 
     @property
     def uploaded(self) -> dt.datetime | None:
@@ -62,12 +66,7 @@ class IndexFile:
         return self.filename.endswith(".whl")
 
     def tags(self) -> frozenset[Tag]:
-        if not self.is_wheel:
-            return frozenset()
-        try:
-            return parse_wheel_filename(self.filename)[3]
-        except InvalidWheelFilename:
-            return frozenset()
+        return _wheel_tags(self.filename)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +98,16 @@ class LeftOut:
     why: str
 
 
+@functools.lru_cache(maxsize=4096)
+def _wheel_tags(filename: str) -> frozenset[Tag]:
+    if not filename.endswith(".whl"):
+        return frozenset()
+    try:
+        return parse_wheel_filename(filename)[3]
+    except InvalidWheelFilename:
+        return frozenset()
+
+
 def _time(text: str | None) -> dt.datetime | None:
     if not text:
         return None
@@ -128,13 +137,15 @@ def _file(d: Any, page_url: str, i: int) -> IndexFile:
     yanked = d.get("yanked", False)
     rp = d.get("requires-python")
     up = d.get("upload-time")
+    meta = d.get("core-metadata", d.get("data-dist-info-metadata", False))
     return IndexFile(
         filename=name, url=urllib.parse.urljoin(page_url, url),
         sha256=sha.lower() if isinstance(sha, str) else None,
         size=size if isinstance(size, int) and not isinstance(size, bool) else None,
         upload_time=up if isinstance(up, str) else None,
         yanked=bool(yanked), yanked_reason=yanked if isinstance(yanked, str) else "",
-        requires_python=rp if isinstance(rp, str) and rp.strip() else None)
+        requires_python=rp if isinstance(rp, str) and rp.strip() else None,
+        metadata_file=bool(meta))
 
 
 def parse_page(raw: bytes, page_url: str) -> tuple[IndexFile, ...]:
@@ -231,18 +242,26 @@ def select(releases: Sequence[Release], *, until: dt.datetime, pre: bool = False
 
 def python_ok(f: IndexFile, python: str) -> bool:
     """The file's ``requires-python`` admits ``python`` (3.12 is read as 3.12.0)."""
-    if f.requires_python is None:
-        return True
+    return f.requires_python is None or _admits(f.requires_python, python)
+
+
+@functools.lru_cache(maxsize=1024)
+def _admits(requires_python: str, python: str) -> bool:
     try:
-        return SpecifierSet(f.requires_python).contains(Version(python), prereleases=True)
+        return SpecifierSet(requires_python).contains(Version(python), prereleases=True)
     except (InvalidSpecifier, InvalidVersion):
         return True  # unreadable metadata is uv's to judge, not a reason to skip
 
 
-def pick_wheel(release: Release, tags: Sequence[Tag], python: str) -> IndexFile | None:
+@functools.lru_cache(maxsize=16)
+def _rank(tags: tuple[Tag, ...]) -> dict[Tag, int]:
+    return {t: i for i, t in enumerate(tags)}
+
+
+def pick_wheel(release: Release, tags: tuple[Tag, ...], python: str) -> IndexFile | None:
     """The wheel of ``release`` an installer on the target picks: the best tag (``tags`` is
     best first), among wheels whose ``requires-python`` admits ``python``."""
-    rank = {t: i for i, t in enumerate(tags)}
+    rank = _rank(tags)
     best: tuple[int, IndexFile] | None = None
     for f in release.files:
         if not f.is_wheel or not python_ok(f, python):

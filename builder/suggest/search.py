@@ -12,9 +12,11 @@ bounds the candidates *resolved*; data skips do not count (they cost a cached ME
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from builder.check import knowledge as cuda
 from builder.check import toolkit
 from builder.check.fetchplan import FetchStats
 from builder.check.identity import exact, pins
-from builder.check.model import WheelFacts
+from builder.check.model import WheelFacts, WheelRef
 from builder.driver.facts import HostFacts
 from builder.errors import SdistOnly, ToolFailed, Unavailable, UsageError
 from builder.spec import PYPI_SIMPLE
@@ -47,7 +49,7 @@ from builder.suggest.model import (
 Progress = Callable[[str, str], None]
 DEFAULT_MAX = 8
 DEFAULT_PYTHONS = ("3.11", "3.12")
-BATCH = 8  # vLLM METADATA read ahead, concurrently
+BATCH = 16  # candidates whose METADATA (vLLM's, then the torch it pins) is read ahead, concurrently
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,6 +161,31 @@ class _Pending:
     wheel: str
     wheels: dict[str, str | None]  # name -> sha256 of the wheels read
     host_skips: list[skips.Skip | None]
+    vllm_refs: list[WheelRef]  # the vLLM wheel(s) the target installs, for the checker's read-ahead
+
+
+def _read_ahead(c: _Ctx, batch: list[releases.Release], meta: dict[str, WheelFacts]) -> None:
+    """Read the METADATA of a batch of candidates into ``meta``: their vLLM wheels, then the torch
+    wheels those pin, each set concurrently (the wheel cache answers what it holds)."""
+    refs = {}
+    for r in batch:
+        for py in c.req.pythons:
+            w = releases.pick_wheel(r, c.tags(py), py)
+            if w is not None and w.filename not in meta:
+                refs[w.filename] = index.ref(w, "vllm", r.version)
+    meta |= index.metadata(refs.values(), cache_dir=c.cache, offline=c.req.offline, stats=c.fetch)
+    trefs = {}
+    for r in batch:
+        for py in c.req.pythons:
+            w = releases.pick_wheel(r, c.tags(py), py)
+            f = meta.get(w.filename) if w is not None else None
+            req = pins(f.requires_dist, c.env(py)).get("torch") if f is not None else None
+            t = _torch_release(c, req) if req is not None else None
+            tw = releases.pick_wheel(t, c.tags(py), py) if t is not None else None
+            if t is not None and tw is not None and tw.filename not in meta:
+                trefs[tw.filename] = index.ref(tw, "torch", t.version)
+    if trefs:
+        meta |= index.metadata(trefs.values(), cache_dir=c.cache, offline=c.req.offline, stats=c.fetch)
 
 
 def _examine(c: _Ctx, r: releases.Release, meta: dict[str, WheelFacts]) -> Row | _Pending:
@@ -190,8 +217,11 @@ def _examine(c: _Ctx, r: releases.Release, meta: dict[str, WheelFacts]) -> Row |
             return _skip_row(r, n, skips.Skip(rule="no-wheel", fact=f"torch {trel.version} (pinned by vLLM "
                                               f"{r.version}) has no wheel for CPython {py} on {c.platform}"),
                              torch=trel.version, wheel=first.filename)
-    tmeta = index.metadata([index.ref(w, "torch", trel.version) for w in tpicks.values() if w is not None],
-                           cache_dir=c.cache, offline=c.req.offline, stats=c.fetch)
+    wanted = [index.ref(w, "torch", trel.version) for w in tpicks.values() if w is not None]
+    missing = [x for x in wanted if x.filename not in meta]
+    if missing:  # read ahead with its batch; only a pin the read-ahead did not foresee gets here
+        meta |= index.metadata(missing, cache_dir=c.cache, offline=c.req.offline, stats=c.fetch)
+    tmeta = meta
     lines: list[CudaLine | None] = []
     for py, w in tpicks.items():
         assert w is not None
@@ -216,8 +246,35 @@ def _examine(c: _Ctx, r: releases.Release, meta: dict[str, WheelFacts]) -> Row |
     if all(s is not None for s in per_host):
         return Row(vllm=r.version, torch=trel.version, line=line, vllm_wheel=first.filename,
                    outcomes=tuple(Outcome(status=SKIPPED, rule=s.rule, reason=s.fact) for s in per_host if s))
+    refs = {w.filename: index.ref(w, "vllm", r.version) for w in picks.values() if w is not None}
     return _Pending(release=r, torch=trel.version, line=line, wheel=first.filename, wheels=wheels,
-                    host_skips=per_host)
+                    host_skips=per_host, vllm_refs=list(refs.values()))
+
+
+@contextlib.contextmanager
+def _reading_ahead(c: _Ctx, refs: list[WheelRef]) -> Iterator[None]:
+    """While uv resolves, read what the checker will ask of vLLM's wheel (its CUDA binaries, by
+    range requests, kept by sha256): the largest read of a check.  Its errors are the checker's
+    to report; an interrupt or error in the block cancels it."""
+    if c.req.offline or not refs:
+        yield
+        return
+    from builder import _http
+    from builder.check import wheels
+
+    cancel = _http.Cancel()
+    cache = wheels.WheelCache(c.cache)
+    pool = ThreadPoolExecutor(max_workers=len(refs))
+    futs = [pool.submit(wheels.read_wheel, ref, want_binary=True, cache=cache, stats=c.fetch, cancel=cancel)
+            for ref in refs]
+    try:
+        yield
+    except BaseException:
+        cancel.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a failed read is left to the checker, which reports it
+    del futs
 
 
 def _judge(c: _Ctx, p: _Pending) -> Row:
@@ -238,8 +295,10 @@ def _judge(c: _Ctx, p: _Pending) -> Row:
 
     counter = resolve.Counter()
     try:
-        res = resolve.resolve(m, c.req.pythons, uv=c.uv, uv_version=c.uv_version, wheels=p.wheels, cache=c.cache,
-                              uv_cache=c.uv_cache or c.cache, offline=c.req.offline, counter=counter)
+        with _reading_ahead(c, p.vllm_refs):
+            res = resolve.resolve(m, c.req.pythons, uv=c.uv, uv_version=c.uv_version, wheels=p.wheels,
+                                  cache=c.cache, uv_cache=c.uv_cache or c.cache, offline=c.req.offline,
+                                  counter=counter)
     except (ToolFailed, SdistOnly) as exc:
         c.uv_runs += counter.uv_runs
         said = exc.message
@@ -315,8 +374,11 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
     if not req.offline:
         paths.temp_base(project=project)  # uv inherits $TMPDIR
     urls = [req.index_url, *req.extra_index_urls]
-    vpages = [index.read_page(u, "vllm", cache=cache, until=until, offline=req.offline) for u in urls]
-    tpages = [index.read_page(u, "torch", cache=cache, until=until, offline=req.offline) for u in urls]
+    with ThreadPoolExecutor(max_workers=2 * len(urls)) as pool:  # every page at once
+        futs = {(u, proj): pool.submit(index.read_page, u, proj, cache=cache, until=until, offline=req.offline)
+                for proj in ("vllm", "torch") for u in urls}
+        vpages = [futs[u, "vllm"].result() for u in urls]
+        tpages = [futs[u, "torch"].result() for u in urls]
     c.torch_releases = [replace(r, files=tuple(f for f in r.files if releases.visible(f, until)))
                         for r in releases.group([f for p in tpages for f in p.files], "torch")]
     c.torch_releases = [r for r in c.torch_releases if r.files]
@@ -329,15 +391,8 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
     not_tried = 0
     meta: dict[str, WheelFacts] = {}
     for i, r in enumerate(cands):
-        if i % BATCH == 0:  # read the next batch's METADATA concurrently (cached by sha256)
-            refs = []
-            for rr in cands[i:i + BATCH]:
-                for py in req.pythons:
-                    w = releases.pick_wheel(rr, c.tags(py), py)
-                    if w is not None and w.filename not in meta:
-                        refs.append(index.ref(w, "vllm", rr.version))
-            meta |= index.metadata({x.filename: x for x in refs}.values(), cache_dir=cache, offline=req.offline,
-                                   stats=c.fetch)
+        if i % BATCH == 0:
+            _read_ahead(c, cands[i:i + BATCH], meta)
         got = _examine(c, r, meta)
         if isinstance(got, _Pending):
             if resolved >= req.max_candidates:
