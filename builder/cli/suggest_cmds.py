@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 
 import click
 
+from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo_json, progress, project, table
+from builder.cli.common import echo_json, exits, progress, project, table
+from builder.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
     from builder.suggest.model import Outcome, Row, SuggestResult
@@ -125,6 +127,9 @@ def _argv(ctx: click.Context) -> list[str]:
     return out
 
 
+@exits({EXIT_OK: "a stack meets the policy", EXIT_FAILED: "nothing meets the policy (the table says why)",
+        EXIT_USAGE: None, EXIT_UNAVAILABLE: "the index or a wheel cannot be read, or --offline and the cache "
+        "cannot decide"})
 @main.command("suggest")
 @click.option("-p", "--python", "pythons", multiple=True, help="Judge for this Python (repeatable; default: 3.11 "
               "and 3.12, every one must pass).")
@@ -133,8 +138,8 @@ def _argv(ctx: click.Context) -> list[str]:
 @click.option("--strict", is_flag=True, help="Require the checker's pass (implies --native).")
 @click.option("--vllm", "vllm_spec", help="Only vLLM releases in this PEP 440 range, e.g. '>=0.10,<0.14'.")
 @click.option("--torch", "torch_spec", help="Only stacks whose torch is in this range.")
-@click.option("--driver", help="Host NVIDIA driver, e.g. 575.57.08 (default: envs/host.toml).")
-@click.option("--gpu-cc", "gpu_cc", multiple=True, help="Host GPU compute capability, e.g. 8.9 (repeatable).")
+@options.driver("Host NVIDIA driver, e.g. 575.57.08 (default: envs/host.toml).")
+@options.gpu_cc()
 @click.option("--glibc", help="Host glibc, e.g. 2.35.")
 @click.option("--arch", type=click.Choice(["x86_64", "aarch64"]), help="Host architecture (default: the "
               "snapshot's uname -m, else x86_64).")
@@ -149,13 +154,12 @@ def _argv(ctx: click.Context) -> list[str]:
 @click.option("--include-yanked", is_flag=True, help="Try yanked vLLM releases too.")
 @click.option("--index-url", help="Package index (default: https://pypi.org/simple), as a spec's index.url.")
 @click.option("--extra-index-url", "extra_index_urls", multiple=True, help="More indexes (repeatable).")
-@click.option("--offline", is_flag=True, help="Answer from builder's cache alone; say what it could not judge.")
+@options.offline("Answer from builder's cache alone; say what it could not judge.")
 @click.option("--deep", is_flag=True, help="Judge vLLM's GPU code by reading its main extension (check --deep).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="builder's cache (default: $BUILDER_CACHE_DIR, else ~/.cache/builder).")
+@options.cache_dir("builder's cache (default: $BUILDER_CACHE_DIR, else ~/.cache/builder).")
 @click.option("--write", "write_id", help="Write the answer as envs/matrix-ID.toml.")
-@click.option("--force", is_flag=True, help="With --write: replace an existing envs/matrix-ID.toml.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@options.force("With --write: replace an existing envs/matrix-ID.toml.")
+@options.as_json("Print one JSON object.")
 @click.pass_context
 def suggest_cmd(ctx: click.Context, pythons: tuple[str, ...], native: bool, strict: bool, vllm_spec: str | None,
                 torch_spec: str | None, driver: str | None, gpu_cc: tuple[str, ...], glibc: str | None,
@@ -167,8 +171,7 @@ def suggest_cmd(ctx: click.Context, pythons: tuple[str, ...], native: bool, stri
 
     vLLM releases are tried newest first: a candidate that data already rules out (its torch's
     CUDA line needs a newer driver) is skipped; the others are locked with uv and judged by
-    `builder check`, until one meets the policy.  Exit 0 found, 1 nothing meets the policy,
-    2 usage, 3 data unavailable (or --offline and the cache cannot decide).
+    `builder check`, until one meets the policy.
     """
     from builder.spec import PYPI_SIMPLE
     from builder.suggest import policy as pol

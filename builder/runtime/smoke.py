@@ -25,7 +25,9 @@ from packaging.version import InvalidVersion, Version
 from builder import _proc, paths, pylock
 from builder.binaries.archcompat import Arch, runs_on_name
 from builder.errors import BuilderError, ProtectedEnvError
+from builder.progress import Say
 from builder.runtime import doctor
+from builder.runtime import manifest as manifests
 from builder.spec import Matrix
 from builder.versions import compute_capability
 
@@ -138,6 +140,13 @@ class SmokeReport:
     def as_dict(self) -> dict[str, Any]:
         return {"python": self.python, "gpu": self.gpu, "ok": self.ok, "seconds": round(self.seconds, 2),
                 "expected_from": self.expected_source, "steps": [s.as_dict() for s in self.steps]}
+
+    def record(self) -> manifests.SmokeRecord:
+        """The smoke record a manifest keeps of this report."""
+        return manifests.SmokeRecord(python=self.python, gpu=self.gpu, ok=self.ok, seconds=round(self.seconds, 2),
+                                     expected_from=self.expected_source,
+                                     steps=tuple(manifests.SmokeStep(step=s.name, status=s.status, reason=s.reason)
+                                                 for s in self.steps))
 
 
 @dataclass(frozen=True)
@@ -261,7 +270,6 @@ def arch_supported(cc: str, arch_list: list[str]) -> tuple[bool, str]:
     return False, f"no code for {want} in {', '.join(arch_list) or 'an empty arch list'}"
 
 
-Say = Callable[[str], None]
 
 
 def _quiet(_message: str) -> None:

@@ -31,6 +31,7 @@ from builder.check.identity import exact, pins
 from builder.check.model import WheelFacts, WheelRef
 from builder.driver.facts import HostFacts
 from builder.errors import SdistOnly, ToolFailed, Unavailable, UsageError
+from builder.progress import Progress
 from builder.spec import PYPI_SIMPLE
 from builder.suggest import fleet, hosts, index, releases, skips, stack
 from builder.suggest import policy as pol
@@ -46,7 +47,6 @@ from builder.suggest.model import (
     SuggestResult,
 )
 
-Progress = Callable[[str, str], None]
 DEFAULT_MAX = 8
 DEFAULT_PYTHONS = ("3.11", "3.12")
 BATCH = 16  # candidates whose METADATA (vLLM's, then the torch it pins) is read ahead, concurrently
