@@ -277,8 +277,8 @@ def test_written_matrix_locks_what_was_judged_and_checks_to_the_same_verdict(wor
     want = {"default": ("0.13.0", "2.9.0", "525.60.13"), "native": ("0.8.5", "2.6.0", "550.54.15")}[policy]
     assert f'version = "{want[0]}"' in spec and f'version = "{want[1]}"' in spec
     assert f'driver-floor = "{want[2]}"' in spec and 'exclude-newer = "2025-12-30"' in spec
-    head = spec.splitlines()[0]
-    assert head.startswith("# Written by `builder suggest ") and f"--index-url {url}" in head
+    head = " ".join(ln.lstrip("# ") for ln in spec.split("\n# Chosen")[0].splitlines())
+    assert spec.startswith("# Written by `builder suggest ") and f"--index-url {url}" in head
     assert f"--exclude-newer {DATE}" in head and "--write s`" in head and "--cache-dir" not in head
     if policy == "default":
         assert "# minor-version compatibility floor of CUDA 12; native floor 575.57.08" in spec

@@ -131,8 +131,8 @@ def _argv(ctx: click.Context) -> list[str]:
         EXIT_USAGE: None, EXIT_UNAVAILABLE: "the index or a wheel cannot be read, or --offline and the cache "
         "cannot decide"})
 @main.command("suggest")
-@click.option("-p", "--python", "pythons", multiple=True, help="Judge for this Python (repeatable; default: 3.11 "
-              "and 3.12, every one must pass).")
+@options.python("Judge for this Python (repeatable; default: 3.11 and 3.12, every one must pass).",
+                multiple=True)
 @click.option("--native", is_flag=True, help="Also require the host driver to meet the lock's native floor "
               "(no reliance on minor-version compatibility).")
 @click.option("--strict", is_flag=True, help="Require the checker's pass (implies --native).")
@@ -144,9 +144,8 @@ def _argv(ctx: click.Context) -> list[str]:
 @click.option("--arch", type=click.Choice(["x86_64", "aarch64"]), help="Host architecture (default: the "
               "snapshot's uname -m, else x86_64).")
 @click.option("--probe", is_flag=True, help="Read driver and GPUs from this machine's nvidia-smi.")
-@click.option("--from-snapshot", "snapshots", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="A host snapshot (`builder host snapshot`); repeat for a fleet: one answer per host and the "
-                   "newest stack every host runs.")
+@options.from_snapshot(multiple=True, help="A host snapshot (`builder host snapshot`); repeat for a fleet: one "
+                       "answer per host and the newest stack every host runs.")
 @click.option("--exclude-newer", help="Search the index as of this date (YYYY-MM-DD, UTC; default: yesterday).")
 @click.option("--max-candidates", type=int, default=8, show_default=True,
               help="Resolve and judge at most this many candidates (skips by data do not count).")
@@ -161,9 +160,9 @@ def _argv(ctx: click.Context) -> list[str]:
 @options.force("With --write: replace an existing envs/matrix-ID.toml.")
 @options.as_json("Print one JSON object.")
 @click.pass_context
-def suggest_cmd(ctx: click.Context, pythons: tuple[str, ...], native: bool, strict: bool, vllm_spec: str | None,
+def suggest_cmd(ctx: click.Context, python: tuple[str, ...], native: bool, strict: bool, vllm_spec: str | None,
                 torch_spec: str | None, driver: str | None, gpu_cc: tuple[str, ...], glibc: str | None,
-                arch: str | None, probe: bool, snapshots: tuple[Path, ...], exclude_newer: str | None,
+                arch: str | None, probe: bool, from_snapshot: tuple[Path, ...], exclude_newer: str | None,
                 max_candidates: int, pre: bool, include_yanked: bool, index_url: str | None,
                 extra_index_urls: tuple[str, ...], offline: bool, deep: bool, cache_dir: Path | None,
                 write_id: str | None, force: bool, as_json: bool) -> None:
@@ -184,11 +183,11 @@ def suggest_cmd(ctx: click.Context, pythons: tuple[str, ...], native: bool, stri
         raise UsageError("--force only goes with --write", "pass --write ID --force")
     proj = project(ctx)
     req = SuggestRequest(
-        pythons=tuple(p.removeprefix("py") for p in pythons) or DEFAULT_PYTHONS,
+        pythons=tuple(p.removeprefix("py") for p in python) or DEFAULT_PYTHONS,
         policy=pol.choose(native=native, strict=strict), vllm=vllm_spec, torch=torch_spec,
         index_url=index_url or PYPI_SIMPLE, extra_index_urls=extra_index_urls, exclude_newer=exclude_newer,
         max_candidates=max_candidates, pre=pre, include_yanked=include_yanked, offline=offline, deep=deep,
-        cache_dir=cache_dir, snapshots=snapshots, probe=probe, driver=driver, ccs=gpu_cc, glibc=glibc, arch=arch,
+        cache_dir=cache_dir, snapshots=from_snapshot, probe=probe, driver=driver, ccs=gpu_cc, glibc=glibc, arch=arch,
         write=write_id, replace=force, command=wr.command_line(_argv(ctx)))
     res = run_suggest(proj, req, progress(ctx))
     if as_json:
