@@ -46,10 +46,6 @@ def stack_floors(floors: Sequence[tuple[str | None, str | None]]) -> tuple[str |
     return driver_max(*(n for n, _c in floors)), driver_max(*(c for _n, c in floors))
 
 
-def _short(msg: str, limit: int = 160) -> str:
-    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
-
-
 def accept(policy: str, judgements: Sequence[Judgement], driver: str | None) -> tuple[bool, str, str]:
     """(accepted, rule, reason) of a candidate judged on every Python for one host.
 
@@ -61,26 +57,26 @@ def accept(policy: str, judgements: Sequence[Judgement], driver: str | None) -> 
     for j in judgements:
         f = j.first("fail")
         if j.verdict == "fail" and f is not None:
-            return False, f.id, f"py{j.python}: {_short(f.message)}"
+            return False, f.id, f"py{j.python}: {f.message}"
     if policy == "strict":
         for j in judgements:
             w = j.first("warn")
             if j.verdict != "pass":
                 return False, w.id if w else "verdict", f"py{j.python}: --strict needs pass: " + (
-                    _short(w.message) if w else j.verdict)
+                    w.message if w else j.verdict)
     if policy in ("native", "strict"):
         for j in judgements:
             if j.native_floor is None or not j.native_exact:
                 return False, "native-floor", f"py{j.python}: the lock's native driver floor is not known " \
-                    f"exactly ({_short(j.native_note)})"
+                    f"exactly ({j.native_note})"
             if driver is None:
                 return False, "native-floor", "host driver unknown"
             if DriverVersion.parse(driver) < DriverVersion.parse(j.native_floor):
                 return False, "native-floor", (f"py{j.python}: host driver {driver} is below the lock's native "
-                                               f"floor {j.native_floor} ({_short(j.native_note)}): it runs only "
+                                               f"floor {j.native_floor} ({j.native_note}): it runs only "
                                                "under minor-version compatibility")
     worst = "warn" if any(j.verdict == "warn" for j in judgements) else "pass"
     if worst == "warn":
         w = next(f for j in judgements for f in j.findings if f.level == "warn")
-        return True, "", f"{worst.upper()} accepted; first warning {w.id}: {_short(w.message)}"
+        return True, "", f"{worst.upper()} accepted; first warning {w.id}: {w.message}"
     return True, "", "PASS on every Python"

@@ -283,7 +283,8 @@ def _judge(c: _Ctx, p: _Pending) -> Row:
 
     m = stack.candidate_matrix(vllm=p.release.version, torch=p.torch, torch_cuda=p.line.release if p.line else "12.0",
                                pythons=c.req.pythons, platform=c.platform, exclude_newer=c.date,
-                               index_url=c.req.index_url, extra_index_urls=c.req.extra_index_urls)
+                               index_url=c.req.index_url, extra_index_urls=c.req.extra_index_urls,
+                               mid=c.req.write or stack.CANDIDATE_ID)
 
     def row(outcomes: tuple[Outcome, ...], hashes: tuple[str, ...] = ()) -> Row:
         return Row(vllm=p.release.version, torch=p.torch, line=p.line, vllm_wheel=p.wheel, outcomes=outcomes,
@@ -338,7 +339,8 @@ def _say(c: _Ctx, row: Row) -> None:
                          + ("accepted" if o.accepted else f"not accepted ({o.rule}: {o.reason})"))
         else:
             parts.append(f"{who}{o.status} ({o.rule}: {o.reason})")
-    c.say(label, "; ".join(parts))
+    line = "; ".join(parts)
+    c.say(label, line if len(line) <= 240 else line[:237] + "...")
 
 
 def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = None) -> SuggestResult:

@@ -68,7 +68,7 @@ def verdict_key(*, checker: str, policy: str, locks: Mapping[str, str], matrix: 
     """The key of a candidate's judgements on one host: ``locks`` maps each Python to the
     sha256 of its lock bytes."""
     return _key({"kind": "verdict", "checker": checker, "policy": policy, "locks": dict(sorted(locks.items())),
-                 "platform": matrix.platform, "torch": matrix.torch.requirement(),
+                 "id": matrix.id, "platform": matrix.platform, "torch": matrix.torch.requirement(),
                  "vllm": matrix.vllm.requirement(), "host": dict(host), "deep": deep})
 
 
