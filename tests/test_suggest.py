@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -328,5 +327,30 @@ def test_the_human_view_names_the_deciding_facts(world, proj: Path, tmp_path: Pa
     assert "[WARN] driver-compat: host driver 550.107.02 runs this lock only under minor-version compatibility" in text
 
 
-if sys.platform != "linux":  # pragma: no cover
-    pytest.skip("the fake wheels are Linux ELF objects", allow_module_level=True)
+# ---------------------------------------------------------------- the real index (network)
+
+
+@pytest.mark.network
+def test_real_search_for_the_operators_host_on_pypi(tmp_path: Path) -> None:
+    """PyPI as of 2026-12-06, envs/host.toml's facts: every CUDA 13 stack is skipped by data and
+    vLLM 0.19.1 + torch 2.10.0 (CUDA 12.8) is the newest that runs, under minor-version
+    compatibility; the written matrix locks to the judged packages and checks to the same verdict."""
+    from tests.helpers import projects
+
+    proj = projects.write_project(tmp_path / "proj", {"a": projects.matrix_toml("a", "https://pypi.org/simple",
+                                                                              title="unrelated")})
+    res = run_suggest(Project(proj), SuggestRequest(exclude_newer="2026-12-06", pythons=("3.12",),
+                                                    cache_dir=tmp_path / "c", write="x"))
+    assert res.winner is not None and (res.winner.vllm, res.winner.torch, res.winner.cuda) == ("0.19.1", "2.10.0",
+                                                                                              "12.8")
+    assert all(o.rule == "cuda-driver" for r in res.rows[:-1] for o in r.outcomes)
+    assert res.rows[-2].vllm == "0.20.0" and res.stats.resolved == 1
+    j = res.winner.outcomes[0].judgements[0]
+    assert j.verdict == "warn" and j.declared_floor == "525.60.13" and j.native_floor == "575.57.08"
+    assert builder_cmd("--project", str(proj), "lock", "--matrix", "x", cwd=tmp_path).returncode == 0
+    from builder import pylock
+
+    assert pylock.read(proj / "locks" / "matrix-x" / "pylock.py312.toml").content_hash == j.lock_hash
+    chk = builder_cmd("--project", str(proj), "check", "--matrix", "x", "--json", "--cache-dir", str(tmp_path / "c"),
+                      cwd=tmp_path)
+    assert json.loads(chk.stdout)["verdict"] == "warn"
