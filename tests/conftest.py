@@ -45,6 +45,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         os.environ.pop("BUILDER_CACHE_DIR", None)
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A ``gpu`` test (``pytest -m gpu``) on a host with no NVIDIA GPU at all is skipped with
+    that reason; where a GPU shows (nvidia-smi or the device node), it runs and may fail."""
+    if item.get_closest_marker("gpu") is not None:
+        from tests.helpers import needs
+
+        needs.gpu()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Close the runtime world's index servers while their threads still run (see close_servers)."""
     from tests.helpers import runtimes
