@@ -182,3 +182,23 @@ def test_a_conda_base_without_the_conda_extra_says_what_to_install(w: World, tmp
         assert r.returncode == EXIT_TOOL_MISSING and len(errors) == 1, (args, r.returncode, r.stderr)
         assert "needs builder's conda extra: PyYAML, conda-lock, py-rattler not installed" in errors[0], errors
         assert "pip install 'builder[conda]'" in errors[0]
+
+
+@pytest.mark.parametrize("answer", ["wrong content type", "redirect loop"])
+def test_an_index_that_answers_with_no_index_page_is_data_unavailable(w: World, tmp_path: Path, answer: str) -> None:
+    """A hostile loopback index: its torch page comes back as an image, or redirects to itself
+    for ever.  The pins are fine; the index is unusable: exit 3, one line, no lock written."""
+    from tests.helpers import httpserver, runtimes
+
+    bad = {"wrong content type": httpserver.Misbehave(content_type="image/png"),
+           "redirect loop": httpserver.Misbehave(redirect="/simple/torch/")}[answer]
+    with httpserver.serve(w.index_root) as (url, stats):
+        proj = runtimes.write_project(tmp_path / "proj", f"{url}/simple", {"t": "0.13.0"})
+        stats.misbehave["/simple/torch/"] = bad
+        r = builder("lock", "-m", "t", cwd=proj, env={**os.environ, "UV_CACHE_DIR": str(tmp_path / "uv-cache")})
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("builder: ")]
+    assert r.returncode == EXIT_UNAVAILABLE and len(errors) == 1, r.stderr
+    assert "the package index did not answer with an index page" in errors[0], errors[0]
+    assert "adjust the pins" not in r.stderr and "/simple/torch/" in errors[0]
+    assert stats.paths.count("/simple/torch/") >= (10 if answer == "redirect loop" else 1)
+    assert not list((proj / "locks").rglob("*.toml"))

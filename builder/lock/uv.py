@@ -28,6 +28,14 @@ NETWORK_ERROR = re.compile(
     re.I,
 )
 
+#: What uv 0.13 says when the index answered, but not with an index page: another content type
+#: (a login or error page of a proxy), none (uv gives up after 10 redirects and shows the last
+#: 302 so), or a body it cannot parse.  The index is unusable now: data unavailable, not the pins.
+INDEX_ANSWER_ERROR = re.compile(
+    r"(Unsupported `Content-Type`|Missing `Content-Type` header|Received some unexpected (JSON|HTML)|"
+    r"too many redirects|redirect loop)",
+    re.I,
+)
 
 _NO_WHEEL = re.compile(r"Wheels are required for `([^`]+)`")
 #: What uv 0.13 says when ``--offline`` needs something its cache lacks.
@@ -145,6 +153,9 @@ def compile_lock(
             if NETWORK_ERROR.search(res.stderr):
                 raise Unavailable(f"{target}: uv could not reach the package index: {tail}",
                                   "check the network (or use --offline with a warm cache)")
+            if INDEX_ANSWER_ERROR.search(res.stderr):
+                raise Unavailable(f"{target}: the package index did not answer with an index page: {tail}",
+                                  "check the index URL and any proxy in between, then retry")
             no_wheel = sorted(set(_NO_WHEEL.findall(res.stderr)))
             if no_wheel:
                 raise SdistOnly(
