@@ -42,7 +42,8 @@ Kind = Literal["file", "dir"]
 _current: Project | None = None
 _cache: dict[tuple[object, ...], protect.Protected] = {}
 _approved: list[tuple[Path, Kind]] = []  # what the gate let through in this process
-_temps: set[Path] = set()
+_temps: dict[Path, int] = {}  # temp dirs of this process -> the descriptor holding each one's lock
+_swept: set[Path] = set()  # temp bases swept of killed runs' temp dirs in this process
 
 
 def use_project(project: Project | None) -> None:
@@ -121,25 +122,28 @@ def temp_dir(prefix: str, *, project: Project | None = None,
              protected: protect.Protected | None = None) -> Iterator[Path]:
     """A private temp directory (under the gated ``$TMPDIR``), removed on every exit path.
 
-    The CLI removes any left behind (a signal during the removal) with :func:`cleanup`.
+    The CLI removes any left behind (a signal during the removal) with :func:`cleanup`; the
+    first temp dir of a process sweeps those of killed runs (:mod:`builder.files.tempdirs`:
+    named after their owner, locked while in use).
     """
     base = temp_base(project=project, protected=protected)
+    # tempdirs imports tempfile and shutil: here, so the cheap commands never pay for them.
+    from builder.files import tempdirs
+
+    if base not in _swept:
+        _swept.add(base)
+        tempdirs.sweep(base)
     try:
         with cancel.deferred():  # a signal between mkdtemp and the registration would leak it
-            import tempfile  # mkdtemp only (see temp_base); here: the cheap commands never need it
-
-            path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
-            _temps.add(path)
+            path, fd = tempdirs.create(prefix, base)
+            _temps[path] = fd
     except OSError as exc:
         raise FilesystemRefused.from_oserror(exc, base, "create a temporary directory in") or exc from None
     try:
         cancel.check()
         yield path
     finally:
-        import shutil
-
-        shutil.rmtree(path, ignore_errors=True)
-        _temps.discard(path)
+        tempdirs.release(path, _temps.pop(path, None))
 
 
 def temp_base(*, project: Project | None = None, protected: protect.Protected | None = None) -> Path:
@@ -158,11 +162,10 @@ def cleanup() -> None:
     """Remove temp dirs whose removal a signal cut short (the CLI calls this on exit)."""
     if not _temps:
         return
-    import shutil
+    from builder.files import tempdirs
 
     for path in list(_temps):
-        shutil.rmtree(path, ignore_errors=True)
-        _temps.discard(path)
+        tempdirs.release(path, _temps.pop(path, None))
 
 
 def uv_cache(explicit: str | os.PathLike[str] | None = None, *, project: Project | None = None,
