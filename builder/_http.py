@@ -290,7 +290,8 @@ def _proxy_for(url: str) -> tuple[str, str | None] | None:
     return f"{p.hostname}:{p.port or 8080}", auth
 
 
-def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+def _connection(url: str, timeout: float, *,
+                use_proxy: bool = True) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
     import http.client
     import ssl
 
@@ -299,7 +300,7 @@ def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, s
     if parts.query:
         target += "?" + parts.query
     extra: dict[str, str] = {}
-    proxy = _proxy_for(url)
+    proxy = _proxy_for(url) if use_proxy else None
     https = parts.scheme.lower() == "https"
     conn: http.client.HTTPConnection
     if proxy is not None:
@@ -395,6 +396,114 @@ def fetch(url: str, *, what: str, max_bytes: int, rng: str | None = None, deadli
     with open_url(url, what=what, max_bytes=max_bytes, headers=headers, deadline=deadline,
                   read_timeout=read_timeout, cancel=cancel, budget=budget) as r:
         return Reply(r.status, r.headers, r.read(), r.url)
+
+
+# --------------------------------------------------------------------------- one exchange, any status
+class NoConnection(Unavailable):
+    """Nothing accepted the connection: refused, unresolvable, no route, or no connect in time."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"{what}: {reason}", "check that the server runs and the URL")
+        self.reason = reason
+
+
+class Incomplete(Unavailable):
+    """Connected, but no complete answer: the deadline passed (headers or body), the
+    connection broke, or the body is over the cap.  ``reason`` says which, in words."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"{what}: {reason}", "the server is too slow or stalled; retry, or check it")
+        self.reason = reason
+
+
+def _connect_reason(exc: BaseException, seconds: float) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host: {exc.strerror or exc}"
+    if isinstance(exc, TimeoutError):
+        return f"no connection within {seconds:.1f}s"
+    return f"cannot connect: {getattr(exc, 'strerror', None) or exc}"
+
+
+def exchange(url: str, *, method: str = "GET", what: str, deadline: float, max_bytes: int,
+             body: bytes | None = None, headers: Mapping[str, str] | None = None,
+             cancel: Cancel | None = None) -> Reply:
+    """One request to an http(s) endpoint, whatever its status, ended by ``deadline`` seconds.
+
+    For the service endpoints builder talks to (a vLLM server's ``/health``,
+    ``/v1/*``, ``/metrics``): no redirects followed, no proxy (they are the
+    host's own or its LAN's), any status returned as data.  The same watchdog
+    as :func:`open_url` shuts the socket down when the deadline passes, so a
+    server that drips its status line, its headers or its body one byte at a
+    time cannot hold the caller past it.  :class:`NoConnection` when nothing
+    accepted the connection, :class:`Incomplete` when the answer did not
+    complete (or its body is over ``max_bytes``).
+    """
+    import http.client
+
+    if scheme_of(url) not in ("https", "http"):
+        raise Unavailable(f"{what}: cannot read {url[:120]!r}: only http and https URLs are supported",
+                          "give an http:// or https:// URL")
+    t0 = time.monotonic()
+    guard = _Guard(what, t0 + deadline, cancel)
+    guard.start()
+    conn: http.client.HTTPConnection | None = None
+    resp: http.client.HTTPResponse | None = None
+    got = 0
+    try:
+        conn, target, _extra = _connection(url, max(deadline, 0.001), use_proxy=False)
+        try:
+            guard.check(deadline)
+            conn.connect()
+        except (OSError, Unavailable) as exc:
+            if guard.expired or guard.remaining() <= 0:
+                raise NoConnection(what, f"no connection within {deadline:.1f}s") from None
+            if isinstance(exc, Unavailable):
+                raise
+            raise NoConnection(what, _connect_reason(exc, deadline)) from None
+        guard.attach(conn.sock)
+        chunks: list[bytes] = []
+        try:
+            guard.check(deadline)
+            conn.request(method, target, body=body,
+                         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})})
+            resp = conn.getresponse()
+            if resp.length is not None and resp.length > max_bytes:
+                raise Incomplete(what, f"HTTP {resp.status} announces {resp.length} bytes, more than the "
+                                       f"{_size(max_bytes)} cap")
+            while True:
+                guard.check(deadline)
+                chunk = resp.read1(CHUNK)
+                if not chunk:
+                    guard.check(deadline)  # a shutdown by the watchdog reads as the end
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+                if got > max_bytes:
+                    raise Incomplete(what, f"HTTP {resp.status} but the body is larger than the "
+                                           f"{_size(max_bytes)} cap")
+        except Incomplete:
+            raise
+        except (OSError, http.client.HTTPException, Unavailable) as exc:
+            spent = time.monotonic() - t0
+            if not (guard.expired or guard.remaining() <= 0):
+                if isinstance(exc, Unavailable):
+                    raise  # cancelled
+                raise Incomplete(what, f"connection failed mid-exchange: {type(exc).__name__}: "
+                                       f"{_reason(exc)}") from None
+            if resp is None:
+                raise Incomplete(what, f"no response within {spent:.1f}s") from None
+            size = f" of {resp.length + got} bytes" if resp.length is not None else " bytes"
+            raise Incomplete(what, f"HTTP {resp.status} but the body stalled after {got}{size} "
+                                   f"({spent:.1f}s)") from None
+        if resp.length:  # closed before sending what it announced
+            raise Incomplete(what, f"HTTP {resp.status} but the connection closed {resp.length} bytes early")
+        return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, b"".join(chunks), url)
+    finally:
+        guard.stop()
+        if conn is not None:
+            conn.close()
 
 
 # --------------------------------------------------------------------------- local files

@@ -4,7 +4,8 @@ Every child runs in its own process group with a hard timeout.  On timeout the
 whole group gets SIGTERM, then SIGKILL, and every wait afterwards is bounded:
 a child stuck in uninterruptible sleep (a hung ``nvidia-smi``) cannot be reaped
 and is abandoned rather than waited for (``subprocess.run(timeout=...)`` would
-block forever in that case, see FACTS.md).
+block forever in that case: on timeout it kills the child and then waits for it
+without a bound, https://docs.python.org/3/library/subprocess.html#subprocess.run).
 
 The environment handed to children is scrubbed of settings that would make a
 tool act on something other than what builder passes explicitly.

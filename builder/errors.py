@@ -3,23 +3,9 @@
 Core code raises these; only the CLI turns them into a message line and an exit
 code (see ``builder.cli``).  This module imports nothing from builder.
 
-Exit codes (documented in README.md):
-
-====  =====================================================================
-0     success (check: pass or warn; preflight: ready)
-1     a check failed: stale/missing lock, incompatible runtime, host not ready
-2     usage error: bad option, bad spec, unknown matrix, bad lock file
-3     needed data could not be read: network down, HTTP error, host probe failed
-4     a required tool is missing (uv, conda, nvidia-smi ...)
-5     a tool ran and failed (e.g. uv could not resolve the pins)
-6     refused: the command would write into a protected environment (QL_1)
-7     busy: another builder process holds the lock on this directory
-8     the filesystem refused a write: read-only, immutable, full, over quota,
-      over a file size limit or permission denied (the message names the path)
-70    internal error: a bug in builder (run with -v for the traceback)
-129   hung up (SIGHUP); 130 interrupted (Ctrl-C, SIGINT); 143 terminated
-      (SIGTERM): children stopped, temp dirs removed, nothing half-written
-====  =====================================================================
+Exit codes: :data:`EXIT_CODES` is the one table.  ``builder --help`` and every command's
+help print it through :func:`exit_help`; README.md's "Exit codes" table says the same in
+more words (tests/test_docs.py checks that both list exactly these codes).
 """
 
 from __future__ import annotations
@@ -27,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Mapping
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -38,7 +25,40 @@ EXIT_PROTECTED = 6
 EXIT_BUSY = 7
 EXIT_FS_REFUSED = 8
 EXIT_INTERNAL = 70
-EXIT_INTERRUPTED = 130
+EXIT_HUNG_UP = 129  # 128 + SIGHUP: a stop signal's code is 128 + its number
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+#: The one table of exit codes and what each means, in the words of the help.
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "ok",
+    EXIT_FAILED: "check failed (stale lock, incompatible runtime, host or server not ready)",
+    EXIT_USAGE: "usage or spec error",
+    EXIT_UNAVAILABLE: "data unavailable (network, probe)",
+    EXIT_TOOL_MISSING: "tool missing",
+    EXIT_TOOL_FAILED: "tool failed",
+    EXIT_PROTECTED: "protected env refused",
+    EXIT_BUSY: "busy",
+    EXIT_FS_REFUSED: "the filesystem refused a write (read-only, full, permission)",
+    EXIT_INTERNAL: "internal error (a bug in builder; -v shows the traceback)",
+    EXIT_HUNG_UP: "hung up (SIGHUP)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGINT)",
+    EXIT_TERMINATED: "terminated (SIGTERM)",
+}
+
+
+def exit_help(meanings: Mapping[int, str | None] | None = None) -> str:
+    """``Exit codes: 0 ok, 1 ...``: the help text for :data:`EXIT_CODES`.
+
+    Without ``meanings``, every code with the table's words; with it, the codes a command
+    names, each with the command's own words (None: the table's).  A code the table does
+    not have is a KeyError: no help can promise an undocumented code.
+    """
+    own = meanings if meanings is not None else dict.fromkeys(EXIT_CODES)
+    undocumented = sorted(set(own) - set(EXIT_CODES))
+    if undocumented:
+        raise KeyError(f"exit codes not in EXIT_CODES: {undocumented}")
+    return "Exit codes: " + ", ".join(f"{c} {own[c] or EXIT_CODES[c]}" for c in sorted(own)) + "."
 
 #: errno values that mean "the filesystem refused", not "builder has a bug".
 REFUSED_ERRNOS: dict[int, str] = {
@@ -103,6 +123,17 @@ class LockFileError(BuilderError):
     """A lock file is unreadable or not a valid PEP 751 / builder lock."""
 
     exit_code = EXIT_USAGE
+
+
+class ManifestError(BuilderError):
+    """A runtime directory's ``runtime.json`` is missing, unreadable, of another format or
+    invalid: the directory is not a finished runtime.  ``problems`` lists every problem found."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, problems: tuple[str, ...] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.problems = problems
 
 
 class StaleLock(BuilderError):

@@ -48,7 +48,7 @@ def suggest(name: str, known: list[str]) -> str:
 def _type_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     names = {str: "a string", int: "an integer", bool: "a boolean", list: "an array",
-             dict: "a table", float: "a number"}
+             dict: "a table", float: "a number", type(None): "null"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 

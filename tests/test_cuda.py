@@ -13,8 +13,10 @@ with open(cuda.DATA, "rb") as _f:
     RAW = tomllib.load(_f)
 
 
-# FACTS.md, "CUDA and drivers": the release -> minimum driver table, pinned here.
-FACTS_DRIVERS = {
+# NVIDIA CUDA Toolkit release notes, Table 3 ("CUDA Toolkit and Corresponding Driver
+# Versions", Linux x86_64), https://docs.nvidia.com/cuda/cuda-toolkit-release-notes/index.html#id5:
+# the release -> minimum driver table, pinned here.
+TABLE3_DRIVERS = {
     ("12.4", 0): "550.54.14", ("12.4", 1): "550.54.15", ("12.5", 0): "555.42.02", ("12.5", 1): "555.42.06",
     ("12.6", 0): "560.28.03", ("12.6", 1): "560.35.03", ("12.6", 2): "560.35.03", ("12.6", 3): "560.35.05",
     ("12.8", 0): "570.26", ("12.8", 1): "570.124.06", ("12.9", 0): "575.51.03", ("12.9", 1): "575.57.08",
@@ -24,7 +26,7 @@ FACTS_DRIVERS = {
 
 
 def test_release_table_matches_facts_exactly() -> None:
-    assert {(r.release, r.update): r.driver for r in K.releases} == FACTS_DRIVERS
+    assert {(r.release, r.update): r.driver for r in K.releases} == TABLE3_DRIVERS
 
 
 @pytest.mark.parametrize("row", RAW["release"] + RAW["component"] + RAW["compat"] + RAW["package"]
@@ -40,7 +42,7 @@ def test_every_component_row_places_exactly_on_its_release(row: dict[str, str]) 
     pl = cuda.place(K, row["component"], row["version"])
     assert pl is not None and pl.exact
     assert (pl.release, pl.update) == (row["release"], row["update"])
-    assert pl.driver == FACTS_DRIVERS[(row["release"], int(row["update"]))]
+    assert pl.driver == TABLE3_DRIVERS[(row["release"], int(row["update"]))]
 
 
 @pytest.mark.parametrize("component, version, label, driver", [

@@ -198,7 +198,8 @@ def test_sys_module_version(case: str, version: str) -> None:
 
 
 def test_driver_versions_compare_in_full() -> None:
-    # FACTS: compare full driver versions, not the major.minor nvidia-smi shows.
+    # NVIDIA Table 3 (https://docs.nvidia.com/cuda/cuda-toolkit-release-notes/index.html#id5):
+    # compare full driver versions, not the major.minor nvidia-smi shows.
     assert hp.driver_version("575.57.08") > hp.driver_version("575.51.03")
     assert hp.driver_version("550.107.02") < hp.driver_version("575.57.08")
     assert hp.driver_version("570.26") < hp.driver_version("570.124.06")

@@ -1,4 +1,4 @@
-"""Shipped GPU-arch data (builder/data/kernels.toml): loads, and says what FACTS.md says.
+"""Shipped GPU-arch data (builder/data/kernels.toml): loads, and says what the PyPI wheels say.
 
 The rows were produced by scripts/kernel_data.py (builder's fatbin reader streaming the
 member out of the PyPI wheel); the vLLM 0.13.0 row was also cross-checked entry by entry
@@ -16,7 +16,7 @@ from builder.binaries import fatbin
 from builder.binaries.archcompat import covers
 from builder.check import kerneldata
 
-VLLM_0130_SHA = "12b3d0a3b91c32a0091349de64b464f1c3d499a5b3a5d0ec387fef94ed5df6ee"  # FACTS.md: 474,942,618 bytes
+VLLM_0130_SHA = "12b3d0a3b91c32a0091349de64b464f1c3d499a5b3a5d0ec387fef94ed5df6ee"  # 474,942,618 bytes, https://pypi.org/project/vllm/0.13.0/#files
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +39,12 @@ def test_every_row_is_from_builders_reader_and_names_its_wheel(rows: tuple[kerne
         assert r.bytes_transferred < r.wheel_size  # streamed the member, not the wheel
 
 
-def test_vllm_0130_c_matches_facts(rows: tuple[kerneldata.KernelRow, ...]) -> None:
+def test_vllm_0130_c_matches_its_wheel(rows: tuple[kerneldata.KernelRow, ...]) -> None:
     r = _row(rows, "0.13.0")
     assert (r.wheel, r.wheel_sha256, r.wheel_size) == (
         "vllm-0.13.0-cp38-abi3-manylinux_2_31_x86_64.whl", VLLM_0130_SHA, 474_942_618)
     assert (r.member, r.member_size) == ("vllm/_C.abi3.so", 438_781_728)
-    # FACTS.md (2026-11-30) listed SASS 70/75/80/89/90/100/120 and PTX 52/80/89/90; the
+    # A reading of strings (2026-11-30) listed SASS 70/75/80/89/90/100/120 and PTX 52/80/89/90; the
     # headers (and cuobjdump) also show one sm_52 cubin and the arch-specific 90a/100a/120a.
     assert r.archs.sass_names() == ["sm_52", "sm_70", "sm_75", "sm_80", "sm_89", "sm_90", "sm_90a",
                                     "sm_100", "sm_100a", "sm_120", "sm_120a"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from builder.project import Project
 from builder.runtime import layout
 from tests.conftest import ROOT
+from tests.helpers import manifests
 
 A = Project(ROOT).matrix("a")
 
@@ -20,7 +20,7 @@ def _runtime(root: Path, name: str, *, manifest: bool = True, python: bool = Tru
     if python:
         (d / "bin" / "python").write_text("#!/bin/sh\n")
     if manifest:
-        (d / "runtime.json").write_text(json.dumps({"format": layout.MANIFEST_FORMAT, "name": name}))
+        manifests.write_built(d)
     return d
 
 

@@ -4,7 +4,6 @@ runs apt, dkms changes, mokutil changes, modprobe or reboot."""
 from __future__ import annotations
 
 import ast
-import json
 import os
 import re
 import shutil
@@ -21,7 +20,7 @@ from builder.driver import facts as hostfacts
 from builder.driver import probe as host
 from builder.driver import runbook, snapshot
 from builder.project import Project
-from builder.runtime import layout
+from tests.helpers import manifests
 from tests.test_host import fake_nvidia_smi, script
 from tests.test_preflight import ROOT, TODAY, operator_snapshot
 
@@ -221,7 +220,7 @@ def test_every_child_of_every_command_is_read_only(tmp_path: Path, monkeypatch: 
     shutil.copytree(ROOT / "envs", proj / "envs")
     rt = proj / "runtimes" / "matrix-a-py312-0123456789ab"
     script(rt / "bin", "python", "echo '{}'\n")
-    (rt / "runtime.json").write_text(json.dumps({"format": layout.MANIFEST_FORMAT}))
+    manifests.write_built(rt)
     seen: list[tuple[str, ...]] = []
     real = _proc.run
 

@@ -19,78 +19,18 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_PROTECTED, EXIT_UNAVAILABLE, EXIT_USAGE
-from tests.conftest import tree_digest, write_project
+from tests.conftest import tree_digest
 from tests.helpers import serve as h
 
-SMI = """#!/bin/sh
-# fake nvidia-smi: --query-gpu=index,uuid,name,memory.total,memory.free --format=csv,noheader,nounits
-IFS=';'
-for row in $FAKE_SMI; do echo "$row"; done
-"""
-ADA = "NVIDIA RTX 6000 Ada Generation"
-ROOMY = f"0, GPU-0a, {ADA}, 49140, 48600;1, GPU-1b, {ADA}, 49140, 48600"
-
-
-@dataclass
-class SP:
-    project: Path
-    root: Path
-    env: dict[str, str]
-    blue: int
-    green: int
-    ql1: Path
-    marker: str
-
-    def run(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-        return h.builder(*args, cwd=self.project, env={**self.env, **env}, timeout=timeout)
-
-    def spec(self, **kw: object) -> None:
-        h.write_service(self.project, blue=self.blue, green=self.green, **kw)  # type: ignore[arg-type]
-
-    @property
-    def route_file(self) -> Path:
-        return self.project / "deploy" / "llm.env"
-
-    def url(self, port: int) -> str:
-        return f"http://127.0.0.1:{port}/v1"
-
-
-def _make_sp(tmp_path: Path) -> SP:
-    project = write_project(tmp_path / "proj", "http://127.0.0.1:9/simple")
-    root = tmp_path / "runtimes"
-    h.make_runtime(root)
-    home = tmp_path / "home"
-    ql1 = home / "miniconda3" / "envs" / "QL_1"
-    (ql1 / "bin").mkdir(parents=True)
-    (ql1 / "conda-meta").mkdir()
-    (ql1 / "conda-meta" / "history").write_text("==> 2025-01-01 <==\n# production\n")
-    # QL_1's own vllm: if builder ever ran it, the tree (and the digest) would change.
-    (ql1 / "bin" / "vllm").write_text(f"#!/bin/sh\ntouch {ql1}/RAN\nexit 1\n")
-    (ql1 / "bin" / "vllm").chmod(0o755)
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    (tools / "nvidia-smi").write_text(SMI)
-    (tools / "nvidia-smi").chmod(0o755)
-    marker = f"{tmp_path.name}-{os.getpid()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA", "VIRTUAL_ENV", "FAKE_"))}
-    env.update(HOME=str(home), CONDA_PREFIX=str(ql1), CONDA_DEFAULT_ENV="QL_1", CONDA_SHLVL="1",
-               PATH=os.pathsep.join([str(ql1 / "bin"), str(tools), env["PATH"]]), BUILDER_RUNTIMES=str(root),
-               FAKE_SMI=ROOMY, **{h.MARKER: marker})
-    s = SP(project, root, env, h.free_port(), h.free_port(), ql1, marker)
-    s.spec()
-    return s
-
-
-def _no_stragglers(s: SP) -> None:
-    left = h.stragglers(s.marker)
-    h.kill_all(left)
-    assert not left, f"the test left processes running: {left}"
+ADA = h.ADA
+SP = h.ServeProject
+_make_sp = h.make_serve_project
+_no_stragglers = h.no_stragglers
 
 
 @pytest.fixture

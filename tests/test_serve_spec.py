@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import NotReady, SpecError, Unavailable
-from builder.serve import probe, route, service
+from builder.serve import endpoint, probe, route, service
 from builder.serve.spec import load_service, service_from_mapping
 from builder.serve.unit import UnitRequest, render_sh, render_systemd, systemd_quote
 from tests.conftest import ROOT
@@ -264,12 +264,52 @@ def test_error_bodies_of_either_vllm_shape(body: bytes, text: str) -> None:
 
 
 def test_urls_with_or_without_v1() -> None:
-    assert probe.split_url("http://127.0.0.1:8002/v1") == ("http", "127.0.0.1", 8002, "")
-    assert probe.split_url("http://127.0.0.1:8002/") == ("http", "127.0.0.1", 8002, "")
-    assert probe.split_url("10.0.0.5:9000/llm/v1/") == ("http", "10.0.0.5", 9000, "/llm")
-    assert probe.api_url("https://llm.example.org") == "https://llm.example.org:443/v1"
-    with pytest.raises(ValueError):
-        probe.split_url("ftp://example.org/v1")
+    assert endpoint.split_url("http://127.0.0.1:8002/v1") == ("http", "127.0.0.1", 8002, "")
+    assert endpoint.split_url("http://127.0.0.1:8002/") == ("http", "127.0.0.1", 8002, "")
+    assert endpoint.split_url("10.0.0.5:9000/llm/v1/") == ("http", "10.0.0.5", 9000, "/llm")
+    assert endpoint.api_url("https://llm.example.org") == "https://llm.example.org:443/v1"
+    assert endpoint.api_url("http://[::1]:8000") == "http://[::1]:8000/v1"
+    with pytest.raises(ValueError, match="only http:// and https://"):
+        endpoint.split_url("ftp://example.org/v1")
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("http://h:1/v1\nX=1", "contains a line break ('\\n')"),
+    ("http://h:1/v1\u2028X=1", "contains a line break ('\\u2028')"),
+    ("http://h:1/v1\x85", "contains a line break ('\\x85')"),
+    ("http://h:1/v\x00", "contains a control character ('\\x00')"),
+    ("http://h:1/v1 x", "contains ' '"),
+    ("http://h:1/`id`", "contains '`'"),
+    ("http://h:1/v1#frag", "contains '#'"),
+    ("http://u@h:1/v1", "carries credentials"),
+    ("http://h:99999/v1", "port is not a TCP port"),
+    ("http://h_x:1/v1", "host is not a hostname or an IP address"),
+    ("http://:1/v1", "has no host"),
+    ("", "empty"),
+])
+def test_urls_that_would_not_stay_one_safe_line_are_refused(url: str, why: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        endpoint.split_url(url)
+    assert why in str(exc.value)
+
+
+@pytest.mark.parametrize(("name", "ok"), [
+    ("querylake-llm", True), ("Qwen/Qwen2.5-7B-Instruct", True), ("/models/llama-3.1", True),
+    ("org/name:tag", True), ("m" * 256, True), ("m" * 257, False), ("", False), ("-x", False),
+    ("a b", False), ("a\nb", False), ("a\u2028b", False), ("a$b", False), ('a"b', False), ("a'b", False),
+    ("a\\b", False), ("a#b", False), ("a;b", False),
+])
+def test_model_names_are_an_allow_list(name: str, ok: bool) -> None:
+    assert (endpoint.check_model(name) is None) is ok
+
+
+def test_route_problems_name_each_field() -> None:
+    assert endpoint.route_problems(url="http://127.0.0.1:8000/v1", model="m", slot="green",
+                                   runtime="matrix-a-py312-3f2a9c0d1b7e", lock="ab" * 32) == []
+    got = endpoint.route_problems(url="http://127.0.0.1:8000", model="m\n", slot="Green", runtime="a b",
+                                  lock="x\ny")
+    assert [p.split(":")[0] for p in got] == ["url", "model", "slot", "runtime", "lock"]
+    assert "not in builder's form" in got[0]
 
 
 def _captured(name: str) -> str:

@@ -16,7 +16,7 @@ from builder.driver import verify as verify_driver
 from builder.driver.snapshot import ProbeRecord
 from builder.ops import driver as hostops
 from builder.project import Project
-from builder.runtime import layout
+from tests.helpers import manifests
 from tests.test_host import fake_nvidia_smi, script
 from tests.test_hostparse import fixture
 from tests.test_preflight import ROOT, operator_snapshot, rec
@@ -118,7 +118,7 @@ def fake_runtime(proj: Project, name: str = RT, root: Path | None = None) -> Pat
     # Answers like torch on the operator's host; hides GPUs if CUDA_VISIBLE_DEVICES leaks through.
     d = (root or proj.runtimes) / name
     d.mkdir(parents=True)
-    (d / "runtime.json").write_text(json.dumps({"format": layout.MANIFEST_FORMAT, "name": name}))
+    manifests.write_built(d)
     script(d / "bin", "python", f"""
 [ "$1" = "-c" ] || exit 64
 if [ -n "${{CUDA_VISIBLE_DEVICES+x}}" ]; then echo '{json.dumps({**TORCH_OK, "count": 1})}'; exit 0; fi

@@ -283,7 +283,8 @@ def predict(lock: pylock.Lock, *, cache_dir: Path | None = None, offline: bool =
     """What a runtime built from ``lock`` should report, for the smoke test to compare.
 
     Keys: torch (locked version), torch_reported (``torch.__version__``: PyPI's Linux
-    wheels report their variant, 2.9.0 -> 2.9.0+cu128, FACTS.md), torch_cuda
+    wheels report their variant, 2.9.0 -> 2.9.0+cu128: the Linux x86_64 wheels of
+    https://pypi.org/project/torch/2.9.0/#files are the CUDA 12.8 build), torch_cuda
     (``torch.version.cuda``), vllm, cudart_soname and build_toolkit (of vLLM's kernels).
     """
     f = gather(lock, matrix=matrix, host=HostFacts(origin="predict"),

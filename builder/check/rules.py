@@ -25,7 +25,7 @@ RULES = ("cuda-identity", "torch-pin", "cuda-major", "cuda-toolkit-order", "driv
          "driver-compat", "gpu-arch", "cuda-bindings", "sdist-only", "platform-tag", "python-tag")
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
 
-# Sources for rules whose facts are not rows of cuda.toml (FACTS.md lists them).
+# Sources for rules whose facts are not rows of cuda.toml.
 SRC_TORCH_PIN = "https://github.com/vllm-project/vllm/issues/13608"
 SRC_CUDA_MAJOR = "https://github.com/vllm-project/vllm/issues/44335"
 SRC_COMPAT = "https://docs.nvidia.com/deploy/cuda-compatibility/index.html#minor-version-compatibility"

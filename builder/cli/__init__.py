@@ -4,7 +4,8 @@ Commands build a request, call one core function and render the result (human or
 ``--json``).  ``app`` holds the root group and the one error mapping; each command
 family has its module (``lock_cmds``, ``check_cmds``, ``runtime_cmds``, ``host_cmds``,
 ``serve_cmds``), which adds its commands to :func:`~builder.cli.app.main`;
-``common`` holds what they share.
+``options`` defines the options they share (each once), ``common`` the typed context
+(:class:`~builder.cli.common.AppContext`) and the helpers they share.
 """
 
 from __future__ import annotations

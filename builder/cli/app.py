@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from builder import __version__, cancel
+from builder.cli.common import AppContext, app, exits
 from builder.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BuilderError, FilesystemRefused, Interrupted
 
 _SIGNAL_WORDS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
@@ -88,13 +89,14 @@ class BuilderGroup(click.Group):
     @staticmethod
     def _bug(ctx: click.Context, exc: Exception) -> Any:
         """A bug: one line, the traceback only with -v; exit 70."""
-        if ctx.obj and ctx.obj.get("verbose"):
+        if app(ctx).verbose:
             raise exc
         click.echo(f"builder: internal error: {type(exc).__name__}: {exc} "
                    "(run with -v for the traceback and report it)", err=True)
         ctx.exit(EXIT_INTERNAL)
 
 
+@exits()
 @click.group(cls=BuilderGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--project", "project_dir", type=click.Path(file_okay=False),
               help="Project directory (with envs/ and locks/). Default: found from the "
@@ -106,13 +108,7 @@ class BuilderGroup(click.Group):
 @click.version_option(__version__, prog_name="builder")
 @click.pass_context
 def main(ctx: click.Context, project_dir: str | None, quiet: bool, verbose: bool) -> None:
-    """builder: lock, check, build and smoke-test isolated torch + vLLM runtimes.
-
-    Exit codes: 0 ok, 1 check failed, 2 usage or spec error, 3 data unavailable
-    (network, probe), 4 tool missing, 5 tool failed, 6 protected env refused,
-    7 busy, 8 the filesystem refused a write (read-only, full, permission),
-    70 internal error, 130 interrupted, 143 terminated, 129 hung up.
-    """
+    """builder: lock, check, build and smoke-test isolated torch + vLLM runtimes."""
     if verbose:
         import logging  # only here: `builder --help` and `lock --check` need not load it
 
@@ -120,4 +116,4 @@ def main(ctx: click.Context, project_dir: str | None, quiet: bool, verbose: bool
         from builder import _proc
 
         _proc.enable_debug()
-    ctx.obj = {"project_dir": project_dir, "quiet": quiet, "verbose": verbose}
+    ctx.obj = AppContext(project_dir=project_dir, quiet=quiet, verbose=verbose)

@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
+from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo_json, progress, project, table
-from builder.errors import EXIT_FAILED, EXIT_OK, UsageError
+from builder.cli.common import echo_json, exits, progress, project, table
+from builder.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, UsageError
 
 _MARK = {"pass": "ok", "info": "info", "warn": "WARN", "fail": "FAIL"}
 
@@ -60,23 +61,24 @@ def render_chooser(rows: list[dict[str, Any]]) -> str:
                  ["matrix", "python", "native floor", "declared floor", "host driver", "verdict", "blocked by"])
 
 
+@exits({EXIT_OK: "pass or warn", EXIT_FAILED: "fail (or warn with --strict)", EXIT_USAGE: None,
+        EXIT_UNAVAILABLE: "a needed wheel could not be read and the cache has no answer"})
 @main.command("check")
-@click.option("-m", "--matrix", multiple=True, help="Matrix to check: A, a or matrix-a (repeatable).")
-@click.option("-p", "--python", help="Only this Python, e.g. 3.12.")
+@options.matrix(multiple=True, help="Matrix to check: A, a or matrix-a (repeatable).")
+@options.python("Only this Python, e.g. 3.12.")
 @click.option("--lock", "lock_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Check this PEP 751 lock instead of a matrix's.")
-@click.option("--driver", help="Host NVIDIA driver, e.g. 575.57.08 (default: envs/host.toml).")
-@click.option("--gpu-cc", "gpu_cc", multiple=True, help="Host GPU compute capability, e.g. 8.9 (repeatable).")
+@options.driver("Host NVIDIA driver, e.g. 575.57.08 (default: envs/host.toml).")
+@options.gpu_cc()
 @click.option("--glibc", help="Host glibc, e.g. 2.35.")
 @click.option("--probe", is_flag=True, help="Read driver and GPUs from this machine's nvidia-smi.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
-@click.option("--offline", is_flag=True, help="Use only the wheel cache; no network.")
+@options.as_json("Print one JSON object.")
+@click.option("--strict", is_flag=True, help="Fail on warnings too.")
+@options.offline()
 @click.option("--deep", is_flag=True,
               help="Read vLLM's main extension itself (hundreds of MB by range requests, cached by wheel "
                    "sha256) instead of builder's shipped kernel data.")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Wheel facts cache (default: $BUILDER_CACHE_DIR, else ~/.cache/builder).")
+@options.cache_dir()
 @click.pass_context
 def check_cmd(ctx: click.Context, matrix: tuple[str, ...], python: str | None, lock_file: Path | None,
               driver: str | None, gpu_cc: tuple[str, ...], glibc: str | None, probe: bool, as_json: bool,
@@ -84,8 +86,7 @@ def check_cmd(ctx: click.Context, matrix: tuple[str, ...], python: str | None, l
     """Check locks for CUDA/torch/vLLM compatibility with each other and the host.
 
     Without --matrix or --lock every matrix is checked and the matrix chooser is
-    printed.  Exit 0 pass or warn, 1 fail (or warn with --strict), 2 usage,
-    3 a needed wheel could not be read and the cache has no answer.
+    printed.
     """
     from builder.check.pipeline import CheckRequest, run_check
 

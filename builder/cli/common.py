@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import click
 
+from builder.errors import exit_help
+
 if TYPE_CHECKING:
     from builder.project import Project
+
+C = TypeVar("C", bound=click.Command)
+
+
+class AppContext(NamedTuple):
+    """What the root group's options say, for every command (``ctx.obj``).
+
+    A NamedTuple, not a dataclass: ``builder --help`` must not import dataclasses.
+    """
+
+    project_dir: str | None = None
+    quiet: bool = False
+    verbose: bool = False
+
+
+def app(ctx: click.Context) -> AppContext:
+    """The root group's options (defaults when a command runs without the root group)."""
+    obj = ctx.find_object(AppContext)
+    return obj if obj is not None else AppContext()
 
 
 def project(ctx: click.Context) -> Project:
@@ -15,13 +37,26 @@ def project(ctx: click.Context) -> Project:
     from builder import paths
     from builder.project import Project, find_root
 
-    proj = Project(find_root(ctx.obj.get("project_dir") if ctx.obj else None))
+    proj = Project(find_root(app(ctx).project_dir))
     paths.use_project(proj)  # its envs/host.toml names what the write gate protects
     return proj
 
 
 def quiet(ctx: click.Context) -> bool:
-    return bool(ctx.obj and ctx.obj.get("quiet"))
+    return app(ctx).quiet
+
+
+def exits(meanings: Mapping[int, str | None] | None = None) -> Callable[[C], C]:
+    """Append the exit-code text (:func:`builder.errors.exit_help`) to a command's help.
+
+    Goes above the ``@....command`` decorator.  ``meanings``: the codes this command uses,
+    each with its own words (None: the table's); without it, the whole table.
+    """
+    def add(cmd: C) -> C:
+        cmd.help = (cmd.help or "").rstrip() + "\n\n" + exit_help(meanings)
+        return cmd
+
+    return add
 
 
 def echo_json(data: Any) -> None:

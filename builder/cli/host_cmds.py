@@ -8,19 +8,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo_json, project, quiet, table
+from builder.cli.common import echo_json, exits, project, quiet, table
+from builder.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
     from builder.driver.preflight import Report
 
-_MATRIX = click.option("-m", "--matrix", required=True, help="Matrix: A, a or matrix-a.")
-_SNAPSHOT = click.option("--from-snapshot", "from_snapshot", type=click.Path(dir_okay=False, path_type=Path),
-                         help="Analyse this snapshot (from `builder host snapshot`) instead of probing "
-                              "the live host.")
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-_ROOT = click.option("--root", type=click.Path(file_okay=False),
-                     help="Runtimes root (default: $BUILDER_RUNTIMES, else <project>/runtimes).")
 
 _MARK = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "unknown": "??"}
 
@@ -48,7 +43,7 @@ def host_grp() -> None:
 
 @host_grp.command("snapshot")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@_ROOT
+@options.root()
 @click.pass_context
 def snapshot_cmd(ctx: click.Context, file: str, root: str | None) -> None:
     """Capture every host probe's raw output into FILE (JSON, no secrets); `-` prints it.
@@ -74,29 +69,26 @@ def snapshot_cmd(ctx: click.Context, file: str, root: str | None) -> None:
                err=file == hostops.STDOUT)
 
 
+@exits({EXIT_OK: "ready (warnings allowed)", EXIT_FAILED: "not ready", EXIT_USAGE: None,
+        EXIT_UNAVAILABLE: "cannot probe (something needed could not be read; the report says what)"})
 @main.command("preflight")
-@_MATRIX
-@_SNAPSHOT
-@_JSON
+@options.matrix(required=True)
+@options.from_snapshot()
+@options.as_json("Print the report as JSON.")
 @click.pass_context
 def preflight_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | None, as_json: bool) -> None:
-    """Check the host is ready for MATRIX's driver step-up.
-
-    Exit 0 ready (warnings allowed), 1 not ready, 2 usage, 3 cannot probe
-    (something needed could not be read; the report says what).
-    """
+    """Check the host is ready for MATRIX's driver step-up."""
     from builder.ops import driver as hostops
 
     _render(ctx, hostops.run_preflight(project(ctx), matrix, from_snapshot), as_json)
 
 
 @main.command("runbook")
-@_MATRIX
-@click.option("--format", "fmt", type=click.Choice(["md", "sh"]), default="md", show_default=True,
-              help="Markdown, or a commented shell script with one function per step.")
-@_SNAPSHOT
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Write to this file (atomically) instead of stdout; `-` is stdout.")
+@options.matrix(required=True)
+@options.output_format(["md", "sh"], default="md",
+                       help="Markdown, or a commented shell script with one function per step.")
+@options.from_snapshot()
+@options.output("Write to this file (atomically) instead of stdout; `-` is stdout.")
 @click.pass_context
 def runbook_cmd(ctx: click.Context, matrix: str, fmt: str, from_snapshot: Path | None,
                 output: str | None) -> None:
@@ -117,20 +109,22 @@ def runbook_cmd(ctx: click.Context, matrix: str, fmt: str, from_snapshot: Path |
         click.echo(f"wrote {output}", err=True)
 
 
+@exits({EXIT_OK: "verified", EXIT_FAILED: "a check failed", EXIT_USAGE: None,
+        EXIT_UNAVAILABLE: "something could not be checked"})
 @main.command("verify-driver")
-@_MATRIX
-@_SNAPSHOT
-@_JSON
+@options.matrix(required=True)
+@options.from_snapshot()
+@options.as_json("Print the report as JSON.")
 @click.option("--skip-torch", is_flag=True, help="Do not check that each runtime's torch sees every GPU.")
-@_ROOT
+@options.root()
 @click.pass_context
 def verify_driver_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | None, as_json: bool,
                       skip_torch: bool, root: str | None) -> None:
     """After the reboot: verify the driver for MATRIX.
 
-    Exit 0 only when module and userspace agree, the floor is met, every GPU
+    Verified only when module and userspace agree, the floor is met, every GPU
     is visible with its compute capability and each runtime's torch sees
-    them all; 1 when a check fails; 3 when something could not be checked.
+    them all.
     """
     from builder.ops import driver as hostops
 

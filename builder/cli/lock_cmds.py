@@ -8,9 +8,20 @@ from typing import TYPE_CHECKING
 
 import click
 
+from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo_json, progress, project, table
-from builder.errors import EXIT_FAILED, EXIT_OK, UsageError
+from builder.cli.common import echo_json, exits, progress, project, table
+from builder.errors import (
+    EXIT_BUSY,
+    EXIT_FAILED,
+    EXIT_FS_REFUSED,
+    EXIT_OK,
+    EXIT_TOOL_FAILED,
+    EXIT_TOOL_MISSING,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from builder.project import Project
@@ -22,10 +33,15 @@ def _selectors(matrix: tuple[str, ...], all_: bool) -> list[str]:
     return list(matrix)
 
 
+@exits({EXIT_OK: None, EXIT_FAILED: "a lock is stale, modified or missing (--check), is not uv's output "
+         "(--verify) or would build a package from source", EXIT_USAGE: None,
+         EXIT_UNAVAILABLE: "the index is unreachable",
+         EXIT_TOOL_MISSING: None, EXIT_TOOL_FAILED: "uv could not resolve the pins", EXIT_BUSY: None,
+         EXIT_FS_REFUSED: None})
 @main.group("lock", invoke_without_command=True)
-@click.option("-m", "--matrix", multiple=True, help="Matrix to lock: A, a or matrix-a (repeatable).")
+@options.matrix(multiple=True, help="Matrix to lock: A, a or matrix-a (repeatable).")
 @click.option("--all", "all_", is_flag=True, help="Lock every matrix (the default without --matrix).")
-@click.option("-p", "--python", help="Only this Python, e.g. 3.12.")
+@options.python("Only this Python, e.g. 3.12.")
 @click.option("--check", "check", is_flag=True, help="Verify freshness offline; write nothing.")
 @click.option("--verify", "verify", is_flag=True,
               help="Re-resolve each lock in a temp dir and require identical bytes; write nothing.")
@@ -33,11 +49,11 @@ def _selectors(matrix: tuple[str, ...], all_: bool) -> list[str]:
               help="Move each selected spec's exclude-newer to --exclude-newer and re-lock (one transaction).")
 @click.option("--exclude-newer", "exclude_newer", metavar="DATE",
               help="With --refresh: the new date, YYYY-MM-DD (default: yesterday, UTC).")
-@click.option("--offline", is_flag=True, help="Resolve from uv's cache only.")
+@options.offline("Resolve from uv's cache only.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 32), help="Locks resolved at once.")
 @click.option("--channel-override", "channel_override", multiple=True, metavar="NAME=URL",
               help="Solve a conda base's channel NAME from URL or a local directory (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@options.as_json("Print results as JSON.")
 @click.pass_context
 def lock_cmd(ctx: click.Context, matrix: tuple[str, ...], all_: bool, python: str | None,
              check: bool, verify: bool, refresh: bool, exclude_newer: str | None, offline: bool,
@@ -46,8 +62,8 @@ def lock_cmd(ctx: click.Context, matrix: tuple[str, ...], all_: bool, python: st
 
     \b
     builder lock [--matrix A]...            re-lock from the specs as they are
-    builder lock --check                    offline freshness (exit 1: stale, modified, missing)
-    builder lock --verify                   re-resolve; exit 1 when a lock is not uv's output
+    builder lock --check                    offline freshness: stale, modified, missing
+    builder lock --verify                   re-resolve; is each lock uv's output?
     builder lock --refresh [--exclude-newer DATE]   move the resolution date, re-lock
     builder lock diff [OLD NEW | --git REF] what changed, in packages and CUDA terms
     """
@@ -177,35 +193,37 @@ def _refresh(ctx: click.Context, proj: Project, sel: list[str], python: str | No
                + (": see `builder lock diff --git HEAD`" if n else ""))
 
 
+@exits({EXIT_OK: "no regression", EXIT_FAILED: "regression (a new `fail` finding or a higher native driver floor)",
+        EXIT_USAGE: None, EXIT_UNAVAILABLE: "a needed wheel could not be read"})
 @lock_cmd.command("diff")
 @click.argument("locks", nargs=-1, type=click.Path(dir_okay=False, path_type=Path), metavar="[OLD NEW]")
 @click.option("--git", "git_ref", metavar="REF", help="Compare every lock in the working tree with REF's.")
-@click.option("-m", "--matrix", multiple=True,
-              help="Matrix (A, a or matrix-a): selects locks with --git; names the spec for OLD NEW.")
-@click.option("-p", "--python", help="Only this Python, e.g. 3.12 (for OLD NEW: the locks' Python).")
-@click.option("--format", "fmt", type=click.Choice(["text", "md", "json"]), default="text", show_default=True,
-              help="md: a pull-request body.")
-@click.option("--driver", help="Judge both locks on this driver (default: the matrix's declared floor).")
-@click.option("--gpu-cc", "gpu_cc", multiple=True, help="Host GPU compute capability, e.g. 8.9 (repeatable).")
-@click.option("--offline", is_flag=True, help="Use only the wheel cache; no network.")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Wheel facts cache (default: $BUILDER_CACHE_DIR, else ~/.cache/builder).")
+@options.matrix(multiple=True, help="Matrix (A, a or matrix-a): selects locks with --git; names the spec for OLD NEW.")
+@options.python("Only this Python, e.g. 3.12 (for OLD NEW: the locks' Python).")
+@options.output_format(["text", "md", "json"], default="text", help="md: a pull-request body; json: as --json.")
+@options.driver("Judge both locks on this driver (default: the matrix's declared floor).")
+@options.gpu_cc()
+@options.offline()
+@options.cache_dir()
+@options.as_json("Print the diff as JSON (as --format json).")
 @click.pass_context
 def lock_diff(ctx: click.Context, locks: tuple[Path, ...], git_ref: str | None, matrix: tuple[str, ...],
               python: str | None, fmt: str, driver: str | None, gpu_cc: tuple[str, ...], offline: bool,
-              cache_dir: Path | None) -> None:
+              cache_dir: Path | None, as_json: bool) -> None:
     """Compare two PEP 751 locks, or the working tree's locks with a git REF (default: --git HEAD).
 
     Shows packages added, removed, changed and rehashed (same version, other
     file hashes), and the CUDA view of `builder check` for both locks judged on
     the same host: per GPU package the runtime, cudart, cuBLAS and build
-    toolkit, the driver floors and the verdict.  Exit 0 no regression,
-    1 regression (a new `fail` finding or a higher native driver floor),
-    2 usage, 3 a needed wheel could not be read.
+    toolkit, the driver floors and the verdict.
     """
     from builder.lock import diff as lockdiff
     from builder.lock import diff_render
 
+    if as_json:
+        if fmt != "json" and ctx.get_parameter_source("fmt") is not click.core.ParameterSource.DEFAULT:
+            raise UsageError(f"--json and --format {fmt} are exclusive", "pass one of them")
+        fmt = "json"
     if locks and len(locks) != 2:
         raise UsageError(f"lock diff takes two lock files (OLD NEW), got {len(locks)}",
                          "builder lock diff OLD NEW, or builder lock diff --git REF")
@@ -241,7 +259,7 @@ def lock_diff(ctx: click.Context, locks: tuple[Path, ...], git_ref: str | None, 
 
 
 @main.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@options.as_json("Print as JSON.")
 @click.pass_context
 def list_cmd(ctx: click.Context, as_json: bool) -> None:
     """Show the matrices, their Pythons and the state of each lock."""
@@ -274,23 +292,29 @@ def spec_grp() -> None:
 @click.argument("matrix")
 @click.argument("key")
 @click.argument("value")
+@options.as_json("Print the change as JSON.")
 @click.pass_context
-def spec_set(ctx: click.Context, matrix: str, key: str, value: str) -> None:
+def spec_set(ctx: click.Context, matrix: str, key: str, value: str, as_json: bool) -> None:
     """Set KEY (dotted, e.g. torch.version) of MATRIX to VALUE."""
     from builder import spec_edit
 
     proj = project(ctx)
     path = proj.matrix_path(matrix)
     old, new = spec_edit.set_value(path, key, value, project=proj)
-    click.echo(f"{path.relative_to(proj.root)}: {key}: {old!r} -> {new!r}")
+    if as_json:
+        echo_json({"path": str(path.relative_to(proj.root)), "key": key, "old": old, "new": new})
+    else:
+        click.echo(f"{path.relative_to(proj.root)}: {key}: {old!r} -> {new!r}")
     click.echo("locks of this matrix are now stale: run `builder lock --matrix "
                f"{path.stem.removeprefix('matrix-')}`", err=True)
 
 
+@exits({EXIT_OK: "every spec is valid", EXIT_USAGE: "a spec is invalid (with --json too)"})
 @spec_grp.command("validate")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@options.as_json("Print every spec and every problem as JSON.")
 @click.pass_context
-def spec_validate(ctx: click.Context, files: tuple[Path, ...]) -> None:
+def spec_validate(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> None:
     """Validate matrix specs (default: all of envs/ and host.toml)."""
     from builder.errors import SpecError
     from builder.spec import load_host, load_matrix
@@ -303,6 +327,10 @@ def spec_validate(ctx: click.Context, files: tuple[Path, ...]) -> None:
             (load_host if p.name == "host.toml" else load_matrix)(p)
         except SpecError as exc:
             problems.extend(exc.problems)
+    if as_json:
+        shown = [str(p.relative_to(proj.root)) if proj and p.is_relative_to(proj.root) else str(p) for p in paths]
+        echo_json({"valid": not problems, "specs": shown, "problems": problems})
+        ctx.exit(EXIT_USAGE if problems else EXIT_OK)
     if problems:
         raise SpecError(problems, "fix the spec and run the command again")
     click.echo(f"{len(paths)} specs valid")

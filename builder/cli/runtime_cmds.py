@@ -2,41 +2,43 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 
+from builder.cli import options
 from builder.cli.app import main
 from builder.cli.common import echo_json, progress, project, quiet, table
 from builder.errors import EXIT_FAILED, BuilderError
-
-_GPU_HELP = "Run (--gpu) or skip (--no-gpu) the GPU steps. Default: detect an NVIDIA GPU."
 
 
 def _smoke_table(report: Any) -> str:
     return table([[s.name, s.status, s.reason] for s in report.steps], ["step", "status", "reason"])
 
 
-def _smoke_summary(report: Any) -> str:
-    n = {k: sum(s.status == k for s in report.steps) for k in ("pass", "fail", "skipped")}
+def _tally(steps: Any) -> str:
+    n = {k: sum(s.status == k for s in steps) for k in ("pass", "fail", "skipped")}
     return f"{n['pass']} pass, {n['fail']} fail, {n['skipped']} skipped"
 
 
+def _smoke_summary(report: Any) -> str:
+    return _tally(report.steps)
+
+
 @main.command("build")
-@click.option("-m", "--matrix", required=True, help="Matrix to build: A, a or matrix-a.")
-@click.option("-p", "--python", help="Python of the matrix, e.g. 3.12 (default: each of its Pythons).")
+@options.matrix(required=True, help="Matrix to build: A, a or matrix-a.")
+@options.python("Python of the matrix, e.g. 3.12 (default: each of its Pythons).")
 @click.option("--interpreter", type=click.Path(dir_okay=False), help="Base the runtime on this python executable.")
-@click.option("--root", type=click.Path(file_okay=False),
-              help="Runtimes root (default: $BUILDER_RUNTIMES, else <project>/runtimes).")
-@click.option("--force", is_flag=True, help="Rebuild even if a runtime of this lock exists.")
-@click.option("--base", type=click.Choice(["venv", "conda"]),
-              help="Environment base (default: conda when the matrix declares [conda], else venv).")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="uv cache (default: $UV_CACHE_DIR, else uv's).")
-@click.option("--gpu/--no-gpu", default=None, help=_GPU_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@options.root()
+@options.force("Rebuild even if a runtime of this lock exists.")
+@options.base("Environment base (default: conda when the matrix declares [conda], else venv).")
+@options.cache_dir("uv cache (default: $UV_CACHE_DIR, else uv's).")
+@options.gpu()
+@options.as_json("Print the results as JSON.")
 @click.pass_context
 def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: str | None, root: str | None,
-              force: bool, base: str | None, cache_dir: str | None, gpu: bool | None, as_json: bool) -> None:
+              force: bool, base: str | None, cache_dir: Path | None, gpu: bool | None, as_json: bool) -> None:
     """Build an isolated runtime from the committed lock, smoke-test it, switch it in."""
     from builder import protect
     from builder.project import select_pythons
@@ -53,44 +55,41 @@ def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: 
     results = []
     for py in pythons:
         req = runtime.BuildRequest(matrix=matrix, python=py, root=root, interpreter=interpreter, force=force,
-                                   base=base, cache_dir=cache_dir, gpu=gpu, pinned=pinned)
+                                   base=base, cache_dir=str(cache_dir) if cache_dir else None, gpu=gpu,
+                                   pinned=pinned)
         res = runtime.build(proj, req, guard, progress(ctx))
         results.append(res)
         if as_json:
             continue
         m = res.manifest
-        interp = m.get("interpreter", {})
         if res.status == "exists":
-            click.echo(f"{res.name}: already built from this lock ({m.get('built_at')}); nothing to do "
+            click.echo(f"{res.name}: already built from this lock ({m.created_at}); nothing to do "
                        f"(--force rebuilds)")
         else:
-            t = m["timings"]
+            t = m.timings
             click.echo(f"{res.name}: {res.status} in {t['total']:.1f}s (install {t['sync']:.1f}s, "
                        f"smoke {t['smoke']:.1f}s)")
         click.echo(f"  path:   {res.path}")
-        click.echo(f"  python: {interp.get('version')} from {interp.get('source')} "
-                   f"({interp.get('origin')}): {interp.get('reason')}")
-        sm = m.get("smoke", {})
-        steps = sm.get("steps", [])
-        n = {k: sum(s["status"] == k for s in steps) for k in ("pass", "fail", "skipped")}
-        click.echo(f"  smoke:  {n['pass']} pass, {n['fail']} fail, {n['skipped']} skipped")
+        if m.interpreter is not None:
+            i = m.interpreter
+            click.echo(f"  python: {i.version} from {i.source} ({i.origin}): {i.reason}")
+        click.echo(f"  smoke:  {_tally(m.smoke.steps)}")
         if not quiet(ctx):
-            click.echo(table([[s["step"], s["status"], s["reason"]] for s in steps], ["step", "status", "reason"]))
+            click.echo(table([[s.step, s.status, s.reason] for s in m.smoke.steps], ["step", "status", "reason"]))
     if as_json:
         echo_json([r.as_dict() for r in results])
 
 
 @main.command("smoke")
-@click.option("-m", "--matrix", help="Matrix whose built runtime to test: A, a or matrix-a.")
-@click.option("-p", "--python", help="Python of the matrix, e.g. 3.12 (default: each of its Pythons).")
+@options.matrix(help="Matrix whose built runtime to test: A, a or matrix-a.")
+@options.python("Python of the matrix, e.g. 3.12 (default: each of its Pythons).")
 @click.option("--env", "env_python", type=click.Path(dir_okay=False),
               help="Test the environment of this python instead (e.g. an existing env); "
                    "with --matrix, its identity is compared with that matrix's lock.")
-@click.option("--root", type=click.Path(file_okay=False), help="Runtimes root (as for build).")
-@click.option("--base", type=click.Choice(["venv", "conda"]),
-              help="Base the runtime was built with (default: as for build).")
-@click.option("--gpu/--no-gpu", default=None, help=_GPU_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@options.root("Runtimes root (as for build).")
+@options.base("Base the runtime was built with (default: as for build).")
+@options.gpu()
+@options.as_json("Print the results as JSON.")
 @click.pass_context
 def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_python: str | None,
               root: str | None, base: str | None, gpu: bool | None, as_json: bool) -> None:
@@ -131,9 +130,8 @@ def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_py
 
 
 @main.command("doctor")
-@click.option("--python", "python", type=click.Path(dir_okay=False),
-              help="Interpreter of the env to inspect (default: the active env's, else python3 on PATH).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@options.interpreter_python()
+@options.as_json("Print the report as JSON.")
 @click.pass_context
 def doctor_cmd(ctx: click.Context, python: str | None, as_json: bool) -> None:
     """Inspect any environment read-only (QL_1 included): versions, CUDA identity, consistency, lock."""

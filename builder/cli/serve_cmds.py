@@ -7,30 +7,17 @@ from typing import Any
 
 import click
 
+from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo_json, progress, project, quiet, table
-from builder.errors import EXIT_FAILED, EXIT_UNAVAILABLE
+from builder.cli.common import echo_json, exits, progress, project, quiet, table
+from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_OK, EXIT_PROTECTED, EXIT_UNAVAILABLE, EXIT_USAGE
 
-_SPEC = click.option("--service", "spec", type=click.Path(dir_okay=False),
-                     help="Service spec (default: envs/service.toml of the project).")
-_ROUTE_FILE = click.option("--route-file", type=click.Path(dir_okay=False),
-                           help="Route file to manage (default: the spec's route-file).")
-_RUNTIME = [
-    click.option("-m", "--matrix", help="Serve the runtime of this matrix's current lock: A, a or matrix-a."),
-    click.option("-p", "--python", help="Python of the matrix, e.g. 3.12."),
-    click.option("--runtime", "runtime_id", help="Serve any built runtime by its id (directory name)."),
-    click.option("--root", type=click.Path(file_okay=False),
-                 help="Runtimes root (default: $BUILDER_RUNTIMES, else <project>/runtimes)."),
-]
-_SLOT = click.option("--slot", required=True, help="Slot of the service spec, e.g. green.")
-_JSON_ENTRY = click.option("--json", "as_json", is_flag=True, help="Print the journal entry as JSON.")
-_PROBE_TIMEOUT = click.option("--timeout", type=float, default=30.0, show_default=True, help="Probe bound, seconds.")
-
-
-def _runtime_options(f: Any) -> Any:
-    for opt in reversed(_RUNTIME):
-        f = opt(f)
-    return f
+_SPEC = options.service_spec()
+_ROUTE_FILE = options.route_file()
+_SLOT = options.slot()
+_JSON_ENTRY = options.as_json("Print the journal entry as JSON.")
+_PROBE_TIMEOUT = options.timeout(default=30.0,
+                                 help="Seconds for the whole probe of the target, connect and headers included.")
 
 
 def _abs(path: str | None) -> str | None:
@@ -42,22 +29,20 @@ def _say(ctx: click.Context) -> Any:
     return lambda msg: p("route", msg)
 
 
+@exits({EXIT_OK: "ok (probe: ready)", EXIT_FAILED: "not ready / refused (smoke failed, GPU memory, startup timeout)",
+        EXIT_USAGE: None, EXIT_UNAVAILABLE: "probe: unreachable", EXIT_PROTECTED: "a path inside a protected env",
+        EXIT_BUSY: "busy (port in use, slot running, the routed slot, lock held)"})
 @main.group("serve")
 def serve() -> None:
-    """Serve a built runtime's vLLM as an OpenAI-compatible HTTP service, in slots.
-
-    Exit codes: 0 ok (probe: ready), 1 not ready / refused (smoke failed, GPU memory,
-    startup timeout), 2 usage or spec error, 3 probe: unreachable, 6 a path inside a
-    protected env, 7 busy (port in use, slot running, the routed slot, lock held).
-    """
+    """Serve a built runtime's vLLM as an OpenAI-compatible HTTP service, in slots."""
 
 
 @serve.command("start")
-@_runtime_options
+@options.runtime_selection
 @_SLOT
 @_SPEC
 @click.option("--skip-gpu-check", is_flag=True, help="Do not compare free GPU memory with gpu-memory-utilization.")
-@click.option("--json", "as_json", is_flag=True, help="Print the slot record and the probe as JSON.")
+@options.as_json("Print the slot record and the probe as JSON.")
 @click.pass_context
 def start_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtime_id: str | None,
               root: str | None, slot: str, spec: str | None, skip_gpu_check: bool, as_json: bool) -> None:
@@ -78,12 +63,12 @@ def start_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtim
 
 @serve.command("stop")
 @_SLOT
-@click.option("--drain", type=float, metavar="S",
+@click.option("--drain", type=options.Seconds(zero_ok=True), metavar="S",
               help="First wait at most S seconds until /metrics shows no request running or waiting.")
-@click.option("--force", is_flag=True, help="Stop even the slot the route points at (journaled).")
+@options.force("Stop even the slot the route points at (journaled).")
 @_SPEC
 @_ROUTE_FILE
-@click.option("--json", "as_json", is_flag=True, help="Print what was stopped as JSON.")
+@options.as_json("Print what was stopped as JSON.")
 @click.pass_context
 def stop_cmd(ctx: click.Context, slot: str, drain: float | None, force: bool, spec: str | None,
              route_file: str | None, as_json: bool) -> None:
@@ -105,8 +90,8 @@ def stop_cmd(ctx: click.Context, slot: str, drain: float | None, force: bool, sp
 @serve.command("status")
 @_SPEC
 @_ROUTE_FILE
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Probe bound per slot, seconds.")
-@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@options.timeout(default=10.0, help="Seconds for the whole status: the slots are probed side by side within it.")
+@options.as_json("Print the status as JSON.")
 @click.pass_context
 def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, timeout: float,
                as_json: bool) -> None:
@@ -129,22 +114,23 @@ def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, tim
         click.echo(f"route: {where} ({rt.get('url')}, model {rt.get('model')}) in {rt['file']}  (* = routed)")
 
 
+@exits({EXIT_OK: "ready", EXIT_FAILED: "not ready", EXIT_USAGE: None, EXIT_UNAVAILABLE: "unreachable"})
 @serve.command("probe")
-@click.option("--url", help="Server URL, e.g. http://127.0.0.1:8002 (a trailing /v1 is fine).")
-@click.option("--model", help="The served model name to ask for.")
-@click.option("--slot", help="Probe a slot of the service spec instead of --url/--model.")
+@options.url(help="Server URL, e.g. http://127.0.0.1:8002 (a trailing /v1 is fine).")
+@options.model(help="The served model name to ask for.")
+@options.slot(required=False, help="Probe a slot of the service spec instead of --url/--model.")
 @click.option("--api-key-env", metavar="NAME", help="With --url: send the key held by $NAME.")
-@click.option("--timeout", type=float, default=30.0, show_default=True,
-              help="Seconds for the whole probe (each network call gets what is left).")
+@options.timeout(default=30.0, help="Seconds for the whole probe, connect and headers included (each network call "
+                                   "gets what is left); the load step gets as much again per request.")
 @click.option("--requests", type=int, default=0, help="Add a load step of N completions.")
 @click.option("--concurrency", type=int, default=1, help="Load step: requests in flight at once.")
 @_SPEC
-@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@options.as_json("Print the verdict as JSON.")
 @click.pass_context
 def probe_cmd(ctx: click.Context, url: str | None, model: str | None, slot: str | None,
               api_key_env: str | None, timeout: float, requests: int, concurrency: int, spec: str | None,
               as_json: bool) -> None:
-    """Is the server ready? health, models, one real completion (exit 0 ready, 1 not-ready, 3 unreachable)."""
+    """Is the server ready? health, models, one real completion."""
     from builder.serve import probe as probe_mod
     from builder.serve import service
 
@@ -166,11 +152,11 @@ def probe_cmd(ctx: click.Context, url: str | None, model: str | None, slot: str 
 
 
 @serve.command("unit")
-@_runtime_options
+@options.runtime_selection
 @_SLOT
 @_SPEC
-@click.option("--format", "fmt", type=click.Choice(["systemd", "sh"]), default="systemd", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
+@options.output_format(["systemd", "sh"], default="systemd")
+@options.output("Write to FILE instead of stdout; `-` is stdout.")
 @click.pass_context
 def unit_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtime_id: str | None,
              root: str | None, slot: str, spec: str | None, fmt: str, output: str | None) -> None:
@@ -182,7 +168,7 @@ def unit_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtime
     name, text = service.unit(proj, service.UnitCmd(slot=slot, runtime_id=runtime_id, matrix=matrix, python=python,
                                                     root=root, spec=_abs(spec), fmt=fmt,
                                                     command=f"builder serve unit {sel} --slot {slot} --format {fmt}"))
-    if output:
+    if output and output != "-":
         from builder.serve import state
 
         state.write_file(proj, os.path.abspath(output), text, "write the unit to")
@@ -194,14 +180,12 @@ def unit_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtime
 # --------------------------------------------------------------------------- route
 
 
+@exits({EXIT_OK: None, EXIT_FAILED: "refused (target not ready, a route file builder did not write, nothing to "
+        "roll back to)", EXIT_USAGE: None, EXIT_PROTECTED: "route file inside a protected env",
+        EXIT_BUSY: "busy (lock held)"})
 @main.group("route")
 def route_group() -> None:
-    """The route file QueryLake reads: show, init, set SLOT, rollback (journaled, atomic).
-
-    Exit codes: 0 ok, 1 refused (target not ready, a route file builder did not write,
-    nothing to roll back to), 2 usage or spec error, 6 route file inside a protected
-    env, 7 busy (lock held).
-    """
+    """The route file QueryLake reads: show, init, set SLOT, rollback (journaled, atomic)."""
 
 
 def _route_req(spec: str | None, route_file: str | None, force: bool = False, timeout: float = 30.0,
@@ -215,7 +199,7 @@ def _route_req(spec: str | None, route_file: str | None, force: bool = False, ti
 @route_group.command("show")
 @_SPEC
 @_ROUTE_FILE
-@click.option("--json", "as_json", is_flag=True, help="Print the route as JSON.")
+@options.as_json("Print the route as JSON.")
 @click.pass_context
 def route_show(ctx: click.Context, spec: str | None, route_file: str | None, as_json: bool) -> None:
     """Where QueryLake points now, since when, and where a rollback would go."""
@@ -237,9 +221,9 @@ def route_show(ctx: click.Context, spec: str | None, route_file: str | None, as_
 
 
 @route_group.command()  # named after the function: `builder route init`
-@click.option("--url", required=True, help="The endpoint QueryLake uses today, e.g. http://127.0.0.1:8000/v1.")
-@click.option("--model", required=True, help="The model name QueryLake asks that endpoint for.")
-@click.option("--force", is_flag=True, help="Adopt even if the existing file says otherwise.")
+@options.url(required=True, help="The endpoint QueryLake uses today, e.g. http://127.0.0.1:8000/v1.")
+@options.model(required=True, help="The model name QueryLake asks that endpoint for.")
+@options.force("Adopt even if the existing file says otherwise.")
 @_SPEC
 @_ROUTE_FILE
 @_JSON_ENTRY
@@ -260,7 +244,7 @@ def init(ctx: click.Context, url: str, model: str, force: bool, spec: str | None
 
 @route_group.command("set")
 @click.argument("slot")
-@click.option("--force", is_flag=True, help="Switch without probing the slot (journaled).")
+@options.force("Switch without probing the slot (journaled).")
 @_PROBE_TIMEOUT
 @_SPEC
 @_ROUTE_FILE
@@ -268,7 +252,7 @@ def init(ctx: click.Context, url: str, model: str, force: bool, spec: str | None
 @click.pass_context
 def route_set(ctx: click.Context, slot: str, force: bool, timeout: float, spec: str | None,
               route_file: str | None, as_json: bool) -> None:
-    """Point QueryLake at SLOT, only if a probe says it is ready (file unchanged otherwise, exit 1)."""
+    """Point QueryLake at SLOT, only if a probe says it is ready (the file stays unchanged otherwise)."""
     from builder.serve import cutover
 
     res = cutover.set_route(project(ctx), _route_req(spec, route_file, force, timeout,
@@ -283,7 +267,7 @@ def route_set(ctx: click.Context, slot: str, force: bool, timeout: float, spec: 
 
 
 @route_group.command("rollback")
-@click.option("--force", is_flag=True, help="Roll back without probing the target (journaled).")
+@options.force("Roll back without probing the target (journaled).")
 @_PROBE_TIMEOUT
 @_SPEC
 @_ROUTE_FILE

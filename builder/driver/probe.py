@@ -2,7 +2,8 @@
 
 Every probe is read-only and runs through :func:`builder._proc.run` with a hard
 timeout, so a ``nvidia-smi`` stuck in uninterruptible sleep costs at most its
-bound (FACTS.md: ``subprocess.run(timeout=...)`` alone can block forever).  A
+bound (``subprocess.run(timeout=...)`` alone can block forever: after the kill
+it waits without a bound, https://docs.python.org/3/library/subprocess.html#subprocess.run).  A
 probe never raises: a missing tool, a non-zero exit or a timeout is recorded
 as a raw :class:`ProbeRecord` for the parse and decide layers to judge.
 

@@ -10,22 +10,23 @@ staging renamed into place and the pointer switched.  Names and discovery are
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from builder import _proc, memo, paths, pylock, tools
 from builder.errors import BuildError, Busy, LockFileError, NotReady, StaleLock
-from builder.files import fsio, inputs
+from builder.files import inputs
 from builder.lock import state as lockstate
 from builder.project import Project, lock_path, regenerate_command, select_pythons
 from builder.protect import Protected
 from builder.runtime import layout, swap
-from builder.runtime.base import BaseRequest, default_base, get_base, identity
+from builder.runtime import manifest as manifests
+from builder.runtime.base import BaseRequest, BaseResult, default_base, get_base, identity
 from builder.runtime.sync import picked_wheels, sync
 from builder.spec import Matrix
 
@@ -94,17 +95,17 @@ class BuildRequest:
     pinned: frozenset[str] = frozenset()  # runtimes a route, a running slot or a rollback target uses
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class BuildResult:
     name: str
     path: Path
     status: str  # "built" | "rebuilt" | "exists"
-    manifest: dict[str, Any]
-    removed_leftovers: list[str] = field(default_factory=list)
+    manifest: manifests.Manifest
+    removed_leftovers: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": str(self.path), "status": self.status,
-                "removed_leftovers": self.removed_leftovers, "manifest": self.manifest}
+                "removed_leftovers": list(self.removed_leftovers), "manifest": self.manifest.as_dict()}
 
 
 T = TypeVar("T")
@@ -141,10 +142,23 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def _lock_record(project: Project, lock: pylock.Lock) -> dict[str, Any]:
+def _lock_record(project: Project, lock: pylock.Lock) -> manifests.LockRecord:
     path = Path(lock.where)
     shown = str(path.relative_to(project.root)) if path.is_relative_to(project.root) else str(path)
-    return {"path": shown, "sha256": lock.sha256, "content": lock.content_hash, "packages": len(lock.packages)}
+    return manifests.LockRecord(path=shown, sha256=lock.sha256, content=lock.content_hash,
+                                packages=len(lock.packages))
+
+
+def _interpreter(made: BaseResult) -> manifests.Interpreter:
+    d = made.details
+    rejected = d.get("rejected") or []
+    packages = d.get("packages")
+    return manifests.Interpreter(
+        version=made.version, source=made.source, origin=made.origin, reason=made.reason,
+        rejected=tuple((str(a), str(b)) for a, b in rejected),
+        conda_lock=str(d["conda_lock"]) if d.get("conda_lock") is not None else None,
+        packages=packages if isinstance(packages, int) else None,
+        solver=str(d["solver"]) if d.get("solver") is not None else None)
 
 
 def build(project: Project, req: BuildRequest, protected: Protected,
@@ -176,11 +190,11 @@ def build(project: Project, req: BuildRequest, protected: Protected,
             say(name, f"removed leftovers of interrupted builds: {', '.join(removed)}")
         status = "built"
         if final.exists():
-            manifest = layout.read_manifest(final)
-            if manifest is not None and manifest.get("lock", {}).get("content") == lock.content_hash \
-                    and not req.force:
+            found = layout.read_manifest(final)
+            if found is not None and found.built_from(lock.content_hash) and not req.force:
                 swap.point(root, layout.pointer_name(matrix, python, base.name), name)
-                return BuildResult(name, final, "exists", manifest, removed)
+                return BuildResult(name=name, path=final, status="exists", manifest=found,
+                                   removed_leftovers=tuple(removed))
             if name in req.pinned:
                 raise Busy(f"{name} is pinned by the serve route, its rollback target or a running slot; "
                            "not replacing it", "route away from it and stop its slot first (builder route, "
@@ -233,18 +247,14 @@ def build(project: Project, req: BuildRequest, protected: Protected,
             finish = getattr(base, "finish", None)
             if callable(finish):
                 finish(staging, final)
-            manifest = {
-                "format": layout.MANIFEST_FORMAT, "name": name, "matrix": matrix.id, "python": python,
-                "base": base.name, "lock": _lock_record(project, lock),
-                "interpreter": {"version": made.version, "source": made.source, "origin": made.origin,
-                                "reason": made.reason, **dict(made.details)},
-                "uv": uv_version(), "built_at": _now(),
-                "timings": {"base": round(t_base, 3), "sync": round(t_sync, 3),
-                            "smoke": round(t_smoke, 3),
-                            "total": round(time.monotonic() - t0, 3)},
-                "smoke": report.as_dict(),
-            }
-            fsio.atomic_write(staging / layout.MANIFEST, json.dumps(manifest, indent=2) + "\n")
+            manifest = manifests.Manifest(
+                format=manifests.FORMAT, name=name, origin=manifests.LOCK, matrix=matrix.id, python=python,
+                base=base.name, lock=_lock_record(project, lock), interpreter=_interpreter(made),
+                uv=uv_version(), created_at=_now(),
+                timings=MappingProxyType({"base": round(t_base, 3), "sync": round(t_sync, 3),
+                                          "smoke": round(t_smoke, 3), "total": round(time.monotonic() - t0, 3)}),
+                smoke=report.record())
+            manifests.write(staging, manifest)
             early_flush()
             swap.syncfs(staging)
             swap.install(staging, final, root)
@@ -252,7 +262,7 @@ def build(project: Project, req: BuildRequest, protected: Protected,
         except BaseException:
             swap.rmtree(staging)
             raise
-    return BuildResult(name, final, status, manifest, removed)
+    return BuildResult(name=name, path=final, status=status, manifest=manifest, removed_leftovers=tuple(removed))
 
 
 def locate(project: Project, matrix_sel: str, python: str, root: str | None = None,

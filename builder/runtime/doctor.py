@@ -29,7 +29,8 @@ from builder.errors import LockFileError, Unavailable, UsageError
 
 PROBE_TIMEOUT = 60.0
 #: ELF files larger than this are not read (vllm/_C.abi3.so is 439 MB); the
-#: small extensions carry the same facts (FACTS.md: _flashmla_extension_C, 1 MB).
+#: small extensions carry the same facts (_flashmla_extension_C, 1 MB, in the wheel
+#: of https://pypi.org/project/vllm/0.13.0/#files).
 ELF_READ_CAP = 64 * 1024 * 1024
 
 # Runs inside the target interpreter (any CPython >= 3.8, stdlib only).  The

@@ -2,10 +2,12 @@
 
 Every step ends ``pass``, ``fail`` or ``skipped`` with a reason.  On a host
 without a GPU the GPU steps are ``skipped (no GPU)``, and so is ``vllm --help``
-when it fails with vLLM's "Failed to infer device type" (FACTS.md), and
+when it fails with vLLM's "Failed to infer device type" (vLLM's troubleshooting
+guide, https://docs.vllm.ai/en/latest/usage/troubleshooting.html#failed-to-infer-device-type), and
 ``import vllm._C`` on a host without ``libcuda.so.1``; any other failure is
 ``fail``.  On a GPU host ``torch.cuda.is_available()`` must be true:
-torch only *warns* when the driver is too old (FACTS.md), so availability, the
+torch only *warns* when the driver is too old
+(https://github.com/modelscope/FunASR/issues/2973), so availability, the
 architecture check and a real cuBLAS GEMM are what prove the stack works.
 """
 
@@ -24,6 +26,7 @@ from builder import _proc, paths, pylock
 from builder.binaries.archcompat import Arch, runs_on_name
 from builder.errors import BuilderError, ProtectedEnvError
 from builder.runtime import doctor
+from builder.runtime import manifest as manifests
 from builder.spec import Matrix
 from builder.versions import compute_capability
 
@@ -62,7 +65,8 @@ def c():
     # A GPU step: with the GPU steps off, argv[1] says why, and it is not tried.
     if len(sys.argv) > 1 and sys.argv[1]:
         return {"skipped": sys.argv[1]}
-    # vllm._C (the compiled ops) needs the driver's libcuda.so.1 (FACTS.md): without
+    # vllm._C (the compiled ops) needs the driver's libcuda.so.1 (read from the 0.13.0
+    # wheel of https://pypi.org/project/vllm/0.13.0/#files): without
     # it the step is skipped with that reason, never passed.
     import ctypes
     try:
@@ -78,7 +82,7 @@ step("import vllm._C", c)
 """
 
 # The GEMM shape raised CUBLAS_STATUS_INVALID_VALUE on Ada with torch 2.9.1
-# (pytorch/pytorch#170676, FACTS.md).  One JSON line per result, flushed, so a
+# (https://github.com/pytorch/pytorch/issues/170676).  One JSON line per result, flushed, so a
 # crash in a later kernel keeps the earlier results.
 GPU = r"""
 import json
@@ -135,6 +139,13 @@ class SmokeReport:
     def as_dict(self) -> dict[str, Any]:
         return {"python": self.python, "gpu": self.gpu, "ok": self.ok, "seconds": round(self.seconds, 2),
                 "expected_from": self.expected_source, "steps": [s.as_dict() for s in self.steps]}
+
+    def record(self) -> manifests.SmokeRecord:
+        """The smoke record a manifest keeps of this report."""
+        return manifests.SmokeRecord(python=self.python, gpu=self.gpu, ok=self.ok, seconds=round(self.seconds, 2),
+                                     expected_from=self.expected_source,
+                                     steps=tuple(manifests.SmokeStep(step=s.name, status=s.status, reason=s.reason)
+                                                 for s in self.steps))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from builder import _proc, paths, pylock
 from builder.errors import BuildError, FilesystemRefused, ToolFailed, Unavailable
 from builder.runtime.installprogress import InstallProgress, Say, human
 
-SYNC_TIMEOUT = 3600.0  # a cold matrix download is ~5 GB (FACTS.md)
+SYNC_TIMEOUT = 3600.0  # a cold matrix download is ~5 GB (README, "On a fresh machine")
 
 
 def picked_wheels(lock: pylock.Lock, version: str) -> list[tuple[pylock.Package, pylock.Wheel]]:

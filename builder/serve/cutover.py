@@ -14,8 +14,8 @@ from typing import Any
 
 from builder.errors import NotReady, UsageError
 from builder.project import Project
+from builder.serve import endpoint, process, route, state
 from builder.serve import probe as probe_mod
-from builder.serve import process, route, state
 from builder.serve.state import api_key
 
 PROBE_TIMEOUT = probe_mod.DEFAULT_TIMEOUT
@@ -71,9 +71,12 @@ def init(project: Project, req: RouteRequest, *, url: str, model: str) -> dict[s
     """Adopt today's endpoint (e.g. production's server) as the journal's starting point."""
     ctx = state.context(project, req.spec, req.route_file)
     try:
-        api = probe_mod.api_url(url)
+        api = endpoint.api_url(url)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"--url: {exc}", "give the http(s) URL QueryLake uses today") from None
+    why = endpoint.check_model(model)
+    if why:
+        raise UsageError(f"--model {why}", "give the model name QueryLake asks that endpoint for")
     ctx.guard()
     ctx.state_dir.mkdir(parents=True, exist_ok=True)
     with ctx.locked():
@@ -96,7 +99,7 @@ def init(project: Project, req: RouteRequest, *, url: str, model: str) -> dict[s
 
 def _same(a: str, b: str) -> bool:
     try:
-        return probe_mod.split_url(a) == probe_mod.split_url(b)
+        return endpoint.split_url(a) == endpoint.split_url(b)
     except ValueError:
         return False
 
@@ -162,6 +165,12 @@ def rollback(project: Project, req: RouteRequest, *, say: Say | None = None) -> 
                            f"route (entry {cur.entry.id}, {cur.entry.action})",
                            "route to a slot with `builder route set SLOT`")
         target = target_entry.to
+        bad = target.problems()
+        if bad:
+            raise UsageError(f"{ctx.journal}: entry {endpoint.shown(target_entry.id)}: {'; '.join(bad)}; not "
+                             "writing it into the route file", "the journal was changed by hand: restore it, or "
+                             "route explicitly with `builder route set SLOT` or `builder route init --url URL "
+                             "--model NAME`")
         if target.slot and target.slot in ctx.service.slots:
             rec = ctx.read_record(target.slot)
             if rec is not None and process.is_ours(rec) and rec.get("runtime") != target.runtime:

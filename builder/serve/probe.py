@@ -3,7 +3,8 @@
 vLLM's ``/health`` is liveness only (200 while the engine may be unable to run
 a request; 503 once the engine is dead, vllm-project/vllm#24897) and
 ``/v1/models`` is a static list, so only a real completion proves that the
-server serves (FACTS.md).  Steps, each ``pass``/``fail``/``skipped`` with a
+server serves (vllm-project/vllm#36960, #39863:
+https://github.com/vllm-project/vllm/issues/36960).  Steps, each ``pass``/``fail``/``skipped`` with a
 reason and its seconds:
 
 ``health``      GET /health answers 200
@@ -18,24 +19,25 @@ Verdict: ``ready`` (every step passed), ``not-ready``, or ``unreachable``
 ErrorResponse ``{"error": {"message", "type", "param", "code"}}``; older
 releases answered ``{"object": "error", "message", ...}``, also understood).
 
-HTTP goes through :mod:`http.client` rather than ``urllib.request``: urllib's
-timeout bounds each socket operation, not the whole exchange, so a server that
-sends headers and then stalls (or trickles) the body could hold a probe
-forever.  Here every read gets what is left of one deadline.
+HTTP goes through the one bounded reader (:func:`builder._http.exchange`):
+one deadline for the whole exchange, connect, status line, headers and body
+together, enforced by a watchdog that shuts the socket down, so a server that
+drips its headers or its body one byte at a time cannot hold a probe past its
+timeout.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+
+from builder import _http
+from builder.serve.endpoint import split_url
 
 PASS, FAIL, SKIP = "pass", "fail", "skipped"
 READY, NOT_READY, UNREACHABLE = "ready", "not-ready", "unreachable"
@@ -61,91 +63,29 @@ class Response:
         return json.loads(self.body.decode("utf-8"))
 
 
-def split_url(url: str) -> tuple[str, str, int, str]:
-    """``http[s]://h:p[/path][/v1]`` -> (scheme, host, port, root path without ``/v1``)."""
-    u = urlsplit(url if "://" in url else f"http://{url}")
-    if u.scheme not in ("http", "https"):
-        raise ValueError(f"only http:// and https:// URLs are supported, got {url!r}")
-    path = u.path.rstrip("/")
-    path = path[:-3] if path.endswith("/v1") else path
-    return u.scheme, u.hostname or "127.0.0.1", u.port or (443 if u.scheme == "https" else 80), path
-
-
-def api_url(url: str) -> str:
-    """The OpenAI base URL (``.../v1``) of a server URL given with or without ``/v1``."""
-    scheme, host, port, root = split_url(url)
-    h = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{h}:{port}{root}/v1"
-
-
 def request(url: str, method: str, path: str, *, deadline: float, body: Any = None,
             api_key: str | None = None) -> Response:
     """One HTTP exchange that ends by ``deadline`` (time.monotonic) whatever the server does."""
     scheme, host, port, root = split_url(url)
-    t0 = time.monotonic()
-    if deadline - t0 <= 0:
+    left = deadline - time.monotonic()
+    if left <= 0:
         raise Stalled("no time left")
-    conn = (http.client.HTTPSConnection(host, port, timeout=deadline - t0) if scheme == "https"
-            else http.client.HTTPConnection(host, port, timeout=deadline - t0))
+    headers = {"Accept": "application/json", "Connection": "close"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    h = f"[{host}]" if ":" in host else host
     try:
-        try:
-            conn.connect()
-        except OSError as exc:  # refused, unresolvable, no route, connect timeout
-            raise Unreachable(_os_reason(exc, deadline - t0)) from None
-        headers = {"Accept": "application/json", "Connection": "close"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        resp: http.client.HTTPResponse | None = None
-        chunks: list[bytes] = []
-        got = 0
-
-        def bound() -> None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            if conn.sock is not None:
-                conn.sock.settimeout(left)
-
-        try:
-            bound()
-            conn.request(method, root + path, body=data, headers=headers)
-            bound()
-            resp = conn.getresponse()
-            while True:
-                bound()
-                chunk = resp.read1(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                got += len(chunk)
-                if got > MAX_BODY:
-                    raise Stalled(f"response body larger than {MAX_BODY >> 20} MiB")
-        except TimeoutError:
-            spent = time.monotonic() - t0
-            if resp is None:
-                raise Stalled(f"no response within {spent:.1f}s") from None
-            size = f" of {resp.length + got} bytes" if resp.length is not None else " bytes"
-            raise Stalled(f"HTTP {resp.status} but the body stalled after {got}{size} "
-                          f"({spent:.1f}s)") from None
-        except (http.client.HTTPException, OSError) as exc:
-            raise Stalled(f"connection failed mid-exchange: {type(exc).__name__}: {exc}") from None
-        return Response(resp.status, b"".join(chunks))
-    finally:
-        conn.close()
-
-
-def _os_reason(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return f"no connection within {timeout:.1f}s"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve host: {exc.strerror or exc}"
-    return f"cannot connect: {getattr(exc, 'strerror', None) or exc}"
+        reply = _http.exchange(f"{scheme}://{h}:{port}{root}{path}", method=method, what=f"{method} {path}",
+                               deadline=left, max_bytes=MAX_BODY, body=data, headers=headers)
+    except _http.NoConnection as exc:
+        raise Unreachable(exc.reason) from None
+    except _http.Incomplete as exc:
+        raise Stalled(exc.reason) from None
+    return Response(reply.status, reply.body)
 
 
 def error_text(resp: Response) -> str:

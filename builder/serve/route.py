@@ -5,7 +5,10 @@ exactly two variables, ``OPENAI_BASE_URL`` and ``OPENAI_MODEL``; builder's
 comment lines name the slot, runtime id, lock hash, time and the journal entry
 that wrote it.  It is replaced atomically (temp file in the same directory,
 fsync, rename, fsync of the directory: readers see the old or the new file,
-never a mix; ``ln -sfn`` would not be atomic, FACTS.md).
+never a mix; ``ln -sfn`` would not be atomic: ``ln -f`` removes the destination
+first, https://www.gnu.org/software/coreutils/manual/html_node/ln-invocation.html,
+while rename(2) replaces it atomically,
+https://pubs.opengroup.org/onlinepubs/9699919799/functions/rename.html).
 
 The journal (``<route-file>.journal``, JSON lines) gets one entry per change
 *before* the file is replaced: ``{id, time, action, from, to, prev, restores,
@@ -31,6 +34,7 @@ from typing import Any
 from builder.errors import UsageError
 from builder.files import inputs
 from builder.files.fsio import atomic_write
+from builder.serve import endpoint
 
 URL_VAR = "OPENAI_BASE_URL"
 MODEL_VAR = "OPENAI_MODEL"
@@ -60,6 +64,11 @@ class Route:
     def label(self) -> str:
         where = f"slot {self.slot}" if self.slot else "an endpoint outside builder"
         return f"{where} ({self.url}, model {self.model})"
+
+    def problems(self) -> list[str]:
+        """Why this route must not be written into the route file (``field: why``), if anything."""
+        return endpoint.route_problems(url=self.url, model=self.model, slot=self.slot, runtime=self.runtime,
+                                       lock=self.lock)
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,11 @@ def read(path: Path) -> tuple[bytes, RouteFile] | None:
 
 
 def render(route: Route, entry: Entry, command: str) -> str:
+    """The route file's text; UsageError (nothing written) for a value that would not stay one line."""
+    bad = route.problems()
+    if bad:
+        raise UsageError(f"refusing to write the route file: {'; '.join(bad)}",
+                         "give an http(s) URL and a model name of letters, digits and . _ : / @ + = , -")
     lines = [
         f"# Written by `{command}`; QueryLake reads this file. Change it with `builder route`,",
         "# not by hand (builder refuses to switch a file it did not write until `builder route init`).",

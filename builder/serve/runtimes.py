@@ -8,57 +8,43 @@ content-addressed path, never the pointer symlink.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from builder.errors import NotReady, UsageError
+from builder.errors import ManifestError, NotReady, UsageError
 from builder.project import Project, select_pythons
 from builder.runtime import layout
+from builder.runtime import manifest as manifests
 from builder.runtime.build import locate
 from builder.schema import suggest
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Runtime:
-    """A finished runtime: its id, resolved path and manifest."""
+    """A finished runtime: its id, resolved path and manifest (built from a lock, or adopted)."""
 
     id: str
     path: Path
-    manifest: Mapping[str, Any] = field(default_factory=dict)
+    manifest: manifests.Manifest
 
     @property
     def vllm(self) -> Path:
         return self.path / "bin" / "vllm"
 
     @property
+    def origin(self) -> str:
+        return self.manifest.origin
+
+    @property
     def lock_sha256(self) -> str | None:
-        lock = self.manifest.get("lock")
-        return str(lock.get("sha256")) if isinstance(lock, dict) and lock.get("sha256") else None
+        return self.manifest.lock_sha256
 
     def smoke_problem(self) -> str | None:
-        """Why the runtime must not be served (failed or missing smoke test), or None.
-
-        Steps ``skipped`` (e.g. GPU steps on a build host without a GPU) are
-        not failures.
-        """
-        sm = self.manifest.get("smoke")
-        steps = sm.get("steps") if isinstance(sm, dict) else None
-        if not isinstance(steps, list) or not steps:
-            return "its manifest records no smoke test"
-        failed = [s for s in steps if not isinstance(s, dict) or s.get("status") not in ("pass", "skipped")]
-        if failed:
-            names = ", ".join(f"{s.get('step')}: {s.get('reason')}" if isinstance(s, dict) else repr(s)
-                              for s in failed[:3])
-            return f"its smoke test failed ({names})"
-        return None
+        """Why the runtime must not be served (failed or missing smoke test), or None."""
+        return self.manifest.smoke.problem()
 
     def skipped_gpu_steps(self) -> int:
-        sm = self.manifest.get("smoke")
-        steps = sm.get("steps", []) if isinstance(sm, dict) else []
-        return sum(1 for s in steps if isinstance(s, dict) and s.get("status") == "skipped"
-                   and "no GPU" in str(s.get("reason", "")))
+        return self.manifest.smoke.skipped_gpu_steps()
 
 
 def root(project: Project, root_dir: str | None = None) -> Path:
@@ -68,7 +54,7 @@ def root(project: Project, root_dir: str | None = None) -> Path:
 
 def list_runtimes(project: Project, root_dir: str | None = None) -> list[Runtime]:
     """Every finished runtime under the root, of any matrix and base (no pointers, no staging)."""
-    return [Runtime(r.name.name, Path(os.path.realpath(r.path)), r.manifest)
+    return [Runtime(id=r.name.name, path=Path(os.path.realpath(r.path)), manifest=r.manifest)
             for r in layout.discover(root(project, root_dir))]
 
 
@@ -79,6 +65,13 @@ def by_id(project: Project, runtime_id: str, root_dir: str | None = None) -> Run
         if rt.id == runtime_id:
             return rt
     names = [r.id for r in known]
+    d = root(project, root_dir) / runtime_id
+    if layout.parse_name(runtime_id) is not None and d.is_dir():
+        try:
+            manifests.load(d)
+        except ManifestError as exc:
+            raise NotReady(f"{runtime_id} is not a finished runtime: {exc.message}",
+                           "rebuild it (builder build --force) or adopt it again (builder runtime adopt)") from None
     raise NotReady(f"no built runtime {runtime_id!r} under {root(project, root_dir)}"
                    f"{suggest(runtime_id, names)}",
                    f"built: {', '.join(names)}" if names else "build one with `builder build`")
@@ -94,7 +87,11 @@ def of_lock(project: Project, matrix: str, python: str | None, root_dir: str | N
     py = select_pythons(m, python)[0]
     _m, _lock, path = locate(project, matrix, py, root_dir)
     real = Path(os.path.realpath(path))
-    return Runtime(real.name, real, layout.read_manifest(real) or {})
+    found = layout.read_manifest(real)
+    if found is None:
+        raise NotReady(f"{real.name}: its manifest does not read", f"rebuild it with `builder build --matrix "
+                                                                   f"{m.id} --python {py} --force`")
+    return Runtime(id=real.name, path=real, manifest=found)
 
 
 def resolve(project: Project, *, runtime_id: str | None, matrix: str | None, python: str | None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from builder import _proc
 from builder.errors import Busy, NotReady, Unavailable, UsageError
 from builder.project import Project
+from builder.serve import endpoint, process, route, state
 from builder.serve import probe as probe_mod
-from builder.serve import process, route, state
 from builder.serve.spec import Service, Slot
 from builder.serve.state import api_key
 
@@ -315,7 +314,7 @@ def _routed_slot(ctx: state.Context) -> tuple[route.Current, str | None]:
 
 def _same_url(a: str, b: str) -> bool:
     try:
-        return probe_mod.split_url(a) == probe_mod.split_url(b)
+        return endpoint.split_url(a) == endpoint.split_url(b)
     except ValueError:
         return False
 
@@ -384,41 +383,47 @@ def stop(project: Project, req: StopRequest, progress: Progress | None = None) -
 # --------------------------------------------------------------------------- status, probe, unit
 
 
-def _listening(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+def _slot_status(ctx: state.Context, s: Slot, routed: str | None, key: str | None,
+                 deadline: float) -> dict[str, Any]:
+    svc = ctx.service
+    rec = ctx.read_record(s.name)
+    ours = bool(rec) and process.is_ours(rec or {})
+    row: dict[str, Any] = {
+        "slot": s.name, "port": s.port, "url": svc.base_url(s), "runtime": rec.get("runtime") if rec else None,
+        "pid": rec.get("pid") if rec else None, "alive": ours, "ready": False, "verdict": None,
+        "running": None, "waiting": None, "routed": routed == s.name,
+        "started_at": rec.get("started_at") if rec else None, "log": rec.get("log") if rec else None,
+        "record": ("ours" if ours else "stale") if rec else None,
+    }
+    rep = probe_mod.probe(svc.root_url(s), svc.served_model_name, timeout=max(0.0, deadline - time.monotonic()),
+                          api_key=key)
+    if rep.verdict == probe_mod.UNREACHABLE:
+        row["verdict"] = "unreachable"
+        return row
+    row.update(ready=rep.ready, verdict=rep.brief())
+    left = deadline - time.monotonic()
+    got = probe_mod.in_flight(svc.root_url(s), timeout=min(left, 5.0)) if left > 0 else None
+    if got is not None:
+        row.update(running=got[0], waiting=got[1])
+    return row
 
 
 def status(project: Project, spec: str | None = None, route_file: str | None = None,
            timeout: float = 10.0) -> dict[str, Any]:
-    """Per slot: runtime, pid, port, alive, ready, requests in flight; and where the route points."""
+    """Per slot: runtime, pid, port, alive, ready, requests in flight; and where the route points.
+
+    The slots are probed side by side, all within one deadline of ``timeout`` seconds.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    deadline = time.monotonic() + timeout
     ctx = state.context(project, spec, route_file)
     svc = ctx.service
     cur, routed = _routed_slot(ctx)
     key = api_key(svc, required=False)
-    rows = []
-    for s in svc.slots.values():
-        rec = ctx.read_record(s.name)
-        ours = bool(rec) and process.is_ours(rec or {})
-        row: dict[str, Any] = {
-            "slot": s.name, "port": s.port, "url": svc.base_url(s), "runtime": rec.get("runtime") if rec else None,
-            "pid": rec.get("pid") if rec else None, "alive": ours, "ready": False, "verdict": None,
-            "running": None, "waiting": None, "routed": routed == s.name,
-            "started_at": rec.get("started_at") if rec else None, "log": rec.get("log") if rec else None,
-            "record": ("ours" if ours else "stale") if rec else None,
-        }
-        if _listening(svc.host, s.port):
-            rep = probe_mod.probe(svc.root_url(s), svc.served_model_name, timeout=timeout, api_key=key)
-            row.update(ready=rep.ready, verdict=rep.brief())
-            got = probe_mod.in_flight(svc.root_url(s), timeout=min(timeout, 5.0))
-            if got is not None:
-                row.update(running=got[0], waiting=got[1])
-        else:
-            row["verdict"] = "unreachable"
-        rows.append(row)
+    slots = list(svc.slots.values())
+    with ThreadPoolExecutor(max_workers=max(1, min(len(slots), 8))) as pool:
+        rows = list(pool.map(lambda s: _slot_status(ctx, s, routed, key, deadline), slots))
     return {"service": svc.name, "route": {"file": str(ctx.route_file), "slot": routed,
                                            **(cur.route.as_dict() if cur.route else {})} if cur.exists else None,
             "slots": rows}
@@ -454,7 +459,7 @@ def probe(project: Project | None, req: ProbeRequest) -> probe_mod.Report:
         url, model = req.url, req.model
         key = os.environ.get(req.api_key_env) if req.api_key_env else None
         try:
-            probe_mod.split_url(url)
+            endpoint.split_url(url)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     return probe_mod.probe(url, model, timeout=req.timeout, api_key=key, requests=req.requests,

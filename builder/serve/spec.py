@@ -21,10 +21,12 @@ from typing import Any
 
 from builder.errors import SpecError, UsageError
 from builder.schema import Field, Problems, suggest, validate
+from builder.serve import endpoint
 from builder.spec import read_toml
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 #: Variable names that hold secrets: reference them by name (api-key-env), never inline.
 _SECRET_RE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
 #: Variables builder sets itself for the server.
@@ -79,8 +81,8 @@ SERVICE_SCHEMA: dict[str, Field] = {
                   f"must be lowercase letters, digits, '-', got {v!r}"),
     "model": Field(str, required=True, check=_nonempty),
     "revision": Field(str, check=_nonempty),
-    "served-model-name": Field(str, check=_nonempty),
-    "host": Field(str, check=_nonempty),
+    "served-model-name": Field(str, check=endpoint.check_model),
+    "host": Field(str, check=endpoint.check_host),
     "startup-timeout": Field((int, float), check=_positive),
     "stop-timeout": Field((int, float), check=_positive),
     "lock-wait": Field((int, float), check=lambda v: None if v >= 0 else f"must be >= 0, got {v!r}"),
@@ -257,9 +259,30 @@ def _slot(name: str, d: Any, base_vllm: VllmArgs, base_env: Mapping[str, str],
     return slot
 
 
+def _line_breaks(value: Any, path: str, problems: Problems) -> None:
+    """No string of the spec may hold a control character or line break: its values reach the
+    server's command line, a systemd unit (one setting per line) and the route file."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            where = f"{path}.{k}" if path else str(k)
+            if _CONTROL.search(str(k)):
+                problems.add(f"{path}.{endpoint.shown(k)}" if path else endpoint.shown(k),
+                             "the key contains a control character or line break")
+                continue
+            _line_breaks(v, where, problems)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _line_breaks(v, f"{path}[{i}]", problems)
+    elif isinstance(value, str) and _CONTROL.search(value):
+        problems.add(path, f"contains a control character or line break: {endpoint.shown(value)}")
+
+
 def service_from_mapping(data: Mapping[str, Any], source: str = "<service>") -> Service:
     """Validate a parsed service spec; raise SpecError listing every problem."""
     problems = Problems(source)
+    _line_breaks(data, "", problems)
+    if problems.items:  # every later message would quote the bytes again
+        raise SpecError(problems.items, "fix the service spec and run the command again")
     validate(data, SERVICE_SCHEMA, problems)
     _model(data, problems)
     if data.get("api-key-file") and not data.get("api-key-env"):

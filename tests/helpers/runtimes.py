@@ -4,7 +4,9 @@ Fake ``torch`` and ``vllm`` wheels that behave like the real ones where the
 smoke tests look: versions, ``torch.version.cuda``, ELF extensions linking a
 stub ``libcudart.so.12`` (vLLM's with nvcc's 12.9 banner), ``AsyncLLMEngine``,
 and a ``vllm`` console script failing with "Failed to infer device type" like
-vLLM 0.13.0 on a host without a GPU (FACTS.md).  They are served by a local
+vLLM 0.13.0 on a host without a GPU
+(https://docs.vllm.ai/en/latest/usage/troubleshooting.html#failed-to-infer-device-type).
+They are served by a local
 PEP 691 index and locked by the real ``builder lock``.
 
 Session sharing across test modules goes through :func:`world`, memoised here,

@@ -7,29 +7,28 @@ environment (builder passes the operator's scrubbed environment on), so
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from builder.runtime import layout
+from tests.helpers import manifests
 from tests.helpers.cli import builder_cmd
 
 FAKE = Path(__file__).with_name("fake_vllm.py")
 MARKER = "FAKE_VLLM_TEST"
 RUNTIME_ID = "matrix-t-py312-0123456789ab"
 
-SMOKE_OK = [
-    {"step": "import torch", "status": "pass", "reason": ""},
-    {"step": "import vllm", "status": "pass", "reason": ""},
-    {"step": "import vllm._C", "status": "skipped", "reason": "no libcuda.so.1 on this host"},
-    {"step": "vllm --help", "status": "skipped", "reason": "no GPU: vLLM could not infer a device type"},
-    {"step": "torch.cuda.is_available()", "status": "skipped", "reason": "no GPU"},
-]
+SMOKE_OK = manifests.SMOKE_OK
 
 
 def make_runtime(root: Path, rid: str = RUNTIME_ID, smoke: list[dict[str, str]] | None = None) -> Path:
@@ -37,14 +36,7 @@ def make_runtime(root: Path, rid: str = RUNTIME_ID, smoke: list[dict[str, str]] 
     server as ``bin/vllm``."""
     rt = root / rid
     (rt / "bin").mkdir(parents=True)
-    manifest = {"format": layout.MANIFEST_FORMAT, "name": rid, "matrix": "t", "python": "3.12", "base": "venv",
-                "lock": {"path": "locks/matrix-t/pylock.py312.toml", "sha256": "ab" * 32,
-                         "content": "sha256:" + "cd" * 32, "packages": 3},
-                "built_at": "2026-11-30T00:00:00+00:00",
-                "smoke": {"python": str(rt / "bin" / "python"), "gpu": False,
-                          "ok": all(s["status"] != "fail" for s in (smoke or SMOKE_OK)),
-                          "steps": smoke if smoke is not None else SMOKE_OK}}
-    (rt / "runtime.json").write_text(json.dumps(manifest, indent=2))
+    manifests.write_built(rt, smoke=smoke)
     install_fake(rt / "bin" / "vllm")
     (rt / "bin" / "python").symlink_to(sys.executable)
     return rt
@@ -111,6 +103,88 @@ def mode_env(mode: str = "", **kw: float) -> str:
     items = [f'FAKE_VLLM_MODE = "{mode}"'] if mode else []
     items += [f'FAKE_VLLM_{k.upper()} = "{v}"' for k, v in kw.items()]
     return ", ".join(items)
+
+
+SMI = """#!/bin/sh
+# fake nvidia-smi
+#   --query-gpu=index,uuid,name,memory.total,memory.free --format=csv,noheader,nounits: $FAKE_SMI
+#   --query-compute-apps=...: $FAKE_SMI_APPS (rows; exit $FAKE_SMI_APPS_EXIT, after $FAKE_SMI_APPS_SLEEP s)
+IFS=';'
+case "$1" in
+  --query-compute-apps=*)
+    sleep "${FAKE_SMI_APPS_SLEEP:-0}"
+    for row in $FAKE_SMI_APPS; do echo "$row"; done
+    exit "${FAKE_SMI_APPS_EXIT:-0}" ;;
+esac
+for row in $FAKE_SMI; do echo "$row"; done
+"""
+ADA = "NVIDIA RTX 6000 Ada Generation"
+ROOMY = f"0, GPU-0a, {ADA}, 49140, 48600;1, GPU-1b, {ADA}, 49140, 48600"
+
+
+@dataclass
+class ServeProject:
+    """A project with the test service (slots blue and green), a fake runtime, a fake ``QL_1``
+    active, a fake ``nvidia-smi`` first on PATH, and the environment builder runs in."""
+
+    project: Path
+    root: Path
+    env: dict[str, str]
+    blue: int
+    green: int
+    ql1: Path
+    marker: str
+
+    def run(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+        return builder_cmd(*args, cwd=self.project, env={**self.env, **env}, timeout=timeout)
+
+    def spec(self, **kw: Any) -> None:
+        write_service(self.project, blue=self.blue, green=self.green, **kw)
+
+    @property
+    def route_file(self) -> Path:
+        return self.project / "deploy" / "llm.env"
+
+    @property
+    def state(self) -> Path:
+        return self.project / "serve-state"
+
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}/v1"
+
+
+def make_serve_project(tmp_path: Path) -> ServeProject:
+    from tests.conftest import write_project
+
+    project = write_project(tmp_path / "proj", "http://127.0.0.1:9/simple")
+    root = tmp_path / "runtimes"
+    make_runtime(root)
+    home = tmp_path / "home"
+    ql1 = home / "miniconda3" / "envs" / "QL_1"
+    (ql1 / "bin").mkdir(parents=True)
+    (ql1 / "conda-meta").mkdir()
+    (ql1 / "conda-meta" / "history").write_text("==> 2025-01-01 <==\n# production\n")
+    # QL_1's own vllm: if builder ever ran it, the tree (and the digest) would change.
+    (ql1 / "bin" / "vllm").write_text(f"#!/bin/sh\ntouch {ql1}/RAN\nexit 1\n")
+    (ql1 / "bin" / "vllm").chmod(0o755)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "nvidia-smi").write_text(SMI)
+    (tools / "nvidia-smi").chmod(0o755)
+    marker = f"{tmp_path.name}-{os.getpid()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA", "VIRTUAL_ENV", "FAKE_"))}
+    env.update(HOME=str(home), CONDA_PREFIX=str(ql1), CONDA_DEFAULT_ENV="QL_1", CONDA_SHLVL="1",
+               PATH=os.pathsep.join([str(ql1 / "bin"), str(tools), env["PATH"]]), BUILDER_RUNTIMES=str(root),
+               FAKE_SMI=ROOMY, **{MARKER: marker})
+    s = ServeProject(project, root, env, free_port(), free_port(), ql1, marker)
+    s.spec()
+    return s
+
+
+def no_stragglers(s: ServeProject) -> None:
+    left = stragglers(s.marker)
+    kill_all(left)
+    assert not left, f"the test left processes running: {left}"
 
 
 def environ_of(pid: int) -> list[bytes]:
@@ -186,3 +260,57 @@ def stop_fake(proc: subprocess.Popen[bytes]) -> None:
 
 
 builder = builder_cmd
+
+
+def _endless_head() -> Iterator[int]:
+    yield from b"HTTP/1.1 200 OK\r\n"
+    n = 0
+    while True:
+        yield from b"X-Drip-%d: a\r\n" % n
+        n += 1
+
+
+@contextlib.contextmanager
+def drip_server(port: int, interval: float = 0.5) -> Iterator[list[int]]:
+    """A hostile server on ``127.0.0.1:port``: it reads a request, then sends a status line and
+    headers without end, one byte every ``interval`` seconds (each read arrives well within any
+    per-read timeout; only a total deadline ends the exchange).  Yields the list of connection
+    counts (one entry per accepted connection)."""
+    stop = threading.Event()
+    conns: list[int] = []
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(16)
+    srv.settimeout(0.1)
+
+    def drip(c: socket.socket) -> None:
+        with c:
+            c.settimeout(5)
+            try:
+                c.recv(65536)
+                for byte in _endless_head():
+                    if stop.is_set():
+                        return
+                    c.sendall(bytes([byte]))
+                    stop.wait(interval)
+            except OSError:
+                return
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            conns.append(1)
+            threading.Thread(target=drip, args=(c,), daemon=True).start()
+
+    th = threading.Thread(target=accept, daemon=True)
+    th.start()
+    try:
+        yield conns
+    finally:
+        stop.set()
+        th.join(5)
+        srv.close()

@@ -25,8 +25,9 @@ PYPI = "https://pypi.org/simple"
 
 # name -> (requirements, overrides, python platform, exclude-newer or None)
 # Every lock but glibc228 is resolved with --no-build, as builder does; glibc228 shows
-# what uv does without it when the platform excludes vLLM's wheels (FACTS.md: it locks
-# vLLM's sdist, which the installer would compile on the host).
+# what uv does without it when the platform excludes vLLM's wheels (they are tagged
+# manylinux_2_31, https://pypi.org/project/vllm/0.13.0/#files: it locks vLLM's sdist,
+# which the installer would compile on the host).
 NO_BUILD_EXEMPT = {"vllm013-glibc228"}
 LOCKS: dict[str, tuple[list[str], list[str], str, str | None]] = {
     "vllm0101": (["vllm==0.10.1.1"], [], "x86_64-manylinux_2_35", "2025-08-25T00:00:00Z"),
