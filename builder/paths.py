@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -42,8 +42,30 @@ Kind = Literal["file", "dir"]
 _current: Project | None = None
 _cache: dict[tuple[object, ...], protect.Protected] = {}
 _approved: list[tuple[Path, Kind]] = []  # what the gate let through in this process
+_warn: Callable[[str], None] | None = None  # where the gate's warnings go (the CLI's stderr)
+_reported: set[tuple[str, ...]] = set()  # protected names already reported unguardable in this process
 _temps: dict[Path, int] = {}  # temp dirs of this process -> the descriptor holding each one's lock
 _swept: set[Path] = set()  # temp bases swept of killed runs' temp dirs in this process
+
+
+def on_warning(callback: Callable[[str], None] | None) -> None:
+    """Where the gate's warnings go (the CLI prints each as one stderr line); None drops them."""
+    global _warn
+    _warn = callback
+
+
+def unguarded_message(name: str) -> str:
+    """What is said of a protected env builder cannot locate (:meth:`protect.Protected.unlocatable`)."""
+    return f"cannot guard {name}: add its path to `[protected] paths` in envs/host.toml"
+
+
+def _report_unguarded(guard: protect.Protected) -> None:
+    """Warn once per process for each protected env this writing command cannot guard."""
+    if _warn is None or guard.names in _reported:
+        return
+    _reported.add(guard.names)
+    for name in guard.unlocatable():
+        _warn(unguarded_message(name))
 
 
 def use_project(project: Project | None) -> None:
@@ -86,6 +108,7 @@ def gate(target: str | os.PathLike[str], *, what: str, project: Project | None =
     real = resolve(target)
     shown = os.fspath(target)
     guard = protected if protected is not None else protected_set(project)
+    _report_unguarded(guard)
     # match() resolves again and walks the device/inode of the ancestors of
     # both the given and the resolved path: a bind mount shows only there.
     guard.guard_write(os.path.expanduser(shown), what)

@@ -187,7 +187,8 @@ def test_a_conda_base_without_the_conda_extra_says_what_to_install(w: World, tmp
 @pytest.mark.parametrize("answer", ["wrong content type", "redirect loop"])
 def test_an_index_that_answers_with_no_index_page_is_data_unavailable(w: World, tmp_path: Path, answer: str) -> None:
     """A hostile loopback index: its torch page comes back as an image, or redirects to itself
-    for ever.  The pins are fine; the index is unusable: exit 3, one line, no lock written."""
+    for ever.  The pins are fine; the index is unusable: exit 3, one line, no lock written.
+    A narrow terminal (uv wraps its message at $COLUMNS) changes nothing."""
     from tests.helpers import httpserver, runtimes
 
     bad = {"wrong content type": httpserver.Misbehave(content_type="image/png"),
@@ -195,7 +196,8 @@ def test_an_index_that_answers_with_no_index_page_is_data_unavailable(w: World, 
     with httpserver.serve(w.index_root) as (url, stats):
         proj = runtimes.write_project(tmp_path / "proj", f"{url}/simple", {"t": "0.13.0"})
         stats.misbehave["/simple/torch/"] = bad
-        r = builder("lock", "-m", "t", cwd=proj, env={**os.environ, "UV_CACHE_DIR": str(tmp_path / "uv-cache")})
+        r = builder("lock", "-m", "t", cwd=proj,
+                    env={**os.environ, "UV_CACHE_DIR": str(tmp_path / "uv-cache"), "COLUMNS": "60"})
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("builder: ")]
     assert r.returncode == EXIT_UNAVAILABLE and len(errors) == 1, r.stderr
     assert "the package index did not answer with an index page" in errors[0], errors[0]
