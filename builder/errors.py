@@ -136,6 +136,12 @@ class ManifestError(BuilderError):
         self.problems = problems
 
 
+class DataFileError(BuilderError):
+    """One of builder's data tables (``builder/data/*.toml``) is unreadable or has a bad row."""
+
+    exit_code = EXIT_USAGE
+
+
 class StaleLock(BuilderError):
     """A lock does not match its spec (or is missing)."""
 

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 from builder import cancel, protect
 from builder.errors import FilesystemRefused, UsageError
 from builder.files.fsio import refuse_special
+from builder.progress import Say
 from builder.project import Project
 
 Kind = Literal["file", "dir"]
@@ -42,13 +43,13 @@ Kind = Literal["file", "dir"]
 _current: Project | None = None
 _cache: dict[tuple[object, ...], protect.Protected] = {}
 _approved: list[tuple[Path, Kind]] = []  # what the gate let through in this process
-_warn: Callable[[str], None] | None = None  # where the gate's warnings go (the CLI's stderr)
+_warn: Say | None = None  # where the gate's warnings go (the CLI's stderr)
 _reported: set[tuple[str, ...]] = set()  # protected names already reported unguardable in this process
 _temps: dict[Path, int] = {}  # temp dirs of this process -> the descriptor holding each one's lock
 _swept: set[Path] = set()  # temp bases swept of killed runs' temp dirs in this process
 
 
-def on_warning(callback: Callable[[str], None] | None) -> None:
+def on_warning(callback: Say | None) -> None:
     """Where the gate's warnings go (the CLI prints each as one stderr line); None drops them."""
     global _warn
     _warn = callback

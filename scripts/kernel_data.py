@@ -32,6 +32,7 @@ import tomlkit
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
+from builder import data as datafiles
 from builder.binaries import fatbin
 from builder.check import deepread, kerneldata
 from builder.errors import Unavailable
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("specs", nargs="*", help="NAME==VERSION[:MEMBER] to (re)read")
     ap.add_argument("--member", default=DEFAULT_MEMBER)
-    ap.add_argument("--data", type=Path, default=kerneldata.DATA)
+    ap.add_argument("--data", type=Path, default=datafiles.KERNELS)
     ap.add_argument("--check", action="store_true", help="re-read every row and compare; write nothing")
     args = ap.parse_args(argv)
     old: list[dict[str, Any]] = []

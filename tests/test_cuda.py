@@ -6,10 +6,11 @@ import tomllib
 
 import pytest
 
+from builder import data as datafiles
 from builder.check import knowledge as cuda
 
 K = cuda.load()
-with open(cuda.DATA, "rb") as _f:
+with open(datafiles.CUDA, "rb") as _f:
     RAW = tomllib.load(_f)
 
 

@@ -1,6 +1,6 @@
 """The CUDA 12.0-13.x component tables of builder/data/cuda.toml (builder/check/toolkit.py),
 pinned against facts read from PyPI's cuda-toolkit METADATA, torch METADATA and wheel
-file lists (tests/data/cuda/toolkit_rows.py regenerates them)."""
+file lists (scripts/cuda_toolkit_rows.py regenerates them)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
+from builder import data as datafiles
 from builder.check import knowledge as cuda
 from builder.check import toolkit as cuda_toolkit
 
@@ -127,7 +128,7 @@ def test_toolkit_rows_agree_with_release_notes_and_driver_table() -> None:
 
 
 def test_every_row_has_a_source() -> None:
-    data = tomllib.loads(cuda.DATA.read_text(encoding="utf-8"))
+    data = tomllib.loads(datafiles.CUDA.read_text(encoding="utf-8"))
     for table in ("release", "compat", "component", "package", "arch-floor", "arch-intro", "known-bad",
                   "cuda-component", "cuda-toolkit", "toolkit-user", "python-bindings", "bindings-driver"):
         rows = data[table]
@@ -161,9 +162,9 @@ def test_the_normal_form_shortcut_agrees_with_packaging() -> None:
 
     from packaging.version import Version
 
-    from builder.check.toolkit import DATA, _norm
+    from builder.check.toolkit import _norm
 
-    seen = set(_re.findall(r"[0-9][0-9A-Za-z.+!-]*", DATA.read_text()))
+    seen = set(_re.findall(r"[0-9][0-9A-Za-z.+!-]*", datafiles.CUDA.read_text()))
     seen |= {"13.0.96", "12.08.1", "012", "1.0.post1", "13.0.0rc1", "1!2.0", "2.9.0+cu128", "0.0", "0"}
     for v in sorted(seen):
         try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import packaging
 import pytest
 
+from builder import data as datafiles
 from builder import memo as memo_mod
 from builder import pylock
 from builder.errors import LockFileError
@@ -153,7 +154,7 @@ def test_a_file_where_the_cache_should_be_only_costs_a_validation(tmp_path: Path
 # --------------------------------------------------------------------------- data files
 
 
-DATA = sorted((ROOT / "builder" / "data").glob("*.toml"))
+DATA_FILES = sorted(datafiles.HERE.glob("*.toml"))
 
 
 @pytest.fixture
@@ -165,7 +166,7 @@ def data_memo(tmp_path: Path):
         memo_mod.use_for_data(None)
 
 
-@pytest.mark.parametrize("path", DATA, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", DATA_FILES, ids=lambda p: p.name)
 def test_a_kept_data_file_reads_back_as_parsed(path: Path, data_memo: Path) -> None:
     import tomllib
 

@@ -150,7 +150,7 @@ def identify(p: Pkg, k: cuda.Knowledge, env: dict[str, str], torch: Pkg | None,
         if "cuda-toolkit" in pn and not ident.runtime and toolkit.expand(tk, str(pn["cuda-toolkit"])) is None:
             ident.evidence.append({"kind": "unknown", "detail": (
                 f"Requires-Dist: {pn['cuda-toolkit']}: a cuda-toolkit release builder/data/cuda.toml does not "
-                "list (regenerate it with tests/data/cuda/toolkit_rows.py)")})
+                "list (regenerate it with scripts/cuda_toolkit_rows.py)")})
         b = p.facts.binary
         if b is not None:
             ident.cudart_soname = b.cudart_soname
@@ -245,7 +245,7 @@ def nvidia_identity(name: str, version: str, k: cuda.Knowledge,
         else:
             where = f"CUDA {major}, a version no cuda-toolkit release in builder/data/cuda.toml pins"
             ident.unplaced = (f"{name} {version}: no cuda-toolkit release in builder/data/cuda.toml pins it "
-                              "(newer than the table? regenerate it with tests/data/cuda/toolkit_rows.py)")
+                              "(newer than the table? regenerate it with scripts/cuda_toolkit_rows.py)")
         ident.add("version", f"{name} {version} is {comp} of {where}")
         if comp == "cudart":
             ident.runtime, ident.cudart_soname = version, f"libcudart.so.{major}"

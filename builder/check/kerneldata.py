@@ -17,8 +17,7 @@ from typing import Any
 from builder import data as datafiles
 from builder.binaries.archcompat import KernelArchs
 
-DATA = datafiles.KERNELS
-SCHEMA = 1
+SCHEMA = 1  # as builder/data/__init__.py's layout of kernels.toml requires
 _STR = ("package", "version", "wheel", "wheel_sha256", "member", "produced_by", "date", "source")
 _INT = ("wheel_size", "member_size", "member_crc32", "containers", "entries", "reader_version",
         "bytes_transferred")
@@ -45,34 +44,27 @@ class KernelRow:
     bytes_transferred: int
 
 
-def from_mapping(data: Mapping[str, Any]) -> tuple[KernelRow, ...]:
-    """Validate a parsed kernels.toml; every problem is named by its dotted path."""
+def from_mapping(data: Mapping[str, Any], path: Path = datafiles.KERNELS) -> tuple[KernelRow, ...]:
+    """The rows of a kernels.toml that :func:`builder.data.read` validated (keys and kinds); what
+    is left to judge here is whether ``sass``/``ptx``/``groups`` name GPU architectures.  A bad
+    row raises :class:`~builder.errors.DataFileError` naming the file and the row."""
     problems: list[str] = []
-    if data.get("schema") != SCHEMA:
-        problems.append(f"schema: expected {SCHEMA}, got {data.get('schema')!r}")
     rows: list[KernelRow] = []
-    for i, raw in enumerate(data.get("kernels", [])):
-        where = f"kernels[{i}]"
-        bad = [f"{where}.{k}: expected a string" for k in _STR if not isinstance(raw.get(k), str)]
-        bad += [f"{where}.{k}: expected an integer" for k in _INT if not isinstance(raw.get(k), int)]
-        isa = raw.get("ptx_isa")
-        if isa is not None and not isinstance(isa, str):
-            bad.append(f"{where}.ptx_isa: expected a string")
+    for i, raw in enumerate(data["kernels"]):
         try:
             archs = KernelArchs.from_dict(raw)
         except (KeyError, TypeError, ValueError) as exc:
-            bad.append(f"{where}: bad sass/ptx/groups: {exc}")
-        if bad:
-            problems += bad
+            problems.append(f"{datafiles.display(path)}: kernels[{i}]: bad sass/ptx/groups: {exc}")
             continue
-        rows.append(KernelRow(archs=archs, ptx_isa=isa, **{k: raw[k] for k in _STR + _INT}))
+        rows.append(KernelRow(archs=archs, ptx_isa=raw.get("ptx_isa"), **{k: raw[k] for k in _STR + _INT}))
     if problems:
-        raise ValueError("; ".join(problems))
+        raise datafiles.invalid(path, problems)
     return tuple(rows)
 
 
-def load(path: Path = DATA) -> tuple[KernelRow, ...]:
-    return from_mapping(datafiles.read(path))
+def load(path: Path = datafiles.KERNELS) -> tuple[KernelRow, ...]:
+    """The shipped rows, validated."""
+    return from_mapping(datafiles.read(path), path)
 
 
 def find(rows: Iterable[KernelRow], *, sha256: str, member: str) -> KernelRow | None:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from builder import data as datafiles
 from builder.check import kerneldata
 from builder.check.fetchplan import FetchStats
 from builder.check.model import Facts, KernelEvidence, Pkg
 from builder.errors import Unavailable
-
-_DATA = "builder/data/kernels.toml"
 
 
 @functools.cache
@@ -42,7 +41,8 @@ def shipped(p: Pkg, candidates: tuple[str, ...]) -> KernelEvidence | None:
         row = kerneldata.find(_rows(), sha256=sha, member=member)
         if row is not None:
             return KernelEvidence(member, row.archs, row.ptx_isa, "shipped data",
-                                  f"{_DATA}, read {row.date} by the {row.produced_by} from {row.wheel} "
+                                  f"{datafiles.display(datafiles.KERNELS)}, read {row.date} by the {row.produced_by} "
+                                  f"from {row.wheel} "
                                   f"(sha256 {sha[:12]}...)")
     return None
 

@@ -19,8 +19,6 @@ from packaging.version import InvalidVersion, Version
 from builder import data as datafiles
 from builder.versions import DriverVersion
 
-DATA = datafiles.CUDA
-
 
 @dataclass(frozen=True)
 class ReleaseRow:
@@ -121,7 +119,7 @@ def _bindings(d: Mapping[str, Any]) -> BindingsKnowledge:
 
 
 def from_mapping(d: Mapping[str, Any]) -> Knowledge:
-    """Build the knowledge tables from a parsed ``cuda.toml``."""
+    """Build the knowledge tables from a parsed ``cuda.toml`` (validated by :func:`builder.data.read`)."""
     pk = d.get("packages", {})
     return Knowledge(
         releases=tuple(ReleaseRow(r["release"], int(r["update"]), r["driver"], r["source"])
@@ -147,7 +145,7 @@ def from_mapping(d: Mapping[str, Any]) -> Knowledge:
 
 
 @functools.cache
-def load(path: Path = DATA) -> Knowledge:
+def load(path: Path = datafiles.CUDA) -> Knowledge:
     """The shipped tables (cached)."""
     return from_mapping(datafiles.read(path))
 

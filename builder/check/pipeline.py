@@ -11,7 +11,6 @@ never prints; the CLI renders.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from builder.check.model import CheckReport, Facts, Identity, Pkg, WheelRef
 from builder.check.rules import driver_summary, evaluate, verdict
 from builder.driver.facts import HostFacts
 from builder.errors import LockFileError, ToolNotFound, Unavailable, UsageError
+from builder.progress import Progress
 from builder.spec import Matrix
 from builder.versions import DriverVersion, compute_capability
 
@@ -224,7 +224,7 @@ def resolve_host(base: HostFacts, req: CheckRequest) -> HostFacts:
 
 
 def run_check(project: Any, req: CheckRequest,
-              progress: Callable[[str, str], None] | None = None) -> CheckResult:
+              progress: Progress | None = None) -> CheckResult:
     """Check the requested locks (``project`` is a builder.project.Project or None).
 
     ``progress`` hears (lock, message) for each lock that had to read wheels

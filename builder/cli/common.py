@@ -10,6 +10,7 @@ import click
 from builder.errors import exit_help
 
 if TYPE_CHECKING:
+    from builder.progress import Progress
     from builder.project import Project
 
 C = TypeVar("C", bound=click.Command)
@@ -59,7 +60,9 @@ def exits(meanings: Mapping[int, str | None] | None = None) -> Callable[[C], C]:
     each with its own words (None: the table's); without it, the whole table.
     """
     def add(cmd: C) -> C:
-        cmd.help = (cmd.help or "").rstrip() + "\n\n" + exit_help(meanings)
+        import inspect  # click dedents a docstring only when it is the whole help
+
+        cmd.help = inspect.cleandoc(cmd.help or "").rstrip() + "\n\n" + exit_help(meanings)
         return cmd
 
     return add
@@ -71,7 +74,7 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
-def progress(ctx: click.Context) -> Any:
+def progress(ctx: click.Context) -> Progress:
     """A progress callback writing to stderr, or a no-op under ``-q``."""
     if quiet(ctx):
         return lambda _t, _m: None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,6 +11,9 @@ from builder.cli import options
 from builder.cli.app import main
 from builder.cli.common import echo_json, exits, progress, project, quiet, table
 from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_OK, EXIT_PROTECTED, EXIT_UNAVAILABLE, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from builder.progress import Say
 
 _SPEC = options.service_spec()
 _ROUTE_FILE = options.route_file()
@@ -24,7 +27,7 @@ def _abs(path: str | None) -> str | None:
     return os.path.abspath(path) if path else None
 
 
-def _say(ctx: click.Context) -> Any:
+def _say(ctx: click.Context) -> Say:
     p = progress(ctx)
     return lambda msg: p("route", msg)
 
@@ -56,7 +59,8 @@ def start_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtim
         echo_json(res)
         return
     rec = res["record"]
-    click.echo(f"slot {slot}: ready at {rec['url']} (model {rec['model']}, runtime {rec['runtime']}, "
+    adopted = " (adopted: no lock)" if rec.get("origin") == "adopted" else ""
+    click.echo(f"slot {slot}: ready at {rec['url']} (model {rec['model']}, runtime {rec['runtime']}{adopted}, "
                f"pid {rec['pid']}, {rec['ready_after']}s)")
     click.echo(f"  log: {rec['log']}")
 
@@ -102,7 +106,8 @@ def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, tim
     if as_json:
         echo_json(res)
         return
-    rows = [[r["slot"] + (" *" if r["routed"] else ""), str(r["port"]), r["runtime"] or "-", str(r["pid"] or "-"),
+    rows = [[r["slot"] + (" *" if r["routed"] else ""), str(r["port"]),
+             (r["runtime"] or "-") + (" (adopted)" if r.get("origin") == "adopted" else ""), str(r["pid"] or "-"),
              "yes" if r["alive"] else ("stale" if r["record"] == "stale" else "no"), r["verdict"] or "-",
              "-" if r["running"] is None else f"{r['running']}/{r['waiting']}"] for r in res["slots"]]
     click.echo(table(rows, ["slot", "port", "runtime", "pid", "alive", "probe", "running/waiting"]))
@@ -212,7 +217,8 @@ def route_show(ctx: click.Context, spec: str | None, route_file: str | None, as_
     where = f"slot {res['slot']}" if res["slot"] else "an endpoint outside builder"
     click.echo(f"{res['file']}: {where}: {res['url']} (model {res['model']})")
     if res["builder"]:
-        click.echo(f"  runtime {res['runtime'] or '-'}, lock {res['lock'] or '-'}, since {res['since']}")
+        lock = "none (adopted: no hash verification)" if res.get("origin") == "adopted" else res["lock"] or "-"
+        click.echo(f"  runtime {res['runtime'] or '-'}, lock {lock}, since {res['since']}")
         back = res["rollback_to"]
         click.echo("  rollback: " + (f"{back['url']} (slot {back['slot'] or '-'})" if back
                                      else "nothing to roll back to"))

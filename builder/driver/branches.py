@@ -17,6 +17,7 @@ from __future__ import annotations
 import calendar
 import datetime as _dt
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from builder import data as datafiles
 from builder.versions import DriverVersion
@@ -70,11 +71,10 @@ class Branch:
         return f"{kind} until {_month(self.eol)}" if self.eol else kind
 
 
-def load_branches() -> list[Branch]:
-    """The branch table in ``builder/data/driver_branches.toml``."""
-    return [Branch(int(b["series"]), str(b.get("kind", "unknown")), str(b.get("eol", "")),
-                   str(b.get("eol-by", "")), str(b.get("cuda", "")), str(b.get("source", "")))
-            for b in datafiles.read(datafiles.DRIVER_BRANCHES)["branch"]]
+def load_branches(path: Path = datafiles.DRIVER_BRANCHES) -> list[Branch]:
+    """The branch table in ``builder/data/driver_branches.toml`` (validated by :func:`builder.data.read`)."""
+    return [Branch(b["series"], b["kind"], b.get("eol", ""), b.get("eol-by", ""), b.get("cuda", ""), b["source"])
+            for b in datafiles.read(path)["branch"]]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ write gate and the thread pool are imported only by the functions that lock.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,14 +21,12 @@ from builder.errors import BuilderError
 from builder.files import inputs
 from builder.freshness import LockState
 from builder.lock import state as lockstate
+from builder.progress import Progress
 from builder.project import Project, lock_path, select_pythons
 from builder.spec import Matrix
 
 if TYPE_CHECKING:
     from builder.lock.uv import CompileResult
-
-Progress = Callable[[str, str], None]
-"""Called with (target, message) as locks start and finish."""
 
 
 @dataclass(frozen=True, kw_only=True)

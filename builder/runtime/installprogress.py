@@ -21,10 +21,10 @@ returns, and one line per large file at most.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-Say = Callable[[str], None]
+from builder.progress import Say
 
 _DOWNLOADING = re.compile(r"^Downloading (?P<name>\S+) \((?P<size>[0-9.]+ ?[KMGT]?i?B)\)$")
 _DOWNLOADED = re.compile(r"^Downloaded (?P<name>\S+)$")

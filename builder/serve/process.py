@@ -27,12 +27,13 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from builder import _proc
+from builder.progress import Say
 
 TOKEN_VAR = "BUILDER_SERVE_TOKEN"
 KILL_GRACE = 5.0
@@ -214,7 +215,7 @@ class StopOutcome:
 
 
 def stop(rec: Mapping[str, Any], *, term_timeout: float, kill_timeout: float = KILL_GRACE,
-         handle: Any = None, say: Callable[[str], None] | None = None) -> StopOutcome:
+         handle: Any = None, say: Say | None = None) -> StopOutcome:
     """SIGTERM the server's group, wait at most ``term_timeout``, then SIGKILL what is left."""
     t0 = time.monotonic()
     pids = members(rec)

@@ -12,13 +12,14 @@ import datetime as _dt
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder import _proc
 from builder.errors import Busy, NotReady, Unavailable, UsageError
+from builder.progress import Progress, Say
 from builder.project import Project
 from builder.serve import endpoint, process, route, state
 from builder.serve import probe as probe_mod
@@ -28,7 +29,6 @@ from builder.serve.state import api_key
 if TYPE_CHECKING:
     from builder.serve.runtimes import Runtime
 
-Progress = Callable[[str, str], None]
 #: vLLM's default --gpu-memory-utilization.
 DEFAULT_UTILIZATION = 0.9
 PROBE_TIMEOUT = probe_mod.DEFAULT_TIMEOUT
@@ -219,7 +219,7 @@ def start(project: Project, req: StartRequest, progress: Progress | None = None)
         log = ctx.logs_dir / f"{slot.name}-{_stamp()}.log"
         record: dict[str, Any] = {
             "slot": slot.name, "service": svc.name, "runtime": rt.id, "runtime_path": str(rt.path),
-            "lock": rt.lock_sha256, "host": svc.host, "port": slot.port, "url": svc.base_url(slot),
+            "lock": rt.lock_sha256, "origin": rt.origin, "host": svc.host, "port": slot.port, "url": svc.base_url(slot),
             "model": svc.served_model_name, "log": str(log), "started_at": route.now(), "argv": argv,
         }
         # The token is recorded before the spawn: a builder killed right after it still
@@ -256,7 +256,7 @@ class _Waited:
 
 
 def _wait_ready(ctx: state.Context, slot: Slot, record: Mapping[str, Any], started: process.Started,
-                key: str | None, say: Callable[[str, str], None]) -> _Waited:
+                key: str | None, say: Progress) -> _Waited:
     svc = ctx.service
     t0 = time.monotonic()
     deadline = t0 + svc.startup_timeout
@@ -319,7 +319,7 @@ def _same_url(a: str, b: str) -> bool:
         return False
 
 
-def _drain(url: str, seconds: float, say: Callable[[str], None]) -> dict[str, Any]:
+def _drain(url: str, seconds: float, say: Say) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
     seen: tuple[int, int] | None = None
     while True:
@@ -390,6 +390,7 @@ def _slot_status(ctx: state.Context, s: Slot, routed: str | None, key: str | Non
     ours = bool(rec) and process.is_ours(rec or {})
     row: dict[str, Any] = {
         "slot": s.name, "port": s.port, "url": svc.base_url(s), "runtime": rec.get("runtime") if rec else None,
+            "origin": rec.get("origin", "lock" if rec.get("lock") else None) if rec else None,
         "pid": rec.get("pid") if rec else None, "alive": ours, "ready": False, "verdict": None,
         "running": None, "waiting": None, "routed": routed == s.name,
         "started_at": rec.get("started_at") if rec else None, "log": rec.get("log") if rec else None,
