@@ -203,6 +203,8 @@ def make_host(w: World, base: Path) -> Host:
         env["PYENV_ROOT"] = os.path.expanduser("~/.pyenv")
     h = Host(home, ql1, scratch, project, env)
     h.digest = tree_digest(ql1)
+    # suggest searches the world's local index (its vLLM and torch), never PyPI.
+    EXAMPLES["suggest"] = ["--index-url", w.index, "--python", PY312, "--exclude-newer", "2025-12-30"]
     return h
 
 
