@@ -31,7 +31,7 @@ def _served_project(w: World, tmp_path: Path) -> tuple[Path, int, int]:
     (proj / "envs" / "matrix-a.toml").write_text((proj / "envs" / "matrix-t.toml").read_text()
                                                  .replace('id = "t"', 'id = "a"'))
     blue, green = h.free_port(), h.free_port()
-    h.write_service(proj, blue=blue, green=green)
+    h.write_service(proj, blue=blue, green=green, extra=h.account())
     return proj, blue, green
 
 
