@@ -192,8 +192,7 @@ def resolve_host(base: HostFacts, req: CheckRequest) -> HostFacts:
     host = base
     if req.probe:
         probed = probe_host()
-        probed.glibc = probed.glibc or host.glibc
-        host = probed
+        host = probed.overridden(glibc=probed.glibc or host.glibc)
     for name, value in (("--driver", req.driver), ("--glibc", req.glibc)):
         if value is not None and not value.strip():
             raise UsageError(f"{name} is empty", f"pass a value, e.g. {name} "
@@ -311,8 +310,7 @@ def host_from_snapshot(snap: Snapshot) -> HostFacts:
     if rec is None or rec.exit == "missing":
         raise ToolNotFound("nvidia-smi not found: cannot --probe this host",
                            "run on the GPU host, or pass --driver and --gpu-cc")
-    facts = hostfacts.from_snapshot(snap)
-    facts.origin = "nvidia-smi"
+    facts = hostfacts.from_snapshot(snap).overridden(origin="nvidia-smi")
     if facts.nvsmi_error is not None or facts.gpus is None or facts.driver is None:
         drivers = facts.gpu_drivers
         why = facts.problems.get("gpus") or (

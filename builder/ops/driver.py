@@ -7,8 +7,9 @@ decision or rendering module.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from builder import paths
 from builder.driver import facts as hostfacts
@@ -76,7 +77,7 @@ def _source(snap: snapshot.Snapshot) -> str:
     return snap.source if snap.source == "live host" else f"snapshot {snap.source} ({snap.created})"
 
 
-def torch_results(facts: hostfacts.HostFacts, matrix_id: str) -> dict[str, dict[str, object]]:
+def torch_results(facts: hostfacts.HostFacts, matrix_id: str) -> dict[str, Mapping[str, Any]]:
     """The torch probe results of the matrix's runtimes (any base, any root), by runtime name."""
     out = {}
     for name, data in sorted(facts.torch.items()):
