@@ -33,7 +33,7 @@ from builder.check.model import CheckReport, Facts, Identity, Pkg, WheelRef
 from builder.check.rules import driver_summary, evaluate, verdict
 from builder.driver.facts import HostFacts
 from builder.errors import LockFileError, ToolNotFound, Unavailable, UsageError
-from builder.progress import Progress
+from builder.report import Level, Progress
 from builder.spec import Matrix
 from builder.versions import DriverVersion, compute_capability
 
@@ -160,7 +160,7 @@ class CheckRequest:
 class CheckResult:
     reports: list[CheckReport]
     chooser: list[dict[str, Any]]
-    verdict: str
+    verdict: Level
     fetched: dict[str, int]
 
 

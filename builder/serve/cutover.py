@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from builder.errors import NotReady, UsageError
-from builder.progress import Say
 from builder.project import Project
+from builder.report import Say
 from builder.serve import endpoint, process, route, state
 from builder.serve import probe as probe_mod
 from builder.serve.state import api_key

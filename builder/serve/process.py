@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from builder import _proc
-from builder.progress import Say
+from builder.report import Say
 
 TOKEN_VAR = "BUILDER_SERVE_TOKEN"
 KILL_GRACE = 5.0

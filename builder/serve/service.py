@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from builder import _proc
 from builder.errors import Busy, NotReady, Unavailable, UsageError
-from builder.progress import Progress, Say
 from builder.project import Project
+from builder.report import Progress, Say
 from builder.serve import endpoint, process, route, state
 from builder.serve import probe as probe_mod
 from builder.serve.spec import Service, Slot
