@@ -129,3 +129,84 @@ def test_env_without_vllm_skips_vllm_steps(w: World, tmp_path: Path) -> None:
     steps = _by_name(rep)
     assert rep.ok and steps["import torch"].status == PASS
     assert steps["import vllm"].status == SKIP and steps["vllm --help"].status == SKIP
+
+
+# --------------------------------------------------------------------------- side by side
+
+
+def _report(rep: smoke.SmokeReport) -> list[tuple[str, str, str]]:
+    return [(s.name, s.status, s.reason) for s in rep.steps]
+
+
+@pytest.mark.parametrize("gpu,expected", [(False, True), (True, False), (False, False)])
+def test_the_report_does_not_depend_on_how_many_steps_run_at_once(w: World, gpu: bool, expected: bool) -> None:
+    exp = Expected("2.9.0", "12.8", "0.13.0", "libcudart.so.12", "libcudart.so.12", "12.9") if expected else None
+    python = w.runtime / "bin" / "python"
+    one = smoke.run_smoke(python, exp, gpu=gpu, jobs=1)
+    many = smoke.run_smoke(python, exp, gpu=gpu, jobs=4)
+    assert _report(one) == _report(many) and one.ok == many.ok
+    assert one.as_dict() | {"seconds": 0} == many.as_dict() | {"seconds": 0}
+
+
+SLOW_CLI = """\
+import os, sys, time
+def main():
+    with open(os.environ["FAKE_SMOKE_LOG"], "a") as f:
+        f.write("help start %r\\n" % time.time())
+    time.sleep(1.5)
+    with open(os.environ["FAKE_SMOKE_LOG"], "a") as f:
+        f.write("help end %r\\n" % time.time())
+    print("usage: vllm [-h] {serve,chat}")
+    return 0
+"""
+SLOW_INIT = """\
+import os, time
+with open(os.environ["FAKE_SMOKE_LOG"], "a") as f:
+    f.write("import start %r\\n" % time.time())
+time.sleep(1.5)
+with open(os.environ["FAKE_SMOKE_LOG"], "a") as f:
+    f.write("import end %r\\n" % time.time())
+__version__ = "0.13.0"
+"""
+
+
+@pytest.fixture(scope="module")
+def slow_env(w: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv whose vLLM takes 1.5 s to import and 1.5 s to print its help, noting when in $FAKE_SMOKE_LOG."""
+    from builder import tools
+    from tests.helpers import fake_envs, wheels
+
+    base = tmp_path_factory.mktemp("slow")
+    torch = next((w.index_root / "files").glob("torch-*.whl"))
+    vllm = wheels.make_wheel(base / "wheels", "vllm", "0.13.0", tag="cp38-abi3-manylinux_2_31_x86_64",
+                             files={"vllm/__init__.py": SLOW_INIT, "vllm/engine/__init__.py": "",
+                                    "vllm/engine/async_llm_engine.py": "class AsyncLLMEngine:\n    pass\n",
+                                    # outside the package: the help step must not import vllm's slow init
+                                    "slow_vllm_cli.py": SLOW_CLI}, console_scripts={"vllm": "slow_vllm_cli:main"})
+    return fake_envs.make_env(base / "env", [torch, vllm], uv=tools.uv_bin(),
+                              python=os.path.realpath(w.runtime / "bin" / "python"), cache=w.cache)
+
+
+def _spans(log: Path) -> dict[str, tuple[float, float]]:
+    seen: dict[str, list[float]] = {}
+    for line in log.read_text().splitlines():
+        what, _edge, at = line.split()
+        seen.setdefault(what, []).append(float(at))
+    return {k: (v[0], v[1]) for k, v in seen.items()}
+
+
+def test_independent_steps_run_side_by_side_up_to_the_cores(slow_env: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The import steps and ``vllm --help`` overlap with two workers and do not with one; without
+    ``jobs`` the bound is the CPUs this process may use (its affinity mask)."""
+    for jobs, cpus, overlap in ((2, None, True), (1, None, False), (None, {0}, False), (None, {0, 1}, True)):
+        log = tmp_path / f"log-{jobs}-{cpus}"
+        monkeypatch.setenv("FAKE_SMOKE_LOG", str(log))
+        if cpus is not None:
+            monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, c=cpus: set(c))
+        rep = smoke.run_smoke(slow_env, None, gpu=False, jobs=jobs)
+        assert rep.ok and {s.name: s.status for s in rep.steps}["vllm --help"] == PASS, rep.as_dict()
+        spans = _spans(log)
+        (i0, i1), (h0, h1) = spans["import"], spans["help"]
+        assert (h0 < i1 and i0 < h1) == overlap, (jobs, cpus, spans)
+    assert smoke.cores() == 2  # the patched affinity mask, not os.cpu_count()

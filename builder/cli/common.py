@@ -58,7 +58,9 @@ def exits(meanings: Mapping[int, str | None] | None = None) -> Callable[[C], C]:
     each with its own words (None: the table's); without it, the whole table.
     """
     def add(cmd: C) -> C:
-        cmd.help = (cmd.help or "").rstrip() + "\n\n" + exit_help(meanings)
+        import inspect  # click dedents a docstring only when it is the whole help
+
+        cmd.help = inspect.cleandoc(cmd.help or "").rstrip() + "\n\n" + exit_help(meanings)
         return cmd
 
     return add

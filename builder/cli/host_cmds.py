@@ -116,9 +116,11 @@ def runbook_cmd(ctx: click.Context, matrix: str, fmt: str, from_snapshot: Path |
 @options.as_json("Print the report as JSON.")
 @click.option("--skip-torch", is_flag=True, help="Do not check that each runtime's torch sees every GPU.")
 @options.root()
+@options.runtime_id("Check this runtime's torch (any runtime under the root, built or adopted) instead of the "
+                    "matrix's runtimes.")
 @click.pass_context
 def verify_driver_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | None, as_json: bool,
-                      skip_torch: bool, root: str | None) -> None:
+                      skip_torch: bool, root: str | None, runtime_id: str | None) -> None:
     """After the reboot: verify the driver for MATRIX.
 
     Verified only when module and userspace agree, the floor is met, every GPU
@@ -127,4 +129,5 @@ def verify_driver_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | Non
     """
     from builder.ops import driver as hostops
 
-    _render(ctx, hostops.run_verify(project(ctx), matrix, from_snapshot, skip_torch, root), as_json)
+    _render(ctx, hostops.run_verify(project(ctx), matrix, from_snapshot, skip_torch, root, runtime_id=runtime_id),
+            as_json)

@@ -281,6 +281,12 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
     click.echo(table([[f"matrix-{r['matrix']}", r["python"], r["driver_floor"], r["cuda_track"],
                        r["torch"], r["vllm"], r["state"]] for r in rows],
                      ["matrix", "python", "driver>=", "cuda", "torch", "vllm", "lock"]))
+    from builder.cli.runtime_cmds import runtime_rows, runtime_table
+
+    runtimes = runtime_rows(proj, None)
+    if runtimes:  # built and adopted alike (`builder runtime list --json` has them as JSON)
+        click.echo("")
+        click.echo(runtime_table(runtimes))
 
 
 @main.group("spec")

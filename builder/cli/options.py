@@ -82,10 +82,18 @@ def cache_dir(help: str = "Wheel facts cache (default: $BUILDER_CACHE_DIR, else 
     return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help=help)
 
 
-def interpreter_python() -> Callable[[F], F]:
-    """``doctor --python PATH``: an interpreter, not a matrix's Python (so no ``-p``)."""
-    return click.option("--python", "python", type=click.Path(dir_okay=False),
-                        help="Interpreter of the env to inspect (default: the active env's, else python3 on PATH).")
+def interpreter_python(*, required: bool = False,
+                       help: str = "Interpreter of the env to inspect (default: the active env's, else python3 "
+                                   "on PATH).") -> Callable[[F], F]:
+    """``doctor --python PATH``, ``runtime adopt --python PATH``: an interpreter, not a matrix's
+    Python (so no ``-p``)."""
+    return click.option("--python", "python", required=required, type=click.Path(dir_okay=False), help=help)
+
+
+def runtime_id(help: str = "Any runtime under the root by its id (directory name; `builder runtime list`).",
+               ) -> Callable[[F], F]:
+    """``--runtime ID``: a runtime under the root, built or adopted."""
+    return click.option("--runtime", "runtime_id", help=help)
 
 
 def driver(help: str = "Host NVIDIA driver, e.g. 575.57.08.") -> Callable[[F], F]:
@@ -164,7 +172,7 @@ def runtime_selection(f: F) -> F:
     for opt in reversed([
         matrix(help="Serve the runtime of this matrix's current lock: A, a or matrix-a."),
         python(),
-        click.option("--runtime", "runtime_id", help="Serve any built runtime by its id (directory name)."),
+        runtime_id("Serve any runtime by its id (directory name; built or adopted: `builder runtime list`)."),
         root(),
     ]):
         f = opt(f)

@@ -9,7 +9,7 @@ import click
 
 from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo_json, progress, project, quiet, table
+from builder.cli.common import echo_json, exits, progress, project, quiet, table
 from builder.errors import EXIT_FAILED, BuilderError
 
 
@@ -86,13 +86,14 @@ def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: 
 @click.option("--env", "env_python", type=click.Path(dir_okay=False),
               help="Test the environment of this python instead (e.g. an existing env); "
                    "with --matrix, its identity is compared with that matrix's lock.")
+@options.runtime_id("Test any runtime under the root by its id (built or adopted; `builder runtime list`).")
 @options.root("Runtimes root (as for build).")
 @options.base("Base the runtime was built with (default: as for build).")
 @options.gpu()
 @options.as_json("Print the results as JSON.")
 @click.pass_context
 def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_python: str | None,
-              root: str | None, base: str | None, gpu: bool | None, as_json: bool) -> None:
+              runtime_id: str | None, root: str | None, base: str | None, gpu: bool | None, as_json: bool) -> None:
     """Smoke-test a built runtime (read-only): versions, CUDA identity, imports, vllm --help, GPU."""
     from builder.errors import UsageError
     from builder.project import select_pythons
@@ -101,7 +102,12 @@ def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_py
 
     proj = project(ctx)
     reports: list[tuple[str, Any]] = []
-    if env_python:
+    if runtime_id and (env_python or matrix):
+        raise UsageError("pass one of --runtime ID, --matrix (a built runtime) or --env PYTHON")
+    if runtime_id:
+        path, rep = runtime.smoke_named(proj, runtime_id, root=root, gpu=gpu, progress=progress(ctx))
+        reports.append((str(path), rep))
+    elif env_python:
         expected = None
         if matrix:
             m = proj.matrix(matrix)
@@ -115,7 +121,8 @@ def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_py
                                                     progress=lambda m: say(env_python, m))))
     else:
         if not matrix:
-            raise UsageError("pass --matrix (a built runtime) or --env PYTHON (an existing env)")
+            raise UsageError("pass --matrix (a built runtime), --runtime ID (any runtime) or --env PYTHON "
+                             "(an existing env)")
         for py in select_pythons(proj.matrix(matrix), python):
             path, rep = runtime.smoke_runtime(proj, matrix, py, root, base, gpu, progress(ctx))
             reports.append((str(path), rep))
@@ -180,3 +187,92 @@ def doctor_cmd(ctx: click.Context, python: str | None, as_json: bool) -> None:
     else:
         click.echo(f"lock: matches none; closest {lk['lock']} ({len(lk['missing'])} missing, "
                    f"{len(lk['different'])} different, {len(lk['extra'])} extra)")
+
+
+@main.group("runtime")
+def runtime_grp() -> None:
+    """Runtimes under the runtimes root: list them, adopt an existing environment."""
+
+
+@exits({0: "adopted (or adopted already)", 1: "smoke failed or nothing to serve: nothing adopted", 2: None,
+        6: "the environment is, or runs from, a protected one", 7: None, 8: None})
+@runtime_grp.command("adopt")
+@options.interpreter_python(required=True, help="Interpreter of the environment to adopt (e.g. /opt/vllm/bin/python).")
+@options.root("Runtimes root (as for build).")
+@options.force("Adopt again (and smoke again) though it is adopted already.")
+@options.gpu()
+@options.as_json("Print the result as JSON.")
+@click.pass_context
+def adopt_cmd(ctx: click.Context, python: str, root: str | None, force: bool, gpu: bool | None,
+              as_json: bool) -> None:
+    """Serve an environment builder did not build: read it (read-only), smoke-test it, record it.
+
+    The runtime points at the environment (nothing is copied or written into it) and says
+    where it came from: adopted, no lock, no hash verification.  A protected environment
+    (QL_1), or one that runs from it, is refused; a failed smoke test adopts nothing.
+    """
+    from builder import protect
+    from builder.runtime import adopt
+
+    proj = project(ctx)
+    res = adopt.adopt(proj, adopt.AdoptRequest(python=python, root=root, gpu=gpu, force=force),
+                      protect.for_project(proj), progress(ctx))
+    if as_json:
+        echo_json(res.as_dict())
+        return
+    m = res.manifest
+    env = m.environment
+    if res.status == "exists":
+        click.echo(f"{res.name}: already adopted ({m.created_at}); nothing to do (--force adopts again)")
+    else:
+        click.echo(f"{res.name}: {res.status} in {m.timings.get('total', 0.0):.1f}s "
+                   f"(smoke {m.timings.get('smoke', 0.0):.1f}s)")
+    click.echo(f"  path:   {res.path}")
+    if env is not None:
+        click.echo(f"  env:    {env.prefix} ({env.kind}, Python {env.version}, {env.packages} distributions)")
+        torch, vllm = (c.version if c else "-" for c in (env.torch, env.vllm))
+        click.echo(f"  torch:  {torch}; vllm: {vllm}")
+    click.echo(f"  origin: {m.describe_origin()}")
+    click.echo(f"  smoke:  {_tally(m.smoke.steps)}")
+    if not quiet(ctx):
+        click.echo(table([[s.step, s.status, s.reason] for s in m.smoke.steps], ["step", "status", "reason"]))
+
+
+def runtime_rows(proj: Any, root: str | None) -> list[dict[str, Any]]:
+    """One row per runtime under the root (built or adopted), for `runtime list` and `list`."""
+    from builder.runtime import layout
+
+    rows = []
+    for rt in layout.discover(layout.runtimes_root(proj, root)):
+        m = rt.manifest
+        env = m.environment
+        rows.append({"id": rt.name.name, "origin": m.origin, "python": m.python, "matrix": m.matrix,
+                     "base": m.base, "lock": m.lock.path if m.lock else None,
+                     "lock_sha256": m.lock_sha256,
+                     "environment": env.prefix if env else None,
+                     "torch": env.torch.version if env and env.torch else None,
+                     "vllm": env.vllm.version if env and env.vllm else None,
+                     "created_at": m.created_at, "smoke": _tally(m.smoke.steps),
+                     "servable": m.smoke.problem() is None, "path": str(rt.path)})
+    return rows
+
+
+def runtime_table(rows: list[dict[str, Any]]) -> str:
+    return table([[r["id"], r["origin"], r["python"],
+                   r["lock"] if r["origin"] == "lock" else f"{r['environment']} (torch {r['torch']}, vllm {r['vllm']})",
+                   r["smoke"]] for r in rows], ["runtime", "origin", "python", "from", "smoke"])
+
+
+@runtime_grp.command("list")
+@options.root("Runtimes root (as for build).")
+@options.as_json("Print as JSON.")
+@click.pass_context
+def runtime_list_cmd(ctx: click.Context, root: str | None, as_json: bool) -> None:
+    """Every finished runtime under the root: built from a lock, or adopted."""
+    rows = runtime_rows(project(ctx), root)
+    if as_json:
+        echo_json(rows)
+    elif rows:
+        click.echo(runtime_table(rows))
+    else:
+        click.echo("no runtimes (builder build, builder runtime adopt)")

@@ -59,7 +59,8 @@ def start_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtim
         echo_json(res)
         return
     rec = res["record"]
-    click.echo(f"slot {slot}: ready at {rec['url']} (model {rec['model']}, runtime {rec['runtime']}, "
+    adopted = " (adopted: no lock)" if rec.get("origin") == "adopted" else ""
+    click.echo(f"slot {slot}: ready at {rec['url']} (model {rec['model']}, runtime {rec['runtime']}{adopted}, "
                f"pid {rec['pid']}, {rec['ready_after']}s)")
     click.echo(f"  log: {rec['log']}")
 
@@ -105,7 +106,8 @@ def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, tim
     if as_json:
         echo_json(res)
         return
-    rows = [[r["slot"] + (" *" if r["routed"] else ""), str(r["port"]), r["runtime"] or "-", str(r["pid"] or "-"),
+    rows = [[r["slot"] + (" *" if r["routed"] else ""), str(r["port"]),
+             (r["runtime"] or "-") + (" (adopted)" if r.get("origin") == "adopted" else ""), str(r["pid"] or "-"),
              "yes" if r["alive"] else ("stale" if r["record"] == "stale" else "no"), r["verdict"] or "-",
              "-" if r["running"] is None else f"{r['running']}/{r['waiting']}"] for r in res["slots"]]
     click.echo(table(rows, ["slot", "port", "runtime", "pid", "alive", "probe", "running/waiting"]))
@@ -215,7 +217,8 @@ def route_show(ctx: click.Context, spec: str | None, route_file: str | None, as_
     where = f"slot {res['slot']}" if res["slot"] else "an endpoint outside builder"
     click.echo(f"{res['file']}: {where}: {res['url']} (model {res['model']})")
     if res["builder"]:
-        click.echo(f"  runtime {res['runtime'] or '-'}, lock {res['lock'] or '-'}, since {res['since']}")
+        lock = "none (adopted: no hash verification)" if res.get("origin") == "adopted" else res["lock"] or "-"
+        click.echo(f"  runtime {res['runtime'] or '-'}, lock {lock}, since {res['since']}")
         back = res["rollback_to"]
         click.echo("  rollback: " + (f"{back['url']} (slot {back['slot'] or '-'})" if back
                                      else "nothing to roll back to"))

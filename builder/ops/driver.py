@@ -103,14 +103,37 @@ def run_preflight(project: Project, selector: str, from_snapshot: Path | None = 
     return report
 
 
+def _named_runtime(project: Project, root: str | None, runtime_id: str) -> layout.Runtime:
+    from builder.errors import NotReady
+    from builder.schema import suggest
+
+    base = layout.runtimes_root(project, root)
+    rt = layout.find(base, runtime_id)
+    if rt is None:
+        known = [r.name.name for r in layout.discover(base)]
+        raise NotReady(f"no runtime {runtime_id!r} under {base}{suggest(runtime_id, known)}",
+                       f"runtimes: {', '.join(known)}" if known else "build one (builder build) or adopt one "
+                       "(builder runtime adopt)")
+    return rt
+
+
 def run_verify(project: Project, selector: str, from_snapshot: Path | None = None,
-               skip_torch: bool = False, root: str | None = None) -> preflight.Report:
-    """``builder verify-driver``: post-reboot checks (and each runtime's torch)."""
+               skip_torch: bool = False, root: str | None = None, *,
+               runtime_id: str | None = None) -> preflight.Report:
+    """``builder verify-driver``: post-reboot checks (and each runtime's torch).
+
+    ``runtime_id``: check that runtime's torch (any runtime under the root, built or adopted)
+    instead of the matrix's runtimes."""
     matrix = project.matrix(selector)
-    found = [] if skip_torch or from_snapshot is not None else _runtimes(project, root, matrix.id)
+    if runtime_id is not None and not skip_torch and from_snapshot is None:
+        found = [_named_runtime(project, root, runtime_id)]
+    else:
+        found = [] if skip_torch or from_snapshot is not None else _runtimes(project, root, matrix.id)
     snap = _snapshot(project, from_snapshot, found)
     facts = hostfacts.from_snapshot(snap)
-    report = verify.evaluate(facts, matrix, project.host(), torch=torch_results(facts, matrix.id),
+    torch = torch_results(facts, matrix.id) if runtime_id is None else \
+        {n: d for n, d in facts.torch.items() if n == runtime_id}
+    report = verify.evaluate(facts, matrix, project.host(), torch=torch,
                              skip_torch=skip_torch,
                              runtimes_found=None if from_snapshot is not None else len(found))
     report.extra["source"] = _source(snap)

@@ -290,3 +290,39 @@ def smoke_runtime(project: Project, matrix_sel: str, python: str, root: str | No
     say = (lambda m: progress(path.name, m)) if progress is not None else None
     return path, smoke.run_smoke(path / "bin" / "python", smoke.expected_for(matrix, lock), gpu=gpu,
                                  progress=say)
+
+
+def smoke_named(project: Project, runtime_id: str, *, root: str | None = None, gpu: bool | None = None,
+                progress: Progress | None = None) -> tuple[Path, Any]:
+    """``builder smoke --runtime ID``: the smoke tests of any finished runtime under the root (read-only).
+
+    Compared with what its manifest says it is: a built runtime with the prediction for its
+    lock, while that lock is still the one committed at its path; an adopted runtime with what
+    adoption read of its environment (a changed environment fails the comparison).
+    """
+    from builder.runtime import smoke
+    from builder.schema import suggest
+
+    base = layout.runtimes_root(project, root)
+    rt = layout.find(base, runtime_id)
+    if rt is None:
+        known = [r.name.name for r in layout.discover(base)]
+        raise NotReady(f"no runtime {runtime_id!r} under {base}{suggest(runtime_id, known)}",
+                       f"runtimes: {', '.join(known)}" if known else "build one (builder build) or adopt one "
+                       "(builder runtime adopt)")
+    m = rt.manifest
+    if m.environment is not None:
+        expected = smoke.expected_from_environment(m.environment, since_adoption=True)
+    else:
+        expected = smoke.Expected(None, None, None, None, None, None,
+                                  source=f"nothing: the lock {runtime_id} was built from is not committed any more")
+        if m.lock is not None and m.matrix is not None:
+            path = Path(m.lock.path) if Path(m.lock.path).is_absolute() else project.root / m.lock.path
+            try:
+                lock = pylock.parse(inputs.read_bytes(path), str(path))
+            except (OSError, LockFileError):
+                lock = None
+            if lock is not None and lock.content_hash == m.lock.content:
+                expected = smoke.expected_for(project.matrix(m.matrix), lock)
+    say = (lambda msg: progress(runtime_id, msg)) if progress is not None else None
+    return rt.path, smoke.run_smoke(rt.python, expected, gpu=gpu, progress=say)

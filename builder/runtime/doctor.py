@@ -131,6 +131,7 @@ class EnvProbe:
     site_dirs: tuple[str, ...]
     markers: Mapping[str, str]
     dists: tuple[Mapping[str, Any], ...]
+    base_prefix: str = ""  # sys.base_prefix: another prefix for a venv
 
     def versions(self) -> dict[str, str]:
         """name -> the version Python would import: the first in site-dir order.
@@ -179,7 +180,8 @@ def probe_env(python: str, timeout: float = PROBE_TIMEOUT) -> EnvProbe:
         raise Unavailable(f"{python}: unexpected probe output: {res.stdout[:200]!r}") from None
     return EnvProbe(python=python, executable=d["executable"], version=d["version"],
                     prefix=d["prefix"], venv=d["venv"], conda=d["conda"],
-                    site_dirs=tuple(d["site_dirs"]), markers=d["markers"], dists=tuple(d["dists"]))
+                    site_dirs=tuple(d["site_dirs"]), markers=d["markers"], dists=tuple(d["dists"]),
+                    base_prefix=str(d.get("base_prefix") or ""))
 
 
 @dataclass(frozen=True)
@@ -363,7 +365,15 @@ def _first(pkg: Path | None, modules: tuple[str, ...], name: str) -> str | None:
     return None
 
 
-def _component(probe: EnvProbe, top: str, modules: tuple[str, ...]) -> dict[str, Any]:
+#: Where torch and vLLM keep ``__version__`` (and torch its ``cuda``), first choice first.
+VERSION_MODULES = {"torch": ("version.py", "__init__.py"), "vllm": ("_version.py", "__init__.py")}
+
+
+def component(probe: EnvProbe, top: str) -> dict[str, Any]:
+    """What the environment has of ``top`` (torch or vllm), read from its files: distribution
+    version, ``__version__`` (and torch's ``cuda``) from its version module, CUDA identity from
+    its shared objects; ``{"installed": False}`` when it has none."""
+    modules = VERSION_MODULES[top]
     pkg = probe.package_dir(top)
     meta = probe.versions().get(top)
     if pkg is None and meta is None:
@@ -381,8 +391,8 @@ def doctor(python: str, locks: Iterable[tuple[str, Path]], protected_why: str | 
     """Inspect the environment of ``python`` and compare it with ``locks``."""
     probe = probe_env(python)
     rep = DoctorReport(probe, protected=protected_why)
-    rep.torch = _component(probe, "torch", ("version.py", "__init__.py"))
-    rep.vllm = _component(probe, "vllm", ("_version.py", "__init__.py"))
+    rep.torch = component(probe, "torch")
+    rep.vllm = component(probe, "vllm")
     rep.problems = consistency(probe)
     rep.match, _ = best_match(probe, locks)
     return rep

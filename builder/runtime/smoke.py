@@ -4,8 +4,17 @@ Every step ends ``pass``, ``fail`` or ``skipped`` with a reason.  On a host
 without a GPU the GPU steps are ``skipped (no GPU)``, and so is ``vllm --help``
 when it fails with vLLM's "Failed to infer device type" (vLLM's troubleshooting
 guide, https://docs.vllm.ai/en/latest/usage/troubleshooting.html#failed-to-infer-device-type), and
-``import vllm._C`` on a host without ``libcuda.so.1``; any other failure is
-``fail``.  On a GPU host ``torch.cuda.is_available()`` must be true:
+``import vllm main extension`` on a host without ``libcuda.so.1``; any other failure is
+``fail``.
+
+The main extension is whichever the install has: the first member of ``[[main-extension]]``
+in builder/data/cuda.toml that exists (``vllm/_C.abi3.so`` up to 0.19, both in 0.20-0.23, only
+``vllm/_C_stable_libtorch.abi3.so`` from 0.24.0).
+
+Independent steps run side by side, at most one per core this process may use
+(:func:`cores`): the import steps, ``vllm --help`` and the GPU steps each start an
+interpreter that loads torch (and vLLM), which is most of a smoke test's time.  The
+report is the same whatever the order they finish in.  On a GPU host ``torch.cuda.is_available()`` must be true:
 torch only *warns* when the driver is too old
 (https://github.com/modelscope/FunASR/issues/2973), so availability, the
 architecture check and a real cuBLAS GEMM are what prove the stack works.
@@ -14,8 +23,10 @@ architecture check and a real cuBLAS GEMM are what prove the stack works.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,20 +77,31 @@ def c():
     # A GPU step: with the GPU steps off, argv[1] says why, and it is not tried.
     if len(sys.argv) > 1 and sys.argv[1]:
         return {"skipped": sys.argv[1]}
-    # vllm._C (the compiled ops) needs the driver's libcuda.so.1 (read from the 0.13.0
-    # wheel of https://pypi.org/project/vllm/0.13.0/#files): without
-    # it the step is skipped with that reason, never passed.
+    # The main extension (the compiled ops) needs the driver's libcuda.so.1 (read from the
+    # 0.13.0 wheel of https://pypi.org/project/vllm/0.13.0/#files): without it the step is
+    # skipped with that reason, never passed.
     import ctypes
     try:
         ctypes.CDLL("libcuda.so.1")
     except OSError as e:
         return {"skipped": "no libcuda.so.1 on this host (%s)" % e}
-    import vllm._C
-    return {"skipped": None}
+    # argv[2]: the candidate members ("vllm/_C.abi3.so", ...); the first that exists is imported.
+    import importlib, importlib.util, os
+    members = json.loads(sys.argv[2]) if len(sys.argv) > 2 else ["vllm/_C.abi3.so"]
+    spec = importlib.util.find_spec("vllm")
+    dirs = list(spec.submodule_search_locations or []) if spec else []
+    for member in members:
+        top, _, rest = member.partition("/")
+        for d in dirs:
+            if os.path.isfile(os.path.join(d, rest)):
+                module = top + "." + rest.split(".")[0].replace("/", ".")
+                importlib.import_module(module)
+                return {"skipped": None, "module": module, "member": member}
+    raise ImportError("vllm has none of its main extensions (%s)" % ", ".join(members))
 step("import torch", t)
 step("import vllm", v)
 step("import AsyncLLMEngine", a)
-step("import vllm._C", c)
+step("import vllm main extension", c)
 """
 
 # The GEMM shape raised CUBLAS_STATUS_INVALID_VALUE on Ada with torch 2.9.1
@@ -211,6 +233,25 @@ def expected_for(matrix: Matrix, lock: pylock.Lock) -> Expected:
         vllm_toolkit=".".join(tk.split(".")[:2]) if tk else base.vllm_toolkit,
         source="builder check",
     )
+
+
+def expected_from_environment(env: manifests.Environment, *, since_adoption: bool = False) -> Expected:
+    """What smoke should see in an adopted environment (no lock to predict from).
+
+    At adoption: what its own files say (versions from its metadata, ``torch.version.cuda``
+    from torch's version file), so the imports are compared with the metadata; the CUDA
+    binaries have nothing to be compared with.  Later (``since_adoption``): everything
+    adoption read, the binaries' cudart and toolkit included, so a changed environment shows.
+    """
+    t, v = env.torch, env.vllm
+    later = since_adoption
+    return Expected(torch_version=t.version if t else None, torch_cuda=t.cuda if t else None,
+                    vllm_version=v.version if v else None,
+                    torch_cudart=t.cudart_soname if t and later else None,
+                    vllm_cudart=v.cudart_soname if v and later else None,
+                    vllm_toolkit=v.toolkit if v and later else None,
+                    source="what adoption read of the environment" if later
+                    else "the environment's own files (adopted: no lock)")
 
 
 def gpu_present() -> bool:
@@ -412,27 +453,53 @@ def _gpu_steps(python: str, env: Mapping[str, str], cwd: str, say: Say = _quiet)
     return steps
 
 
+MAIN_EXTENSION = "import vllm main extension"
+
+
+def main_extensions() -> tuple[str, ...]:
+    """vLLM's main-extension members, first choice first (builder/data/cuda.toml ``[[main-extension]]``)."""
+    from builder.check import knowledge
+
+    return tuple(knowledge.load().main_extensions.get("vllm", ())) or ("vllm/_C.abi3.so",)
+
+
 def _vllm_c_step(r: dict[str, Any] | None, res: _proc.Result, not_installed: bool) -> Step:
-    """``import vllm._C``: pass only when it imported; skipped only without libcuda.so.1."""
-    name = "import vllm._C"
+    """``import vllm main extension``: pass only when it imported; skipped only without libcuda.so.1."""
+    name = MAIN_EXTENSION
     if not_installed:
         return Step(name, SKIP, "vllm is not installed in this environment")
     if r is None:
         return Step(name, FAIL, "timed out" if res.timed_out else f"exit {res.returncode}: {_tail(res, 3)}")
     if not r["ok"]:
         return Step(name, FAIL, str(r["value"]))
-    skipped = r["value"].get("skipped") if isinstance(r["value"], dict) else None
-    return Step(name, SKIP, str(skipped)) if skipped else Step(name, PASS, "compiled ops loaded")
+    value = r["value"] if isinstance(r["value"], dict) else {}
+    if value.get("skipped"):
+        return Step(name, SKIP, str(value["skipped"]))
+    return Step(name, PASS, f"{value.get('module', 'vllm._C')} loaded ({value.get('member', '?')})")
+
+
+def cores() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+_GPU_STEP_NAMES = ("torch.cuda.is_available()", "arch in torch.cuda.get_arch_list()",
+                   "GEMM (14,4096)x(4096,4096) float16", "GEMM (14,4096)x(4096,4096) bfloat16")
 
 
 def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None = None,
-              progress: Say | None = None) -> SmokeReport:
+              progress: Say | None = None, jobs: int | None = None) -> SmokeReport:
     """Run every smoke step in the environment of ``python``.
 
     ``expected`` None means "an environment builder did not build": identity
     steps are skipped and a missing vLLM is skipped rather than failed.
     ``progress`` hears each step that runs code in the environment as it starts
-    and ends (with its time), then the tally.
+    and ends (with its time), then the tally.  ``jobs``: how many steps may run at
+    once (default :func:`cores`; 1 runs them one after the other, in report order).
+    The report does not depend on ``jobs``.
     """
     python = str(python)
     say = progress or _quiet
@@ -444,14 +511,25 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
     # Loading vLLM's compiled ops is a GPU step (it needs the driver): with the GPU
     # steps off it is not tried, and the live progress says skipped, as the report does.
     gpu_off = "" if gpu else ("GPU steps not run (--no-gpu)" if asked is False else NO_GPU)
-    with paths.temp_dir("builder-smoke-") as cwd:
-        res = _proc.run([python, "-I", "-B", "-c", IMPORTS, gpu_off], timeout=IMPORT_TIMEOUT, env=env, cwd=cwd,
-                        what="smoke imports", on_line=_import_events(say) if progress else None)
-        got = {x["step"]: x for x in _jsonlines(res.stdout) if "step" in x}
-        probe = _timed(say, "reading the installed packages and their CUDA binaries",
-                       lambda: doctor.probe_env(python))
+    members = json.dumps(list(main_extensions()))
+    workers = max(1, jobs if jobs is not None else cores())
+    with paths.temp_dir("builder-smoke-") as cwd, ThreadPoolExecutor(max_workers=workers) as pool:
+        # Submitted in report order: with one worker they run one after the other, as they read.
+        imports = pool.submit(_proc.run, [python, "-I", "-B", "-c", IMPORTS, gpu_off, members],
+                              timeout=IMPORT_TIMEOUT, env=env, cwd=cwd, what="smoke imports",
+                              on_line=_import_events(say) if progress else None)
+        probed = pool.submit(_timed, say, "reading the installed packages and their CUDA binaries",
+                             lambda: doctor.probe_env(python))
+        # What runs next depends on what is installed (an environment builder did not build
+        # is judged on what it has), which the probe says in well under a second.
+        probe = probed.result()
         installed = probe.versions()
         have_torch, have_vllm = "torch" in installed, "vllm" in installed
+        cli_help = None if expected is None and not have_vllm else pool.submit(_vllm_help, python, env, cwd, gpu, say)
+        gpu_run = pool.submit(_gpu_steps, python, env, str(cwd), say) \
+            if gpu and not (expected is None and not have_torch) else None
+        res = imports.result()
+        got = {x["step"]: x for x in _jsonlines(res.stdout) if "step" in x}
         for name in ("import torch", "import vllm", "import AsyncLLMEngine"):
             r = got.get(name)
             # An environment builder did not build (--env without --matrix) is
@@ -466,7 +544,7 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
                 rep.steps.append(Step(name, FAIL, why))
             else:
                 rep.steps.append(Step(name, PASS if r["ok"] else FAIL, "" if r["ok"] else str(r["value"])))
-        rep.steps.append(_vllm_c_step(got.get("import vllm._C"), res, expected is None and not have_vllm))
+        rep.steps.append(_vllm_c_step(got.get(MAIN_EXTENSION), res, expected is None and not have_vllm))
         t = got.get("import torch", {}).get("value") if got.get("import torch", {}).get("ok") else None
         v = got.get("import vllm", {}).get("value") if got.get("import vllm", {}).get("ok") else None
         if expected is not None:
@@ -478,26 +556,24 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
             rep.steps.append(_compare("vllm.__version__", vv, expected.vllm_version,
                                       bool(vv and expected.vllm_version and same_version(vv, expected.vllm_version))))
             rep.steps.extend(_identity_steps(probe, expected))
-        if expected is None and not have_vllm:
-            rep.steps.append(Step("vllm --help", SKIP, "vllm is not installed in this environment"))
-        else:
-            cli = Path(python).parent / "vllm"
-            say("vllm --help ...")
-            ran = _proc.run([str(cli), "--help"], timeout=CLI_TIMEOUT, env=env, cwd=cwd, what="vllm --help")
-            step = classify_vllm_help(ran, gpu)
-            say(f"vllm --help: {step.status} in {secs(ran.duration)}" + (f" ({step.reason})" if step.reason else ""))
-            rep.steps.append(step)
-        if gpu and expected is None and not have_torch:
-            rep.steps += [Step(n, SKIP, "torch is not installed in this environment") for n in
-                          ("torch.cuda.is_available()", "arch in torch.cuda.get_arch_list()",
-                           "GEMM (14,4096)x(4096,4096) float16", "GEMM (14,4096)x(4096,4096) bfloat16")]
+        rep.steps.append(cli_help.result() if cli_help is not None
+                         else Step("vllm --help", SKIP, "vllm is not installed in this environment"))
+        if gpu_run is not None:
+            rep.steps.extend(gpu_run.result())
         elif gpu:
-            rep.steps.extend(_gpu_steps(python, env, str(cwd), say))
+            rep.steps += [Step(n, SKIP, "torch is not installed in this environment") for n in _GPU_STEP_NAMES]
         else:
-            rep.steps += [Step(n, SKIP, NO_GPU) for n in
-                          ("torch.cuda.is_available()", "arch in torch.cuda.get_arch_list()",
-                           "GEMM (14,4096)x(4096,4096) float16", "GEMM (14,4096)x(4096,4096) bfloat16")]
+            rep.steps += [Step(n, SKIP, NO_GPU) for n in _GPU_STEP_NAMES]
     rep.seconds = time.monotonic() - start
     n = {k: sum(st.status == k for st in rep.steps) for k in (PASS, FAIL, SKIP)}
     say(f"{n[PASS]} pass, {n[FAIL]} fail, {n[SKIP]} skipped in {secs(rep.seconds)}")
     return rep
+
+
+def _vllm_help(python: str, env: Mapping[str, str], cwd: Path, gpu: bool, say: Say) -> Step:
+    cli = Path(python).parent / "vllm"
+    say("vllm --help ...")
+    ran = _proc.run([str(cli), "--help"], timeout=CLI_TIMEOUT, env=env, cwd=cwd, what="vllm --help")
+    step = classify_vllm_help(ran, gpu)
+    say(f"vllm --help: {step.status} in {secs(ran.duration)}" + (f" ({step.reason})" if step.reason else ""))
+    return step

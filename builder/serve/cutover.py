@@ -8,6 +8,7 @@ to the journal, then the route file is replaced atomically
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +48,19 @@ def show(project: Project, req: RouteRequest) -> dict[str, Any]:
     target = route.rollback_target(journal, cur.entry) if cur.entry else None
     return {"file": str(ctx.route_file), "slot": r.slot if r else None, "url": r.url if r else None,
             "model": r.model if r else None, "runtime": r.runtime if r else None, "lock": r.lock if r else None,
+            "origin": r.origin if r else None,
             "since": cur.entry.time if cur.entry else None, "entry": cur.entry.id if cur.entry else None,
             "builder": cur.foreign is None, "foreign": cur.foreign,
             "rollback_to": target.to.as_dict() if target and target.to else None}
+
+
+def _origin(rec: Mapping[str, Any]) -> str | None:
+    """Where the slot's runtime came from: its record says so (records from before adoption
+    existed name a lock, or nothing)."""
+    said = rec.get("origin")
+    if said in ("lock", "adopted"):
+        return str(said)
+    return "lock" if rec.get("lock") else None
 
 
 def _adoptable(ctx: state.Context, cur: route.Current) -> None:
@@ -133,7 +144,8 @@ def set_route(project: Project, req: RouteRequest, *, slot: str, say: Say | None
         live = rec is not None and process.is_ours(rec)
         target = route.Route(svc.base_url(s), svc.served_model_name, s.name,
                              str(rec["runtime"]) if live and rec else None,
-                             str(rec.get("lock")) if live and rec and rec.get("lock") else None)
+                             str(rec.get("lock")) if live and rec and rec.get("lock") else None,
+                             _origin(rec) if live and rec else None)
         if cur.route is not None and cur.entry is not None and cur.route.slot == s.name \
                 and _same(cur.route.url, target.url) and cur.route.runtime == target.runtime:
             say(f"the route already points at slot {s.name}")
@@ -175,7 +187,7 @@ def rollback(project: Project, req: RouteRequest, *, say: Say | None = None) -> 
             if rec is not None and process.is_ours(rec) and rec.get("runtime") != target.runtime:
                 say(f"slot {target.slot} now runs {rec.get('runtime')} (was {target.runtime})")
                 target = route.Route(target.url, target.model, target.slot, str(rec.get("runtime")),
-                                     str(rec.get("lock")) if rec.get("lock") else None)
+                                     str(rec.get("lock")) if rec.get("lock") else None, _origin(rec))
         verdict = _probe(ctx, target, req, say)
         entry = route.Entry(route.new_id(), route.now(), "rollback", target, cur.route, cur.entry.id,
                             restores=target_entry.id, probe=verdict, forced=req.force)

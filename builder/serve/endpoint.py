@@ -128,8 +128,12 @@ def check_label(kind: str, value: object) -> str | None:
     return f"{kind} {shown(value)} is not a {kind} name builder writes"
 
 
+#: Where a routed runtime came from (:mod:`builder.runtime.manifest`'s origins).
+ORIGINS = ("lock", "adopted")
+
+
 def route_problems(*, url: object, model: object, slot: object = None, runtime: object = None,
-                   lock: object = None) -> list[str]:
+                   lock: object = None, origin: object = None) -> list[str]:
     """Every reason the route (url, model and labels) must not be written, as ``field: why``."""
     out: list[str] = []
     try:
@@ -146,4 +150,6 @@ def route_problems(*, url: object, model: object, slot: object = None, runtime: 
         why = check_label(kind, value)
         if why:
             out.append(f"{kind}: {why}")
+    if origin is not None and origin not in ORIGINS:
+        out.append(f"origin: must be one of {', '.join(ORIGINS)}, got {shown(str(origin))}")
     return out

@@ -51,6 +51,7 @@ class Route:
     slot: str | None = None
     runtime: str | None = None
     lock: str | None = None
+    origin: str | None = None  # the runtime's: "lock" (built from one) or "adopted" (no lock); None outside
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,7 +60,7 @@ class Route:
     def from_dict(cls, d: Any) -> Route | None:
         if not isinstance(d, dict) or not d.get("url") or not d.get("model"):
             return None
-        return cls(str(d["url"]), str(d["model"]), d.get("slot"), d.get("runtime"), d.get("lock"))
+        return cls(str(d["url"]), str(d["model"]), d.get("slot"), d.get("runtime"), d.get("lock"), d.get("origin"))
 
     def label(self) -> str:
         where = f"slot {self.slot}" if self.slot else "an endpoint outside builder"
@@ -68,7 +69,7 @@ class Route:
     def problems(self) -> list[str]:
         """Why this route must not be written into the route file (``field: why``), if anything."""
         return endpoint.route_problems(url=self.url, model=self.model, slot=self.slot, runtime=self.runtime,
-                                       lock=self.lock)
+                                       lock=self.lock, origin=self.origin)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ class Entry:
         return {"id": self.id, "time": self.time, "action": self.action,
                 "from": self.frm.as_dict() if self.frm else None, "to": self.to.as_dict() if self.to else None,
                 "prev": self.prev, "restores": self.restores, "probe": self.probe, "forced": self.forced,
-                "runtime": self.to.runtime if self.to else None, "lock": self.to.lock if self.to else None}
+                "runtime": self.to.runtime if self.to else None, "lock": self.to.lock if self.to else None,
+                "origin": self.to.origin if self.to else None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Entry:
@@ -163,6 +165,7 @@ def render(route: Route, entry: Entry, command: str) -> str:
         "# not by hand (builder refuses to switch a file it did not write until `builder route init`).",
         f"# slot: {route.slot or '-'}",
         f"# runtime: {route.runtime or '-'}",
+        f"# origin: {_origin_label(route)}",
         f"# lock: {route.lock or '-'}",
         f"# since: {entry.time}",
         f"# entry: {entry.id}",
@@ -170,6 +173,12 @@ def render(route: Route, entry: Entry, command: str) -> str:
         f"{MODEL_VAR}={route.model}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _origin_label(route: Route) -> str:
+    if route.origin == "adopted":
+        return "adopted (no lock, no hash verification)"
+    return route.origin or "-"
 
 
 def write(path: Path, route: Route, entry: Entry, command: str) -> None:

@@ -219,7 +219,7 @@ def start(project: Project, req: StartRequest, progress: Progress | None = None)
         log = ctx.logs_dir / f"{slot.name}-{_stamp()}.log"
         record: dict[str, Any] = {
             "slot": slot.name, "service": svc.name, "runtime": rt.id, "runtime_path": str(rt.path),
-            "lock": rt.lock_sha256, "host": svc.host, "port": slot.port, "url": svc.base_url(slot),
+            "lock": rt.lock_sha256, "origin": rt.origin, "host": svc.host, "port": slot.port, "url": svc.base_url(slot),
             "model": svc.served_model_name, "log": str(log), "started_at": route.now(), "argv": argv,
         }
         # The token is recorded before the spawn: a builder killed right after it still
@@ -390,6 +390,7 @@ def _slot_status(ctx: state.Context, s: Slot, routed: str | None, key: str | Non
     ours = bool(rec) and process.is_ours(rec or {})
     row: dict[str, Any] = {
         "slot": s.name, "port": s.port, "url": svc.base_url(s), "runtime": rec.get("runtime") if rec else None,
+            "origin": rec.get("origin", "lock" if rec.get("lock") else None) if rec else None,
         "pid": rec.get("pid") if rec else None, "alive": ours, "ready": False, "verdict": None,
         "running": None, "waiting": None, "routed": routed == s.name,
         "started_at": rec.get("started_at") if rec else None, "log": rec.get("log") if rec else None,
