@@ -67,8 +67,8 @@ def _run(argv: list[str], tmp: Path) -> str:
     env = dict(os.environ, BUILDER_CACHE_DIR=str(tmp / "builder-cache"))
     r = builder_cmd(*args, cwd=ROOT, env=env)
     text = f"exit {r.returncode}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"
-    # What may differ between two runs of the same code: the day, and where the temp dir is.
-    text = text.replace(dt.date.today().isoformat(), "<today>").replace(str(tmp), "<tmp>")
+    # What may differ between two runs of the same code: the day, where the temp dir and the checkout are.
+    text = text.replace(dt.date.today().isoformat(), "<today>").replace(str(tmp), "<tmp>").replace(str(ROOT), "<root>")
     return re.sub(r"\b\d+\.\d+s\b", "<s>", text)
 
 
