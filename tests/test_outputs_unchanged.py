@@ -69,6 +69,8 @@ def _run(argv: list[str], tmp: Path) -> str:
     text = f"exit {r.returncode}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"
     # What may differ between two runs of the same code: the day, where the temp dir and the checkout are.
     text = text.replace(dt.date.today().isoformat(), "<today>").replace(str(tmp), "<tmp>").replace(str(ROOT), "<root>")
+    # Whether this machine can locate the protected envs (QL_1) is not what these outputs are about.
+    text = re.sub(r"^builder: warning: cannot guard .*\n", "", text, flags=re.M)
     return re.sub(r"\b\d+\.\d+s\b", "<s>", text)
 
 

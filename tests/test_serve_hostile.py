@@ -5,6 +5,7 @@ real processes and signals."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,3 +131,35 @@ def test_the_service_spec_cannot_inject_the_route_file(sp: h.ServeProject, key: 
         assert r.returncode == EXIT_USAGE, r.stderr
         assert why in r.stderr, r.stderr
     assert not sp.route_file.exists()
+
+
+def test_a_copied_project_cannot_stop_the_originals_server(sp: h.ServeProject, tmp_path: Path) -> None:
+    """Before the fix `builder --project COPY serve stop --slot green`, in a copy of the project made
+    with its serve-state/, stopped the original project's server (bypassing its route guard and
+    journal).  The record names the state directory that wrote it, the server carries that identity:
+    the copy finds nothing of its own to stop.  The original's stop reports the pids it signalled."""
+    assert sp.run("serve", "start", "--runtime", h.RUNTIME_ID, "--slot", "green").returncode == 0
+    token, pids = h.token_pids(sp.project, "green")
+    assert len(pids) == 3  # API server, resource tracker, engine core
+    copy = tmp_path / "copy"
+    shutil.copytree(sp.project, copy, symlinks=True)
+    for args in (("serve", "stop", "--slot", "green"), ("serve", "stop", "--slot", "green", "--force"),
+                 ("serve", "start", "--runtime", h.RUNTIME_ID, "--slot", "green")):
+        shutil.copy2(sp.state / "slots" / "green.json", copy / "serve-state" / "slots" / "green.json")
+        r = h.builder("--project", str(copy), *args, cwd=tmp_path, env=sp.env)
+        assert h.with_env(f"BUILDER_SERVE_TOKEN={token}") == pids, (args, r.stderr)
+    r = h.builder("--project", str(copy), "serve", "stop", "--slot", "green", cwd=tmp_path, env=sp.env)
+    assert "not running" in r.stdout  # the start above failed on the busy port: nothing of the copy's runs
+    shutil.copy2(sp.state / "slots" / "green.json", copy / "serve-state" / "slots" / "green.json")
+    st = json.loads(h.builder("--project", str(copy), "serve", "status", "--json", "--timeout", "3", cwd=tmp_path,
+                              env=sp.env).stdout)
+    green = next(s for s in st["slots"] if s["slot"] == "green")
+    assert (green["record"], green["alive"]) == ("foreign", False)
+    r = h.builder("--project", str(copy), "serve", "stop", "--slot", "green", cwd=tmp_path, env=sp.env)
+    assert r.returncode == 0 and "written by another state directory" in r.stderr
+
+    r = sp.run("serve", "stop", "--slot", "green", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["signalled"] == pids and res["pids"] == pids
+    assert h.with_env(f"BUILDER_SERVE_TOKEN={token}") == []

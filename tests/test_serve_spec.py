@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import NotReady, SpecError, Unavailable
-from builder.serve import endpoint, probe, route, service
+from builder.serve import endpoint, gpu, probe, route
 from builder.serve.spec import load_service, service_from_mapping
 from builder.serve.unit import UnitRequest, render_sh, render_systemd, systemd_quote
 from tests.conftest import ROOT
@@ -103,27 +103,27 @@ def test_a_broken_spec_is_one_message_and_exit_2_through_the_cli(tmp_path: Path)
 # --------------------------------------------------------------------------- GPU memory
 
 
-def _gpus(free0: int, free1: int) -> list[service.GpuMemory]:
+def _gpus(free0: int, free1: int) -> list[gpu.GpuMemory]:
     ada = "NVIDIA RTX 6000 Ada Generation"
-    return [service.GpuMemory("0", "GPU-a", ada, 49140, free0), service.GpuMemory("1", "GPU-b", ada, 49140, free1)]
+    return [gpu.GpuMemory("0", "GPU-a", ada, 49140, free0), gpu.GpuMemory("1", "GPU-b", ada, 49140, free1)]
 
 
 def test_two_slots_of_one_model_do_not_fit_on_two_48gb_gpus() -> None:
     svc = service_from_mapping(BASE)
     # blue (production) holds 0.85 x 49140 MiB on each GPU: about 7 GB are left.
     with pytest.raises(NotReady) as ei:
-        service.check_gpu_memory(svc, svc.slot("green"), _gpus(7200, 7200))
+        gpu.check_gpu_memory(svc, svc.slot("green"), _gpus(7200, 7200))
     msg = ei.value.line()
     assert "GPU 0 (NVIDIA RTX 6000 Ada Generation) has 7200 MiB free of 49140 MiB, needs 0.85 x 49140 = 41769 MiB" \
         in msg and "GPU 1 (" in msg
     assert "at most 0.14 fits now" in msg and "planned stop of the old slot" in msg
-    assert service.check_gpu_memory(svc, svc.slot("green"), _gpus(41769, 48000)).startswith("GPU 0: 41769 of")
+    assert gpu.check_gpu_memory(svc, svc.slot("green"), _gpus(41769, 48000)).startswith("GPU 0: 41769 of")
     with pytest.raises(NotReady):  # one MiB short on one GPU is short
-        service.check_gpu_memory(svc, svc.slot("green"), _gpus(41768, 48000))
+        gpu.check_gpu_memory(svc, svc.slot("green"), _gpus(41768, 48000))
     with pytest.raises(NotReady, match="wants GPU 1 but nvidia-smi shows 0"):
-        service.check_gpu_memory(svc, svc.slot("green"), _gpus(48000, 48000)[:1])
+        gpu.check_gpu_memory(svc, svc.slot("green"), _gpus(48000, 48000)[:1])
     by_uuid = service_from_mapping({**BASE, "env": {"CUDA_VISIBLE_DEVICES": "GPU-b,GPU-a"}})
-    assert service.check_gpu_memory(by_uuid, by_uuid.slot("green"), _gpus(48000, 47000)) == (
+    assert gpu.check_gpu_memory(by_uuid, by_uuid.slot("green"), _gpus(48000, 47000)) == (
         "GPU 1: 47000 of 49140 MiB free; GPU 0: 48000 of 49140 MiB free")
 
 
@@ -331,19 +331,41 @@ def fake_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_gpu_memory_of_a_real_h200(fake_smi: Path) -> None:
     fake_smi.write_text(_captured("query-gpu-memory-h200.txt"))
-    gpus = service.gpu_memory()
-    assert gpus == [service.GpuMemory("0", "GPU-1405541f-6c5e-9b7f-eb4b-092852eafd9b", "NVIDIA H200", 143771, 143156)]
+    gpus = gpu.gpu_memory()
+    assert gpus == [gpu.GpuMemory("0", "GPU-1405541f-6c5e-9b7f-eb4b-092852eafd9b", "NVIDIA H200", 143771, 143156)]
     svc = service_from_mapping({**BASE, "vllm": {"gpu-memory-utilization": 0.85}, "env": {}})
-    assert service.check_gpu_memory(svc, svc.slot("green"), gpus) == "GPU 0: 143156 of 143771 MiB free"
+    assert gpu.check_gpu_memory(svc, svc.slot("green"), gpus) == "GPU 0: 143156 of 143771 MiB free"
 
 
 def test_gpu_memory_na_is_not_checked_and_an_nvml_error_is_one_line(fake_smi: Path) -> None:
     # GB10 (unified memory) answers [N/A] for memory fields (llama-swap#782).
     fake_smi.write_text("0, GPU-x, NVIDIA GB10, [N/A], [N/A]\n")
-    gpus = service.gpu_memory()
+    gpus = gpu.gpu_memory()
     assert gpus is not None and gpus[0].total_mib is None
     svc = service_from_mapping({**BASE, "env": {"CUDA_VISIBLE_DEVICES": "0"}, "vllm": {}})
-    assert "free memory not checked" in service.check_gpu_memory(svc, svc.slot("green"), gpus)
+    assert "free memory not checked" in gpu.check_gpu_memory(svc, svc.slot("green"), gpus)
     fake_smi.write_text(_captured("mismatch-two-line-550.txt"))
     with pytest.raises(Unavailable, match="cannot read GPU memory"):
-        service.gpu_memory()
+        gpu.gpu_memory()
+
+
+def test_user_and_allow_root_are_validated() -> None:
+    svc = service_from_mapping({**BASE, "user": "querylake", "allow-root": True})
+    assert (svc.user, svc.allow_root) == ("querylake", True)
+    assert (service_from_mapping(BASE).user, service_from_mapping(BASE).allow_root) == (None, False)
+    with pytest.raises(SpecError) as ei:
+        service_from_mapping({**BASE, "user": "Query Lake\nx", "allow-root": "yes"}, "s.toml")
+    assert ei.value.problems == ["s.toml: user: contains a control character or line break: 'Query Lake\\nx'"]
+    with pytest.raises(SpecError) as ei:
+        service_from_mapping({**BASE, "user": "Query Lake", "allow-root": "yes"}, "s.toml")
+    assert [p.split(": ")[1] for p in ei.value.problems] == ["user", "allow-root"]
+
+
+def test_the_unit_carries_what_decides_the_model_and_caches_never_secrets() -> None:
+    from builder.serve.environment import carried
+
+    got = carried({"HOME": "/h", "HF_HOME": "/hf", "HF_HUB_OFFLINE": "1", "HF_TOKEN": "s", "VLLM_API_KEY": "k",
+                   "HUGGING_FACE_HUB_TOKEN": "s", "CUDA_VISIBLE_DEVICES": "1", "TERM": "xterm", "SSH_AUTH_SOCK": "/s",
+                   "BUILDER_SERVE_TOKEN": "t", "AWS_SECRET_ACCESS_KEY": "s", "VLLM_LOGGING_LEVEL": "INFO"})
+    assert got == {"HOME": "/h", "HF_HOME": "/hf", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "1",
+                   "VLLM_LOGGING_LEVEL": "INFO"}

@@ -35,6 +35,7 @@ class WheelRef:
     sha256: str | None = None
     size: int | None = None
     platform: bool = False  # compiled for a platform (not ``any``)
+    metadata_file: bool | None = None  # the index serves PEP 658 metadata for it (None: not known, ask)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ def _say(ctx: click.Context) -> Say:
     return lambda msg: p("route", msg)
 
 
-@exits({EXIT_OK: "ok (probe: ready)", EXIT_FAILED: "not ready / refused (smoke failed, GPU memory, startup timeout)",
+@exits({EXIT_OK: "ok (probe: ready)", EXIT_FAILED: "not ready / refused (smoke failed, GPU memory, startup timeout; "
+                                                  "status: the routed slot is not ready)",
         EXIT_USAGE: None, EXIT_UNAVAILABLE: "probe: unreachable", EXIT_PROTECTED: "a path inside a protected env",
         EXIT_BUSY: "busy (port in use, slot running, the routed slot, lock held)"})
 @main.group("serve")
@@ -56,13 +57,13 @@ def start_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtim
                                spec=_abs(spec), skip_gpu_check=skip_gpu_check)
     res = service.start(project(ctx), req, progress(ctx))
     if as_json:
-        echo_json(res)
+        echo_json(res.as_dict())
         return
-    rec = res["record"]
-    adopted = " (adopted: no lock)" if rec.get("origin") == "adopted" else ""
-    click.echo(f"slot {slot}: ready at {rec['url']} (model {rec['model']}, runtime {rec['runtime']}{adopted}, "
-               f"pid {rec['pid']}, {rec['ready_after']}s)")
-    click.echo(f"  log: {rec['log']}")
+    rec = res.record
+    adopted = " (adopted: no lock)" if rec.origin == "adopted" else ""
+    click.echo(f"slot {slot}: ready at {rec.url} (model {rec.model}, runtime {rec.runtime}{adopted}, "
+               f"pid {rec.pid}, {rec.ready_after}s)")
+    click.echo(f"  log: {rec.log}")
 
 
 @serve.command("stop")
@@ -82,15 +83,20 @@ def stop_cmd(ctx: click.Context, slot: str, drain: float | None, force: bool, sp
     req = service.StopRequest(slot=slot, drain=drain, force=force, spec=_abs(spec), route_file=_abs(route_file))
     res = service.stop(project(ctx), req, progress(ctx))
     if as_json:
-        echo_json(res)
-    elif not res["was_running"]:
-        click.echo(f"slot {slot}: not running")
+        echo_json(res.as_dict())
+    elif res.outcome is None:
+        click.echo(f"slot {slot}: not running" + (" (its server is dead; the route still points at it)"
+                                                   if res.routed else ""))
     else:
-        how = "SIGTERM" if res["terminated"] else f"SIGKILL after {res['seconds']}s"
-        click.echo(f"slot {slot}: stopped (pid {res['pid']}, {len(res['pids'])} process(es), {how}); "
-                   "nothing of it left running")
+        o = res.outcome
+        how = "SIGTERM" if o.terminated else f"SIGKILL after {o.seconds:.2f}s"
+        what = "orphaned process(es) of a dead server" if res.orphans else "process(es)"
+        click.echo(f"slot {slot}: stopped (pid {res.pid}, {len(o.pids)} {what}, {how}; signalled pid "
+                   f"{', '.join(map(str, o.signalled))}); nothing of it left running")
 
 
+@exits({EXIT_OK: "ok (the routed slot is ready, or the route is on no slot)",
+        EXIT_FAILED: "the route points at a slot that is not ready (one stderr line names it)", EXIT_USAGE: None})
 @serve.command("status")
 @_SPEC
 @_ROUTE_FILE
@@ -99,24 +105,40 @@ def stop_cmd(ctx: click.Context, slot: str, drain: float | None, force: bool, sp
 @click.pass_context
 def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, timeout: float,
                as_json: bool) -> None:
-    """Per slot: runtime, pid, port, alive, ready, requests in flight; and where the route points."""
+    """Per slot: runtime, pid, port, alive, ready, requests in flight, orphans; and where the route points."""
     from builder.serve import service
 
     res = service.status(project(ctx), _abs(spec), _abs(route_file), timeout)
     if as_json:
-        echo_json(res)
-        return
-    rows = [[r["slot"] + (" *" if r["routed"] else ""), str(r["port"]),
-             (r["runtime"] or "-") + (" (adopted)" if r.get("origin") == "adopted" else ""), str(r["pid"] or "-"),
-             "yes" if r["alive"] else ("stale" if r["record"] == "stale" else "no"), r["verdict"] or "-",
-             "-" if r["running"] is None else f"{r['running']}/{r['waiting']}"] for r in res["slots"]]
-    click.echo(table(rows, ["slot", "port", "runtime", "pid", "alive", "probe", "running/waiting"]))
-    rt = res["route"]
-    if rt is None:
-        click.echo("route: no route file")
+        echo_json(res.as_dict())
     else:
-        where = f"slot {rt['slot']}" if rt.get("slot") else "no builder slot"
-        click.echo(f"route: {where} ({rt.get('url')}, model {rt.get('model')}) in {rt['file']}  (* = routed)")
+        def alive(r: Any) -> str:
+            if r.alive:
+                return "yes"
+            if r.orphans is not None:
+                return f"dead, {len(r.orphans.pids)} orphan(s)"
+            return {"stale": "stale", "foreign": "foreign"}.get(r.record, "no")
+
+        rows = [[r.slot + (" *" if r.routed else ""), str(r.port),
+                 (r.runtime or "-") + (" (adopted)" if r.origin == "adopted" else ""), str(r.pid or "-"), alive(r),
+                 r.verdict or "-", "-" if r.running is None else f"{r.running}/{r.waiting}"] for r in res.slots]
+        click.echo(table(rows, ["slot", "port", "runtime", "pid", "alive", "probe", "running/waiting"]))
+        rt = res.route
+        if rt is None:
+            click.echo("route: no route file")
+        else:
+            where = f"slot {rt.slot}" if rt.slot else "no builder slot"
+            r = rt.route
+            click.echo(f"route: {where} ({r.url if r else None}, model {r.model if r else None}) in {rt.file}  "
+                       "(* = routed)")
+        for row in res.slots:
+            if row.orphans is not None:
+                click.echo(f"slot {row.slot}: its server is gone but {row.orphans.describe()}; end them with "
+                           f"`builder serve stop --slot {row.slot}" + (" --force`" if row.routed else "`"))
+    problem = res.routed_problem()
+    if problem:
+        click.echo(f"builder: {problem}", err=True)
+        ctx.exit(EXIT_FAILED)
 
 
 @exits({EXIT_OK: "ready", EXIT_FAILED: "not ready", EXIT_USAGE: None, EXIT_UNAVAILABLE: "unreachable"})
@@ -212,18 +234,20 @@ def route_show(ctx: click.Context, spec: str | None, route_file: str | None, as_
 
     res = cutover.show(project(ctx), _route_req(spec, route_file))
     if as_json:
-        echo_json(res)
+        echo_json(res.as_dict())
         return
-    where = f"slot {res['slot']}" if res["slot"] else "an endpoint outside builder"
-    click.echo(f"{res['file']}: {where}: {res['url']} (model {res['model']})")
-    if res["builder"]:
-        lock = "none (adopted: no hash verification)" if res.get("origin") == "adopted" else res["lock"] or "-"
-        click.echo(f"  runtime {res['runtime'] or '-'}, lock {lock}, since {res['since']}")
-        back = res["rollback_to"]
-        click.echo("  rollback: " + (f"{back['url']} (slot {back['slot'] or '-'})" if back
-                                     else "nothing to roll back to"))
+    r = res.route
+    where = f"slot {r.slot}" if r and r.slot else "an endpoint outside builder"
+    click.echo(f"{res.file}: {where}: {r.url if r else None} (model {r.model if r else None})")
+    if res.foreign is None:
+        lock = ("none (adopted: no hash verification)" if r and r.origin == "adopted"
+                else (r.lock if r else None) or "-")
+        click.echo(f"  runtime {(r.runtime if r else None) or '-'}, lock {lock}, "
+                   f"since {res.entry.time if res.entry else None}")
+        back = res.rollback_to
+        click.echo("  rollback: " + (f"{back.url} (slot {back.slot or '-'})" if back else "nothing to roll back to"))
     else:
-        click.echo(f"  not builder's: {res['foreign']} (adopt it with `builder route init`)")
+        click.echo(f"  not builder's: {res.foreign} (adopt it with `builder route init`)")
 
 
 @route_group.command()  # named after the function: `builder route init`
@@ -242,10 +266,9 @@ def init(ctx: click.Context, url: str, model: str, force: bool, spec: str | None
     res = cutover.init(project(ctx), _route_req(spec, route_file, force, command="builder route init"),
                        url=url, model=model)
     if as_json:
-        echo_json(res)
+        echo_json(res.as_dict())
     else:
-        click.echo(f"{res['file']}: route initialised to {res['entry']['to']['url']} "
-                   f"(model {res['entry']['to']['model']})")
+        click.echo(f"{res.file}: route initialised to {res.to.url} (model {res.to.model})")
 
 
 @route_group.command("set")
@@ -264,12 +287,11 @@ def route_set(ctx: click.Context, slot: str, force: bool, timeout: float, spec: 
     res = cutover.set_route(project(ctx), _route_req(spec, route_file, force, timeout,
                                                      f"builder route set {slot}"), slot=slot, say=_say(ctx))
     if as_json:
-        echo_json(res)
-    elif not res["changed"]:
-        click.echo(f"{res['file']}: already routed to slot {slot}; unchanged")
+        echo_json(res.as_dict())
+    elif not res.changed:
+        click.echo(f"{res.file}: already routed to slot {slot}; unchanged")
     else:
-        to = res["entry"]["to"]
-        click.echo(f"{res['file']}: routed to slot {slot} ({to['url']}, runtime {to['runtime'] or '-'})")
+        click.echo(f"{res.file}: routed to slot {slot} ({res.to.url}, runtime {res.to.runtime or '-'})")
 
 
 @route_group.command("rollback")
@@ -287,8 +309,8 @@ def route_rollback(ctx: click.Context, force: bool, timeout: float, spec: str | 
     res = cutover.rollback(project(ctx), _route_req(spec, route_file, force, timeout, "builder route rollback"),
                            say=_say(ctx))
     if as_json:
-        echo_json(res)
+        echo_json(res.as_dict())
     else:
-        to = res["entry"]["to"]
-        where = f"slot {to['slot']}" if to["slot"] else "the endpoint outside builder"
-        click.echo(f"{res['file']}: rolled back to {where} ({to['url']}, model {to['model']})")
+        to = res.to
+        where = f"slot {to.slot}" if to.slot else "the endpoint outside builder"
+        click.echo(f"{res.file}: rolled back to {where} ({to.url}, model {to.model})")

@@ -8,14 +8,12 @@ to the journal, then the route file is replaced atomically
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from builder.errors import NotReady, UsageError
 from builder.project import Project
 from builder.report import Say
-from builder.serve import endpoint, process, route, state
+from builder.serve import endpoint, process, results, route, state
 from builder.serve import probe as probe_mod
 from builder.serve.state import api_key
 
@@ -36,7 +34,7 @@ class RouteRequest:
     command: str = "builder route"
 
 
-def show(project: Project, req: RouteRequest) -> dict[str, Any]:
+def show(project: Project, req: RouteRequest) -> results.RouteShown:
     """What the route file says, who wrote it and since when."""
     ctx = state.context(project, req.spec, req.route_file)
     journal = route.read_journal(ctx.journal)
@@ -44,23 +42,9 @@ def show(project: Project, req: RouteRequest) -> dict[str, Any]:
     if not cur.exists:
         raise NotReady(f"no route file at {ctx.route_file}",
                        "create it with `builder route init --url URL --model NAME` (today's endpoint)")
-    r = cur.route
     target = route.rollback_target(journal, cur.entry) if cur.entry else None
-    return {"file": str(ctx.route_file), "slot": r.slot if r else None, "url": r.url if r else None,
-            "model": r.model if r else None, "runtime": r.runtime if r else None, "lock": r.lock if r else None,
-            "origin": r.origin if r else None,
-            "since": cur.entry.time if cur.entry else None, "entry": cur.entry.id if cur.entry else None,
-            "builder": cur.foreign is None, "foreign": cur.foreign,
-            "rollback_to": target.to.as_dict() if target and target.to else None}
-
-
-def _origin(rec: Mapping[str, Any]) -> str | None:
-    """Where the slot's runtime came from: its record says so (records from before adoption
-    existed name a lock, or nothing)."""
-    said = rec.get("origin")
-    if said in ("lock", "adopted"):
-        return str(said)
-    return "lock" if rec.get("lock") else None
+    return results.RouteShown(file=str(ctx.route_file), route=cur.route, entry=cur.entry, foreign=cur.foreign,
+                              rollback_to=target.to if target else None)
 
 
 def _adoptable(ctx: state.Context, cur: route.Current) -> None:
@@ -77,7 +61,7 @@ def _commit(ctx: state.Context, entry: route.Entry, command: str) -> None:
     ctx.remember_route_file(ctx.route_file)
 
 
-def init(project: Project, req: RouteRequest, *, url: str, model: str) -> dict[str, Any]:
+def init(project: Project, req: RouteRequest, *, url: str, model: str) -> results.RouteChange:
     """Adopt today's endpoint (e.g. production's server) as the journal's starting point."""
     ctx = state.context(project, req.spec, req.route_file)
     try:
@@ -101,10 +85,11 @@ def init(project: Project, req: RouteRequest, *, url: str, model: str) -> dict[s
             if others:
                 raise NotReady(f"{ctx.route_file} also defines {', '.join(others)}, which the route file "
                                "cannot keep", "move them to QueryLake's other settings, or pass --force")
-        entry = route.Entry(route.new_id(), route.now(), "adopt", route.Route(api, model), cur.route,
-                            None, probe="not run", forced=req.force)
+        to = route.Route(api, model)
+        entry = route.Entry(route.new_id(), route.now(), "adopt", to, cur.route, None, probe="not run",
+                            forced=req.force)
         _commit(ctx, entry, req.command)
-    return {"file": str(ctx.route_file), "entry": entry.as_dict()}
+    return results.RouteChange(file=str(ctx.route_file), entry=entry, to=to)
 
 
 def _same(a: str, b: str) -> bool:
@@ -128,7 +113,16 @@ def _probe(ctx: state.Context, target: route.Route, req: RouteRequest, say: Say)
     return rep.verdict
 
 
-def set_route(project: Project, req: RouteRequest, *, slot: str, say: Say | None = None) -> dict[str, Any]:
+def _runs(ctx: state.Context, slot: str) -> process.Served | None:
+    """What serves in ``slot`` now: the server ``serve start`` recorded, else a server this state
+    directory's unit runs (its environment names the runtime), else None (unknown)."""
+    rec = ctx.read_record(slot)
+    if rec is not None and process.is_ours(rec, ctx.home):
+        return process.Served(runtime=rec.runtime, lock=rec.lock, origin=rec.origin)
+    return process.unit_server(ctx.service.slot(slot).port, ctx.home)
+
+
+def set_route(project: Project, req: RouteRequest, *, slot: str, say: Say | None = None) -> results.RouteChange:
     """Point the route at ``slot`` once a probe says it is ready."""
     say = say or _quiet
     ctx = state.context(project, req.spec, req.route_file)
@@ -140,25 +134,26 @@ def set_route(project: Project, req: RouteRequest, *, slot: str, say: Say | None
         journal = route.read_journal(ctx.journal)
         cur = route.current(ctx.route_file, journal)
         _adoptable(ctx, cur)
-        rec = ctx.read_record(s.name)
-        live = rec is not None and process.is_ours(rec)
-        target = route.Route(svc.base_url(s), svc.served_model_name, s.name,
-                             str(rec["runtime"]) if live and rec else None,
-                             str(rec.get("lock")) if live and rec and rec.get("lock") else None,
-                             _origin(rec) if live and rec else None)
+        now = _runs(ctx, s.name)
+        target = route.Route(svc.base_url(s), svc.served_model_name, s.name, now.runtime if now else None,
+                             now.lock if now else None, now.origin if now else None)
         if cur.route is not None and cur.entry is not None and cur.route.slot == s.name \
                 and _same(cur.route.url, target.url) and cur.route.runtime == target.runtime:
             say(f"the route already points at slot {s.name}")
-            return {"changed": False, "file": str(ctx.route_file), "to": cur.route.as_dict()}
+            return results.RouteChange(file=str(ctx.route_file), entry=None, to=cur.route)
         verdict = _probe(ctx, target, req, say)
         entry = route.Entry(route.new_id(), route.now(), "set", target, cur.route,
                             cur.entry.id if cur.entry else None, probe=verdict, forced=req.force)
         _commit(ctx, entry, req.command)
-    return {"changed": True, "file": str(ctx.route_file), "entry": entry.as_dict()}
+    return results.RouteChange(file=str(ctx.route_file), entry=entry, to=target)
 
 
-def rollback(project: Project, req: RouteRequest, *, say: Say | None = None) -> dict[str, Any]:
-    """Return to the journaled route that was in effect before the current one (probed first)."""
+def rollback(project: Project, req: RouteRequest, *, say: Say | None = None) -> results.RouteChange:
+    """Return to the journaled route that was in effect before the current one (probed first).
+
+    A slot that now runs another runtime than the journal recorded for it is
+    not rolled back onto without ``--force`` (then the runtime it runs is recorded).
+    """
     say = say or _quiet
     ctx = state.context(project, req.spec, req.route_file)
     ctx.guard()
@@ -183,13 +178,18 @@ def rollback(project: Project, req: RouteRequest, *, say: Say | None = None) -> 
                              "route explicitly with `builder route set SLOT` or `builder route init --url URL "
                              "--model NAME`")
         if target.slot and target.slot in ctx.service.slots:
-            rec = ctx.read_record(target.slot)
-            if rec is not None and process.is_ours(rec) and rec.get("runtime") != target.runtime:
-                say(f"slot {target.slot} now runs {rec.get('runtime')} (was {target.runtime})")
-                target = route.Route(target.url, target.model, target.slot, str(rec.get("runtime")),
-                                     str(rec.get("lock")) if rec.get("lock") else None, _origin(rec))
+            now = _runs(ctx, target.slot)
+            if now is not None and now.runtime is not None and now.runtime != target.runtime:
+                if target.runtime is not None and not req.force:
+                    raise NotReady(f"route unchanged: slot {target.slot} now runs {now.runtime}, not "
+                                   f"{target.runtime} that the route had there; rolling back would serve another "
+                                   f"runtime", f"start {target.runtime} in it (builder serve start --runtime "
+                                   f"{target.runtime} --slot {target.slot}), or pass --force to roll back onto "
+                                   f"{now.runtime} (journaled)")
+                say(f"slot {target.slot} now runs {now.runtime} (was {target.runtime or 'not recorded'})")
+                target = route.Route(target.url, target.model, target.slot, now.runtime, now.lock, now.origin)
         verdict = _probe(ctx, target, req, say)
         entry = route.Entry(route.new_id(), route.now(), "rollback", target, cur.route, cur.entry.id,
                             restores=target_entry.id, probe=verdict, forced=req.force)
         _commit(ctx, entry, req.command)
-    return {"changed": True, "file": str(ctx.route_file), "entry": entry.as_dict()}
+    return results.RouteChange(file=str(ctx.route_file), entry=entry, to=target)

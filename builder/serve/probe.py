@@ -33,7 +33,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from builder import _http
@@ -108,7 +108,7 @@ def error_text(resp: Response) -> str:
     return f"HTTP {resp.status}" + (f": {msg}" if msg else "")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Step:
     step: str
     status: str
@@ -119,12 +119,14 @@ class Step:
         return {"step": self.step, "status": self.status, "detail": self.detail, "seconds": round(self.seconds, 3)}
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class Report:
+    """A probe's verdict and its steps."""
+
     verdict: str
     url: str
     model: str
-    steps: list[Step] = field(default_factory=list)
+    steps: tuple[Step, ...] = ()
     seconds: float = 0.0
 
     @property
@@ -151,7 +153,7 @@ def _timed(name: str, fn: Callable[[], tuple[str, str]]) -> Step:
         status, detail = FAIL, str(exc)
     except Unreachable as exc:
         status, detail = FAIL, f"unreachable: {exc}"
-    return Step(name, status, detail, time.monotonic() - t)
+    return Step(step=name, status=status, detail=detail, seconds=time.monotonic() - t)
 
 
 def completion_body(model: str, max_tokens: int = 4) -> dict[str, Any]:
@@ -243,7 +245,7 @@ def probe(url: str, model: str, *, timeout: float = 30.0, api_key: str | None = 
     (the load step, if asked for, gets ``timeout`` per request on top)."""
     t0 = time.monotonic()
     deadline = t0 + timeout
-    rep = Report(NOT_READY, url, model)
+    steps: list[Step] = []
     unreachable = False
 
     def health() -> tuple[str, str]:
@@ -272,22 +274,21 @@ def probe(url: str, model: str, *, timeout: float = 30.0, api_key: str | None = 
             return PASS, f"serves {model!r}"
         return FAIL, f"{model!r} is not served (served: {', '.join(ids) or 'none'})"
 
-    rep.steps.append(_timed("health", health))
+    steps.append(_timed("health", health))
     if unreachable:
-        rep.verdict = UNREACHABLE
+        verdict = UNREACHABLE
         for name in ("models", "completion", *(["load"] if requests else [])):
-            rep.steps.append(Step(name, SKIP, "server unreachable", 0.0))
+            steps.append(Step(step=name, status=SKIP, detail="server unreachable", seconds=0.0))
     else:
-        rep.steps.append(_timed("models", models))
-        rep.steps.append(_timed("completion", lambda: _completion(url, model, deadline, api_key)))
+        steps.append(_timed("models", models))
+        steps.append(_timed("completion", lambda: _completion(url, model, deadline, api_key)))
         if requests:
-            if all(s.status == PASS for s in rep.steps):
-                rep.steps.append(_timed("load", lambda: _load(url, model, requests, concurrency, timeout, api_key)))
+            if all(s.status == PASS for s in steps):
+                steps.append(_timed("load", lambda: _load(url, model, requests, concurrency, timeout, api_key)))
             else:
-                rep.steps.append(Step("load", SKIP, "the server is not ready", 0.0))
-        rep.verdict = READY if all(s.status == PASS for s in rep.steps) else NOT_READY
-    rep.seconds = time.monotonic() - t0
-    return rep
+                steps.append(Step(step="load", status=SKIP, detail="the server is not ready", seconds=0.0))
+        verdict = READY if all(s.status == PASS for s in steps) else NOT_READY
+    return Report(verdict=verdict, url=url, model=model, steps=tuple(steps), seconds=time.monotonic() - t0)
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)")

@@ -16,19 +16,18 @@ protected-env check is made for serving, so a shared write gate can replace it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from builder import paths, protect
 from builder.errors import BuilderError, UsageError
 from builder.files import inputs
 from builder.files.fsio import atomic_write, directory_lock
 from builder.project import Project
-from builder.serve import route
+from builder.serve import process, record, route
+from builder.serve.record import SlotRecord
 from builder.serve.spec import Service, load_service
 
 DEFAULT_SPEC = "service.toml"  # under envs/
@@ -104,15 +103,16 @@ class Context:
 
     # ------------------------------------------------------------------ slot records
 
-    def read_record(self, slot: str) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.record_path(slot).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+    @property
+    def home(self) -> process.Home:
+        """This state directory's identity, which its records and its servers carry."""
+        return process.home_of(self.state_dir)
 
-    def write_record(self, slot: str, data: dict[str, Any]) -> None:
-        atomic_write(self.record_path(slot), json.dumps(data, indent=2) + "\n")
+    def read_record(self, slot: str) -> SlotRecord | None:
+        return record.read(self.record_path(slot))
+
+    def write_record(self, rec: SlotRecord) -> None:
+        record.write(self.record_path(rec.slot), rec)
 
     def drop_record(self, slot: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -29,8 +29,15 @@ Failure modes, from ``FAKE_VLLM_MODE`` (comma-separated) in its environment:
 ``hang-body``, ``ignore-term``.  ``FAKE_VLLM_START_DELAY`` (seconds before binding: a slow
 model load) and ``FAKE_VLLM_LATENCY`` (seconds per completion: requests in flight; a request's
 ``X-Fake-Latency`` header overrides it).
-Like vLLM it runs a separate engine process (a child that sleeps, holding
-``FAKE_VLLM_GPU_MIB`` of GPU memory if asked), so stopping it must stop a process tree.
+Like vLLM (0.26.0 as it ran on an H100, docs/serve.md "What the real vLLM did") it runs as
+three processes in one process group: the API server (this process), a resource tracker and an
+engine core (children that sleep; the engine holds ``FAKE_VLLM_GPU_MIB`` of GPU memory if asked),
+so stopping it must stop a process tree, and a ``kill -9`` of the API server leaves the other two
+running (orphans holding the engine's memory).  Like vLLM it accepts no connection until its
+engine is up (``FAKE_VLLM_START_DELAY``), and its SIGTERM handling aborts the requests in flight:
+vLLM's ``serve_http`` cancels the uvicorn server task on SIGTERM instead of letting uvicorn drain
+(``vllm/entrypoints/launcher.py``, ``signal_handler``), so a request in flight gets no answer;
+the drain builder does first is what saves them.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -69,6 +77,18 @@ class State:
     api_key: str | None = None
     running = 0
     lock = threading.Lock()
+    in_flight: set[socket.socket] = set()  # connections of the completions being computed
+
+
+def abort_in_flight() -> None:
+    """What vLLM's SIGTERM does to requests in flight: their connections close unanswered."""
+    with State.lock:
+        conns = list(State.in_flight)
+    for c in conns:
+        try:
+            c.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def log(msg: str) -> None:
@@ -146,6 +166,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         with State.lock:
             State.running += 1
+            State.in_flight.add(self.connection)
         try:
             time.sleep(float(self.headers.get("X-Fake-Latency") or LATENCY))
             if "completion-500" in MODES:
@@ -178,12 +199,31 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             with State.lock:
                 State.running -= 1
+                State.in_flight.discard(self.connection)
 
 
-def engine_process() -> subprocess.Popen[bytes]:
-    """The engine core: a child process in the server's group, like vLLM's EngineCore."""
+TRACKER = """import signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+sys.stdin.buffer.read()
+"""
+
+
+def engine_process(tracker_fd: int) -> subprocess.Popen[bytes]:
+    """The engine core: a child process in the server's group, like vLLM's EngineCore (it holds
+    the resource tracker's pipe too, as a spawned child of multiprocessing does)."""
     ignore = "signal.signal(signal.SIGTERM, signal.SIG_IGN)" if "ignore-term" in MODES else ""
-    return subprocess.Popen([sys.executable, "-c", ENGINE.format(ignore)])
+    return subprocess.Popen([sys.executable, "-c", ENGINE.format(ignore)], pass_fds=(tracker_fd,))
+
+
+def resource_tracker() -> tuple[subprocess.Popen[bytes], int]:
+    """multiprocessing's resource tracker, which vLLM's spawn start method starts beside the
+    engine: it ignores SIGINT and SIGTERM and ends when every holder of its pipe has closed it
+    (``multiprocessing/resource_tracker.py``, ``main``).  (process, the pipe's write end)."""
+    r, w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-c", TRACKER], stdin=r)
+    os.close(r)
+    return proc, w
 
 
 def main(argv: list[str]) -> int:
@@ -202,43 +242,62 @@ def main(argv: list[str]) -> int:
     State.max_model_len = args.max_model_len
     State.api_key = args.api_key or os.environ.get("VLLM_API_KEY") or None
     log(f"INFO: vllm API server version 0.13.0 (fake), pid {os.getpid()}, model {args.model}")
-    engine = engine_process()
+    tracker, tracker_fd = resource_tracker()
+    engine = engine_process(tracker_fd)
     stop = threading.Event()
     server: ThreadingHTTPServer | None = None
 
     def on_term(_sig: int, _frame: object) -> None:
-        log("INFO:     Shutting down")
+        log("INFO:     Shutting down FastAPI HTTP server.")
         stop.set()
+        abort_in_flight()
         if server is not None:
             threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN if "ignore-term" in MODES else on_term)
+    children = (engine, tracker)
+
+    def release() -> None:  # the API server's end of the tracker's pipe
+        try:
+            os.close(tracker_fd)
+        except OSError:
+            pass
     if "exit-early" in MODES:
         log("ERROR: RuntimeError: Engine core initialization failed. See root cause above.")
-        engine.kill()
+        release()
+        for c in children:
+            c.kill()
         return 1
     if "never-bind" in MODES:
         while not stop.wait(0.1):
             pass
-        engine.terminate()
+        release()
+        for c in children:
+            c.terminate()
         return 0
-    if stop.wait(START_DELAY):
-        engine.terminate()
+    if stop.wait(START_DELAY):  # loading: no listening socket yet (connections are refused)
+        release()
+        for c in children:
+            c.terminate()
         return 0
     try:
         server = ThreadingHTTPServer((args.host, args.port), Handler)
     except OSError as exc:
         log(f"ERROR:    [Errno {exc.errno}] error while attempting to bind on address "
             f"('{args.host}', {args.port}): {exc.strerror.lower() if exc.strerror else exc}")
-        engine.kill()
+        release()
+        for c in children:
+            c.kill()
         return 1
     server.daemon_threads = True
     log(f"INFO:     Started server process [{os.getpid()}]")
     log(f"INFO:     Uvicorn running on http://{args.host}:{args.port} (Press CTRL+C to quit)")
     if not stop.is_set():
         server.serve_forever(poll_interval=0.05)
+    release()
     engine.terminate()
-    engine.wait(5)
+    for c in children:
+        c.wait(5)
     log("INFO:     Finished server process")
     return 0
 
