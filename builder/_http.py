@@ -30,6 +30,7 @@ deadline (no socket exists yet to shut down).
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import socket
 import stat
@@ -46,6 +47,7 @@ from builder.errors import Unavailable
 
 if TYPE_CHECKING:
     import http.client
+    import ssl
 
 # http.client, ssl and urllib.request are imported by the functions that go to the
 # network: together they cost a warm `builder check` (cache only) about 20 ms.
@@ -290,10 +292,22 @@ def _proxy_for(url: str) -> tuple[str, str | None] | None:
     return f"{p.hostname}:{p.port or 8080}", auth
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """The one TLS context of the process (certificate checks on, the system's CA store).
+
+    Building a context loads the CA store: about 20 ms of CPU each time, as much as the rest
+    of a range request; a search or check makes dozens of requests.  An SSLContext may be
+    shared by threads.
+    """
+    import ssl
+
+    return ssl.create_default_context()
+
+
 def _connection(url: str, timeout: float, *,
                 use_proxy: bool = True) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
     import http.client
-    import ssl
 
     parts = urllib.parse.urlsplit(url)
     target = parts.path or "/"
@@ -306,7 +320,7 @@ def _connection(url: str, timeout: float, *,
     if proxy is not None:
         where, auth = proxy
         if https:
-            conn = http.client.HTTPSConnection(where, timeout=timeout, context=ssl.create_default_context())
+            conn = http.client.HTTPSConnection(where, timeout=timeout, context=_tls())
             conn.set_tunnel(parts.hostname or "", parts.port, headers={"Proxy-Authorization": auth} if auth else None)
         else:
             conn = http.client.HTTPConnection(where, timeout=timeout)
@@ -315,7 +329,7 @@ def _connection(url: str, timeout: float, *,
                 extra["Proxy-Authorization"] = auth
     elif https:
         conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout,
-                                           context=ssl.create_default_context())
+                                           context=_tls())
     else:
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
     return conn, target, extra
