@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from builder.errors import Unavailable
 
@@ -332,7 +332,51 @@ def _connection(url: str, timeout: float, *,
                                            context=_tls())
     else:
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    conn._create_connection = _create_connection  # type: ignore[attr-defined]  # http.client's own hook
     return conn, target, extra
+
+
+_DNS: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+_DNS_LOCKS: dict[tuple[str, int], threading.Lock] = {}
+_DNS_GUARD = threading.Lock()
+
+
+def resolve(host: str, port: int) -> list[tuple[Any, ...]]:
+    """``getaddrinfo`` for a TCP connection, once per (host, port) for the process, one lookup in
+    flight per host.  Concurrent lookups of one name race in some resolvers (the A and AAAA
+    queries of several threads share a conntrack entry; the lost answer costs the resolver's
+    5-second retry): eight range reads of one host could stall 5 s together.  A failure is not kept."""
+    key = (host, port)
+    with _DNS_GUARD:
+        lock = _DNS_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        hit = _DNS.get(key)
+        if hit is None:
+            hit = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+            _DNS[key] = hit
+    return hit
+
+
+def _create_connection(address: tuple[str, int], timeout: Any = None,
+                       source_address: tuple[str, int] | None = None) -> socket.socket:
+    """``socket.create_connection`` with the address from :func:`resolve`."""
+    host, port = address
+    err: OSError | None = None
+    for family, kind, proto, _name, addr in resolve(host, port):
+        sock = None
+        try:
+            sock = socket.socket(family, kind, proto)
+            if isinstance(timeout, (int, float)):
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(addr)
+            return sock
+        except OSError as exc:
+            err = exc
+            if sock is not None:
+                sock.close()
+    raise err if err is not None else OSError(f"no address for {host}")
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from builder.suggest.releases import ACCEPT, IndexFile, PageError, parse_page
 PAGE_MAX = 64 * 1024 * 1024  # bytes of one project page (PyPI's torch page: about 0.4 MB)
 PAGE_KIND = "simple-pages"
 PAGE_FORMAT = 1
-WORKERS = 16  # concurrent METADATA reads (each a few small range requests)
+WORKERS = 8  # concurrent METADATA reads per stage (vLLM, then torch), as many as a check makes
 
 
 @dataclass(frozen=True, kw_only=True)
