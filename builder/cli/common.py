@@ -40,7 +40,13 @@ def project(ctx: click.Context) -> Project:
 
     proj = Project(find_root(app(ctx).project_dir))
     paths.use_project(proj)  # its envs/host.toml names what the write gate protects
+    paths.on_warning(warn)  # a protected env the gate cannot locate is said before the first write
     return proj
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (also under -q: a warning is not progress)."""
+    click.echo(f"builder: warning: {message}", err=True)
 
 
 def quiet(ctx: click.Context) -> bool:

@@ -98,8 +98,20 @@ def run_preflight(project: Project, selector: str, from_snapshot: Path | None = 
     snap = _snapshot(project, from_snapshot, [])
     report = preflight.evaluate(hostfacts.from_snapshot(snap), matrix, project.host(),
                                 lock_floor=lock_floor(project, matrix))
+    if from_snapshot is None:  # the guard is this machine's: a snapshot's host is another one
+        report.checks.extend(guard_checks(project))
     report.extra["source"] = _source(snap)
     return report
+
+
+def guard_checks(project: Project) -> list[preflight.Check]:
+    """A ``protected-envs`` warning per protected env builder cannot locate on this machine
+    (:meth:`builder.protect.Protected.unlocatable`): builder could not refuse writes into it."""
+    from builder import protect
+
+    return [preflight.Check("protected-envs", "warn", paths.unguarded_message(name),
+                            f"add the env's prefix, e.g. paths = [\"/opt/conda/envs/{name}\"]")
+            for name in protect.for_project(project).unlocatable()]
 
 
 def _named_runtime(project: Project, root: str | None, runtime_id: str) -> layout.Runtime:
