@@ -35,8 +35,8 @@ from typing import Literal
 from builder import cancel, protect
 from builder.errors import FilesystemRefused, UsageError
 from builder.files.fsio import refuse_special
-from builder.progress import Say
 from builder.project import Project
+from builder.report import Say
 
 Kind = Literal["file", "dir"]
 

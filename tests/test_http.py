@@ -412,3 +412,41 @@ def test_all_wheel_reads_of_one_check_share_one_deadline(tmp_path: Path) -> None
         with pytest.raises(Unavailable):
             wheels.read_wheels(refs, cache=None, offline=False, stats=wheels.FetchStats(), small=0, deadline=2.0)
         assert time.monotonic() - t < 4.0
+
+
+def test_a_host_is_resolved_once_and_by_one_thread_at_a_time(site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight concurrent reads of one host make one DNS lookup (concurrent lookups of one name can
+    lose an answer in the resolver and stall 5 s); a failed lookup is not kept."""
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, stats, root = site
+    (root / "f.bin").write_bytes(b"x" * 1000)
+    host = url.split("//")[1].split(":")[0]
+    real, calls, inside, most = socket.getaddrinfo, [], [0], [0]
+    lock = threading.Lock()
+
+    def counting(*a: object, **k: object) -> object:
+        with lock:
+            calls.append(a[0])
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.05)
+        with lock:
+            inside[0] -= 1
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    monkeypatch.setattr(_http, "_DNS", {})
+    with ThreadPoolExecutor(8) as pool:
+        bodies = list(pool.map(lambda _i: _http.fetch(f"{url}/f.bin", what="t", max_bytes=10_000).body, range(8)))
+    assert bodies == [b"x" * 1000] * 8 and calls == [host] and most[0] == 1 and stats.requests == 8
+
+    def failing(*a: object, **k: object) -> object:
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", failing)
+    with pytest.raises(Unavailable, match="Temporary failure in name resolution"):
+        _http.fetch("http://nowhere.invalid/f.bin", what="t", max_bytes=10)
+    assert ("nowhere.invalid", 80) not in _http._DNS

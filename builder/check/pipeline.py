@@ -33,7 +33,7 @@ from builder.check.model import CheckReport, Facts, Identity, Pkg, WheelRef
 from builder.check.rules import driver_summary, evaluate, verdict
 from builder.driver.facts import HostFacts
 from builder.errors import LockFileError, ToolNotFound, Unavailable, UsageError
-from builder.progress import Progress
+from builder.report import Level, Progress
 from builder.spec import Matrix
 from builder.versions import DriverVersion, compute_capability
 
@@ -160,7 +160,7 @@ class CheckRequest:
 class CheckResult:
     reports: list[CheckReport]
     chooser: list[dict[str, Any]]
-    verdict: str
+    verdict: Level
     fetched: dict[str, int]
 
 
@@ -214,8 +214,7 @@ def resolve_host(base: HostFacts, req: CheckRequest) -> HostFacts:
     host = base
     if req.probe:
         probed = probe_host()
-        probed.glibc = probed.glibc or host.glibc
-        host = probed
+        host = probed.overridden(glibc=probed.glibc or host.glibc)
     if req.driver or req.ccs or req.glibc:
         given = [n for n, v in (("--driver", req.driver), ("--gpu-cc", req.ccs), ("--glibc", req.glibc)) if v]
         host = host.overridden(driver=req.driver, ccs=tuple(req.ccs), glibc=req.glibc,
@@ -323,8 +322,7 @@ def host_from_snapshot(snap: Snapshot) -> HostFacts:
     if rec is None or rec.exit == "missing":
         raise ToolNotFound("nvidia-smi not found: cannot --probe this host",
                            "run on the GPU host, or pass --driver and --gpu-cc")
-    facts = hostfacts.from_snapshot(snap)
-    facts.origin = "nvidia-smi"
+    facts = hostfacts.from_snapshot(snap).overridden(origin="nvidia-smi")
     if facts.nvsmi_error is not None or facts.gpus is None or facts.driver is None:
         drivers = facts.gpu_drivers
         why = facts.problems.get("gpus") or (

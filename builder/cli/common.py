@@ -10,8 +10,8 @@ import click
 from builder.errors import exit_help
 
 if TYPE_CHECKING:
-    from builder.progress import Progress
     from builder.project import Project
+    from builder.report import Progress
 
 C = TypeVar("C", bound=click.Command)
 
@@ -25,6 +25,10 @@ class AppContext(NamedTuple):
     project_dir: str | None = None
     quiet: bool = False
     verbose: bool = False
+
+
+#: How a table marks each level of builder.report.Level (check's findings, preflight's checks).
+MARK = {"pass": "ok", "info": "info", "warn": "WARN", "unknown": "??", "fail": "FAIL"}
 
 
 def app(ctx: click.Context) -> AppContext:

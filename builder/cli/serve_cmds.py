@@ -13,7 +13,7 @@ from builder.cli.common import echo_json, exits, progress, project, quiet, table
 from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_OK, EXIT_PROTECTED, EXIT_UNAVAILABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
-    from builder.progress import Say
+    from builder.report import Say
     from builder.serve.cutover import RouteRequest
     from builder.serve.results import SlotStatus
 

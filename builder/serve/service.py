@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.errors import Busy, NotReady, UsageError
-from builder.progress import Progress, Say
 from builder.project import Project
+from builder.report import Progress, Say
 from builder.serve import endpoint, environment, gpu, process, results, route, state
 from builder.serve import probe as probe_mod
 from builder.serve.record import SlotRecord

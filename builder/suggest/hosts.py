@@ -39,13 +39,10 @@ def load(project: Any, *, snapshots: tuple[Path, ...], probe: bool, driver: str 
 
         bases = []
         for p in snapshots:
-            h = host_from_snapshot(snapshot.load(p))
-            h.origin = f"snapshot {p.name}"
-            bases.append(h)
+            bases.append(host_from_snapshot(snapshot.load(p)).overridden(origin=f"snapshot {p.name}"))
     elif probe:
         h = probe_host()
-        h.glibc = h.glibc or declared.glibc
-        bases = [h]
+        bases = [h.overridden(glibc=h.glibc or declared.glibc)]
     else:
         bases = [declared]
     out = []
