@@ -1,13 +1,18 @@
-"""Derived data kept by content: validated lock models and parsed data files (like a .pyc).
+"""Derived data kept by content: packaging's verdict on locks and parsed data files (like a .pyc).
 
-A warm ``builder check`` or ``build`` re-derives the same things from the same bytes: the
-validated model of each lock (:func:`builder.pylock.parse`) and the parsed tables of
+A warm ``builder check`` or ``build`` re-derives the same things from the same bytes:
+packaging's validation of each lock (:func:`builder.pylock.parse`) and the parsed tables of
 ``builder/data/*.toml``.  Both are pure functions of their input bytes, so their results are
 kept in builder's cache directory (the gated check cache, beside the wheel facts), under a key
 that hashes the input bytes and the code that derives them:
 
 * ``DIR/locks/``: :func:`builder.pylock.memo_key` (the lock's bytes, the parser's source,
-  packaging's version); the model must also name the lock's own sha256 to be believed.
+  packaging's version) -> the verdict "these bytes are a valid PEP 751 lock", which must
+  name the lock's own sha256 to be believed.  Only the verdict: the model (packages,
+  wheels, hashes, content hash) is read from the lock's bytes on every read, so what a build
+  installs, what a check judges and a runtime's address follow from the lock alone, whatever
+  the cache holds.  A forged verdict can at most spare packaging's validation of bytes that
+  builder still reads for itself (a lock it cannot read is refused all the same).
 * ``DIR/toml/``: the data file's bytes and the TOML reader.
 * ``DIR/interpreters/``: what an interpreter said of itself
   (:func:`builder.runtime.interpreters.probe`), keyed by its file's identity (see there).
@@ -17,8 +22,10 @@ Every entry is ``{"key": ..., "value": ...}`` in a file named by the key's sha25
 
 A miss derives and keeps the result; an entry that does not read back exactly (torn,
 edited, another format) is ignored and rewritten; an invalid lock raises before anything is
-kept; a cache that cannot be written only costs the next run the derivation.  The entries are
-as trusted as the wheel facts beside them: the operator's own cache directory.
+kept; a cache that cannot be written only costs the next run the derivation.  The parsed
+data tables and the interpreter answers are trusted as the cache directory is (the
+operator's own, like the wheel facts beside them: docs/reliability.md says what those can
+change); a lock's content never comes from here.
 
 The pure modules stay pure: they hold the keys and the entry formats; the reading and
 writing of entries is here.
@@ -79,18 +86,19 @@ def keep_json(cache: Path, kind: str, key: str, value: Any) -> None:
 
 
 def lock(raw: bytes, where: str, cache: Path | None) -> pylock.Lock:
-    """:func:`builder.pylock.parse` of ``raw``, kept under ``cache`` (None: not kept)."""
+    """:func:`builder.pylock.parse` of ``raw``; packaging's verdict on it kept under ``cache``
+    (None: not kept).  The model is always read from ``raw``: only the validation is skipped
+    when the cache holds a valid verdict on these very bytes."""
     if cache is None:
         return pylock.parse(raw, where)
     sha = hashlib.sha256(raw).hexdigest()
     key = pylock.memo_key(sha)
     if key is None:
         return pylock.parse(raw, where)
-    hit = pylock.from_memo(get_json(cache, "locks", key), raw, sha, where)
-    if hit is not None:
-        return hit
+    if pylock.believes(get_json(cache, "locks", key), sha):
+        return pylock.parse(raw, where, validated=True)
     parsed = pylock.parse(raw, where)  # raises on an invalid lock: nothing is kept
-    keep_json(cache, "locks", key, pylock.to_memo(parsed))
+    keep_json(cache, "locks", key, pylock.verdict(parsed))
     return parsed
 
 

@@ -297,12 +297,15 @@ def content_hash(data: Mapping[str, Any]) -> str:
         json.dumps(payload, sort_keys=True, default=str, separators=(",", ":")).encode()).hexdigest()
 
 
-def parse(raw: bytes, where: str) -> Lock:
+def parse(raw: bytes, where: str, *, validated: bool = False) -> Lock:
     """Parse and validate lock bytes; LockFileError names ``where`` and the problem.
 
-    :mod:`builder.memo` keeps the result by content, so a warm reader skips this.
+    The model always derives from ``raw``.  ``validated``: packaging has already found
+    these very bytes a valid PEP 751 lock (:mod:`builder.memo` keeps that verdict by the
+    bytes' hash), so its validation is not run again.  A verdict that lied would let
+    through a lock packaging refuses, never another lock's content: what the model holds is
+    read from ``raw`` here, and a shape this code cannot read is still a LockFileError.
     """
-    from packaging.pylock import Pylock, PylockValidationError
     from packaging.utils import canonicalize_name
 
     from builder.files import tomlread
@@ -318,26 +321,33 @@ def parse(raw: bytes, where: str) -> Lock:
         raise LockFileError(f"{where}: not a readable TOML file: {exc}", "regenerate the lock") from None
     except RecursionError:
         raise LockFileError(f"{where}: TOML nested too deeply", "regenerate the lock") from None
-    try:
-        Pylock.from_dict(data)
-    except PylockValidationError as exc:
-        raise LockFileError(f"{where}: not a valid PEP 751 lock: {exc}", "regenerate the lock") from None
-    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # shapes packaging does not expect
-        raise LockFileError(f"{where}: not a valid PEP 751 lock: {exc}", "regenerate the lock") from None
+    if not validated:
+        from packaging.pylock import Pylock, PylockValidationError
+
+        try:
+            Pylock.from_dict(data)
+        except PylockValidationError as exc:
+            raise LockFileError(f"{where}: not a valid PEP 751 lock: {exc}", "regenerate the lock") from None
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:  # shapes packaging does not expect
+            raise LockFileError(f"{where}: not a valid PEP 751 lock: {exc}", "regenerate the lock") from None
     tool = data.get("tool")
     if tool is not None and not isinstance(tool, dict):
         raise LockFileError(f"{where}: `tool` must be a table", "regenerate the lock")
-    packages = []
-    for entry in data.get("packages", []):
-        wheels = tuple(
-            Wheel(filename=_filename(w), url=w.get("url"), path=w.get("path"), size=w.get("size"),
-                  hashes=MappingProxyType({str(k): str(v) for k, v in (w.get("hashes") or {}).items()}))
-            for w in entry.get("wheels", []) or [])
-        source = next((k for k in ("sdist", "vcs", "directory", "archive") if k in entry), None)
-        packages.append(Package(
-            name=str(canonicalize_name(entry["name"])), version=str(entry.get("version", "")),
-            marker=entry.get("marker"), requires_python=entry.get("requires-python"),
-            wheels=wheels, source=source))
+    try:
+        packages = []
+        for entry in data.get("packages", []):
+            wheels = tuple(
+                Wheel(filename=_filename(w), url=w.get("url"), path=w.get("path"), size=w.get("size"),
+                      hashes=MappingProxyType({str(k): str(v) for k, v in (w.get("hashes") or {}).items()}))
+                for w in entry.get("wheels", []) or [])
+            source = next((k for k in ("sdist", "vcs", "directory", "archive") if k in entry), None)
+            packages.append(Package(
+                name=str(canonicalize_name(entry["name"])), version=str(entry.get("version", "")),
+                marker=entry.get("marker"), requires_python=entry.get("requires-python"),
+                wheels=wheels, source=source))
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # only after a verdict that lied
+        raise LockFileError(f"{where}: not a valid PEP 751 lock: {type(exc).__name__}: {exc}",
+                            "regenerate the lock") from None
     return Lock(where=where, sha256=hashlib.sha256(raw).hexdigest(), text=text, stamp=stamp_state(text),
                 requires_python=data.get("requires-python"), packages=tuple(packages),
                 content_hash=content_hash(data))
@@ -360,17 +370,19 @@ def read(path: Any) -> Lock:
     return parse(read_raw(path), str(path))
 
 
-# --------------------------------------------------------------------------- the validated model, kept
+# --------------------------------------------------------------------------- packaging's verdict, kept
 #
-# Validating a lock (TOML parse, packaging.pylock, canonical names) is a pure
-# function of its bytes, and on a warm `builder check` it was the largest single
-# cost (packaging.pylock's import alone costs as much as the rest of the lock
-# handling).  :mod:`builder.memo` keeps the model by content, like a .pyc; these
-# are the pure halves: the key (the lock's bytes, this module's source and
-# packaging's version, so a changed byte, parser or packaging misses) and the
-# entry's text, which reads back only when it is exactly a model of these bytes.
+# Validating a lock with packaging.pylock is a pure function of its bytes, and on a warm
+# `builder check` it was the largest single cost (packaging.pylock's import alone costs as
+# much as the rest of the lock handling).  :mod:`builder.memo` keeps packaging's *verdict*
+# by content, like a .pyc: "the bytes with this sha256 are a valid PEP 751 lock".  It keeps
+# nothing the model is made of: the packages, wheels, hashes and content hash are read from
+# the lock's bytes on every read (:func:`parse` with ``validated=True``), so an edited cache
+# entry cannot change what a build installs, what a check judges or a runtime's address.
+# These are the pure halves: the key (the lock's bytes, this module's source and packaging's
+# version, so a changed byte, parser or packaging misses) and the entry.
 
-MEMO_FORMAT = 1
+MEMO_FORMAT = 2  # 1 kept the whole model
 _code_id: str | None = None
 
 
@@ -389,46 +401,15 @@ def memo_key(raw_sha: str) -> str | None:
     return hashlib.sha256(f"{_code_id}|{raw_sha}".encode()).hexdigest()
 
 
-def to_memo(lock: Lock) -> dict[str, Any]:
-    """The entry (JSON) of a validated model."""
-    return {
-        "format": MEMO_FORMAT, "sha256": lock.sha256, "requires-python": lock.requires_python,
-        "content-hash": lock.content_hash,
-        "packages": [[p.name, p.version, p.marker, p.requires_python, p.source,
-                      [[w.filename, w.url, w.path, w.size, dict(w.hashes)] for w in p.wheels]]
-                     for p in lock.packages]}
+def verdict(lock: Lock) -> dict[str, Any]:
+    """The entry (JSON) saying packaging found ``lock``'s bytes valid."""
+    return {"format": MEMO_FORMAT, "sha256": lock.sha256, "valid": True}
 
 
-def _opt_str(v: object) -> str | None:
-    if v is None or isinstance(v, str):
-        return v
-    raise TypeError("not a string")
-
-
-def from_memo(d: Any, raw: bytes, raw_sha: str, where: str) -> Lock | None:
-    """The model an entry (JSON, or None) holds for ``raw`` (sha256 ``raw_sha``), or None when it
-    is not exactly one."""
-    try:
-        if d["format"] != MEMO_FORMAT or d["sha256"] != raw_sha:
-            return None
-        packages = []
-        for name, version, marker, rp, source, wheels in d["packages"]:
-            ws = []
-            for fn, url, wpath, size, hashes in wheels:
-                if not isinstance(fn, str) or not isinstance(hashes, dict) or not (size is None or type(size) is int):
-                    return None
-                ws.append(Wheel(filename=fn, url=_opt_str(url), path=_opt_str(wpath), size=size,
-                                hashes=MappingProxyType({str(k): str(v) for k, v in hashes.items()})))
-            if not isinstance(name, str) or not isinstance(version, str):
-                return None
-            packages.append(Package(name=name, version=version, marker=_opt_str(marker),
-                                    requires_python=_opt_str(rp), wheels=tuple(ws), source=_opt_str(source)))
-        text = raw.decode("utf-8")
-        return Lock(where=where, sha256=raw_sha, text=text, stamp=stamp_state(text),
-                    requires_python=_opt_str(d["requires-python"]), packages=tuple(packages),
-                    content_hash=str(d["content-hash"]))
-    except (ValueError, KeyError, TypeError, RecursionError):
-        return None
+def believes(d: Any, raw_sha: str) -> bool:
+    """Whether an entry (JSON, or None) is exactly a valid verdict on the bytes with sha256 ``raw_sha``."""
+    return (isinstance(d, dict) and d.get("format") == MEMO_FORMAT and d.get("sha256") == raw_sha
+            and d.get("valid") is True)
 
 
 # --------------------------------------------------------------------------- targets

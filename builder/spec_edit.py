@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +69,47 @@ def set_value(path: Path, dotted: str, raw: str, project: Project | None = None)
     new_text, _matrix, old, new = edit_text(text, path, dotted, lambda _old: parse_value(raw))
     atomic_write(target, new_text)
     return old, new
+
+
+def new_matrix_text(fields: Mapping[str, Any], path: Path, *, header: Sequence[str] = (),
+                    comments: Mapping[str, str] | None = None) -> tuple[str, Matrix]:
+    """A new matrix spec for ``path`` from ``fields`` (keys as in ``envs/matrix-*.toml``; a
+    mapping value becomes a table), ``header`` comment lines first and an end-of-line comment
+    per top-level or dotted key in ``comments``.  Validated before it is returned; writes nothing.
+    """
+    doc = tomlkit.document()
+    for line in header:
+        doc.add(tomlkit.comment(line))
+    for key, value in fields.items():
+        if isinstance(value, Mapping):
+            table = tomlkit.table()
+            for k, v in value.items():
+                table.add(k, v)
+            doc.add(tomlkit.nl())
+            doc.add(key, table)
+        else:
+            doc.add(key, value)
+    for dotted, text in (comments or {}).items():
+        node: Any = doc
+        *parents, last = dotted.split(".")
+        for k in parents:
+            node = node[k]
+        node[last].comment(text)
+    stem = path.stem
+    expect = stem[len("matrix-"):] if stem.startswith("matrix-") else None
+    text = tomlkit.dumps(doc)
+    try:
+        matrix = matrix_from_mapping(tomlread.loads(text), str(path), expect_id=expect)
+    except SpecError as exc:
+        raise SpecError(exc.problems, "nothing was written") from None
+    return text, matrix
+
+
+def create(path: Path, text: str, *, project: Project | None = None, replace: bool = False) -> Path:
+    """Write a new spec file at ``path`` through the write gate, atomically; an existing file
+    is replaced only with ``replace`` (else UsageError, nothing written)."""
+    target = paths.gate(path, what="write the spec", project=project)
+    if target.exists() and not replace:
+        raise UsageError(f"{path} exists", "choose another id, or pass --force to replace it")
+    atomic_write(target, text)
+    return target

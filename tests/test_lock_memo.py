@@ -1,11 +1,15 @@
-"""builder.memo: a warm read of a lock gives exactly the model a full validation gives, and
-nothing but the same bytes, parser and packaging ever hits it (judged on the committed locks:
-real uv output, 160+ packages each); the same for builder's parsed data files."""
+"""builder.memo: a warm read of a lock gives exactly the model a full validation gives, the
+model always comes from the lock's bytes (the cache keeps packaging's verdict only, so an edited
+entry changes nothing), and nothing but the same bytes, parser and packaging ever hits it (judged
+on the committed locks: real uv output, 160+ packages each); the same for builder's parsed data
+files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,7 +91,7 @@ def test_a_damaged_entry_is_ignored_and_rewritten(damage: str, tmp_path: Path) -
     elif damage == "other-sha":
         entry.write_text(json.dumps({**d, "value": {**d["value"], "sha256": "0" * 64}}))
     elif damage == "wrong-type":
-        d["value"]["packages"][0][0] = 7
+        d["value"]["valid"] = "yes"
         entry.write_text(json.dumps(d))
     elif damage == "not-json":
         entry.write_bytes(b"\xff\xfe")
@@ -100,19 +104,41 @@ def test_a_damaged_entry_is_ignored_and_rewritten(damage: str, tmp_path: Path) -
         assert memo_mod.read_lock(lock, tmp_path) == full
 
 
-def test_an_entry_edited_to_say_something_else_is_only_as_trusted_as_the_cache(tmp_path: Path) -> None:
-    """The key is the content: an entry whose packages were edited but whose shape is valid
-    is read back (the cache directory is the operator's own, as the wheel facts are).  This
-    pins that the entry carries the lock's own sha256 and that another lock's entry, copied
-    under this key, is refused."""
+def test_an_entry_edited_to_hold_other_packages_changes_nothing(tmp_path: Path) -> None:
+    """The cache keeps packaging's verdict, never the model: an entry given packages (another
+    lock's, or one more), another content hash, or copied from another lock's key, is either
+    not believed or believed only as a verdict; the model is the lock's bytes' either way."""
     a = LOCKS[0]
     b = next(p for p in LOCKS if p.read_bytes() != a.read_bytes())
     memo_mod.read_lock(a, tmp_path)
     memo_mod.read_lock(b, tmp_path)
     ea, eb = entries(tmp_path)
-    ea.write_text(eb.read_text())  # each now holds the other's model under its own key...
-    assert memo_mod.read_lock(a, tmp_path) == pylock.read(a)  # ...and neither is believed
+    d = json.loads(ea.read_text())
+    assert d["value"] == {"format": pylock.MEMO_FORMAT, "sha256": pylock.read(a).sha256, "valid": True}
+    forged = {**d["value"], "packages": [["evil", "1.0", None, None, None, []]], "content-hash": "sha256:0"}
+    ea.write_text(json.dumps({**d, "value": forged}))
+    assert memo_mod.read_lock(a, tmp_path) == pylock.read(a)  # believed as a verdict, read from the bytes
+    ea.write_text(eb.read_text())  # another lock's entry under this key: not believed
+    assert memo_mod.read_lock(a, tmp_path) == pylock.read(a)
     assert memo_mod.read_lock(b, tmp_path) == pylock.read(b)
+
+
+def test_a_forged_verdict_lets_no_unreadable_lock_through(tmp_path: Path) -> None:
+    """A verdict forged for bytes packaging refuses spares only the validation: what builder
+    cannot read itself is still one LockFileError, and the model is still the bytes'."""
+    bad = tmp_path / "bad.toml"
+    text = LOCKS[0].read_text()
+    at = text.index("[[packages]]")
+    bad.write_text(text[:at] + re.sub(r'name = "[^"]*"', "name = 3", text[at:], count=1))  # valid TOML
+    with pytest.raises(LockFileError, match="not a valid PEP 751 lock"):
+        pylock.read(bad)  # packaging refuses it
+    raw = bad.read_bytes()
+    sha = hashlib.sha256(raw).hexdigest()
+    key = pylock.memo_key(sha)
+    assert key is not None
+    memo_mod.keep_json(tmp_path, "locks", key, {"format": pylock.MEMO_FORMAT, "sha256": sha, "valid": True})
+    with pytest.raises(LockFileError, match="not a valid PEP 751 lock: AttributeError"):
+        memo_mod.read_lock(bad, tmp_path)
 
 
 def test_another_packaging_or_parser_is_another_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -422,7 +422,9 @@ def fetch(ref: WheelRef, *, want_binary: NeedBinary, offline: bool = False, stat
                                   "the index is too slow; retry, or check the network")
         reader = HttpReader(ref, stats or FetchStats(), cancel=cancel, budget=seconds)
         if want_binary is not True and not want_files:
-            meta = reader.metadata_pep658() or reader.metadata_from_tail(small)
+            # An index page that says the file has no PEP 658 metadata spares the request.
+            meta = (reader.metadata_pep658() if ref.metadata_file is not False else None) \
+                or reader.metadata_from_tail(small)
             if meta is not None:
                 name, version, reqs = parse_metadata(meta)
                 if not wants(want_binary, reqs):

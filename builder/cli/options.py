@@ -56,9 +56,9 @@ def matrix(*, multiple: bool = False, required: bool = False,
     return click.option("-m", "--matrix", multiple=multiple, required=required, help=help)
 
 
-def python(help: str = "Python of the matrix, e.g. 3.12.") -> Callable[[F], F]:
-    """``-p/--python``: one Python of a matrix."""
-    return click.option("-p", "--python", help=help)
+def python(help: str = "Python of the matrix, e.g. 3.12.", *, multiple: bool = False) -> Callable[[F], F]:
+    """``-p/--python``: one Python of a matrix (``multiple``: repeatable)."""
+    return click.option("-p", "--python", multiple=multiple, help=help)
 
 
 def root(help: str = "Runtimes root (default: $BUILDER_RUNTIMES, else <project>/runtimes).") -> Callable[[F], F]:
@@ -129,10 +129,12 @@ def output(help: str) -> Callable[[F], F]:
     return click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), help=help)
 
 
-def from_snapshot() -> Callable[[F], F]:
-    """``--from-snapshot FILE``: judge a snapshot instead of the live host."""
-    return click.option("--from-snapshot", "from_snapshot", type=click.Path(dir_okay=False, path_type=Path),
-                        help="Analyse this snapshot (from `builder host snapshot`) instead of probing the live host.")
+def from_snapshot(*, multiple: bool = False,
+                  help: str = "Analyse this snapshot (from `builder host snapshot`) instead of probing the live host.",
+                  ) -> Callable[[F], F]:
+    """``--from-snapshot FILE``: judge a snapshot instead of the live host (``multiple``: several hosts)."""
+    return click.option("--from-snapshot", "from_snapshot", multiple=multiple,
+                        type=click.Path(dir_okay=False, path_type=Path), help=help)
 
 
 def service_spec() -> Callable[[F], F]:

@@ -29,6 +29,7 @@ class Misbehave:
     content_length: int | None = None  # announce this Content-Length instead of the real one
     endless: bool = False  # no Content-Length, then zero bytes until the client hangs up
     drip: float | None = None  # seconds between bytes of the body
+    content_type: str = "application/octet-stream"  # what the 200 answer says it is
 
 
 @dataclass
@@ -153,7 +154,7 @@ class _Handler(SimpleHTTPRequestHandler):
             lines = ["HTTP/1.1 302 Found", f"Location: {bad.redirect}", "Content-Length: 0"]
         else:
             length = bad.content_length if bad.content_length is not None else len(body)
-            lines = ["HTTP/1.1 200 OK", "Content-Type: application/octet-stream"]
+            lines = ["HTTP/1.1 200 OK", f"Content-Type: {bad.content_type}"]
             lines += ["Connection: close"] if bad.endless else [f"Content-Length: {length}"]
         self._write_slowly(("\r\n".join(lines) + "\r\n\r\n").encode(), bad.drip_headers)
         self.close_connection = True
@@ -188,16 +189,21 @@ def serve(directory: Path) -> Iterator[tuple[str, Stats]]:
 
 
 def write_simple_index(root: Path, wheels_dir: Path, upload_time: str = "2025-06-01T00:00:00Z",
-                       upload_times: Mapping[str, str] | None = None) -> Path:
+                       upload_times: Mapping[str, str] | None = None,
+                       yanked: Mapping[str, str | bool] | None = None,
+                       requires_python: Mapping[str, str] | None = None) -> Path:
     """Write a PEP 503 simple index under ``root/simple`` for the files in ``wheels_dir``.
 
     Files are linked relatively as ``../../files/NAME`` with their sha256 as a
     URL fragment, so uv records real hashes.  ``upload_times`` (file name ->
     RFC 3339 time) overrides ``upload_time`` per file, for ``--exclude-newer``
-    tests.  Rewriting an index over an existing ``root`` replaces changed files
+    tests.  ``yanked`` (file name -> True or a reason, PEP 592) and
+    ``requires_python`` (file name -> specifier) go into both forms of the page.
+    Rewriting an index over an existing ``root`` replaces changed files
     (a re-upload).  Returns the ``simple`` directory.
     """
     import hashlib
+    import html
     import json
 
     from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
@@ -233,13 +239,23 @@ def write_simple_index(root: Path, wheels_dir: Path, upload_time: str = "2025-06
                     "hashes": {"sha256": hashlib.sha256(f.read_bytes()).hexdigest()},
                     "upload-time": (upload_times or {}).get(f.name, upload_time),
                     "size": f.stat().st_size,
+                    "yanked": (yanked or {}).get(f.name, False),
+                    **({"requires-python": requires_python[f.name]} if f.name in (requires_python or {}) else {}),
                 }
                 for f in fs
             ],
         }
         (d / "index.json").write_text(json.dumps(doc, indent=1))
+
+        def attrs(name: str) -> str:
+            y = (yanked or {}).get(name, False)
+            rp = (requires_python or {}).get(name)
+            return ((f' data-yanked="{html.escape(y if isinstance(y, str) else "")}"' if y else "")
+                    + (f' data-requires-python="{html.escape(rp)}"' if rp else ""))
+
         rows = "".join(
-            f'<a href="../../files/{f.name}#sha256={hashlib.sha256(f.read_bytes()).hexdigest()}">{f.name}</a><br>\n'
+            f'<a href="../../files/{f.name}#sha256={hashlib.sha256(f.read_bytes()).hexdigest()}"{attrs(f.name)}>'
+            f"{f.name}</a><br>\n"
             for f in fs
         )
         (d / "index.html").write_text(f"<html><body>\n{rows}</body></html>\n")

@@ -1,0 +1,429 @@
+"""The search: vLLM releases newest first; each is skipped by data, or resolved and judged,
+until one meets the policy on every host (or the bound is reached).
+
+For each candidate: the wheel the target installs (:func:`~builder.suggest.releases.pick_wheel`),
+its METADATA (the torch it pins), that torch's wheel and METADATA (its CUDA line,
+:mod:`builder.suggest.cudaline`); then the data rules (:mod:`builder.suggest.skips`) per host.
+A candidate no host can take costs no resolution.  The others are resolved with uv
+(:mod:`builder.suggest.resolve`) and judged per host (:mod:`builder.suggest.judge`), and the
+policy (:mod:`builder.suggest.policy`) accepts or names what blocks it.  ``max_candidates``
+bounds the candidates *resolved*; data skips do not count (they cost a cached METADATA read).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from packaging.version import Version
+
+from builder import pylock
+from builder.check import knowledge as cuda
+from builder.check import toolkit
+from builder.check.fetchplan import FetchStats
+from builder.check.identity import exact, pins
+from builder.check.model import WheelFacts, WheelRef
+from builder.driver.facts import HostFacts
+from builder.errors import SdistOnly, ToolFailed, Unavailable, UsageError
+from builder.report import Progress
+from builder.spec import PYPI_SIMPLE
+from builder.suggest import fleet, hosts, index, releases, skips, stack
+from builder.suggest import policy as pol
+from builder.suggest.cudaline import CudaLine, torch_line
+from builder.suggest.model import (
+    JUDGED,
+    NOT_JUDGED,
+    SKIPPED,
+    UNRESOLVABLE,
+    Outcome,
+    Row,
+    Stats,
+    SuggestResult,
+)
+
+DEFAULT_MAX = 8
+DEFAULT_PYTHONS = ("3.11", "3.12")
+BATCH = 32  # candidates whose METADATA (vLLM's, then the torch it pins) is read ahead, concurrently
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuggestRequest:
+    """What ``builder suggest`` was asked (built by the CLI)."""
+
+    pythons: tuple[str, ...] = DEFAULT_PYTHONS
+    policy: str = "default"
+    vllm: str | None = None  # a PEP 440 specifier the vLLM release must meet
+    torch: str | None = None  # ... and the torch it pins
+    index_url: str = PYPI_SIMPLE
+    extra_index_urls: tuple[str, ...] = ()
+    exclude_newer: str | None = None  # None: yesterday, UTC
+    max_candidates: int = DEFAULT_MAX
+    pre: bool = False
+    include_yanked: bool = False
+    offline: bool = False
+    deep: bool = False
+    cache_dir: Path | None = None
+    snapshots: tuple[Path, ...] = ()
+    probe: bool = False
+    driver: str | None = None
+    ccs: tuple[str, ...] = ()
+    glibc: str | None = None
+    arch: str | None = None
+    write: str | None = None  # write the answer as envs/matrix-<id>.toml
+    replace: bool = False  # ... replacing an existing file
+    command: str = ""  # the command line, for the written spec's comment
+
+
+@dataclass
+class _Ctx:
+    req: SuggestRequest
+    hosts: list[HostFacts]
+    arch: str
+    platform: str
+    date: str
+    cache: Path
+    uv_cache: Path | None
+    uv: str
+    uv_version: str
+    k: cuda.Knowledge
+    tk: toolkit.ToolkitKnowledge
+    torch_releases: list[releases.Release]
+    fetch: FetchStats = field(default_factory=FetchStats)
+    uv_runs: int = 0
+    kept_res: int = 0
+    kept_verdicts: int = 0
+    say: Progress = lambda _t, _m: None  # noqa: E731
+
+    def tags(self, py: str) -> tuple[Any, ...]:
+        return pylock.target_tags(py, self.arch, _glibc(self.platform))
+
+    def env(self, py: str) -> dict[str, str]:
+        return pylock.target_env(py, self.arch)
+
+
+def _validate(req: SuggestRequest) -> None:
+    if req.policy not in pol.POLICIES:
+        raise UsageError(f"unknown policy {req.policy!r}", f"one of {', '.join(pol.POLICIES)}")
+    if not req.pythons:
+        raise UsageError("no Python to judge", "pass --python 3.12")
+    for py in req.pythons:
+        if not re.fullmatch(r"3\.\d{1,2}", py):
+            raise UsageError(f"not a Python version: {py!r}", "e.g. --python 3.12")
+    if req.write is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", req.write):
+        raise UsageError(f"--write: not a matrix id: {req.write!r}",
+                         "lowercase letters, digits and '-', e.g. --write c")
+    if req.max_candidates < 1:
+        raise UsageError(f"--max-candidates must be at least 1, got {req.max_candidates}", "e.g. --max-candidates 8")
+    for opt, text in (("--vllm", req.vllm), ("--torch", req.torch)):
+        try:
+            releases.spec_set(text, opt)
+        except ValueError as exc:
+            raise UsageError(str(exc), "use a PEP 440 specifier such as '>=0.10,<0.14'") from None
+
+
+def _glibc(platform: str) -> str | None:
+    m = re.search(r"manylinux_(\d+)_(\d+)$", platform)
+    return f"{m.group(1)}.{m.group(2)}" if m else None
+
+
+def _skip_row(r: releases.Release, n: int, skip: skips.Skip, *, torch: str | None = None,
+              line: CudaLine | None = None, wheel: str | None = None) -> Row:
+    return Row(vllm=r.version, torch=torch, line=line, vllm_wheel=wheel,
+               outcomes=tuple(Outcome(status=SKIPPED, rule=skip.rule, reason=skip.fact) for _ in range(n)))
+
+
+def _unjudged_row(r: releases.Release, n: int, why: str, **kw: Any) -> Row:
+    return Row(vllm=r.version, outcomes=tuple(Outcome(status=NOT_JUDGED, rule="cache", reason=why) for _ in range(n)),
+               **{"torch": None, "line": None, "vllm_wheel": None, **kw})
+
+
+def _torch_release(c: _Ctx, requirement: Any) -> releases.Release | None:
+    pin = exact(requirement)
+    if pin is not None:  # an exact pin takes a yanked or pre-release file too (PEP 592), as uv does
+        return next((t for t in c.torch_releases if t.key == Version(pin)), None)
+    usable, _ = releases.select(c.torch_releases, until=releases.cutoff(c.date), pre=c.req.pre)
+    return releases.newest_matching(usable, requirement.specifier)
+
+
+@dataclass
+class _Pending:
+    """A candidate whose data rules ran: what to resolve, and per host, a skip or None."""
+
+    release: releases.Release
+    torch: str
+    line: CudaLine | None
+    wheel: str
+    wheels: dict[str, str | None]  # name -> sha256 of the wheels read
+    host_skips: list[skips.Skip | None]
+    vllm_refs: list[WheelRef]  # the vLLM wheel(s) the target installs, for the checker's read-ahead
+
+
+def _read_ahead(c: _Ctx, batch: list[releases.Release], meta: dict[str, WheelFacts]) -> None:
+    """Read the METADATA of a batch of candidates into ``meta``: their vLLM wheels and, as each
+    arrives, the torch wheels it pins (kept by sha256: the wheel cache answers what it holds)."""
+    refs = {}
+    for r in batch:
+        for py in c.req.pythons:
+            w = releases.pick_wheel(r, c.tags(py), py)
+            if w is not None and w.filename not in meta:
+                refs[w.filename] = index.ref(w, "vllm", r.version)
+
+    def torch_wheels(_ref: WheelRef, f: WheelFacts) -> list[WheelRef]:
+        out = []
+        for py in c.req.pythons:
+            req = pins(f.requires_dist, c.env(py)).get("torch")
+            t = _torch_release(c, req) if req is not None else None
+            tw = releases.pick_wheel(t, c.tags(py), py) if t is not None else None
+            if t is not None and tw is not None and tw.filename not in meta:
+                out.append(index.ref(tw, "torch", t.version))
+        return out
+
+    meta |= index.metadata_chained(refs.values(), torch_wheels, cache_dir=c.cache, offline=c.req.offline,
+                                   stats=c.fetch)
+
+
+def _examine(c: _Ctx, r: releases.Release, meta: dict[str, WheelFacts]) -> Row | _Pending:
+    """Run the data rules on one candidate (torch METADATA is read here, cached)."""
+    n = len(c.hosts)
+    picks = {py: releases.pick_wheel(r, c.tags(py), py) for py in c.req.pythons}
+    for py, w in picks.items():
+        s = skips.no_wheel(w is not None, version=r.version, python=py, platform=c.platform)
+        if s is not None:
+            return _skip_row(r, n, s)
+    first = next(iter(picks.values()))
+    assert first is not None
+    facts = {py: meta.get(w.filename) for py, w in picks.items() if w is not None}
+    if any(f is None for f in facts.values()):
+        return _unjudged_row(r, n, f"vLLM {r.version}'s METADATA is not in builder's cache", vllm_wheel=first.filename)
+    torch_req = {py: pins(f.requires_dist, c.env(py)).get("torch") for py, f in facts.items() if f is not None}
+    req0 = next(iter(torch_req.values()))
+    trel = _torch_release(c, req0) if req0 is not None else None
+    s = skips.torch_pin(str(req0) if req0 is not None else None, trel is not None, version=r.version)
+    if s is not None or trel is None:
+        return _skip_row(r, n, s or skips.Skip(rule="torch-pin", fact="no torch"), wheel=first.filename)
+    spec = releases.spec_set(c.req.torch, "--torch")
+    s = skips.torch_constraint(trel.version, spec, version=r.version)
+    if s is not None:
+        return _skip_row(r, n, s, torch=trel.version, wheel=first.filename)
+    tpicks = {py: releases.pick_wheel(trel, c.tags(py), py) for py in c.req.pythons}
+    for py, w in tpicks.items():
+        if w is None:
+            return _skip_row(r, n, skips.Skip(rule="no-wheel", fact=f"torch {trel.version} (pinned by vLLM "
+                                              f"{r.version}) has no wheel for CPython {py} on {c.platform}"),
+                             torch=trel.version, wheel=first.filename)
+    wanted = [index.ref(w, "torch", trel.version) for w in tpicks.values() if w is not None]
+    missing = [x for x in wanted if x.filename not in meta]
+    if missing:  # read ahead with its batch; only a pin the read-ahead did not foresee gets here
+        meta |= index.metadata(missing, cache_dir=c.cache, offline=c.req.offline, stats=c.fetch)
+    tmeta = meta
+    lines: list[CudaLine | None] = []
+    for py, w in tpicks.items():
+        assert w is not None
+        tf = tmeta.get(w.filename)
+        if tf is None:
+            return _unjudged_row(r, n, f"torch {trel.version}'s METADATA is not in builder's cache",
+                                 torch=trel.version, vllm_wheel=first.filename)
+        lines.append(torch_line(tf.requires_dist, c.env(py), c.k, c.tk))
+    line = lines[0]
+    per_host: list[skips.Skip | None] = []
+    for h in c.hosts:
+        found = None
+        for ln in lines:
+            found = (skips.cuda_driver(ln, h.driver)
+                     or (skips.native_floor(ln, h.driver) if c.req.policy in ("native", "strict") else None)
+                     or skips.cuda_arch(ln, h.ccs, c.k))
+            if found:
+                break
+        per_host.append(found)
+    wheels = {f"vllm/{w.filename}": w.sha256 for w in picks.values() if w is not None}
+    wheels |= {f"torch/{w.filename}": w.sha256 for w in tpicks.values() if w is not None}
+    if all(s is not None for s in per_host):
+        return Row(vllm=r.version, torch=trel.version, line=line, vllm_wheel=first.filename,
+                   outcomes=tuple(Outcome(status=SKIPPED, rule=s.rule, reason=s.fact) for s in per_host if s))
+    refs = {w.filename: index.ref(w, "vllm", r.version) for w in picks.values() if w is not None}
+    return _Pending(release=r, torch=trel.version, line=line, wheel=first.filename, wheels=wheels,
+                    host_skips=per_host, vllm_refs=list(refs.values()))
+
+
+@contextlib.contextmanager
+def _reading_ahead(c: _Ctx, refs: list[WheelRef]) -> Iterator[None]:
+    """While uv resolves, read what the checker will ask of vLLM's wheel (its CUDA binaries, by
+    range requests, kept by sha256): the largest read of a check.  Its errors are the checker's
+    to report; an interrupt or error in the block cancels it."""
+    if c.req.offline or not refs:
+        yield
+        return
+    from builder import _http
+    from builder.check import wheels
+
+    cancel = _http.Cancel()
+    cache = wheels.WheelCache(c.cache)
+    pool = ThreadPoolExecutor(max_workers=len(refs))
+    futs = [pool.submit(wheels.read_wheel, ref, want_binary=True, cache=cache, stats=c.fetch, cancel=cancel)
+            for ref in refs]
+    try:
+        yield
+    except BaseException:
+        cancel.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a failed read is left to the checker, which reports it
+    del futs
+
+
+def _judge(c: _Ctx, p: _Pending) -> Row:
+    """Resolve a pending candidate and judge it on each host the data rules left."""
+    from builder.suggest import judge, resolve
+
+    m = stack.candidate_matrix(vllm=p.release.version, torch=p.torch, torch_cuda=p.line.release if p.line else "12.0",
+                               pythons=c.req.pythons, platform=c.platform, exclude_newer=c.date,
+                               index_url=c.req.index_url, extra_index_urls=c.req.extra_index_urls,
+                               mid=c.req.write or stack.CANDIDATE_ID)
+
+    def row(outcomes: tuple[Outcome, ...], hashes: tuple[str, ...] = ()) -> Row:
+        return Row(vllm=p.release.version, torch=p.torch, line=p.line, vllm_wheel=p.wheel, outcomes=outcomes,
+                   lock_hashes=hashes)
+
+    def each(make: Callable[[int, HostFacts], Outcome]) -> tuple[Outcome, ...]:
+        return tuple(Outcome(status=SKIPPED, rule=s.rule, reason=s.fact) if s is not None else make(i, h)
+                     for i, (h, s) in enumerate(zip(c.hosts, p.host_skips, strict=True)))
+
+    counter = resolve.Counter()
+    try:
+        with _reading_ahead(c, p.vllm_refs):
+            res = resolve.resolve(m, c.req.pythons, uv=c.uv, uv_version=c.uv_version, wheels=p.wheels,
+                                  cache=c.cache, uv_cache=c.uv_cache or c.cache, offline=c.req.offline,
+                                  counter=counter)
+    except (ToolFailed, SdistOnly) as exc:
+        c.uv_runs += counter.uv_runs
+        said = exc.message
+        return row(each(lambda _i, _h: Outcome(status=UNRESOLVABLE, rule="uv", reason=said)))
+    c.uv_runs += counter.uv_runs
+    c.kept_res += counter.kept
+    missing = [py for py, x in res.items() if x is None]
+    if missing:
+        why = f"no resolution for Python {', '.join(missing)} in builder's cache"
+        return row(each(lambda _i, _h: Outcome(status=NOT_JUDGED, rule="cache", reason=why)))
+    locks = {py: judge.lock_model(x.body, f"suggest: vllm {p.release.version} py{py}", c.cache)
+             for py, x in res.items() if x is not None}
+    hashes = tuple(lk.content_hash for lk in locks.values())
+
+    def one(_i: int, h: HostFacts) -> Outcome:
+        try:
+            js, kept = judge.judge(locks, matrix=m, host=h, arch=c.arch, policy=c.req.policy, cache=c.cache,
+                                   offline=c.req.offline, deep=c.req.deep, stats=c.fetch)
+        except Unavailable as exc:
+            if not c.req.offline:
+                raise
+            return Outcome(status=NOT_JUDGED, rule="cache", reason=exc.message)
+        c.kept_verdicts += kept
+        ok, rule, why = pol.accept(c.req.policy, js, h.driver)
+        return Outcome(status=JUDGED, accepted=ok, rule=rule, reason=why, judgements=js)
+
+    return row(each(one), hashes)
+
+
+def _say(c: _Ctx, row: Row) -> None:
+    label = f"vllm {row.vllm}" + (f" + torch {row.torch}" if row.torch else "")
+    parts = []
+    for i, o in enumerate(row.outcomes):
+        who = f"host {i + 1}: " if len(row.outcomes) > 1 else ""
+        if o.status == JUDGED:
+            parts.append(f"{who}{o.verdict.upper() if o.verdict else '?'}, "
+                         + ("accepted" if o.accepted else f"not accepted ({o.rule}: {o.reason})"))
+        else:
+            parts.append(f"{who}{o.status} ({o.rule}: {o.reason})")
+    line = "; ".join(parts)
+    c.say(label, line if len(line) <= 240 else line[:237] + "...")
+
+
+def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = None) -> SuggestResult:
+    """Search for the newest stack every host runs under ``req.policy`` (``project``: a
+    builder.project.Project, for envs/host.toml, the write gate and caches; or None)."""
+    from builder import memo, paths, tools
+    from builder.lock.refresh import parse_date
+
+    t0 = time.monotonic()
+    _validate(req)
+    if req.write is not None:
+        if project is None:
+            raise UsageError("--write needs a builder project", "run inside the project or pass --project DIR")
+        target = project.envs / f"matrix-{req.write}.toml"
+        if target.exists() and not req.replace:
+            raise UsageError(f"{target.relative_to(project.root)} exists", "choose another id, or pass --force "
+                             "to replace it")
+    hs = hosts.load(project, snapshots=req.snapshots, probe=req.probe, driver=req.driver, ccs=req.ccs,
+                    glibc=req.glibc, arch=req.arch)
+    try:
+        platform = fleet.platform([hosts.arch_of(h) for h in hs], [h.glibc for h in hs])
+    except ValueError as exc:
+        raise UsageError(str(exc), "pass --glibc, or run suggest once per architecture") from None
+    date = parse_date(req.exclude_newer).isoformat()
+    until = releases.cutoff(date)
+    cache = paths.check_cache(req.cache_dir, project=project)
+    memo.use_for_data(cache)
+    uv = tools.uv_bin()
+    c = _Ctx(req=req, hosts=hs, arch=hosts.arch_of(hs[0]), platform=platform, date=date, cache=cache,
+             uv_cache=None if req.offline else paths.uv_cache(project=project), uv=uv,
+             uv_version=tools.uv_version(uv), k=cuda.load(), tk=toolkit.load(), torch_releases=[],
+             say=progress or (lambda _t, _m: None))
+    if not req.offline:
+        paths.temp_base(project=project)  # uv inherits $TMPDIR
+    urls = [req.index_url, *req.extra_index_urls]
+    with ThreadPoolExecutor(max_workers=2 * len(urls)) as pool:  # every page at once
+        futs = {(u, proj): pool.submit(index.read_page, u, proj, cache=cache, until=until, offline=req.offline)
+                for proj in ("vllm", "torch") for u in urls}
+        vpages = [futs[u, "vllm"].result() for u in urls]
+        tpages = [futs[u, "torch"].result() for u in urls]
+    c.torch_releases = [replace(r, files=tuple(f for f in r.files if releases.visible(f, until)))
+                        for r in releases.group([f for p in tpages for f in p.files], "torch")]
+    c.torch_releases = [r for r in c.torch_releases if r.files]
+    cands, left = releases.select(releases.group([f for p in vpages for f in p.files], "vllm"), until=until,
+                                  pre=req.pre, yanked=req.include_yanked,
+                                  spec=releases.spec_set(req.vllm, "--vllm"))
+    rows: list[Row] = []
+    resolved = 0
+    stopped = "exhausted"
+    not_tried = 0
+    meta: dict[str, WheelFacts] = {}
+    for i, r in enumerate(cands):
+        if i % BATCH == 0:
+            _read_ahead(c, cands[i:i + BATCH], meta)
+        got = _examine(c, r, meta)
+        if isinstance(got, _Pending):
+            if resolved >= req.max_candidates:
+                stopped, not_tried = "bound", len(cands) - i
+                break
+            c.say(f"vllm {r.version} + torch {got.torch}",
+                  f"resolving for Python {', '.join(req.pythons)} ({'cache only' if req.offline else 'uv'})")
+            got = _judge(c, got)
+            resolved += 1
+        rows.append(got)
+        _say(c, got)
+        if fleet.common(rows) is not None:
+            stopped, not_tried = "found", len(cands) - i - 1
+            break
+    common = fleet.common(rows)
+    unjudged = fleet.unjudged_before(rows, common)
+    stats = Stats(candidates=len(rows), skipped=sum(all(o.status == SKIPPED for o in r.outcomes) for r in rows),
+                  resolved=resolved, uv_runs=c.uv_runs, kept_resolutions=c.kept_res, kept_verdicts=c.kept_verdicts,
+                  not_tried=not_tried, seconds=time.monotonic() - t0)
+    result = SuggestResult(
+        policy=req.policy, pythons=req.pythons, platform=platform, exclude_newer=date, index_url=req.index_url,
+        extra_index_urls=req.extra_index_urls, hosts=tuple(hosts.view(h) for h in hs), rows=tuple(rows),
+        answers=tuple(fleet.answer(rows, i) for i in range(len(hs))), common=common, decided=not unjudged,
+        unjudged=tuple(unjudged), left_out=tuple(left), stopped=stopped, max_candidates=req.max_candidates,
+        stats=stats, page_dates=tuple(f"{p.url} read {p.read_at}" for p in (*vpages, *tpages)))
+    if req.write is not None and result.common is not None and result.decided:
+        from builder.suggest import write
+
+        path = write.write(project, result, req.write, req.command or "builder suggest", replace=req.replace)
+        result = replace(result, written=path)
+    return result
+
