@@ -260,10 +260,11 @@ def lock_refresh(session: nox.Session) -> None:
         title += f" (+{len(kernels)} kernel row{'s' if len(kernels) > 1 else ''})"
     _github_output(changed="true" if n or kernels else "false", regression="false", title=title)
     if n or kernels:
-        session.log(f"lock-refresh: {n} lock{'s' if n != 1 else ''} with package changes, {len(kernels)} new kernel "
-                    f"row(s): propose them as {title!r} with {REFRESH_MD} as the description")
+        rows = f", {len(kernels)} new kernel row(s)" if kernels else ""
+        session.log(f"lock-refresh: {n} lock{'s' if n != 1 else ''} with package changes{rows}: propose them as "
+                    f"{title!r} with {REFRESH_MD} as the description")
     else:
-        session.log("lock-refresh: no package changed (locks re-stamped only), no new kernel row: nothing to propose")
+        session.log("lock-refresh: no package changed (locks re-stamped only): nothing to propose")
 
 
 for _m, _pys in _matrices(Path(os.environ.get("BUILDER_PROJECT") or ROOT) / "envs"):

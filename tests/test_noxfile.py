@@ -191,13 +191,15 @@ def test_lock_refresh_adds_kernel_rows_first_and_proposes_them(tmp_path: Path, a
         "kernel_data --all --summary SUMMARY --index http://127.0.0.1:9/simple",
         "lock --refresh --exclude-newer 2026-01-05", "lock --verify",
         "lock diff --git HEAD --format md", "lock diff --git HEAD --format json"]
-    assert out.read_text().splitlines() == [f"changed={changed}", "regression=false"]
+    title = "Lock refresh (+1 kernel row)" if added else "Lock refresh"
+    assert out.read_text().splitlines() == [f"changed={changed}", "regression=false", f"title={title}"]
     md = (proj / "lock-refresh.md").read_text()
     if added:
         assert "### Kernel data: 1 new row(s) in `builder/data/kernels.toml`" in md
         assert ("| [vllm-0.35.0-cp38-abi3-manylinux_2_28_aarch64.whl](https://files.pythonhosted.org/packages/x/"
                 "vllm-0.35.0-cp38-abi3-manylinux_2_28_aarch64.whl) | `vllm/_C_stable_libtorch.abi3.so` | "
                 "sm_90, sm_100 | 9.0 | 13.0 |") in md
-        assert "0 package change(s), 1 new kernel row(s)" in r.stderr
+        assert "0 locks with package changes, 1 new kernel row(s): propose them as 'Lock refresh (+1 kernel row)'" \
+            in r.stderr
     else:
         assert md == "# lock refresh\n" and "nothing to propose" in r.stderr
