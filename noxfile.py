@@ -147,22 +147,34 @@ def lock(session: nox.Session) -> None:
     session.run("builder", "lock", "--check", env=_env())
 
 
-def _package_changes(diff: Any) -> int:
-    """How many package entries a ``builder lock diff --format json`` document adds, removes,
-    changes or re-hashes, wherever it nests them (one lock, or every lock under ``--git``)."""
-    if isinstance(diff, dict) and isinstance(diff.get("locks_with_package_changes"), int):
-        return int(diff["locks_with_package_changes"])  # `lock diff --git REF`'s own count
-    if isinstance(diff, list):
-        return sum(_package_changes(x) for x in diff)
+def _locks_with_changes(diff: Any) -> int:
+    """How many locks of a ``builder lock diff --git REF --format json`` document add, remove,
+    change or re-hash a package (its own ``locks_with_package_changes`` when it has one)."""
     if not isinstance(diff, dict):
         return 0
-    n = 0
-    for k, v in diff.items():
-        if k in ("added", "removed", "changed", "rehashed"):
-            n += len(v) if isinstance(v, list) else int(v is True)
-        elif k not in ("cuda", "driver", "verdict"):  # the CUDA view is derived from the packages
-            n += _package_changes(v)
-    return n
+    if isinstance(diff.get("locks_with_package_changes"), int):
+        return int(diff["locks_with_package_changes"])
+    return sum(1 for d in diff.get("locks") or [] if isinstance(d, dict)
+               and any(d.get(k) for k in ("added", "removed", "changed", "rehashed")))
+
+
+def _new_warnings(diff: Any) -> list[str]:
+    """The rule ids of the ``warn`` findings the new locks have and the old did not (no duplicates)."""
+    ids: dict[str, None] = {}
+    for d in (diff.get("locks") or []) if isinstance(diff, dict) else []:
+        for w in (d.get("new_warnings") or []) if isinstance(d, dict) else []:
+            rid = str(w).removeprefix("new warn: ").split(":", 1)[0].strip()
+            if rid and all(c.isalnum() or c == "-" for c in rid):  # a stable rule id, nothing else
+                ids[rid] = None
+    return list(ids)
+
+
+def refresh_title(diff: Any) -> str:
+    """The pull request's title: ``Lock refresh``, naming any new warning (which does not block)."""
+    ids = _new_warnings(diff)
+    if not ids:
+        return "Lock refresh"
+    return f"Lock refresh: {len(ids)} new warning{'s' if len(ids) > 1 else ''} ({', '.join(ids)})"
 
 
 def _diff(session: nox.Session, fmt: str, out: Path) -> bool:
@@ -210,10 +222,15 @@ def lock_refresh(session: nox.Session) -> None:
         _github_output(changed="false", regression="true")
         session.error(f"lock diff: regression (see {REFRESH_MD}); the refreshed locks are left in the "
                       "working tree for review and must not be proposed")
-    n = _package_changes(json.loads(Path(REFRESH_JSON).read_text(encoding="utf-8")))
-    _github_output(changed="true" if n else "false", regression="false")
-    session.log(f"lock-refresh: {n} package change(s): propose them with {REFRESH_MD} as the description"
-                if n else "lock-refresh: no package changed (locks re-stamped only): nothing to propose")
+    diff = json.loads(Path(REFRESH_JSON).read_text(encoding="utf-8"))
+    n = _locks_with_changes(diff)
+    title = refresh_title(diff)
+    _github_output(changed="true" if n else "false", regression="false", title=title)
+    if n:
+        session.log(f"lock-refresh: {n} lock{'s' if n > 1 else ''} with package changes: propose them as "
+                    f"{title!r} with {REFRESH_MD} as the description")
+    else:
+        session.log("lock-refresh: no package changed (locks re-stamped only): nothing to propose")
 
 
 for _m, _pys in _matrices(Path(os.environ.get("BUILDER_PROJECT") or ROOT) / "envs"):

@@ -30,6 +30,7 @@ deadline (no socket exists yet to shut down).
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import socket
 import stat
@@ -40,12 +41,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from builder.errors import Unavailable
 
 if TYPE_CHECKING:
     import http.client
+    import ssl
 
 # http.client, ssl and urllib.request are imported by the functions that go to the
 # network: together they cost a warm `builder check` (cache only) about 20 ms.
@@ -290,10 +292,22 @@ def _proxy_for(url: str) -> tuple[str, str | None] | None:
     return f"{p.hostname}:{p.port or 8080}", auth
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """The one TLS context of the process (certificate checks on, the system's CA store).
+
+    Building a context loads the CA store: about 20 ms of CPU each time, as much as the rest
+    of a range request; a search or check makes dozens of requests.  An SSLContext may be
+    shared by threads.
+    """
+    import ssl
+
+    return ssl.create_default_context()
+
+
 def _connection(url: str, timeout: float, *,
                 use_proxy: bool = True) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
     import http.client
-    import ssl
 
     parts = urllib.parse.urlsplit(url)
     target = parts.path or "/"
@@ -306,7 +320,7 @@ def _connection(url: str, timeout: float, *,
     if proxy is not None:
         where, auth = proxy
         if https:
-            conn = http.client.HTTPSConnection(where, timeout=timeout, context=ssl.create_default_context())
+            conn = http.client.HTTPSConnection(where, timeout=timeout, context=_tls())
             conn.set_tunnel(parts.hostname or "", parts.port, headers={"Proxy-Authorization": auth} if auth else None)
         else:
             conn = http.client.HTTPConnection(where, timeout=timeout)
@@ -315,10 +329,54 @@ def _connection(url: str, timeout: float, *,
                 extra["Proxy-Authorization"] = auth
     elif https:
         conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout,
-                                           context=ssl.create_default_context())
+                                           context=_tls())
     else:
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    conn._create_connection = _create_connection  # type: ignore[attr-defined]  # http.client's own hook
     return conn, target, extra
+
+
+_DNS: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+_DNS_LOCKS: dict[tuple[str, int], threading.Lock] = {}
+_DNS_GUARD = threading.Lock()
+
+
+def resolve(host: str, port: int) -> list[tuple[Any, ...]]:
+    """``getaddrinfo`` for a TCP connection, once per (host, port) for the process, one lookup in
+    flight per host.  Concurrent lookups of one name race in some resolvers (the A and AAAA
+    queries of several threads share a conntrack entry; the lost answer costs the resolver's
+    5-second retry): eight range reads of one host could stall 5 s together.  A failure is not kept."""
+    key = (host, port)
+    with _DNS_GUARD:
+        lock = _DNS_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        hit = _DNS.get(key)
+        if hit is None:
+            hit = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+            _DNS[key] = hit
+    return hit
+
+
+def _create_connection(address: tuple[str, int], timeout: Any = None,
+                       source_address: tuple[str, int] | None = None) -> socket.socket:
+    """``socket.create_connection`` with the address from :func:`resolve`."""
+    host, port = address
+    err: OSError | None = None
+    for family, kind, proto, _name, addr in resolve(host, port):
+        sock = None
+        try:
+            sock = socket.socket(family, kind, proto)
+            if isinstance(timeout, (int, float)):
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(addr)
+            return sock
+        except OSError as exc:
+            err = exc
+            if sock is not None:
+                sock.close()
+    raise err if err is not None else OSError(f"no address for {host}")
 
 
 @contextmanager

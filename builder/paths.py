@@ -36,13 +36,37 @@ from builder import cancel, protect
 from builder.errors import FilesystemRefused, UsageError
 from builder.files.fsio import refuse_special
 from builder.project import Project
+from builder.report import Say
 
 Kind = Literal["file", "dir"]
 
 _current: Project | None = None
 _cache: dict[tuple[object, ...], protect.Protected] = {}
 _approved: list[tuple[Path, Kind]] = []  # what the gate let through in this process
-_temps: set[Path] = set()
+_warn: Say | None = None  # where the gate's warnings go (the CLI's stderr)
+_reported: set[tuple[str, ...]] = set()  # protected names already reported unguardable in this process
+_temps: dict[Path, int] = {}  # temp dirs of this process -> the descriptor holding each one's lock
+_swept: set[Path] = set()  # temp bases swept of killed runs' temp dirs in this process
+
+
+def on_warning(callback: Say | None) -> None:
+    """Where the gate's warnings go (the CLI prints each as one stderr line); None drops them."""
+    global _warn
+    _warn = callback
+
+
+def unguarded_message(name: str) -> str:
+    """What is said of a protected env builder cannot locate (:meth:`protect.Protected.unlocatable`)."""
+    return f"cannot guard {name}: add its path to `[protected] paths` in envs/host.toml"
+
+
+def _report_unguarded(guard: protect.Protected) -> None:
+    """Warn once per process for each protected env this writing command cannot guard."""
+    if _warn is None or guard.names in _reported:
+        return
+    _reported.add(guard.names)
+    for name in guard.unlocatable():
+        _warn(unguarded_message(name))
 
 
 def use_project(project: Project | None) -> None:
@@ -85,6 +109,7 @@ def gate(target: str | os.PathLike[str], *, what: str, project: Project | None =
     real = resolve(target)
     shown = os.fspath(target)
     guard = protected if protected is not None else protected_set(project)
+    _report_unguarded(guard)
     # match() resolves again and walks the device/inode of the ancestors of
     # both the given and the resolved path: a bind mount shows only there.
     guard.guard_write(os.path.expanduser(shown), what)
@@ -121,25 +146,28 @@ def temp_dir(prefix: str, *, project: Project | None = None,
              protected: protect.Protected | None = None) -> Iterator[Path]:
     """A private temp directory (under the gated ``$TMPDIR``), removed on every exit path.
 
-    The CLI removes any left behind (a signal during the removal) with :func:`cleanup`.
+    The CLI removes any left behind (a signal during the removal) with :func:`cleanup`; the
+    first temp dir of a process sweeps those of killed runs (:mod:`builder.files.tempdirs`:
+    named after their owner, locked while in use).
     """
     base = temp_base(project=project, protected=protected)
+    # tempdirs imports tempfile and shutil: here, so the cheap commands never pay for them.
+    from builder.files import tempdirs
+
+    if base not in _swept:
+        _swept.add(base)
+        tempdirs.sweep(base)
     try:
         with cancel.deferred():  # a signal between mkdtemp and the registration would leak it
-            import tempfile  # mkdtemp only (see temp_base); here: the cheap commands never need it
-
-            path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
-            _temps.add(path)
+            path, fd = tempdirs.create(prefix, base)
+            _temps[path] = fd
     except OSError as exc:
         raise FilesystemRefused.from_oserror(exc, base, "create a temporary directory in") or exc from None
     try:
         cancel.check()
         yield path
     finally:
-        import shutil
-
-        shutil.rmtree(path, ignore_errors=True)
-        _temps.discard(path)
+        tempdirs.release(path, _temps.pop(path, None))
 
 
 def temp_base(*, project: Project | None = None, protected: protect.Protected | None = None) -> Path:
@@ -158,11 +186,10 @@ def cleanup() -> None:
     """Remove temp dirs whose removal a signal cut short (the CLI calls this on exit)."""
     if not _temps:
         return
-    import shutil
+    from builder.files import tempdirs
 
     for path in list(_temps):
-        shutil.rmtree(path, ignore_errors=True)
-        _temps.discard(path)
+        tempdirs.release(path, _temps.pop(path, None))
 
 
 def uv_cache(explicit: str | os.PathLike[str] | None = None, *, project: Project | None = None,

@@ -53,6 +53,7 @@ class Root:
     path: Path  # resolved
     why: str  # "conda env QL_1 (conda env list)", "active env (CONDA_PREFIX)" ...
     dev_ino: tuple[int, int] | None  # None when the prefix does not exist (yet)
+    name: str = ""  # the last component as found or given (a conda env's name is its directory's)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Protected:
     #: Lazy sets (:func:`for_project`): resolves the names through conda when a target
     #: could be inside a conda env; None when this set is already whole.
     later: Callable[[], Protected] | None = field(default=None, compare=False, repr=False)
+    environ: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     _whole: list[Protected] = field(default_factory=list, compare=False, repr=False)
 
     def whole(self) -> Protected:
@@ -75,6 +77,27 @@ class Protected:
         if not self._whole:
             self._whole.append(self.later())
         return self._whole[0]
+
+    def unlocatable(self) -> tuple[str, ...]:
+        """Protected env names builder cannot locate: listed by no conda, in no usual env
+        directory, and no protected path ends in the name.  A write into such an env is refused
+        only where its path shows ``envs/<name>`` (or by its active-env variable), so the
+        operator must name its path in ``[protected] paths``.
+
+        A lazy set looks in the usual env directories first (no conda call); only a name found
+        there by none costs the ``conda env list`` of the whole set.
+        """
+        named = {r.name for r in self.roots} | {r.path.name for r in self.roots}
+        names = [n for n in self.names if n not in named]
+        if names and self.later is not None:
+            scanned = {p.name for p in scanned_env_prefixes(self.environ)}
+            names = [n for n in names if n not in scanned]
+            if names:
+                whole = self.whole()
+                return tuple(n for n in names if n in whole.unresolved
+                             and not any(n in (r.name, r.path.name) for r in whole.roots))
+            return ()
+        return tuple(n for n in names if n in self.unresolved)
 
     def match(self, target: str | os.PathLike[str]) -> Root | None:
         """The protected root ``target`` lies in (or aliases), else None.
@@ -213,7 +236,7 @@ def _root(path: Path, why: str) -> Root:
         key: tuple[int, int] | None = (st.st_dev, st.st_ino)
     except OSError:
         key = None
-    return Root(real, why, key)
+    return Root(real, why, key, os.path.basename(os.path.normpath(path)))
 
 
 def resolve(
@@ -266,7 +289,8 @@ def resolve(
     uniq: dict[Path, Root] = {}
     for r in roots:
         uniq.setdefault(r.path, r)
-    return Protected(tuple(uniq.values()), tuple(unresolved), tuple(notes), tuple(by_name), later=later)
+    return Protected(tuple(uniq.values()), tuple(unresolved), tuple(notes), tuple(by_name), later=later,
+                     environ=environ)
 
 
 def for_project(project: Project, environ: Mapping[str, str] | None = None) -> Protected:

@@ -23,26 +23,46 @@ pytest_plugins = ["tests.helpers.conda_channel", "tests.helpers.runtimes"]
 
 
 _own_cache: str | None = None
+_own_mamba: str | None = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """builder's cache for the whole run (xdist workers inherit it): what the tests' builds and
     checks keep there (wheel facts, lock models, interpreter answers) must not pile up in the
     developer's ~/.cache/builder.  A BUILDER_CACHE_DIR set by hand (the GPU runs') is kept."""
-    global _own_cache
-    if not os.environ.get("BUILDER_CACHE_DIR"):
-        import tempfile
+    global _own_cache, _own_mamba
+    import tempfile
 
+    if not os.environ.get("BUILDER_CACHE_DIR"):
         _own_cache = tempfile.mkdtemp(prefix="builder-test-cache-")
         os.environ["BUILDER_CACHE_DIR"] = _own_cache
+    # The tests' host is an operator's: the QL_1 its projects protect exists, so builder can
+    # guard it and says nothing.  Here: an empty env under a micromamba root prefix (one of the
+    # places builder looks, and no CONDA_* variable, which tests scrub).  The tests of a QL_1
+    # builder cannot locate (tests/test_unguarded.py) run without it.
+    if not os.environ.get("MAMBA_ROOT_PREFIX"):
+        _own_mamba = tempfile.mkdtemp(prefix="builder-test-mamba-")
+        os.chmod(_own_mamba, 0o755)  # builder run as another user (tests/test_env_errors.py) looks too
+        os.makedirs(os.path.join(_own_mamba, "envs", "QL_1", "conda-meta"))
+        os.environ["MAMBA_ROOT_PREFIX"] = _own_mamba
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _own_cache is not None:
-        import shutil
+    import shutil
 
-        shutil.rmtree(_own_cache, ignore_errors=True)
-        os.environ.pop("BUILDER_CACHE_DIR", None)
+    for own, var in ((_own_cache, "BUILDER_CACHE_DIR"), (_own_mamba, "MAMBA_ROOT_PREFIX")):
+        if own is not None:
+            shutil.rmtree(own, ignore_errors=True)
+            os.environ.pop(var, None)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A ``gpu`` test (``pytest -m gpu``) on a host with no NVIDIA GPU at all is skipped with
+    that reason; where a GPU shows (nvidia-smi or the device node), it runs and may fail."""
+    if item.get_closest_marker("gpu") is not None:
+        from tests.helpers import needs
+
+        needs.gpu()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -13,7 +13,6 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
 
 from builder import _proc, protect
 from builder.conda import backend as conda_backend
@@ -127,6 +126,8 @@ def test_altered_sha256_is_refused(cproject: Path, tmp_path: Path) -> None:
     with pytest.raises(LockFileError, match="modified: edited by hand"):
         create_prefix(m, MM, tmp_path / "p1", cache_dir=tmp_path / "pkgs")
     # Even with builder's body hash forged to match, the package bytes are checked.
+    import yaml  # the conda extra (the module's fixtures skip without it)
+
     data = yaml.safe_load(bad)
     forged = conda_lockfile._body_hash(data)
     old = data["metadata"]["custom_metadata"][conda_lockfile.BODY_HASH_KEY]

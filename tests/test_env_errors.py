@@ -217,12 +217,28 @@ def test_bad_check_options_are_exit_2(args: list[str]) -> None:
     one_line(builder("check", "--offline", *args, cwd=ROOT), EXIT_USAGE)
 
 
-def test_every_driver_option_refuses_an_empty_value() -> None:
-    """``--driver ''`` is an error on every command that has one (derived from the click tree)."""
-    with_driver = [(n, c) for n, c in leaves() if any("--driver" in getattr(p, "opts", ()) for p in c.params)]
-    assert with_driver  # check, at least
-    for name, cmd in with_driver:
-        one_line(builder(*invocation(name, cmd), "--driver", "", cwd=ROOT), EXIT_USAGE, "--driver")
+#: A bad value for each host override option, and a word its usage error must contain.
+BAD_HOST_OPTIONS = {"--driver": ("", "--driver is empty"), "--gpu-cc": ("x", "not a compute capability"),
+                    "--glibc": ("", "--glibc is empty")}
+
+
+def test_every_host_option_refuses_a_bad_value_before_touching_the_environment(tmp_path: Path) -> None:
+    """``--driver ''`` (a bad ``--gpu-cc``, ``--glibc ''``) is a usage error on every command that
+    has the option (derived from the click tree), and it wins over environment errors: here the
+    project is no git checkout (``lock diff``'s default ``--git HEAD``) and PATH holds neither git
+    nor nvidia-smi (``check --probe``)."""
+    proj = tmp_path / "proj"
+    for d in ("envs", "locks"):
+        shutil.copytree(ROOT / d, proj / d)
+    (tmp_path / "empty-bin").mkdir()
+    env = {**os.environ, "PATH": str(tmp_path / "empty-bin")}
+    cases = [(n, c, opt) for n, c in leaves() for opt in BAD_HOST_OPTIONS
+             if any(opt in getattr(p, "opts", ()) for p in c.params)]
+    assert {n for n, _c, o in cases if o == "--driver"} >= {"check", "lock diff"}
+    for name, cmd, opt in cases:
+        value, words = BAD_HOST_OPTIONS[opt]
+        probe = ["--probe"] if any("--probe" in getattr(p, "opts", ()) for p in cmd.params) else []
+        one_line(builder(*invocation(name, cmd), *probe, opt, value, cwd=proj, env=env), EXIT_USAGE, words)
 
 
 def test_every_command_from_a_deleted_directory_is_not_a_bug(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from builder.driver import facts as hostfacts
 from builder.driver import snapshot
 from tests.conftest import ROOT, builder_cmd
+from tests.helpers import needs
 
 pytestmark = pytest.mark.gpu
 
@@ -43,6 +44,7 @@ def test_check_probe_uses_the_live_driver() -> None:
 
 
 def test_smoke_gpu_steps_pass_on_this_python() -> None:
+    needs.torch()
     r = builder_cmd("smoke", "--env", sys.executable, "--gpu", "--json", cwd=ROOT, timeout=600)
     report = json.loads(r.stdout)[0]
     steps = {s["step"]: s for s in report["steps"]}
@@ -52,6 +54,7 @@ def test_smoke_gpu_steps_pass_on_this_python() -> None:
 
 
 def test_doctor_reads_torch_cuda_identity() -> None:
+    needs.torch()
     r = builder_cmd("doctor", "--python", sys.executable, "--json", cwd=ROOT)
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)

@@ -113,6 +113,35 @@ def test_other_schemes_are_refused(url: str) -> None:
         wheels.read_wheel(ref, want_binary=False)
 
 
+# --------------------------------------------------------------------------- exchange (serve endpoints)
+def test_exchange_returns_any_status_and_is_bounded_like_every_read(site) -> None:
+    """The serve probe's request: the status is data (404 is no error), the total deadline cuts
+    dripped headers and a dripped body, the cap an endless one; a refused connect is NoConnection."""
+    url, stats, _ = site
+    reply = _http.exchange(f"{url}/nothing-here", what="w", deadline=5, max_bytes=10_000)
+    assert reply.status == 404
+    reply = _http.exchange(f"{url}/small.bin", method="POST", body=b"{}", what="w", deadline=5, max_bytes=10_000)
+    assert reply.status in (404, 405, 501)  # the test server has no POST: still an answer, not an error
+    stats.misbehave["/small.bin"] = Misbehave(drip_headers=0.2)
+    took, exc = _timed(_http.exchange, f"{url}/small.bin", what="w", deadline=1.0, max_bytes=10_000)
+    assert isinstance(exc, _http.Incomplete) and exc.reason == "no response within 1.0s" and took < 2.0
+    stats.misbehave["/small.bin"] = Misbehave(drip=0.2)
+    took, exc = _timed(_http.exchange, f"{url}/small.bin", what="w", deadline=1.0, max_bytes=10_000)
+    assert isinstance(exc, _http.Incomplete) and took < 2.0
+    assert exc.reason.startswith("HTTP 200 but the body stalled after ") and " of 5000 bytes" in exc.reason
+    stats.misbehave["/small.bin"] = Misbehave(endless=True)
+    with pytest.raises(_http.Incomplete, match="larger than the 1 MiB cap"):
+        _http.exchange(f"{url}/small.bin", what="w", deadline=10, max_bytes=1 << 20)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: refused
+        with pytest.raises(_http.NoConnection) as ei:
+            _http.exchange(f"http://127.0.0.1:{port}/health", what="w", deadline=5, max_bytes=10)
+    assert ei.value.reason == "connection refused"
+
+
 # --------------------------------------------------------------------------- streaming ranges
 def test_iter_range_streams_http_and_file_ranges(site, tmp_path: Path) -> None:
     url, stats, d = site
@@ -383,3 +412,41 @@ def test_all_wheel_reads_of_one_check_share_one_deadline(tmp_path: Path) -> None
         with pytest.raises(Unavailable):
             wheels.read_wheels(refs, cache=None, offline=False, stats=wheels.FetchStats(), small=0, deadline=2.0)
         assert time.monotonic() - t < 4.0
+
+
+def test_a_host_is_resolved_once_and_by_one_thread_at_a_time(site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight concurrent reads of one host make one DNS lookup (concurrent lookups of one name can
+    lose an answer in the resolver and stall 5 s); a failed lookup is not kept."""
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, stats, root = site
+    (root / "f.bin").write_bytes(b"x" * 1000)
+    host = url.split("//")[1].split(":")[0]
+    real, calls, inside, most = socket.getaddrinfo, [], [0], [0]
+    lock = threading.Lock()
+
+    def counting(*a: object, **k: object) -> object:
+        with lock:
+            calls.append(a[0])
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.05)
+        with lock:
+            inside[0] -= 1
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    monkeypatch.setattr(_http, "_DNS", {})
+    with ThreadPoolExecutor(8) as pool:
+        bodies = list(pool.map(lambda _i: _http.fetch(f"{url}/f.bin", what="t", max_bytes=10_000).body, range(8)))
+    assert bodies == [b"x" * 1000] * 8 and calls == [host] and most[0] == 1 and stats.requests == 8
+
+    def failing(*a: object, **k: object) -> object:
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", failing)
+    with pytest.raises(Unavailable, match="Temporary failure in name resolution"):
+        _http.fetch("http://nowhere.invalid/f.bin", what="t", max_bytes=10)
+    assert ("nowhere.invalid", 80) not in _http._DNS

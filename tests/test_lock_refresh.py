@@ -20,7 +20,7 @@ from builder.lock import state as lockstate
 from builder.project import Project
 from builder.runtime import layout
 from tests.conftest import ROOT, builder_cmd
-from tests.helpers import refresh_world, wheels
+from tests.helpers import needs, refresh_world, wheels
 from tests.helpers.refresh_world import World
 
 K = Path("locks/matrix-k/pylock.py312.toml")
@@ -40,14 +40,14 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def _world(house: tuple[Path, dict[str, str]], tmp_path: Path, env: dict[str, str],
-           matrices: dict[str, dict[str, str]] | None = None) -> Iterator[World]:
+           matrices: dict[str, dict[str, str]] | None = None, date: str = "2025-12-30") -> Iterator[World]:
     from builder.lock.resolve import LockRequest, run_lock
 
-    with refresh_world.served(house, tmp_path, matrices) as w:
+    with refresh_world.served(house, tmp_path, matrices, date=f'"{date}"') as w:
         assert [o.error for o in run_lock(Project(w.project), LockRequest())] == [None] * len(matrices or "k")
         _git(w.project, "init", "-q")
         _git(w.project, "add", "-A")
-        _git(w.project, "commit", "-qm", "locks as of 2025-12-30")
+        _git(w.project, "commit", "-qm", f"locks as of {date}")
         yield w
 
 
@@ -57,7 +57,7 @@ def world(house: tuple[Path, dict[str, str]], tmp_path: Path, env: dict[str, str
 
 
 def _git(cwd: Path, *args: str) -> str:
-    r = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=cwd,
+    r = subprocess.run([needs.git(), "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=cwd,
                        capture_output=True, text=True, timeout=60, check=True)
     return r.stdout
 
@@ -237,10 +237,19 @@ def test_a_refresh_that_raises_the_native_floor_above_the_declared_one_is_a_regr
         assert d["driver"]["old"]["native_min"] == "570.124.06" and d["driver"]["new"]["native_min"] == "575.57.08"
         assert any(x.startswith("native driver floor rose: 570.124.06 -> 575.57.08") for x in d["regressions"])
         assert d["host"]["driver"] == "570.124.06"  # judged on the host after the window (r's floor)
-        # The same holds on another driver: the floor rose whatever the host.
+        # The same holds on another driver: the floor rose whatever the host.  The host named is the
+        # one judged on: --driver's driver, not the matrix's floor.
         r = builder_cmd("lock", "diff", "--driver", "580.95.05", "--format", "md", cwd=w.project, env=env)
         assert r.returncode == EXIT_FAILED
         assert "**1 regression**" in r.stdout and "[!CAUTION]" in r.stdout and "native driver floor rose" in r.stdout
+        assert ("**CUDA**, judged on driver 580.95.05, GPU compute capability 8.9 (envs/host.toml + --driver):"
+                in r.stdout), r.stdout
+        r = builder_cmd("lock", "diff", "--driver", "580.95.05", "--gpu-cc", "9.0", cwd=w.project, env=env)
+        assert ("judged on: driver 580.95.05, GPU compute capability 9.0 (envs/host.toml + --driver, --gpu-cc)"
+                in r.stdout), r.stdout
+        r = builder_cmd("lock", "diff", "--gpu-cc", "9.0", cwd=w.project, env=env)
+        assert ("judged on: driver 570.124.06, GPU compute capability 9.0 (envs/host.toml after the window: "
+                "driver = matrix-r's floor + --gpu-cc)" in r.stdout), r.stdout
         r = builder_cmd("lock", "diff", cwd=w.project, env=env)
         assert r.returncode == EXIT_FAILED and "REGRESSION: native driver floor rose" in r.stdout
         # Pin back, as the README says: a constraint in the spec, re-lock; the rest of the refresh stays.
@@ -254,16 +263,18 @@ def test_a_refresh_that_raises_the_native_floor_above_the_declared_one_is_a_regr
 
 
 # --------------------------------------------------------------------------- the CI loop, for real
-def _ci_refresh(w: World, env: dict[str, str], tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], str]:
+def _ci_refresh(w: World, env: dict[str, str], tmp_path: Path, date: str = AFTER
+                ) -> tuple[subprocess.CompletedProcess[str], str]:
     """``nox --no-venv -s lock-refresh`` (the CI job's command) with the shipped noxfile and the
     installed builder on PATH, in the world's git checkout; returns (result, GitHub step outputs)."""
+    needs.nox()
     shutil.copy2(ROOT / "noxfile.py", w.project / "noxfile.py")
     outputs = tmp_path / "github-output"
     e = {k: v for k, v in env.items() if k != "BUILDER_PROJECT"}
     e.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), e.get("PATH", "")]),
              GITHUB_OUTPUT=str(outputs))
     r = subprocess.run([sys.executable, "-m", "nox", "--no-venv", "-f", "noxfile.py", "-s", "lock-refresh", "--",
-                        "--exclude-newer", AFTER], cwd=w.project, env=e, capture_output=True, text=True, timeout=300)
+                        "--exclude-newer", date], cwd=w.project, env=e, capture_output=True, text=True, timeout=300)
     return r, outputs.read_text() if outputs.exists() else ""
 
 
@@ -288,8 +299,64 @@ def test_ci_lock_refresh_session_runs_the_real_commands_and_proposes_the_change(
         assert md.startswith("## Lock changes: 1 of 1 locks with package changes, no regression")
         assert "| filelock | 3.19.1 | **3.20.0** |" in md and "12.8.4.1 → **12.9.1.4**" in md
         assert json.loads((w.project / "lock-refresh.json").read_text())["locks_with_package_changes"] == 1
-        assert outputs.splitlines() == ["changed=true", "regression=false"]
-        assert "lock-refresh: 1 package change(s)" in r.stderr
+        assert outputs.splitlines() == ["changed=true", "regression=false", "title=Lock refresh"]
+        # The count is of locks (this lock changed 2 packages).
+        assert "lock-refresh: 1 lock with package changes: propose them as 'Lock refresh'" in r.stderr, r.stderr
+        # Pinning back goes on the base branch: the workflow force-pushes the refresh branch weekly.
+        advice = md.split("\n---\n", 1)[1]
+        assert "on the base branch" in advice and "push to this branch" not in advice
+        assert "builder spec set <id> packages.constraints" in advice
+
+
+def _propose(tmp_path: Path, outputs: str) -> list[list[str]]:
+    """Run the `propose` job's script of lock-refresh.yml with the refresh job's outputs, a stand-in
+    `gh` and `git` that record their arguments; returns the `gh` calls."""
+    text = (ROOT / ".github" / "workflows" / "lock-refresh.yml").read_text()
+    lines = text.split("\n  propose:\n", 1)[1].split("\n")
+    start = next(i for i, ln in enumerate(lines) if ln.strip() == "run: |") + 1
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    script = "\n".join(ln[indent:] for ln in lines[start:] if ln.startswith(" " * indent) or not ln.strip())
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    log = tmp_path / "gh-calls.jsonl"
+    for tool in ("gh", "git"):
+        (fake / tool).write_text(f"#!{sys.executable}\nimport json, sys\n"
+                                 f"open({str(log)!r}, 'a').write(json.dumps(['{tool}', *sys.argv[1:]]) + '\\n')\n"
+                                 "print(0 if sys.argv[1:3] == ['pr', 'list'] else '')\n")
+        (fake / tool).chmod(0o755)
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    (artifact / "lock-refresh.md").write_text("body\n")
+    out = dict(ln.split("=", 1) for ln in outputs.splitlines())
+    env = {"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}", "BASE": "main", "DIR": str(artifact),
+           "RUNNER_TEMP": str(tmp_path), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"), "GH_TOKEN": "x",
+           "TITLE": out["title"]}
+    subprocess.run(["bash", "-e", "-c", script], env=env, check=True, timeout=60, capture_output=True, text=True)
+    calls = [json.loads(ln) for ln in log.read_text().splitlines()]
+    return [c[1:] for c in calls if c[0] == "gh"]
+
+
+def test_a_refresh_that_adds_a_warning_says_so_in_the_pull_request_title(
+        house: tuple[Path, dict[str, str]], tmp_path: Path, env: dict[str, str]) -> None:
+    """Back from 2026-02-01 to 2025-12-30, cuBLAS goes 12.9 -> 12.8, below vLLM's build toolkit:
+    `cuda-toolkit-order` becomes a warning.  No regression (same floor): the pull request is
+    proposed, and its title and body name the new warning."""
+    for w in _world(house, tmp_path, env, {"k": {}}, date=AFTER):
+        r, outputs = _ci_refresh(w, env, tmp_path, date="2025-12-30")
+        assert r.returncode == 0, r.stderr
+        title = "Lock refresh: 1 new warning (cuda-toolkit-order)"
+        assert outputs.splitlines() == ["changed=true", "regression=false", f"title={title}"]
+        assert f"propose them as {title!r}" in r.stderr
+        md = (w.project / "lock-refresh.md").read_text()
+        assert md.startswith("## Lock changes: 1 of 1 locks with package changes, no regression, 1 new warning\n")
+        assert "> [!WARNING]\n> A new warning (it does not block)" in md
+        assert "> - `matrix-k/py3.12`: new warn: cuda-toolkit-order: " in md
+        d = json.loads((w.project / "lock-refresh.json").read_text())["locks"][0]
+        assert [x.split(":")[:2] for x in d["new_warnings"]] == [["new warn", " cuda-toolkit-order"]]
+        assert not d["regression"]
+        # The workflow's propose step hands that title to gh.
+        create = next(c for c in _propose(tmp_path, outputs) if c[:2] == ["pr", "create"])
+        assert create[create.index("--title") + 1] == title
 
 
 def test_ci_lock_refresh_session_fails_on_a_regression_and_leaves_the_locks_for_review(

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.helpers import needs
+
+needs.nox()  # every test here runs nox
 
 
 def _project(tmp_path: Path) -> Path:
@@ -126,8 +129,23 @@ def _refresh(tmp_path: Path, diff_json: str, diff_rc: int) -> tuple[subprocess.C
 def test_lock_refresh_proposes_only_package_changes(tmp_path: Path, diff_json: str, changed: str) -> None:
     r, _proj, outputs = _refresh(tmp_path, diff_json, 0)
     assert r.returncode == 0, r.stderr
-    assert outputs.splitlines() == [f"changed={changed}", "regression=false"]
-    assert ("1 package change(s)" if changed == "true" else "nothing to propose") in r.stderr
+    assert outputs.splitlines() == [f"changed={changed}", "regression=false", "title=Lock refresh"]
+    # The count is of locks, not of packages.
+    assert ("1 lock with package changes" if changed == "true" else "nothing to propose") in r.stderr
+
+
+WARNED = ('{"locks": [{"changed": [{"name": "a", "old": "1", "new": "2"}], "new_warnings": '
+          '["new warn: cuda-toolkit-order: x", "new warn: gpu-arch: y"]}, {"changed": [{"name": "b", "old": "1", '
+          '"new": "2"}], "new_warnings": ["new warn: gpu-arch: y", "new warn: $(touch pwned)\\nx: z"]}, '
+          '{"added": [], "changed": []}]}')
+
+
+def test_lock_refresh_counts_locks_and_titles_new_warnings(tmp_path: Path) -> None:
+    r, _proj, outputs = _refresh(tmp_path, WARNED, 0)
+    assert r.returncode == 0, r.stderr
+    title = "Lock refresh: 2 new warnings (cuda-toolkit-order, gpu-arch)"  # only rule ids reach the title
+    assert outputs.splitlines() == ["changed=true", "regression=false", f"title={title}"]
+    assert f"lock-refresh: 2 locks with package changes: propose them as {title!r}" in r.stderr
 
 
 def test_lock_refresh_fails_on_a_regression_and_keeps_the_report(tmp_path: Path) -> None:

@@ -279,6 +279,9 @@ def test_nox_sessions_with_ql1_active_leave_its_tree_identical(w: World, home: P
     and b are the small local-index matrix.
     """
     from tests.conftest import ROOT
+    from tests.helpers import needs
+
+    needs.nox()
 
     proj = tmp_path / "proj"
     shutil.copytree(w.project, proj)

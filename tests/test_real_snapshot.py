@@ -63,3 +63,26 @@ def test_runbook_without_a_driver_reading_takes_envs_host_toml(tmp_path: Path) -
     assert r.returncode == 0, r.stderr
     assert "current 550.107.02 -> target 575.x" in r.stdout and "Values from: envs/host.toml." in r.stdout
     assert "Rollback: `nvidia-driver-550`." in r.stdout and "sudo apt-get install -y nvidia-driver-575" in r.stdout
+
+
+def test_host_facts_are_built_once_and_frozen() -> None:
+    """The probe's facts are one frozen, keyword-only value: nothing fills them in afterwards."""
+    import dataclasses
+
+    import pytest
+
+    from builder.driver import facts as hostfacts
+    from builder.driver import snapshot
+
+    f = hostfacts.from_snapshot(snapshot.load(SNAP))
+    assert f.driver == "580.159.04" and f.gpus is not None and f.gpus[0].name == "NVIDIA H200"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.glibc = "2.35"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        hostfacts.HostFacts("snapshot")  # type: ignore[misc]  # keyword-only
+    sequences = {k: v for k, v in vars(f).items() if isinstance(v, (list, tuple))}
+    assert sequences and all(isinstance(v, tuple) for v in sequences.values()), sequences
+    # Options on top are new facts; the probed ones stay as they were.
+    g = f.overridden(driver="575.57.08", glibc="2.35", origin="snapshot + options")
+    assert (g.driver, g.glibc, g.origin, f.driver, f.glibc, f.origin) == (
+        "575.57.08", "2.35", "snapshot + options", "580.159.04", "2.39", "snapshot")

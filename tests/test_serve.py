@@ -334,7 +334,7 @@ def test_stop_drains_requests_in_flight(sp: SP, latency: float, drain: float, ex
 
 def test_unit_renders_the_content_addressed_runtime_and_its_sh_form_serves(sp: SP, tmp_path: Path) -> None:
     (sp.root / "current").symlink_to(h.RUNTIME_ID)  # a pointer must never appear in a unit
-    sp.spec(extra='api-key-env = "QL_TEST_KEY"\napi-key-file = "/etc/querylake/llm-key.env"\n',
+    sp.spec(extra='api-key-env = "QL_TEST_KEY"\napi-key-file = "/etc/querylake/llm-key.env"\n' + h.account(),
             green_env='CUDA_VISIBLE_DEVICES = "1"')
     r = sp.run("serve", "unit", "--runtime", h.RUNTIME_ID, "--slot", "green")
     assert r.returncode == 0, r.stderr

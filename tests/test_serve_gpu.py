@@ -42,6 +42,7 @@ import pytest
 from builder.errors import EXIT_FAILED
 from builder.serve.process import TOKEN_VAR
 from tests.conftest import ROOT, write_project
+from tests.helpers import needs
 from tests.helpers import serve as h
 
 pytestmark = pytest.mark.gpu
@@ -69,6 +70,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _setup(tmp_path: Path) -> tuple[Path, dict[str, str], int, int, str]:
+    needs.torch()  # the stand-in server holds GPU memory with this interpreter's torch
     project = write_project(tmp_path / "proj", "http://127.0.0.1:9/simple")
     h.make_runtime(tmp_path / "runtimes")
     marker = f"{tmp_path.name}-{os.getpid()}"

@@ -347,3 +347,25 @@ def test_gpu_memory_na_is_not_checked_and_an_nvml_error_is_one_line(fake_smi: Pa
     fake_smi.write_text(_captured("mismatch-two-line-550.txt"))
     with pytest.raises(Unavailable, match="cannot read GPU memory"):
         gpu.gpu_memory()
+
+
+def test_user_and_allow_root_are_validated() -> None:
+    svc = service_from_mapping({**BASE, "user": "querylake", "allow-root": True})
+    assert (svc.user, svc.allow_root) == ("querylake", True)
+    assert (service_from_mapping(BASE).user, service_from_mapping(BASE).allow_root) == (None, False)
+    with pytest.raises(SpecError) as ei:
+        service_from_mapping({**BASE, "user": "Query Lake\nx", "allow-root": "yes"}, "s.toml")
+    assert ei.value.problems == ["s.toml: user: contains a control character or line break: 'Query Lake\\nx'"]
+    with pytest.raises(SpecError) as ei:
+        service_from_mapping({**BASE, "user": "Query Lake", "allow-root": "yes"}, "s.toml")
+    assert [p.split(": ")[1] for p in ei.value.problems] == ["user", "allow-root"]
+
+
+def test_the_unit_carries_what_decides_the_model_and_caches_never_secrets() -> None:
+    from builder.serve.environment import carried
+
+    got = carried({"HOME": "/h", "HF_HOME": "/hf", "HF_HUB_OFFLINE": "1", "HF_TOKEN": "s", "VLLM_API_KEY": "k",
+                   "HUGGING_FACE_HUB_TOKEN": "s", "CUDA_VISIBLE_DEVICES": "1", "TERM": "xterm", "SSH_AUTH_SOCK": "/s",
+                   "BUILDER_SERVE_TOKEN": "t", "AWS_SECRET_ACCESS_KEY": "s", "VLLM_LOGGING_LEVEL": "INFO"})
+    assert got == {"HOME": "/h", "HF_HOME": "/hf", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "1",
+                   "VLLM_LOGGING_LEVEL": "INFO"}

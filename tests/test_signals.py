@@ -7,6 +7,7 @@ is read for survivors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -108,6 +109,46 @@ def test_a_signal_during_lock_writes_nothing_and_leaves_no_child(
     assert lock.read_bytes() == before
     assert not [p.name for p in lock.parent.iterdir() if p.name.endswith(".tmp")]
     assert not list((tmp_path / "tmp").iterdir()), "builder-lock-* temp dirs left"
+
+
+def test_the_temp_dirs_of_a_killed_lock_are_swept_by_the_next_run_but_not_a_live_runs(
+        w: World, stalled: httpserver.Stats, tmp_path: Path) -> None:
+    """SIGKILL cannot be caught: the killed `builder lock` leaves its builder-lock-* dir.  The next
+    run (here a lock of another project, sharing $TMPDIR) removes it, and not the dir of a
+    concurrent `builder lock` that is still waiting on the index."""
+    proj = write_project(tmp_path / "proj", stalled.url, {"t": "0.13.0"})  # type: ignore[attr-defined]
+    other = write_project(tmp_path / "other", w.index, {"t": "0.13.0"})
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "BUILDER_PROJECT"}
+    env.update(TMPDIR=str(tmp), UV_CACHE_DIR=str(tmp_path / "cold-cache"))
+    stalled.hold = threading.Event()
+
+    def lock_dirs() -> set[str]:
+        return {p.name for p in tmp.iterdir() if p.name.startswith("builder-lock-")}
+
+    killed = start(["lock", "-m", "t"], proj, env)
+    uv = wait_for("uv to ask the stalled index", lambda: children(killed.pid, "uv"))
+    left = wait_for("its temp dir", lock_dirs)
+    killed.kill()
+    killed.wait(timeout=30)
+    for pid in uv:  # its uv may run on (its own process group): not the subject here
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert lock_dirs() == left  # SIGKILL: nothing removed it
+
+    live = start(["lock", "-m", "t"], proj, env)
+    try:
+        uv = wait_for("the live run's uv", lambda: children(live.pid, "uv"))
+        mine = wait_for("the live run's temp dir", lambda: lock_dirs() - left)
+        env_other = {**env, "UV_CACHE_DIR": str(w.cache)}
+        r = subprocess.run([sys.executable, "-m", "builder", "lock", "-m", "t"], cwd=other, env=env_other,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert lock_dirs() == mine  # the killed run's swept, the live run's kept
+    finally:
+        stop(live, signal.SIGTERM, uv)  # type: ignore[arg-type]
+    assert not lock_dirs()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])

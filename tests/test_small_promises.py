@@ -161,3 +161,46 @@ def test_anything_after_the_stamp_makes_the_lock_modified(w: World, tmp_path: Pa
     assert r.returncode == 1 and "modified" in r.stderr, r.stderr
     r = builder("build", "-m", "t", "-p", PY312, "--root", str(tmp_path / "rt"), "--no-gpu", cwd=proj)
     assert r.returncode == 2 and not (tmp_path / "rt").exists(), r.stderr  # refused before anything
+
+
+def test_a_conda_base_without_the_conda_extra_says_what_to_install(w: World, tmp_path: Path) -> None:
+    """PyYAML, conda-lock and py-rattler come with builder's conda extra: without them, locking a
+    matrix with a ``[conda]`` base is exit 4 naming the extra, not an internal error.  The extra is
+    hidden from the builder process, so this runs (and must pass) whether or not it is installed."""
+    from builder.errors import EXIT_TOOL_MISSING
+    from tests.helpers import conda_channel
+
+    proj = tmp_path / "proj"
+    shutil.copytree(w.project, proj, symlinks=True)
+    conda_channel.add_conda_base(proj / "envs" / "matrix-t.toml", str(tmp_path / "no-channel"))
+    hide = ("import sys\nfor m in ('yaml', 'conda_lock', 'rattler'): sys.modules[m] = None\n"
+            "from builder.cli import main\nmain()\n")
+    for args in (["lock", "-m", "t"], ["lock", "--refresh", "-m", "t", "--exclude-newer", "2025-12-30"]):
+        r = subprocess.run([sys.executable, "-c", hide, *args], cwd=proj, capture_output=True, text=True,
+                           timeout=180, env={k: v for k, v in os.environ.items() if k != "BUILDER_PROJECT"})
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("builder: ")]
+        assert r.returncode == EXIT_TOOL_MISSING and len(errors) == 1, (args, r.returncode, r.stderr)
+        assert "needs builder's conda extra: PyYAML, conda-lock, py-rattler not installed" in errors[0], errors
+        assert "pip install 'builder[conda]'" in errors[0]
+
+
+@pytest.mark.parametrize("answer", ["wrong content type", "redirect loop"])
+def test_an_index_that_answers_with_no_index_page_is_data_unavailable(w: World, tmp_path: Path, answer: str) -> None:
+    """A hostile loopback index: its torch page comes back as an image, or redirects to itself
+    for ever.  The pins are fine; the index is unusable: exit 3, one line, no lock written.
+    A narrow terminal (uv wraps its message at $COLUMNS) changes nothing."""
+    from tests.helpers import httpserver, runtimes
+
+    bad = {"wrong content type": httpserver.Misbehave(content_type="image/png"),
+           "redirect loop": httpserver.Misbehave(redirect="/simple/torch/")}[answer]
+    with httpserver.serve(w.index_root) as (url, stats):
+        proj = runtimes.write_project(tmp_path / "proj", f"{url}/simple", {"t": "0.13.0"})
+        stats.misbehave["/simple/torch/"] = bad
+        r = builder("lock", "-m", "t", cwd=proj,
+                    env={**os.environ, "UV_CACHE_DIR": str(tmp_path / "uv-cache"), "COLUMNS": "60"})
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("builder: ")]
+    assert r.returncode == EXIT_UNAVAILABLE and len(errors) == 1, r.stderr
+    assert "the package index did not answer with an index page" in errors[0], errors[0]
+    assert "adjust the pins" not in r.stderr and "/simple/torch/" in errors[0]
+    assert stats.paths.count("/simple/torch/") >= (10 if answer == "redirect loop" else 1)
+    assert not list((proj / "locks").rglob("*.toml"))

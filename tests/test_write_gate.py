@@ -42,6 +42,7 @@ from builder.cli import main as cli_main
 from builder.errors import EXIT_INTERNAL, EXIT_PROTECTED
 from tests.conftest import ROOT, tree_digest
 from tests.helpers.runtimes import PY312, World
+from tests.helpers.serve import account
 
 DRIVER = ROOT / "tests" / "helpers" / "gate_driver.py"
 
@@ -163,6 +164,13 @@ def host(w: World, tmp_path_factory: pytest.TempPathFactory) -> Host:
     return make_host(w, tmp_path_factory.mktemp("gate"))
 
 
+def _service_spec(project: Path) -> None:
+    """The shipped envs/service.toml, naming the account the tests run as (``serve unit`` renders a
+    unit only for the spec's user)."""
+    text = (ROOT / "envs" / "service.toml").read_text()
+    (project / "envs" / "service.toml").write_text(account() + text)
+
+
 def make_host(w: World, base: Path) -> Host:
     """A fake HOME with QL_1 in it, and a copy of the world project with envs/service.toml, in ``base``
     (also used by tests/test_special_files.py)."""
@@ -177,7 +185,7 @@ def make_host(w: World, base: Path) -> Host:
     # What the project disguises need inside QL_1: a whole project, and targets
     # for a project's locks/, envs/ and runtimes/ symlinked into it.
     shutil.copytree(w.project, ql1 / "proj", symlinks=True)
-    shutil.copy(ROOT / "envs" / "service.toml", ql1 / "proj" / "envs" / "service.toml")
+    _service_spec(ql1 / "proj")
     shutil.copytree(w.project / "locks", ql1 / "locks-of-a-project")
     shutil.copytree(w.project / "envs", ql1 / "envs-of-a-project")
     (ql1 / "runtimes-of-a-project").mkdir()
@@ -191,7 +199,7 @@ def make_host(w: World, base: Path) -> Host:
     (fakebin / "apt-mark").chmod(0o755)
     project = base / "proj"
     shutil.copytree(w.project, project, symlinks=True)
-    shutil.copy(ROOT / "envs" / "service.toml", project / "envs" / "service.toml")
+    _service_spec(project)
     scratch = base / "scratch"
     scratch.mkdir()
     env = {k: v for k, v in os.environ.items()

@@ -14,6 +14,7 @@ from builder.binaries.archcompat import KernelArchs
 from builder.check import knowledge as cuda
 from builder.check import toolkit
 from builder.driver.facts import HostFacts
+from builder.report import Level
 from builder.spec import Matrix
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ class Pkg:
 @dataclass(frozen=True)
 class Finding:
     id: str
-    level: str
+    level: Level
     message: str
     evidence: tuple[str, ...] = ()
     source: str = ""
@@ -182,7 +183,7 @@ class CheckReport:
     lock: str
     matrix: str | None
     python: str
-    verdict: str
+    verdict: Level  # the worst finding, an info counting as a pass
     findings: list[Finding]
     packages: dict[str, Pkg]
     driver: dict[str, Any]

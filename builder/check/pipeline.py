@@ -33,7 +33,7 @@ from builder.check.model import CheckReport, Facts, Identity, Pkg, WheelRef
 from builder.check.rules import driver_summary, evaluate, verdict
 from builder.driver.facts import HostFacts
 from builder.errors import LockFileError, ToolNotFound, Unavailable, UsageError
-from builder.progress import Progress
+from builder.report import Level, Progress
 from builder.spec import Matrix
 from builder.versions import DriverVersion, compute_capability
 
@@ -160,7 +160,7 @@ class CheckRequest:
 class CheckResult:
     reports: list[CheckReport]
     chooser: list[dict[str, Any]]
-    verdict: str
+    verdict: Level
     fetched: dict[str, int]
 
 
@@ -187,13 +187,12 @@ def chooser_row(r: CheckReport) -> dict[str, Any]:
             "verdict": r.verdict, "blocker": _blocker(r)}
 
 
-def resolve_host(base: HostFacts, req: CheckRequest) -> HostFacts:
-    """Options override the probe, which overrides envs/host.toml."""
-    host = base
-    if req.probe:
-        probed = probe_host()
-        probed.glibc = probed.glibc or host.glibc
-        host = probed
+def validate_overrides(req: CheckRequest) -> None:
+    """UsageError for a malformed ``--driver``/``--gpu-cc``/``--glibc`` (pure).
+
+    Called before anything reads the host or the repository: a usage error is
+    reported as such even where a probe, git or a tool would fail first.
+    """
     for name, value in (("--driver", req.driver), ("--glibc", req.glibc)):
         if value is not None and not value.strip():
             raise UsageError(f"{name} is empty", f"pass a value, e.g. {name} "
@@ -207,9 +206,19 @@ def resolve_host(base: HostFacts, req: CheckRequest) -> HostFacts:
             raise UsageError(f"not a compute capability: {cc!r}", "e.g. --gpu-cc 8.9") from None
     if req.glibc is not None and not re.fullmatch(r"2\.\d{1,3}", req.glibc.strip()):
         raise UsageError(f"not a glibc version: {req.glibc!r}", "e.g. --glibc 2.35")
+
+
+def resolve_host(base: HostFacts, req: CheckRequest) -> HostFacts:
+    """Options override the probe, which overrides envs/host.toml (options validated first)."""
+    validate_overrides(req)
+    host = base
+    if req.probe:
+        probed = probe_host()
+        host = probed.overridden(glibc=probed.glibc or host.glibc)
     if req.driver or req.ccs or req.glibc:
+        given = [n for n, v in (("--driver", req.driver), ("--gpu-cc", req.ccs), ("--glibc", req.glibc)) if v]
         host = host.overridden(driver=req.driver, ccs=tuple(req.ccs), glibc=req.glibc,
-                               origin=host.origin + " + options")
+                               origin=f"{host.origin} + {', '.join(given)}")
     return host
 
 
@@ -224,15 +233,17 @@ def run_check(project: Any, req: CheckRequest,
 
     from builder.project import lock_path, regenerate_command, select_pythons
 
+    # Usage errors first: a bad option is reported as such even where the probe would fail.
+    if req.python is not None and not re.fullmatch(r"(py|python)?3\.\d{1,2}", req.python):
+        raise UsageError(f"not a Python version: {req.python!r}", "e.g. --python 3.12")
+    if req.lock is not None and req.selectors:
+        raise UsageError("--lock and --matrix are exclusive", "pass one or the other")
+    validate_overrides(req)
     base = HostFacts.declared(project.host() if project is not None else None,
                               origin="envs/host.toml" if project is not None else "options")
     host = resolve_host(base, req)
-    if req.python is not None and not re.fullmatch(r"(py|python)?3\.\d{1,2}", req.python):
-        raise UsageError(f"not a Python version: {req.python!r}", "e.g. --python 3.12")
     stats = fetchplan.FetchStats()
     reports: list[CheckReport] = []
-    if req.lock is not None and req.selectors:
-        raise UsageError("--lock and --matrix are exclusive", "pass one or the other")
     cache = paths.check_cache(req.cache_dir)  # validated locks and data files are kept beside the wheel facts
     memo.use_for_data(cache)
     if req.lock is not None:
@@ -311,8 +322,7 @@ def host_from_snapshot(snap: Snapshot) -> HostFacts:
     if rec is None or rec.exit == "missing":
         raise ToolNotFound("nvidia-smi not found: cannot --probe this host",
                            "run on the GPU host, or pass --driver and --gpu-cc")
-    facts = hostfacts.from_snapshot(snap)
-    facts.origin = "nvidia-smi"
+    facts = hostfacts.from_snapshot(snap).overridden(origin="nvidia-smi")
     if facts.nvsmi_error is not None or facts.gpus is None or facts.driver is None:
         drivers = facts.gpu_drivers
         why = facts.problems.get("gpus") or (

@@ -18,9 +18,9 @@ from builder.check.identity import own_kernels, pins
 from builder.check.loaded import LoadView, analyze
 from builder.check.model import Facts, Finding, Pkg
 from builder.pylock import target_tags
+from builder.report import Level, worst
 from builder.versions import DriverVersion
 
-LEVELS = ("pass", "info", "warn", "fail")
 RULES = ("cuda-identity", "torch-pin", "cuda-major", "cuda-toolkit-order", "driver-native",
          "driver-compat", "gpu-arch", "cuda-bindings", "sdist-only", "platform-tag", "python-tag")
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
@@ -37,7 +37,7 @@ SRC_SDIST = "https://docs.astral.sh/uv/reference/cli/#uv-pip-compile--no-build"
 # ---------------------------------------------------------------- rules (pure)
 
 
-def _f(rule: str, level: str, message: str, evidence: list[str] | None = None, source: str = "") -> Finding:
+def _f(rule: str, level: Level, message: str, evidence: list[str] | None = None, source: str = "") -> Finding:
     return Finding(rule, level, message, tuple(evidence or ()), source)
 
 
@@ -80,11 +80,11 @@ def rule_identity(f: Facts) -> Finding:
         names = ", ".join(f"{p.name} {p.version}" for p in unknown + unplaced)
         why = [f"{p.name}: " + "; ".join(e["detail"] for e in p.identity.evidence if e["kind"] != "version")
                for p in unknown if p.identity] + [p.identity.unplaced for p in unplaced if p.identity]
-        return _f("cuda-identity", "warn",
+        return _f("cuda-identity", Level.WARN,
                   f"CUDA identity unknown for {names}: treat as untested; run the runtime smoke test "
                   "on the GPU host before relying on it", why + ev)
     comps = [p for p in _gpu(f) if p.identity and p.identity.kind in ("version", "name")]
-    return _f("cuda-identity", "pass", f"{len(main)} CUDA-linked packages identified, {len(comps)} CUDA "
+    return _f("cuda-identity", Level.PASS, f"{len(main)} CUDA-linked packages identified, {len(comps)} CUDA "
               "libraries placed by name and version", ev)
 
 
@@ -106,12 +106,12 @@ def rule_torch_pin(f: Facts) -> Finding:
                 good = False
             (ok if good else bad).append(line)
     if bad:
-        return _f("torch-pin", "fail",
+        return _f("torch-pin", Level.FAIL,
                   f"{bad[0]}: its compiled ops load only with the torch they were built against "
                   "(`undefined symbol`); lock the pinned versions or choose the release built for the "
                   "locked torch", bad + ok, SRC_TORCH_PIN)
     msg = "torch pins match the lock" if ok else "no package pins torch, torchvision or torchaudio"
-    return _f("torch-pin", "pass", msg, ok, SRC_TORCH_PIN)
+    return _f("torch-pin", Level.PASS, msg, ok, SRC_TORCH_PIN)
 
 
 def rule_cuda_major(f: Facts, view: LoadView | None = None) -> Finding:
@@ -121,19 +121,20 @@ def rule_cuda_major(f: Facts, view: LoadView | None = None) -> Finding:
     majors = "/".join(str(m) for m in sorted(v.majors))
     ev = [*v.conflicts, *v.unsure, *v.coexist, *(f"loaded: {c}" for c in v.core)]
     if v.conflicts:
-        return _f("cuda-major", "fail",
+        return _f("cuda-major", Level.FAIL,
                   f"{v.conflicts[0]}: one process loads one libcudart, so this fails with "
                   "`libcudart.so.N: cannot open shared object file` or mixes two CUDA builds; pick builds of every "
                   "package for one CUDA major", ev, SRC_CUDA_MAJOR)
     if v.unsure:
-        return _f("cuda-major", "warn", f"{v.unsure[0]}; smoke-test the runtime on the GPU host", ev, SRC_CUDA_MAJOR)
+        return _f("cuda-major", Level.WARN, f"{v.unsure[0]}; smoke-test the runtime on the GPU host", ev,
+                  SRC_CUDA_MAJOR)
     if not v.majors:
-        return _f("cuda-major", "pass", "no CUDA-linked packages", [], SRC_CUDA_MAJOR)
+        return _f("cuda-major", Level.PASS, "no CUDA-linked packages", [], SRC_CUDA_MAJOR)
     if v.coexist:
-        return _f("cuda-major", "info",
+        return _f("cuda-major", Level.INFO,
                   f"a process loads CUDA {majors}; builds for another major sit beside it in their own files and "
                   f"are not loaded: {v.coexist[0]}", ev, SRC_CUDA_MAJOR)
-    return _f("cuda-major", "pass", f"every CUDA-linked package is on CUDA {majors}", ev, SRC_CUDA_MAJOR)
+    return _f("cuda-major", Level.PASS, f"every CUDA-linked package is on CUDA {majors}", ev, SRC_CUDA_MAJOR)
 
 
 def _build(p: Pkg) -> tuple[str, str] | None:
@@ -183,18 +184,18 @@ def rule_toolkit_order(f: Facts, view: LoadView | None = None) -> Finding:
     unknown_lines = [f"{p.name} {p.version}: {p.identity.toolkit_unknown or 'build toolkit unknown'}"
                      for p in unknown if p.identity]
     if warn:
-        return _f("cuda-toolkit-order", "warn", warn[0], warn[1:] + unknown_lines + info + ok, src)
+        return _f("cuda-toolkit-order", Level.WARN, warn[0], warn[1:] + unknown_lines + info + ok, src)
     if unknown:
-        return _f("cuda-toolkit-order", "warn",
+        return _f("cuda-toolkit-order", Level.WARN,
                   f"cannot tell whether the CUDA libraries are older than the toolkit that built "
                   f"{', '.join(p.name for p in unknown)}: {unknown_lines[0]}", unknown_lines[1:] + info + ok, src)
     if not builders:
-        return _f("cuda-toolkit-order", "pass", "no package carries kernels built by its own toolkit", ok, src)
+        return _f("cuda-toolkit-order", Level.PASS, "no package carries kernels built by its own toolkit", ok, src)
     if info:
-        return _f("cuda-toolkit-order", "info",
+        return _f("cuda-toolkit-order", Level.INFO,
                   "cuBLAS matches the build toolkit; other CUDA libraries are older than it: "
                   + "; ".join(info), ok, src)
-    return _f("cuda-toolkit-order", "pass", "CUDA libraries are not older than the build toolkit", ok, src)
+    return _f("cuda-toolkit-order", Level.PASS, "CUDA libraries are not older than the build toolkit", ok, src)
 
 
 def driver_summary(f: Facts, view: LoadView | None = None) -> dict[str, object]:
@@ -221,27 +222,27 @@ def rule_driver_native(f: Facts, view: LoadView | None = None) -> Finding:
           *(f"lower bound: {x}" for x in nf.lower_bound)]
     if native is None:
         if nf.no_row:
-            return _f("driver-native", "warn", f"native driver floor unknown: {nf.no_row[0]}", ev, SRC_DRIVER)
-        return _f("driver-native", "pass", "the lock carries no CUDA runtime" + _bound(nf), ev, SRC_DRIVER)
+            return _f("driver-native", Level.WARN, f"native driver floor unknown: {nf.no_row[0]}", ev, SRC_DRIVER)
+        return _f("driver-native", Level.PASS, "the lock carries no CUDA runtime" + _bound(nf), ev, SRC_DRIVER)
     declared = f.matrix.driver_floor if f.matrix else None
     host = f.host.driver
-    level, msgs = "pass", []
+    level, msgs = Level.PASS, []
     if declared and DriverVersion.parse(declared) < DriverVersion.parse(native):
-        level = "warn"
+        level = Level.WARN
         msgs.append(f"declared floor {declared} is below the native floor {native} (set by {what}): on drivers "
                     f"from {declared} to {native} {f.matrix.name if f.matrix else 'it'} relies on minor-version "
                     f"compatibility; raise driver-floor to {native} in envs/"
                     f"{f.matrix.name if f.matrix else 'matrix'}.toml")
     if host is None:
-        level = "warn"
+        level = Level.WARN
         msgs.append(f"host driver unknown; the lock needs {native} natively{_bound(nf)} (pass --driver or --probe)")
     elif declared and DriverVersion.parse(host) < DriverVersion.parse(declared):
-        level = "fail"
+        level = Level.FAIL
         msgs.insert(0, f"driver upgrade required: host driver {host} is below the matrix's declared floor "
                        f"{declared} (native floor {native}); installing a new driver needs a reboot")
     elif DriverVersion.parse(host) >= DriverVersion.parse(native):
         if nf.no_row:
-            level = "fail" if level == "fail" else "warn"
+            level = Level.FAIL if level == Level.FAIL else Level.WARN
             msgs.append(f"host driver {host} meets the known floor {native}, but {nf.no_row[0]}: whether it runs "
                         "the lock natively is not known; add the release's driver row from NVIDIA's table")
         else:
@@ -258,9 +259,9 @@ def rule_driver_compat(f: Facts, view: LoadView | None = None) -> Finding:
     nf = native_floor(f, v)
     native, cmin, host = nf.driver, compat_min(f, v), f.host.driver
     if native is None and not nf.no_row:
-        return _f("driver-compat", "pass", "the lock carries no CUDA runtime", [], SRC_COMPAT)
+        return _f("driver-compat", Level.PASS, "the lock carries no CUDA runtime", [], SRC_COMPAT)
     if host is None:
-        return _f("driver-compat", "warn", "host driver unknown: cannot tell whether the lock runs",
+        return _f("driver-compat", Level.WARN, "host driver unknown: cannot tell whether the lock runs",
                   [], SRC_COMPAT)
     risks = jit_risks(f, v, host)
     ev = [f"native floor {native or 'unknown'}{_bound(nf)}", f"minor-version compatibility floor {cmin}", *risks]
@@ -270,18 +271,19 @@ def rule_driver_compat(f: Facts, view: LoadView | None = None) -> Finding:
            if risks else "")
     if native is not None and DriverVersion.parse(host) >= DriverVersion.parse(native):
         if risks:
-            return _f("driver-compat", "warn", f"host driver {host} runs the lock natively (>= {native}){jit}",
+            return _f("driver-compat", Level.WARN, f"host driver {host} runs the lock natively (>= {native}){jit}",
                       ev, f.k.jit_source or SRC_COMPAT)
         if nf.lower_bound:
-            return _f("driver-compat", "pass", f"host driver {host} meets the known native floor {native}, "
+            return _f("driver-compat", Level.PASS, f"host driver {host} meets the known native floor {native}, "
                       f"a lower bound: {nf.lower_bound[0]}", ev, SRC_COMPAT)
-        return _f("driver-compat", "pass", f"host driver {host} runs the lock natively (>= {native})", ev, SRC_COMPAT)
+        return _f("driver-compat", Level.PASS, f"host driver {host} runs the lock natively (>= {native})", ev,
+                  SRC_COMPAT)
     if cmin and DriverVersion.parse(host) >= DriverVersion.parse(cmin):
-        return _f("driver-compat", "warn",
+        return _f("driver-compat", Level.WARN,
                   f"host driver {host} runs this lock only under minor-version compatibility (>= {cmin}): "
                   "no JIT of PTX newer than the driver, so Triton/flashinfer JIT kernels are at risk; "
                   f"upgrade the driver to >= {native or 'the native floor'}{jit}", ev, SRC_COMPAT)
-    return _f("driver-compat", "fail",
+    return _f("driver-compat", Level.FAIL,
               f"host driver {host} is below the minor-version compatibility floor {cmin}: the CUDA runtime "
               f"will report 'driver too old'; upgrade the driver to >= {native or cmin}", ev, SRC_COMPAT)
 
@@ -290,7 +292,7 @@ def rule_gpu_arch(f: Facts, view: LoadView | None = None) -> Finding:
     """Host compute capability vs the CUDA line a process loads, and vs the GPU code of the
     main extension (read from its fatbin: shipped data or --deep)."""
     if not f.host.ccs:
-        return _f("gpu-arch", "warn", "host GPU compute capability unknown (pass --gpu-cc or --probe)")
+        return _f("gpu-arch", Level.WARN, "host GPU compute capability unknown (pass --gpu-cc or --probe)")
     v = _view(f, view)
     loaded = [p for p in _gpu(f) if v.loaded(p) and p.identity]
     releases = {p.identity.release or (cuda.release_of(p.identity.build_toolkit)
@@ -332,22 +334,22 @@ def rule_gpu_arch(f: Facts, view: LoadView | None = None) -> Finding:
     tail = [f"not read: the GPU code of {', '.join(other)} (only main extensions are judged)"] if other else []
     cc_list = ", ".join(f.host.ccs)
     if bad:
-        return _f("gpu-arch", "fail", "; ".join(dict.fromkeys(bad)) + ": use builds that support this GPU",
+        return _f("gpu-arch", Level.FAIL, "; ".join(dict.fromkeys(bad)) + ": use builds that support this GPU",
                   judged + unjudged + notes + tail, src)
     unreadable = f.host.unreadable_gpus
     if unreadable:
         which = ", ".join(f"GPU {g.index if g.index is not None else '?'} ({g.name or 'unnamed'}: "
                           f"{g.compute_capability or 'empty'})" for g in unreadable)
-        return _f("gpu-arch", "warn", f"compute capability could not be read for {which}: this GPU is not "
+        return _f("gpu-arch", Level.WARN, f"compute capability could not be read for {which}: this GPU is not "
                   f"judged (the others, {cc_list}, are supported by the CUDA line); check `nvidia-smi` "
                   "or pass --gpu-cc", judged + unjudged + notes + tail)
     if unjudged:
-        return _f("gpu-arch", "warn", f"the CUDA line supports compute capability {cc_list}, but "
+        return _f("gpu-arch", Level.WARN, f"the CUDA line supports compute capability {cc_list}, but "
                   + unjudged[0], judged + unjudged[1:] + notes + tail)
     if notes and not judged:
-        return _f("gpu-arch", "info", f"the CUDA line supports compute capability {cc_list}; " + notes[0],
+        return _f("gpu-arch", Level.INFO, f"the CUDA line supports compute capability {cc_list}; " + notes[0],
                   notes[1:] + tail)
-    return _f("gpu-arch", "pass", f"the CUDA line supports compute capability {cc_list}"
+    return _f("gpu-arch", Level.PASS, f"the CUDA line supports compute capability {cc_list}"
               + (f"; {judged[0]}" if judged else ""), judged[1:] + notes + tail)
 
 
@@ -397,7 +399,7 @@ def rule_bindings(f: Facts, view: LoadView | None = None) -> Finding:
             continue
         carriers.append((p, v.major))
     if not carriers and not problems:
-        return _f("cuda-bindings", "pass", "the lock holds no CUDA Python bindings (cuda-bindings, cuda-python)",
+        return _f("cuda-bindings", Level.PASS, "the lock holds no CUDA Python bindings (cuda-bindings, cuda-python)",
                   notes)
     stack = _bindings_stack(f, view)
     stack_s = "/".join(str(m) for m in sorted(stack))
@@ -454,11 +456,11 @@ def rule_bindings(f: Facts, view: LoadView | None = None) -> Finding:
             fix.append(f"upgrade the driver to >= {max((d for d, _ in floors), key=DriverVersion.parse)}")
         head = "; ".join([*([clash] if clash else []), *problems])
         fails = (f": {who} fails on drivers below that floor" if floors else "")
-        return _f("cuda-bindings", "warn", f"{head}{fails}{tail}" + (f"; {' or '.join(fix)}" if fix else ""),
+        return _f("cuda-bindings", Level.WARN, f"{head}{fails}{tail}" + (f"; {' or '.join(fix)}" if fix else ""),
                   ev, src)
     if infos:
-        return _f("cuda-bindings", "info", f"{infos[0]}: {who} runs on this driver{tail}", ev, src)
-    return _f("cuda-bindings", "pass", f"{ok[0]}{tail}", ev, src)
+        return _f("cuda-bindings", Level.INFO, f"{infos[0]}: {who} runs on this driver{tail}", ev, src)
+    return _f("cuda-bindings", Level.PASS, f"{ok[0]}{tail}", ev, src)
 
 
 _LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
@@ -501,20 +503,20 @@ def tag_rules(f: Facts) -> list[Finding]:
         else:
             plat.append(f"{name}: no wheel for {f.arch} Linux{tail}")
     out = [
-        _f("sdist-only", "fail", f"{len(sdist)} packages have no wheel and would be compiled on the host: "
+        _f("sdist-only", Level.FAIL, f"{len(sdist)} packages have no wheel and would be compiled on the host: "
            f"{'; '.join(sdist)}; pin versions with wheels or change the platform", sdist, SRC_SDIST)
-        if sdist else _f("sdist-only", "pass", "every package installs from a wheel", [], SRC_SDIST)]
+        if sdist else _f("sdist-only", Level.PASS, "every package installs from a wheel", [], SRC_SDIST)]
     if f.host.glibc is None:
-        out.append(_f("platform-tag", "warn", "host glibc unknown (pass --glibc)", [], SRC_TAGS))
+        out.append(_f("platform-tag", Level.WARN, "host glibc unknown (pass --glibc)", [], SRC_TAGS))
     elif plat:
-        out.append(_f("platform-tag", "fail", f"wheels need a newer platform than the host: {'; '.join(plat)}; "
+        out.append(_f("platform-tag", Level.FAIL, f"wheels need a newer platform than the host: {'; '.join(plat)}; "
                       "pin older releases or target the host's glibc", plat, SRC_TAGS))
     else:
-        out.append(_f("platform-tag", "pass", f"every wheel installs on glibc {f.host.glibc} {f.arch}",
+        out.append(_f("platform-tag", Level.PASS, f"every wheel installs on glibc {f.host.glibc} {f.arch}",
                       [], SRC_TAGS))
-    out.append(_f("python-tag", "fail", f"wheels do not match CPython {f.python}: {'; '.join(py)}; re-lock for "
+    out.append(_f("python-tag", Level.FAIL, f"wheels do not match CPython {f.python}: {'; '.join(py)}; re-lock for "
                   "this Python", py, SRC_TAGS) if py else
-               _f("python-tag", "pass", f"every wheel matches CPython {f.python}", [], SRC_TAGS))
+               _f("python-tag", Level.PASS, f"every wheel matches CPython {f.python}", [], SRC_TAGS))
     return out
 
 
@@ -526,6 +528,7 @@ def evaluate(f: Facts) -> list[Finding]:
             rule_bindings(f, view), *tag_rules(f)]
 
 
-def verdict(findings: list[Finding]) -> str:
-    worst = max((LEVELS.index(x.level) for x in findings), default=0)
-    return {3: "fail", 2: "warn"}.get(worst, "pass")
+def verdict(findings: list[Finding]) -> Level:
+    """The worst level of ``findings``, an ``info`` counting as a pass."""
+    w = worst(x.level for x in findings)
+    return Level.PASS if w is Level.INFO else w

@@ -9,10 +9,8 @@ import click
 
 from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo_json, exits, progress, project, table
+from builder.cli.common import MARK, echo_json, exits, progress, project, table
 from builder.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, UsageError
-
-_MARK = {"pass": "ok", "info": "info", "warn": "WARN", "fail": "FAIL"}
 
 
 def _packages_rows(rep: Any) -> list[list[str]]:
@@ -50,7 +48,7 @@ def render_report(rep: Any, root: Path | None) -> str:
                            "evidence"])
         lines += ["  " + ln for ln in tbl.splitlines()] + [""]
     for f in rep.findings:
-        lines.append(f"  [{_MARK[f.level]:>4}] {f.id}: {f.message}")
+        lines.append(f"  [{MARK[f.level]:>4}] {f.id}: {f.message}")
     return "\n".join(lines)
 
 
@@ -115,7 +113,7 @@ def check_cmd(ctx: click.Context, matrix: tuple[str, ...], python: str | None, l
             bad = [f for f in r.findings if f.level in ("warn", "fail")]
             if bad:
                 click.echo(f"\nmatrix-{r.matrix} py{r.python}:")
-                click.echo("\n".join(f"  [{_MARK[f.level]:>4}] {f.id}: {f.message}" for f in bad))
+                click.echo("\n".join(f"  [{MARK[f.level]:>4}] {f.id}: {f.message}" for f in bad))
         click.echo("\ndetails: builder check --matrix ID --python X.Y")
     else:
         click.echo("\n\n".join(render_report(r, root) for r in res.reports))

@@ -10,8 +10,8 @@ import click
 from builder.errors import exit_help
 
 if TYPE_CHECKING:
-    from builder.progress import Progress
     from builder.project import Project
+    from builder.report import Progress
 
 C = TypeVar("C", bound=click.Command)
 
@@ -27,6 +27,10 @@ class AppContext(NamedTuple):
     verbose: bool = False
 
 
+#: How a table marks each level of builder.report.Level (check's findings, preflight's checks).
+MARK = {"pass": "ok", "info": "info", "warn": "WARN", "unknown": "??", "fail": "FAIL"}
+
+
 def app(ctx: click.Context) -> AppContext:
     """The root group's options (defaults when a command runs without the root group)."""
     obj = ctx.find_object(AppContext)
@@ -40,7 +44,13 @@ def project(ctx: click.Context) -> Project:
 
     proj = Project(find_root(app(ctx).project_dir))
     paths.use_project(proj)  # its envs/host.toml names what the write gate protects
+    paths.on_warning(warn)  # a protected env the gate cannot locate is said before the first write
     return proj
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (also under -q: a warning is not progress)."""
+    click.echo(f"builder: warning: {message}", err=True)
 
 
 def quiet(ctx: click.Context) -> bool:

@@ -10,14 +10,13 @@ import click
 
 from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo_json, exits, project, quiet, table
+from builder.cli.common import MARK, echo_json, exits, project, quiet, table
 from builder.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
     from builder.driver.preflight import Report
 
 
-_MARK = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "unknown": "??"}
 
 
 def _render(ctx: click.Context, report: Report, as_json: bool) -> None:
@@ -25,7 +24,7 @@ def _render(ctx: click.Context, report: Report, as_json: bool) -> None:
         echo_json(report.to_json())
     else:
         click.echo(f"{report.command} {report.matrix} ({report.extra.get('source', '')})")
-        click.echo(table([[_MARK[c.level], c.id, c.message] for c in report.checks],
+        click.echo(table([[MARK[c.level], c.id, c.message] for c in report.checks],
                          ["", "check", "result"]))
         steps = [c for c in report.checks if c.next and c.level != "pass"]
         if steps and not quiet(ctx):

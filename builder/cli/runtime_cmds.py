@@ -9,7 +9,7 @@ import click
 
 from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo_json, exits, progress, project, quiet, table
+from builder.cli.common import echo_json, exits, progress, project, quiet, table, warn
 from builder.errors import EXIT_FAILED, BuilderError
 
 
@@ -142,7 +142,7 @@ def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_py
 @click.pass_context
 def doctor_cmd(ctx: click.Context, python: str | None, as_json: bool) -> None:
     """Inspect any environment read-only (QL_1 included): versions, CUDA identity, consistency, lock."""
-    from builder import protect
+    from builder import paths, protect
     from builder.project import Project
     from builder.runtime import doctor
 
@@ -154,10 +154,14 @@ def doctor_cmd(ctx: click.Context, python: str | None, as_json: bool) -> None:
     target = python or doctor.default_python()
     guard = protect.for_project(proj) if proj else protect.resolve()
     hit = guard.whole().match(target)  # the whole set: doctor names why (conda env QL_1, not just "active")
+    unguarded = [paths.unguarded_message(n) for n in guard.unlocatable()]
+    for line in unguarded:
+        warn(line)
     locks = sorted(proj.locks.glob("matrix-*/pylock.*.toml")) if proj else []
     rep = doctor.doctor(target, [(str(p.relative_to(proj.root)) if proj else str(p), p) for p in locks],
                         protected_why=hit.why if hit else None)
     data = rep.as_dict()
+    data["unguarded"] = unguarded
     if as_json:
         echo_json(data)
         return

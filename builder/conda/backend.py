@@ -172,6 +172,7 @@ def _solve(matrix: Matrix, python: str, overrides: Mapping[str, str] | None, sol
     """(lock text, solver used, package count, seconds)."""
     from builder.conda import lockfile as conda_lockfile
 
+    conda_lockfile.require_extra()
     chans = channels(matrix, overrides)
     vps = virtual_packages(matrix)
     wanted = specs(matrix, python)

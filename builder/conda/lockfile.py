@@ -8,20 +8,23 @@ without that one key, so any edit of a package, hash or URL is detected.
 Importing conda-lock costs about a second (pydantic): ``read_stamp`` only
 parses YAML, so ``builder lock --check`` stays fast; writing and installing go
 through ``conda_lock.lockfile`` models.
+
+PyYAML, conda-lock and py-rattler come with builder's ``conda`` extra: without
+it, a matrix with a ``[conda]`` base is refused with :class:`ToolNotFound`
+(:func:`require_extra`), and builder without conda bases needs none of them.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from builder import paths
-from builder.errors import LockFileError
+from builder.errors import LockFileError, ToolNotFound
 from builder.project import regenerate_command
 from builder.pylock import sha256_text
 from builder.spec import Matrix
@@ -31,11 +34,29 @@ if TYPE_CHECKING:
 
 SUBDIR = "linux-64"
 BODY_HASH_KEY = "builder-body-hash"
+#: The conda extra: (module, distribution).
+EXTRA = (("yaml", "PyYAML"), ("conda_lock", "conda-lock"), ("rattler", "py-rattler"))
+
+
+def require_extra(what: str = "a matrix with a [conda] base") -> None:
+    """ToolNotFound unless builder's conda extra is installed (PyYAML, conda-lock, py-rattler)."""
+    missing = [dist for mod, dist in EXTRA if importlib.util.find_spec(mod) is None]
+    if missing:
+        raise ToolNotFound(f"{what} needs builder's conda extra: {', '.join(missing)} not installed",
+                           "pip install 'builder[conda]'")
+
+
+def _yaml() -> Any:
+    require_extra()
+    import yaml
+
+    return yaml
 
 
 def write_inputs(d: Path, chans: list[tuple[str, str]], wanted: list[str],
                  vps: Mapping[str, str]) -> tuple[Path, Path]:
     """conda-lock's inputs: an environment.yml and a virtual-package spec."""
+    yaml = _yaml()
     env_yml = d / "environment.yml"
     vp_yml = d / "virtual-packages.yml"
     env_yml.write_text(yaml.safe_dump({
@@ -136,6 +157,7 @@ def render(lf: Lockfile, matrix: Matrix, python: str, stamp: Mapping[str, str],
 
 
 def _load(text: str, where: str) -> dict[str, Any]:
+    yaml = _yaml()
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
@@ -158,6 +180,7 @@ def read_stamp(text: str, where: str) -> tuple[dict[str, str], bool]:
 
 def read(path: Path) -> Lockfile:
     """Parse a conda-lock file with conda-lock's own reader; errors become LockFileError."""
+    yaml = _yaml()
     from conda_lock.lockfile import parse_conda_lock_file
 
     try:

@@ -7,13 +7,17 @@ Each fact is either a value or, when its probe is missing, timed out, failed
 or printed something unparsable, None with the reason (and the raw text) in
 :attr:`HostFacts.problems`.  The decide layer (preflight, verify-driver)
 turns a missing fact into ``unknown``, never into ``pass``.
+
+:class:`HostFacts` is frozen and keyword-only: :func:`from_snapshot` collects every fact
+first (a :class:`_Collect` gathers the problems and raw texts as the parsers run) and
+builds it once; the sequences are tuples and nothing changes it afterwards.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,34 +32,34 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class HostFacts:
     origin: str = "snapshot"  # where the facts come from, for reports
     declared_driver: str | None = None  # a driver stated (host.toml, --driver), not probed
     nvsmi_error: hp.NvsmiError | None = None
-    gpus: list[GpuInfo] | None = None
-    apps: list[hp.GpuProcess] | None = None
+    gpus: tuple[GpuInfo, ...] | None = None
+    apps: tuple[hp.GpuProcess, ...] | None = None
     module_version: str | None = None
     module_on_disk: str | None = None  # modinfo -F version nvidia: the module the next boot loads
     proc: hp.ProcVersion | None = None
-    nvml_libs: list[str] | None = None
+    nvml_libs: tuple[str, ...] | None = None
     kernel: str | None = None
     machine: str | None = None  # uname -m
-    os_release: dict[str, str] | None = None
+    os_release: Mapping[str, str] | None = None
     glibc: str | None = None
     headers: bool | None = None
-    dkms: list[hp.DkmsEntry] | None = None
+    dkms: tuple[hp.DkmsEntry, ...] | None = None
     efi: bool | None = None
     secure_boot: hp.SecureBoot | None = None
-    ubuntu_drivers: list[hp.UbuntuDevice] | None = None
+    ubuntu_drivers: tuple[hp.UbuntuDevice, ...] | None = None
     reboot_required: bool | None = None
-    reboot_pkgs: list[str] = field(default_factory=list)
-    disk: list[hp.DfEntry] | None = None
-    holds: list[str] | None = None
-    packages: list[hp.DpkgPackage] | None = None
-    torch: dict[str, dict[str, Any]] = field(default_factory=dict)
-    problems: dict[str, str] = field(default_factory=dict)
-    raw: dict[str, str] = field(default_factory=dict)
+    reboot_pkgs: tuple[str, ...] = ()
+    disk: tuple[hp.DfEntry, ...] | None = None
+    holds: tuple[str, ...] | None = None
+    packages: tuple[hp.DpkgPackage, ...] | None = None
+    torch: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    problems: Mapping[str, str] = field(default_factory=dict)  # fact key -> why it is unknown
+    raw: Mapping[str, str] = field(default_factory=dict)  # fact key -> the probe's text, for reports
     snapshot_version: int | None = None  # the snapshot format the facts came from
 
     @property
@@ -138,23 +142,20 @@ class HostFacts:
         """The host as ``envs/host.toml`` declares it (None: nothing known)."""
         if host is None:
             return cls(origin=origin)
-        gpus = [GpuInfo(index=None, name=g.name, driver=None, compute_capability=g.compute_capability,
-                        memory_mib=g.memory_mib, bus_id=None, uuid=None)
-                for g in host.gpus for _ in range(g.count)]
+        gpus = tuple(GpuInfo(index=None, name=g.name, driver=None, compute_capability=g.compute_capability,
+                             memory_mib=g.memory_mib, bus_id=None, uuid=None)
+                     for g in host.gpus for _ in range(g.count))
         return cls(origin=origin, declared_driver=host.driver, gpus=gpus, glibc=host.glibc)
 
     def overridden(self, *, driver: str | None = None, ccs: tuple[str, ...] = (), glibc: str | None = None,
                    origin: str | None = None) -> HostFacts:
-        """These facts with operator options on top (``--driver``, ``--gpu-cc``, ``--glibc``)."""
-        new = replace(self, origin=origin or self.origin)
-        if driver is not None:
-            new.declared_driver = driver
-        if ccs:
-            new.gpus = [GpuInfo(index=i, name=None, driver=None, compute_capability=cc, memory_mib=None,
-                                bus_id=None, uuid=None) for i, cc in enumerate(ccs)]
-        if glibc is not None:
-            new.glibc = glibc
-        return new
+        """New facts: these with operator options on top (``--driver``, ``--gpu-cc``, ``--glibc``)
+        and, when given, another ``origin``."""
+        gpus = tuple(GpuInfo(index=i, name=None, driver=None, compute_capability=cc, memory_mib=None,
+                             bus_id=None, uuid=None) for i, cc in enumerate(ccs)) if ccs else self.gpus
+        return replace(self, origin=origin or self.origin,
+                       declared_driver=driver if driver is not None else self.declared_driver,
+                       gpus=gpus, glibc=glibc if glibc is not None else self.glibc)
 
     def installed_driver_package(self) -> hp.DpkgPackage | None:
         """The installed ``nvidia-driver-NNN`` metapackage, if dpkg knows one."""
@@ -181,24 +182,39 @@ def _why(rec: ProbeRecord | None, what: str) -> str | None:
     return None
 
 
-def _parse(facts: HostFacts, key: str, rec: ProbeRecord | None, what: str,
-           fn: Callable[[str], T]) -> T | None:
-    from builder.driver import parse as hp
-    if rec is not None:
-        facts.raw[key] = rec.text()
-    why = _why(rec, what)
-    if why is not None:
-        facts.problems[key] = why
-        return None
-    assert rec is not None
-    try:
-        return fn(rec.stdout)
-    except hp.ParseError as exc:
-        facts.problems[key] = f"{what}: unparsable output ({exc})"
-        return None
+@dataclass
+class _Collect:
+    """What :func:`from_snapshot` gathers while the parsers run: the problems and raw texts of
+    the facts (the facts themselves are local values until the one :class:`HostFacts` is built)."""
+
+    snapshot_version: int | None
+    problems: dict[str, str] = field(default_factory=dict)
+    raw: dict[str, str] = field(default_factory=dict)
+
+    def parse(self, key: str, rec: ProbeRecord | None, what: str, fn: Callable[[str], T]) -> T | None:
+        """``fn`` of the record's output, or None with the reason in :attr:`problems`."""
+        from builder.driver import parse as hp
+        if rec is not None:
+            self.raw[key] = rec.text()
+        why = _why(rec, what)
+        if why is not None:
+            self.problems[key] = why
+            return None
+        assert rec is not None
+        try:
+            return fn(rec.stdout)
+        except hp.ParseError as exc:
+            self.problems[key] = f"{what}: unparsable output ({exc})"
+            return None
 
 
-def _nvidia_smi(facts: HostFacts, snap: Snapshot) -> None:
+def _tuple(items: list[T] | None) -> tuple[T, ...] | None:
+    return None if items is None else tuple(items)
+
+
+def _nvidia_smi(c: _Collect, snap: Snapshot) -> tuple[hp.NvsmiError | None, tuple[GpuInfo, ...] | None,
+                                                        tuple[hp.GpuProcess, ...] | None]:
+    """(nvidia-smi's error, the GPUs, the GPU processes)."""
     from builder.driver import parse as hp
     from builder.driver import snapshot  # its field lists; the declared host never needs the module
 
@@ -206,22 +222,22 @@ def _nvidia_smi(facts: HostFacts, snap: Snapshot) -> None:
     if rec is not None and not rec.capped:
         err = hp.nvsmi_error(rec.text())
         if err is not None:
-            facts.nvsmi_error = err
-            facts.raw["gpus"] = rec.text()
-            facts.problems["gpus"] = f"nvidia-smi: {err.text.splitlines()[0]}"
-            return
+            c.raw["gpus"] = rec.text()
+            c.problems["gpus"] = f"nvidia-smi: {err.text.splitlines()[0]}"
+            return err, None, None
     # The first line must be the header builder asked for: anything else is an
     # error nvidia-smi printed (possibly with exit 0), never "no GPUs".
-    facts.gpus = _parse(facts, "gpus", rec, "nvidia-smi --query-gpu",
-                        lambda t: hp.gpus_from_rows(hp.parse_query_csv(t, expect=snapshot.GPU_FIELDS)))
+    gpus = c.parse("gpus", rec, "nvidia-smi --query-gpu",
+                   lambda t: hp.gpus_from_rows(hp.parse_query_csv(t, expect=snapshot.GPU_FIELDS)))
     app = snap.get("nvidia-smi-apps")
     if app is not None and not app.capped and hp.nvsmi_error(app.text()):
-        facts.problems["apps"] = f"nvidia-smi --query-compute-apps: {app.text().splitlines()[0]}"
-        return
+        c.problems["apps"] = f"nvidia-smi --query-compute-apps: {app.text().splitlines()[0]}"
+        return None, _tuple(gpus), None
     # With no GPU process the answer is the header line alone: an empty list.
-    facts.apps = _parse(facts, "apps", app, "nvidia-smi --query-compute-apps",
-                        lambda t: hp.processes_from_rows(hp.parse_query_csv(t, expect=snapshot.APP_FIELDS))
-                        if t.strip() else [])
+    apps = c.parse("apps", app, "nvidia-smi --query-compute-apps",
+                   lambda t: hp.processes_from_rows(hp.parse_query_csv(t, expect=snapshot.APP_FIELDS))
+                   if t.strip() else [])
+    return None, _tuple(gpus), _tuple(apps)
 
 
 def _lib_versions(text: str) -> list[str]:
@@ -231,23 +247,24 @@ def _lib_versions(text: str) -> list[str]:
     return sorted(v for v in found if hp.valid_driver(v))
 
 
-def _modinfo(f: HostFacts, snap: Snapshot) -> None:
+def _modinfo(c: _Collect, snap: Snapshot, kernel: str | None) -> str | None:
     """``modinfo -F version nvidia``: the module on disk for the running kernel."""
     from builder.driver import parse as hp
     rec = snap.get("modinfo")
     if rec is not None and not rec.missing and not rec.timed_out and not rec.capped and rec.exit != 0 \
             and re.search(r"Module nvidia not found", rec.text()):
-        f.raw["modinfo"] = rec.text()
-        f.problems["modinfo"] = (f"no nvidia module on disk for the running kernel {f.kernel or ''} "
+        c.raw["modinfo"] = rec.text()
+        c.problems["modinfo"] = (f"no nvidia module on disk for the running kernel {kernel or ''} "
                                  "(modinfo: Module nvidia not found)").replace("  ", " ")
-        return
+        return None
     why = None
-    if rec is None and f.snapshot_version is not None and f.snapshot_version < 2:
+    if rec is None and c.snapshot_version is not None and c.snapshot_version < 2:
         why = (f"modinfo -F version nvidia: not captured in this snapshot (snapshot format "
-               f"{f.snapshot_version} predates that probe; take a new snapshot)")
-    f.module_on_disk = _parse(f, "modinfo", rec, "modinfo -F version nvidia", hp.parse_modinfo_version)
+               f"{c.snapshot_version} predates that probe; take a new snapshot)")
+    on_disk = c.parse("modinfo", rec, "modinfo -F version nvidia", hp.parse_modinfo_version)
     if why is not None:
-        f.problems["modinfo"] = why
+        c.problems["modinfo"] = why
+    return on_disk
 
 
 def _torch(rec: ProbeRecord) -> dict[str, Any]:
@@ -262,55 +279,71 @@ def _torch(rec: ProbeRecord) -> dict[str, Any]:
     return data if isinstance(data, dict) else {"error": f"{rec.id}: unexpected output", "raw": rec.text()}
 
 
-def from_snapshot(snap: Snapshot) -> HostFacts:
-    """Parse every probe record of ``snap`` into facts (pure)."""
+def _module(c: _Collect, snap: Snapshot) -> str | None:
     from builder.driver import parse as hp
-    f = HostFacts(snapshot_version=snap.version)
-    _nvidia_smi(f, snap)
     mod = snap.get("module-version")
     if mod is not None and mod.missing:
-        f.problems["module"] = "the nvidia kernel module is not loaded (/sys/module/nvidia/version absent)"
-        f.raw["module"] = mod.text()
-    else:
-        f.module_version = _parse(f, "module", mod, "/sys/module/nvidia/version", hp.parse_sys_version)
-    f.proc = _parse(f, "proc", snap.get("proc-version"), "/proc/driver/nvidia/version", hp.parse_proc_version)
-    libs = snap.get("nvml-library")
-    f.nvml_libs = _lib_versions(libs.stdout) if libs is not None and libs.ok else None
-    f.kernel = _parse(f, "kernel", snap.get("kernel"), "uname -r", hp.parse_kernel_release)
-    f.machine = _parse(f, "machine", snap.get("machine"), "uname -m", hp.parse_machine)
-    _modinfo(f, snap)
-    f.os_release = _parse(f, "os", snap.get("os-release"), "/etc/os-release", hp.parse_os_release)
-    f.glibc = _parse(f, "glibc", snap.get("glibc"), "getconf GNU_LIBC_VERSION", hp.parse_glibc)
-    hdr = snap.get("kernel-headers")
-    f.headers = None if hdr is None else hdr.ok
-    f.dkms = _parse(f, "dkms", snap.get("dkms"), "dkms status", hp.parse_dkms_status)
-    efi = snap.get("efi")
-    f.efi = None if efi is None else efi.ok
+        c.problems["module"] = "the nvidia kernel module is not loaded (/sys/module/nvidia/version absent)"
+        c.raw["module"] = mod.text()
+        return None
+    return c.parse("module", mod, "/sys/module/nvidia/version", hp.parse_sys_version)
+
+
+def _secure_boot(c: _Collect, snap: Snapshot) -> hp.SecureBoot | None:
+    from builder.driver import parse as hp
     sb = snap.get("secure-boot")
-    if sb is not None and not sb.missing and not sb.timed_out and not sb.capped:
-        # mokutil exits 1 with "EFI variables are not supported" on BIOS hosts:
-        # that is an answer, not a failure.
-        try:
-            f.secure_boot = hp.parse_sb_state(sb.text())
-        except hp.ParseError as exc:
-            f.problems["secure-boot"] = f"mokutil --sb-state: {exc}"
-        f.raw["secure-boot"] = sb.text()
-    else:
-        f.problems["secure-boot"] = _why(sb, "mokutil --sb-state") or "mokutil --sb-state: no answer"
-    f.ubuntu_drivers = _parse(f, "ubuntu-drivers", snap.get("ubuntu-drivers"), "ubuntu-drivers devices",
-                              hp.parse_ubuntu_drivers)
-    rr = snap.get("reboot-required")
-    f.reboot_required = None if rr is None or rr.timed_out else rr.ok
-    pk = snap.get("reboot-required-pkgs")
-    f.reboot_pkgs = pk.stdout.split() if pk is not None and pk.ok else []
-    f.disk = _parse(f, "disk", snap.get("disk"), "df -Pk / /boot", hp.parse_df)
-    f.holds = _parse(f, "holds", snap.get("apt-holds"), "apt-mark showhold", hp.parse_apt_holds)
+    if sb is None or sb.missing or sb.timed_out or sb.capped:
+        c.problems["secure-boot"] = _why(sb, "mokutil --sb-state") or "mokutil --sb-state: no answer"
+        return None
+    # mokutil exits 1 with "EFI variables are not supported" on BIOS hosts:
+    # that is an answer, not a failure.
+    state = None
+    try:
+        state = hp.parse_sb_state(sb.text())
+    except hp.ParseError as exc:
+        c.problems["secure-boot"] = f"mokutil --sb-state: {exc}"
+    c.raw["secure-boot"] = sb.text()
+    return state
+
+
+def _packages(c: _Collect, snap: Snapshot) -> tuple[hp.DpkgPackage, ...] | None:
+    from builder.driver import parse as hp
     dp = snap.get("driver-packages")
     if dp is not None and dp.exit == 1 and "no packages found" in dp.text():
-        f.packages = []  # dpkg-query exits 1 when no name matches: nothing installed
-    else:
-        f.packages = _parse(f, "packages", dp, "dpkg-query -W", hp.parse_dpkg_query)
-    for key, rec in snap.records.items():
-        if key.startswith("torch:"):
-            f.torch[key.removeprefix("torch:")] = _torch(rec)
-    return f
+        return ()  # dpkg-query exits 1 when no name matches: nothing installed
+    return _tuple(c.parse("packages", dp, "dpkg-query -W", hp.parse_dpkg_query))
+
+
+def from_snapshot(snap: Snapshot) -> HostFacts:
+    """Parse every probe record of ``snap`` into facts, built once (pure)."""
+    from builder.driver import parse as hp
+    c = _Collect(snapshot_version=snap.version)
+    nvsmi_error, gpus, apps = _nvidia_smi(c, snap)
+    module_version = _module(c, snap)
+    proc = c.parse("proc", snap.get("proc-version"), "/proc/driver/nvidia/version", hp.parse_proc_version)
+    libs = snap.get("nvml-library")
+    kernel = c.parse("kernel", snap.get("kernel"), "uname -r", hp.parse_kernel_release)
+    machine = c.parse("machine", snap.get("machine"), "uname -m", hp.parse_machine)
+    module_on_disk = _modinfo(c, snap, kernel)
+    os_release = c.parse("os", snap.get("os-release"), "/etc/os-release", hp.parse_os_release)
+    glibc = c.parse("glibc", snap.get("glibc"), "getconf GNU_LIBC_VERSION", hp.parse_glibc)
+    hdr, efi = snap.get("kernel-headers"), snap.get("efi")
+    dkms = c.parse("dkms", snap.get("dkms"), "dkms status", hp.parse_dkms_status)
+    secure_boot = _secure_boot(c, snap)
+    ubuntu_drivers = c.parse("ubuntu-drivers", snap.get("ubuntu-drivers"), "ubuntu-drivers devices",
+                             hp.parse_ubuntu_drivers)
+    rr, pk = snap.get("reboot-required"), snap.get("reboot-required-pkgs")
+    disk = c.parse("disk", snap.get("disk"), "df -Pk / /boot", hp.parse_df)
+    holds = c.parse("holds", snap.get("apt-holds"), "apt-mark showhold", hp.parse_apt_holds)
+    packages = _packages(c, snap)
+    torch = {key.removeprefix("torch:"): _torch(rec) for key, rec in snap.records.items() if key.startswith("torch:")}
+    return HostFacts(
+        snapshot_version=snap.version, nvsmi_error=nvsmi_error, gpus=gpus, apps=apps,
+        module_version=module_version, module_on_disk=module_on_disk, proc=proc,
+        nvml_libs=tuple(_lib_versions(libs.stdout)) if libs is not None and libs.ok else None,
+        kernel=kernel, machine=machine, os_release=os_release, glibc=glibc,
+        headers=None if hdr is None else hdr.ok, dkms=_tuple(dkms), efi=None if efi is None else efi.ok,
+        secure_boot=secure_boot, ubuntu_drivers=_tuple(ubuntu_drivers),
+        reboot_required=None if rr is None or rr.timed_out else rr.ok,
+        reboot_pkgs=tuple(pk.stdout.split()) if pk is not None and pk.ok else (),
+        disk=_tuple(disk), holds=_tuple(holds), packages=packages, torch=torch, problems=c.problems, raw=c.raw)

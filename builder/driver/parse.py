@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import re
 import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from builder.driver.gpu import GpuInfo  # re-exported: the parsed form of nvidia-smi's rows
@@ -293,7 +294,7 @@ def parse_os_release(text: str) -> dict[str, str]:
     return out
 
 
-def os_label(osr: dict[str, str]) -> str:
+def os_label(osr: Mapping[str, str]) -> str:
     """``Ubuntu 22.04`` from an os-release mapping."""
     return f"{osr.get('NAME', osr.get('ID', '?'))} {osr.get('VERSION_ID', '')}".strip()
 
@@ -462,7 +463,7 @@ def parse_ubuntu_drivers(text: str) -> list[UbuntuDevice]:
     return devices
 
 
-def nvidia_packages(devices: list[UbuntuDevice]) -> list[DriverOption]:
+def nvidia_packages(devices: Sequence[UbuntuDevice]) -> list[DriverOption]:
     """All ``nvidia-driver-*`` options ubuntu-drivers offers."""
     return [d for dev in devices for d in dev.drivers if d.package.startswith("nvidia-driver-")]
 

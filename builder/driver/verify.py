@@ -25,6 +25,7 @@ from builder.driver.preflight import (
     host_summary,
     verdict,
 )
+from builder.report import Level
 from builder.spec import Host, Matrix
 from builder.versions import DriverVersion
 
@@ -32,12 +33,12 @@ from builder.versions import DriverVersion
 def check_floor_met(f: HostFacts, matrix: Matrix) -> Check:
     drv = f.driver
     if drv is None:
-        return Check("driver-floor", "unknown", f"driver version unknown; {matrix.name} needs >= "
+        return Check("driver-floor", Level.UNKNOWN, f"driver version unknown; {matrix.name} needs >= "
                      f"{matrix.driver_floor}", "", f.raw.get("gpus", ""))
     if DriverVersion.parse(drv) >= DriverVersion.parse(matrix.driver_floor):
-        return Check("driver-floor", "pass",
+        return Check("driver-floor", Level.PASS,
                      f"driver {drv} meets {matrix.name}'s floor {matrix.driver_floor}")
-    return Check("driver-floor", "fail", f"driver {drv} is below {matrix.name}'s floor {matrix.driver_floor}",
+    return Check("driver-floor", Level.FAIL, f"driver {drv} is below {matrix.name}'s floor {matrix.driver_floor}",
                  f"install {driver_target(matrix.driver_floor).package} (see `builder runbook --matrix "
                  f"{matrix.id}`) or roll back")
 
@@ -47,20 +48,20 @@ def check_torch(name: str, data: dict[str, Any], host: Host) -> Check:
     cid = f"torch:{name}"
     if "error" in data:
         err = str(data["error"])
-        level = "unknown" if "killed" in err or "not captured" in err else "fail"
+        level = Level.UNKNOWN if "killed" in err or "not captured" in err else Level.FAIL
         return Check(cid, level, f"torch check failed: {err}",
                      f"run `{name}/bin/python -c 'import torch'` to see the error", str(data.get("raw", "")))
     if not data.get("available"):
-        return Check(cid, "fail", f"torch {data.get('torch')} (CUDA {data.get('cuda')}): "
+        return Check(cid, Level.FAIL, f"torch {data.get('torch')} (CUDA {data.get('cuda')}): "
                      "torch.cuda.is_available() is False", "check the driver meets the runtime's CUDA; see "
                      "`builder check`")
     caps = sorted(str(d.get("capability")) for d in data.get("devices", []))
     want = sorted(g.compute_capability for g in host.gpus for _ in range(g.count))
     if data.get("count") != host.gpu_count or caps != want:
-        return Check(cid, "fail", f"torch sees {data.get('count')} GPU(s) with capabilities {caps}; "
+        return Check(cid, Level.FAIL, f"torch sees {data.get('count')} GPU(s) with capabilities {caps}; "
                      f"envs/host.toml has {host.gpu_count} with {want}",
                      "check CUDA_VISIBLE_DEVICES and `nvidia-smi`")
-    return Check(cid, "pass", f"torch {data.get('torch')} (CUDA {data.get('cuda')}) sees all "
+    return Check(cid, Level.PASS, f"torch {data.get('torch')} (CUDA {data.get('cuda')}) sees all "
                  f"{data.get('count')} GPU(s), capability {', '.join(sorted(set(caps)))}")
 
 
@@ -75,11 +76,11 @@ def evaluate(f: HostFacts, matrix: Matrix, host: Host, *, torch: Mapping[str, Ma
     """
     checks = [check_nvml(f), check_module(f), check_floor_met(f, matrix), check_gpus(f, host)]
     if skip_torch:
-        checks.append(Check("torch", "warn", "torch GPU visibility not checked (--skip-torch)"))
+        checks.append(Check("torch", Level.WARN, "torch GPU visibility not checked (--skip-torch)"))
     elif not torch:
         where = (f"no runtime of {matrix.name} (any Python, any base) under the runtimes root"
                  if runtimes_found == 0 else "the snapshot has no torch probe for this matrix")
-        checks.append(Check("torch", "unknown", f"torch GPU visibility not checked: {where}",
+        checks.append(Check("torch", Level.UNKNOWN, f"torch GPU visibility not checked: {where}",
                             "build a runtime for the matrix (or pass --root where it lives), or pass "
                             "--skip-torch to verify the driver alone"))
     else:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from builder.check.model import CheckReport
+    from builder.check.pipeline import CheckRequest
     from builder.driver.facts import HostFacts
     from builder.project import Project
     from builder.spec import Matrix
@@ -149,6 +150,22 @@ def regressions(old: CheckReport | None, new: CheckReport | None) -> list[str]:
     return out
 
 
+def _warns(rep: CheckReport | None) -> dict[str, str]:
+    return {f.id: f.message for f in rep.findings if f.level == "warn"} if rep is not None else {}
+
+
+def new_warnings(old: CheckReport | None, new: CheckReport | None) -> list[str]:
+    """``warn`` findings (by rule id) of ``new`` that ``old`` had at neither ``warn`` nor ``fail``.
+
+    Not a regression (it does not block a refresh): the pull request's title says it.
+    A fail that became a warning is an improvement, not a new warning.
+    """
+    if new is None:
+        return []
+    before = {**_warns(old), **_fails(old)}
+    return [f"new warn: {rid}: {msg}" for rid, msg in sorted(_warns(new).items()) if rid not in before]
+
+
 def finding_changes(old: CheckReport | None, new: CheckReport | None) -> list[dict[str, str | None]]:
     """Rules whose level differs between the two reports, with the message that explains it."""
     lo = {f.id: f for f in old.findings} if old is not None else {}
@@ -194,6 +211,10 @@ class LockDiff:
     def regression(self) -> bool:
         return bool(self.regressions)
 
+    @property
+    def new_warnings(self) -> list[str]:
+        return new_warnings(self.old_report, self.new_report)
+
     def to_json(self) -> dict[str, Any]:
         p = self.packages
         return {
@@ -208,6 +229,7 @@ class LockDiff:
             "findings": finding_changes(self.old_report, self.new_report),
             "host": self.host,
             "regression": self.regression, "regressions": self.regressions,
+            "new_warnings": self.new_warnings,
         }
 
 
@@ -230,15 +252,28 @@ def judging_host(project: Project | None, matrix: Matrix | None, opts: DiffOptio
     glibc); otherwise ``envs/host.toml`` as declared.  ``--driver``/``--gpu-cc``
     override either, validated as in ``check``.
     """
-    from builder.check.pipeline import CheckRequest, resolve_host
+    from builder.check.pipeline import resolve_host
     from builder.driver.facts import HostFacts
 
     base = HostFacts.declared(project.host() if project is not None else None,
                               origin="envs/host.toml" if project is not None else "options")
-    if matrix is not None:
+    if matrix is not None and opts.driver is None:  # --driver replaces the floor: the origin says which
         base = base.overridden(driver=matrix.driver_floor,
                                origin=f"envs/host.toml after the window: driver = {matrix.name}'s floor")
-    return resolve_host(base, CheckRequest(driver=opts.driver, ccs=opts.ccs))
+    return resolve_host(base, _host_request(opts))
+
+
+def _host_request(opts: DiffOptions) -> CheckRequest:
+    from builder.check.pipeline import CheckRequest
+
+    return CheckRequest(driver=opts.driver, ccs=opts.ccs)
+
+
+def validate(opts: DiffOptions) -> None:
+    """UsageError for a malformed ``--driver``/``--gpu-cc``, before git or any lock is read."""
+    from builder.check.pipeline import validate_overrides
+
+    validate_overrides(_host_request(opts))
 
 
 def _host_json(h: HostFacts) -> dict[str, Any]:
@@ -287,6 +322,7 @@ def _stamped_matrix(project: Project | None, locks: Iterable[pylock.Lock | None]
 def diff_files(project: Project | None, old_path: Path, new_path: Path, *, selector: str | None,
                opts: DiffOptions) -> LockDiff:
     """``lock diff OLD NEW``: the matrix comes from the locks' stamps, else ``--matrix``."""
+    validate(opts)
     old, new = pylock.read(old_path), pylock.read(new_path)
     matrix = _stamped_matrix(project, (new, old))
     if matrix is None and selector is not None and project is not None:
@@ -335,9 +371,12 @@ def diff_git(project: Project, ref: str, *, selectors: list[str], python: str | 
     from builder.lock.resolve import targets
     from builder.project import lock_path
 
+    # Usage errors first: `--driver ''` or `--matrix nope` outside a git checkout are about the option.
+    validate(opts)
+    selected = targets(project, selectors, python)
     check_ref(project.root, ref)
     out = []
-    for t in targets(project, selectors, python):
+    for t in selected:
         path = lock_path(project.locks, t.matrix, t.python)
         rel = path.relative_to(project.root).as_posix()
         raw = git_show(project.root, ref, rel)

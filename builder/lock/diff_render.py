@@ -60,8 +60,10 @@ def render_text(diffs: list[LockDiff]) -> str:
         return "no locks to compare"
     changed = sum(1 for d in diffs if d.packages.count)
     reg = sum(1 for d in diffs if d.regression)
+    warned = sum(len(d.new_warnings) for d in diffs)
     tail = f"{len(diffs)} locks: {changed} with package changes, " + (
-        f"{reg} REGRESSION{'S' if reg > 1 else ''}" if reg else "no regression")
+        f"{reg} REGRESSION{'S' if reg > 1 else ''}" if reg else "no regression") + (
+        f", {warned} new warning{'s' if warned > 1 else ''}" if warned else "")
     return "\n\n".join(blocks) + ("\n\n" + tail if len(diffs) > 1 else "")
 
 
@@ -94,6 +96,7 @@ def _text_one(d: LockDiff) -> str:
     for f in finding_changes(d.old_report, d.new_report):
         lines.append(f"  {f['id']}: {f['old'] or '-'} -> {f['new'] or '-'}: {f['message']}")
     lines += [f"  REGRESSION: {r}" for r in d.regressions] or ["  regression: none"]
+    lines += [f"  {w} (does not block)" for w in d.new_warnings]
     return "\n".join(lines)
 
 
@@ -108,12 +111,18 @@ def render_md(diffs: list[LockDiff], title: str = "Lock changes") -> str:
     """A pull-request body for ``diffs``."""
     changed = [d for d in diffs if d.packages.count]
     reg = [d for d in diffs if d.regression]
+    warned = [(d, w) for d in diffs for w in d.new_warnings]
     head = f"## {title}: {len(changed)} of {len(diffs)} locks with package changes, " + (
         f"**{len(reg)} regression{'s' if len(reg) > 1 else ''}**" if reg else "no regression")
+    if warned:
+        head += f", {len(warned)} new warning{'s' if len(warned) > 1 else ''}"
     out = [head, ""]
     if reg:
         out += ["> [!CAUTION]", "> A regression: do not merge as is."] + [
             f"> - `{d.label}`: {_cell(r)}" for d in reg for r in d.regressions] + [""]
+    if warned:
+        out += ["> [!WARNING]", "> A new warning (it does not block): read it before merging."] + [
+            f"> - `{d.label}`: {_cell(w)}" for d, w in warned] + [""]
     out += ["| lock | packages | native driver floor | verdict | regression |", "|---|---|---|---|---|"]
     for d in diffs:
         if d.identical:
@@ -132,10 +141,14 @@ def render_md(diffs: list[LockDiff], title: str = "Lock changes") -> str:
                 "To take the higher floor on purpose, raise `driver-floor` in the spec and propose the change "
                 "by hand; this diff will keep naming the regression for the reviewer."]
     elif changed:
+        # The weekly refresh force-pushes its branch: a commit pushed there is gone next week.
         out += ["", "---", "",
-                "Accept: merge.  Pin a package back: add a constraint such as `\"name<X.Y\"` to "
-                "`[packages] constraints` in `envs/matrix-<id>.toml`, run `builder lock --matrix <id>` "
-                "and push to this branch.  Locally: `builder lock diff --git <base>`."]
+                "Accept: merge.  Pin a package back **on the base branch**, not on this one (each weekly "
+                "refresh rewrites this branch): there, add a constraint such as `\"name<X.Y\"` to "
+                "`[packages] constraints` in `envs/matrix-<id>.toml` (`builder spec set <id> packages.constraints "
+                "'[\"name<X.Y\"]'`), run `builder lock --matrix <id>` and merge that; the next refresh keeps "
+                "the pin (run the lock-refresh workflow by hand to update this pull request now).  Locally: "
+                "`builder lock diff --git <base>`."]
     return "\n".join(out) + "\n"
 
 

@@ -31,8 +31,8 @@ from builder.files import fsio, inputs
 from builder.lock import uv as uv_backend
 from builder.lock.diff import diff_packages
 from builder.lock.resolve import Target, lock_text
-from builder.progress import Progress
 from builder.project import Project, lock_path
+from builder.report import Progress
 from builder.spec import Matrix
 
 KEY = "exclude-newer"

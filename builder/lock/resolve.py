@@ -21,8 +21,8 @@ from builder.errors import BuilderError
 from builder.files import inputs
 from builder.freshness import LockState
 from builder.lock import state as lockstate
-from builder.progress import Progress
 from builder.project import Project, lock_path, select_pythons
+from builder.report import Progress
 from builder.spec import Matrix
 
 if TYPE_CHECKING:

@@ -28,6 +28,14 @@ NETWORK_ERROR = re.compile(
     re.I,
 )
 
+#: What uv 0.13 says when the index answered, but not with an index page: another content type
+#: (a login or error page of a proxy), none (uv gives up after 10 redirects and shows the last
+#: 302 so), or a body it cannot parse.  The index is unusable now: data unavailable, not the pins.
+INDEX_ANSWER_ERROR = re.compile(
+    r"(Unsupported `Content-Type`|Missing `Content-Type` header|Received some unexpected (JSON|HTML)|"
+    r"too many redirects|redirect loop)",
+    re.I,
+)
 
 _NO_WHEEL = re.compile(r"Wheels are required for `([^`]+)`")
 #: What uv 0.13 says when ``--offline`` needs something its cache lacks.
@@ -101,10 +109,25 @@ def uv_env() -> dict[str, str]:
     return _proc.clean_env(extra={"NO_COLOR": "1", "TZ": "UTC"})
 
 
+_MARKERS = ("error:", "cause:", "hint:", "×", "╰─▶")
+
+
 def summarize(stderr: str, limit: int = 400) -> str:
-    """uv's multi-line error as one line: the error, its causes and hint."""
-    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
-    keep = [ln for ln in lines if ln.startswith(("error:", "cause:", "hint:", "×", "╰─▶"))] or lines[-3:]
+    """uv's multi-line error as one line: the error, its causes and hint.
+
+    uv wraps a long message at the terminal's width (``$COLUMNS``), indenting the rest: an
+    indented line that starts no new part is joined back to the one before it.
+    """
+    lines: list[str] = []
+    for raw in stderr.strip().splitlines():
+        ln = raw.strip()
+        if not ln:
+            continue
+        if lines and raw[:1].isspace() and not ln.startswith(_MARKERS):
+            lines[-1] += " " + ln
+        else:
+            lines.append(ln)
+    keep = [ln for ln in lines if ln.startswith(_MARKERS)] or lines[-3:]
     text = " ".join(keep).replace("error: ", "", 1)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -135,17 +158,21 @@ def compile_lock(
                              "check the network and retry")
         if res.returncode != 0:
             tail = summarize(res.stderr)
+            flat = " ".join(res.stderr.split())  # uv's words, whatever width it wrapped them at
             refused = FilesystemRefused.from_tool_output(res.stderr, cache_dir, "use the uv cache at")
             if refused is not None:
                 raise refused
-            if offline and OFFLINE_MISS.search(res.stderr):
+            if offline and OFFLINE_MISS.search(flat):
                 raise Unavailable(f"{target}: uv's cache does not hold what this lock needs, and --offline "
                                   f"forbids the network: {tail}",
                                   "run `builder lock` online once to fill the cache, then --offline works")
-            if NETWORK_ERROR.search(res.stderr):
+            if NETWORK_ERROR.search(flat):
                 raise Unavailable(f"{target}: uv could not reach the package index: {tail}",
                                   "check the network (or use --offline with a warm cache)")
-            no_wheel = sorted(set(_NO_WHEEL.findall(res.stderr)))
+            if INDEX_ANSWER_ERROR.search(flat):
+                raise Unavailable(f"{target}: the package index did not answer with an index page: {tail}",
+                                  "check the index URL and any proxy in between, then retry")
+            no_wheel = sorted(set(_NO_WHEEL.findall(flat)))
             if no_wheel:
                 raise SdistOnly(
                     f"{target}: no wheel for {matrix.platform} / Python {python}, only source "

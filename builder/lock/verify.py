@@ -28,8 +28,8 @@ from builder.files import inputs
 from builder.lock import uv as uv_backend
 from builder.lock.diff import diff_packages
 from builder.lock.resolve import Target, lock_text, targets
-from builder.progress import Progress
 from builder.project import Project, lock_path
+from builder.report import Progress
 
 
 @dataclass(frozen=True, kw_only=True)

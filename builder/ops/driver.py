@@ -7,8 +7,9 @@ decision or rendering module.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from builder import paths
 from builder.driver import facts as hostfacts
@@ -16,6 +17,7 @@ from builder.driver import preflight, probe, runbook, snapshot, verify
 from builder.errors import UsageError
 from builder.files import fsio
 from builder.project import Project
+from builder.report import Level
 from builder.runtime import layout
 
 
@@ -76,7 +78,7 @@ def _source(snap: snapshot.Snapshot) -> str:
     return snap.source if snap.source == "live host" else f"snapshot {snap.source} ({snap.created})"
 
 
-def torch_results(facts: hostfacts.HostFacts, matrix_id: str) -> dict[str, dict[str, object]]:
+def torch_results(facts: hostfacts.HostFacts, matrix_id: str) -> dict[str, Mapping[str, Any]]:
     """The torch probe results of the matrix's runtimes (any base, any root), by runtime name."""
     out = {}
     for name, data in sorted(facts.torch.items()):
@@ -98,8 +100,20 @@ def run_preflight(project: Project, selector: str, from_snapshot: Path | None = 
     snap = _snapshot(project, from_snapshot, [])
     report = preflight.evaluate(hostfacts.from_snapshot(snap), matrix, project.host(),
                                 lock_floor=lock_floor(project, matrix))
+    if from_snapshot is None:  # the guard is this machine's: a snapshot's host is another one
+        report.checks.extend(guard_checks(project))
     report.extra["source"] = _source(snap)
     return report
+
+
+def guard_checks(project: Project) -> list[preflight.Check]:
+    """A ``protected-envs`` warning per protected env builder cannot locate on this machine
+    (:meth:`builder.protect.Protected.unlocatable`): builder could not refuse writes into it."""
+    from builder import protect
+
+    return [preflight.Check("protected-envs", Level.WARN, paths.unguarded_message(name),
+                            f"add the env's prefix, e.g. paths = [\"/opt/conda/envs/{name}\"]")
+            for name in protect.for_project(project).unlocatable()]
 
 
 def _named_runtime(project: Project, root: str | None, runtime_id: str) -> layout.Runtime:

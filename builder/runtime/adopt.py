@@ -34,9 +34,9 @@ from typing import Any
 
 from builder import _proc, paths
 from builder.errors import BuildError, Busy, NotReady, ProtectedEnvError, UsageError
-from builder.progress import Progress
 from builder.project import Project
 from builder.protect import Protected
+from builder.report import Progress
 from builder.runtime import doctor, layout, swap
 from builder.runtime import manifest as manifests
 

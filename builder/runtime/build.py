@@ -22,9 +22,9 @@ from builder import _proc, memo, paths, pylock, tools
 from builder.errors import BuildError, Busy, LockFileError, NotReady, StaleLock
 from builder.files import inputs
 from builder.lock import state as lockstate
-from builder.progress import Progress
 from builder.project import Project, lock_path, regenerate_command, select_pythons
 from builder.protect import Protected
+from builder.report import Progress
 from builder.runtime import layout, swap
 from builder.runtime import manifest as manifests
 from builder.runtime.base import BaseRequest, BaseResult, default_base, get_base, identity

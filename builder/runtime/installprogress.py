@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from builder.progress import Say
+from builder.report import Say
 
 _DOWNLOADING = re.compile(r"^Downloading (?P<name>\S+) \((?P<size>[0-9.]+ ?[KMGT]?i?B)\)$")
 _DOWNLOADED = re.compile(r"^Downloaded (?P<name>\S+)$")

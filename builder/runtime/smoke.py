@@ -36,7 +36,7 @@ from packaging.version import InvalidVersion, Version
 from builder import _proc, paths, pylock
 from builder.binaries.archcompat import Arch, runs_on_name
 from builder.errors import BuilderError, ProtectedEnvError
-from builder.progress import Say
+from builder.report import Say
 from builder.runtime import doctor
 from builder.runtime import manifest as manifests
 from builder.spec import Matrix

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from builder import _proc, paths, pylock
 from builder.errors import BuildError, FilesystemRefused, ToolFailed, Unavailable
-from builder.progress import Say
+from builder.report import Say
 from builder.runtime.installprogress import InstallProgress, human
 
 SYNC_TIMEOUT = 3600.0  # a cold matrix download is ~5 GB (README, "On a fresh machine")

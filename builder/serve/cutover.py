@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from builder.errors import NotReady, UsageError
-from builder.progress import Say
 from builder.project import Project
+from builder.report import Say
 from builder.serve import endpoint, process, results, route, state
 from builder.serve import probe as probe_mod
 from builder.serve.state import api_key

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from builder import _proc
-from builder.progress import Say
+from builder.report import Say
 
 TOKEN_VAR = "BUILDER_SERVE_TOKEN"
 STATE_VAR = "BUILDER_SERVE_STATE"

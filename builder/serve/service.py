@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder import _proc
 from builder.errors import Busy, NotReady, UsageError
-from builder.progress import Progress, Say
 from builder.project import Project
-from builder.serve import endpoint, gpu, process, results, route, state
+from builder.report import Progress, Say
+from builder.serve import endpoint, environment, gpu, process, results, route, state
 from builder.serve import probe as probe_mod
 from builder.serve.record import SlotRecord
-from builder.serve.spec import Service, Slot
+from builder.serve.spec import Slot
 from builder.serve.state import api_key
 
 if TYPE_CHECKING:
@@ -34,24 +33,6 @@ PROBE_TIMEOUT = probe_mod.DEFAULT_TIMEOUT
 
 def _quiet(_t: str, _m: str) -> None:
     return None
-
-
-def _slot_vars(slot: Slot) -> dict[str, str]:
-    """What a slot's server runs with, started here or by its unit: no usage reports, the
-    spec's [env], and GPU indices as nvidia-smi numbers them (CUDA's default order is
-    fastest-first; the spec may not set CUDA_DEVICE_ORDER)."""
-    return {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **slot.env, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-
-
-def server_env(svc: Service, slot: Slot, rt: Runtime, key: str | None) -> dict[str, str]:
-    """The server's environment: scrubbed like ``build``'s, runtime bin first, the spec's [env]."""
-    env = _proc.clean_env()
-    env.pop("VLLM_API_KEY", None)  # an operator's shell must not decide the server's key
-    env["PATH"] = os.pathsep.join([str(rt.path / "bin"), env.get("PATH", os.defpath)])
-    env.update(_slot_vars(slot))
-    if key:
-        env["VLLM_API_KEY"] = key
-    return env
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +46,10 @@ class SlotRuntime:
     python: str | None = None
     root: str | None = None
     spec: str | None = None
+
+
+def _runs(rt: Runtime) -> process.Served:
+    return process.Served(runtime=rt.id, lock=rt.lock_sha256, origin=rt.origin)
 
 
 def _servable(project: Project, ctx: state.Context, req: SlotRuntime, refusal: str) -> Runtime:
@@ -108,6 +93,7 @@ def start(project: Project, req: StartRequest, progress: Progress | None = None)
     svc = ctx.service
     slot = svc.slot(req.slot)
     ctx.guard(route=False)
+    environment.check_account(svc, doing="run serve start")
     rt = _servable(project, ctx, req, "not serving it")
     if not os.access(rt.vllm, os.X_OK):
         raise NotReady(f"runtime {rt.id} has no executable bin/vllm", "rebuild it with `builder build --force`")
@@ -151,8 +137,8 @@ def start(project: Project, req: StartRequest, progress: Progress | None = None)
                          model=svc.served_model_name, log=str(log), started_at=route.now(), argv=tuple(argv),
                          token=process.new_token(), state=home.identity)
         ctx.write_record(rec)
-        started = process.start(argv, env=server_env(svc, slot, rt, key), cwd=ctx.state_dir, logfile=log,
-                                token=rec.token, home=home)
+        env = environment.server_env(slot, _runs(rt), str(rt.path / "bin"), home, key)
+        started = process.start(argv, env=env, cwd=ctx.state_dir, logfile=log, token=rec.token, home=home)
         rec = dataclasses.replace(rec, pid=started.pid, pgid=started.pgid, start_ticks=started.start_ticks,
                                   boot_id=started.boot_id, exe=started.exe, cmdline=started.cmdline)
         ctx.write_record(rec)
@@ -372,7 +358,8 @@ def status(project: Project, spec: str | None = None, route_file: str | None = N
     recs = {s.name: ctx.read_record(s.name) for s in slots}
     any_orphans = any(r is not None and process.orphans(r, home) for r in recs.values())
     with ThreadPoolExecutor(max_workers=min(len(slots), 8) + 1) as pool:
-        usage = pool.submit(gpu.used_by_pid, timeout=timeout) if any_orphans else None
+        usage = (pool.submit(gpu.used_by_pid, timeout=max(0.1, deadline - time.monotonic())) if any_orphans
+                 else None)
         rows = list(pool.map(lambda s: _slot_status(ctx, s, recs[s.name], routed=routed, key=key,
                                                     deadline=deadline), slots))
         per_pid = usage.result() if usage is not None else None
@@ -436,11 +423,13 @@ def unit(project: Project, req: UnitCmd) -> tuple[str, str]:
     slot = svc.slot(req.slot)
     rt = _servable(project, ctx, req, "not rendering a unit for it")
     ctx.guard(route=False)
+    user = environment.unit_user(svc) if req.fmt == "systemd" else None
+    if user is None:
+        environment.check_account(svc, doing="render the unit")
     ctx.state_dir.mkdir(parents=True, exist_ok=True)  # the unit's WorkingDirectory
-    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "PATH": f"{rt.path / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-           "PYTHONNOUSERSITE": "1", **_slot_vars(slot)}
+    env = environment.unit_env(slot, _runs(rt), str(rt.path / "bin"), ctx.home)
     ureq = UnitRequest(service=svc.name, slot=slot.name, runtime=rt.id, argv=svc.serve_argv(str(rt.vllm), slot),
-                       env=env, workdir=str(ctx.state_dir), api_key_env=svc.api_key_env,
+                       env=env, workdir=str(ctx.state_dir), user=user, api_key_env=svc.api_key_env,
                        api_key_file=svc.api_key_file, startup_timeout=svc.startup_timeout,
                        stop_timeout=svc.stop_timeout, command=req.command)
     name = unit_name(svc.name, slot.name) if req.fmt == "systemd" else f"{svc.name}-{slot.name}.sh"

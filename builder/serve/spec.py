@@ -26,6 +26,8 @@ from builder.spec import read_toml
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A POSIX user name as useradd takes it (man 8 useradd: [a-z_][a-z0-9_-]*[$]?, at most 32).
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,30}\$?$")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 #: Variable names that hold secrets: reference them by name (api-key-env), never inline.
 _SECRET_RE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
@@ -91,6 +93,9 @@ SERVICE_SCHEMA: dict[str, Field] = {
     "api-key-env": Field(str, check=_env_name),
     "api-key-file": Field(str, check=lambda v: None if str(v).startswith("/") else
                           f"must be an absolute path (a systemd EnvironmentFile), got {v!r}"),
+    "user": Field(str, check=lambda v: None if _USER_RE.match(v) else
+                  f"must be a user name (letters, digits, '_', '-'; at most 32), got {v!r}"),
+    "allow-root": Field(bool),
     "vllm": Field(dict, table=VLLM_SCHEMA),
     "env": Field(dict),
     "slots": Field(dict, required=True),
@@ -165,6 +170,8 @@ class Service:
     state_dir: str = "serve-state"
     api_key_env: str | None = None
     api_key_file: str | None = None
+    user: str | None = None  # the account that runs the server (the unit's User=)
+    allow_root: bool = False
     slots: Mapping[str, Slot]
     path: str = ""
 
@@ -318,6 +325,8 @@ def service_from_mapping(data: Mapping[str, Any], source: str = "<service>") -> 
         state_dir=data.get("state-dir", "serve-state"),
         api_key_env=data.get("api-key-env"),
         api_key_file=data.get("api-key-file"),
+        user=data.get("user"),
+        allow_root=bool(data.get("allow-root", False)),
         slots=slots,
         path=source,
     )

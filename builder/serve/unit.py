@@ -2,8 +2,9 @@
 
 builder never runs systemctl.  The unit starts the runtime's ``bin/vllm`` by
 its content-addressed path (never the pointer symlink, so a rebuild cannot
-change a running service), with the same environment ``builder serve start``
-gives it, ``KillMode=control-group`` (workers die with the server),
+change a running service), as the spec's ``user``, with the same environment
+``builder serve start`` gives it (:mod:`builder.serve.environment`),
+``KillMode=control-group`` (workers die with the server),
 ``Restart=on-failure`` and a bounded stop timeout.  The API key reaches vLLM
 as ``VLLM_API_KEY`` in its environment (vLLM 0.13 reads it when no
 ``--api-key`` is given), loaded from the ``EnvironmentFile``; never on the
@@ -29,6 +30,7 @@ class UnitRequest:
     argv: Sequence[str]  # vllm serve ... (content-addressed bin/vllm first)
     env: Mapping[str, str] = field(default_factory=dict)
     workdir: str
+    user: str | None = None  # User= (systemd); the sh form runs as whoever runs it
     api_key_env: str | None = None
     api_key_file: str | None = None
     startup_timeout: float = 900.0
@@ -72,6 +74,7 @@ def render_systemd(req: UnitRequest) -> str:
         "",
         "[Service]",
         "Type=exec",
+        *([f"User={req.user}"] if req.user else []),
         f"WorkingDirectory={req.workdir}",
         *[_env_line(k, v) for k, v in req.env.items()],
     ]

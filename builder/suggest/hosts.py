@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from builder.check.pipeline import CheckRequest, host_from_snapshot, probe_host, resolve_host
+from builder.check.pipeline import CheckRequest, host_from_snapshot, probe_host, resolve_host, validate_overrides
 from builder.driver.facts import HostFacts
 from builder.errors import UsageError
 from builder.suggest.model import HostView
@@ -29,6 +29,8 @@ def load(project: Any, *, snapshots: tuple[Path, ...], probe: bool, driver: str 
         raise UsageError("--probe and --from-snapshot are exclusive", "pass one or the other")
     if arch is not None and arch not in ARCHS:
         raise UsageError(f"--arch must be one of {', '.join(ARCHS)}, got {arch!r}", "e.g. --arch x86_64")
+    req = CheckRequest(driver=driver, ccs=ccs, glibc=glibc)
+    validate_overrides(req)  # a usage error before the probe or a snapshot is read
     declared = HostFacts.declared(project.host() if project is not None else None,
                                   origin="envs/host.toml" if project is not None else "options")
     bases: list[HostFacts]
@@ -37,21 +39,17 @@ def load(project: Any, *, snapshots: tuple[Path, ...], probe: bool, driver: str 
 
         bases = []
         for p in snapshots:
-            h = host_from_snapshot(snapshot.load(p))
-            h.origin = f"snapshot {p.name}"
-            bases.append(h)
+            bases.append(host_from_snapshot(snapshot.load(p)).overridden(origin=f"snapshot {p.name}"))
     elif probe:
         h = probe_host()
-        h.glibc = h.glibc or declared.glibc
-        bases = [h]
+        bases = [h.overridden(glibc=h.glibc or declared.glibc)]
     else:
         bases = [declared]
-    req = CheckRequest(driver=driver, ccs=ccs, glibc=glibc)
     out = []
     for h in bases:
         h = resolve_host(h, req)
         if arch is not None:
-            h = replace(h, machine=arch, origin=h.origin if "options" in h.origin else h.origin + " + options")
+            h = replace(h, machine=arch, origin=h.origin + " + --arch")
         out.append(h)
     return out
 

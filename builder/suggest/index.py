@@ -11,7 +11,8 @@ search at a later date reads the page again).  ``--offline`` takes whatever page
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from builder.suggest.releases import ACCEPT, IndexFile, PageError, parse_page
 PAGE_MAX = 64 * 1024 * 1024  # bytes of one project page (PyPI's torch page: about 0.4 MB)
 PAGE_KIND = "simple-pages"
 PAGE_FORMAT = 1
-WORKERS = 16  # concurrent METADATA reads (each a few small range requests)
+WORKERS = 8  # concurrent METADATA reads per stage (vLLM, then torch), as many as a check makes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,3 +99,65 @@ def metadata(refs: Iterable[WheelRef], *, cache_dir: Path, offline: bool,
                 out[r.filename] = hit
         return out
     return wheels.read_wheels([(r, False) for r in todo], cache=cache, offline=False, stats=stats, workers=WORKERS)
+
+
+def metadata_chained(first: Iterable[WheelRef], then: Callable[[WheelRef, WheelFacts], Iterable[WheelRef]], *,
+                     cache_dir: Path, offline: bool, stats: FetchStats,
+                     deadline: float = wheels.CHECK_DEADLINE) -> dict[str, WheelFacts]:
+    """METADATA of ``first`` and of what ``then`` names for each of them (vLLM wheels, then the
+    torch wheels they pin): a follow-up read starts as soon as the read that names it ends, and
+    each wheel is read once.  The wheel cache answers first; ``offline``: the cache alone (a
+    wheel it lacks is absent).  The first error is raised after every read in flight is cancelled.
+    """
+    import threading
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    cache = wheels.WheelCache(cache_dir)
+    out: dict[str, WheelFacts] = {}
+    if offline:
+        for r in first:
+            hit = wheels.cached(r, want_binary=False, cache=cache)
+            if hit is not None:
+                out[r.filename] = hit
+                for t in then(r, hit):
+                    th = wheels.cached(t, want_binary=False, cache=cache)
+                    if th is not None:
+                        out[t.filename] = th
+        return out
+    from builder import _http
+
+    cancel = _http.Cancel()
+    not_after = time.monotonic() + deadline
+    lock = threading.Lock()
+    futs: dict[str, Future[WheelFacts]] = {}
+    second = ThreadPoolExecutor(max_workers=WORKERS)  # follow-ups never wait behind the reads that name them
+
+    def read(ref: WheelRef) -> WheelFacts:
+        return wheels.read_wheel(ref, want_binary=False, cache=cache, stats=stats, cancel=cancel,
+                                 not_after=not_after)
+
+    def chain(ref: WheelRef) -> WheelFacts:
+        facts = read(ref)
+        for t in then(ref, facts):
+            with lock:
+                if t.filename not in futs:
+                    futs[t.filename] = second.submit(read, t)
+        return facts
+
+    pool = ThreadPoolExecutor(max_workers=WORKERS)
+    try:
+        heads = [(r, pool.submit(chain, r)) for r in {r.filename: r for r in first}.values()]
+        for r, f in heads:
+            out[r.filename] = f.result()
+        pool.shutdown(wait=True)  # every follow-up is submitted by now
+        with lock:
+            tails = dict(futs)
+        for name, f in tails.items():
+            out[name] = f.result()
+    except BaseException:
+        cancel.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        second.shutdown(wait=True, cancel_futures=True)
+    return out

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE
+from builder.report import Level, worst
 from builder.suggest.cudaline import CudaLine
 from builder.suggest.releases import LeftOut
 from builder.versions import driver_max
@@ -88,8 +89,7 @@ class Outcome:
         """The worst verdict over the Pythons (None unless judged)."""
         if self.status != JUDGED or not self.judgements:
             return None
-        order = ("pass", "warn", "fail")
-        return max((j.verdict for j in self.judgements), key=order.index)
+        return worst(Level(j.verdict) for j in self.judgements)
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "verdict": self.verdict, "accepted": self.accepted, "rule": self.rule,

@@ -31,7 +31,7 @@ from builder.check.identity import exact, pins
 from builder.check.model import WheelFacts, WheelRef
 from builder.driver.facts import HostFacts
 from builder.errors import SdistOnly, ToolFailed, Unavailable, UsageError
-from builder.progress import Progress
+from builder.report import Progress
 from builder.spec import PYPI_SIMPLE
 from builder.suggest import fleet, hosts, index, releases, skips, stack
 from builder.suggest import policy as pol
@@ -49,7 +49,7 @@ from builder.suggest.model import (
 
 DEFAULT_MAX = 8
 DEFAULT_PYTHONS = ("3.11", "3.12")
-BATCH = 16  # candidates whose METADATA (vLLM's, then the torch it pins) is read ahead, concurrently
+BATCH = 32  # candidates whose METADATA (vLLM's, then the torch it pins) is read ahead, concurrently
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,27 +165,27 @@ class _Pending:
 
 
 def _read_ahead(c: _Ctx, batch: list[releases.Release], meta: dict[str, WheelFacts]) -> None:
-    """Read the METADATA of a batch of candidates into ``meta``: their vLLM wheels, then the torch
-    wheels those pin, each set concurrently (the wheel cache answers what it holds)."""
+    """Read the METADATA of a batch of candidates into ``meta``: their vLLM wheels and, as each
+    arrives, the torch wheels it pins (kept by sha256: the wheel cache answers what it holds)."""
     refs = {}
     for r in batch:
         for py in c.req.pythons:
             w = releases.pick_wheel(r, c.tags(py), py)
             if w is not None and w.filename not in meta:
                 refs[w.filename] = index.ref(w, "vllm", r.version)
-    meta |= index.metadata(refs.values(), cache_dir=c.cache, offline=c.req.offline, stats=c.fetch)
-    trefs = {}
-    for r in batch:
+
+    def torch_wheels(_ref: WheelRef, f: WheelFacts) -> list[WheelRef]:
+        out = []
         for py in c.req.pythons:
-            w = releases.pick_wheel(r, c.tags(py), py)
-            f = meta.get(w.filename) if w is not None else None
-            req = pins(f.requires_dist, c.env(py)).get("torch") if f is not None else None
+            req = pins(f.requires_dist, c.env(py)).get("torch")
             t = _torch_release(c, req) if req is not None else None
             tw = releases.pick_wheel(t, c.tags(py), py) if t is not None else None
             if t is not None and tw is not None and tw.filename not in meta:
-                trefs[tw.filename] = index.ref(tw, "torch", t.version)
-    if trefs:
-        meta |= index.metadata(trefs.values(), cache_dir=c.cache, offline=c.req.offline, stats=c.fetch)
+                out.append(index.ref(tw, "torch", t.version))
+        return out
+
+    meta |= index.metadata_chained(refs.values(), torch_wheels, cache_dir=c.cache, offline=c.req.offline,
+                                   stats=c.fetch)
 
 
 def _examine(c: _Ctx, r: releases.Release, meta: dict[str, WheelFacts]) -> Row | _Pending:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import needs
+
 STAMP = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
 PY = ".".join(map(str, sys.version_info[:3]))
 MM = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -121,7 +123,9 @@ def add_conda_base(spec: Path, channel: str, packages: str = '["tinytool", "cuda
 # a module opts in with ``pytestmark = pytest.mark.usefixtures("rattler_cache")``.
 @pytest.fixture(scope="module")
 def rattler_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A private rattler cache, and conda-lock's executable solver out of the way."""
+    """A private rattler cache, and conda-lock's executable solver out of the way (skips
+    without builder's conda extra: the tests that use it exercise conda bases)."""
+    needs.conda_extra()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RATTLER_CACHE_DIR", str(tmp_path_factory.mktemp("rattler-cache")))
         mp.delenv("BUILDER_CONDA_EXE", raising=False)
@@ -131,4 +135,5 @@ def rattler_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local conda channel built with py-rattler-build for this module."""
+    needs.conda_extra()
     return build_channel(tmp_path_factory.mktemp("conda") / "channel")

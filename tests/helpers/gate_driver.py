@@ -42,6 +42,7 @@ class Abort(BaseException):
 class State:
     active = False
     writes: list[tuple[str, str]] = []
+    warnings: list[str] = []  # what the gate warned, as the CLI prints it (kept even when a case aborts)
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
@@ -100,6 +101,16 @@ def main() -> None:
         return out
 
     paths.gate = gate  # type: ignore[assignment]
+    real_on_warning = paths.on_warning
+
+    def on_warning(callback: Any) -> None:
+        def record(message: str) -> None:
+            State.warnings.append(f"builder: warning: {message}")
+            callback(message)
+
+        real_on_warning(record if callback is not None else None)
+
+    paths.on_warning = on_warning  # type: ignore[assignment]
     sys.addaudithook(_hook)
     base_env = dict(os.environ)
     results = []
@@ -114,8 +125,10 @@ def main() -> None:
         os.environ.update(env)
         tempfile.tempdir = None  # $TMPDIR is read again
         paths._approved.clear()
+        paths._reported.clear()  # each case is its own process: it reports an unguardable env again
         abort_under[:] = [Path(os.path.realpath(case["abort_under"]))] if case.get("abort_under") else []
         State.writes = []
+        State.warnings = []
         State.active = True
         aborted = False
         t0 = time.monotonic()
@@ -133,6 +146,7 @@ def main() -> None:
         violations = sorted({f"{e} {p}" for e, p in State.writes if not covered(e, p, approved)})
         results.append({"id": case["id"], "rc": rc, "aborted": aborted,
                         "stderr": [ln for ln in err.splitlines() if ln.strip()][-3:],
+                        "warnings": State.warnings,
                         "approved": [str(a) for a, _k in approved], "violations": violations,
                         "seconds": round(time.monotonic() - t0, 3)})
     Path(sys.argv[2]).write_text(json.dumps(results, indent=1))

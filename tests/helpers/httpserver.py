@@ -29,6 +29,7 @@ class Misbehave:
     content_length: int | None = None  # announce this Content-Length instead of the real one
     endless: bool = False  # no Content-Length, then zero bytes until the client hangs up
     drip: float | None = None  # seconds between bytes of the body
+    content_type: str = "application/octet-stream"  # what the 200 answer says it is
 
 
 @dataclass
@@ -153,7 +154,7 @@ class _Handler(SimpleHTTPRequestHandler):
             lines = ["HTTP/1.1 302 Found", f"Location: {bad.redirect}", "Content-Length: 0"]
         else:
             length = bad.content_length if bad.content_length is not None else len(body)
-            lines = ["HTTP/1.1 200 OK", "Content-Type: application/octet-stream"]
+            lines = ["HTTP/1.1 200 OK", f"Content-Type: {bad.content_type}"]
             lines += ["Connection: close"] if bad.endless else [f"Content-Length: {length}"]
         self._write_slowly(("\r\n".join(lines) + "\r\n\r\n").encode(), bad.drip_headers)
         self.close_connection = True

@@ -96,14 +96,15 @@ def write_project(root: Path, index: str, matrices: dict[str, dict[str, str]] | 
 
 
 @contextlib.contextmanager
-def served(house: tuple[Path, dict[str, str]], tmp: Path, matrices: dict[str, dict[str, str]] | None = None
-           ) -> Iterator[World]:
-    """Serve a fresh copy of ``house`` and write (not lock) a project against it."""
+def served(house: tuple[Path, dict[str, str]], tmp: Path, matrices: dict[str, dict[str, str]] | None = None,
+           date: str = '"2025-12-30"') -> Iterator[World]:
+    """Serve a fresh copy of ``house`` and write (not lock) a project against it, its specs
+    resolving as of ``date`` (a TOML value)."""
     src, times = house
     copy = tmp / "house"
     shutil.copytree(src, copy)
     index_root = tmp / "index"
     httpserver.write_simple_index(index_root, copy, upload_times=times)
     with httpserver.serve(index_root) as (url, stats):
-        proj = write_project(tmp / "proj", f"{url}/simple", matrices)
+        proj = write_project(tmp / "proj", f"{url}/simple", matrices, date=date)
         yield World(house=copy, index_root=index_root, times=dict(times), url=url, project=proj, stats=stats)

@@ -314,3 +314,12 @@ def drip_server(port: int, interval: float = 0.5) -> Iterator[list[int]]:
         stop.set()
         th.join(5)
         srv.close()
+
+
+def account() -> str:
+    """The spec lines naming the account running the tests as the service's ``user`` (with
+    ``allow-root`` when that is root, as on CI containers)."""
+    import pwd
+
+    me = pwd.getpwuid(os.geteuid())
+    return f'user = "{me.pw_name}"\n' + ("allow-root = true\n" if me.pw_uid == 0 else "")
