@@ -113,6 +113,35 @@ def test_other_schemes_are_refused(url: str) -> None:
         wheels.read_wheel(ref, want_binary=False)
 
 
+# --------------------------------------------------------------------------- exchange (serve endpoints)
+def test_exchange_returns_any_status_and_is_bounded_like_every_read(site) -> None:
+    """The serve probe's request: the status is data (404 is no error), the total deadline cuts
+    dripped headers and a dripped body, the cap an endless one; a refused connect is NoConnection."""
+    url, stats, _ = site
+    reply = _http.exchange(f"{url}/nothing-here", what="w", deadline=5, max_bytes=10_000)
+    assert reply.status == 404
+    reply = _http.exchange(f"{url}/small.bin", method="POST", body=b"{}", what="w", deadline=5, max_bytes=10_000)
+    assert reply.status in (404, 405, 501)  # the test server has no POST: still an answer, not an error
+    stats.misbehave["/small.bin"] = Misbehave(drip_headers=0.2)
+    took, exc = _timed(_http.exchange, f"{url}/small.bin", what="w", deadline=1.0, max_bytes=10_000)
+    assert isinstance(exc, _http.Incomplete) and exc.reason == "no response within 1.0s" and took < 2.0
+    stats.misbehave["/small.bin"] = Misbehave(drip=0.2)
+    took, exc = _timed(_http.exchange, f"{url}/small.bin", what="w", deadline=1.0, max_bytes=10_000)
+    assert isinstance(exc, _http.Incomplete) and took < 2.0
+    assert exc.reason.startswith("HTTP 200 but the body stalled after ") and " of 5000 bytes" in exc.reason
+    stats.misbehave["/small.bin"] = Misbehave(endless=True)
+    with pytest.raises(_http.Incomplete, match="larger than the 1 MiB cap"):
+        _http.exchange(f"{url}/small.bin", what="w", deadline=10, max_bytes=1 << 20)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: refused
+        with pytest.raises(_http.NoConnection) as ei:
+            _http.exchange(f"http://127.0.0.1:{port}/health", what="w", deadline=5, max_bytes=10)
+    assert ei.value.reason == "connection refused"
+
+
 # --------------------------------------------------------------------------- streaming ranges
 def test_iter_range_streams_http_and_file_ranges(site, tmp_path: Path) -> None:
     url, stats, d = site

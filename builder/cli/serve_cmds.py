@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +14,8 @@ from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_OK, EXIT_PROTECTED, EXIT
 
 if TYPE_CHECKING:
     from builder.report import Say
+    from builder.serve.cutover import RouteRequest
+    from builder.serve.results import SlotStatus
 
 _SPEC = options.service_spec()
 _ROUTE_FILE = options.route_file()
@@ -112,12 +114,12 @@ def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, tim
     if as_json:
         echo_json(res.as_dict())
     else:
-        def alive(r: Any) -> str:
+        def alive(r: SlotStatus) -> str:
             if r.alive:
                 return "yes"
             if r.orphans is not None:
                 return f"dead, {len(r.orphans.pids)} orphan(s)"
-            return {"stale": "stale", "foreign": "foreign"}.get(r.record, "no")
+            return r.record if r.record in ("stale", "foreign") else "no"
 
         rows = [[r.slot + (" *" if r.routed else ""), str(r.port),
                  (r.runtime or "-") + (" (adopted)" if r.origin == "adopted" else ""), str(r.pid or "-"), alive(r),
@@ -208,7 +210,8 @@ def unit_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtime
 
 
 @exits({EXIT_OK: None, EXIT_FAILED: "refused (target not ready, a route file builder did not write, nothing to "
-        "roll back to)", EXIT_USAGE: None, EXIT_PROTECTED: "route file inside a protected env",
+        "roll back to, a rollback onto a slot that now runs another runtime)", EXIT_USAGE: None,
+        EXIT_PROTECTED: "route file inside a protected env",
         EXIT_BUSY: "busy (lock held)"})
 @main.group("route")
 def route_group() -> None:
@@ -216,7 +219,7 @@ def route_group() -> None:
 
 
 def _route_req(spec: str | None, route_file: str | None, force: bool = False, timeout: float = 30.0,
-               command: str = "builder route") -> Any:
+               command: str = "builder route") -> RouteRequest:
     from builder.serve import cutover
 
     return cutover.RouteRequest(spec=_abs(spec), route_file=_abs(route_file), force=force, timeout=timeout,

@@ -94,7 +94,7 @@ def check_account(svc: Service, *, doing: str) -> None:
     if svc.user is not None and svc.user != me.pw_name:
         raise UsageError(f"the service runs as {svc.user} (user in {svc.path}) but this is {me.pw_name}: "
                          f"{doing} as {svc.user}, so its environment is the one the server gets",
-                         f"run builder as that user: sudo -u {svc.user} -H builder ...")
+                         f"log in as {svc.user}, or run builder through sudo -u {svc.user} -H")
 
 
 def unit_user(svc: Service) -> str:

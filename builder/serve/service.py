@@ -358,7 +358,8 @@ def status(project: Project, spec: str | None = None, route_file: str | None = N
     recs = {s.name: ctx.read_record(s.name) for s in slots}
     any_orphans = any(r is not None and process.orphans(r, home) for r in recs.values())
     with ThreadPoolExecutor(max_workers=min(len(slots), 8) + 1) as pool:
-        usage = pool.submit(gpu.used_by_pid, timeout=timeout) if any_orphans else None
+        usage = (pool.submit(gpu.used_by_pid, timeout=max(0.1, deadline - time.monotonic())) if any_orphans
+                 else None)
         rows = list(pool.map(lambda s: _slot_status(ctx, s, recs[s.name], routed=routed, key=key,
                                                     deadline=deadline), slots))
         per_pid = usage.result() if usage is not None else None
