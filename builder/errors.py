@@ -243,7 +243,7 @@ class FilesystemRefused(BuilderError):
 
     @classmethod
     def from_tool_output(cls, text: str, path: str | os.PathLike[str], what: str = "write into",
-                         tool: str = "uv") -> FilesystemRefused | None:
+                         *, tool: str = "uv") -> FilesystemRefused | None:
         """The error for a child (uv) that failed because the filesystem refused, else None.
 
         uv reports OS errors as ``<message> (os error N)``; the message alone

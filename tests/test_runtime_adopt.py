@@ -244,3 +244,18 @@ def test_an_env_that_fails_smoke_or_has_no_vllm_adopts_nothing(sp: h.ServeProjec
     r = _adopt(sp, getattr(envs, which))
     assert r.returncode == EXIT_FAILED and words in r.stderr, r.stderr
     assert not any(p.name.startswith(("adopted-", ".staging")) for p in sp.root.iterdir())
+
+
+def test_a_trampoline_passes_its_arguments_and_no_path_can_break_it(tmp_path: Path) -> None:
+    from builder.runtime import adopt
+
+    odd = tmp_path / "env $HOME `x`\nrm -rf x"
+    odd.mkdir()
+    (odd / "echo").write_text("#!/bin/sh\nprintf '%s|' \"$@\"\n")
+    (odd / "echo").chmod(0o755)
+    script = tmp_path / "bin-python"
+    adopt._trampoline(script, [str(odd / "echo"), "first arg"], f"adopted from {odd}")
+    lines = script.read_text().split("\n")
+    assert lines[1].endswith("`x`?rm -rf x") and lines[2].startswith("exec '")  # the comment stayed one line
+    out = subprocess.run([str(script), "a", "b c", "$HOME"], capture_output=True, text=True, timeout=30, check=True)
+    assert out.stdout == "first arg|a|b c|$HOME|"

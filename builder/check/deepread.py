@@ -253,7 +253,7 @@ class _Remote:
 
 
 def _inflate(info: zipfile.ZipInfo, compressed: Iterator[bytes], feed: Callable[[bytes], None],
-             what: str) -> None:
+             *, what: str) -> None:
     """Inflate ``compressed`` into ``feed``, checking the directory's size and CRC-32."""
     crc = size = 0
 
@@ -305,7 +305,7 @@ class _Tap:
         self.banners.feed(chunk)
 
 
-def _result(ref: MemberRef, info: zipfile.ZipInfo, tap: _Tap, budget: _Budget, origin: str) -> DeepResult:
+def _result(ref: MemberRef, info: zipfile.ZipInfo, tap: _Tap, *, budget: _Budget, origin: str) -> DeepResult:
     report = tap.fatbin.finish()
     nvcc, release = tap.banners.finish()
     return DeepResult(
@@ -322,7 +322,7 @@ def _read_http(ref: MemberRef, budget: _Budget) -> DeepResult:
     remote = _Remote(ref, budget)
     tail = remote.tail(TAIL)
     try:
-        with zipfile.ZipFile(RangeFile(remote.read, remote.total, [tail], ref.filename)) as zf:
+        with zipfile.ZipFile(RangeFile(remote.read, remote.total, [tail], wheel=ref.filename)) as zf:
             info = _member_info(zf, ref)
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:
         raise Unavailable(f"{ref.filename}: not a readable wheel: {exc}", "re-lock") from None
@@ -336,8 +336,8 @@ def _read_http(ref: MemberRef, budget: _Budget) -> DeepResult:
         raise Unavailable(f"{ref.filename}: no local header for {ref.member}", "re-lock or check the index")
     start = info.header_offset + _LOCAL.size + name_len + extra_len
     tap = _Tap()
-    _inflate(info, remote.stream(start, start + info.compress_size), tap.feed, f"{ref.filename}: {ref.member}")
-    return _result(ref, info, tap, budget, "http")
+    _inflate(info, remote.stream(start, start + info.compress_size), tap.feed, what=f"{ref.filename}: {ref.member}")
+    return _result(ref, info, tap, budget=budget, origin="http")
 
 
 def _read_file(ref: MemberRef, budget: _Budget) -> DeepResult:
@@ -361,7 +361,7 @@ def _read_file(ref: MemberRef, budget: _Budget) -> DeepResult:
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise Unavailable(f"{ref.filename}: cannot read {ref.member} from {ref.path}: {exc}",
                           "restore the file or re-lock") from None
-    return _result(ref, info, tap, budget, "file")
+    return _result(ref, info, tap, budget=budget, origin="file")
 
 
 def deep_read(ref: MemberRef, *, cache: DeepCache | None = None, offline: bool = False,

@@ -97,11 +97,11 @@ def runbook_cmd(ctx: click.Context, matrix: str, fmt: str, from_snapshot: Path |
     proj = project(ctx)
     if output is not None and output != hostops.STDOUT:
         hostops.gate_output(proj, output, "write the runbook to")  # refuse before any probe runs
-    text = hostops.render_runbook(proj, matrix, fmt, from_snapshot)
+    text = hostops.render_runbook(proj, matrix, fmt, from_snapshot=from_snapshot)
     if output is None or output == hostops.STDOUT:
         click.echo(text, nl=False)
         return
-    written = hostops.write_output(proj, output, text, "write the runbook to")
+    written = hostops.write_output(proj, output, text, what="write the runbook to")
     if fmt == "sh":
         written.chmod(written.stat().st_mode | 0o100)
     if not quiet(ctx):
@@ -129,5 +129,6 @@ def verify_driver_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | Non
     """
     from builder.ops import driver as hostops
 
-    _render(ctx, hostops.run_verify(project(ctx), matrix, from_snapshot, skip_torch, root, runtime_id=runtime_id),
+    _render(ctx, hostops.run_verify(project(ctx), matrix, from_snapshot, skip_torch=skip_torch, root=root,
+                                    runtime_id=runtime_id),
             as_json)

@@ -57,7 +57,7 @@ def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: 
         req = runtime.BuildRequest(matrix=matrix, python=py, root=root, interpreter=interpreter, force=force,
                                    base=base, cache_dir=str(cache_dir) if cache_dir else None, gpu=gpu,
                                    pinned=pinned)
-        res = runtime.build(proj, req, guard, progress(ctx))
+        res = runtime.build(proj, req, guard, progress=progress(ctx))
         results.append(res)
         if as_json:
             continue
@@ -124,7 +124,7 @@ def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_py
             raise UsageError("pass --matrix (a built runtime), --runtime ID (any runtime) or --env PYTHON "
                              "(an existing env)")
         for py in select_pythons(proj.matrix(matrix), python):
-            path, rep = runtime.smoke_runtime(proj, matrix, py, root, base, gpu, progress(ctx))
+            path, rep = runtime.smoke_runtime(proj, matrix, py, root=root, base=base, gpu=gpu, progress=progress(ctx))
             reports.append((str(path), rep))
     if as_json:
         echo_json([{"runtime": where, **rep.as_dict()} for where, rep in reports])
@@ -220,7 +220,7 @@ def adopt_cmd(ctx: click.Context, python: str, root: str | None, force: bool, gp
 
     proj = project(ctx)
     res = adopt.adopt(proj, adopt.AdoptRequest(python=python, root=root, gpu=gpu, force=force),
-                      protect.for_project(proj), progress(ctx))
+                      protect.for_project(proj), progress=progress(ctx))
     if as_json:
         echo_json(res.as_dict())
         return

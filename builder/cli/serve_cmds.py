@@ -110,7 +110,7 @@ def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, tim
     """Per slot: runtime, pid, port, alive, ready, requests in flight, orphans; and where the route points."""
     from builder.serve import service
 
-    res = service.status(project(ctx), _abs(spec), _abs(route_file), timeout)
+    res = service.status(project(ctx), _abs(spec), _abs(route_file), timeout=timeout)
     if as_json:
         echo_json(res.as_dict())
     else:
@@ -200,7 +200,7 @@ def unit_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtime
     if output and output != "-":
         from builder.serve import state
 
-        state.write_file(proj, os.path.abspath(output), text, "write the unit to")
+        state.write_file(proj, os.path.abspath(output), text, what="write the unit to")
         click.echo(f"wrote {output} (install it as {name})", err=True)
     else:
         click.echo(text, nl=False)

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from builder import paths
+from builder import _proc, paths
 from builder.errors import BuildError, Busy, NotReady, ProtectedEnvError, UsageError
 from builder.project import Project
 from builder.protect import Protected
@@ -119,7 +119,10 @@ def _vllm_command(python: str, probe: doctor.EnvProbe) -> list[str]:
 
 
 def _trampoline(path: Path, argv: list[str], note: str) -> None:
-    path.write_text(f"#!/bin/sh\n# {note}\nexec {' '.join(shlex.quote(a) for a in argv)} \"$@\"\n",
+    """A two-line sh script that execs ``argv`` with its own arguments.  The arguments are quoted
+    for sh; the comment loses any control character (a newline in a path must not end it)."""
+    comment = "".join(c if c.isprintable() else "?" for c in note)
+    path.write_text(f"#!/bin/sh\n# {comment}\nexec {' '.join(shlex.quote(a) for a in argv)} \"$@\"\n",
                     encoding="utf-8")
     path.chmod(0o755)
 
@@ -128,11 +131,14 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def adopt(project: Project, req: AdoptRequest, protected: Protected, progress: Progress | None = None) -> AdoptResult:
+def adopt(project: Project, req: AdoptRequest, protected: Protected, *,
+          progress: Progress | None = None) -> AdoptResult:
     """Adopt the environment of ``req.python`` (see the module docstring)."""
     say = progress or (lambda _t, _m: None)
     t0 = time.monotonic()
-    given = os.path.abspath(os.path.expanduser(req.python))
+    named = os.path.expanduser(req.python)
+    # A bare name (`python3`) is looked up on PATH, as a shell would; a path is taken as given.
+    given = os.path.abspath(named if os.sep in named else (_proc.which(named) or named))
     if not os.path.exists(given):
         raise UsageError(f"{req.python}: no such interpreter", "pass --python PATH to the environment's python")
     # Refused before it runs: the interpreter as named and as resolved.
@@ -159,7 +165,7 @@ def adopt(project: Project, req: AdoptRequest, protected: Protected, progress: P
     paths.mkdir(root, what="create runtimes under", protected=protected)
     say(name, f"Python {env.version} at {probe.prefix} ({env.kind}); torch {env.torch.version}, "
               f"vLLM {env.vllm.version}; {env.packages} distributions")
-    with swap.name_lock(root, name, req.wait, lambda: say(name, "waiting for another adoption of it")):
+    with swap.name_lock(root, name, req.wait, on_wait=lambda: say(name, "waiting for another adoption of it")):
         removed = swap.clean_leftovers(root, name)
         if removed:
             say(name, f"removed leftovers of interrupted runs: {', '.join(removed)}")

@@ -181,7 +181,7 @@ def _origin_label(route: Route) -> str:
     return route.origin or "-"
 
 
-def write(path: Path, route: Route, entry: Entry, command: str) -> None:
+def write(path: Path, route: Route, entry: Entry, *, command: str) -> None:
     """Replace the route file atomically (temp + fsync + rename + directory fsync)."""
     clean_temp(path)
     atomic_write(path, render(route, entry, command))
