@@ -152,19 +152,20 @@ def _torch_aarch64(version: str = "2.9.1", *, sizes: tuple[tuple[str, int], ...]
 
 def test_a_torch_without_libtorch_cuda_is_a_cpu_build() -> None:
     env = {**ENV, "platform_machine": "aarch64"}
-    cpu = identify(_torch_aarch64(sizes=(("torch/lib/libtorch_cpu.so", 1), ("torch/_C.so", 1))), K, env, None, TK)
+    listed = (("torch/lib/libtorch_cpu.so", 1), ("torch/_C.so", 1))
+    cpu = identify(_torch_aarch64(sizes=listed), K, env, torch=None, tk=TK)
     assert cpu.kind == "cpu-build" and not cpu.major
     assert cpu.cpu_build == ("no torch/lib/libtorch_cuda.so among the 2 shared objects of "
                              "torch-2.9.1-cp312-cp312-manylinux_2_28_aarch64.whl; torch.version.cuda is None")
-    cuda = identify(_torch_aarch64(sizes=(("torch/lib/libtorch_cuda.so", 1),)), K, env, None, TK)
+    cuda = identify(_torch_aarch64(sizes=(("torch/lib/libtorch_cuda.so", 1),)), K, env, torch=None, tk=TK)
     assert cuda.cpu_build == "" and cuda.kind != "cpu-build"
-    unread = identify(_torch_aarch64(scanned=False), K, env, None, TK)  # nothing read: not called CPU
+    unread = identify(_torch_aarch64(scanned=False), K, env, torch=None, tk=TK)  # nothing read: not called CPU
     assert unread.cpu_build == ""
-    label = identify(_torch_aarch64("2.9.1+cpu", scanned=False), K, env, None, TK)
+    label = identify(_torch_aarch64("2.9.1+cpu", scanned=False), K, env, torch=None, tk=TK)
     assert label.cpu_build == "its version 2.9.1+cpu is labelled +cpu"
     index = identify(_torch_aarch64(url="https://download.pytorch.org/whl/cpu/torch-2.9.1-cp312.whl",
-                                    scanned=False), K, env, None, TK)
+                                    scanned=False), K, env, torch=None, tk=TK)
     assert index.cpu_build == "it comes from PyTorch's CPU index (https://download.pytorch.org/whl/cpu)"
     # on x86_64 the same requirements pin CUDA: a CUDA build whatever was read
-    x86 = identify(_torch_aarch64(sizes=(("torch/lib/libtorch_cpu.so", 1),)), K, ENV, None, TK)
+    x86 = identify(_torch_aarch64(sizes=(("torch/lib/libtorch_cpu.so", 1),)), K, ENV, torch=None, tk=TK)
     assert x86.major == {12} and x86.cpu_build == ""

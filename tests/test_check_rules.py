@@ -159,10 +159,10 @@ def test_identity_cuda_tool_wheels_are_never_unknown() -> None:
     # nvdisasm has no component row and no -cuNN suffix; nvcc 13.99.1 is a version no
     # cuda-toolkit release pins: as libraries both would warn, as tools (executables and
     # headers that no process loads) neither does.
+    disasm_id = nvidia_identity("nvidia-cuda-nvdisasm", "13.3.73", K, tk=TK)
     nvdisasm = Pkg("nvidia-cuda-nvdisasm", "13.3.73", wheel("nvidia-cuda-nvdisasm", "13.3.73"),
-                   identity=as_tool(nvidia_identity("nvidia-cuda-nvdisasm", "13.3.73", K, TK), "nvidia-cuda-nvdisasm",
-                                    "13.3.73"))
-    nvcc_id = nvidia_identity("nvidia-cuda-nvcc", "13.99.1", K, TK)
+                   identity=as_tool(disasm_id, "nvidia-cuda-nvdisasm", "13.3.73"))
+    nvcc_id = nvidia_identity("nvidia-cuda-nvcc", "13.99.1", K, tk=TK)
     assert nvcc_id is not None and nvcc_id.unplaced and nvcc_id.major == {13}
     nvcc = Pkg("nvidia-cuda-nvcc", "13.99.1", wheel("nvidia-cuda-nvcc", "13.99.1"),
                identity=as_tool(nvcc_id, "nvidia-cuda-nvcc", "13.99.1"))
