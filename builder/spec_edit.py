@@ -18,11 +18,18 @@ from builder.spec import Matrix, matrix_from_mapping, read_toml
 
 
 def parse_value(raw: str) -> Any:
-    """``2.9.1`` stays a string; ``["3.11"]``, ``true`` and ``3`` are TOML values."""
+    """``2.9.1`` stays a string; ``["3.11"]``, ``true`` and ``3`` are TOML values.
+
+    A value nested past the TOML parser's limit is a SpecError (exit 2), as the same
+    nesting in a spec file is for ``spec validate``.
+    """
     try:
         return tomlread.loads(f"v = {raw}")["v"]
     except tomlread.TOMLDecodeError:
         return raw
+    except RecursionError:
+        raise SpecError(["the value: TOML nested too deeply"], "a spec value needs only a few levels of arrays "
+                        "and tables; nothing was written") from None
 
 
 def edit_text(text: str, path: Path, dotted: str, *, value: Callable[[Any], Any]) -> tuple[str, Matrix, Any, Any]:

@@ -214,7 +214,7 @@ def read_journal(path: Path) -> list[Entry]:
             d = json.loads(line)
             if isinstance(d, dict) and d.get("id"):
                 out.append(Entry.from_dict(d))
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # torn, foreign or absurdly nested
             continue
     return out
 
