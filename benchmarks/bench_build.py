@@ -88,7 +88,8 @@ class Sides:
         dest = self.fresh("raw")
         t = time.perf_counter()
         self.venv(dest)
-        M.run(sync.sync_argv(self.uv, dest / "bin" / "python", self.requirements, str(self.cache)), environ=self.env)
+        M.run(sync.sync_argv(self.uv, dest / "bin" / "python", self.requirements, cache_dir=str(self.cache)),
+              environ=self.env)
         return time.perf_counter() - t
 
     def uv_pylock(self) -> float:

@@ -104,7 +104,7 @@ def resolve(proj: Path, tmp: Path, offline: bool, repeat: int) -> dict[str, obje
             for py in m.pythons:
                 work = tmp / f"raw-{m.id}-{py}"
                 work.mkdir(exist_ok=True)
-                argv = uv_backend.compile_argv(uv, m, py, work, offline=offline)
+                argv = uv_backend.compile_argv(uv, m, py, workdir=work, offline=offline)
                 t = time.perf_counter()
                 M.run(argv)
                 raw.setdefault(f"{m.name}/py{py}", []).append(time.perf_counter() - t)

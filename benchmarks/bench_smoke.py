@@ -56,7 +56,7 @@ def main() -> int:
 
     project = Project(ROOT)
     py = select_pythons(project.matrix(args.matrix), args.python)[0]
-    matrix, lock, path = build.locate(project, args.matrix, py, args.root)
+    matrix, lock, path = build.locate(project, args.matrix, py, root=args.root)
     python = path / "bin" / "python"
     expected = smoke.expected_for(matrix, lock)
     workers = smoke.cores()

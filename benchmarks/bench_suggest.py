@@ -73,7 +73,7 @@ def raw(result: dict[str, object], uvcache: Path, work: Path) -> tuple[float, fl
         for py in m.pythons:
             d = work / f"{row['vllm']}-{py}"
             d.mkdir(parents=True, exist_ok=True)
-            argvs.append(uv_backend.compile_argv(uv, m, py, d, cache_dir=str(uvcache)))
+            argvs.append(uv_backend.compile_argv(uv, m, py, workdir=d, cache_dir=str(uvcache)))
         with ThreadPoolExecutor(max_workers=len(argvs)) as pool:
             list(pool.map(lambda a: M.run(a, environ=env, ok=(0, 1, 2)), argvs))
         runs += len(argvs)

@@ -220,7 +220,7 @@ class Reply:
 class Response:
     """An open response whose body is read in chunks within the request's bounds."""
 
-    def __init__(self, resp: http.client.HTTPResponse, url: str, guard: _Guard, max_bytes: int,
+    def __init__(self, resp: http.client.HTTPResponse, url: str, guard: _Guard, *, max_bytes: int,
                  budget: float, shared: Budget | None = None) -> None:
         self._resp, self.url, self._guard, self.max_bytes, self._budget = resp, url, guard, max_bytes, budget
         self._shared = shared
@@ -438,7 +438,7 @@ def open_url(url: str, *, what: str, max_bytes: int, headers: Mapping[str, str] 
                     raise Unavailable(f"{what}: {host_of(url)} announces {int(length)} bytes, more than the "
                                       f"{_size(max_bytes)} cap for this read", "the file is not what the lock "
                                       "describes; check the index")
-            yield Response(resp, url, guard, max_bytes, deadline, budget)
+            yield Response(resp, url, guard, max_bytes=max_bytes, budget=deadline, shared=budget)
             return
         raise Unavailable(f"{what}: more than {MAX_REDIRECTS} redirects from {host_of(url)}", "check the index URL")
     finally:

@@ -190,7 +190,7 @@ class _Pipes:
 
 
 def _communicate(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float,
-                 max_output: int, on_line: LineCallback | None = None) -> tuple[bytes, bytes]:
+                 *, max_output: int, on_line: LineCallback | None = None) -> tuple[bytes, bytes]:
     """``proc.communicate(input, timeout)`` that stops reading past ``max_output`` bytes.
 
     Why not ``communicate``: it buffers everything a child prints (100 MB of
@@ -263,7 +263,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _wait(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float,
-          max_output: int, on_line: LineCallback | None = None) -> tuple[bytes, bytes] | None:
+          *, max_output: int, on_line: LineCallback | None = None) -> tuple[bytes, bytes] | None:
     """:func:`_communicate` in short slices, watching the stop flag; None on timeout.
 
     A worker thread never sees a signal itself: polling the flag is how its
@@ -278,7 +278,7 @@ def _wait(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float,
         if left <= 0:
             return None
         try:
-            return _communicate(proc, input, min(POLL, left), max_output, on_line)
+            return _communicate(proc, input, min(POLL, left), max_output=max_output, on_line=on_line)
         except subprocess.TimeoutExpired:
             continue
 
@@ -287,7 +287,7 @@ def _bounded_communicate(
     proc: subprocess.Popen[bytes], timeout: float, max_output: int = MAX_OUTPUT
 ) -> tuple[bytes, bytes] | None:
     try:
-        return _communicate(proc, None, timeout, max_output)
+        return _communicate(proc, None, timeout, max_output=max_output)
     except subprocess.TimeoutExpired:
         return None
     except _Overflow as ov:
@@ -349,7 +349,8 @@ def run(
     data = None
     try:
         cancel.check()  # a signal that arrived while the child was being started
-        data = _wait(proc, input.encode() if input is not None else None, timeout, max_output, on_line)
+        data = _wait(proc, input.encode() if input is not None else None, timeout, max_output=max_output,
+                     on_line=on_line)
         timed_out = data is None
     except _Overflow as ov:
         capped, data = True, (ov.out, ov.err)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -27,6 +27,7 @@ EXIT_FS_REFUSED = 8
 EXIT_INTERNAL = 70
 EXIT_HUNG_UP = 129  # 128 + SIGHUP: a stop signal's code is 128 + its number
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of standard output went away (`builder list | head -1`)
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 #: The one table of exit codes and what each means, in the words of the help.
@@ -43,6 +44,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_INTERNAL: "internal error (a bug in builder; -v shows the traceback)",
     EXIT_HUNG_UP: "hung up (SIGHUP)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGINT)",
+    EXIT_BROKEN_PIPE: "the reader of standard output went away (a closed pipe: nothing more is written)",
     EXIT_TERMINATED: "terminated (SIGTERM)",
 }
 
@@ -84,9 +86,10 @@ class BuilderError(Exception):
         self.message = message
         self.hint = hint
 
-    def line(self) -> str:
-        """One line for the terminal: what failed, why, what to do."""
-        return f"{self.message} ({self.hint})" if self.hint else self.message
+    def line(self, clean: Callable[[str], str] = str) -> str:
+        """One line for the terminal: what failed, why, what to do.  ``clean`` is applied to
+        each part the error carries (the CLI escapes control characters with it)."""
+        return f"{clean(self.message)} ({clean(self.hint)})" if self.hint else clean(self.message)
 
 
 class UsageError(BuilderError):
@@ -107,12 +110,13 @@ class SpecError(BuilderError):
         )
         super().__init__(head, hint)
 
-    def line(self) -> str:
+    def line(self, clean: Callable[[str], str] = str) -> str:
+        """The problems one per line (each part cleaned by ``clean``)."""
         if len(self.problems) == 1:
-            return super().line()
-        body = "\n".join(f"  {p}" for p in self.problems)
-        tail = f"\n{self.hint}" if self.hint else ""
-        return f"{self.message}:\n{body}{tail}"
+            return super().line(clean)
+        body = "\n".join(f"  {clean(p)}" for p in self.problems)
+        tail = f"\n{clean(self.hint)}" if self.hint else ""
+        return f"{clean(self.message)}:\n{body}{tail}"
 
 
 class UnknownMatrix(UsageError):
@@ -243,7 +247,7 @@ class FilesystemRefused(BuilderError):
 
     @classmethod
     def from_tool_output(cls, text: str, path: str | os.PathLike[str], what: str = "write into",
-                         tool: str = "uv") -> FilesystemRefused | None:
+                         *, tool: str = "uv") -> FilesystemRefused | None:
         """The error for a child (uv) that failed because the filesystem refused, else None.
 
         uv reports OS errors as ``<message> (os error N)``; the message alone

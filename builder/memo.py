@@ -75,7 +75,7 @@ def get_json(cache: Path, kind: str, key: str) -> Any:
         return None
 
 
-def keep_json(cache: Path, kind: str, key: str, value: Any) -> None:
+def keep_json(cache: Path, kind: str, key: str, *, value: Any) -> None:
     """Keep a JSON value under ``key`` in ``cache/kind/`` (best effort).  A value JSON would
     not give back exactly (dates, inf, nan) is not kept."""
     try:
@@ -98,7 +98,7 @@ def lock(raw: bytes, where: str, cache: Path | None) -> pylock.Lock:
     if pylock.believes(get_json(cache, "locks", key), sha):
         return pylock.parse(raw, where, validated=True)
     parsed = pylock.parse(raw, where)  # raises on an invalid lock: nothing is kept
-    keep_json(cache, "locks", key, pylock.verdict(parsed))
+    keep_json(cache, "locks", key, value=pylock.verdict(parsed))
     return parsed
 
 
@@ -119,5 +119,5 @@ def _data(raw: bytes, cache: Path) -> dict[str, Any]:
     if isinstance(kept, dict):
         return kept
     data = tomlread.loads(raw.decode("utf-8"))
-    keep_json(cache, "toml", key, data)
+    keep_json(cache, "toml", key, value=data)
     return data

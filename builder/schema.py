@@ -60,7 +60,7 @@ def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
 
 
 def validate(
-    data: Mapping[str, Any], schema: Mapping[str, Field], problems: Problems, prefix: str = ""
+    data: Mapping[str, Any], schema: Mapping[str, Field], problems: Problems, *, prefix: str = ""
 ) -> None:
     """Check ``data`` against ``schema``, adding every problem to ``problems``."""
     known = sorted(schema)
@@ -80,13 +80,13 @@ def validate(
                 problems.add(path, "must be an array of tables")
                 continue
             for i, sub in enumerate(value):
-                validate(sub, spec.table or {}, problems, f"{path}[{i}].")
+                validate(sub, spec.table or {}, problems, prefix=f"{path}[{i}].")
             continue
         if not _is(value, spec.kind):
             problems.add(path, f"must be {_type_name(spec.kind)}, got {value!r}")
             continue
         if spec.table is not None and isinstance(value, dict):
-            validate(value, spec.table, problems, f"{path}.")
+            validate(value, spec.table, problems, prefix=f"{path}.")
         if spec.item is not None and isinstance(value, list):
             for i, v in enumerate(value):
                 if not _is(v, spec.item):

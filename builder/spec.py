@@ -285,7 +285,7 @@ class Host:
         return sum(g.count for g in self.gpus)
 
 
-def _component(name: str, d: Mapping[str, Any], problems: Problems, prefix: str) -> Component:
+def _component(name: str, d: Mapping[str, Any], problems: Problems, *, prefix: str) -> Component:
     source = d.get("source", "pypi")
     if source == "url":
         for k in ("url", "sha256"):
@@ -318,9 +318,9 @@ def matrix_from_mapping(data: Mapping[str, Any], source: str = "<spec>", expect_
             problems.add("pythons", "lists a Python twice")
     torch = vllm = None
     if isinstance(data.get("torch"), dict):
-        torch = _component("torch", data["torch"], problems, "torch")
+        torch = _component("torch", data["torch"], problems, prefix="torch")
     if isinstance(data.get("vllm"), dict):
-        vllm = _component("vllm", data["vllm"], problems, "vllm")
+        vllm = _component("vllm", data["vllm"], problems, prefix="vllm")
     if problems.items or torch is None or vllm is None:
         raise SpecError(problems.items or [f"{source}: invalid spec"],
                         "fix the spec and run the command again")

@@ -18,14 +18,21 @@ from builder.spec import Matrix, matrix_from_mapping, read_toml
 
 
 def parse_value(raw: str) -> Any:
-    """``2.9.1`` stays a string; ``["3.11"]``, ``true`` and ``3`` are TOML values."""
+    """``2.9.1`` stays a string; ``["3.11"]``, ``true`` and ``3`` are TOML values.
+
+    A value nested past the TOML parser's limit is a SpecError (exit 2), as the same
+    nesting in a spec file is for ``spec validate``.
+    """
     try:
         return tomlread.loads(f"v = {raw}")["v"]
     except tomlread.TOMLDecodeError:
         return raw
+    except RecursionError:
+        raise SpecError(["the value: TOML nested too deeply"], "a spec value needs only a few levels of arrays "
+                        "and tables; nothing was written") from None
 
 
-def edit_text(text: str, path: Path, dotted: str, value: Callable[[Any], Any]) -> tuple[str, Matrix, Any, Any]:
+def edit_text(text: str, path: Path, dotted: str, *, value: Callable[[Any], Any]) -> tuple[str, Matrix, Any, Any]:
     """Set ``dotted`` in the spec ``text`` (read from ``path``) to ``value(old value)``; write nothing.
 
     Returns (new text, the validated matrix, old value, new value).  The edited
@@ -56,7 +63,7 @@ def edit_text(text: str, path: Path, dotted: str, value: Callable[[Any], Any]) -
     return tomlkit.dumps(doc), matrix, old_plain, new
 
 
-def set_value(path: Path, dotted: str, raw: str, project: Project | None = None) -> tuple[Any, Any]:
+def set_value(path: Path, dotted: str, raw: str, *, project: Project | None = None) -> tuple[Any, Any]:
     """Set ``dotted`` (e.g. ``torch.version``) in the spec at ``path``.
 
     The path passes the write gate first (a project stored inside a protected
@@ -66,7 +73,7 @@ def set_value(path: Path, dotted: str, raw: str, project: Project | None = None)
     target = paths.gate(path, what="edit the spec", project=project)
     read_toml(path)  # a readable, valid-TOML spec first: one line if not
     text = inputs.read_text(target)
-    new_text, _matrix, old, new = edit_text(text, path, dotted, lambda _old: parse_value(raw))
+    new_text, _matrix, old, new = edit_text(text, path, dotted, value=lambda _old: parse_value(raw))
     atomic_write(target, new_text)
     return old, new
 

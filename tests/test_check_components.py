@@ -40,15 +40,15 @@ def test_component_and_major_come_from_the_name(name: str, want: tuple[str, int]
 ])
 def test_place(component: str, version: str, kw: dict[str, object], release: str, update: int | None,
                driver: str | None) -> None:
-    pl = components.place(K, TK, component, version, **kw)  # type: ignore[arg-type]
+    pl = components.place(K, TK, component, version=version, **kw)  # type: ignore[arg-type]
     assert pl is not None and (pl.release, pl.update, pl.driver) == (release, update, driver)
 
 
 def test_a_library_version_no_release_pins_is_not_placed() -> None:
-    assert components.place(K, TK, "cufft", "99.0.0.1", name="nvidia-cufft") is None
-    i = nvidia_identity("nvidia-cufft", "99.0.0.1", K, TK)
+    assert components.place(K, TK, "cufft", version="99.0.0.1", name="nvidia-cufft") is None
+    i = nvidia_identity("nvidia-cufft", "99.0.0.1", K, tk=TK)
     assert i is not None and i.major == {13} and "no cuda-toolkit release" in i.unplaced
-    own = nvidia_identity("nvidia-nccl-cu13", "9.9.9", K, TK)  # own versioning: known by its name
+    own = nvidia_identity("nvidia-nccl-cu13", "9.9.9", K, tk=TK)  # own versioning: known by its name
     assert own is not None and own.major == {13} and not own.unplaced
 
 
@@ -84,18 +84,18 @@ def _torch(reqs: tuple[str, ...], platform: bool = True) -> Pkg:
 
 def test_torch_identity_follows_its_cuda_toolkit_pin() -> None:
     t = _torch(TORCH_211)
-    i = identify(t, K, ENV, None, TK)
+    i = identify(t, K, ENV, torch=None, tk=TK)
     assert (i.major, i.runtime, i.cublas, i.release, i.kind) == ({13}, "13.0.96", "13.1.0.3", "13.0", "requires-dist")
     assert i.cudart_soname == "libcudart.so.13"
     assert any("cuda-toolkit" in e["detail"] and "nvidia-cuda-runtime==13.0.96.*" in e["detail"] for e in i.evidence)
-    assert needs_binary(K, TK, "torch", ENV)(TORCH_211) is False  # the pin says it: no binary read
+    assert needs_binary(K, TK, "torch", env=ENV)(TORCH_211) is False  # the pin says it: no binary read
 
 
 def test_an_unknown_cuda_toolkit_release_is_said() -> None:
     reqs = ("cuda-toolkit[cudart]==13.9.0",)
-    i = identify(_torch(reqs), K, ENV, None, TK)
+    i = identify(_torch(reqs), K, ENV, torch=None, tk=TK)
     assert not i.major and any("does not list" in e["detail"] for e in i.evidence)
-    assert needs_binary(K, TK, "torch", ENV)(reqs) is True  # then its binaries must tell
+    assert needs_binary(K, TK, "torch", env=ENV)(reqs) is True  # then its binaries must tell
 
 
 def test_ptx_isa_supplies_a_missing_build_toolkit_and_never_overrides_a_banner() -> None:

@@ -81,7 +81,7 @@ def vllm(toolkit_version: str | None = "12.9.86", major: int = 12, *, needed: tu
 
 def comp(name: str, version: str) -> Pkg:
     """A CUDA component package, identified as the pipeline does (name and version)."""
-    return Pkg(name, version, wheel(name, version), identity=nvidia_identity(name, version, K, TK))
+    return Pkg(name, version, wheel(name, version), identity=nvidia_identity(name, version, K, tk=TK))
 
 
 def cu12_libs(runtime: str = "12.8.90", cublas: str = "12.8.4.1") -> list[Pkg]:
@@ -190,9 +190,9 @@ def test_cuda_major_fails_when_packages_loaded_together_disagree() -> None:
 
 def _family(files12: tuple[str, ...] | None, files13: tuple[str, ...] | None) -> list[Pkg]:
     a = Pkg("nvidia-cutlass-dsl-libs-cu12", "4.8.1", wheel("nvidia-cutlass-dsl-libs-cu12", "4.8.1"),
-            identity=nvidia_identity("nvidia-cutlass-dsl-libs-cu12", "4.8.1", K, TK), files=files12)
+            identity=nvidia_identity("nvidia-cutlass-dsl-libs-cu12", "4.8.1", K, tk=TK), files=files12)
     b = Pkg("nvidia-cutlass-dsl-libs-cu13", "4.8.1", wheel("nvidia-cutlass-dsl-libs-cu13", "4.8.1"),
-            identity=nvidia_identity("nvidia-cutlass-dsl-libs-cu13", "4.8.1", K, TK), files=files13)
+            identity=nvidia_identity("nvidia-cutlass-dsl-libs-cu13", "4.8.1", K, tk=TK), files=files13)
     return [a, b]
 
 
@@ -240,7 +240,7 @@ def test_cuda_major_component_families_fall_back_to_the_table() -> None:
 
 def test_cuda_major_lone_other_major_package_is_a_warning() -> None:
     cupy = Pkg("cupy-cuda13x", "14.0.0", wheel("cupy-cuda13x", "14.0.0"),
-               identity=nvidia_identity("cupy-cuda13x", "14.0.0", K, TK))
+               identity=nvidia_identity("cupy-cuda13x", "14.0.0", K, tk=TK))
     r = rules.rule_cuda_major(facts(torch(), vllm(), *cu12_libs(), cupy))
     assert r.level == "warn" and "cupy-cuda13x 14.0.0 is built for CUDA 13" in r.message
 
@@ -374,10 +374,10 @@ def test_native_floor_uses_the_build_toolkit_not_the_release_ga_floor() -> None:
 
 def test_a_version_known_only_by_its_release_takes_the_highest_update_floor() -> None:
     # 12.9 GA 575.51.03, 12.9 U1 575.57.08: an nvrtc 12.9.x no table pins may be either update
-    pl = components.place(K, TK, "nvrtc", "12.9.999")
+    pl = components.place(K, TK, "nvrtc", version="12.9.999")
     assert pl is not None and (pl.release, pl.update, pl.driver) == ("12.9", None, "575.57.08")
-    assert components.place(K, TK, "nvrtc", "12.7.1") is None  # there is no CUDA 12.7: never placed
-    assert components.place(K, TK, "cudart", "12.7.1", name="nvidia-cuda-runtime-cu12") is None
+    assert components.place(K, TK, "nvrtc", version="12.7.1") is None  # there is no CUDA 12.7: never placed
+    assert components.place(K, TK, "cudart", version="12.7.1", name="nvidia-cuda-runtime-cu12") is None
 
 
 # ---------------------------------------------------------------- driver-compat

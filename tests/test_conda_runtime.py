@@ -88,7 +88,7 @@ def test_full_path_install_uv_sync_smoke_and_ql1_untouched(
     assert r.ok, r.stderr
     from builder.runtime.sync import sync_argv
 
-    r = _proc.run(sync_argv(uv_exe, made.python, pylock, str(tmp_path / "uv-cache")), timeout=120, env=env_)
+    r = _proc.run(sync_argv(uv_exe, made.python, pylock, cache_dir=str(tmp_path / "uv-cache")), timeout=120, env=env_)
     assert r.ok, r.stderr
     smoke = _proc.run([str(made.python), "-c", "import filelock, sys, json; "
                        "print(json.dumps([filelock.__version__, filelock.__file__, sys.prefix]))"],

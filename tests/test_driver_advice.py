@@ -88,7 +88,7 @@ def test_runbook_for_matrix_b_keeps_570_and_says_why_it_is_not_enough(warm: Path
     p = Project(ROOT)
     lf = lockfloor.lock_floor(p, p.matrix("b"), cache_dir=warm)
     md = runbook.render(runbook.plan(p.matrix("b"), p.host(), hostfacts.from_snapshot(operator_snapshot()),
-                                     "t", lock_floor=lf, today=TODAY), "md")
+                                     source="t", lock_floor=lf, today=TODAY), "md")
     assert "**current 550.107.02 -> target 570.x** (`nvidia-driver-570`" in md
     assert "sudo apt-get install -y nvidia-driver-570" in md
     assert "R570 reached end of life in February 2026" in md

@@ -269,7 +269,7 @@ def test_a_jetson_host_is_unsupported_and_gets_no_apt_advice() -> None:
     assert "nvidia-driver-5" not in text and "apt-get" not in text and "apt-cache" not in text
     p = Project(ROOT)
     for fmt in ("md", "sh"):
-        book = runbook.render(runbook.plan(p.matrix("a"), p.host(), hostfacts.from_snapshot(_jetson()), "t",
+        book = runbook.render(runbook.plan(p.matrix("a"), p.host(), hostfacts.from_snapshot(_jetson()), source="t",
                                            today=TODAY), fmt)
         assert "Jetson/Tegra" in book and "nvidia-driver-5" not in book
         assert not any(cmd in book for cmd in ("apt-get", "apt-cache", "apt-mark", "sudo", "reboot"))

@@ -27,7 +27,7 @@ def _runtime(root: Path, name: str, *, manifest: bool = True, python: bool = Tru
 def test_names_round_trip_for_every_base() -> None:
     h = "sha256:" + "1" * 64
     venv = layout.runtime_name(A, "3.12", h)
-    conda = layout.runtime_name(A, "3.12", h, "conda", "ident")
+    conda = layout.runtime_name(A, "3.12", h, base="conda", base_identity="ident")
     assert venv.startswith("matrix-a-py312-") and len(venv) == len("matrix-a-py312-") + 12
     assert conda.startswith("matrix-a-py312-conda-")
     assert layout.content_address(h) != layout.content_address(h, "conda", "ident")

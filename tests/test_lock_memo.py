@@ -136,7 +136,7 @@ def test_a_forged_verdict_lets_no_unreadable_lock_through(tmp_path: Path) -> Non
     sha = hashlib.sha256(raw).hexdigest()
     key = pylock.memo_key(sha)
     assert key is not None
-    memo_mod.keep_json(tmp_path, "locks", key, {"format": pylock.MEMO_FORMAT, "sha256": sha, "valid": True})
+    memo_mod.keep_json(tmp_path, "locks", key, value={"format": pylock.MEMO_FORMAT, "sha256": sha, "valid": True})
     with pytest.raises(LockFileError, match="not a valid PEP 751 lock: AttributeError"):
         memo_mod.read_lock(bad, tmp_path)
 

@@ -30,7 +30,7 @@ BUILDER = ROOT / "builder"
 def render(fmt: str = "md", m: str = "a", **override: str | None) -> str:
     p = Project(ROOT)
     facts = hostfacts.from_snapshot(operator_snapshot(**override))
-    return runbook.render(runbook.plan(p.matrix(m), p.host(), facts, "snapshot test.json", today=TODAY), fmt)
+    return runbook.render(runbook.plan(p.matrix(m), p.host(), facts, source="snapshot test.json", today=TODAY), fmt)
 
 
 def sections(md: str) -> dict[str, str]:

@@ -193,7 +193,7 @@ def test_lock_with_an_empty_hash_is_refused_before_install(w: World, tmp_path: P
     start = body.index("hashes = {")
     body = body[:start] + hashes + body[body.index("}", start) + 1:]
     m = Project(proj).matrix("t")
-    lock.write_text(lockstate.render(m, PY312, body, {"uv-version": "0.13.9"}))  # stamped: looks fresh
+    lock.write_text(lockstate.render(m, PY312, body, stamp={"uv-version": "0.13.9"}))  # stamped: looks fresh
     with pytest.raises(LockFileError, match=message):
         runtime.checked_lock(Project(proj), m, PY312)
     r = w.build(root=tmp_path / "rt", project=proj)

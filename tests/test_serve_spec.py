@@ -154,7 +154,7 @@ def test_the_file_in_effect_names_its_entry_and_a_torn_journal_line_is_ignored(t
     f, jpath = tmp_path / "llm.env", tmp_path / "llm.env.journal"
     a = route.Entry("A", "t0", "adopt", route.Route("http://h:1/v1", "m"))
     route.append(jpath, a)
-    route.write(f, a.to, a, "builder route init")  # type: ignore[arg-type]
+    route.write(f, a.to, a, command="builder route init")  # type: ignore[arg-type]
     b = route.Entry("B", "t1", "set", route.Route("http://h:2/v1", "m", "green", "rt"), a.to, "A")
     route.append(jpath, b)  # journaled, then killed before the file was replaced
     with open(jpath, "a") as fh:

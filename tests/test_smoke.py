@@ -30,7 +30,7 @@ def _res(rc: int | None, stderr: str = "", *, timed_out: bool = False, missing: 
     (_res(None, missing=True), False, FAIL),
 ])
 def test_vllm_help_classification(res: _proc.Result, gpu: bool, status: str) -> None:
-    step = smoke.classify_vllm_help(res, gpu)
+    step = smoke.classify_vllm_help(res, gpu=gpu)
     assert step.status == status
     if status == SKIP:
         assert step.reason.startswith("no GPU")

@@ -62,13 +62,14 @@ def test_with_the_gpu_steps_off_the_step_is_skipped_even_with_a_driver(w: World,
 def test_step_classification() -> None:
     res = _proc.Result(("python",), 1, "", "Segmentation fault", 0.1)
     ok = {"skipped": None, "module": "vllm._C_stable_libtorch", "member": "vllm/_C_stable_libtorch.abi3.so"}
-    assert smoke._vllm_c_step({"ok": True, "value": ok}, res, False) == smoke.Step(
+    assert smoke._vllm_c_step({"ok": True, "value": ok}, res, not_installed=False) == smoke.Step(
         "import vllm main extension", PASS, "vllm._C_stable_libtorch loaded (vllm/_C_stable_libtorch.abi3.so)")
     assert smoke._vllm_c_step({"ok": True, "value": {"skipped": "no libcuda.so.1 on this host (x)"}}, res,
-                              False).status == SKIP
-    assert smoke._vllm_c_step(None, res, False) == smoke.Step("import vllm main extension", FAIL,
+                              not_installed=False).status == SKIP
+    assert smoke._vllm_c_step(None, res, not_installed=False) == smoke.Step("import vllm main extension", FAIL,
                                                                  "exit 1: Segmentation fault")
-    assert smoke._vllm_c_step(None, res, True).status == SKIP  # vllm not installed (an env builder did not build)
+    assert smoke._vllm_c_step(None, res,
+                              not_installed=True).status == SKIP  # vllm not installed (an env builder did not build)
 
 
 def test_the_candidates_are_cuda_tomls_main_extension_members_in_order() -> None:

@@ -139,15 +139,15 @@ ENV = target_env("3.12", "x86_64")
     ([f"cuda-toolkit[cublas,cudart,nvrtc]==13.0.3; {LINUX}"], "13.0", 2, "580.95.05", "580.65.06"),  # torch 2.14
 ])
 def test_torch_line_from_its_pins(reqs: list[str], release: str, update: int, native: str, compat: str) -> None:
-    line = torch_line(tuple(reqs), ENV, K, TK)
+    line = torch_line(tuple(reqs), ENV, K, tk=TK)
     assert line is not None
     assert (line.release, line.update, line.native, line.compat) == (release, update, native, compat)
 
 
 def test_a_torch_without_cuda_pins_for_the_target_has_no_line() -> None:
     reqs = (f"nvidia-cuda-runtime-cu12==12.8.90; {LINUX}", "filelock")
-    assert torch_line(reqs, target_env("3.12", "aarch64"), K, TK) is None  # PyPI's aarch64 CPU build
-    assert torch_line(("filelock",), ENV, K, TK) is None
+    assert torch_line(reqs, target_env("3.12", "aarch64"), K, tk=TK) is None  # PyPI's aarch64 CPU build
+    assert torch_line(("filelock",), ENV, K, tk=TK) is None
 
 
 # ---------------------------------------------------------------- data skips, at their boundaries
@@ -193,12 +193,12 @@ def test_cuda_arch_skips_gpus_older_than_the_major_supports(line: CudaLine | Non
 
 
 def test_wheel_pin_and_constraint_skips() -> None:
-    assert skips.no_wheel(True, version="0.7.0", python="3.12", platform="p") is None
-    s = skips.no_wheel(False, version="0.7.0", python="3.12", platform="x86_64-manylinux_2_35")
+    assert skips.no_wheel(found=True, version="0.7.0", python="3.12", platform="p") is None
+    s = skips.no_wheel(found=False, version="0.7.0", python="3.12", platform="x86_64-manylinux_2_35")
     assert s is not None and s.fact.startswith("vLLM 0.7.0 has no wheel for CPython 3.12 on x86_64-manylinux_2_35")
-    assert skips.torch_pin("torch==2.9.0", True, version="0.13.0") is None
-    assert skips.torch_pin(None, False, version="0.13.0").rule == "torch-pin"  # type: ignore[union-attr]
-    assert "does not have" in skips.torch_pin("torch==9.9", False, version="0.1").fact  # type: ignore[union-attr]
+    assert skips.torch_pin("torch==2.9.0", available=True, version="0.13.0") is None
+    assert skips.torch_pin(None, available=False, version="0.13.0").rule == "torch-pin"  # type: ignore[union-attr]
+    assert "does not have" in skips.torch_pin("torch==9.9", available=False, version="0.1").fact  # type: ignore[union-attr]
     assert skips.torch_constraint("2.9.0", None, version="0.13.0") is None
     assert skips.torch_constraint("2.9.0", SpecifierSet("<2.9"), version="0.13.0").rule == "torch-constraint"  # type: ignore[union-attr]
     assert skips.torch_constraint("2.9.0", SpecifierSet("<=2.9.0"), version="0.13.0") is None
@@ -246,12 +246,12 @@ def test_strict_needs_pass_on_every_python() -> None:
 
 
 def test_declared_floor_per_policy_and_its_fallbacks() -> None:
-    assert policy.declared_floor("default", "575.57.08", "525.60.13", "x") == "525.60.13"
-    assert policy.declared_floor("native", "575.57.08", "525.60.13", "x") == "575.57.08"
-    assert policy.declared_floor("strict", "575.57.08", "525.60.13", "x") == "575.57.08"
-    assert policy.declared_floor("native", None, "525.60.13", "x") == "525.60.13"
-    assert policy.declared_floor("default", "575.57.08", None, "x") == "575.57.08"
-    assert policy.declared_floor("default", None, None, "550.107.02") == "550.107.02"
+    assert policy.declared_floor("default", "575.57.08", "525.60.13", fallback="x") == "525.60.13"
+    assert policy.declared_floor("native", "575.57.08", "525.60.13", fallback="x") == "575.57.08"
+    assert policy.declared_floor("strict", "575.57.08", "525.60.13", fallback="x") == "575.57.08"
+    assert policy.declared_floor("native", None, "525.60.13", fallback="x") == "525.60.13"
+    assert policy.declared_floor("default", "575.57.08", None, fallback="x") == "575.57.08"
+    assert policy.declared_floor("default", None, None, fallback="550.107.02") == "550.107.02"
     assert policy.stack_floors([("570.26", "525.60.13"), ("575.57.08", None)]) == ("575.57.08", "525.60.13")
     assert [policy.choose(native=n, strict=s) for n, s in ((False, False), (True, False), (False, True),
                                                            (True, True))] == ["default", "native", "strict", "strict"]

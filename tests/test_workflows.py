@@ -64,3 +64,15 @@ def test_refresh_job_holds_no_token_and_ci_can_be_dispatched_on_the_pr() -> None
     # A PR opened with GITHUB_TOKEN starts no workflow: ci.yml is dispatched on its branch.
     assert 'gh workflow run ci.yml --ref "$branch"' in propose and "actions: write" in propose
     assert re.search(r"^  workflow_dispatch:$", (ROOT / ".github" / "workflows" / "ci.yml").read_text(), re.M)
+
+
+def test_the_refresh_workflow_says_the_date_it_moves_to_and_where_to_pin() -> None:
+    """`nox -s lock-refresh` moves exclude-newer to yesterday (UTC), and the workflow force-pushes
+    its branch each week: its header says both (it said "today")."""
+    text = (ROOT / ".github" / "workflows" / "lock-refresh.yml").read_text()
+    head = " ".join(ln.lstrip("# ") for ln in text.split("\nname:", 1)[0].splitlines())
+    assert "to yesterday, UTC" in head and "today" not in head
+    assert "pin a package back on the base branch" in head
+    # The refresh job's title output reaches the job that opens the pull request.
+    assert "title: ${{ steps.refresh.outputs.title }}" in text
+    assert "TITLE: ${{ needs.refresh.outputs.title }}" in text

@@ -40,7 +40,7 @@ def is_elf(data: bytes) -> bool:
     return data[:4] == b"\x7fELF"
 
 
-def _vaddr_to_offset(data: bytes, phoff: int, phnum: int, phentsize: int, vaddr: int) -> int:
+def _vaddr_to_offset(data: bytes, phoff: int, phnum: int, *, phentsize: int, vaddr: int) -> int:
     for i in range(phnum):
         off = phoff + i * phentsize
         p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from("<IIQQQQ", data, off)
@@ -75,7 +75,7 @@ def dt_needed(data: bytes) -> list[str]:
         strtab = next((v for t, v in entries if t == DT_STRTAB), None)
         if strtab is None:
             raise ElfError("dynamic section has no string table")
-        stroff = _vaddr_to_offset(data, phoff, phnum, phentsize, strtab)
+        stroff = _vaddr_to_offset(data, phoff, phnum, phentsize=phentsize, vaddr=strtab)
         names = []
         for tag, val in entries:
             if tag == DT_NEEDED:

@@ -103,7 +103,7 @@ class _Walk:
     entries: list[Entry] = field(default_factory=list)
 
 
-def _entry(buf: bytes, i: int, at: int, end: int) -> tuple[Entry, int] | None:
+def _entry(buf: bytes, i: int, at: int, *, end: int) -> tuple[Entry, int] | None:
     """Parse the entry header at ``buf[i]`` (absolute position ``at``): (entry, next) or None."""
     kind, _u, hs, size, csize, _opt, minor, major, arch, _no, _nl, flags = _ENTRY.unpack_from(buf, i)
     nxt = at + hs + size
@@ -180,7 +180,7 @@ class Scanner:
                 return
             walk.end, walk.need = walk.start + HEADER_SIZE + fat, walk.start + HEADER_SIZE
             return
-        parsed = _entry(buf, i, walk.need, walk.end)
+        parsed = _entry(buf, i, walk.need, end=walk.end)
         if parsed is None:
             self._walks.remove(walk)
             return
@@ -266,7 +266,7 @@ def _groups(signatures: Counter[tuple[frozenset[Arch], frozenset[Arch]]]) -> tup
                                                [(a.number, a.variant) for a in sorted(g.ptx)])))
 
 
-def _report(containers: list[Container], scanned: int, dropped: int, tap: _SectionTap | None) -> FatbinReport:
+def _report(containers: list[Container], scanned: int, dropped: int, *, tap: _SectionTap | None) -> FatbinReport:
     ranges: list[tuple[int, int]] | None = None
     region = "whole file"
     if tap is not None and tap.table is not None:
@@ -318,7 +318,7 @@ class Reader:
 
     def finish(self) -> FatbinReport:
         containers = self._scan.finish()
-        return _report(containers, self._scan.scanned, self._scan.dropped, self._tap)
+        return _report(containers, self._scan.scanned, self._scan.dropped, tap=self._tap)
 
 
 def read_stream(chunks: Iterable[bytes]) -> FatbinReport:

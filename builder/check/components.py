@@ -64,7 +64,7 @@ def package_name(tk: toolkit.ToolkitKnowledge, component: str, major: int) -> st
     return (c.cu12 if major == 12 else c.cu13 if major == 13 else "") or None
 
 
-def release_place(k: cuda.Knowledge, component: str, version: str, release: str, how: str,
+def release_place(k: cuda.Knowledge, component: str, version: str, *, release: str, how: str,
                   source: str = "") -> Place:
     """A version known only by its release: the highest driver floor of the release's updates."""
     rows = cuda.updates(k, release)
@@ -76,7 +76,7 @@ def _known_release(k: cuda.Knowledge, tk: toolkit.ToolkitKnowledge, release: str
     return any(r.release == release for r in k.releases) or any(t.release == release for t in tk.releases)
 
 
-def place(k: cuda.Knowledge, tk: toolkit.ToolkitKnowledge, component: str, version: str, *,
+def place(k: cuda.Knowledge, tk: toolkit.ToolkitKnowledge, component: str, *, version: str,
           name: str | None = None, major: int | None = None) -> Place | None:
     """Where ``version`` of ``component`` sits, or None when no table can tell.
 
@@ -98,7 +98,7 @@ def place(k: cuda.Knowledge, tk: toolkit.ToolkitKnowledge, component: str, versi
     if versioning(tk, component) == "toolkit" or component in k.release_from_version:
         rel = cuda.release_of(version)
         if re.fullmatch(r"\d+\.\d+", rel) and _known_release(k, tk, rel):
-            return release_place(k, component, version, rel, f"version {version} names CUDA {rel}")
+            return release_place(k, component, version, release=rel, how=f"version {version} names CUDA {rel}")
     return None
 
 

@@ -201,7 +201,7 @@ class _Remote:
 
 
 def _inflate(info: zipfile.ZipInfo, compressed: Iterator[bytes], feed: Callable[[bytes], None],
-             what: str) -> None:
+             *, what: str) -> None:
     """Inflate ``compressed`` into ``feed``, checking the directory's size and CRC-32."""
     crc = size = 0
 
@@ -242,7 +242,7 @@ def _member_info(zf: zipfile.ZipFile, ref: MemberRef) -> zipfile.ZipInfo:
                           "the lock names another wheel than the data expects") from None
 
 
-def _result(ref: MemberRef, info: zipfile.ZipInfo, report: fatbin.FatbinReport, budget: _Budget,
+def _result(ref: MemberRef, info: zipfile.ZipInfo, report: fatbin.FatbinReport, *, budget: _Budget,
             origin: str) -> DeepResult:
     return DeepResult(
         filename=ref.filename, sha256=ref.sha256, member=ref.member, member_size=info.file_size,
@@ -257,7 +257,7 @@ def _read_http(ref: MemberRef, budget: _Budget) -> DeepResult:
     remote = _Remote(ref, budget)
     tail = remote.tail(TAIL)
     try:
-        with zipfile.ZipFile(RangeFile(remote.read, remote.total, [tail], ref.filename)) as zf:
+        with zipfile.ZipFile(RangeFile(remote.read, remote.total, [tail], wheel=ref.filename)) as zf:
             info = _member_info(zf, ref)
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:
         raise Unavailable(f"{ref.filename}: not a readable wheel: {exc}", "re-lock") from None
@@ -271,8 +271,8 @@ def _read_http(ref: MemberRef, budget: _Budget) -> DeepResult:
         raise Unavailable(f"{ref.filename}: no local header for {ref.member}", "re-lock or check the index")
     start = info.header_offset + _LOCAL.size + name_len + extra_len
     reader = fatbin.Reader()
-    _inflate(info, remote.stream(start, start + info.compress_size), reader.feed, f"{ref.filename}: {ref.member}")
-    return _result(ref, info, reader.finish(), budget, "http")
+    _inflate(info, remote.stream(start, start + info.compress_size), reader.feed, what=f"{ref.filename}: {ref.member}")
+    return _result(ref, info, reader.finish(), budget=budget, origin="http")
 
 
 def _read_file(ref: MemberRef, budget: _Budget) -> DeepResult:
@@ -296,7 +296,7 @@ def _read_file(ref: MemberRef, budget: _Budget) -> DeepResult:
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise Unavailable(f"{ref.filename}: cannot read {ref.member} from {ref.path}: {exc}",
                           "restore the file or re-lock") from None
-    return _result(ref, info, reader.finish(), budget, "file")
+    return _result(ref, info, reader.finish(), budget=budget, origin="file")
 
 
 def deep_read(ref: MemberRef, *, cache: DeepCache | None = None, offline: bool = False,

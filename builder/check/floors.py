@@ -53,10 +53,11 @@ def native_floor(f: Facts, view: LoadView) -> NativeFloor:
         for comp, ver, what in (("cudart", i.runtime, "runtime"), ("nvcc", i.build_toolkit, "build toolkit"),
                                 ("cublas", i.cublas, "cuBLAS")):
             if ver:
-                pl = components.place(f.k, f.tk, comp, ver, name=_component_name(f, p, comp), major=_major(p))
+                pl = components.place(f.k, f.tk, comp, version=ver, name=_component_name(f, p, comp), major=_major(p))
                 places.append((pl, f"{p.name} {p.version} {what} {ver}"))
         if i.build_release and not i.build_toolkit:
-            places.append((components.release_place(f.k, "nvcc", i.build_release, i.build_release, i.toolkit_from),
+            places.append((components.release_place(f.k, "nvcc", i.build_release, release=i.build_release,
+                                                    how=i.toolkit_from),
                            f"{p.name} {p.version} build toolkit ({i.toolkit_from})"))
         if i.release and not i.runtime and not i.build_toolkit and not i.build_release:
             rr = cuda.release_floor(f.k, i.release)
@@ -95,7 +96,7 @@ def jit_risks(f: Facts, view: LoadView, host: str) -> list[str]:
         hit = components.component_of(f.k, f.tk, p.name)
         if hit is None or hit[0] not in f.k.jit_compilers or not view.loaded(p):
             continue
-        pl = components.place(f.k, f.tk, hit[0], p.version, name=p.name)
+        pl = components.place(f.k, f.tk, hit[0], version=p.version, name=p.name)
         if pl is None:
             out.append(f"{p.name} {p.version}: a {hit[0]} release builder/data/cuda.toml cannot place, so whether "
                        f"driver {host} loads what it emits is unknown")

@@ -102,7 +102,7 @@ def variant(version: str, url: str | None) -> tuple[str, str] | None:
 
 
 def needs_binary(k: cuda.Knowledge, tk: toolkit.ToolkitKnowledge, name: str,
-                 env: dict[str, str]) -> Callable[[tuple[str, ...]], bool]:
+                 *, env: dict[str, str]) -> Callable[[tuple[str, ...]], bool]:
     """Whether a GPU package's binaries must be read, given its Requires-Dist: not when it
     pins cudart exactly (directly or through cuda-toolkit), nor when it follows torch."""
 
@@ -115,7 +115,7 @@ def needs_binary(k: cuda.Knowledge, tk: toolkit.ToolkitKnowledge, name: str,
     return decide
 
 
-def identify(p: Pkg, k: cuda.Knowledge, env: dict[str, str], torch: Pkg | None,
+def identify(p: Pkg, k: cuda.Knowledge, env: dict[str, str], *, torch: Pkg | None,
              tk: toolkit.ToolkitKnowledge | None = None) -> Identity:
     """CUDA identity of a GPU package from label/URL, Requires-Dist pins and binaries."""
     tk = tk or toolkit.load()
@@ -137,7 +137,7 @@ def identify(p: Pkg, k: cuda.Knowledge, env: dict[str, str], torch: Pkg | None,
     if p.facts is not None:
         pn = pins(p.facts.requires_dist, env)
         for n, ver, comp, major, how in component_pins(pn, k, tk):
-            pl = components.place(k, tk, comp, ver, name=n)
+            pl = components.place(k, tk, comp, version=ver, name=n)
             ident.add("requires-dist", how + (f" (CUDA {pl.label})" if pl else ""))
             if comp == "cudart":
                 major = major if major is not None else int(ver.split(".")[0])
@@ -223,7 +223,7 @@ def mark_toolkit_unknown(p: Pkg, k: cuda.Knowledge) -> None:
 
 
 def nvidia_identity(name: str, version: str, k: cuda.Knowledge,
-                    tk: toolkit.ToolkitKnowledge | None = None) -> Identity | None:
+                    *, tk: toolkit.ToolkitKnowledge | None = None) -> Identity | None:
     """Identity of an nvidia-* / name-tagged package from its name and version alone.
 
     A CUDA component's major comes from its name (``nvidia-cufft`` is CUDA 13 whatever
@@ -237,7 +237,7 @@ def nvidia_identity(name: str, version: str, k: cuda.Knowledge,
         comp, major = hit
         major = major if major is not None else int(version.split(".")[0])
         ident.major.add(major)
-        pl = components.place(k, tk, comp, version, name=name)
+        pl = components.place(k, tk, comp, version=version, name=name)
         if pl is not None:
             where = f"CUDA {pl.label} ({pl.how})"
         elif components.versioning(tk, comp) == "own":

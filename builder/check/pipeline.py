@@ -90,7 +90,7 @@ def gather(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: C
     comps = {matrix.torch.name, matrix.vllm.name} if matrix else set()
     gpu = [p for p in packages.values()
            if p.name in k.gpu or p.name in comps or variant(p.version, p.wheel.url if p.wheel else None)]
-    jobs = [(p.wheel, needs_binary(k, tk, p.name, env) if is_platform(p.wheel) else False)
+    jobs = [(p.wheel, needs_binary(k, tk, p.name, env=env) if is_platform(p.wheel) else False)
             for p in gpu if p.wheel is not None]
     cache = wheels.WheelCache(paths.check_cache(opts.cache_dir))
     read = wheels.read_wheels(jobs, cache=cache, offline=opts.offline, stats=stats, small=opts.small_wheel)
@@ -98,14 +98,14 @@ def gather(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: C
         p.facts = read.get(p.wheel.filename) if p.wheel else None
     torch = packages.get("torch")
     if torch is not None and torch in gpu:
-        torch.identity = identify(torch, k, env, None, tk)
+        torch.identity = identify(torch, k, env, torch=None, tk=tk)
     for p in gpu:
         if p is not torch:
-            p.identity = identify(p, k, env, torch, tk)
+            p.identity = identify(p, k, env, torch=torch, tk=tk)
     for p in packages.values():
         if p in gpu or p.name in k.neutral:
             continue
-        p.identity = nvidia_identity(p.name, p.version, k, tk)
+        p.identity = nvidia_identity(p.name, p.version, k, tk=tk)
         if p.identity is None and p.name.startswith("nvidia-"):
             p.identity = Identity()
             p.identity.evidence.append({"kind": "unknown", "detail": "an nvidia-* package builder/data/"

@@ -37,7 +37,7 @@ SRC_SDIST = "https://docs.astral.sh/uv/reference/cli/#uv-pip-compile--no-build"
 # ---------------------------------------------------------------- rules (pure)
 
 
-def _f(rule: str, level: Level, message: str, evidence: list[str] | None = None, source: str = "") -> Finding:
+def _f(rule: str, level: Level, message: str, *, evidence: list[str] | None = None, source: str = "") -> Finding:
     return Finding(rule, level, message, tuple(evidence or ()), source)
 
 
@@ -82,10 +82,10 @@ def rule_identity(f: Facts) -> Finding:
                for p in unknown if p.identity] + [p.identity.unplaced for p in unplaced if p.identity]
         return _f("cuda-identity", Level.WARN,
                   f"CUDA identity unknown for {names}: treat as untested; run the runtime smoke test "
-                  "on the GPU host before relying on it", why + ev)
+                  "on the GPU host before relying on it", evidence=why + ev)
     comps = [p for p in _gpu(f) if p.identity and p.identity.kind in ("version", "name")]
     return _f("cuda-identity", Level.PASS, f"{len(main)} CUDA-linked packages identified, {len(comps)} CUDA "
-              "libraries placed by name and version", ev)
+              "libraries placed by name and version", evidence=ev)
 
 
 def rule_torch_pin(f: Facts) -> Finding:
@@ -109,9 +109,9 @@ def rule_torch_pin(f: Facts) -> Finding:
         return _f("torch-pin", Level.FAIL,
                   f"{bad[0]}: its compiled ops load only with the torch they were built against "
                   "(`undefined symbol`); lock the pinned versions or choose the release built for the "
-                  "locked torch", bad + ok, SRC_TORCH_PIN)
+                  "locked torch", evidence=bad + ok, source=SRC_TORCH_PIN)
     msg = "torch pins match the lock" if ok else "no package pins torch, torchvision or torchaudio"
-    return _f("torch-pin", Level.PASS, msg, ok, SRC_TORCH_PIN)
+    return _f("torch-pin", Level.PASS, msg, evidence=ok, source=SRC_TORCH_PIN)
 
 
 def rule_cuda_major(f: Facts, view: LoadView | None = None) -> Finding:
@@ -124,17 +124,18 @@ def rule_cuda_major(f: Facts, view: LoadView | None = None) -> Finding:
         return _f("cuda-major", Level.FAIL,
                   f"{v.conflicts[0]}: one process loads one libcudart, so this fails with "
                   "`libcudart.so.N: cannot open shared object file` or mixes two CUDA builds; pick builds of every "
-                  "package for one CUDA major", ev, SRC_CUDA_MAJOR)
+                  "package for one CUDA major", evidence=ev, source=SRC_CUDA_MAJOR)
     if v.unsure:
-        return _f("cuda-major", Level.WARN, f"{v.unsure[0]}; smoke-test the runtime on the GPU host", ev,
-                  SRC_CUDA_MAJOR)
+        return _f("cuda-major", Level.WARN, f"{v.unsure[0]}; smoke-test the runtime on the GPU host", evidence=ev,
+                  source=SRC_CUDA_MAJOR)
     if not v.majors:
-        return _f("cuda-major", Level.PASS, "no CUDA-linked packages", [], SRC_CUDA_MAJOR)
+        return _f("cuda-major", Level.PASS, "no CUDA-linked packages", evidence=[], source=SRC_CUDA_MAJOR)
     if v.coexist:
         return _f("cuda-major", Level.INFO,
                   f"a process loads CUDA {majors}; builds for another major sit beside it in their own files and "
-                  f"are not loaded: {v.coexist[0]}", ev, SRC_CUDA_MAJOR)
-    return _f("cuda-major", Level.PASS, f"every CUDA-linked package is on CUDA {majors}", ev, SRC_CUDA_MAJOR)
+                  f"are not loaded: {v.coexist[0]}", evidence=ev, source=SRC_CUDA_MAJOR)
+    return _f("cuda-major", Level.PASS, f"every CUDA-linked package is on CUDA {majors}", evidence=ev,
+              source=SRC_CUDA_MAJOR)
 
 
 def _build(p: Pkg) -> tuple[str, str] | None:
@@ -161,7 +162,7 @@ def rule_toolkit_order(f: Facts, view: LoadView | None = None) -> Finding:
     libs = []
     for p in loaded:
         hit = components.component_of(f.k, f.tk, p.name)
-        pl = components.place(f.k, f.tk, hit[0], p.version, name=p.name) if hit else None
+        pl = components.place(f.k, f.tk, hit[0], version=p.version, name=p.name) if hit else None
         if hit is not None and pl is not None and hit[0] not in f.k.jit_compilers and hit[0] != "cccl":
             libs.append((p, pl))
     warn, info, ok = [], [], []
@@ -184,18 +185,21 @@ def rule_toolkit_order(f: Facts, view: LoadView | None = None) -> Finding:
     unknown_lines = [f"{p.name} {p.version}: {p.identity.toolkit_unknown or 'build toolkit unknown'}"
                      for p in unknown if p.identity]
     if warn:
-        return _f("cuda-toolkit-order", Level.WARN, warn[0], warn[1:] + unknown_lines + info + ok, src)
+        return _f("cuda-toolkit-order", Level.WARN, warn[0], evidence=warn[1:] + unknown_lines + info + ok, source=src)
     if unknown:
         return _f("cuda-toolkit-order", Level.WARN,
                   f"cannot tell whether the CUDA libraries are older than the toolkit that built "
-                  f"{', '.join(p.name for p in unknown)}: {unknown_lines[0]}", unknown_lines[1:] + info + ok, src)
+                  f"{', '.join(p.name for p in unknown)}: {unknown_lines[0]}", evidence=unknown_lines[1:] + info + ok,
+                  source=src)
     if not builders:
-        return _f("cuda-toolkit-order", Level.PASS, "no package carries kernels built by its own toolkit", ok, src)
+        return _f("cuda-toolkit-order", Level.PASS, "no package carries kernels built by its own toolkit", evidence=ok,
+                  source=src)
     if info:
         return _f("cuda-toolkit-order", Level.INFO,
                   "cuBLAS matches the build toolkit; other CUDA libraries are older than it: "
-                  + "; ".join(info), ok, src)
-    return _f("cuda-toolkit-order", Level.PASS, "CUDA libraries are not older than the build toolkit", ok, src)
+                  + "; ".join(info), evidence=ok, source=src)
+    return _f("cuda-toolkit-order", Level.PASS, "CUDA libraries are not older than the build toolkit", evidence=ok,
+              source=src)
 
 
 def driver_summary(f: Facts, view: LoadView | None = None) -> dict[str, object]:
@@ -222,8 +226,10 @@ def rule_driver_native(f: Facts, view: LoadView | None = None) -> Finding:
           *(f"lower bound: {x}" for x in nf.lower_bound)]
     if native is None:
         if nf.no_row:
-            return _f("driver-native", Level.WARN, f"native driver floor unknown: {nf.no_row[0]}", ev, SRC_DRIVER)
-        return _f("driver-native", Level.PASS, "the lock carries no CUDA runtime" + _bound(nf), ev, SRC_DRIVER)
+            return _f("driver-native", Level.WARN, f"native driver floor unknown: {nf.no_row[0]}", evidence=ev,
+                      source=SRC_DRIVER)
+        return _f("driver-native", Level.PASS, "the lock carries no CUDA runtime" + _bound(nf), evidence=ev,
+                  source=SRC_DRIVER)
     declared = f.matrix.driver_floor if f.matrix else None
     host = f.host.driver
     level, msgs = Level.PASS, []
@@ -249,7 +255,7 @@ def rule_driver_native(f: Facts, view: LoadView | None = None) -> Finding:
             msgs.append(f"host driver {host} meets the native floor {native}{_bound(nf)}")
     else:
         msgs.append(f"host driver {host} is below the native floor {native}{_bound(nf)} (see driver-compat)")
-    return _f("driver-native", level, "; ".join(msgs), ev, SRC_DRIVER)
+    return _f("driver-native", level, "; ".join(msgs), evidence=ev, source=SRC_DRIVER)
 
 
 def rule_driver_compat(f: Facts, view: LoadView | None = None) -> Finding:
@@ -259,10 +265,10 @@ def rule_driver_compat(f: Facts, view: LoadView | None = None) -> Finding:
     nf = native_floor(f, v)
     native, cmin, host = nf.driver, compat_min(f, v), f.host.driver
     if native is None and not nf.no_row:
-        return _f("driver-compat", Level.PASS, "the lock carries no CUDA runtime", [], SRC_COMPAT)
+        return _f("driver-compat", Level.PASS, "the lock carries no CUDA runtime", evidence=[], source=SRC_COMPAT)
     if host is None:
         return _f("driver-compat", Level.WARN, "host driver unknown: cannot tell whether the lock runs",
-                  [], SRC_COMPAT)
+                  evidence=[], source=SRC_COMPAT)
     risks = jit_risks(f, v, host)
     ev = [f"native floor {native or 'unknown'}{_bound(nf)}", f"minor-version compatibility floor {cmin}", *risks]
     jit = ("; run-time compilers newer than the driver: " + "; ".join(risks) + ": code they compile at run time "
@@ -272,20 +278,21 @@ def rule_driver_compat(f: Facts, view: LoadView | None = None) -> Finding:
     if native is not None and DriverVersion.parse(host) >= DriverVersion.parse(native):
         if risks:
             return _f("driver-compat", Level.WARN, f"host driver {host} runs the lock natively (>= {native}){jit}",
-                      ev, f.k.jit_source or SRC_COMPAT)
+                      evidence=ev, source=f.k.jit_source or SRC_COMPAT)
         if nf.lower_bound:
             return _f("driver-compat", Level.PASS, f"host driver {host} meets the known native floor {native}, "
-                      f"a lower bound: {nf.lower_bound[0]}", ev, SRC_COMPAT)
-        return _f("driver-compat", Level.PASS, f"host driver {host} runs the lock natively (>= {native})", ev,
-                  SRC_COMPAT)
+                      f"a lower bound: {nf.lower_bound[0]}", evidence=ev, source=SRC_COMPAT)
+        return _f("driver-compat", Level.PASS, f"host driver {host} runs the lock natively (>= {native})", evidence=ev,
+                  source=SRC_COMPAT)
     if cmin and DriverVersion.parse(host) >= DriverVersion.parse(cmin):
         return _f("driver-compat", Level.WARN,
                   f"host driver {host} runs this lock only under minor-version compatibility (>= {cmin}): "
                   "no JIT of PTX newer than the driver, so Triton/flashinfer JIT kernels are at risk; "
-                  f"upgrade the driver to >= {native or 'the native floor'}{jit}", ev, SRC_COMPAT)
+                  f"upgrade the driver to >= {native or 'the native floor'}{jit}", evidence=ev, source=SRC_COMPAT)
     return _f("driver-compat", Level.FAIL,
               f"host driver {host} is below the minor-version compatibility floor {cmin}: the CUDA runtime "
-              f"will report 'driver too old'; upgrade the driver to >= {native or cmin}", ev, SRC_COMPAT)
+              f"will report 'driver too old'; upgrade the driver to >= {native or cmin}", evidence=ev,
+              source=SRC_COMPAT)
 
 
 def rule_gpu_arch(f: Facts, view: LoadView | None = None) -> Finding:
@@ -335,22 +342,22 @@ def rule_gpu_arch(f: Facts, view: LoadView | None = None) -> Finding:
     cc_list = ", ".join(f.host.ccs)
     if bad:
         return _f("gpu-arch", Level.FAIL, "; ".join(dict.fromkeys(bad)) + ": use builds that support this GPU",
-                  judged + unjudged + notes + tail, src)
+                  evidence=judged + unjudged + notes + tail, source=src)
     unreadable = f.host.unreadable_gpus
     if unreadable:
         which = ", ".join(f"GPU {g.index if g.index is not None else '?'} ({g.name or 'unnamed'}: "
                           f"{g.compute_capability or 'empty'})" for g in unreadable)
         return _f("gpu-arch", Level.WARN, f"compute capability could not be read for {which}: this GPU is not "
                   f"judged (the others, {cc_list}, are supported by the CUDA line); check `nvidia-smi` "
-                  "or pass --gpu-cc", judged + unjudged + notes + tail)
+                  "or pass --gpu-cc", evidence=judged + unjudged + notes + tail)
     if unjudged:
         return _f("gpu-arch", Level.WARN, f"the CUDA line supports compute capability {cc_list}, but "
-                  + unjudged[0], judged + unjudged[1:] + notes + tail)
+                  + unjudged[0], evidence=judged + unjudged[1:] + notes + tail)
     if notes and not judged:
         return _f("gpu-arch", Level.INFO, f"the CUDA line supports compute capability {cc_list}; " + notes[0],
-                  notes[1:] + tail)
+                  evidence=notes[1:] + tail)
     return _f("gpu-arch", Level.PASS, f"the CUDA line supports compute capability {cc_list}"
-              + (f"; {judged[0]}" if judged else ""), judged[1:] + notes + tail)
+              + (f"; {judged[0]}" if judged else ""), evidence=judged[1:] + notes + tail)
 
 
 def _bindings_stack(f: Facts, view: LoadView | None) -> set[int]:
@@ -400,7 +407,7 @@ def rule_bindings(f: Facts, view: LoadView | None = None) -> Finding:
         carriers.append((p, v.major))
     if not carriers and not problems:
         return _f("cuda-bindings", Level.PASS, "the lock holds no CUDA Python bindings (cuda-bindings, cuda-python)",
-                  notes)
+                  evidence=notes)
     stack = _bindings_stack(f, view)
     stack_s = "/".join(str(m) for m in sorted(stack))
     host = f.host.driver
@@ -457,10 +464,10 @@ def rule_bindings(f: Facts, view: LoadView | None = None) -> Finding:
         head = "; ".join([*([clash] if clash else []), *problems])
         fails = (f": {who} fails on drivers below that floor" if floors else "")
         return _f("cuda-bindings", Level.WARN, f"{head}{fails}{tail}" + (f"; {' or '.join(fix)}" if fix else ""),
-                  ev, src)
+                  evidence=ev, source=src)
     if infos:
-        return _f("cuda-bindings", Level.INFO, f"{infos[0]}: {who} runs on this driver{tail}", ev, src)
-    return _f("cuda-bindings", Level.PASS, f"{ok[0]}{tail}", ev, src)
+        return _f("cuda-bindings", Level.INFO, f"{infos[0]}: {who} runs on this driver{tail}", evidence=ev, source=src)
+    return _f("cuda-bindings", Level.PASS, f"{ok[0]}{tail}", evidence=ev, source=src)
 
 
 _LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
@@ -504,19 +511,20 @@ def tag_rules(f: Facts) -> list[Finding]:
             plat.append(f"{name}: no wheel for {f.arch} Linux{tail}")
     out = [
         _f("sdist-only", Level.FAIL, f"{len(sdist)} packages have no wheel and would be compiled on the host: "
-           f"{'; '.join(sdist)}; pin versions with wheels or change the platform", sdist, SRC_SDIST)
-        if sdist else _f("sdist-only", Level.PASS, "every package installs from a wheel", [], SRC_SDIST)]
+           f"{'; '.join(sdist)}; pin versions with wheels or change the platform", evidence=sdist, source=SRC_SDIST)
+        if sdist else _f("sdist-only", Level.PASS, "every package installs from a wheel", evidence=[],
+                         source=SRC_SDIST)]
     if f.host.glibc is None:
-        out.append(_f("platform-tag", Level.WARN, "host glibc unknown (pass --glibc)", [], SRC_TAGS))
+        out.append(_f("platform-tag", Level.WARN, "host glibc unknown (pass --glibc)", evidence=[], source=SRC_TAGS))
     elif plat:
         out.append(_f("platform-tag", Level.FAIL, f"wheels need a newer platform than the host: {'; '.join(plat)}; "
-                      "pin older releases or target the host's glibc", plat, SRC_TAGS))
+                      "pin older releases or target the host's glibc", evidence=plat, source=SRC_TAGS))
     else:
         out.append(_f("platform-tag", Level.PASS, f"every wheel installs on glibc {f.host.glibc} {f.arch}",
-                      [], SRC_TAGS))
+                      evidence=[], source=SRC_TAGS))
     out.append(_f("python-tag", Level.FAIL, f"wheels do not match CPython {f.python}: {'; '.join(py)}; re-lock for "
-                  "this Python", py, SRC_TAGS) if py else
-               _f("python-tag", Level.PASS, f"every wheel matches CPython {f.python}", [], SRC_TAGS))
+                  "this Python", evidence=py, source=SRC_TAGS) if py else
+               _f("python-tag", Level.PASS, f"every wheel matches CPython {f.python}", evidence=[], source=SRC_TAGS))
     return out
 
 

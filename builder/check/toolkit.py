@@ -88,7 +88,7 @@ class ToolkitKnowledge:
 _EXACT = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][0-9A-Za-z.]*?)(?:\.\*)?")
 
 
-def _pinned(req: str, own_extra: bool) -> tuple[str, str] | None:
+def _pinned(req: str, *, own_extra: bool) -> tuple[str, str] | None:
     """``nvidia-cublas==13.1.1.3.*`` -> (name, "13.1.1.3").
 
     A range is a pin of its lower bound only under the component's own extra: 13.5.0's

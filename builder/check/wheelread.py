@@ -126,7 +126,7 @@ class Scan:
 
 
 def _scan_binaries(zf: zipfile.ZipFile, wheel: str, phase: Callable[[str, int], object] | None = None,
-                   budget: int = BINARY_BUDGET) -> Scan:
+                   *, budget: int = BINARY_BUDGET) -> Scan:
     """Read extension modules, smallest first, until one links libcudart.
 
     Never more than ``budget`` compressed bytes per wheel, nor a member over
@@ -176,7 +176,7 @@ class RangeFile(io.RawIOBase):
     """
 
     def __init__(self, fetch: Callable[[int, int], bytes], size: int, segments: list[tuple[int, bytes]],
-                 wheel: str = "") -> None:
+                 *, wheel: str = "") -> None:
         super().__init__()
         self._fetch, self._size, self._segs, self._pos = fetch, size, segments, 0
         self._wheel, self._phase, self._left = wheel, "zip directory", DIR_MAX
@@ -250,7 +250,7 @@ class HttpReader:
         self.budget = _http.Budget(budget, WHEEL_BYTES, ref.filename)
         self._first: tuple[int, bytes, int, bool] | None = None
 
-    def _get(self, url: str, rng: str | None, cap: int, what: str) -> _http.Reply:
+    def _get(self, url: str, rng: str | None, cap: int, *, what: str) -> _http.Reply:
         try:
             reply = _http.fetch(url, what=f"{self.ref.filename} ({what})", max_bytes=cap, rng=rng,
                                 read_timeout=self.timeout, cancel=self.cancel, budget=self.budget)
@@ -275,7 +275,7 @@ class HttpReader:
         """PEP 658 ``URL.metadata`` if the index serves it, else None."""
         assert self.ref.url
         try:
-            reply = self._get(self.ref.url + ".metadata", None, METADATA_MAX, "PEP 658 metadata")
+            reply = self._get(self.ref.url + ".metadata", None, METADATA_MAX, what="PEP 658 metadata")
         except Unavailable as exc:
             if "HTTP 404" in exc.message:
                 return None
@@ -292,7 +292,7 @@ class HttpReader:
             url = self.ref.url
             assert url
             reply = self._get(url, f"bytes=-{TAIL}", max(TAIL, min(self.ref.size or WHOLE_MAX, WHOLE_MAX)),
-                              "zip tail")
+                              what="zip tail")
             if reply.status == 200:
                 self._verify_whole(reply.body)
                 self._first = (0, reply.body, len(reply.body), True)
@@ -307,7 +307,7 @@ class HttpReader:
     def _range(self, a: int, b: int, total: int) -> bytes:
         url = self.ref.url
         assert url
-        r = self._get(url, f"bytes={a}-{b - 1}", b - a, "byte range")
+        r = self._get(url, f"bytes={a}-{b - 1}", b - a, what="byte range")
         if r.status != 206 or self._check_total(r.headers) != total or len(r.body) != b - a:
             raise Unavailable(f"{self.ref.filename}: bad range reply from {_http.host_of(url)}",
                               "the index must honour HTTP Range requests")
@@ -340,13 +340,13 @@ class HttpReader:
         url = self.ref.url
         assert url
         if self.ref.size is not None and self.ref.size <= small:
-            reply = self._get(url, None, min(self.ref.size, WHOLE_MAX), "whole wheel")
+            reply = self._get(url, None, min(self.ref.size, WHOLE_MAX), what="whole wheel")
             self._verify_whole(reply.body)
             return zipfile.ZipFile(io.BytesIO(reply.body)), None
         base, body, total, whole = self._tail()
         if whole:
             return zipfile.ZipFile(io.BytesIO(body)), None
-        raw = RangeFile(lambda a, b: self._range(a, b, total), total, [(base, body)], self.ref.filename)
+        raw = RangeFile(lambda a, b: self._range(a, b, total), total, [(base, body)], wheel=self.ref.filename)
         return zipfile.ZipFile(raw), raw.phase
 
 
@@ -366,13 +366,13 @@ def _check_url(ref: WheelRef) -> None:
                             "URLs only", "re-lock from an https index")
 
 
-def read_local(path: Path, want_binary: bool = True) -> WheelFacts:
+def read_local(path: Path, *, want_binary: bool = True) -> WheelFacts:
     """Facts of a wheel file on disk."""
     return fetch(WheelRef(name="", version="", filename=path.name, path=str(path)),
                  want_binary=want_binary)
 
 
-def _read_file(ref: WheelRef, local: Path, want_binary: NeedBinary, want_files: bool = False) -> WheelFacts:
+def _read_file(ref: WheelRef, local: Path, want_binary: NeedBinary, *, want_files: bool = False) -> WheelFacts:
     """A local wheel: regular file only, size then sha256 checked (streamed), read in place."""
     with _http.open_regular(local, what=ref.filename) as fh:
         size = os.fstat(fh.fileno()).st_size
@@ -390,7 +390,7 @@ def _read_file(ref: WheelRef, local: Path, want_binary: NeedBinary, want_files: 
             raise Unavailable(f"{local.name}: sha256 differs from the lock", "re-lock or restore the file")
         ref = WheelRef(ref.name, ref.version, ref.filename, ref.url, str(local), sha, size)
         fh.seek(0)
-        return _from_zip(lambda: (zipfile.ZipFile(fh), None), ref, want_binary, "file", want_files)
+        return _from_zip(lambda: (zipfile.ZipFile(fh), None), ref, want_binary, origin="file", want_files=want_files)
 
 
 def fetch(ref: WheelRef, *, want_binary: NeedBinary, offline: bool = False, stats: FetchStats | None = None,
@@ -407,7 +407,7 @@ def fetch(ref: WheelRef, *, want_binary: NeedBinary, offline: bool = False, stat
     _check_url(ref)
     local = _local_path(ref)
     if local is not None:
-        facts = _read_file(ref, local, want_binary, want_files)
+        facts = _read_file(ref, local, want_binary, want_files=want_files)
     else:
         if offline:
             raise Unavailable(f"{ref.filename}: not in the check cache and --offline was given",
@@ -431,7 +431,7 @@ def fetch(ref: WheelRef, *, want_binary: NeedBinary, offline: bool = False, stat
                     facts = WheelFacts(ref.filename, ref.sha256, name or ref.name, version or ref.version,
                                        reqs, origin="http")
         if facts is None:
-            facts = _from_zip(lambda: reader.zipfile(small), ref, want_binary, "http", want_files)
+            facts = _from_zip(lambda: reader.zipfile(small), ref, want_binary, origin="http", want_files=want_files)
     assert facts is not None
     return facts
 
@@ -442,7 +442,7 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, z
 
 
 def _from_zip(opener: Callable[[], tuple[zipfile.ZipFile, Callable[[str, int], object] | None]], ref: WheelRef,
-              need: NeedBinary, origin: str, want_files: bool = False) -> WheelFacts:
+              need: NeedBinary, *, origin: str, want_files: bool = False) -> WheelFacts:
     try:
         zf, phase = opener()
         with zf:

@@ -45,7 +45,7 @@ class WheelCache:
     def _path(self, sha256: str) -> Path:
         return self.root / "wheels" / f"{sha256}.json"
 
-    def get(self, sha256: str | None, want_binary: bool) -> WheelFacts | None:
+    def get(self, sha256: str | None, *, want_binary: bool) -> WheelFacts | None:
         if not sha256:
             return None
         try:

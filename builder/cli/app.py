@@ -1,10 +1,14 @@
 """The root command group ``builder`` and the one error mapping: every
 :class:`~builder.errors.BuilderError` becomes one line on stderr and its exit code here,
-in :meth:`BuilderGroup.invoke`.  The command modules add their commands to :func:`main`.
+in :meth:`BuilderGroup.invoke`, its control characters escaped (:func:`~builder.cli.common.escape`);
+a bug is exit 70 (with its traceback under ``-v``); a closed standard output ends the command
+quietly with 141.  The command modules add their commands to :func:`main`.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import sys
 from typing import Any
@@ -12,20 +16,70 @@ from typing import Any
 import click
 
 from builder import __version__, cancel
-from builder.cli.common import AppContext, app, exits
-from builder.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BuilderError, FilesystemRefused, Interrupted
+from builder.cli.common import AppContext, app, echo, error_line, escape, exits
+from builder.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    BuilderError,
+    FilesystemRefused,
+    Interrupted,
+)
 
 _SIGNAL_WORDS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
 
 
 def _stopped(exc: Interrupted) -> int:
-    click.echo(f"builder: {_SIGNAL_WORDS.get(exc.signum, 'stopped')} (signal {exc.signum}): children stopped, "
+    echo(f"builder: {_SIGNAL_WORDS.get(exc.signum, 'stopped')} (signal {exc.signum}): children stopped, "
                "nothing half-written", err=True)
     return exc.exit_code
 
 
+def _output_gone() -> bool:
+    """Whether the reader of standard output (or error) went away: poll says POLLERR on the
+    write end of a pipe whose reader closed it.  Another broken pipe (a child's, a socket's)
+    is not the terminal's and stays an error."""
+    import select
+
+    for fd in (1, 2):
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            if any(ev & (select.POLLERR | select.POLLHUP) for _fd, ev in poller.poll(0)):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def _quiet_output() -> None:
+    """Point standard output and error at /dev/null, so that nothing left in their buffers
+    fails again when the interpreter flushes them at exit (Python's advice for SIGPIPE)."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(null, stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            continue
+    os.close(null)
+
+
+def _pipe_closed(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.EPIPE and _output_gone()
+
+
 class BuilderGroup(click.Group):
     """Maps builder errors to one clear line and a documented exit code."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        """The root context; ``builder --help`` into a closed pipe exits 141 like a command."""
+        try:
+            return super().make_context(*args, **kwargs)
+        except OSError as exc:
+            if not _pipe_closed(exc):
+                raise
+            _quiet_output()
+            raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """Run the CLI with SIGINT/SIGTERM/SIGHUP mapped to a clean stop (130/143/129).
@@ -67,20 +121,23 @@ class BuilderGroup(click.Group):
 
     def _map(self, ctx: click.Context, exc: BaseException) -> Any:
         """One line and the documented exit code for ``exc``."""
+        if _pipe_closed(exc):
+            _quiet_output()  # as command-line tools do: stop writing, say nothing
+            ctx.exit(EXIT_BROKEN_PIPE)
         if isinstance(exc, BuilderError):
-            click.echo(f"builder: error: {exc.line()}", err=True)
+            echo(error_line(exc), err=True)
             ctx.exit(exc.exit_code)
         if isinstance(exc, Interrupted):
             ctx.exit(_stopped(exc))
         if isinstance(exc, KeyboardInterrupt):  # raised by code that bypassed cancel.handlers()
-            click.echo("builder: interrupted", err=True)
+            echo("builder: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         if isinstance(exc, OSError):
             # The last line of defence: a write site that did not map its own
             # error.  A refusing filesystem is the environment, not a bug.
             refused = FilesystemRefused.from_oserror(exc)
             if refused is not None:
-                click.echo(f"builder: error: {refused.line()}", err=True)
+                echo(error_line(refused), err=True)
                 ctx.exit(refused.exit_code)
         if isinstance(exc, Exception):
             return self._bug(ctx, exc)
@@ -88,11 +145,16 @@ class BuilderGroup(click.Group):
 
     @staticmethod
     def _bug(ctx: click.Context, exc: Exception) -> Any:
-        """A bug: one line, the traceback only with -v; exit 70."""
+        """A bug: one line (after the traceback under -v); exit 70 either way."""
         if app(ctx).verbose:
-            raise exc
-        click.echo(f"builder: internal error: {type(exc).__name__}: {exc} "
-                   "(run with -v for the traceback and report it)", err=True)
+            import traceback
+
+            echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
+            echo(f"builder: internal error: {escape(f'{type(exc).__name__}: {exc}')} (report it with the "
+                 "traceback above)", err=True)
+        else:
+            echo(f"builder: internal error: {escape(f'{type(exc).__name__}: {exc}')} "
+                 "(run with -v for the traceback and report it)", err=True)
         ctx.exit(EXIT_INTERNAL)
 
 

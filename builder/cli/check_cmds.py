@@ -9,7 +9,7 @@ import click
 
 from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import MARK, echo_json, exits, progress, project, table
+from builder.cli.common import MARK, echo, echo_json, exits, progress, project, table
 from builder.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, UsageError
 
 
@@ -107,15 +107,15 @@ def check_cmd(ctx: click.Context, matrix: tuple[str, ...], python: str | None, l
             echo_json({"verdict": res.verdict, "chooser": res.chooser, "fetched": res.fetched,
                        "reports": [r.to_json() for r in res.reports]})
     elif res.chooser:
-        click.echo("matrix chooser (host driver from " + res.reports[0].driver["host_origin"] + "):")
-        click.echo(render_chooser(res.chooser))
+        echo("matrix chooser (host driver from " + res.reports[0].driver["host_origin"] + "):")
+        echo(render_chooser(res.chooser))
         for r in res.reports:
             bad = [f for f in r.findings if f.level in ("warn", "fail")]
             if bad:
-                click.echo(f"\nmatrix-{r.matrix} py{r.python}:")
-                click.echo("\n".join(f"  [{MARK[f.level]:>4}] {f.id}: {f.message}" for f in bad))
-        click.echo("\ndetails: builder check --matrix ID --python X.Y")
+                echo(f"\nmatrix-{r.matrix} py{r.python}:")
+                echo("\n".join(f"  [{MARK[f.level]:>4}] {f.id}: {f.message}" for f in bad))
+        echo("\ndetails: builder check --matrix ID --python X.Y")
     else:
-        click.echo("\n\n".join(render_report(r, root) for r in res.reports))
+        echo("\n\n".join(render_report(r, root) for r in res.reports))
     failed = res.verdict == "fail" or (strict and res.verdict == "warn")
     ctx.exit(EXIT_FAILED if failed else EXIT_OK)

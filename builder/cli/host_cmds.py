@@ -10,7 +10,7 @@ import click
 
 from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import MARK, echo_json, exits, project, quiet, table
+from builder.cli.common import MARK, echo, echo_json, exits, project, quiet, table
 from builder.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -23,15 +23,15 @@ def _render(ctx: click.Context, report: Report, as_json: bool) -> None:
     if as_json:
         echo_json(report.to_json())
     else:
-        click.echo(f"{report.command} {report.matrix} ({report.extra.get('source', '')})")
-        click.echo(table([[MARK[c.level], c.id, c.message] for c in report.checks],
+        echo(f"{report.command} {report.matrix} ({report.extra.get('source', '')})")
+        echo(table([[MARK[c.level], c.id, c.message] for c in report.checks],
                          ["", "check", "result"]))
         steps = [c for c in report.checks if c.next and c.level != "pass"]
         if steps and not quiet(ctx):
-            click.echo("\nnext steps:")
+            echo("\nnext steps:")
             for c in steps:
-                click.echo(f"  {c.id}: {c.next}")
-        click.echo(f"\nverdict: {report.verdict}")
+                echo(f"  {c.id}: {c.next}")
+        echo(f"\nverdict: {report.verdict}")
     ctx.exit(report.exit_code)
 
 
@@ -54,16 +54,16 @@ def snapshot_cmd(ctx: click.Context, file: str, root: str | None) -> None:
 
     snap, text = hostops.take_snapshot(project(ctx), file, root)
     if file == hostops.STDOUT:
-        click.echo(text, nl=False)
+        echo(text, nl=False)
     if not quiet(ctx):
         for r in snap.records.values():
             state = ("ok" if r.ok else "missing" if r.missing else "timed out" if r.timed_out
                      else f"exit {r.exit}")
-            click.echo(f"  {r.id}: {state} ({r.duration:.2f}s)", err=True)
+            echo(f"  {r.id}: {state} ({r.duration:.2f}s)", err=True)
     recs = list(snap.records.values())
     ok = sum(r.ok for r in recs)
     missing = sum(r.missing for r in recs)
-    click.echo(f"wrote {'standard output' if file == hostops.STDOUT else file}: {len(recs)} probes: {ok} answered, "
+    echo(f"wrote {'standard output' if file == hostops.STDOUT else file}: {len(recs)} probes: {ok} answered, "
                f"{missing} tool or file absent, {len(recs) - ok - missing} failed or timed out",
                err=file == hostops.STDOUT)
 
@@ -97,15 +97,15 @@ def runbook_cmd(ctx: click.Context, matrix: str, fmt: str, from_snapshot: Path |
     proj = project(ctx)
     if output is not None and output != hostops.STDOUT:
         hostops.gate_output(proj, output, "write the runbook to")  # refuse before any probe runs
-    text = hostops.render_runbook(proj, matrix, fmt, from_snapshot)
+    text = hostops.render_runbook(proj, matrix, fmt, from_snapshot=from_snapshot)
     if output is None or output == hostops.STDOUT:
-        click.echo(text, nl=False)
+        echo(text, nl=False)
         return
-    written = hostops.write_output(proj, output, text, "write the runbook to")
+    written = hostops.write_output(proj, output, text, what="write the runbook to")
     if fmt == "sh":
         written.chmod(written.stat().st_mode | 0o100)
     if not quiet(ctx):
-        click.echo(f"wrote {output}", err=True)
+        echo(f"wrote {output}", err=True)
 
 
 @exits({EXIT_OK: "verified", EXIT_FAILED: "a check failed", EXIT_USAGE: None,
@@ -129,5 +129,6 @@ def verify_driver_cmd(ctx: click.Context, matrix: str, from_snapshot: Path | Non
     """
     from builder.ops import driver as hostops
 
-    _render(ctx, hostops.run_verify(project(ctx), matrix, from_snapshot, skip_torch, root, runtime_id=runtime_id),
+    _render(ctx, hostops.run_verify(project(ctx), matrix, from_snapshot, skip_torch=skip_torch, root=root,
+                                    runtime_id=runtime_id),
             as_json)

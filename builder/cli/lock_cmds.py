@@ -10,7 +10,7 @@ import click
 
 from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo_json, exits, progress, project, table
+from builder.cli.common import echo, echo_json, error_line, escape, exits, progress, project, table
 from builder.errors import (
     EXIT_BUSY,
     EXIT_FAILED,
@@ -110,14 +110,14 @@ def lock_cmd(ctx: click.Context, matrix: tuple[str, ...], all_: bool, python: st
     codes = []
     for o in failed:
         if o.error is not None:
-            click.echo(f"builder: error: {o.error.line()}", err=True)
+            echo(error_line(o.error), err=True)
             codes.append(o.error.exit_code)
     if failed:
         # Several locks can fail for different reasons: report the first one's code.
         ctx.exit(codes[0] if codes else EXIT_FAILED)
     if not as_json:
         n = sum(o.changed for o in outcomes)
-        click.echo(f"{len(outcomes)} locks: {n} written, {len(outcomes) - n} unchanged")
+        echo(f"{len(outcomes)} locks: {n} written, {len(outcomes) - n} unchanged")
 
 
 def _check(ctx: click.Context, proj: Project, sel: list[str], python: str | None, as_json: bool) -> None:
@@ -129,10 +129,10 @@ def _check(ctx: click.Context, proj: Project, sel: list[str], python: str | None
         echo_json([{"matrix": s.matrix, "python": s.python, "path": str(s.path.relative_to(proj.root)),
                     "state": s.state, "reason": s.reason, "command": s.command} for s in states])
     elif not bad:
-        click.echo(f"all {len(states)} locks are fresh")
+        echo(f"all {len(states)} locks are fresh")
     for s in bad:
         if not as_json:
-            click.echo(f"{s.path.relative_to(proj.root)}: {s.state}: {s.reason}; "
+            echo(f"{s.path.relative_to(proj.root)}: {s.state}: {s.reason}; "
                        f"refresh with `{s.command}`", err=True)
     if bad:
         ctx.exit(EXIT_FAILED)
@@ -152,13 +152,13 @@ def _verify(ctx: click.Context, proj: Project, sel: list[str], python: str | Non
         for o in outcomes:
             rel = o.path.relative_to(proj.root)
             if o.state in ("differs", "missing"):
-                click.echo(f"{rel}: {o.state}: {o.summary}; it is not what uv resolves from "
+                echo(f"{rel}: {o.state}: {o.summary}; it is not what uv resolves from "
                            f"envs/{o.target.matrix.name}.toml: regenerate with "
                            f"`builder lock --matrix {o.target.matrix.id} --python {o.target.python}`", err=True)
             elif o.error is not None:
-                click.echo(f"builder: error: {rel}: {o.error.line()}", err=True)
+                echo(f"builder: error: {escape(str(rel))}: {o.error.line(escape)}", err=True)
         if all(o.ok for o in outcomes):
-            click.echo(f"all {len(outcomes)} locks are identical to uv's resolution of their specs")
+            echo(f"all {len(outcomes)} locks are identical to uv's resolution of their specs")
     ctx.exit(verify.exit_code(outcomes))
 
 
@@ -184,12 +184,12 @@ def _refresh(ctx: click.Context, proj: Project, sel: list[str], python: str | No
                    "conda_locks": [str(p.relative_to(proj.root)) for p in res.conda_locks]})
         return
     for c in res.specs:
-        click.echo(f"{c.path.relative_to(proj.root)}: exclude-newer {c.old} -> {c.new}"
+        echo(f"{c.path.relative_to(proj.root)}: exclude-newer {c.old} -> {c.new}"
                    + ("" if c.changed else " (unchanged)"))
     for o in res.locks:
-        click.echo(f"{o.path.relative_to(proj.root)}: {rf.describe(o)}")
+        echo(f"{o.path.relative_to(proj.root)}: {rf.describe(o)}")
     n = sum(o.state != "unchanged" for o in res.locks)
-    click.echo(f"{len(res.locks)} locks: {n} with package changes, {len(res.locks) - n} unchanged"
+    echo(f"{len(res.locks)} locks: {n} with package changes, {len(res.locks) - n} unchanged"
                + (": see `builder lock diff --git HEAD`" if n else ""))
 
 
@@ -252,9 +252,9 @@ def lock_diff(ctx: click.Context, locks: tuple[Path, ...], git_ref: str | None, 
                        "locks_with_package_changes": sum(1 for d in diffs if d.packages.count),
                        "locks": [d.to_json() for d in diffs]})
     elif fmt == "md":
-        click.echo(diff_render.render_md(diffs), nl=False)
+        echo(diff_render.render_md(diffs), nl=False)
     else:
-        click.echo(diff_render.render_text(diffs))
+        echo(diff_render.render_text(diffs))
     ctx.exit(EXIT_FAILED if any(d.regression for d in diffs) else EXIT_OK)
 
 
@@ -278,15 +278,15 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    click.echo(table([[f"matrix-{r['matrix']}", r["python"], r["driver_floor"], r["cuda_track"],
+    echo(table([[f"matrix-{r['matrix']}", r["python"], r["driver_floor"], r["cuda_track"],
                        r["torch"], r["vllm"], r["state"]] for r in rows],
                      ["matrix", "python", "driver>=", "cuda", "torch", "vllm", "lock"]))
     from builder.cli.runtime_cmds import runtime_rows, runtime_table
 
     runtimes = runtime_rows(proj, None)
     if runtimes:  # built and adopted alike (`builder runtime list --json` has them as JSON)
-        click.echo("")
-        click.echo(runtime_table(runtimes))
+        echo("")
+        echo(runtime_table(runtimes))
 
 
 @main.group("spec")
@@ -310,8 +310,8 @@ def spec_set(ctx: click.Context, matrix: str, key: str, value: str, as_json: boo
     if as_json:
         echo_json({"path": str(path.relative_to(proj.root)), "key": key, "old": old, "new": new})
     else:
-        click.echo(f"{path.relative_to(proj.root)}: {key}: {old!r} -> {new!r}")
-    click.echo("locks of this matrix are now stale: run `builder lock --matrix "
+        echo(f"{path.relative_to(proj.root)}: {key}: {old!r} -> {new!r}")
+    echo("locks of this matrix are now stale: run `builder lock --matrix "
                f"{path.stem.removeprefix('matrix-')}`", err=True)
 
 
@@ -339,6 +339,6 @@ def spec_validate(ctx: click.Context, files: tuple[Path, ...], as_json: bool) ->
         ctx.exit(EXIT_USAGE if problems else EXIT_OK)
     if problems:
         raise SpecError(problems, "fix the spec and run the command again")
-    click.echo(f"{len(paths)} specs valid")
+    echo(f"{len(paths)} specs valid")
 
 

@@ -9,7 +9,7 @@ import click
 
 from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo_json, exits, progress, project, quiet, table, warn
+from builder.cli.common import echo, echo_json, exits, progress, project, quiet, table, warn
 from builder.errors import EXIT_FAILED, BuilderError
 
 
@@ -57,25 +57,25 @@ def build_cmd(ctx: click.Context, matrix: str, python: str | None, interpreter: 
         req = runtime.BuildRequest(matrix=matrix, python=py, root=root, interpreter=interpreter, force=force,
                                    base=base, cache_dir=str(cache_dir) if cache_dir else None, gpu=gpu,
                                    pinned=pinned)
-        res = runtime.build(proj, req, guard, progress(ctx))
+        res = runtime.build(proj, req, guard, progress=progress(ctx))
         results.append(res)
         if as_json:
             continue
         m = res.manifest
         if res.status == "exists":
-            click.echo(f"{res.name}: already built from this lock ({m.created_at}); nothing to do "
+            echo(f"{res.name}: already built from this lock ({m.created_at}); nothing to do "
                        f"(--force rebuilds)")
         else:
             t = m.timings
-            click.echo(f"{res.name}: {res.status} in {t['total']:.1f}s (install {t['sync']:.1f}s, "
+            echo(f"{res.name}: {res.status} in {t['total']:.1f}s (install {t['sync']:.1f}s, "
                        f"smoke {t['smoke']:.1f}s)")
-        click.echo(f"  path:   {res.path}")
+        echo(f"  path:   {res.path}")
         if m.interpreter is not None:
             i = m.interpreter
-            click.echo(f"  python: {i.version} from {i.source} ({i.origin}): {i.reason}")
-        click.echo(f"  smoke:  {_tally(m.smoke.steps)}")
+            echo(f"  python: {i.version} from {i.source} ({i.origin}): {i.reason}")
+        echo(f"  smoke:  {_tally(m.smoke.steps)}")
         if not quiet(ctx):
-            click.echo(table([[s.step, s.status, s.reason] for s in m.smoke.steps], ["step", "status", "reason"]))
+            echo(table([[s.step, s.status, s.reason] for s in m.smoke.steps], ["step", "status", "reason"]))
     if as_json:
         echo_json([r.as_dict() for r in results])
 
@@ -124,14 +124,14 @@ def smoke_cmd(ctx: click.Context, matrix: str | None, python: str | None, env_py
             raise UsageError("pass --matrix (a built runtime), --runtime ID (any runtime) or --env PYTHON "
                              "(an existing env)")
         for py in select_pythons(proj.matrix(matrix), python):
-            path, rep = runtime.smoke_runtime(proj, matrix, py, root, base, gpu, progress(ctx))
+            path, rep = runtime.smoke_runtime(proj, matrix, py, root=root, base=base, gpu=gpu, progress=progress(ctx))
             reports.append((str(path), rep))
     if as_json:
         echo_json([{"runtime": where, **rep.as_dict()} for where, rep in reports])
     else:
         for where, rep in reports:
-            click.echo(f"{where}: {_smoke_summary(rep)} ({rep.seconds:.1f}s)")
-            click.echo(_smoke_table(rep))
+            echo(f"{where}: {_smoke_summary(rep)} ({rep.seconds:.1f}s)")
+            echo(_smoke_table(rep))
     if any(not rep.ok for _w, rep in reports):
         ctx.exit(EXIT_FAILED)
 
@@ -167,29 +167,29 @@ def doctor_cmd(ctx: click.Context, python: str | None, as_json: bool) -> None:
         return
     py = data["python"]
     kind = "conda env" if py["conda"] else "venv" if py["venv"] else "installation"
-    click.echo(f"python: {py['version']} ({kind} at {py['prefix']}, {py['packages']} packages)"
+    echo(f"python: {py['version']} ({kind} at {py['prefix']}, {py['packages']} packages)"
                + (f"; protected: {py['protected']}" if py["protected"] else ""))
     for hidden in py.get("shadowed", []):
-        click.echo(f"  shadowed (not imported): {hidden}")
+        echo(f"  shadowed (not imported): {hidden}")
     for comp in ("torch", "vllm"):
         c = data[comp]
         if not c.get("installed"):
-            click.echo(f"{comp}: not installed")
+            echo(f"{comp}: not installed")
             continue
         extra = f", torch.version.cuda {c['cuda']}" if comp == "torch" else ""
-        click.echo(f"{comp}: {c['version']} (__version__ {c['__version__'] or 'unknown'}{extra}); "
+        echo(f"{comp}: {c['version']} (__version__ {c['__version__'] or 'unknown'}{extra}); "
                    f"cudart {c['cudart_soname'] or 'unknown'}, built with CUDA {c['toolkit'] or 'unknown'}")
     cons = data["consistency"]
-    click.echo("dependencies: consistent" if cons["ok"] else f"dependencies: {len(cons['problems'])} problems")
+    echo("dependencies: consistent" if cons["ok"] else f"dependencies: {len(cons['problems'])} problems")
     for p in cons["problems"]:
-        click.echo(f"  {p}")
+        echo(f"  {p}")
     lk = data["lock"]
     if lk is None:
-        click.echo("lock: no committed locks to compare with")
+        echo("lock: no committed locks to compare with")
     elif lk["exact"]:
-        click.echo(f"lock: matches {lk['lock']}")
+        echo(f"lock: matches {lk['lock']}")
     else:
-        click.echo(f"lock: matches none; closest {lk['lock']} ({len(lk['missing'])} missing, "
+        echo(f"lock: matches none; closest {lk['lock']} ({len(lk['missing'])} missing, "
                    f"{len(lk['different'])} different, {len(lk['extra'])} extra)")
 
 
@@ -220,26 +220,26 @@ def adopt_cmd(ctx: click.Context, python: str, root: str | None, force: bool, gp
 
     proj = project(ctx)
     res = adopt.adopt(proj, adopt.AdoptRequest(python=python, root=root, gpu=gpu, force=force),
-                      protect.for_project(proj), progress(ctx))
+                      protect.for_project(proj), progress=progress(ctx))
     if as_json:
         echo_json(res.as_dict())
         return
     m = res.manifest
     env = m.environment
     if res.status == "exists":
-        click.echo(f"{res.name}: already adopted ({m.created_at}); nothing to do (--force adopts again)")
+        echo(f"{res.name}: already adopted ({m.created_at}); nothing to do (--force adopts again)")
     else:
-        click.echo(f"{res.name}: {res.status} in {m.timings.get('total', 0.0):.1f}s "
+        echo(f"{res.name}: {res.status} in {m.timings.get('total', 0.0):.1f}s "
                    f"(smoke {m.timings.get('smoke', 0.0):.1f}s)")
-    click.echo(f"  path:   {res.path}")
+    echo(f"  path:   {res.path}")
     if env is not None:
-        click.echo(f"  env:    {env.prefix} ({env.kind}, Python {env.version}, {env.packages} distributions)")
+        echo(f"  env:    {env.prefix} ({env.kind}, Python {env.version}, {env.packages} distributions)")
         torch, vllm = (c.version if c else "-" for c in (env.torch, env.vllm))
-        click.echo(f"  torch:  {torch}; vllm: {vllm}")
-    click.echo(f"  origin: {m.describe_origin()}")
-    click.echo(f"  smoke:  {_tally(m.smoke.steps)}")
+        echo(f"  torch:  {torch}; vllm: {vllm}")
+    echo(f"  origin: {m.describe_origin()}")
+    echo(f"  smoke:  {_tally(m.smoke.steps)}")
     if not quiet(ctx):
-        click.echo(table([[s.step, s.status, s.reason] for s in m.smoke.steps], ["step", "status", "reason"]))
+        echo(table([[s.step, s.status, s.reason] for s in m.smoke.steps], ["step", "status", "reason"]))
 
 
 def runtime_rows(proj: Any, root: str | None) -> list[dict[str, Any]]:
@@ -277,6 +277,6 @@ def runtime_list_cmd(ctx: click.Context, root: str | None, as_json: bool) -> Non
     if as_json:
         echo_json(rows)
     elif rows:
-        click.echo(runtime_table(rows))
+        echo(runtime_table(rows))
     else:
-        click.echo("no runtimes (builder build, builder runtime adopt)")
+        echo("no runtimes (builder build, builder runtime adopt)")

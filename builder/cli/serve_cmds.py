@@ -9,7 +9,7 @@ import click
 
 from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo_json, exits, progress, project, quiet, table
+from builder.cli.common import echo, echo_json, exits, progress, project, quiet, table
 from builder.errors import EXIT_BUSY, EXIT_FAILED, EXIT_OK, EXIT_PROTECTED, EXIT_UNAVAILABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -63,9 +63,9 @@ def start_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtim
         return
     rec = res.record
     adopted = " (adopted: no lock)" if rec.origin == "adopted" else ""
-    click.echo(f"slot {slot}: ready at {rec.url} (model {rec.model}, runtime {rec.runtime}{adopted}, "
+    echo(f"slot {slot}: ready at {rec.url} (model {rec.model}, runtime {rec.runtime}{adopted}, "
                f"pid {rec.pid}, {rec.ready_after}s)")
-    click.echo(f"  log: {rec.log}")
+    echo(f"  log: {rec.log}")
 
 
 @serve.command("stop")
@@ -87,13 +87,13 @@ def stop_cmd(ctx: click.Context, slot: str, drain: float | None, force: bool, sp
     if as_json:
         echo_json(res.as_dict())
     elif res.outcome is None:
-        click.echo(f"slot {slot}: not running" + (" (its server is dead; the route still points at it)"
+        echo(f"slot {slot}: not running" + (" (its server is dead; the route still points at it)"
                                                    if res.routed else ""))
     else:
         o = res.outcome
         how = "SIGTERM" if o.terminated else f"SIGKILL after {o.seconds:.2f}s"
         what = "orphaned process(es) of a dead server" if res.orphans else "process(es)"
-        click.echo(f"slot {slot}: stopped (pid {res.pid}, {len(o.pids)} {what}, {how}; signalled pid "
+        echo(f"slot {slot}: stopped (pid {res.pid}, {len(o.pids)} {what}, {how}; signalled pid "
                    f"{', '.join(map(str, o.signalled))}); nothing of it left running")
 
 
@@ -110,7 +110,7 @@ def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, tim
     """Per slot: runtime, pid, port, alive, ready, requests in flight, orphans; and where the route points."""
     from builder.serve import service
 
-    res = service.status(project(ctx), _abs(spec), _abs(route_file), timeout)
+    res = service.status(project(ctx), _abs(spec), _abs(route_file), timeout=timeout)
     if as_json:
         echo_json(res.as_dict())
     else:
@@ -124,22 +124,22 @@ def status_cmd(ctx: click.Context, spec: str | None, route_file: str | None, tim
         rows = [[r.slot + (" *" if r.routed else ""), str(r.port),
                  (r.runtime or "-") + (" (adopted)" if r.origin == "adopted" else ""), str(r.pid or "-"), alive(r),
                  r.verdict or "-", "-" if r.running is None else f"{r.running}/{r.waiting}"] for r in res.slots]
-        click.echo(table(rows, ["slot", "port", "runtime", "pid", "alive", "probe", "running/waiting"]))
+        echo(table(rows, ["slot", "port", "runtime", "pid", "alive", "probe", "running/waiting"]))
         rt = res.route
         if rt is None:
-            click.echo("route: no route file")
+            echo("route: no route file")
         else:
             where = f"slot {rt.slot}" if rt.slot else "no builder slot"
             r = rt.route
-            click.echo(f"route: {where} ({r.url if r else None}, model {r.model if r else None}) in {rt.file}  "
+            echo(f"route: {where} ({r.url if r else None}, model {r.model if r else None}) in {rt.file}  "
                        "(* = routed)")
         for row in res.slots:
             if row.orphans is not None:
-                click.echo(f"slot {row.slot}: its server is gone but {row.orphans.describe()}; end them with "
+                echo(f"slot {row.slot}: its server is gone but {row.orphans.describe()}; end them with "
                            f"`builder serve stop --slot {row.slot}" + (" --force`" if row.routed else "`"))
     problem = res.routed_problem()
     if problem:
-        click.echo(f"builder: {problem}", err=True)
+        echo(f"builder: {problem}", err=True)
         ctx.exit(EXIT_FAILED)
 
 
@@ -170,9 +170,9 @@ def probe_cmd(ctx: click.Context, url: str | None, model: str | None, slot: str 
     if as_json:
         echo_json(rep.as_dict())
     else:
-        click.echo(f"{rep.url} ({rep.model}): {rep.verdict} in {rep.seconds:.2f}s")
+        echo(f"{rep.url} ({rep.model}): {rep.verdict} in {rep.seconds:.2f}s")
         if not quiet(ctx) or not rep.ready:
-            click.echo(table([[s.step, s.status, f"{s.seconds:.2f}s", s.detail] for s in rep.steps],
+            echo(table([[s.step, s.status, f"{s.seconds:.2f}s", s.detail] for s in rep.steps],
                              ["step", "status", "time", "detail"]))
     if rep.verdict == probe_mod.UNREACHABLE:
         ctx.exit(EXIT_UNAVAILABLE)
@@ -200,10 +200,10 @@ def unit_cmd(ctx: click.Context, matrix: str | None, python: str | None, runtime
     if output and output != "-":
         from builder.serve import state
 
-        state.write_file(proj, os.path.abspath(output), text, "write the unit to")
-        click.echo(f"wrote {output} (install it as {name})", err=True)
+        state.write_file(proj, os.path.abspath(output), text, what="write the unit to")
+        echo(f"wrote {output} (install it as {name})", err=True)
     else:
-        click.echo(text, nl=False)
+        echo(text, nl=False)
 
 
 # --------------------------------------------------------------------------- route
@@ -241,16 +241,16 @@ def route_show(ctx: click.Context, spec: str | None, route_file: str | None, as_
         return
     r = res.route
     where = f"slot {r.slot}" if r and r.slot else "an endpoint outside builder"
-    click.echo(f"{res.file}: {where}: {r.url if r else None} (model {r.model if r else None})")
+    echo(f"{res.file}: {where}: {r.url if r else None} (model {r.model if r else None})")
     if res.foreign is None:
         lock = ("none (adopted: no hash verification)" if r and r.origin == "adopted"
                 else (r.lock if r else None) or "-")
-        click.echo(f"  runtime {(r.runtime if r else None) or '-'}, lock {lock}, "
+        echo(f"  runtime {(r.runtime if r else None) or '-'}, lock {lock}, "
                    f"since {res.entry.time if res.entry else None}")
         back = res.rollback_to
-        click.echo("  rollback: " + (f"{back.url} (slot {back.slot or '-'})" if back else "nothing to roll back to"))
+        echo("  rollback: " + (f"{back.url} (slot {back.slot or '-'})" if back else "nothing to roll back to"))
     else:
-        click.echo(f"  not builder's: {res.foreign} (adopt it with `builder route init`)")
+        echo(f"  not builder's: {res.foreign} (adopt it with `builder route init`)")
 
 
 @route_group.command()  # named after the function: `builder route init`
@@ -271,7 +271,7 @@ def init(ctx: click.Context, url: str, model: str, force: bool, spec: str | None
     if as_json:
         echo_json(res.as_dict())
     else:
-        click.echo(f"{res.file}: route initialised to {res.to.url} (model {res.to.model})")
+        echo(f"{res.file}: route initialised to {res.to.url} (model {res.to.model})")
 
 
 @route_group.command("set")
@@ -292,9 +292,9 @@ def route_set(ctx: click.Context, slot: str, force: bool, timeout: float, spec: 
     if as_json:
         echo_json(res.as_dict())
     elif not res.changed:
-        click.echo(f"{res.file}: already routed to slot {slot}; unchanged")
+        echo(f"{res.file}: already routed to slot {slot}; unchanged")
     else:
-        click.echo(f"{res.file}: routed to slot {slot} ({res.to.url}, runtime {res.to.runtime or '-'})")
+        echo(f"{res.file}: routed to slot {slot} ({res.to.url}, runtime {res.to.runtime or '-'})")
 
 
 @route_group.command("rollback")
@@ -316,4 +316,4 @@ def route_rollback(ctx: click.Context, force: bool, timeout: float, spec: str | 
     else:
         to = res.to
         where = f"slot {to.slot}" if to.slot else "the endpoint outside builder"
-        click.echo(f"{res.file}: rolled back to {where} ({to.url}, model {to.model})")
+        echo(f"{res.file}: rolled back to {where} ({to.url}, model {to.model})")

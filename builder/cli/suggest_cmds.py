@@ -9,7 +9,7 @@ import click
 
 from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo_json, exits, progress, project, table
+from builder.cli.common import echo, echo_json, exits, progress, project, table
 from builder.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -193,5 +193,5 @@ def suggest_cmd(ctx: click.Context, python: tuple[str, ...], native: bool, stric
     if as_json:
         echo_json(res.as_dict())
     else:
-        click.echo(render(res))
+        echo(render(res))
     ctx.exit(res.exit_code)

@@ -162,12 +162,12 @@ class CondaLockOutcome:
 
 
 def solve_text(matrix: Matrix, python: str, overrides: Mapping[str, str] | None = None,
-               solver: str = "auto") -> str:
+               *, solver: str = "auto") -> str:
     """Solve the conda base of (matrix, python) and return the lock text (nothing written)."""
-    return _solve(matrix, python, overrides, solver)[0]
+    return _solve(matrix, python, overrides, solver=solver)[0]
 
 
-def _solve(matrix: Matrix, python: str, overrides: Mapping[str, str] | None, solver: str
+def _solve(matrix: Matrix, python: str, overrides: Mapping[str, str] | None, *, solver: str
            ) -> tuple[str, str, int, float]:
     """(lock text, solver used, package count, seconds)."""
     from builder.conda import lockfile as conda_lockfile
@@ -182,11 +182,11 @@ def _solve(matrix: Matrix, python: str, overrides: Mapping[str, str] | None, sol
                            "install micromamba, set BUILDER_CONDA_EXE, or use the rattler solver")
     start = time.monotonic()
     if exe is not None:
-        lf, used = _solve_conda_lock(exe, chans, wanted, vps)
+        lf, used = _solve_conda_lock(exe, chans, wanted, vps=vps)
     else:
         paths.rattler_cache()  # rattler writes repodata there
-        lf, used = conda_lockfile.from_records(_solve_rattler(matrix, python, chans, wanted, vps), chans), \
-            _rattler_label()
+        records = _solve_rattler(matrix, python, chans, wanted=wanted, vps=vps)
+        lf, used = conda_lockfile.from_records(records, chans), _rattler_label()
     seconds = time.monotonic() - start
     stamp = {
         "builder-matrix": matrix.id,
@@ -199,11 +199,12 @@ def _solve(matrix: Matrix, python: str, overrides: Mapping[str, str] | None, sol
         "builder-virtual-packages": json.dumps(vps, sort_keys=True),
         "builder-command": regenerate_command(matrix, python),
     }
-    text = conda_lockfile.render(lf, matrix, python, stamp, conda_lockfile.content_hash(chans, wanted, vps))
+    text = conda_lockfile.render(lf, matrix, python, stamp=stamp,
+                                 content_hash=conda_lockfile.content_hash(chans, wanted, vps))
     return text, used, len(lf.package), seconds
 
 
-def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, str] | None = None,
+def lock(locks_dir: Path, matrix: Matrix, python: str, *, overrides: Mapping[str, str] | None = None,
          solver: str = "auto", project: Project | None = None) -> CondaLockOutcome:
     """Solve the conda base of (matrix, python) and write its lock atomically.
 
@@ -213,7 +214,7 @@ def lock(locks_dir: Path, matrix: Matrix, python: str, overrides: Mapping[str, s
     """
     path = conda_lock_path(locks_dir, matrix, python)
     target = paths.gate(path, what="write the conda lock", project=project)
-    text, used, n, seconds = _solve(matrix, python, overrides, solver)
+    text, used, n, seconds = _solve(matrix, python, overrides, solver=solver)
     try:
         old: str | None = target.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -230,7 +231,7 @@ def _rattler_label() -> str:
     return f"rattler {version('py-rattler')}"
 
 
-def _solve_rattler(matrix: Matrix, python: str, chans: list[tuple[str, str]], wanted: list[str],
+def _solve_rattler(matrix: Matrix, python: str, chans: list[tuple[str, str]], *, wanted: list[str],
                    vps: Mapping[str, str]) -> list[Any]:
     try:
         import rattler
@@ -319,12 +320,12 @@ def _first(exc: BaseException) -> str:
 
 
 def _solve_conda_lock(exe: str, chans: list[tuple[str, str]], wanted: list[str],
-                      vps: Mapping[str, str]) -> tuple[Lockfile, str]:
+                      *, vps: Mapping[str, str]) -> tuple[Lockfile, str]:
     """Run conda-lock itself with ``--conda EXE`` and read its output back."""
     from builder.conda import lockfile as conda_lockfile
 
     with paths.temp_dir("builder-conda-lock-") as d:
-        env_yml, vp_yml = conda_lockfile.write_inputs(d, chans, wanted, vps)
+        env_yml, vp_yml = conda_lockfile.write_inputs(d, chans, wanted, vps=vps)
         out = d / "conda-lock.yml"
         argv = [sys.executable, "-m", "conda_lock", "lock", "--conda", exe, "-f", str(env_yml),
                 "-p", SUBDIR, "--virtual-package-spec", str(vp_yml), "--lockfile", str(out),

@@ -54,7 +54,7 @@ def _yaml() -> Any:
 
 
 def write_inputs(d: Path, chans: list[tuple[str, str]], wanted: list[str],
-                 vps: Mapping[str, str]) -> tuple[Path, Path]:
+                 *, vps: Mapping[str, str]) -> tuple[Path, Path]:
     """conda-lock's inputs: an environment.yml and a virtual-package spec."""
     yaml = _yaml()
     env_yml = d / "environment.yml"
@@ -76,7 +76,7 @@ def content_hash(chans: list[tuple[str, str]], wanted: list[str], vps: Mapping[s
     from conda_lock.virtual_package import virtual_package_repo_from_specification
 
     with paths.temp_dir("builder-conda-hash-") as tmp:
-        env_yml, vp_yml = write_inputs(tmp, chans, wanted, vps)
+        env_yml, vp_yml = write_inputs(tmp, chans, wanted, vps=vps)
         spec = make_lock_spec(src_files=[env_yml], platform_overrides=[SUBDIR],
                               mapping_url=DEFAULT_MAPPING_URL)
         vpr = virtual_package_repo_from_specification(vp_yml)
@@ -130,7 +130,7 @@ def header(matrix: Matrix, python: str, name: str) -> str:
     )
 
 
-def render(lf: Lockfile, matrix: Matrix, python: str, stamp: Mapping[str, str],
+def render(lf: Lockfile, matrix: Matrix, python: str, *, stamp: Mapping[str, str],
            content_hash: Mapping[str, str]) -> str:
     """The final lock text: conda-lock's own writer, builder's stamp and header."""
     from conda_lock.lockfile import write_conda_lock_file

@@ -158,7 +158,7 @@ class DriverTarget:
 
 
 def driver_target(floor: str, branches: list[Branch] | None = None, today: _dt.date | None = None,
-                  lock_floor: LockFloor | None = None, matrix: str = "") -> DriverTarget:
+                  *, lock_floor: LockFloor | None = None, matrix: str = "") -> DriverTarget:
     """Which series to install for a driver floor: the floor's own branch, plus the
     nearest later long-term-support branch and the nearest later production branch
     still supported on ``today`` (long-term support first)."""

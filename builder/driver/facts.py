@@ -191,7 +191,7 @@ class _Collect:
     problems: dict[str, str] = field(default_factory=dict)
     raw: dict[str, str] = field(default_factory=dict)
 
-    def parse(self, key: str, rec: ProbeRecord | None, what: str, fn: Callable[[str], T]) -> T | None:
+    def parse(self, key: str, rec: ProbeRecord | None, what: str, *, fn: Callable[[str], T]) -> T | None:
         """``fn`` of the record's output, or None with the reason in :attr:`problems`."""
         from builder.driver import parse as hp
         if rec is not None:
@@ -228,14 +228,14 @@ def _nvidia_smi(c: _Collect, snap: Snapshot) -> tuple[hp.NvsmiError | None, tupl
     # The first line must be the header builder asked for: anything else is an
     # error nvidia-smi printed (possibly with exit 0), never "no GPUs".
     gpus = c.parse("gpus", rec, "nvidia-smi --query-gpu",
-                   lambda t: hp.gpus_from_rows(hp.parse_query_csv(t, expect=snapshot.GPU_FIELDS)))
+                   fn=lambda t: hp.gpus_from_rows(hp.parse_query_csv(t, expect=snapshot.GPU_FIELDS)))
     app = snap.get("nvidia-smi-apps")
     if app is not None and not app.capped and hp.nvsmi_error(app.text()):
         c.problems["apps"] = f"nvidia-smi --query-compute-apps: {app.text().splitlines()[0]}"
         return None, _tuple(gpus), None
     # With no GPU process the answer is the header line alone: an empty list.
     apps = c.parse("apps", app, "nvidia-smi --query-compute-apps",
-                   lambda t: hp.processes_from_rows(hp.parse_query_csv(t, expect=snapshot.APP_FIELDS))
+                   fn=lambda t: hp.processes_from_rows(hp.parse_query_csv(t, expect=snapshot.APP_FIELDS))
                    if t.strip() else [])
     return None, _tuple(gpus), _tuple(apps)
 
@@ -261,7 +261,7 @@ def _modinfo(c: _Collect, snap: Snapshot, kernel: str | None) -> str | None:
     if rec is None and c.snapshot_version is not None and c.snapshot_version < 2:
         why = (f"modinfo -F version nvidia: not captured in this snapshot (snapshot format "
                f"{c.snapshot_version} predates that probe; take a new snapshot)")
-    on_disk = c.parse("modinfo", rec, "modinfo -F version nvidia", hp.parse_modinfo_version)
+    on_disk = c.parse("modinfo", rec, "modinfo -F version nvidia", fn=hp.parse_modinfo_version)
     if why is not None:
         c.problems["modinfo"] = why
     return on_disk
@@ -286,7 +286,7 @@ def _module(c: _Collect, snap: Snapshot) -> str | None:
         c.problems["module"] = "the nvidia kernel module is not loaded (/sys/module/nvidia/version absent)"
         c.raw["module"] = mod.text()
         return None
-    return c.parse("module", mod, "/sys/module/nvidia/version", hp.parse_sys_version)
+    return c.parse("module", mod, "/sys/module/nvidia/version", fn=hp.parse_sys_version)
 
 
 def _secure_boot(c: _Collect, snap: Snapshot) -> hp.SecureBoot | None:
@@ -311,7 +311,7 @@ def _packages(c: _Collect, snap: Snapshot) -> tuple[hp.DpkgPackage, ...] | None:
     dp = snap.get("driver-packages")
     if dp is not None and dp.exit == 1 and "no packages found" in dp.text():
         return ()  # dpkg-query exits 1 when no name matches: nothing installed
-    return _tuple(c.parse("packages", dp, "dpkg-query -W", hp.parse_dpkg_query))
+    return _tuple(c.parse("packages", dp, "dpkg-query -W", fn=hp.parse_dpkg_query))
 
 
 def from_snapshot(snap: Snapshot) -> HostFacts:
@@ -320,21 +320,21 @@ def from_snapshot(snap: Snapshot) -> HostFacts:
     c = _Collect(snapshot_version=snap.version)
     nvsmi_error, gpus, apps = _nvidia_smi(c, snap)
     module_version = _module(c, snap)
-    proc = c.parse("proc", snap.get("proc-version"), "/proc/driver/nvidia/version", hp.parse_proc_version)
+    proc = c.parse("proc", snap.get("proc-version"), "/proc/driver/nvidia/version", fn=hp.parse_proc_version)
     libs = snap.get("nvml-library")
-    kernel = c.parse("kernel", snap.get("kernel"), "uname -r", hp.parse_kernel_release)
-    machine = c.parse("machine", snap.get("machine"), "uname -m", hp.parse_machine)
+    kernel = c.parse("kernel", snap.get("kernel"), "uname -r", fn=hp.parse_kernel_release)
+    machine = c.parse("machine", snap.get("machine"), "uname -m", fn=hp.parse_machine)
     module_on_disk = _modinfo(c, snap, kernel)
-    os_release = c.parse("os", snap.get("os-release"), "/etc/os-release", hp.parse_os_release)
-    glibc = c.parse("glibc", snap.get("glibc"), "getconf GNU_LIBC_VERSION", hp.parse_glibc)
+    os_release = c.parse("os", snap.get("os-release"), "/etc/os-release", fn=hp.parse_os_release)
+    glibc = c.parse("glibc", snap.get("glibc"), "getconf GNU_LIBC_VERSION", fn=hp.parse_glibc)
     hdr, efi = snap.get("kernel-headers"), snap.get("efi")
-    dkms = c.parse("dkms", snap.get("dkms"), "dkms status", hp.parse_dkms_status)
+    dkms = c.parse("dkms", snap.get("dkms"), "dkms status", fn=hp.parse_dkms_status)
     secure_boot = _secure_boot(c, snap)
     ubuntu_drivers = c.parse("ubuntu-drivers", snap.get("ubuntu-drivers"), "ubuntu-drivers devices",
-                             hp.parse_ubuntu_drivers)
+                             fn=hp.parse_ubuntu_drivers)
     rr, pk = snap.get("reboot-required"), snap.get("reboot-required-pkgs")
-    disk = c.parse("disk", snap.get("disk"), "df -Pk / /boot", hp.parse_df)
-    holds = c.parse("holds", snap.get("apt-holds"), "apt-mark showhold", hp.parse_apt_holds)
+    disk = c.parse("disk", snap.get("disk"), "df -Pk / /boot", fn=hp.parse_df)
+    holds = c.parse("holds", snap.get("apt-holds"), "apt-mark showhold", fn=hp.parse_apt_holds)
     packages = _packages(c, snap)
     torch = {key.removeprefix("torch:"): _torch(rec) for key, rec in snap.records.items() if key.startswith("torch:")}
     return HostFacts(

@@ -106,7 +106,7 @@ def host_summary(f: HostFacts) -> dict[str, Any]:
     }
 
 
-def _unknown(cid: str, f: HostFacts, key: str, next_: str = "") -> Check:
+def _unknown(cid: str, f: HostFacts, key: str, *, next_: str = "") -> Check:
     return Check(cid, Level.UNKNOWN, f.problems.get(key, f"{key}: not read"), next_, f.raw.get(key, ""))
 
 
@@ -164,7 +164,7 @@ def check_nvml(f: HostFacts) -> Check:
                          e.text)
         return Check("nvml", Level.UNKNOWN, f"nvidia-smi failed: {e.text.splitlines()[0]}", "", e.text)
     if f.gpus is None:
-        return _unknown("nvml", f, "gpus", "install the NVIDIA driver utilities or run on the GPU host")
+        return _unknown("nvml", f, "gpus", next_="install the NVIDIA driver utilities or run on the GPU host")
     if not f.gpus:
         return Check("nvml", Level.UNKNOWN, "nvidia-smi printed the header but no GPU row", "run `nvidia-smi` on the "
                      "host", f.raw.get("gpus", ""))
@@ -214,7 +214,7 @@ def check_module(f: HostFacts) -> Check:
                  f"({', '.join(seen)})")
 
 
-def _native_note(f: HostFacts, matrix: Matrix, target: DriverTarget, drv: str) -> str:
+def _native_note(f: HostFacts, matrix: Matrix, target: DriverTarget, *, drv: str) -> str:
     lf = target.lock_floor
     if lf is None or not target.native_above_floor or DriverVersion.parse(drv) >= DriverVersion.parse(lf.driver):
         return ""
@@ -233,7 +233,7 @@ def check_floor(f: HostFacts, matrix: Matrix, target: DriverTarget) -> Check:
                      + (f". {note}" if note else ""), "run on the GPU host with the driver loaded",
                      f.raw.get("gpus", ""))
     if DriverVersion.parse(drv) >= DriverVersion.parse(matrix.driver_floor):
-        native = _native_note(f, matrix, target, drv)
+        native = _native_note(f, matrix, target, drv=drv)
         if native:
             return Check("driver-floor", Level.WARN, f"driver {drv} meets {matrix.name}'s declared floor "
                          f"{matrix.driver_floor}{native}" + (f". {note}" if note else ""),

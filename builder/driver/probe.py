@@ -132,7 +132,7 @@ def probes(kernel: str | None = None) -> list[Probe]:
 
 
 def run_argv(probe_id: str, argv: Sequence[str], timeout: float,
-             env: Mapping[str, str] | None = None, kind: str = "command",
+             *, env: Mapping[str, str] | None = None, kind: str = "command",
              path: str | None = None) -> ProbeRecord:
     """Run one allowed read-only command; never raises for its outcome.
 
@@ -152,7 +152,7 @@ def run_argv(probe_id: str, argv: Sequence[str], timeout: float,
 def run_probe(probe: Probe) -> ProbeRecord:
     """Run one probe with its bound; the record keeps the raw text."""
     if probe.kind == "command":
-        return run_argv(probe.id, probe.argv, probe.timeout, probe.env)
+        return run_argv(probe.id, probe.argv, probe.timeout, env=probe.env)
     start = time.monotonic()
     if probe.kind == "path":
         hits = sorted(glob.glob(probe.path)) if any(c in probe.path for c in "*?[") else (
@@ -180,7 +180,7 @@ def torch_probe(runtime: Path) -> ProbeRecord:
 DRIVER_PROBES = frozenset({"nvidia-smi-gpus", "nvidia-smi-apps", "proc-version"})
 
 
-def _not_run(probe_id: str, kind: str, argv: tuple[str, ...] | None, path: str | None) -> ProbeRecord:
+def _not_run(probe_id: str, kind: str, argv: tuple[str, ...] | None, *, path: str | None) -> ProbeRecord:
     return ProbeRecord(probe_id, kind, argv, path, "",
                        "not run: the NVIDIA driver did not answer an earlier probe within its bound",
                        None, 0.0, True)
@@ -197,13 +197,13 @@ def capture(runtimes: Sequence[Path] = (), only: Sequence[Probe] | None = None) 
     wedged = False
     for p in only if only is not None else probes():
         if wedged and p.id in DRIVER_PROBES:
-            records.append(_not_run(p.id, p.kind, p.argv or None, p.path or None))
+            records.append(_not_run(p.id, p.kind, p.argv or None, path=p.path or None))
             continue
         rec = run_probe(p)
         wedged = wedged or (p.id in DRIVER_PROBES and rec.timed_out)
         records.append(rec)
     for d in runtimes:
         name = f"torch:{d.name}"
-        records.append(_not_run(name, "command", (str(d / "bin" / "python"),), None) if wedged
+        records.append(_not_run(name, "command", (str(d / "bin" / "python"),), path=None) if wedged
                        else torch_probe(d))
     return records

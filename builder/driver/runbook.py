@@ -67,7 +67,7 @@ def _unsupported(f: HostFacts | None) -> str:
     return ""
 
 
-def plan(matrix: Matrix, host: Host, f: HostFacts | None = None, source: str = "", *,
+def plan(matrix: Matrix, host: Host, f: HostFacts | None = None, *, source: str = "",
          lock_floor: LockFloor | None = None, today: _dt.date | None = None) -> Plan:
     """The runbook's steps for ``matrix`` (facts from a snapshot when given).
 

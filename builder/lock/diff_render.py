@@ -15,7 +15,7 @@ _FIELD_NAMES = {"version": "version", "runtime": "runtime", "cudart_soname": "cu
                 "build_toolkit": "build toolkit"}
 
 
-def _arrow(a: object, b: object, md: bool = False) -> str:
+def _arrow(a: object, b: object, *, md: bool = False) -> str:
     a, b = a or "-", b or "-"
     if a == b:
         return str(a)
@@ -130,8 +130,8 @@ def render_md(diffs: list[LockDiff], title: str = "Lock changes") -> str:
             continue
         v = d.to_json()["verdict"]
         out.append(f"| `{d.label}` | {package_summary(d)} | "
-                   f"{_arrow(_floor(d, 'old', 'native_min'), _floor(d, 'new', 'native_min'), True)} | "
-                   f"{_arrow(v['old'], v['new'], True)} | {'**yes**' if d.regression else 'no'} |")
+                   f"{_arrow(_floor(d, 'old', 'native_min'), _floor(d, 'new', 'native_min'), md=True)} | "
+                   f"{_arrow(v['old'], v['new'], md=True)} | {'**yes**' if d.regression else 'no'} |")
     for d in changed:
         out += ["", *_md_one(d)]
     if reg:
@@ -170,13 +170,14 @@ def _md_one(d: LockDiff) -> list[str]:
             "|---" * (1 + 1 + len(CUDA_FIELDS)) + "|"]
     for c in d.cuda:
         a, b = c["old"] or {}, c["new"] or {}
-        out.append(f"| {c['name']} | " + " | ".join(_cell(_arrow(a.get(k), b.get(k), True))
+        out.append(f"| {c['name']} | " + " | ".join(_cell(_arrow(a.get(k), b.get(k), md=True))
                                                    for k in ("version", *CUDA_FIELDS)) + " |")
-    out += ["", f"Driver floors: native {_arrow(_floor(d, 'old', 'native_min'), _floor(d, 'new', 'native_min'), True)}"
+    out += ["",
+            f"Driver floors: native {_arrow(_floor(d, 'old', 'native_min'), _floor(d, 'new', 'native_min'), md=True)}"
                 f"; minor-version compatibility "
-                f"{_arrow(_floor(d, 'old', 'compat_min'), _floor(d, 'new', 'compat_min'), True)}."]
+                f"{_arrow(_floor(d, 'old', 'compat_min'), _floor(d, 'new', 'compat_min'), md=True)}."]
     v = d.to_json()["verdict"]
-    out.append(f"Verdict: {_arrow(v['old'], v['new'], True)}.")
+    out.append(f"Verdict: {_arrow(v['old'], v['new'], md=True)}.")
     fc = finding_changes(d.old_report, d.new_report)
     if fc:
         out += ["", "Findings that changed:"]

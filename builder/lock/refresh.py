@@ -111,7 +111,7 @@ def edit_spec(path: Path, day: dt.date) -> tuple[SpecChange, Matrix]:
     from builder import spec_edit
 
     text = inputs.read_text(path)
-    new_text, matrix, old, _new = spec_edit.edit_text(text, path, KEY, _keep_type(day))
+    new_text, matrix, old, _new = spec_edit.edit_text(text, path, KEY, value=_keep_type(day))
     old_s = old.isoformat() if isinstance(old, dt.date) else str(old)
     return SpecChange(path=path, old=old_s, new=day.isoformat(), text=new_text, changed=new_text != text), matrix
 

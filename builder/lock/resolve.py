@@ -67,7 +67,7 @@ def targets(project: Project, selectors: list[str], python: str | None) -> list[
     return out
 
 
-def _compile(uv: str, t: Target, offline: bool, follower: bool, cache: Path) -> CompileResult:
+def _compile(uv: str, t: Target, *, offline: bool, follower: bool, cache: Path) -> CompileResult:
     """Resolve one target. A follower first tries uv's cache alone (its group's leader
     has just revalidated the shared index pages), then the network if that fails."""
     from builder.lock import uv as uv_backend
@@ -90,10 +90,10 @@ def _read_old(path: Path) -> str | None:
 def lock_text(t: Target, res: CompileResult, uv_version: str) -> str:
     """The full lock file builder writes for ``t`` from uv's result (header, body, stamp)."""
     return lockstate.render(t.matrix, t.python, res.body,
-                            {"uv-version": uv_version, "uv-command": " ".join(res.argv)})
+                            stamp={"uv-version": uv_version, "uv-command": " ".join(res.argv)})
 
 
-def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bool,
+def _lock_one(project: Project, uv: str, uv_version: str, *, t: Target, offline: bool,
               overrides: Mapping[str, str] | None = None, follower: bool = False,
               cache: Path | None = None) -> LockOutcome:
     from builder import paths
@@ -102,7 +102,7 @@ def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bo
     path = lock_path(project.locks, t.matrix, t.python)
     out = LockOutcome(t, path)
     try:
-        res = _compile(uv, t, offline, follower, cache or paths.uv_cache(project=project))
+        res = _compile(uv, t, offline=offline, follower=follower, cache=cache or paths.uv_cache(project=project))
         text = lock_text(t, res, uv_version)
         if _read_old(path) != text:
             fsio.atomic_write(paths.gate(path, what="write the lock", project=project), text)
@@ -111,7 +111,7 @@ def _lock_one(project: Project, uv: str, uv_version: str, t: Target, offline: bo
         if t.matrix.conda is not None:
             from builder.conda import backend as conda_backend
 
-            c = conda_backend.lock(project.locks, t.matrix, t.python, overrides, project=project)
+            c = conda_backend.lock(project.locks, t.matrix, t.python, overrides=overrides, project=project)
             out.conda_path, out.conda_changed, out.conda_solver = c.path, c.changed, c.solver
             out.seconds += c.seconds
     except BuilderError as exc:
@@ -178,13 +178,13 @@ def run_lock(
         done: dict[int, LockOutcome] = {}
         with ThreadPoolExecutor(max_workers=jobs) as pool:
 
-            def lock(i: int, follower: bool) -> LockOutcome:
-                return report(_lock_one(project, uv, version, ts[i], req.offline, req.channel_overrides, follower,
-                                        cache))
+            def lock(i: int, *, follower: bool) -> LockOutcome:
+                return report(_lock_one(project, uv, version, t=ts[i], offline=req.offline,
+                                        overrides=req.channel_overrides, follower=follower, cache=cache))
 
             def run_group(members: list[int]) -> None:
-                done[members[0]] = lock(members[0], False)
-                rest = {i: pool.submit(lock, i, True) for i in members[1:]}
+                done[members[0]] = lock(members[0], follower=False)
+                rest = {i: pool.submit(lock, i, follower=True) for i in members[1:]}
                 for i, fut in rest.items():
                     done[i] = fut.result()
 

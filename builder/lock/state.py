@@ -35,7 +35,7 @@ def header(matrix: Matrix, python: str) -> str:
     )
 
 
-def render(matrix: Matrix, python: str, body: str, stamp: Mapping[str, str]) -> str:
+def render(matrix: Matrix, python: str, body: str, *, stamp: Mapping[str, str]) -> str:
     """The final lock text from uv's body and builder's stamp fields."""
     fields = {
         "matrix": matrix.id,

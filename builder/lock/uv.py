@@ -51,7 +51,7 @@ class CompileResult:
 
 
 def compile_argv(
-    uv: str, matrix: Matrix, python: str, workdir: Path, *, offline: bool = False,
+    uv: str, matrix: Matrix, python: str, *, workdir: Path, offline: bool = False,
     cache_dir: str | None = None,
 ) -> list[str]:
     """The full uv command; inputs are written into ``workdir``."""
@@ -148,7 +148,7 @@ def compile_lock(
     if cache_dir is None:
         cache_dir = paths.uv_cache()
     with paths.temp_dir("builder-lock-") as work:
-        argv = compile_argv(uv, matrix, python, work, offline=offline, cache_dir=str(cache_dir))
+        argv = compile_argv(uv, matrix, python, workdir=work, offline=offline, cache_dir=str(cache_dir))
         res = _proc.run(argv, timeout=UV_TIMEOUT, env=uv_env(), what="uv pip compile")
         target = f"{matrix.name} py{python}"
         if res.missing:

@@ -75,11 +75,11 @@ def difference(old_text: str, new_text: str, where: str) -> str:
     return "packages and stamp identical; other bytes differ (header, layout or whitespace)"
 
 
-def _resolve(uv: str, uv_version: str, t: Target, offline: bool) -> str:
+def _resolve(uv: str, uv_version: str, t: Target, *, offline: bool) -> str:
     return lock_text(t, uv_backend.compile_lock(uv, t.matrix, t.python, offline=offline), uv_version)
 
 
-def verify_one(uv: str, uv_version: str, t: Target, path: Path, offline_only: bool = False) -> VerifyOutcome:
+def verify_one(uv: str, uv_version: str, t: Target, *, path: Path, offline_only: bool = False) -> VerifyOutcome:
     """Re-resolve ``t`` and compare with the lock at ``path`` (never raises a BuilderError)."""
     try:
         on_disk = inputs.read_text(path)
@@ -127,7 +127,7 @@ def verify_locks(project: Project, selectors: list[str], python: str | None, *, 
 
     def one(t: Target) -> VerifyOutcome:
         say(t.label, "re-resolving")
-        o = verify_one(uv, version, t, lock_path(project.locks, t.matrix, t.python), offline_only=offline)
+        o = verify_one(uv, version, t, path=lock_path(project.locks, t.matrix, t.python), offline_only=offline)
         say(t.label, o.state + (f" ({o.how})" if o.how else ""))
         return o
 

@@ -50,7 +50,7 @@ def gate_output(project: Project, path: Path | str, what: str) -> Path:
     return paths.gate(path, what=what, project=project, kind="file", user_given=True)
 
 
-def write_output(project: Project, path: Path | str, text: str, what: str) -> Path:
+def write_output(project: Project, path: Path | str, text: str, *, what: str) -> Path:
     """Write ``text`` to the user-named file ``path`` through the gate, atomically."""
     target = gate_output(project, path, what)
     write_text(target, lambda: fsio.atomic_write(target, text))
@@ -131,7 +131,7 @@ def _named_runtime(project: Project, root: str | None, runtime_id: str) -> layou
 
 
 def run_verify(project: Project, selector: str, from_snapshot: Path | None = None,
-               skip_torch: bool = False, root: str | None = None, *,
+               *, skip_torch: bool = False, root: str | None = None,
                runtime_id: str | None = None) -> preflight.Report:
     """``builder verify-driver``: post-reboot checks (and each runtime's torch).
 
@@ -154,12 +154,12 @@ def run_verify(project: Project, selector: str, from_snapshot: Path | None = Non
 
 
 def render_runbook(project: Project, selector: str, fmt: str = "md",
-                   from_snapshot: Path | None = None) -> str:
+                   *, from_snapshot: Path | None = None) -> str:
     """``builder runbook``: values from the host (or the snapshot), else envs/host.toml."""
     from builder.ops.lockfloor import lock_floor
 
     matrix = project.matrix(selector)
     snap = _snapshot(project, from_snapshot, [])
     facts = hostfacts.from_snapshot(snap)
-    return runbook.render(runbook.plan(matrix, project.host(), facts, _source(snap),
+    return runbook.render(runbook.plan(matrix, project.host(), facts, source=_source(snap),
                                        lock_floor=lock_floor(project, matrix)), fmt)

@@ -131,7 +131,8 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def adopt(project: Project, req: AdoptRequest, protected: Protected, progress: Progress | None = None) -> AdoptResult:
+def adopt(project: Project, req: AdoptRequest, protected: Protected, *,
+          progress: Progress | None = None) -> AdoptResult:
     """Adopt the environment of ``req.python`` (see the module docstring)."""
     say = progress or (lambda _t, _m: None)
     t0 = time.monotonic()
@@ -164,7 +165,7 @@ def adopt(project: Project, req: AdoptRequest, protected: Protected, progress: P
     paths.mkdir(root, what="create runtimes under", protected=protected)
     say(name, f"Python {env.version} at {probe.prefix} ({env.kind}); torch {env.torch.version}, "
               f"vLLM {env.vllm.version}; {env.packages} distributions")
-    with swap.name_lock(root, name, req.wait, lambda: say(name, "waiting for another adoption of it")):
+    with swap.name_lock(root, name, req.wait, on_wait=lambda: say(name, "waiting for another adoption of it")):
         removed = swap.clean_leftovers(root, name)
         if removed:
             say(name, f"removed leftovers of interrupted runs: {', '.join(removed)}")

@@ -162,7 +162,7 @@ def _interpreter(made: BaseResult) -> manifests.Interpreter:
 
 
 def build(project: Project, req: BuildRequest, protected: Protected,
-          progress: Progress | None = None) -> BuildResult:
+          *, progress: Progress | None = None) -> BuildResult:
     """Build (or find) the runtime of ``req``'s lock; see the module docstring."""
     say = progress or (lambda _t, _m: None)
     t0 = time.monotonic()
@@ -178,13 +178,14 @@ def build(project: Project, req: BuildRequest, protected: Protected,
     memo.use_for_data(check_cache)
     lock = checked_lock(project, matrix, python, cache=check_cache)
     base = get_base(req.base or default_base(matrix))
-    name = layout.runtime_name(matrix, python, lock.content_hash, base.name, identity(base, matrix, python))
+    name = layout.runtime_name(matrix, python, lock.content_hash, base=base.name,
+                               base_identity=identity(base, matrix, python))
     final = paths.gate(root / name, what="build a runtime at", kind="dir", protected=protected)
     paths.gate(swap.name_lock_dir(root, name), what="create the build lock in", kind="dir", protected=protected)
     cache_dir = str(paths.uv_cache(req.cache_dir, protected=protected))
     paths.temp_base(protected=protected)  # uv and the smoke children inherit $TMPDIR
     paths.mkdir(root, what="create runtimes under", protected=protected)
-    with swap.name_lock(root, name, req.wait, lambda: say(name, "waiting for another build of it")):
+    with swap.name_lock(root, name, req.wait, on_wait=lambda: say(name, "waiting for another build of it")):
         removed = swap.clean_leftovers(root, name)
         if removed:
             say(name, f"removed leftovers of interrupted builds: {', '.join(removed)}")
@@ -223,7 +224,8 @@ def build(project: Project, req: BuildRequest, protected: Protected,
             t_base = time.monotonic() - t
             say(name, f"Python {made.version} from {made.source} ({made.origin}); base ready in {t_base:.1f}s")
             t = time.monotonic()
-            sync(uv, made.python, made.version, lock, cache_dir, env, progress=lambda m: say(name, m),
+            sync(uv, made.python, made.version, lock=lock, cache_dir=cache_dir, env=env,
+                 progress=lambda m: say(name, m),
                  picked=picked())
             t_sync = time.monotonic() - t
             # Flush what uv wrote while the smoke tests run: the syncfs before the rename then
@@ -265,28 +267,28 @@ def build(project: Project, req: BuildRequest, protected: Protected,
     return BuildResult(name=name, path=final, status=status, manifest=manifest, removed_leftovers=tuple(removed))
 
 
-def locate(project: Project, matrix_sel: str, python: str, root: str | None = None,
+def locate(project: Project, matrix_sel: str, python: str, *, root: str | None = None,
            base: str | None = None) -> tuple[Matrix, pylock.Lock, Path]:
     """The finished runtime of the current lock, or NotReady if none."""
     matrix = project.matrix(matrix_sel)
     b = get_base(base or default_base(matrix))
     py = select_pythons(matrix, python)[0]
     lock = checked_lock(project, matrix, py)
-    path = layout.runtimes_root(project, root) / layout.runtime_name(matrix, py, lock.content_hash, b.name,
-                                                                    identity(b, matrix, py))
+    path = layout.runtimes_root(project, root) / layout.runtime_name(matrix, py, lock.content_hash, base=b.name,
+                                                                    base_identity=identity(b, matrix, py))
     if layout.read_manifest(path) is None:
         raise NotReady(f"no runtime built from the current lock of {matrix.name} py{py} ({path.name})",
                        f"build it with `builder build --matrix {matrix.id} --python {py}`")
     return matrix, lock, path
 
 
-def smoke_runtime(project: Project, matrix_sel: str, python: str, root: str | None = None,
+def smoke_runtime(project: Project, matrix_sel: str, python: str, *, root: str | None = None,
                   base: str | None = None, gpu: bool | None = None,
                   progress: Progress | None = None) -> tuple[Path, Any]:
     """Run the smoke tests in the built runtime of the current lock (read-only)."""
     from builder.runtime import smoke
 
-    matrix, lock, path = locate(project, matrix_sel, python, root, base)
+    matrix, lock, path = locate(project, matrix_sel, python, root=root, base=base)
     say = (lambda m: progress(path.name, m)) if progress is not None else None
     return path, smoke.run_smoke(path / "bin" / "python", smoke.expected_for(matrix, lock), gpu=gpu,
                                  progress=say)

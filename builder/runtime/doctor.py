@@ -293,7 +293,7 @@ SEED = frozenset({"pip", "setuptools", "wheel"})
 
 
 def match_lock(installed: Mapping[str, str], lock: pylock.Lock, markers: Mapping[str, str],
-               label: str) -> LockMatch:
+               *, label: str) -> LockMatch:
     """Compare the installed name==version set with one lock's applicable packages."""
     want = {p.name: p.version for p in lock.applicable(markers)}
 
@@ -321,7 +321,7 @@ def best_match(probe: EnvProbe, locks: Iterable[tuple[str, Path]]) -> tuple[Lock
     results = []
     for label, path in locks:
         try:
-            results.append(match_lock(installed, pylock.read(path), probe.markers, label))
+            results.append(match_lock(installed, pylock.read(path), probe.markers, label=label))
         except LockFileError:
             continue  # an unreadable lock matches nothing; `builder lock --check` reports it
     if not results:

@@ -122,7 +122,7 @@ def probe_kept(exe: str, env: Mapping[str, str] | None, cache: Path | None) -> t
         return kept[0], kept[1], kept[2], kept[3]
     got = probe(exe, env)
     if not isinstance(got, str):
-        memo.keep_json(cache, "interpreters", key, list(got))
+        memo.keep_json(cache, "interpreters", key, value=list(got))
     return got
 
 

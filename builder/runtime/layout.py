@@ -63,7 +63,7 @@ def content_address(lock_content_hash: str, base: str = "venv", base_identity: s
     return h.hexdigest()[:HASH_LEN]
 
 
-def runtime_name(matrix: Matrix, python: str, lock_content_hash: str, base: str = "venv",
+def runtime_name(matrix: Matrix, python: str, lock_content_hash: str, *, base: str = "venv",
                  base_identity: str = "") -> str:
     """``matrix-a-py312-<hash12>`` (``matrix-a-py312-conda-<hash12>`` for a conda base)."""
     mid = "" if base == "venv" else f"{base}-"

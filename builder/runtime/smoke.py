@@ -274,7 +274,7 @@ def _tail(res: _proc.Result, lines: int) -> str:
     return res.brief(lines)
 
 
-def classify_vllm_help(res: _proc.Result, gpu: bool) -> Step:
+def classify_vllm_help(res: _proc.Result, *, gpu: bool) -> Step:
     """``vllm --help``: pass on exit 0; the no-device error is skipped only without a GPU."""
     name = "vllm --help"
     if res.missing:
@@ -402,7 +402,7 @@ def _env() -> dict[str, str]:
                                   "HF_HUB_OFFLINE": "1"})
 
 
-def _compare(name: str, got: str | None, want: str | None, ok: bool) -> Step:
+def _compare(name: str, got: str | None, want: str | None, *, ok: bool) -> Step:
     if want is None:
         return Step(name, SKIP, f"no prediction to compare with (got {got})")
     if got is None:
@@ -416,14 +416,14 @@ def _identity_steps(probe: doctor.EnvProbe, exp: Expected) -> list[Step]:
                                   ("vllm", exp.vllm_cudart, exp.vllm_toolkit)):
         ident = doctor.binary_identity(probe.package_dir(top))
         steps.append(_compare(f"{top} cudart", ident.cudart_soname, want_so,
-                              ident.cudart_soname == want_so))
+                              ok=ident.cudart_soname == want_so))
         if want_tk is not None:
             steps.append(_compare(f"{top} build toolkit", ident.toolkit_release, want_tk,
-                                  ident.toolkit_release == want_tk))
+                                  ok=ident.toolkit_release == want_tk))
     return steps
 
 
-def _gpu_steps(python: str, env: Mapping[str, str], cwd: str, say: Say = _quiet) -> list[Step]:
+def _gpu_steps(python: str, env: Mapping[str, str], cwd: str, *, say: Say = _quiet) -> list[Step]:
     say("GPU steps (CUDA, architecture, cuBLAS GEMM) ...")
     res = _proc.run([python, "-I", "-B", "-c", GPU], timeout=GPU_TIMEOUT, env=env, cwd=cwd,
                     what="GPU smoke", on_line=_gpu_events(say))
@@ -463,7 +463,7 @@ def main_extensions() -> tuple[str, ...]:
     return tuple(knowledge.load().main_extensions.get("vllm", ())) or ("vllm/_C.abi3.so",)
 
 
-def _vllm_c_step(r: dict[str, Any] | None, res: _proc.Result, not_installed: bool) -> Step:
+def _vllm_c_step(r: dict[str, Any] | None, res: _proc.Result, *, not_installed: bool) -> Step:
     """``import vllm main extension``: pass only when it imported; skipped only without libcuda.so.1."""
     name = MAIN_EXTENSION
     if not_installed:
@@ -525,8 +525,9 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
         probe = probed.result()
         installed = probe.versions()
         have_torch, have_vllm = "torch" in installed, "vllm" in installed
-        cli_help = None if expected is None and not have_vllm else pool.submit(_vllm_help, python, env, cwd, gpu, say)
-        gpu_run = pool.submit(_gpu_steps, python, env, str(cwd), say) \
+        cli_help = None if expected is None and not have_vllm else \
+            pool.submit(_vllm_help, python, env, cwd, gpu=gpu, say=say)
+        gpu_run = pool.submit(_gpu_steps, python, env, str(cwd), say=say) \
             if gpu and not (expected is None and not have_torch) else None
         res = imports.result()
         got = {x["step"]: x for x in _jsonlines(res.stdout) if "step" in x}
@@ -544,17 +545,19 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
                 rep.steps.append(Step(name, FAIL, why))
             else:
                 rep.steps.append(Step(name, PASS if r["ok"] else FAIL, "" if r["ok"] else str(r["value"])))
-        rep.steps.append(_vllm_c_step(got.get(MAIN_EXTENSION), res, expected is None and not have_vllm))
+        rep.steps.append(_vllm_c_step(got.get(MAIN_EXTENSION), res, not_installed=expected is None and not have_vllm))
         t = got.get("import torch", {}).get("value") if got.get("import torch", {}).get("ok") else None
         v = got.get("import vllm", {}).get("value") if got.get("import vllm", {}).get("ok") else None
         if expected is not None:
             tv, tc = (t or {}).get("version"), (t or {}).get("cuda")
             vv = (v or {}).get("version")
             rep.steps.append(_compare("torch.__version__", tv, expected.torch_version,
-                                      bool(tv and expected.torch_version and same_version(tv, expected.torch_version))))
-            rep.steps.append(_compare("torch.version.cuda", tc, expected.torch_cuda, tc == expected.torch_cuda))
+                                      ok=bool(tv and expected.torch_version
+                                              and same_version(tv, expected.torch_version))))
+            rep.steps.append(_compare("torch.version.cuda", tc, expected.torch_cuda, ok=tc == expected.torch_cuda))
             rep.steps.append(_compare("vllm.__version__", vv, expected.vllm_version,
-                                      bool(vv and expected.vllm_version and same_version(vv, expected.vllm_version))))
+                                      ok=bool(vv and expected.vllm_version
+                                              and same_version(vv, expected.vllm_version))))
             rep.steps.extend(_identity_steps(probe, expected))
         rep.steps.append(cli_help.result() if cli_help is not None
                          else Step("vllm --help", SKIP, "vllm is not installed in this environment"))
@@ -570,10 +573,10 @@ def run_smoke(python: str | Path, expected: Expected | None, *, gpu: bool | None
     return rep
 
 
-def _vllm_help(python: str, env: Mapping[str, str], cwd: Path, gpu: bool, say: Say) -> Step:
+def _vllm_help(python: str, env: Mapping[str, str], cwd: Path, *, gpu: bool, say: Say) -> Step:
     cli = Path(python).parent / "vllm"
     say("vllm --help ...")
     ran = _proc.run([str(cli), "--help"], timeout=CLI_TIMEOUT, env=env, cwd=cwd, what="vllm --help")
-    step = classify_vllm_help(ran, gpu)
+    step = classify_vllm_help(ran, gpu=gpu)
     say(f"vllm --help: {step.status} in {secs(ran.duration)}" + (f" ({step.reason})" if step.reason else ""))
     return step

@@ -39,7 +39,7 @@ def name_lock_dir(root: Path, name: str) -> Path:
 
 
 @contextlib.contextmanager
-def name_lock(root: Path, name: str, wait: float, on_wait: Callable[[], None]) -> Iterator[None]:
+def name_lock(root: Path, name: str, wait: float, *, on_wait: Callable[[], None]) -> Iterator[None]:
     """Hold the lock of runtime ``name`` (one build of a name at a time)."""
     with fsio.directory_lock(name_lock_dir(root, name), timeout=wait, on_wait=on_wait):
         yield

@@ -61,7 +61,7 @@ def pinned_requirements(lock: pylock.Lock, version: str,
     return "\n".join(lines) + "\n"
 
 
-def sync_argv(uv: str, python: Path, requirements: Path, cache_dir: str | None) -> list[str]:
+def sync_argv(uv: str, python: Path, requirements: Path, *, cache_dir: str | None) -> list[str]:
     """``uv pip sync`` of pinned, hashed wheel URLs: hardlinks, no config, no builds, no index."""
     argv = [uv, "pip", "sync", str(requirements), "--python", str(python),
             "--require-hashes", "--no-build", "--strict", "--no-index",
@@ -74,7 +74,7 @@ def sync_argv(uv: str, python: Path, requirements: Path, cache_dir: str | None) 
     return argv
 
 
-def sync(uv: str, python: Path, version: str, lock: pylock.Lock, cache_dir: str | None,
+def sync(uv: str, python: Path, version: str, *, lock: pylock.Lock, cache_dir: str | None,
          env: Mapping[str, str], progress: Say | None = None,
          picked: list[tuple[pylock.Package, pylock.Wheel]] | None = None) -> float:
     """Install ``lock`` into the environment of ``python``; seconds taken, or a typed error.
@@ -93,7 +93,7 @@ def sync(uv: str, python: Path, version: str, lock: pylock.Lock, cache_dir: str 
     with paths.temp_dir("builder-sync-") as tmp:
         reqs = tmp / "requirements.txt"
         reqs.write_text(pinned_requirements(lock, version, picked), encoding="utf-8")
-        res = _proc.run(sync_argv(uv, python, reqs, cache_dir), timeout=SYNC_TIMEOUT, env=env,
+        res = _proc.run(sync_argv(uv, python, reqs, cache_dir=cache_dir), timeout=SYNC_TIMEOUT, env=env,
                         what="uv pip sync", on_line=on_line)
     if res.ok:
         return res.duration

@@ -57,7 +57,7 @@ def _commit(ctx: state.Context, entry: route.Entry, command: str) -> None:
     """Journal first, then the file: a writer killed in between leaves the old file in effect."""
     assert entry.to is not None
     route.append(ctx.journal, entry)
-    route.write(ctx.route_file, entry.to, entry, command)
+    route.write(ctx.route_file, entry.to, entry, command=command)
     ctx.remember_route_file(ctx.route_file)
 
 
@@ -99,7 +99,7 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
-def _probe(ctx: state.Context, target: route.Route, req: RouteRequest, say: Say) -> str:
+def _probe(ctx: state.Context, target: route.Route, req: RouteRequest, *, say: Say) -> str:
     if req.force:
         say(f"not probing {target.url} (--force)")
         return "skipped (--force)"
@@ -141,7 +141,7 @@ def set_route(project: Project, req: RouteRequest, *, slot: str, say: Say | None
                 and _same(cur.route.url, target.url) and cur.route.runtime == target.runtime:
             say(f"the route already points at slot {s.name}")
             return results.RouteChange(file=str(ctx.route_file), entry=None, to=cur.route)
-        verdict = _probe(ctx, target, req, say)
+        verdict = _probe(ctx, target, req, say=say)
         entry = route.Entry(route.new_id(), route.now(), "set", target, cur.route,
                             cur.entry.id if cur.entry else None, probe=verdict, forced=req.force)
         _commit(ctx, entry, req.command)
@@ -188,7 +188,7 @@ def rollback(project: Project, req: RouteRequest, *, say: Say | None = None) -> 
                                    f"{now.runtime} (journaled)")
                 say(f"slot {target.slot} now runs {now.runtime} (was {target.runtime or 'not recorded'})")
                 target = route.Route(target.url, target.model, target.slot, now.runtime, now.lock, now.origin)
-        verdict = _probe(ctx, target, req, say)
+        verdict = _probe(ctx, target, req, say=say)
         entry = route.Entry(route.new_id(), route.now(), "rollback", target, cur.route, cur.entry.id,
                             restores=target_entry.id, probe=verdict, forced=req.force)
         _commit(ctx, entry, req.command)

@@ -63,7 +63,7 @@ def _path(bin_dir: str, env: Mapping[str, str]) -> str:
     return os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
 
 
-def server_env(slot: Slot, runs: process.Served, bin_dir: str, home: process.Home,
+def server_env(slot: Slot, runs: process.Served, bin_dir: str, *, home: process.Home,
                key: str | None) -> dict[str, str]:
     """What ``serve start`` gives the server: the caller's environment scrubbed like ``build``'s,
     the runtime's ``bin`` first, the slot's and builder's variables, the API key."""
@@ -76,7 +76,7 @@ def server_env(slot: Slot, runs: process.Served, bin_dir: str, home: process.Hom
     return env
 
 
-def unit_env(slot: Slot, runs: process.Served, bin_dir: str, home: process.Home) -> dict[str, str]:
+def unit_env(slot: Slot, runs: process.Served, bin_dir: str, *, home: process.Home) -> dict[str, str]:
     """What the unit gives the server: the same values as :func:`server_env` for every variable
     it sets (the API key comes from the unit's ``EnvironmentFile``)."""
     env = _proc.clean_env()

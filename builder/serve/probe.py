@@ -182,7 +182,7 @@ def check_completion(data: Any, model: str) -> str | None:
     return None
 
 
-def _completion(url: str, model: str, deadline: float, api_key: str | None) -> tuple[str, str]:
+def _completion(url: str, model: str, deadline: float, *, api_key: str | None) -> tuple[str, str]:
     resp = request(url, "POST", "/v1/chat/completions", deadline=deadline,
                    body=completion_body(model), api_key=api_key)
     if resp.status != 200:
@@ -198,7 +198,7 @@ def _completion(url: str, model: str, deadline: float, api_key: str | None) -> t
     return PASS, f"{data['usage']['completion_tokens']} token(s): {text[:40]!r}"
 
 
-def _load(url: str, model: str, n: int, c: int, per_request: float, api_key: str | None) -> tuple[str, str]:
+def _load(url: str, model: str, n: int, *, c: int, per_request: float, api_key: str | None) -> tuple[str, str]:
     lat: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -212,7 +212,7 @@ def _load(url: str, model: str, n: int, c: int, per_request: float, api_key: str
                 todo.pop()
             t = time.monotonic()
             try:
-                status, detail = _completion(url, model, t + per_request, api_key)
+                status, detail = _completion(url, model, t + per_request, api_key=api_key)
             except (Stalled, Unreachable) as exc:
                 status, detail = FAIL, str(exc)
             except Exception as exc:  # a thread must not die with a traceback: count it as an error
@@ -281,10 +281,11 @@ def probe(url: str, model: str, *, timeout: float = 30.0, api_key: str | None = 
             steps.append(Step(step=name, status=SKIP, detail="server unreachable", seconds=0.0))
     else:
         steps.append(_timed("models", models))
-        steps.append(_timed("completion", lambda: _completion(url, model, deadline, api_key)))
+        steps.append(_timed("completion", lambda: _completion(url, model, deadline, api_key=api_key)))
         if requests:
             if all(s.status == PASS for s in steps):
-                steps.append(_timed("load", lambda: _load(url, model, requests, concurrency, timeout, api_key)))
+                steps.append(_timed("load", lambda: _load(url, model, requests, c=concurrency, per_request=timeout,
+                                                          api_key=api_key)))
             else:
                 steps.append(Step(step="load", status=SKIP, detail="the server is not ready", seconds=0.0))
         verdict = READY if all(s.status == PASS for s in steps) else NOT_READY

@@ -257,7 +257,7 @@ def _reap(handle: Any) -> None:
             handle.poll()
 
 
-def _signal(owner: Owner, home: Home, pids: Iterable[int], sig: int) -> set[int]:
+def _signal(owner: Owner, home: Home, pids: Iterable[int], *, sig: int) -> set[int]:
     """Send ``sig`` to the server's group and to each of ``pids`` still provably ours; the pids signalled."""
     done: set[int] = set()
     leader_ours = is_ours(owner, home)
@@ -279,7 +279,7 @@ def _signal(owner: Owner, home: Home, pids: Iterable[int], sig: int) -> set[int]
     return done
 
 
-def _wait_gone(owner: Owner, home: Home, pids: list[int], seconds: float, handle: Any) -> list[int]:
+def _wait_gone(owner: Owner, home: Home, pids: list[int], *, seconds: float, handle: Any) -> list[int]:
     deadline = time.monotonic() + seconds
     while True:
         _reap(handle)
@@ -307,16 +307,16 @@ def stop(owner: Owner, home: Home, *, term_timeout: float, kill_timeout: float =
     pids = members(owner, home)
     if not pids:
         return StopOutcome(pids=(), signalled=(), terminated=True, killed=(), left=(), seconds=0.0)
-    signalled = _signal(owner, home, pids, signal.SIGTERM)
-    left = _wait_gone(owner, home, pids, term_timeout, handle)
+    signalled = _signal(owner, home, pids, sig=signal.SIGTERM)
+    left = _wait_gone(owner, home, pids, seconds=term_timeout, handle=handle)
     killed: list[int] = []
     if left:
         if say:
             say(f"still running after SIGTERM and {term_timeout:g}s: pid {', '.join(map(str, left))}; "
                 "sending SIGKILL")
         killed = list(left)
-        signalled |= _signal(owner, home, left, signal.SIGKILL)
-        left = _wait_gone(owner, home, left, kill_timeout, handle)
+        signalled |= _signal(owner, home, left, sig=signal.SIGKILL)
+        left = _wait_gone(owner, home, left, seconds=kill_timeout, handle=handle)
     return StopOutcome(pids=tuple(pids), signalled=tuple(sorted(signalled)), terminated=not killed,
                        killed=tuple(killed), left=tuple(left), seconds=time.monotonic() - t0)
 

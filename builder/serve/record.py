@@ -80,7 +80,7 @@ class SlotRecord:
         return out
 
 
-def _get(d: Mapping[str, Any], key: str, kinds: tuple[type, ...], default: Any) -> Any:
+def _get(d: Mapping[str, Any], key: str, kinds: tuple[type, ...], *, default: Any) -> Any:
     value = d.get(key, default)
     if value is None and default is None:
         return None
@@ -103,21 +103,23 @@ def from_mapping(d: Any) -> SlotRecord:
     fmt = d.get("format", 1)
     if fmt not in READABLE or isinstance(fmt, bool):
         raise ValueError(f"format {fmt!r} is not one this builder reads ({', '.join(map(str, READABLE))})")
-    after = _get(d, "ready_after", (int, float), None)
-    lock = _get(d, "lock", (str,), None)
-    origin = _get(d, "origin", (str,), None)
+    after = _get(d, "ready_after", (int, float), default=None)
+    lock = _get(d, "lock", (str,), default=None)
+    origin = _get(d, "origin", (str,), default=None)
     if origin not in (None, "lock", "adopted"):
         raise ValueError(f"origin: must be lock or adopted, got {origin!r}")
     return SlotRecord(
-        slot=_get(d, "slot", (str,), ""), service=_get(d, "service", (str,), ""),
-        runtime=_get(d, "runtime", (str,), None), runtime_path=_get(d, "runtime_path", (str,), None),
-        lock=lock, origin=origin or ("lock" if lock else None), host=_get(d, "host", (str,), ""),
-        port=_get(d, "port", (int,), None),
-        url=_get(d, "url", (str,), ""), model=_get(d, "model", (str,), ""), log=_get(d, "log", (str,), ""),
-        started_at=_get(d, "started_at", (str,), ""), argv=_strings(d, "argv"), pid=_get(d, "pid", (int,), None),
-        pgid=_get(d, "pgid", (int,), None), start_ticks=_get(d, "start_ticks", (int,), None),
-        boot_id=_get(d, "boot_id", (str,), ""), exe=_get(d, "exe", (str,), ""), cmdline=_strings(d, "cmdline"),
-        token=_get(d, "token", (str,), ""), state=_get(d, "state", (str,), None) if fmt >= 2 else None,
+        slot=_get(d, "slot", (str,), default=""), service=_get(d, "service", (str,), default=""),
+        runtime=_get(d, "runtime", (str,), default=None), runtime_path=_get(d, "runtime_path", (str,), default=None),
+        lock=lock, origin=origin or ("lock" if lock else None), host=_get(d, "host", (str,), default=""),
+        port=_get(d, "port", (int,), default=None),
+        url=_get(d, "url", (str,), default=""), model=_get(d, "model", (str,), default=""),
+        log=_get(d, "log", (str,), default=""), started_at=_get(d, "started_at", (str,), default=""),
+        argv=_strings(d, "argv"), pid=_get(d, "pid", (int,), default=None),
+        pgid=_get(d, "pgid", (int,), default=None), start_ticks=_get(d, "start_ticks", (int,), default=None),
+        boot_id=_get(d, "boot_id", (str,), default=""), exe=_get(d, "exe", (str,), default=""),
+        cmdline=_strings(d, "cmdline"),
+        token=_get(d, "token", (str,), default=""), state=_get(d, "state", (str,), default=None) if fmt >= 2 else None,
         ready_after=None if after is None else float(after), format=fmt,
     )
 

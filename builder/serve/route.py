@@ -181,7 +181,7 @@ def _origin_label(route: Route) -> str:
     return route.origin or "-"
 
 
-def write(path: Path, route: Route, entry: Entry, command: str) -> None:
+def write(path: Path, route: Route, entry: Entry, *, command: str) -> None:
     """Replace the route file atomically (temp + fsync + rename + directory fsync)."""
     clean_temp(path)
     atomic_write(path, render(route, entry, command))
@@ -214,7 +214,7 @@ def read_journal(path: Path) -> list[Entry]:
             d = json.loads(line)
             if isinstance(d, dict) and d.get("id"):
                 out.append(Entry.from_dict(d))
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # torn, foreign or absurdly nested
             continue
     return out
 

@@ -77,7 +77,7 @@ def by_id(project: Project, runtime_id: str, root_dir: str | None = None) -> Run
                    f"built: {', '.join(names)}" if names else "build one with `builder build`")
 
 
-def of_lock(project: Project, matrix: str, python: str | None, root_dir: str | None = None) -> Runtime:
+def of_lock(project: Project, matrix: str, python: str | None, *, root_dir: str | None = None) -> Runtime:
     """``--matrix A --python 3.12``: the runtime built from the current lock."""
     m = project.matrix(matrix)
     if python is None:
@@ -85,7 +85,7 @@ def of_lock(project: Project, matrix: str, python: str | None, root_dir: str | N
             raise UsageError(f"{m.name} declares Pythons {', '.join(m.pythons)}; pass --python X.Y")
         python = m.pythons[0]
     py = select_pythons(m, python)[0]
-    _m, _lock, path = locate(project, matrix, py, root_dir)
+    _m, _lock, path = locate(project, matrix, py, root=root_dir)
     real = Path(os.path.realpath(path))
     found = layout.read_manifest(real)
     if found is None:
@@ -102,5 +102,5 @@ def resolve(project: Project, *, runtime_id: str | None, matrix: str | None, pyt
     if runtime_id:
         return by_id(project, runtime_id, root_dir)
     if matrix:
-        return of_lock(project, matrix, python, root_dir)
+        return of_lock(project, matrix, python, root_dir=root_dir)
     raise UsageError("which runtime? pass --matrix A --python 3.12 (the current lock's) or --runtime ID")

@@ -52,7 +52,7 @@ def _runs(rt: Runtime) -> process.Served:
     return process.Served(runtime=rt.id, lock=rt.lock_sha256, origin=rt.origin)
 
 
-def _servable(project: Project, ctx: state.Context, req: SlotRuntime, refusal: str) -> Runtime:
+def _servable(project: Project, ctx: state.Context, req: SlotRuntime, *, refusal: str) -> Runtime:
     """The runtime ``req`` names, if it may run from here and passed its smoke test."""
     from builder.serve import runtimes  # the runtime layout: only start and unit need it
 
@@ -94,7 +94,7 @@ def start(project: Project, req: StartRequest, progress: Progress | None = None)
     slot = svc.slot(req.slot)
     ctx.guard(route=False)
     environment.check_account(svc, doing="run serve start")
-    rt = _servable(project, ctx, req, "not serving it")
+    rt = _servable(project, ctx, req, refusal="not serving it")
     if not os.access(rt.vllm, os.X_OK):
         raise NotReady(f"runtime {rt.id} has no executable bin/vllm", "rebuild it with `builder build --force`")
     if rt.skipped_gpu_steps():
@@ -137,14 +137,14 @@ def start(project: Project, req: StartRequest, progress: Progress | None = None)
                          model=svc.served_model_name, log=str(log), started_at=route.now(), argv=tuple(argv),
                          token=process.new_token(), state=home.identity)
         ctx.write_record(rec)
-        env = environment.server_env(slot, _runs(rt), str(rt.path / "bin"), home, key)
+        env = environment.server_env(slot, _runs(rt), str(rt.path / "bin"), home=home, key=key)
         started = process.start(argv, env=env, cwd=ctx.state_dir, logfile=log, token=rec.token, home=home)
         rec = dataclasses.replace(rec, pid=started.pid, pgid=started.pgid, start_ticks=started.start_ticks,
                                   boot_id=started.boot_id, exe=started.exe, cmdline=started.cmdline)
         ctx.write_record(rec)
     say(slot.name, f"started {rt.id} as pid {started.pid} on {svc.host}:{slot.port}; log {log}")
     try:
-        seconds, report = _wait_ready(ctx, slot, log, started, key, say)
+        seconds, report = _wait_ready(ctx, slot, log, started=started, key=key, say=say)
     except BaseException:
         # Not ready, died, or Ctrl-C: never leave a half-started server behind.
         process.stop(rec, home, term_timeout=svc.stop_timeout, handle=started.handle)
@@ -160,7 +160,7 @@ def start(project: Project, req: StartRequest, progress: Progress | None = None)
     return results.Started(slot=slot.name, record=rec, probe=report)
 
 
-def _wait_ready(ctx: state.Context, slot: Slot, log: Path, started: process.Started,
+def _wait_ready(ctx: state.Context, slot: Slot, log: Path, *, started: process.Started,
                 key: str | None, say: Progress) -> tuple[float, probe_mod.Report]:
     """(seconds, the probe that said ready); NotReady when the server exits or startup-timeout passes."""
     svc = ctx.service
@@ -245,7 +245,7 @@ def _drain(url: str, seconds: float, say: Say) -> results.Drain:
         time.sleep(0.2)
 
 
-def _record_kind(rec: SlotRecord | None, home: process.Home, ours: bool) -> str | None:
+def _record_kind(rec: SlotRecord | None, home: process.Home, *, ours: bool) -> str | None:
     """ours | foreign (written by another state directory: a copied project) | stale | None."""
     if rec is None:
         return None
@@ -272,7 +272,7 @@ def stop(project: Project, req: StopRequest, progress: Progress | None = None) -
         pids = process.members(rec, home) if rec is not None else []
         if rec is None or not pids:
             if rec is not None:
-                if _record_kind(rec, home, live) == "foreign":
+                if _record_kind(rec, home, ours=live) == "foreign":
                     say(slot.name, f"its record {ctx.record_path(slot.name)} was written by another state "
                                    "directory (a copied project?): nothing of it runs from here; record dropped")
                 ctx.drop_record(slot.name)
@@ -334,12 +334,12 @@ def _slot_status(ctx: state.Context, s: Slot, rec: SlotRecord | None, *, routed:
         origin=rec.origin if rec else None, pid=rec.pid if rec else None, alive=ours, ready=ready,
         verdict=verdict, running=running, waiting=waiting,
         routed=routed == s.name, started_at=rec.started_at if rec else None, log=rec.log if rec else None,
-        record=_record_kind(rec, home, ours),
+        record=_record_kind(rec, home, ours=ours),
         orphans=results.Orphans(pids=tuple(left), gpu_mib=None) if left else None)
 
 
 def status(project: Project, spec: str | None = None, route_file: str | None = None,
-           timeout: float = 10.0) -> results.Status:
+           *, timeout: float = 10.0) -> results.Status:
     """Per slot: runtime, pid, port, alive, ready, requests in flight, orphaned processes (and the
     GPU memory they hold); and where the route points.
 
@@ -421,13 +421,13 @@ def unit(project: Project, req: UnitCmd) -> tuple[str, str]:
     ctx = state.context(project, req.spec)
     svc = ctx.service
     slot = svc.slot(req.slot)
-    rt = _servable(project, ctx, req, "not rendering a unit for it")
+    rt = _servable(project, ctx, req, refusal="not rendering a unit for it")
     ctx.guard(route=False)
     user = environment.unit_user(svc) if req.fmt == "systemd" else None
     if user is None:
         environment.check_account(svc, doing="render the unit")
     ctx.state_dir.mkdir(parents=True, exist_ok=True)  # the unit's WorkingDirectory
-    env = environment.unit_env(slot, _runs(rt), str(rt.path / "bin"), ctx.home)
+    env = environment.unit_env(slot, _runs(rt), str(rt.path / "bin"), home=ctx.home)
     ureq = UnitRequest(service=svc.name, slot=slot.name, runtime=rt.id, argv=svc.serve_argv(str(rt.vllm), slot),
                        env=env, workdir=str(ctx.state_dir), user=user, api_key_env=svc.api_key_env,
                        api_key_file=svc.api_key_file, startup_timeout=svc.startup_timeout,

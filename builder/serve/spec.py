@@ -241,7 +241,7 @@ def _model(data: Mapping[str, Any], problems: Problems) -> None:
         problems.add("revision", "only applies to a Hugging Face model id, not a local path")
 
 
-def _slot(name: str, d: Any, base_vllm: VllmArgs, base_env: Mapping[str, str],
+def _slot(name: str, d: Any, base_vllm: VllmArgs, *, base_env: Mapping[str, str],
           problems: Problems) -> Slot | None:
     path = f"slots.{name}"
     if not _NAME_RE.match(name):
@@ -250,7 +250,7 @@ def _slot(name: str, d: Any, base_vllm: VllmArgs, base_env: Mapping[str, str],
         problems.add(path, f"must be a table like {{ port = 8001 }}, got {d!r}")
         return None
     before = len(problems.items)
-    validate(d, SLOT_SCHEMA, problems, f"{path}.")
+    validate(d, SLOT_SCHEMA, problems, prefix=f"{path}.")
     env = dict(base_env)
     if isinstance(d.get("env"), dict):
         env.update(_env(d["env"], f"{path}.env", problems))
@@ -303,7 +303,7 @@ def service_from_mapping(data: Mapping[str, Any], source: str = "<service>") -> 
             problems.add("slots", "must declare at least one slot, e.g. [slots.blue] port = 8001")
         ports: dict[int, str] = {}
         for name, d in raw_slots.items():
-            s = _slot(str(name), d, base_vllm, base_env, problems)
+            s = _slot(str(name), d, base_vllm, base_env=base_env, problems=problems)
             if s is None:
                 continue
             if s.port in ports:

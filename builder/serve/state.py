@@ -133,7 +133,7 @@ class Context:
         return [Path(x) for x in lines if x.strip()]
 
 
-def write_file(project: Project, path: str, text: str, what: str) -> None:
+def write_file(project: Project, path: str, text: str, *, what: str) -> None:
     """Write an output file (a rendered unit) atomically, through the write gate."""
     atomic_write(paths.gate(path, what=what, project=project, kind="file", user_given=True), text)
 

@@ -43,13 +43,13 @@ class CudaLine:
 
 
 def torch_line(requires_dist: tuple[str, ...], env: dict[str, str], k: cuda.Knowledge,
-               tk: toolkit.ToolkitKnowledge) -> CudaLine | None:
+               *, tk: toolkit.ToolkitKnowledge) -> CudaLine | None:
     """The CUDA line of a torch wheel for the target ``env``, or None when it pins no cudart."""
     for name, version, comp, major, how in component_pins(pins(requires_dist, env), k, tk):
         if comp != "cudart":
             continue
         m = major if major is not None else int(version.split(".")[0])
-        pl = components.place(k, tk, "cudart", version, name=name)
+        pl = components.place(k, tk, "cudart", version=version, name=name)
         release = pl.release if pl else cuda.release_of(version)
         compat = cuda.compat_floor(k, m)
         return CudaLine(major=m, release=release, update=pl.update if pl else None, runtime=version,

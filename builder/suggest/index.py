@@ -76,7 +76,7 @@ def read_page(index_url: str, project: str, *, cache: Path, until: dt.datetime, 
         raise Unavailable(f"{url}: {exc}", "point --index-url at an index that serves PEP 691 JSON") from None
     page = Page(url=url, files=files, read_at=read_at.isoformat(), kept=False)
     memo.keep_json(cache, PAGE_KIND, f"{PAGE_FORMAT}|{url}",
-                   {"read_at": page.read_at, "files": [asdict(f) for f in files]})
+                   value={"read_at": page.read_at, "files": [asdict(f) for f in files]})
     return page
 
 

@@ -105,7 +105,7 @@ def judge(locks: Mapping[str, pylock.Lock], *, matrix: Matrix, host: HostFacts, 
                              findings=tuple(Line(id=x.id, level=x.level, message=x.message) for x in findings),
                              lock_hash=locks[py].content_hash, packages=len(locks[py].packages),
                              vllm_cuda=_vllm_cuda(f)))
-    memo.keep_json(cache, KIND, key, [j.as_dict() for j in out])
+    memo.keep_json(cache, KIND, key, value=[j.as_dict() for j in out])
     return tuple(out), False
 
 

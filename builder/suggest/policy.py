@@ -30,7 +30,7 @@ def choose(*, native: bool, strict: bool) -> str:
     return "strict" if strict else "native" if native else "default"
 
 
-def declared_floor(policy: str, native: str | None, compat: str | None, fallback: str) -> str:
+def declared_floor(policy: str, native: str | None, compat: str | None, *, fallback: str) -> str:
     """The driver floor a matrix written under ``policy`` declares.
 
     ``native`` / ``strict``: the native floor; ``default``: the minor-version-compatibility

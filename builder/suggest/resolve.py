@@ -82,10 +82,10 @@ def resolve(m: Matrix, pythons: Sequence[str], *, uv: str, uv_version: str, whee
             res = uv_backend.compile_lock(uv, m, py, offline=False, cache_dir=uv_cache)
         except (SdistOnly, ToolFailed) as exc:
             if not isinstance(exc, ToolTimeout) and "did not finish" not in exc.message:
-                memo.keep_json(cache, KIND, key, {"failed": exc.message, "hint": exc.hint or "",
+                memo.keep_json(cache, KIND, key, value={"failed": exc.message, "hint": exc.hint or "",
                                                   "error": type(exc).__name__})
             raise
-        memo.keep_json(cache, KIND, key, {"body": res.body, "argv": list(res.argv), "seconds": res.seconds})
+        memo.keep_json(cache, KIND, key, value={"body": res.body, "argv": list(res.argv), "seconds": res.seconds})
         return Resolution(python=py, body=res.body, argv=res.argv, seconds=res.seconds, kept=False)
 
     if todo:

@@ -193,7 +193,7 @@ def _examine(c: _Ctx, r: releases.Release, meta: dict[str, WheelFacts]) -> Row |
     n = len(c.hosts)
     picks = {py: releases.pick_wheel(r, c.tags(py), py) for py in c.req.pythons}
     for py, w in picks.items():
-        s = skips.no_wheel(w is not None, version=r.version, python=py, platform=c.platform)
+        s = skips.no_wheel(found=w is not None, version=r.version, python=py, platform=c.platform)
         if s is not None:
             return _skip_row(r, n, s)
     first = next(iter(picks.values()))
@@ -204,7 +204,7 @@ def _examine(c: _Ctx, r: releases.Release, meta: dict[str, WheelFacts]) -> Row |
     torch_req = {py: pins(f.requires_dist, c.env(py)).get("torch") for py, f in facts.items() if f is not None}
     req0 = next(iter(torch_req.values()))
     trel = _torch_release(c, req0) if req0 is not None else None
-    s = skips.torch_pin(str(req0) if req0 is not None else None, trel is not None, version=r.version)
+    s = skips.torch_pin(str(req0) if req0 is not None else None, available=trel is not None, version=r.version)
     if s is not None or trel is None:
         return _skip_row(r, n, s or skips.Skip(rule="torch-pin", fact="no torch"), wheel=first.filename)
     spec = releases.spec_set(c.req.torch, "--torch")
@@ -229,7 +229,7 @@ def _examine(c: _Ctx, r: releases.Release, meta: dict[str, WheelFacts]) -> Row |
         if tf is None:
             return _unjudged_row(r, n, f"torch {trel.version}'s METADATA is not in builder's cache",
                                  torch=trel.version, vllm_wheel=first.filename)
-        lines.append(torch_line(tf.requires_dist, c.env(py), c.k, c.tk))
+        lines.append(torch_line(tf.requires_dist, c.env(py), c.k, tk=c.tk))
     line = lines[0]
     per_host: list[skips.Skip | None] = []
     for h in c.hosts:
@@ -423,7 +423,7 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
     if req.write is not None and result.common is not None and result.decided:
         from builder.suggest import write
 
-        path = write.write(project, result, req.write, req.command or "builder suggest", replace=req.replace)
+        path = write.write(project, result, req.write, command=req.command or "builder suggest", replace=req.replace)
         result = replace(result, written=path)
     return result
 

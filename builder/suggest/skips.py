@@ -31,7 +31,7 @@ class Skip:
     fact: str
 
 
-def no_wheel(found: bool, *, version: str, python: str, platform: str) -> Skip | None:
+def no_wheel(*, found: bool, version: str, python: str, platform: str) -> Skip | None:
     """vLLM ``version`` has no wheel an installer on the target would take."""
     if found:
         return None
@@ -39,7 +39,7 @@ def no_wheel(found: bool, *, version: str, python: str, platform: str) -> Skip |
                                       "(an sdist would compile on the host)")
 
 
-def torch_pin(requirement: str | None, available: bool, *, version: str) -> Skip | None:
+def torch_pin(requirement: str | None, *, available: bool, version: str) -> Skip | None:
     """vLLM ``version`` requires no torch, or a torch the index does not have at the date."""
     if requirement is None:
         return Skip(rule="torch-pin", fact=f"vLLM {version} requires no torch on this target")

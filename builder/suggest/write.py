@@ -50,7 +50,7 @@ def _tried(result: SuggestResult) -> str:
 
 
 def spec_fields(result: SuggestResult, mid: str, command: str,
-                today: dt.date | None = None) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+                *, today: dt.date | None = None) -> tuple[dict[str, Any], list[str], dict[str, str]]:
     """(fields, header comment lines, key comments) of the written matrix."""
     w = result.winner
     assert w is not None and w.torch is not None
@@ -103,7 +103,7 @@ def spec_fields(result: SuggestResult, mid: str, command: str,
     return fields, header, comments
 
 
-def write(project: Any, result: SuggestResult, mid: str, command: str, *, replace: bool = False) -> Path:
+def write(project: Any, result: SuggestResult, mid: str, *, command: str, replace: bool = False) -> Path:
     """Write ``envs/matrix-<mid>.toml`` for the answer of ``result``; returns its path."""
     path = Path(project.envs) / f"matrix-{mid}.toml"
     fields, header, comments = spec_fields(result, mid, command)
