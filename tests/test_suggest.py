@@ -354,3 +354,21 @@ def test_real_search_for_the_operators_host_on_pypi(tmp_path: Path) -> None:
     chk = builder_cmd("--project", str(proj), "check", "--matrix", "x", "--json", "--cache-dir", str(tmp_path / "c"),
                       cwd=tmp_path)
     assert json.loads(chk.stdout)["verdict"] == "warn"
+
+
+@pytest.mark.network
+def test_real_native_search_for_the_operators_host_on_pypi(tmp_path: Path) -> None:
+    """--native on PyPI as of 2026-12-06: everything from vLLM 0.9.0 on is skipped by data (torch
+    on CUDA 12.6+ needs more than 550.107.02 natively) and vLLM 0.8.5.post1 + torch 2.6.0 passes,
+    its kernels known to be CUDA 12.4 builds from builder/data/kernels.toml."""
+    from tests.helpers import projects
+
+    proj = projects.write_project(tmp_path / "proj", {"a": projects.matrix_toml("a", "https://pypi.org/simple",
+                                                                              title="unrelated")})
+    res = run_suggest(Project(proj), SuggestRequest(exclude_newer="2026-12-06", pythons=("3.12",),
+                                                    cache_dir=tmp_path / "c", policy="native"))
+    assert res.winner is not None and (res.winner.vllm, res.winner.torch, res.winner.cuda) == ("0.8.5.post1", "2.6.0",
+                                                                                              "12.4")
+    assert {o.rule for r in res.rows[:-1] for o in r.outcomes} == {"cuda-driver", "native-floor"}
+    j = res.winner.outcomes[0].judgements[0]
+    assert (j.verdict, j.native_floor, j.native_exact, j.declared_floor) == ("pass", "550.54.15", True, "550.54.15")
