@@ -19,6 +19,15 @@ Only ``https``, ``http`` and ``file`` URLs are read; a redirect may only go to
 must be regular files (``/dev/zero``, a FIFO or a directory is refused before
 anything is read: a FIFO is opened non-blocking so the open cannot hang).
 
+**Connections are kept** (HTTP/1.1 keep-alive, :mod:`builder._httpconn`): a search or check
+makes dozens of range requests to one host, and each new connection costs a TCP and a TLS
+handshake.  A request's connection is kept for the next request only when the request ended
+cleanly (no error, its body read to the end, the server not closing it, its deadline not
+passed, its :class:`Cancel` not set); a kept connection serves one request at a time, under
+that request's own deadline, watchdog, cap and Cancel.  A kept connection the server closed
+while idle (a keep-alive timeout) is sent the GET once more on a new connection, within the
+same deadline.  :func:`exchange` (service endpoints, any method) always uses a new connection.
+
 Every failure is :class:`~builder.errors.Unavailable` (exit 3) with one line.
 Why ``http.client`` and not ``urllib.request``: urllib hides the socket (no
 total deadline can be enforced on a drip-feed), follows redirects to ``ftp:``
@@ -29,8 +38,6 @@ deadline (no socket exists yet to shut down).
 
 from __future__ import annotations
 
-import base64
-import functools
 import os
 import socket
 import stat
@@ -41,13 +48,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
+from builder import _httpconn as _conn
 from builder.errors import Unavailable
 
 if TYPE_CHECKING:
     import http.client
-    import ssl
 
 # http.client, ssl and urllib.request are imported by the functions that go to the
 # network: together they cost a warm `builder check` (cache only) about 20 ms.
@@ -224,6 +231,7 @@ class Response:
                  budget: float, shared: Budget | None = None) -> None:
         self._resp, self.url, self._guard, self.max_bytes, self._budget = resp, url, guard, max_bytes, budget
         self._shared = shared
+        self.complete = False  # the body was read to its end, and nothing was wrong with it
         self.status = resp.status
         self.headers = {k.lower(): v for k, v in resp.getheaders()}
 
@@ -250,6 +258,7 @@ class Response:
                 if expected:  # the server closed before sending what it announced
                     raise Unavailable(f"{self.what}: {host_of(self.url)} closed the connection "
                                       f"{expected} bytes early", "retry, or check the index")
+                self.complete = True
                 return
             total += len(data)
             if total > self.max_bytes:
@@ -275,108 +284,45 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _proxy_for(url: str) -> tuple[str, str | None] | None:
-    """(host:port, Proxy-Authorization) of the proxy urllib would use for ``url``, or None."""
-    import urllib.request
-
-    parts = urllib.parse.urlsplit(url)
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(parts.scheme)
-    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
-        return None
-    p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    auth = None
-    if p.username is not None:
-        token = f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}"
-        auth = "Basic " + base64.b64encode(token.encode()).decode()
-    return f"{p.hostname}:{p.port or 8080}", auth
+def close_idle() -> None:
+    """Close every kept (idle) connection."""
+    _conn.POOL.clear()
 
 
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    """The one TLS context of the process (certificate checks on, the system's CA store).
-
-    Building a context loads the CA store: about 20 ms of CPU each time, as much as the rest
-    of a range request; a search or check makes dozens of requests.  An SSLContext may be
-    shared by threads.
-    """
-    import ssl
-
-    return ssl.create_default_context()
-
-
-def _connection(url: str, timeout: float, *,
-                use_proxy: bool = True) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+def _ask(route: _conn.Route, guard: _Guard, *, what: str, url: str, deadline: float, read_timeout: float,
+         headers: Mapping[str, str]) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """Send one GET on a kept connection of ``route``, or a new one; (connection, response once
+    its headers are in).  A kept connection the server closed while idle is tried once more on
+    a new connection, within the same deadline; any other failure is Unavailable."""
     import http.client
 
-    parts = urllib.parse.urlsplit(url)
-    target = parts.path or "/"
-    if parts.query:
-        target += "?" + parts.query
-    extra: dict[str, str] = {}
-    proxy = _proxy_for(url) if use_proxy else None
-    https = parts.scheme.lower() == "https"
-    conn: http.client.HTTPConnection
-    if proxy is not None:
-        where, auth = proxy
-        if https:
-            conn = http.client.HTTPSConnection(where, timeout=timeout, context=_tls())
-            conn.set_tunnel(parts.hostname or "", parts.port, headers={"Proxy-Authorization": auth} if auth else None)
-        else:
-            conn = http.client.HTTPConnection(where, timeout=timeout)
-            target = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
-            if auth:
-                extra["Proxy-Authorization"] = auth
-    elif https:
-        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout,
-                                           context=_tls())
-    else:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
-    conn._create_connection = _create_connection  # type: ignore[attr-defined]  # http.client's own hook
-    return conn, target, extra
-
-
-_DNS: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
-_DNS_LOCKS: dict[tuple[str, int], threading.Lock] = {}
-_DNS_GUARD = threading.Lock()
-
-
-def resolve(host: str, port: int) -> list[tuple[Any, ...]]:
-    """``getaddrinfo`` for a TCP connection, once per (host, port) for the process, one lookup in
-    flight per host.  Concurrent lookups of one name race in some resolvers (the A and AAAA
-    queries of several threads share a conntrack entry; the lost answer costs the resolver's
-    5-second retry): eight range reads of one host could stall 5 s together.  A failure is not kept."""
-    key = (host, port)
-    with _DNS_GUARD:
-        lock = _DNS_LOCKS.setdefault(key, threading.Lock())
-    with lock:
-        hit = _DNS.get(key)
-        if hit is None:
-            hit = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-            _DNS[key] = hit
-    return hit
-
-
-def _create_connection(address: tuple[str, int], timeout: Any = None,
-                       source_address: tuple[str, int] | None = None) -> socket.socket:
-    """``socket.create_connection`` with the address from :func:`resolve`."""
-    host, port = address
-    err: OSError | None = None
-    for family, kind, proto, _name, addr in resolve(host, port):
-        sock = None
+    conn = _conn.POOL.take(route.key)
+    while True:
+        kept = conn is not None
+        timeout = min(read_timeout, max(guard.remaining(), 0.001))
+        if conn is None:
+            conn = _conn.connection(route, timeout)
         try:
-            sock = socket.socket(family, kind, proto)
-            if isinstance(timeout, (int, float)):
-                sock.settimeout(timeout)
-            if source_address:
-                sock.bind(source_address)
-            sock.connect(addr)
-            return sock
-        except OSError as exc:
-            err = exc
-            if sock is not None:
-                sock.close()
-    raise err if err is not None else OSError(f"no address for {host}")
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            else:
+                conn.connect()
+            guard.attach(conn.sock)
+            guard.check(deadline)
+            conn.request("GET", route.target, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
+                                                       **route.extra, **headers})
+            return conn, conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            guard.check(deadline)
+            if kept and _conn.stale(exc):
+                conn = None
+                continue
+            raise Unavailable(f"{what}: cannot reach {host_of(url)}: {_reason(exc)}",
+                              "check the network and retry") from None
+        except BaseException:
+            conn.close()
+            raise
 
 
 @contextmanager
@@ -396,26 +342,19 @@ def open_url(url: str, *, what: str, max_bytes: int, headers: Mapping[str, str] 
                           "fix the URL in the lock (re-lock from an https index)")
     if budget is not None:
         deadline = budget.deadline(deadline)
-    import http.client
 
     guard = _Guard(what, time.monotonic() + deadline, cancel, budget)
     guard.start()
     conn: http.client.HTTPConnection | None = None
+    out: Response | None = None
+    route: _conn.Route | None = None
+    done = False
     try:
         for _hop in range(MAX_REDIRECTS + 1):
             guard.check(deadline)
-            conn, target, extra = _connection(url, min(read_timeout, max(guard.remaining(), 0.001)))
-            try:
-                conn.connect()
-                guard.attach(conn.sock)
-                guard.check(deadline)
-                conn.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
-                                                     **extra, **(headers or {})})
-                resp = conn.getresponse()
-            except (OSError, http.client.HTTPException) as exc:
-                guard.check(deadline)
-                raise Unavailable(f"{what}: cannot reach {host_of(url)}: {_reason(exc)}",
-                                  "check the network and retry") from None
+            route = _conn.route(url)
+            conn, resp = _ask(route, guard, what=what, url=url, deadline=deadline, read_timeout=read_timeout,
+                              headers=headers or {})
             if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
                 new = urllib.parse.urljoin(url, resp.getheader("Location", ""))
                 old_scheme, new_scheme = scheme_of(url), scheme_of(new)
@@ -438,13 +377,22 @@ def open_url(url: str, *, what: str, max_bytes: int, headers: Mapping[str, str] 
                     raise Unavailable(f"{what}: {host_of(url)} announces {int(length)} bytes, more than the "
                                       f"{_size(max_bytes)} cap for this read", "the file is not what the lock "
                                       "describes; check the index")
-            yield Response(resp, url, guard, max_bytes=max_bytes, budget=deadline, shared=budget)
+            out = Response(resp, url, guard, max_bytes=max_bytes, budget=deadline, shared=budget)
+            yield out
+            done = True
             return
         raise Unavailable(f"{what}: more than {MAX_REDIRECTS} redirects from {host_of(url)}", "check the index URL")
     finally:
-        guard.stop()
+        guard.stop()  # from here on neither the watchdog nor a Cancel touches the socket
         if conn is not None:
-            conn.close()
+            # Kept only after a clean end: no error, the body read to its end, the server keeping
+            # the connection open, the deadline not passed, not cancelled.
+            if (done and route is not None and out is not None and out.complete and not out._resp.will_close
+                    and conn.sock is not None and not guard.expired and not (cancel is not None and cancel.cancelled)):
+                out._resp.close()  # http.client sends the next request only once this one is closed
+                _conn.POOL.give(route.key, conn)
+            else:
+                conn.close()
 
 
 def fetch(url: str, *, what: str, max_bytes: int, rng: str | None = None, deadline: float = DEADLINE,
@@ -496,7 +444,9 @@ def exchange(url: str, *, method: str = "GET", what: str, deadline: float, max_b
     server that drips its status line, its headers or its body one byte at a
     time cannot hold the caller past it.  :class:`NoConnection` when nothing
     accepted the connection, :class:`Incomplete` when the answer did not
-    complete (or its body is over ``max_bytes``).
+    complete (or its body is over ``max_bytes``).  Always a new connection,
+    closed after the answer: a request here may be a POST, which must not be
+    sent twice, and a probed server restarts between probes.
     """
     import http.client
 
@@ -510,7 +460,8 @@ def exchange(url: str, *, method: str = "GET", what: str, deadline: float, max_b
     resp: http.client.HTTPResponse | None = None
     got = 0
     try:
-        conn, target, _extra = _connection(url, max(deadline, 0.001), use_proxy=False)
+        route = _conn.route(url, use_proxy=False)
+        conn, target = _conn.connection(route, max(deadline, 0.001)), route.target
         try:
             guard.check(deadline)
             conn.connect()

@@ -13,6 +13,7 @@ When the tail does not hold it, the caller falls back to :mod:`zipfile`.
 
 from __future__ import annotations
 
+import bisect
 import re
 import struct
 import zlib
@@ -25,7 +26,9 @@ _CENTRAL = b"PK\x01\x02"
 _LOCAL = b"PK\x03\x04"
 _CENTRAL_HEAD = struct.Struct("<4sHHHHHHIIIHHHHHII")  # 46 bytes
 _LOCAL_HEAD = struct.Struct("<4sHHHHHIIIHH")  # 30 bytes
-_METADATA = re.compile(r"[^/]+\.dist-info/METADATA")
+_METADATA_BYTES = re.compile(rb"[^/]+\.dist-info/METADATA")  # on the raw name: a byte that is not "/" decodes to no "/"
+_METADATA_TAIL = b".dist-info/METADATA"
+_CHAIN_HEAD = struct.Struct("<4s24xHHH")  # a central record's signature, then its name, extra and comment lengths
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,24 @@ def _record(buf: bytes, at: int) -> tuple[Member, int] | None:
     return Member(name, sizes[2], sizes[1], sizes[0], method, crc), end
 
 
-def tail_members(tail: bytes, base: int) -> list[Member] | None:
-    """The central-directory records the tail holds, or None when it holds none we can trust."""
+def _chain(seg: bytes, at: int) -> list[int] | None:
+    """The offsets of the records that chain from ``at`` exactly to the end of ``seg``, or None.
+    Only each record's signature and lengths are read: a tail holds hundreds of records and
+    the search reads dozens of tails."""
+    starts, n, head = [], len(seg), _CHAIN_HEAD.unpack_from
+    while at < n:
+        if at + 46 > n:
+            return None
+        sig, nlen, elen, clen = head(seg, at)
+        if sig != _CENTRAL:
+            return None
+        starts.append(at)
+        at += 46 + nlen + elen + clen
+    return starts if at == n and starts else None
+
+
+def _trusted(tail: bytes, base: int) -> tuple[bytes, list[int]] | None:
+    """(the directory's part in the tail, its record offsets) when the tail holds records we can trust."""
     cd = directory(tail, base)
     if cd is None:
         return None
@@ -94,22 +113,38 @@ def tail_members(tail: bytes, base: int) -> list[Member] | None:
     seg = tail[start - base: end - base]
     candidates = [0] if start == cd[0] else [m.start() for m in re.finditer(re.escape(_CENTRAL), seg)]
     for c in candidates:
-        out, at = [], c
-        while at < len(seg):
-            rec = _record(seg, at)
-            if rec is None:
-                break
-            out.append(rec[0])
-            at = rec[1]
-        if at == len(seg) and out:
-            return out
+        starts = _chain(seg, c)
+        if starts is not None:
+            return seg, starts
     return None
+
+
+def tail_members(tail: bytes, base: int) -> list[Member] | None:
+    """The central-directory records the tail holds, or None when it holds none we can trust."""
+    found = _trusted(tail, base)
+    if found is None:
+        return None
+    seg, starts = found
+    out = [_record(seg, at) for at in starts]
+    return [r[0] for r in out if r is not None]
 
 
 def metadata_member(tail: bytes, base: int) -> Member | None:
     """METADATA's directory entry, if the tail holds it."""
-    members = tail_members(tail, base) or []
-    return next((m for m in members if _METADATA.fullmatch(m.name)), None)
+    found = _trusted(tail, base)
+    if found is None:
+        return None
+    seg, starts = found
+    pos = seg.find(_METADATA_TAIL)
+    while pos >= 0:  # each place the name could end in, in order: the record whose name holds it
+        at = starts[bisect.bisect_right(starts, pos) - 1] if pos >= starts[0] else -1
+        if at >= 0:
+            nlen = _CHAIN_HEAD.unpack_from(seg, at)[1]
+            if _METADATA_BYTES.fullmatch(seg, at + 46, at + 46 + nlen):
+                rec = _record(seg, at)
+                return rec[0] if rec is not None else None
+        pos = seg.find(_METADATA_TAIL, pos + 1)
+    return None
 
 
 def local_span(m: Member) -> tuple[int, int]:
