@@ -83,9 +83,17 @@ def _wheel_ref(p: pylock.Package, w: pylock.Wheel | None, lock_dir: Path) -> Whe
                     sha256=w.sha256, size=w.size, platform=w.is_platform)
 
 
-def gather(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: CheckOptions,
-           stats: fetchplan.FetchStats) -> Facts:
-    """Read every wheel the rules need; establish identities."""
+@dataclass(frozen=True)
+class _Plan:
+    python: str
+    arch: str
+    env: dict[str, str]
+    packages: dict[str, Pkg]
+    gpu: list[Pkg]
+    jobs: list[tuple[WheelRef, fetchplan.NeedBinary]]
+
+
+def _plan(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: CheckOptions) -> _Plan:
     python = _lock_python(lock, opts.python)
     arch, platform_glibc = _arch_glibc(matrix, host)
     env = pylock.target_env(python, arch)
@@ -103,6 +111,39 @@ def gather(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: C
            if p.name in k.gpu or p.name in comps or variant(p.version, p.wheel.url if p.wheel else None)]
     jobs = [(p.wheel, needs_binary(k, tk, p.name, env=env) if is_platform(p.wheel) else False)
             for p in gpu if p.wheel is not None]
+    return _Plan(python, arch, env, packages, gpu, jobs)
+
+
+def wheel_jobs(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts,
+               opts: CheckOptions) -> list[tuple[WheelRef, fetchplan.NeedBinary]]:
+    """The wheels :func:`gather` reads first, and whether it wants their binaries: a caller
+    judging several locks reads them all at once (:func:`read_ahead`), then gathers from the cache."""
+    return _plan(lock, matrix=matrix, host=host, opts=opts).jobs
+
+
+def read_ahead(jobs: list[tuple[WheelRef, fetchplan.NeedBinary]], *, opts: CheckOptions,
+               stats: fetchplan.FetchStats) -> None:
+    """Read (into the wheel cache) the wheels of several :func:`wheel_jobs` lists together, each
+    file once, with its binaries if any list wants them."""
+    need: dict[str, tuple[WheelRef, list[fetchplan.NeedBinary]]] = {}
+    for ref, nb in jobs:
+        need.setdefault(ref.filename, (ref, []))[1].append(nb)
+
+    def either(nbs: list[fetchplan.NeedBinary]) -> fetchplan.NeedBinary:
+        return nbs[0] if len(nbs) == 1 else (lambda reqs: any(fetchplan.wants(nb, reqs) for nb in nbs))
+
+    cache = wheels.WheelCache(paths.check_cache(opts.cache_dir))
+    wheels.read_wheels([(ref, either(nbs)) for ref, nbs in need.values()], cache=cache, offline=opts.offline,
+                       stats=stats, small=opts.small_wheel)
+
+
+def gather(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: CheckOptions,
+           stats: fetchplan.FetchStats) -> Facts:
+    """Read every wheel the rules need; establish identities."""
+    plan = _plan(lock, matrix=matrix, host=host, opts=opts)
+    python, arch, env, packages, gpu, jobs = plan.python, plan.arch, plan.env, plan.packages, plan.gpu, plan.jobs
+    k = cuda.load()
+    tk = toolkit.load()
     cache = wheels.WheelCache(paths.check_cache(opts.cache_dir))
     read = wheels.read_wheels(jobs, cache=cache, offline=opts.offline, stats=stats, small=opts.small_wheel)
     for p in gpu:

@@ -42,6 +42,7 @@ from builder.check.model import Binary, WheelFacts, WheelRef
 from builder.errors import LockFileError, Unavailable
 
 TAIL = 64 * 1024  # first read: the zip's last 64 KiB (EOCD + most central directories)
+HEAD = 64 * 1024  # when METADATA's record is not in the tail: the directory's first 64 KiB
 READAHEAD = 64 * 1024  # a miss fetches at least this much (local header + small member)
 BINARY_BUDGET = 2 * 1024 * 1024  # compressed bytes of extension members read per wheel
 MEMBER_MAX = 32 * 1024 * 1024  # uncompressed bytes of one member held in memory to parse its ELF
@@ -314,14 +315,18 @@ class HttpReader:
         return r.body
 
     def metadata_from_tail(self, small: int = SMALL_WHEEL) -> bytes | None:
-        """METADATA located through the zip's last 64 KiB (:mod:`builder.check.ziptail`), without
-        reading a large central directory; None when the tail does not tell."""
+        """METADATA located through the zip's last 64 KiB, or else the central directory's first
+        64 KiB (:mod:`builder.check.ziptail`), without reading a large central directory; None
+        when neither tells."""
         if self.ref.size is not None and self.ref.size <= small:
             return None
         base, body, total, whole = self._tail()
         if whole:
             return None
         m = ziptail.metadata_member(body, base)
+        cd = ziptail.directory(body, base) if m is None else None
+        if cd is not None and cd[0] < base:  # not in the tail: maybe among the directory's first records
+            m = ziptail.head_metadata(self._range(cd[0], min(base, cd[0] + HEAD), total))
         if m is None:
             return None
         if m.file_size > METADATA_MAX:

@@ -8,7 +8,8 @@ records, inside the zip's last 64 KiB, name METADATA's offset and sizes.  This m
 finds them there: it locates the end-of-central-directory record (zip64 aware), then the
 first offset in the tail from which central-directory records chain exactly to the
 directory's end (a false start cannot end exactly there), and returns METADATA's entry.
-When the tail does not hold it, the caller falls back to :mod:`zipfile`.
+When the tail does not hold it, the directory's first records may (:func:`head_metadata`);
+else the caller falls back to :mod:`zipfile`.
 """
 
 from __future__ import annotations
@@ -144,6 +145,25 @@ def metadata_member(tail: bytes, base: int) -> Member | None:
                 rec = _record(seg, at)
                 return rec[0] if rec is not None else None
         pos = seg.find(_METADATA_TAIL, pos + 1)
+    return None
+
+
+def head_metadata(head: bytes) -> Member | None:
+    """METADATA's entry among the records at the start of a central directory (``head``: the
+    directory's first bytes, read from the offset its end record names).  For wheels that write
+    ``.dist-info`` first (torch 2.4 to 2.7.0: METADATA is the 3rd of about 15,000 records), whose directory's
+    tail does not hold it: the records are walked from the directory's start, which the end
+    record vouches for, as far as whole records go."""
+    at, n = 0, len(head)
+    while at + 46 <= n:
+        sig, nlen, elen, clen = _CHAIN_HEAD.unpack_from(head, at)
+        end = at + 46 + nlen + elen + clen
+        if sig != _CENTRAL or end > n:
+            return None
+        if _METADATA_BYTES.fullmatch(head, at + 46, at + 46 + nlen):
+            rec = _record(head, at)
+            return rec[0] if rec is not None else None
+        at = end
     return None
 
 

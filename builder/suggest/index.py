@@ -13,8 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name
 
@@ -24,6 +26,9 @@ from builder.check.fetchplan import FetchStats
 from builder.check.model import WheelFacts, WheelRef
 from builder.errors import Unavailable
 from builder.suggest.releases import ACCEPT, IndexFile, PageError, parse_page
+
+if TYPE_CHECKING:
+    from builder import _http
 
 PAGE_MAX = 64 * 1024 * 1024  # bytes of one project page (PyPI's torch page: about 0.4 MB)
 PAGE_KIND = "simple-pages"
@@ -85,79 +90,99 @@ def ref(f: IndexFile, name: str, version: str) -> WheelRef:
                     platform=not f.filename.endswith("-any.whl"), metadata_file=f.metadata_file)
 
 
-def metadata(refs: Iterable[WheelRef], *, cache_dir: Path, offline: bool,
-             stats: FetchStats) -> dict[str, WheelFacts]:
-    """METADATA (Requires-Dist) of each wheel by file name: the wheel cache first, then range
-    reads, concurrently.  ``offline``: the cache alone; a wheel it lacks is absent from the answer."""
-    cache = wheels.WheelCache(cache_dir)
-    todo = list(refs)
-    if offline:
-        out = {}
-        for r in todo:
-            hit = wheels.cached(r, want_binary=False, cache=cache)
-            if hit is not None:
-                out[r.filename] = hit
-        return out
-    return wheels.read_wheels([(r, False) for r in todo], cache=cache, offline=False, stats=stats, workers=WORKERS)
+class MetadataReader:
+    """METADATA read ahead in search order: the vLLM wheels :meth:`ask` names, and as soon as one
+    is read, the wheels ``then`` names for it (the torch wheels it pins), each read once.
 
-
-def metadata_chained(first: Iterable[WheelRef], then: Callable[[WheelRef, WheelFacts], Iterable[WheelRef]], *,
-                     cache_dir: Path, offline: bool, stats: FetchStats,
-                     deadline: float = wheels.CHECK_DEADLINE) -> dict[str, WheelFacts]:
-    """METADATA of ``first`` and of what ``then`` names for each of them (vLLM wheels, then the
-    torch wheels they pin): a follow-up read starts as soon as the read that names it ends, and
-    each wheel is read once.  The wheel cache answers first; ``offline``: the cache alone (a
-    wheel it lacks is absent).  The first error is raised after every read in flight is cancelled.
+    The search waits for one candidate's wheels at a time (:meth:`wait`), so it examines a
+    candidate as soon as its own reads are in, while the reads of the next ones go on (also while
+    the search decides); a read error is raised to the search when it waits for that wheel, never
+    for a wheel it does not reach.  :meth:`hold` keeps queued reads from starting (while uv
+    resolves a candidate, the reads for the next ones would only take CPU from it) until
+    :meth:`resume`.  The wheel cache answers first; ``offline``: the cache alone (a
+    wheel it lacks is absent from the answer).  :meth:`close` cancels what is still in flight.
+    Each read ends within ``deadline`` seconds of being asked for (and its own bounds).
     """
-    import threading
-    from concurrent.futures import Future, ThreadPoolExecutor
 
-    cache = wheels.WheelCache(cache_dir)
-    out: dict[str, WheelFacts] = {}
-    if offline:
-        for r in first:
-            hit = wheels.cached(r, want_binary=False, cache=cache)
-            if hit is not None:
-                out[r.filename] = hit
-                for t in then(r, hit):
-                    th = wheels.cached(t, want_binary=False, cache=cache)
-                    if th is not None:
-                        out[t.filename] = th
+    def __init__(self, then: Callable[[WheelRef, WheelFacts], Iterable[WheelRef]], *, cache_dir: Path,
+                 offline: bool, stats: FetchStats, deadline: float = wheels.CHECK_DEADLINE) -> None:
+        import threading
+
+        self._then, self._offline, self._stats, self._deadline = then, offline, stats, deadline
+        self._cache = wheels.WheelCache(cache_dir)
+        self._lock = threading.Lock()
+        self._futs: dict[str, Future[WheelFacts | None]] = {}
+        self._pools: list[ThreadPoolExecutor] = []  # vLLM reads; the reads they name (never behind them)
+        self._cancel: _http.Cancel | None = None
+        self._closed = False
+        self._go = threading.Event()
+        self._go.set()
+
+    def ask(self, refs: Iterable[WheelRef]) -> None:
+        """Start reading ``refs`` and, once each is read, the wheels ``then`` names for it."""
+        for r in refs:
+            self._start(r, first=True)
+
+    def wait(self, refs: Iterable[WheelRef]) -> dict[str, WheelFacts]:
+        """The METADATA of ``refs`` by file name, once read (a ref not asked for yet is read now);
+        the first read error among them is raised."""
+        todo = list(refs)
+        futs = [self._start(r, first=False) for r in todo]
+        out = {}
+        for r, f in zip(todo, futs, strict=True):
+            facts = f.result()
+            if facts is not None:
+                out[r.filename] = facts
         return out
-    from builder import _http
 
-    cancel = _http.Cancel()
-    not_after = time.monotonic() + deadline
-    lock = threading.Lock()
-    futs: dict[str, Future[WheelFacts]] = {}
-    second = ThreadPoolExecutor(max_workers=WORKERS)  # follow-ups never wait behind the reads that name them
+    def hold(self) -> None:
+        """Let no queued read start (those in flight finish) until :meth:`resume`."""
+        self._go.clear()
 
-    def read(ref: WheelRef) -> WheelFacts:
-        return wheels.read_wheel(ref, want_binary=False, cache=cache, stats=stats, cancel=cancel,
-                                 not_after=not_after)
+    def resume(self) -> None:
+        self._go.set()
 
-    def chain(ref: WheelRef) -> WheelFacts:
-        facts = read(ref)
-        for t in then(ref, facts):
-            with lock:
-                if t.filename not in futs:
-                    futs[t.filename] = second.submit(read, t)
+    def close(self) -> None:
+        """Cancel the reads in flight and drop the queued ones (what was read is in the cache)."""
+        with self._lock:
+            self._closed = True
+        if self._cancel is not None:
+            self._cancel.cancel()
+        self._go.set()
+        for pool in self._pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _start(self, ref: WheelRef, *, first: bool) -> Future[WheelFacts | None]:
+        with self._lock:
+            fut = self._futs.get(ref.filename)
+            if fut is not None:
+                return fut
+            if self._offline or self._closed:
+                fut = Future()
+                self._futs[ref.filename] = fut
+            else:
+                if not self._pools:
+                    from builder import _http
+
+                    self._cancel = _http.Cancel()
+                    self._pools = [ThreadPoolExecutor(max_workers=WORKERS) for _ in range(2)]
+                fut = self._pools[0 if first else 1].submit(self._read, ref, time.monotonic() + self._deadline)
+                self._futs[ref.filename] = fut
+                return fut
+        # offline (or closed): the cache alone, and what it names, at once
+        hit = wheels.cached(ref, want_binary=False, cache=self._cache)
+        fut.set_result(hit)
+        if hit is not None and not self._closed:
+            for t in self._then(ref, hit):
+                self._start(t, first=False)
+        return fut
+
+    def _read(self, ref: WheelRef, not_after: float) -> WheelFacts:
+        self._go.wait()
+        if self._closed:
+            raise Unavailable(f"{ref.filename}: cancelled", "the search ended before this read")
+        facts = wheels.read_wheel(ref, want_binary=False, cache=self._cache, stats=self._stats, cancel=self._cancel,
+                                  not_after=not_after)
+        for t in self._then(ref, facts):
+            self._start(t, first=False)
         return facts
-
-    pool = ThreadPoolExecutor(max_workers=WORKERS)
-    try:
-        heads = [(r, pool.submit(chain, r)) for r in {r.filename: r for r in first}.values()]
-        for r, f in heads:
-            out[r.filename] = f.result()
-        pool.shutdown(wait=True)  # every follow-up is submitted by now
-        with lock:
-            tails = dict(futs)
-        for name, f in tails.items():
-            out[name] = f.result()
-    except BaseException:
-        cancel.cancel()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        second.shutdown(wait=True, cancel_futures=True)
-    return out

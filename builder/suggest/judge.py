@@ -20,7 +20,7 @@ from builder import memo, pylock
 from builder.check import knowledge as cuda
 from builder.check.fetchplan import FetchStats
 from builder.check.model import Facts
-from builder.check.pipeline import CheckOptions, gather
+from builder.check.pipeline import CheckOptions, gather, read_ahead, wheel_jobs
 from builder.check.rules import driver_summary, evaluate, verdict
 from builder.driver.facts import HostFacts
 from builder.spec import Matrix
@@ -89,9 +89,11 @@ def judge(locks: Mapping[str, pylock.Lock], *, matrix: Matrix, host: HostFacts, 
             return tuple(Judgement.from_dict(d) for d in hit), True
         except (KeyError, TypeError, ValueError):
             pass
-    facts = {py: gather(lk, matrix=matrix, host=host, stats=stats,
-                        opts=CheckOptions(python=py, cache_dir=cache, offline=offline, deep=deep))
-             for py, lk in locks.items()}
+    opts = {py: CheckOptions(python=py, cache_dir=cache, offline=offline, deep=deep) for py in locks}
+    if not offline:  # every Python's wheels in one concurrent read, each file once; then gather from the cache
+        read_ahead([j for py, lk in locks.items() for j in wheel_jobs(lk, matrix=matrix, host=host, opts=opts[py])],
+                   opts=opts[next(iter(locks))], stats=stats)
+    facts = {py: gather(lk, matrix=matrix, host=host, stats=stats, opts=opts[py]) for py, lk in locks.items()}
     floors = {py: _floors(f) for py, f in facts.items()}
     native, compat = pol.stack_floors([(fl[0], fl[3]) for fl in floors.values()])
     declared = pol.declared_floor(policy, native, compat, fallback=host.driver or stack.PLACEHOLDER_FLOOR)

@@ -49,7 +49,7 @@ from builder.suggest.model import (
 
 DEFAULT_MAX = 8
 DEFAULT_PYTHONS = ("3.11", "3.12")
-BATCH = 32  # candidates whose METADATA (vLLM's, then the torch it pins) is read ahead, concurrently
+AHEAD = 32  # candidates whose METADATA (vLLM's, then the torch it pins) is being read ahead of the search
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,10 +98,19 @@ class _Ctx:
     uv_runs: int = 0
     kept_res: int = 0
     kept_verdicts: int = 0
+    picks: dict[tuple[str, str, str], releases.IndexFile | None] = field(default_factory=dict)
     say: Progress = lambda _t, _m: None  # noqa: E731
 
     def tags(self, py: str) -> tuple[Any, ...]:
         return pylock.target_tags(py, self.arch, _glibc(self.platform))
+
+    def pick(self, r: releases.Release, py: str) -> releases.IndexFile | None:
+        """:func:`releases.pick_wheel` for the target, once per release and Python (it ranks
+        every file's tags against about a thousand: a search asks several times per candidate)."""
+        key = (r.project, r.version, py)
+        if key not in self.picks:
+            self.picks[key] = releases.pick_wheel(r, self.tags(py), py)
+        return self.picks[key]
 
     def env(self, py: str) -> dict[str, str]:
         return pylock.target_env(py, self.arch)
@@ -164,40 +173,44 @@ class _Pending:
     vllm_refs: list[WheelRef]  # the vLLM wheel(s) the target installs, for the checker's read-ahead
 
 
-def _read_ahead(c: _Ctx, batch: list[releases.Release], meta: dict[str, WheelFacts]) -> None:
-    """Read the METADATA of a batch of candidates into ``meta``: their vLLM wheels and, as each
-    arrives, the torch wheels it pins (kept by sha256: the wheel cache answers what it holds)."""
-    refs = {}
+def _vllm_refs(c: _Ctx, batch: list[releases.Release]) -> list[WheelRef]:
+    """The vLLM wheels the target installs for ``batch``, once each (an abi3 wheel serves every Python)."""
+    out: dict[str, WheelRef] = {}
     for r in batch:
         for py in c.req.pythons:
-            w = releases.pick_wheel(r, c.tags(py), py)
-            if w is not None and w.filename not in meta:
-                refs[w.filename] = index.ref(w, "vllm", r.version)
+            w = c.pick(r, py)
+            if w is not None:
+                out.setdefault(w.filename, index.ref(w, "vllm", r.version))
+    return list(out.values())
 
-    def torch_wheels(_ref: WheelRef, f: WheelFacts) -> list[WheelRef]:
+
+def _pinned_torch(c: _Ctx) -> Callable[[WheelRef, WheelFacts], list[WheelRef]]:
+    """For the METADATA reader: the torch wheels a vLLM wheel's METADATA pins, per Python."""
+
+    def then(_ref: WheelRef, f: WheelFacts) -> list[WheelRef]:
         out = []
         for py in c.req.pythons:
             req = pins(f.requires_dist, c.env(py)).get("torch")
             t = _torch_release(c, req) if req is not None else None
-            tw = releases.pick_wheel(t, c.tags(py), py) if t is not None else None
-            if t is not None and tw is not None and tw.filename not in meta:
+            tw = c.pick(t, py) if t is not None else None
+            if t is not None and tw is not None:
                 out.append(index.ref(tw, "torch", t.version))
         return out
 
-    meta |= index.metadata_chained(refs.values(), torch_wheels, cache_dir=c.cache, offline=c.req.offline,
-                                   stats=c.fetch)
+    return then
 
 
-def _examine(c: _Ctx, r: releases.Release, meta: dict[str, WheelFacts]) -> Row | _Pending:
-    """Run the data rules on one candidate (torch METADATA is read here, cached)."""
+def _examine(c: _Ctx, r: releases.Release, reader: index.MetadataReader) -> Row | _Pending:
+    """Run the data rules on one candidate, once its METADATA (and its torch's) is read."""
     n = len(c.hosts)
-    picks = {py: releases.pick_wheel(r, c.tags(py), py) for py in c.req.pythons}
+    picks = {py: c.pick(r, py) for py in c.req.pythons}
     for py, w in picks.items():
         s = skips.no_wheel(found=w is not None, version=r.version, python=py, platform=c.platform)
         if s is not None:
             return _skip_row(r, n, s)
     first = next(iter(picks.values()))
     assert first is not None
+    meta = reader.wait(index.ref(w, "vllm", r.version) for w in picks.values() if w is not None)
     facts = {py: meta.get(w.filename) for py, w in picks.items() if w is not None}
     if any(f is None for f in facts.values()):
         return _unjudged_row(r, n, f"vLLM {r.version}'s METADATA is not in builder's cache", vllm_wheel=first.filename)
@@ -211,17 +224,13 @@ def _examine(c: _Ctx, r: releases.Release, meta: dict[str, WheelFacts]) -> Row |
     s = skips.torch_constraint(trel.version, spec, version=r.version)
     if s is not None:
         return _skip_row(r, n, s, torch=trel.version, wheel=first.filename)
-    tpicks = {py: releases.pick_wheel(trel, c.tags(py), py) for py in c.req.pythons}
+    tpicks = {py: c.pick(trel, py) for py in c.req.pythons}
     for py, w in tpicks.items():
         if w is None:
             return _skip_row(r, n, skips.Skip(rule="no-wheel", fact=f"torch {trel.version} (pinned by vLLM "
                                               f"{r.version}) has no wheel for CPython {py} on {c.platform}"),
                              torch=trel.version, wheel=first.filename)
-    wanted = [index.ref(w, "torch", trel.version) for w in tpicks.values() if w is not None]
-    missing = [x for x in wanted if x.filename not in meta]
-    if missing:  # read ahead with its batch; only a pin the read-ahead did not foresee gets here
-        meta |= index.metadata(missing, cache_dir=c.cache, offline=c.req.offline, stats=c.fetch)
-    tmeta = meta
+    tmeta = reader.wait(index.ref(w, "torch", trel.version) for w in tpicks.values() if w is not None)
     lines: list[CudaLine | None] = []
     for py, w in tpicks.items():
         assert w is not None
@@ -391,24 +400,32 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
     resolved = 0
     stopped = "exhausted"
     not_tried = 0
-    meta: dict[str, WheelFacts] = {}
-    for i, r in enumerate(cands):
-        if i % BATCH == 0:
-            _read_ahead(c, cands[i:i + BATCH], meta)
-        got = _examine(c, r, meta)
-        if isinstance(got, _Pending):
-            if resolved >= req.max_candidates:
-                stopped, not_tried = "bound", len(cands) - i
+    reader = index.MetadataReader(_pinned_torch(c), cache_dir=cache, offline=req.offline, stats=c.fetch)
+    asked = 0
+    try:
+        for i, r in enumerate(cands):
+            ahead = min(len(cands), i + AHEAD)
+            if asked < ahead:  # keep AHEAD candidates' reads going, in search order
+                reader.ask(_vllm_refs(c, cands[asked:ahead]))
+                asked = ahead
+            got = _examine(c, r, reader)
+            if isinstance(got, _Pending):
+                if resolved >= req.max_candidates:
+                    stopped, not_tried = "bound", len(cands) - i
+                    break
+                c.say(f"vllm {r.version} + torch {got.torch}",
+                      f"resolving for Python {', '.join(req.pythons)} ({'cache only' if req.offline else 'uv'})")
+                reader.hold()  # uv and the checker take the machine; reads for the next candidates wait
+                got = _judge(c, got)
+                reader.resume()
+                resolved += 1
+            rows.append(got)
+            _say(c, got)
+            if fleet.common(rows) is not None:
+                stopped, not_tried = "found", len(cands) - i - 1
                 break
-            c.say(f"vllm {r.version} + torch {got.torch}",
-                  f"resolving for Python {', '.join(req.pythons)} ({'cache only' if req.offline else 'uv'})")
-            got = _judge(c, got)
-            resolved += 1
-        rows.append(got)
-        _say(c, got)
-        if fleet.common(rows) is not None:
-            stopped, not_tried = "found", len(cands) - i - 1
-            break
+    finally:
+        reader.close()
     common = fleet.common(rows)
     unjudged = fleet.unjudged_before(rows, common)
     stats = Stats(candidates=len(rows), skipped=sum(all(o.status == SKIPPED for o in r.outcomes) for r in rows),
