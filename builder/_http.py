@@ -22,8 +22,9 @@ anything is read: a FIFO is opened non-blocking so the open cannot hang).
 **Connections are kept** (HTTP/1.1 keep-alive, :mod:`builder._httpconn`): a search or check
 makes dozens of range requests to one host, and each new connection costs a TCP and a TLS
 handshake.  A request's connection is kept for the next request only when the request ended
-cleanly (no error, its body read to the end, the server not closing it, its deadline not
-passed, its :class:`Cancel` not set); a kept connection serves one request at a time, under
+cleanly (no error, its body read to the end, the server not closing it); one whose socket
+reads as closed when taken (the server, the watchdog or a :class:`Cancel` closed it) is
+dropped; a kept connection serves one request at a time, under
 that request's own deadline, watchdog, cap and Cancel.  A kept connection the server closed
 while idle (a keep-alive timeout) is sent the GET once more on a new connection, within the
 same deadline.  :func:`exchange` (service endpoints, any method) always uses a new connection.
@@ -386,9 +387,10 @@ def open_url(url: str, *, what: str, max_bytes: int, headers: Mapping[str, str] 
         guard.stop()  # from here on neither the watchdog nor a Cancel touches the socket
         if conn is not None:
             # Kept only after a clean end: no error, the body read to its end, the server keeping
-            # the connection open, the deadline not passed, not cancelled.
+            # the connection open.  A socket the watchdog or a Cancel shut down after that reads
+            # as closed, and the pool drops it (_httpconn.readable).
             if (done and route is not None and out is not None and out.complete and not out._resp.will_close
-                    and conn.sock is not None and not guard.expired and not (cancel is not None and cancel.cancelled)):
+                    and conn.sock is not None):
                 out._resp.close()  # http.client sends the next request only once this one is closed
                 _conn.POOL.give(route.key, conn)
             else:

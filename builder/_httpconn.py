@@ -123,10 +123,11 @@ class Pool:
     """Idle keep-alive connections by route (thread-safe): a search or check makes dozens of
     range requests to one host, and a new connection costs a TCP and TLS handshake each.
 
-    A connection enters only after a request on it ended cleanly (its body read to the end, the
-    server keeping it open, its deadline not passed, its Cancel not set: :func:`builder._http.open_url` decides);
-    while idle, no request, watchdog or Cancel holds its socket.  Taken newest first; one idle
-    longer than :data:`POOL_IDLE`, or whose socket is readable, is closed instead.
+    A connection enters only after a request on it ended cleanly (no error, its body read to the
+    end, the server keeping it open: :func:`builder._http.open_url` decides); while idle, no
+    request, watchdog or Cancel holds its socket.  Taken newest first; one idle longer than
+    :data:`POOL_IDLE`, or whose socket is readable (closed by the server, or shut down by a
+    watchdog or Cancel just as its request ended), is closed instead.
     """
 
     def __init__(self) -> None:

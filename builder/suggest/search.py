@@ -99,6 +99,7 @@ class _Ctx:
     kept_res: int = 0
     kept_verdicts: int = 0
     picks: dict[tuple[str, str, str], releases.IndexFile | None] = field(default_factory=dict)
+    pinned: dict[tuple[str, str], Any] = field(default_factory=dict)
     say: Progress = lambda _t, _m: None  # noqa: E731
 
     def tags(self, py: str) -> tuple[Any, ...]:
@@ -114,6 +115,14 @@ class _Ctx:
 
     def env(self, py: str) -> dict[str, str]:
         return pylock.target_env(py, self.arch)
+
+    def torch_pin(self, f: WheelFacts, py: str) -> Any:
+        """The torch requirement of a vLLM wheel's METADATA on the target (None: none), once per
+        wheel and Python (the reader's follow-up and the data rules both ask)."""
+        key = (f.filename, py)
+        if key not in self.pinned:
+            self.pinned[key] = pins(f.requires_dist, self.env(py)).get("torch")
+        return self.pinned[key]
 
 
 def _validate(req: SuggestRequest) -> None:
@@ -190,7 +199,7 @@ def _pinned_torch(c: _Ctx) -> Callable[[WheelRef, WheelFacts], list[WheelRef]]:
     def then(_ref: WheelRef, f: WheelFacts) -> list[WheelRef]:
         out = []
         for py in c.req.pythons:
-            req = pins(f.requires_dist, c.env(py)).get("torch")
+            req = c.torch_pin(f, py)
             t = _torch_release(c, req) if req is not None else None
             tw = c.pick(t, py) if t is not None else None
             if t is not None and tw is not None:
@@ -214,7 +223,7 @@ def _examine(c: _Ctx, r: releases.Release, reader: index.MetadataReader) -> Row 
     facts = {py: meta.get(w.filename) for py, w in picks.items() if w is not None}
     if any(f is None for f in facts.values()):
         return _unjudged_row(r, n, f"vLLM {r.version}'s METADATA is not in builder's cache", vllm_wheel=first.filename)
-    torch_req = {py: pins(f.requires_dist, c.env(py)).get("torch") for py, f in facts.items() if f is not None}
+    torch_req = {py: c.torch_pin(f, py) for py, f in facts.items() if f is not None}
     req0 = next(iter(torch_req.values()))
     trel = _torch_release(c, req0) if req0 is not None else None
     s = skips.torch_pin(str(req0) if req0 is not None else None, available=trel is not None, version=r.version)

@@ -1,5 +1,6 @@
 """A local HTTP server for tests: serves a directory, honours Range requests,
-counts requests and bytes, and can be told to fail (shared by all tests).
+counts requests, connections and bytes, and can be told to fail (shared by all tests).
+It speaks HTTP/1.1 and keeps connections open between requests, as PyPI does.
 
 It can also misbehave on chosen paths (:class:`Misbehave`), as a slow, huge or
 lying server would: drip-feed the headers or the body one byte at a time,
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,11 +32,14 @@ class Misbehave:
     endless: bool = False  # no Content-Length, then zero bytes until the client hangs up
     drip: float | None = None  # seconds between bytes of the body
     content_type: str = "application/octet-stream"  # what the 200 answer says it is
+    status: int | None = None  # answer this status (a short body, the connection kept open)
+    drop: str | None = None  # close without answering: "always", or "kept" (on a connection that answered before)
 
 
 @dataclass
 class Stats:
     requests: int = 0
+    connections: int = 0  # TCP connections accepted
     bytes_sent: int = 0
     ranges: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
@@ -43,13 +48,26 @@ class Stats:
     stopped: threading.Event = field(default_factory=threading.Event)
     hold: threading.Event | None = None  # while set to an unset Event, every request waits (a stalled index)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    socks: list[object] = field(default_factory=list)  # the accepted sockets, shut down when the server stops
 
 
 class _Handler(SimpleHTTPRequestHandler):
     stats: Stats
+    protocol_version = "HTTP/1.1"  # keep-alive: every answer has a Content-Length
+    answered = 0  # requests answered on this connection
 
     def log_message(self, format: str, *args: object) -> None:  # quiet
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.stats.lock:
+            self.stats.connections += 1
+            self.stats.socks.append(self.connection)
+
+    def end_headers(self) -> None:
+        self.answered += 1
+        super().end_headers()
 
     def _count(self, n: int) -> None:
         with self.stats.lock:
@@ -83,6 +101,7 @@ class _Handler(SimpleHTTPRequestHandler):
             if not self.path.endswith("/"):
                 self.send_response(301)
                 self.send_header("Location", self.path + "/")
+                self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
             index = path / "index.json"
@@ -113,6 +132,7 @@ class _Handler(SimpleHTTPRequestHandler):
             if start > end or start >= size:
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
             status = 206
@@ -150,6 +170,16 @@ class _Handler(SimpleHTTPRequestHandler):
     def _misbehave(self, bad: Misbehave, head: bool) -> None:
         path = Path(self.translate_path(self.path))
         body = path.read_bytes() if path.is_file() else b"x" * 1000
+        if bad.drop == "always" or (bad.drop == "kept" and self.answered):
+            self.close_connection = True  # as a server whose keep-alive timeout passed: no answer at all
+            return
+        if bad.status is not None:
+            text = f"status {bad.status}".encode()
+            self.send_response(bad.status)
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+            return
         if bad.redirect:
             lines = ["HTTP/1.1 302 Found", f"Location: {bad.redirect}", "Content-Length: 0"]
         else:
@@ -172,11 +202,13 @@ class _Handler(SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def serve(directory: Path) -> Iterator[tuple[str, Stats]]:
-    """Serve ``directory`` on 127.0.0.1; yields (base URL, stats)."""
+def serve(directory: Path, *, idle: float | None = 30.0) -> Iterator[tuple[str, Stats]]:
+    """Serve ``directory`` on 127.0.0.1; yields (base URL, stats).  A connection idle for
+    ``idle`` seconds is closed by the server (its keep-alive timeout)."""
     stats = Stats()
-    handler = type("Handler", (_Handler,), {"stats": stats})
+    handler = type("Handler", (_Handler,), {"stats": stats, "timeout": idle})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=os.fspath(directory)))
+    httpd.block_on_close = False  # a kept connection's thread waits for a next request that may never come
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
     try:
@@ -186,6 +218,13 @@ def serve(directory: Path) -> Iterator[tuple[str, Stats]]:
         if t.is_alive():  # shutdown() waits for serve_forever: never on a thread that is gone or frozen
             httpd.shutdown()
         httpd.server_close()
+        with stats.lock:
+            socks = list(stats.socks)
+        for s in socks:  # the kept connections end with the server, as they would with a real one
+            try:
+                s.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+            except OSError:
+                pass
 
 
 def write_simple_index(root: Path, wheels_dir: Path, upload_time: str = "2025-06-01T00:00:00Z",
