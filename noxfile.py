@@ -131,13 +131,14 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff, mypy (strict on builder/), the import-linter contracts (pyproject.toml) and the
-    rule mutants (every mutated comparison of the pure check rules turns a test red)."""
+    rule mutants (every mutated comparison of the pure check and suggest rules turns a test red)."""
     _install(session, "[dev,conda]")
     session.run("ruff", "check", "builder", "tests", "noxfile.py")
     session.run("mypy")
     session.run("lint-imports")
-    # tests/rule_mutants.py runs tests/test_check_rules.py once per mutant (80): about 4 minutes
-    # here (2 shared cores); its pytest twin tests/test_rule_mutants.py is `slow`, deselected.
+    # tests/rule_mutants.py runs tests/test_check_rules.py once per check mutant (85) and
+    # tests/test_suggest_rules.py once per suggest mutant (44), about 1.3 s each: 3 minutes on an
+    # idle 2-core machine, 4-5 when shared; its pytest twin tests/test_rule_mutants.py is `slow`.
     session.run("python", "tests/rule_mutants.py")
 
 

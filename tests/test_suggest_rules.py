@@ -98,6 +98,8 @@ def test_yanked_and_pre_releases_are_left_out_unless_asked() -> None:
     assert [r.version for r in keep] == ["0.14.0rc1"]  # a range naming a pre-release takes it
     keep, left = releases.select(rels, until=until, spec=SpecifierSet("<0.13"))
     assert [r.version for r in keep] == ["0.12.0"] and "outside --vllm <0.13" in left[-1].why
+    keep, left = releases.select(rels, until=until, spec=SpecifierSet(">=0.13"), pre=True)
+    assert [r.version for r in keep] == ["0.14.0rc1", "0.13.0"]  # --pre: a pre-release inside a plain range
 
 
 def test_pick_wheel_takes_the_best_tag_the_target_installs_and_respects_requires_python() -> None:
@@ -118,6 +120,8 @@ def test_a_range_on_torch_takes_the_newest_release_it_admits() -> None:
                                                       for v in ("2.9.0", "2.8.0", "2.10.0rc1"))), PAGE), "torch")
     assert releases.newest_matching(rels, SpecifierSet(">=2.8,<2.10")).version == "2.9.0"  # type: ignore[union-attr]
     assert releases.newest_matching(rels, SpecifierSet(">=3")) is None
+    assert releases.newest_matching(rels, SpecifierSet(">=2.8")).version == "2.9.0"  # type: ignore[union-attr]
+    assert releases.newest_matching(rels, SpecifierSet(">=2.10.0rc1")).version == "2.10.0rc1"  # type: ignore[union-attr]
 
 
 def test_spec_set_names_the_option_on_a_bad_specifier() -> None:
@@ -202,6 +206,8 @@ def test_wheel_pin_and_constraint_skips() -> None:
     assert skips.torch_constraint("2.9.0", None, version="0.13.0") is None
     assert skips.torch_constraint("2.9.0", SpecifierSet("<2.9"), version="0.13.0").rule == "torch-constraint"  # type: ignore[union-attr]
     assert skips.torch_constraint("2.9.0", SpecifierSet("<=2.9.0"), version="0.13.0") is None
+    # vLLM may pin a pre-release torch exactly: a plain range still admits it
+    assert skips.torch_constraint("2.10.0rc1", SpecifierSet(">=2.9"), version="0.14.0rc1") is None
 
 
 # ---------------------------------------------------------------- policies
@@ -223,6 +229,9 @@ def test_default_accepts_warn_and_never_fail() -> None:
                                   "550.107.02")
     assert (ok, rule, why) == (False, "rule-1", "py3.12: fail 1")
     assert not policy.accept("default", [], "550.107.02")[0]
+    ok, _rule, why = policy.accept("default", [_j("pass", python="3.11"), _j("warn", levels=("warn",))],
+                                   "550.107.02")
+    assert ok and why.startswith("WARN accepted")  # a warn on one Python is the stack's warn
 
 
 @pytest.mark.parametrize(("driver", "ok"), [("570.124.06", True), ("570.124.05", False), (None, False)])
@@ -278,11 +287,14 @@ def test_an_unjudged_candidate_before_the_answer_leaves_it_undecided() -> None:
     assert fleet.unjudged_before(rows, fleet.common(rows)) == ["0.20.0"]
     assert fleet.unjudged_before([_row("0.20.0", True), _row("0.13.0", None)], 0) == []
     assert fleet.unjudged_before([_row("0.20.0", False), _row("0.13.0", None)], None) == ["0.13.0"]
+    two = [_row("0.20.0", None, False), _row("0.13.0", True, True)]  # one host of two could not judge it
+    assert fleet.unjudged_before(two, fleet.common(two)) == ["0.20.0"]
 
 
 def test_a_fleet_is_locked_for_one_architecture_and_its_oldest_glibc() -> None:
     assert fleet.platform(["x86_64", "x86_64"], ["2.39", "2.35", None]) == "x86_64-manylinux_2_35"
     assert fleet.platform(["aarch64"], ["2.31"]) == "aarch64-manylinux_2_31"
+    assert fleet.platform(["x86_64", "x86_64"], ["2.17", "2.5"]) == "x86_64-manylinux_2_5"  # by number, not text
     with pytest.raises(ValueError, match="different architectures"):
         fleet.platform(["x86_64", "aarch64"], ["2.35", "2.35"])
     with pytest.raises(ValueError, match="glibc"):

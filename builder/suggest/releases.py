@@ -275,7 +275,7 @@ def pick_wheel(release: Release, tags: tuple[Tag, ...], python: str) -> IndexFil
 def newest_matching(releases: Sequence[Release], spec: SpecifierSet) -> Release | None:
     """The newest release ``spec`` admits (pre-releases only if ``spec`` names one), for a torch
     requirement that is a range rather than a pin."""
-    for r in sorted(releases, key=lambda r: r.key, reverse=True):
-        if spec.contains(r.key, prereleases=spec.prereleases or None):
+    for r in sorted(releases, key=lambda r: r.key, reverse=True):  # prereleases=None admits them (packaging 26)
+        if spec.contains(r.key, prereleases=bool(spec.prereleases)):
             return r
     return None
