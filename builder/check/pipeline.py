@@ -121,10 +121,9 @@ def wheel_jobs(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts,
     return _plan(lock, matrix=matrix, host=host, opts=opts).jobs
 
 
-def read_ahead(jobs: list[tuple[WheelRef, fetchplan.NeedBinary]], *, opts: CheckOptions,
-               stats: fetchplan.FetchStats) -> None:
-    """Read (into the wheel cache) the wheels of several :func:`wheel_jobs` lists together, each
-    file once, with its binaries if any list wants them."""
+def combined(jobs: list[tuple[WheelRef, fetchplan.NeedBinary]]) -> list[tuple[WheelRef, fetchplan.NeedBinary]]:
+    """Jobs of several :func:`wheel_jobs` lists as one: each file once, with its binaries if any
+    list wants them (a ``py3-none-any`` wheel serves every Python)."""
     need: dict[str, tuple[WheelRef, list[fetchplan.NeedBinary]]] = {}
     for ref, nb in jobs:
         need.setdefault(ref.filename, (ref, []))[1].append(nb)
@@ -132,9 +131,15 @@ def read_ahead(jobs: list[tuple[WheelRef, fetchplan.NeedBinary]], *, opts: Check
     def either(nbs: list[fetchplan.NeedBinary]) -> fetchplan.NeedBinary:
         return nbs[0] if len(nbs) == 1 else (lambda reqs: any(fetchplan.wants(nb, reqs) for nb in nbs))
 
+    return [(ref, either(nbs)) for ref, nbs in need.values()]
+
+
+def read_ahead(jobs: list[tuple[WheelRef, fetchplan.NeedBinary]], *, opts: CheckOptions,
+               stats: fetchplan.FetchStats) -> None:
+    """Read (into the wheel cache) the wheels of several :func:`wheel_jobs` lists together
+    (:func:`combined`)."""
     cache = wheels.WheelCache(paths.check_cache(opts.cache_dir))
-    wheels.read_wheels([(ref, either(nbs)) for ref, nbs in need.values()], cache=cache, offline=opts.offline,
-                       stats=stats, small=opts.small_wheel)
+    wheels.read_wheels(combined(jobs), cache=cache, offline=opts.offline, stats=stats, small=opts.small_wheel)
 
 
 def gather(lock: pylock.Lock, *, matrix: Matrix | None, host: HostFacts, opts: CheckOptions,

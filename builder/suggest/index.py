@@ -14,7 +14,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,7 +60,7 @@ def _kept(cache: Path, url: str) -> Page | None:
 
 
 def read_page(index_url: str, project: str, *, cache: Path, until: dt.datetime, offline: bool,
-              now: dt.datetime | None = None) -> Page:
+              now: dt.datetime | None = None, cancel: _http.Cancel | None = None) -> Page:
     """The files of ``project`` on ``index_url``, from the cache when that answers for ``until``."""
     url = page_url(index_url, project)
     kept = _kept(cache, url)
@@ -72,7 +72,8 @@ def read_page(index_url: str, project: str, *, cache: Path, until: dt.datetime, 
     from builder import _http
 
     read_at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    with _http.open_url(url, what=f"{project} index page", max_bytes=PAGE_MAX, headers={"Accept": ACCEPT}) as r:
+    with _http.open_url(url, what=f"{project} index page", max_bytes=PAGE_MAX, headers={"Accept": ACCEPT},
+                        cancel=cancel) as r:
         raw = r.read()
         final = r.url
     try:
@@ -80,8 +81,9 @@ def read_page(index_url: str, project: str, *, cache: Path, until: dt.datetime, 
     except PageError as exc:
         raise Unavailable(f"{url}: {exc}", "point --index-url at an index that serves PEP 691 JSON") from None
     page = Page(url=url, files=files, read_at=read_at.isoformat(), kept=False)
+    names = [x.name for x in fields(IndexFile)]  # flat: not dataclasses.asdict, which deep-copies every value
     memo.keep_json(cache, PAGE_KIND, f"{PAGE_FORMAT}|{url}",
-                   value={"read_at": page.read_at, "files": [asdict(f) for f in files]})
+                   value={"read_at": page.read_at, "files": [{n: getattr(f, n) for n in names} for f in files]})
     return page
 
 

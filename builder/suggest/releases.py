@@ -139,7 +139,7 @@ def _file(d: Any, page_url: str, i: int) -> IndexFile:
     up = d.get("upload-time")
     meta = d.get("core-metadata", d.get("data-dist-info-metadata", False))
     return IndexFile(
-        filename=name, url=urllib.parse.urljoin(page_url, url),
+        filename=name, url=url if url.startswith(("https://", "http://")) else urllib.parse.urljoin(page_url, url),
         sha256=sha.lower() if isinstance(sha, str) else None,
         size=size if isinstance(size, int) and not isinstance(size, bool) else None,
         upload_time=up if isinstance(up, str) else None,

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -100,6 +101,7 @@ class _Ctx:
     kept_verdicts: int = 0
     picks: dict[tuple[str, str, str], releases.IndexFile | None] = field(default_factory=dict)
     pinned: dict[tuple[str, str], Any] = field(default_factory=dict)
+    torch_ready: threading.Event = field(default_factory=threading.Event)  # torch_releases is set
     say: Progress = lambda _t, _m: None  # noqa: E731
 
     def tags(self, py: str) -> tuple[Any, ...]:
@@ -123,6 +125,15 @@ class _Ctx:
         if key not in self.pinned:
             self.pinned[key] = pins(f.requires_dist, self.env(py)).get("torch")
         return self.pinned[key]
+
+
+def _cancel_token(offline: bool) -> Any:
+    """A Cancel for the page reads (None offline: nothing to cancel, and no socket code loaded)."""
+    if offline:
+        return None
+    from builder import _http
+
+    return _http.Cancel()
 
 
 def _validate(req: SuggestRequest) -> None:
@@ -180,6 +191,7 @@ class _Pending:
     wheels: dict[str, str | None]  # name -> sha256 of the wheels read
     host_skips: list[skips.Skip | None]
     vllm_refs: list[WheelRef]  # the vLLM wheel(s) the target installs, for the checker's read-ahead
+    vllm_facts: dict[str, WheelFacts]  # their METADATA, per Python
 
 
 def _vllm_refs(c: _Ctx, batch: list[releases.Release]) -> list[WheelRef]:
@@ -197,6 +209,7 @@ def _pinned_torch(c: _Ctx) -> Callable[[WheelRef, WheelFacts], list[WheelRef]]:
     """For the METADATA reader: the torch wheels a vLLM wheel's METADATA pins, per Python."""
 
     def then(_ref: WheelRef, f: WheelFacts) -> list[WheelRef]:
+        c.torch_ready.wait()  # vLLM's reads start before torch's page is in
         out = []
         for py in c.req.pythons:
             req = c.torch_pin(f, py)
@@ -266,33 +279,19 @@ def _examine(c: _Ctx, r: releases.Release, reader: index.MetadataReader) -> Row 
                    outcomes=tuple(Outcome(status=SKIPPED, rule=s.rule, reason=s.fact) for s in per_host if s))
     refs = {w.filename: index.ref(w, "vllm", r.version) for w in picks.values() if w is not None}
     return _Pending(release=r, torch=trel.version, line=line, wheel=first.filename, wheels=wheels,
-                    host_skips=per_host, vllm_refs=list(refs.values()))
+                    host_skips=per_host, vllm_refs=list(refs.values()),
+                    vllm_facts={py: f for py, f in facts.items() if f is not None})
 
 
-@contextlib.contextmanager
-def _reading_ahead(c: _Ctx, refs: list[WheelRef]) -> Iterator[None]:
-    """While uv resolves, read what the checker will ask of vLLM's wheel (its CUDA binaries, by
-    range requests, kept by sha256): the largest read of a check.  Its errors are the checker's
-    to report; an interrupt or error in the block cancels it."""
-    if c.req.offline or not refs:
-        yield
-        return
-    from builder import _http
-    from builder.check import wheels
+def _reading_ahead(c: _Ctx, p: _Pending) -> contextlib.AbstractContextManager[None]:
+    """While uv resolves ``p``, read what the checker will ask of it (:mod:`builder.suggest.ahead`)."""
+    if c.req.offline or not p.vllm_refs:
+        return contextlib.nullcontext()
+    from builder.suggest import ahead
 
-    cancel = _http.Cancel()
-    cache = wheels.WheelCache(c.cache)
-    pool = ThreadPoolExecutor(max_workers=len(refs))
-    futs = [pool.submit(wheels.read_wheel, ref, want_binary=True, cache=cache, stats=c.fetch, cancel=cancel)
-            for ref in refs]
-    try:
-        yield
-    except BaseException:
-        cancel.cancel()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # a failed read is left to the checker, which reports it
-    del futs
+    return ahead.reading(p.vllm_refs, p.vllm_facts, pick=c.pick, envs={py: c.env(py) for py in c.req.pythons},
+                         index_urls=[c.req.index_url, *c.req.extra_index_urls], until=releases.cutoff(c.date),
+                         cache=c.cache, stats=c.fetch, k=c.k, tk=c.tk)
 
 
 def _judge(c: _Ctx, p: _Pending) -> Row:
@@ -314,7 +313,7 @@ def _judge(c: _Ctx, p: _Pending) -> Row:
 
     counter = resolve.Counter()
     try:
-        with _reading_ahead(c, p.vllm_refs):
+        with _reading_ahead(c, p):
             res = resolve.resolve(m, c.req.pythons, uv=c.uv, uv_version=c.uv_version, wheels=p.wheels,
                                   cache=c.cache, uv_cache=c.uv_cache or c.cache, offline=c.req.offline,
                                   counter=counter)
@@ -386,32 +385,40 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
     until = releases.cutoff(date)
     cache = paths.check_cache(req.cache_dir, project=project)
     memo.use_for_data(cache)
-    uv = tools.uv_bin()
-    c = _Ctx(req=req, hosts=hs, arch=hosts.arch_of(hs[0]), platform=platform, date=date, cache=cache,
-             uv_cache=None if req.offline else paths.uv_cache(project=project), uv=uv,
-             uv_version=tools.uv_version(uv), k=cuda.load(), tk=toolkit.load(), torch_releases=[],
-             say=progress or (lambda _t, _m: None))
-    if not req.offline:
-        paths.temp_base(project=project)  # uv inherits $TMPDIR
     urls = [req.index_url, *req.extra_index_urls]
-    with ThreadPoolExecutor(max_workers=2 * len(urls)) as pool:  # every page at once
-        futs = {(u, proj): pool.submit(index.read_page, u, proj, cache=cache, until=until, offline=req.offline)
-                for proj in ("vllm", "torch") for u in urls}
-        vpages = [futs[u, "vllm"].result() for u in urls]
-        tpages = [futs[u, "torch"].result() for u in urls]
-    c.torch_releases = [replace(r, files=tuple(f for f in r.files if releases.visible(f, until)))
-                        for r in releases.group([f for p in tpages for f in p.files], "torch")]
-    c.torch_releases = [r for r in c.torch_releases if r.files]
-    cands, left = releases.select(releases.group([f for p in vpages for f in p.files], "vllm"), until=until,
-                                  pre=req.pre, yanked=req.include_yanked,
-                                  spec=releases.spec_set(req.vllm, "--vllm"))
+    cancel = _cancel_token(req.offline)
+    pages = ThreadPoolExecutor(max_workers=2 * len(urls))  # every page at once, while the rest is set up
+    futs = {(u, proj): pages.submit(index.read_page, u, proj, cache=cache, until=until, offline=req.offline,
+                                    cancel=cancel)
+            for proj in ("vllm", "torch") for u in urls}
     rows: list[Row] = []
     resolved = 0
     stopped = "exhausted"
     not_tried = 0
-    reader = index.MetadataReader(_pinned_torch(c), cache_dir=cache, offline=req.offline, stats=c.fetch)
-    asked = 0
+    reader: index.MetadataReader | None = None
+    c: _Ctx | None = None
     try:
+        uv = tools.uv_bin()
+        c = _Ctx(req=req, hosts=hs, arch=hosts.arch_of(hs[0]), platform=platform, date=date, cache=cache,
+                 uv_cache=None if req.offline else paths.uv_cache(project=project), uv=uv,
+                 uv_version=tools.uv_version(uv), k=cuda.load(), tk=toolkit.load(), torch_releases=[],
+                 say=progress or (lambda _t, _m: None))
+        if not req.offline:
+            paths.temp_base(project=project)  # uv inherits $TMPDIR
+        vpages = [futs[u, "vllm"].result() for u in urls]
+        cands, left = releases.select(releases.group([f for p in vpages for f in p.files], "vllm"), until=until,
+                                      pre=req.pre, yanked=req.include_yanked,
+                                      spec=releases.spec_set(req.vllm, "--vllm"))
+        reader = index.MetadataReader(_pinned_torch(c), cache_dir=cache, offline=req.offline, stats=c.fetch)
+        asked = 0
+        if not req.offline:  # vLLM's METADATA while torch's page is read (offline, the reader answers at once)
+            asked = min(len(cands), AHEAD)
+            reader.ask(_vllm_refs(c, cands[:asked]))
+        tpages = [futs[u, "torch"].result() for u in urls]
+        c.torch_releases = [r for r in (replace(r, files=tuple(f for f in r.files if releases.visible(f, until)))
+                                         for r in releases.group([f for p in tpages for f in p.files], "torch"))
+                            if r.files]
+        c.torch_ready.set()
         for i, r in enumerate(cands):
             ahead = min(len(cands), i + AHEAD)
             if asked < ahead:  # keep AHEAD candidates' reads going, in search order
@@ -433,8 +440,16 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
             if fleet.common(rows) is not None:
                 stopped, not_tried = "found", len(cands) - i - 1
                 break
+    except BaseException:
+        if cancel is not None:
+            cancel.cancel()  # a page still in flight ends now
+        raise
     finally:
-        reader.close()
+        if c is not None:
+            c.torch_ready.set()  # a follow-up waiting for torch's page goes on (to nothing)
+        if reader is not None:
+            reader.close()
+        pages.shutdown(wait=True, cancel_futures=True)
     common = fleet.common(rows)
     unjudged = fleet.unjudged_before(rows, common)
     stats = Stats(candidates=len(rows), skipped=sum(all(o.status == SKIPPED for o in r.outcomes) for r in rows),
