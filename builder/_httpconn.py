@@ -8,7 +8,6 @@ connection is new or kept.
 from __future__ import annotations
 
 import base64
-import functools
 import socket
 import threading
 import time
@@ -39,17 +38,24 @@ def proxy_for(url: str) -> tuple[str, str | None] | None:
     return f"{p.hostname}:{p.port or 8080}", auth
 
 
-@functools.cache
+_TLS: list[ssl.SSLContext] = []
+_TLS_LOCK = threading.Lock()
+
+
 def tls() -> ssl.SSLContext:
     """The one TLS context of the process (certificate checks on, the system's CA store).
 
     Building a context loads the CA store: about 20 ms of CPU each time, as much as the rest
-    of a range request; a search or check makes dozens of requests.  An SSLContext may be
-    shared by threads.
+    of a range request; a search or check makes dozens of requests.  Built once, under a lock:
+    eight reads starting together would otherwise build eight.  An SSLContext may be shared by
+    threads.
     """
-    import ssl
+    with _TLS_LOCK:
+        if not _TLS:
+            import ssl
 
-    return ssl.create_default_context()
+            _TLS.append(ssl.create_default_context())
+        return _TLS[0]
 
 
 @dataclass(frozen=True)

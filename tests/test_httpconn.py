@@ -212,3 +212,22 @@ def test_exchange_never_keeps_a_connection(site) -> None:
         assert _http.exchange(f"{url}/a.bin", what="t", deadline=5, max_bytes=1 << 20).body == BODY
     assert stats.connections == 3
     assert not _httpconn.POOL._idle
+
+
+def test_one_tls_context_for_the_process_even_when_eight_reads_start_together(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building one loads the CA store (about 20 ms of CPU); eight reads starting at once built eight."""
+    import ssl
+
+    real, calls = ssl.create_default_context, []
+
+    def counting(*a: object, **k: object) -> ssl.SSLContext:
+        calls.append(1)
+        time.sleep(0.05)
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    monkeypatch.setattr(_httpconn, "_TLS", [])
+    with ThreadPoolExecutor(8) as pool:
+        ctxs = list(pool.map(lambda _i: _httpconn.tls(), range(8)))
+    assert len(calls) == 1 and all(c is ctxs[0] for c in ctxs)

@@ -20,6 +20,7 @@ from builder.suggest.model import SuggestResult
 from builder.suggest.search import SuggestRequest, run_suggest
 from tests.helpers import httpserver, suggest_world
 from tests.helpers.cli import builder_cmd
+from tests.helpers.httpserver import Misbehave
 
 SNAPSHOT = Path(__file__).parent / "data" / "host" / "snapshots" / "h200-driver-580-ubuntu-24.04-format2.json"
 DATE = "2025-12-30"
@@ -171,6 +172,43 @@ def test_a_second_search_runs_no_uv_and_reads_nothing_from_the_index(world, proj
     a, b = json.loads(first.stdout), json.loads(second.stdout)
     assert b["stats"]["uv_runs"] == 0 and b["stats"]["kept_resolutions"] == 4 and b["stats"]["kept_verdicts"] == 2
     assert a["answer"] == b["answer"] and a["candidates"] == b["candidates"]
+
+
+def test_a_repeated_search_reads_no_metadata_past_its_answer(world, proj: Path, tmp_path: Path) -> None:
+    """The first search reads METADATA ahead of its answer (a cold search gains time so); a
+    repeated one (its pages kept) reads ahead only once it meets a wheel the cache lacks."""
+    url, stats = world
+    cache = tmp_path / "c"
+    first = _run(proj, url, cache, pythons=("3.12",))
+    assert first.winner is not None and first.winner.vllm == "0.13.0"
+    gone = []
+    for f in (cache / "wheels").glob("*.json"):
+        name = json.loads(f.read_text())["filename"]
+        if name.startswith(("vllm-0.9.0-", "vllm-0.8.5-")):  # as if the first search ended before reading them
+            f.unlink()
+            gone.append(name)
+    assert len(gone) == 2
+    before = stats.requests
+    again = _run(proj, url, cache, pythons=("3.12",))
+    assert again.winner is not None and again.winner.vllm == "0.13.0" and stats.requests == before
+    native = _run(proj, url, cache, pythons=("3.12",), policy="native")  # this one needs them: read again
+    assert native.winner is not None and native.winner.vllm == "0.8.5" and stats.requests > before
+
+
+def test_a_wheel_past_the_answer_that_cannot_be_read_fails_only_a_search_that_needs_it(world, proj: Path,
+                                                                                       tmp_path: Path) -> None:
+    from builder.errors import Unavailable
+
+    url, stats = world
+    bad = "/files/vllm-0.9.0-cp38-abi3-manylinux1_x86_64.whl"
+    stats.misbehave[bad] = Misbehave(status=500)
+    try:
+        res = _run(proj, url, tmp_path / "c", pythons=("3.12",))
+        assert res.exit_code == 0 and res.winner is not None and res.winner.vllm == "0.13.0"
+        with pytest.raises(Unavailable, match=r"vllm-0\.9\.0-.*HTTP 500"):
+            _run(proj, url, tmp_path / "d", pythons=("3.12",), policy="native")
+    finally:
+        del stats.misbehave[bad]
 
 
 def test_offline_answers_from_the_cache_and_names_what_it_could_not_judge(world, proj: Path, tmp_path: Path) -> None:

@@ -101,19 +101,24 @@ class MetadataReader:
     the search decides); a read error is raised to the search when it waits for that wheel, never
     for a wheel it does not reach.  :meth:`hold` keeps queued reads from starting (while uv
     resolves a candidate, the reads for the next ones would only take CPU from it) until
-    :meth:`resume`.  The wheel cache answers first; ``offline``: the cache alone (a
-    wheel it lacks is absent from the answer).  :meth:`close` cancels what is still in flight.
-    Each read ends within ``deadline`` seconds of being asked for (and its own bounds).
+    :meth:`resume`.  The wheel cache answers first; ``offline``: the cache alone (a wheel it
+    lacks is absent from the answer).  Not ``eager`` (the index pages came from the cache: a
+    search repeated), a wheel the cache lacks is read ahead only once the search has waited for
+    one the cache lacked: a repeated search reads nothing beyond its answer.  :meth:`close`
+    cancels what is still in flight.  Each read ends within ``deadline`` seconds of being asked
+    for (and its own bounds).
     """
 
     def __init__(self, then: Callable[[WheelRef, WheelFacts], Iterable[WheelRef]], *, cache_dir: Path,
-                 offline: bool, stats: FetchStats, deadline: float = wheels.CHECK_DEADLINE) -> None:
+                 offline: bool, stats: FetchStats, eager: bool = True, deadline: float = wheels.CHECK_DEADLINE) -> None:
         import threading
 
         self._then, self._offline, self._stats, self._deadline = then, offline, stats, deadline
         self._cache = wheels.WheelCache(cache_dir)
         self._lock = threading.Lock()
         self._futs: dict[str, Future[WheelFacts | None]] = {}
+        self._later: dict[str, tuple[WheelRef, bool]] = {}  # not eager: misses asked for, not yet read
+        self._eager = eager
         self._pools: list[ThreadPoolExecutor] = []  # vLLM reads; the reads they name (never behind them)
         self._cancel: _http.Cancel | None = None
         self._closed = False
@@ -129,10 +134,10 @@ class MetadataReader:
         """The METADATA of ``refs`` by file name, once read (a ref not asked for yet is read now);
         the first read error among them is raised."""
         todo = list(refs)
-        futs = [self._start(r, first=False) for r in todo]
+        futs = [self._start(r, first=False, needed=True) for r in todo]
         out = {}
         for r, f in zip(todo, futs, strict=True):
-            facts = f.result()
+            facts = f.result() if f is not None else None
             if facts is not None:
                 out[r.filename] = facts
         return out
@@ -154,7 +159,10 @@ class MetadataReader:
         for pool in self._pools:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _start(self, ref: WheelRef, *, first: bool) -> Future[WheelFacts | None]:
+    def _start(self, ref: WheelRef, *, first: bool, needed: bool = False) -> Future[WheelFacts | None] | None:
+        lazy = not self._offline and not self._eager
+        hit = wheels.cached(ref, want_binary=False, cache=self._cache) if lazy or self._offline else None
+        later: list[tuple[WheelRef, bool]] = []
         with self._lock:
             fut = self._futs.get(ref.filename)
             if fut is not None:
@@ -163,23 +171,37 @@ class MetadataReader:
                 fut = Future()
                 self._futs[ref.filename] = fut
             else:
-                if not self._pools:
-                    from builder import _http
-
-                    self._cancel = _http.Cancel()
-                    self._pools = [ThreadPoolExecutor(max_workers=WORKERS) for _ in range(2)]
-                fut = self._pools[0 if first else 1].submit(self._read, ref, time.monotonic() + self._deadline)
-                self._futs[ref.filename] = fut
+                if lazy and hit is None:
+                    if not needed:  # a miss nobody waits for yet: read once the search meets one
+                        self._later.setdefault(ref.filename, (ref, first))
+                        return None
+                    self._eager = True  # the search waits for a miss: read ahead from now on
+                    later = [x for x in self._later.values() if x[0].filename != ref.filename]
+                    self._later.clear()
+                first = self._later.pop(ref.filename, (ref, first))[1]
+                fut = self._submit(ref, first)
+                for r, f in later:
+                    if r.filename not in self._futs:
+                        self._submit(r, f)
                 return fut
         # offline (or closed): the cache alone, and what it names, at once
-        hit = wheels.cached(ref, want_binary=False, cache=self._cache)
-        fut.set_result(hit)
+        fut.set_result(hit if self._offline else None)
         if hit is not None and not self._closed:
             for t in self._then(ref, hit):
                 self._start(t, first=False)
         return fut
 
-    def _read(self, ref: WheelRef, not_after: float) -> WheelFacts:
+    def _submit(self, ref: WheelRef, first: bool) -> Future[WheelFacts | None]:  # under the lock
+        if not self._pools:
+            from builder import _http
+
+            self._cancel = _http.Cancel()
+            self._pools = [ThreadPoolExecutor(max_workers=WORKERS) for _ in range(2)]
+        fut = self._pools[0 if first else 1].submit(self._read, ref, time.monotonic() + self._deadline)
+        self._futs[ref.filename] = fut
+        return fut
+
+    def _read(self, ref: WheelRef, not_after: float) -> WheelFacts | None:
         self._go.wait()
         if self._closed:
             raise Unavailable(f"{ref.filename}: cancelled", "the search ended before this read")

@@ -51,6 +51,13 @@ def kept(cache: Path, key: str, python: str) -> Resolution | None:
                       seconds=float(d.get("seconds", 0.0)), kept=True)
 
 
+def all_kept(m: Matrix, pythons: Sequence[str], *, uv_version: str, wheels: Mapping[str, str | None],
+             cache: Path) -> bool:
+    """Whether every Python's resolution of ``m`` (or uv's refusal) is kept: no uv would run."""
+    return all(memo.get_json(cache, KIND, stack.resolution_key(m, py, uv_version=uv_version, wheels=wheels)) is not None
+               for py in pythons)
+
+
 def resolve(m: Matrix, pythons: Sequence[str], *, uv: str, uv_version: str, wheels: Mapping[str, str | None],
             cache: Path, uv_cache: Path, offline: bool, counter: Counter) -> dict[str, Resolution | None]:
     """Each Python's resolution of ``m``: kept, or resolved now (None: ``offline`` and not kept).

@@ -33,7 +33,7 @@ from builder.check.model import WheelFacts, WheelRef
 from builder.driver.facts import HostFacts
 from builder.errors import SdistOnly, ToolFailed, Unavailable, UsageError
 from builder.report import Progress
-from builder.spec import PYPI_SIMPLE
+from builder.spec import PYPI_SIMPLE, Matrix
 from builder.suggest import fleet, hosts, index, releases, skips, stack
 from builder.suggest import policy as pol
 from builder.suggest.cudaline import CudaLine, torch_line
@@ -283,9 +283,13 @@ def _examine(c: _Ctx, r: releases.Release, reader: index.MetadataReader) -> Row 
                     vllm_facts={py: f for py, f in facts.items() if f is not None})
 
 
-def _reading_ahead(c: _Ctx, p: _Pending) -> contextlib.AbstractContextManager[None]:
-    """While uv resolves ``p``, read what the checker will ask of it (:mod:`builder.suggest.ahead`)."""
-    if c.req.offline or not p.vllm_refs:
+def _reading_ahead(c: _Ctx, p: _Pending, m: Matrix) -> contextlib.AbstractContextManager[None]:
+    """While uv resolves ``p``, read what the checker will ask of it (:mod:`builder.suggest.ahead`);
+    not when no uv runs (every resolution kept: the verdicts are likely kept too)."""
+    from builder.suggest import resolve
+
+    if c.req.offline or not p.vllm_refs or resolve.all_kept(m, c.req.pythons, uv_version=c.uv_version,
+                                                             wheels=p.wheels, cache=c.cache):
         return contextlib.nullcontext()
     from builder.suggest import ahead
 
@@ -313,7 +317,7 @@ def _judge(c: _Ctx, p: _Pending) -> Row:
 
     counter = resolve.Counter()
     try:
-        with _reading_ahead(c, p):
+        with _reading_ahead(c, p, m):
             res = resolve.resolve(m, c.req.pythons, uv=c.uv, uv_version=c.uv_version, wheels=p.wheels,
                                   cache=c.cache, uv_cache=c.uv_cache or c.cache, offline=c.req.offline,
                                   counter=counter)
@@ -409,7 +413,8 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
         cands, left = releases.select(releases.group([f for p in vpages for f in p.files], "vllm"), until=until,
                                       pre=req.pre, yanked=req.include_yanked,
                                       spec=releases.spec_set(req.vllm, "--vllm"))
-        reader = index.MetadataReader(_pinned_torch(c), cache_dir=cache, offline=req.offline, stats=c.fetch)
+        reader = index.MetadataReader(_pinned_torch(c), cache_dir=cache, offline=req.offline, stats=c.fetch,
+                                      eager=not all(p.kept for p in vpages))  # kept pages: a search repeated
         asked = 0
         if not req.offline:  # vLLM's METADATA while torch's page is read (offline, the reader answers at once)
             asked = min(len(cands), AHEAD)
