@@ -117,17 +117,7 @@ def guard_checks(project: Project) -> list[preflight.Check]:
 
 
 def _named_runtime(project: Project, root: str | None, runtime_id: str) -> layout.Runtime:
-    from builder.errors import NotReady
-    from builder.schema import suggest
-
-    base = layout.runtimes_root(project, root)
-    rt = layout.find(base, runtime_id)
-    if rt is None:
-        known = [r.name.name for r in layout.discover(base)]
-        raise NotReady(f"no runtime {runtime_id!r} under {base}{suggest(runtime_id, known)}",
-                       f"runtimes: {', '.join(known)}" if known else "build one (builder build) or adopt one "
-                       "(builder runtime adopt)")
-    return rt
+    return layout.named(layout.runtimes_root(project, root), runtime_id)
 
 
 def run_verify(project: Project, selector: str, from_snapshot: Path | None = None,

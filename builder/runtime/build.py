@@ -303,15 +303,8 @@ def smoke_named(project: Project, runtime_id: str, *, root: str | None = None, g
     adoption read of its environment (a changed environment fails the comparison).
     """
     from builder.runtime import smoke
-    from builder.schema import suggest
 
-    base = layout.runtimes_root(project, root)
-    rt = layout.find(base, runtime_id)
-    if rt is None:
-        known = [r.name.name for r in layout.discover(base)]
-        raise NotReady(f"no runtime {runtime_id!r} under {base}{suggest(runtime_id, known)}",
-                       f"runtimes: {', '.join(known)}" if known else "build one (builder build) or adopt one "
-                       "(builder runtime adopt)")
+    rt = layout.named(layout.runtimes_root(project, root), runtime_id)
     m = rt.manifest
     if m.environment is not None:
         expected = smoke.expected_from_environment(m.environment, since_adoption=True)

@@ -164,3 +164,17 @@ def find(root: Path, name: str) -> Runtime | None:
     """The finished runtime called ``name`` under ``root``, or None."""
     parsed = parse_name(name)
     return _finished(root / name, parsed) if parsed is not None else None
+
+
+def named(root: Path, name: str) -> Runtime:
+    """The finished runtime called ``name`` under ``root``; NotReady naming the ones there if none."""
+    from builder.errors import NotReady
+    from builder.schema import suggest
+
+    rt = find(root, name)
+    if rt is None:
+        known = [r.name.name for r in discover(root)]
+        raise NotReady(f"no runtime {name!r} under {root}{suggest(name, known)}",
+                       f"runtimes: {', '.join(known)}" if known else "build one (builder build) or adopt one "
+                       "(builder runtime adopt)")
+    return rt
