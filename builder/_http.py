@@ -19,15 +19,12 @@ Only ``https``, ``http`` and ``file`` URLs are read; a redirect may only go to
 must be regular files (``/dev/zero``, a FIFO or a directory is refused before
 anything is read: a FIFO is opened non-blocking so the open cannot hang).
 
-**Connections are kept** (HTTP/1.1 keep-alive, :mod:`builder._httpconn`): a search or check
-makes dozens of range requests to one host, and each new connection costs a TCP and a TLS
-handshake.  A request's connection is kept for the next request only when the request ended
-cleanly (no error, its body read to the end, the server not closing it); one whose socket
-reads as closed when taken (the server, the watchdog or a :class:`Cancel` closed it) is
-dropped; a kept connection serves one request at a time, under
-that request's own deadline, watchdog, cap and Cancel.  A kept connection the server closed
-while idle (a keep-alive timeout) is sent the GET once more on a new connection, within the
-same deadline.  :func:`exchange` (service endpoints, any method) always uses a new connection.
+**Connections are kept** (HTTP/1.1 keep-alive): a search or check makes dozens of range
+requests to one host, and a new connection costs a TCP and a TLS handshake.  One is kept only
+after a clean, complete answer (no error, the body read to its end, the server keeping it
+open), serves one request at a time under that request's deadline, watchdog, cap and Cancel,
+and is dropped when it reads as closed; one the server closes unanswered gets the GET once more
+on a new connection, within the same deadline.  :func:`exchange` (any method) never keeps one.
 
 Every failure is :class:`~builder.errors.Unavailable` (exit 3) with one line.
 Why ``http.client`` and not ``urllib.request``: urllib hides the socket (no
@@ -39,6 +36,7 @@ deadline (no socket exists yet to shut down).
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import stat
@@ -49,13 +47,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
-from builder import _httpconn as _conn
 from builder.errors import Unavailable
 
 if TYPE_CHECKING:
     import http.client
+    import ssl
 
 # http.client, ssl and urllib.request are imported by the functions that go to the
 # network: together they cost a warm `builder check` (cache only) about 20 ms.
@@ -285,24 +283,197 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def close_idle() -> None:
-    """Close every kept (idle) connection."""
-    _conn.POOL.clear()
+def _proxy_for(url: str) -> tuple[str, str | None] | None:
+    """(host:port, Proxy-Authorization) of the proxy urllib would use for ``url``, or None."""
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    auth = None
+    if p.username is not None:
+        token = f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}"
+        auth = "Basic " + base64.b64encode(token.encode()).decode()
+    return f"{p.hostname}:{p.port or 8080}", auth
 
 
-def _ask(route: _conn.Route, guard: _Guard, *, what: str, url: str, deadline: float, read_timeout: float,
-         headers: Mapping[str, str]) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-    """Send one GET on a kept connection of ``route``, or a new one; (connection, response once
-    its headers are in).  A kept connection the server closed while idle is tried once more on
-    a new connection, within the same deadline; any other failure is Unavailable."""
+_TLS: list[ssl.SSLContext] = []
+_TLS_LOCK = threading.Lock()
+
+
+def _tls() -> ssl.SSLContext:
+    """The one TLS context of the process (certificate checks on, the system's CA store): building
+    one loads the CA store, about 20 ms of CPU, as much as a range request.  Built under a lock
+    (eight reads starting together would build eight); an SSLContext may be shared by threads."""
+    with _TLS_LOCK:
+        if not _TLS:
+            import ssl
+
+            _TLS.append(ssl.create_default_context())
+        return _TLS[0]
+
+
+class _Route(NamedTuple):
+    key: tuple[str, str, int | None, str | None, str | None]  # scheme, host, port, proxy, proxy auth
+    target: str  # what the request line names
+    extra: Mapping[str, str]  # headers for a plain proxy
+
+
+def _route(url: str, *, use_proxy: bool = True) -> _Route:
+    parts = urllib.parse.urlsplit(url)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    scheme = parts.scheme.lower()
+    where, auth = (_proxy_for(url) if use_proxy else None) or (None, None)
+    plain = where is not None and scheme == "http"  # a plain proxy takes the absolute URL, and the credentials
+    if plain:
+        target = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+    return _Route((scheme, parts.hostname or "", parts.port, where, auth), target,
+                  {"Proxy-Authorization": auth} if plain and auth else {})
+
+
+def _connection(route: _Route, timeout: float) -> http.client.HTTPConnection:
+    """A new, unconnected connection for ``route`` (an https one through a proxy tunnels with CONNECT)."""
     import http.client
 
-    conn = _conn.POOL.take(route.key)
+    scheme, host, port, where, auth = route.key
+    conn: http.client.HTTPConnection
+    if where is not None and scheme == "https":
+        conn = http.client.HTTPSConnection(where, timeout=timeout, context=_tls())
+        conn.set_tunnel(host, port, headers={"Proxy-Authorization": auth} if auth else None)
+    elif where is not None:
+        conn = http.client.HTTPConnection(where, timeout=timeout)
+    elif scheme == "https":
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=_tls())
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn._create_connection = _create_connection  # type: ignore[attr-defined]  # http.client's own hook
+    return conn
+
+
+# --------------------------------------------------------------------------- kept connections
+#: Idle connections kept per route and in all, and how long one may stay idle before it is closed.
+POOL_PER_ROUTE, POOL_TOTAL, POOL_IDLE = 16, 64, 15.0
+
+
+def _readable(sock: socket.socket) -> bool:
+    """An idle connection with something to read: closed (EOF), or bytes nobody asked for."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sock, select.POLLIN)
+        return bool(getattr(sock, "pending", int)()) or bool(poll.poll(0))  # TLS: bytes already decrypted
+    except (OSError, ValueError):
+        return True
+
+
+class _Pool:
+    """Idle connections, oldest first (thread-safe): at most POOL_PER_ROUTE per route and POOL_TOTAL
+    in all.  Only :func:`open_url` gives one, after a clean, complete answer; one idle past
+    POOL_IDLE, or whose socket reads as closed (the server's keep-alive timeout, or a watchdog or
+    Cancel firing just as its request ended), is closed when met instead of used."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[tuple[float, tuple[Any, ...], http.client.HTTPConnection]] = []
+
+    def take(self, key: tuple[Any, ...]) -> http.client.HTTPConnection | None:
+        while True:
+            with self._lock:
+                mine = [i for i, x in enumerate(self._idle) if x[1] == key]
+                if not mine:
+                    return None
+                since, _key, conn = self._idle.pop(mine[-1])  # the newest
+            if time.monotonic() - since < POOL_IDLE and conn.sock is not None and not _readable(conn.sock):
+                return conn
+            conn.close()
+
+    def give(self, key: tuple[Any, ...], conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._idle.append((time.monotonic(), key, conn))
+            drop = [x for x in self._idle if x[1] == key][:-POOL_PER_ROUTE]
+            keep = [x for x in self._idle if x not in drop]
+            drop += keep[:-POOL_TOTAL]
+            self._idle = keep[-POOL_TOTAL:]
+        for _since, _key, c in drop:
+            c.close()
+
+    def clear(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _since, _key, c in idle:
+            c.close()
+
+
+_POOL = _Pool()
+
+
+def _stale(exc: BaseException) -> bool:
+    """What a kept connection the server closed while idle raises: no answer came, so a GET may be sent again."""
+    import http.client
+    import ssl
+
+    return isinstance(exc, (ConnectionError, http.client.RemoteDisconnected, ssl.SSLEOFError))
+
+
+_DNS: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+_DNS_LOCKS: dict[tuple[str, int], threading.Lock] = {}
+_DNS_GUARD = threading.Lock()
+
+
+def resolve(host: str, port: int) -> list[tuple[Any, ...]]:
+    """``getaddrinfo`` for a TCP connection, once per (host, port) for the process, one lookup in
+    flight per host.  Concurrent lookups of one name race in some resolvers (the A and AAAA
+    queries of several threads share a conntrack entry; the lost answer costs the resolver's
+    5-second retry): eight range reads of one host could stall 5 s together.  A failure is not kept."""
+    key = (host, port)
+    with _DNS_GUARD:
+        lock = _DNS_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        hit = _DNS.get(key)
+        if hit is None:
+            hit = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+            _DNS[key] = hit
+    return hit
+
+
+def _create_connection(address: tuple[str, int], timeout: Any = None,
+                      source_address: tuple[str, int] | None = None) -> socket.socket:
+    """``socket.create_connection`` with the address from :func:`resolve`."""
+    host, port = address
+    err: OSError | None = None
+    for family, kind, proto, _name, addr in resolve(host, port):
+        sock = None
+        try:
+            sock = socket.socket(family, kind, proto)
+            if isinstance(timeout, (int, float)):
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(addr)
+            return sock
+        except OSError as exc:
+            err = exc
+            if sock is not None:
+                sock.close()
+    raise err if err is not None else OSError(f"no address for {host}")
+
+
+def _ask(route: _Route, guard: _Guard, *, what: str, url: str, deadline: float, read_timeout: float,
+         headers: Mapping[str, str]) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """(connection, response once its headers are in) of a GET on a kept connection of ``route``,
+    else a new one; one the server closed unanswered is tried once more on a new connection."""
+    import http.client
+
+    conn = _POOL.take(route.key)
     while True:
-        kept = conn is not None
         timeout = min(read_timeout, max(guard.remaining(), 0.001))
-        if conn is None:
-            conn = _conn.connection(route, timeout)
+        kept, conn = conn is not None, conn or _connection(route, timeout)
         try:
             if conn.sock is not None:
                 conn.sock.settimeout(timeout)
@@ -316,7 +487,7 @@ def _ask(route: _conn.Route, guard: _Guard, *, what: str, url: str, deadline: fl
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             guard.check(deadline)
-            if kept and _conn.stale(exc):
+            if kept and _stale(exc):
                 conn = None
                 continue
             raise Unavailable(f"{what}: cannot reach {host_of(url)}: {_reason(exc)}",
@@ -348,12 +519,11 @@ def open_url(url: str, *, what: str, max_bytes: int, headers: Mapping[str, str] 
     guard.start()
     conn: http.client.HTTPConnection | None = None
     out: Response | None = None
-    route: _conn.Route | None = None
-    done = False
+    route: _Route | None = None
     try:
         for _hop in range(MAX_REDIRECTS + 1):
             guard.check(deadline)
-            route = _conn.route(url)
+            route = _route(url)
             conn, resp = _ask(route, guard, what=what, url=url, deadline=deadline, read_timeout=read_timeout,
                               headers=headers or {})
             if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
@@ -380,19 +550,15 @@ def open_url(url: str, *, what: str, max_bytes: int, headers: Mapping[str, str] 
                                       "describes; check the index")
             out = Response(resp, url, guard, max_bytes=max_bytes, budget=deadline, shared=budget)
             yield out
-            done = True
             return
         raise Unavailable(f"{what}: more than {MAX_REDIRECTS} redirects from {host_of(url)}", "check the index URL")
     finally:
         guard.stop()  # from here on neither the watchdog nor a Cancel touches the socket
-        if conn is not None:
-            # Kept only after a clean end: no error, the body read to its end, the server keeping
-            # the connection open.  A socket the watchdog or a Cancel shut down after that reads
-            # as closed, and the pool drops it (_httpconn.readable).
-            if (done and route is not None and out is not None and out.complete and not out._resp.will_close
+        if conn is not None:  # kept only after a complete answer (the pool drops it if it reads closed)
+            if (route is not None and out is not None and out.complete and not out._resp.will_close
                     and conn.sock is not None):
                 out._resp.close()  # http.client sends the next request only once this one is closed
-                _conn.POOL.give(route.key, conn)
+                _POOL.give(route.key, conn)
             else:
                 conn.close()
 
@@ -446,9 +612,8 @@ def exchange(url: str, *, method: str = "GET", what: str, deadline: float, max_b
     server that drips its status line, its headers or its body one byte at a
     time cannot hold the caller past it.  :class:`NoConnection` when nothing
     accepted the connection, :class:`Incomplete` when the answer did not
-    complete (or its body is over ``max_bytes``).  Always a new connection,
-    closed after the answer: a request here may be a POST, which must not be
-    sent twice, and a probed server restarts between probes.
+    complete (or its body is over ``max_bytes``).  Always a new connection:
+    a POST must not be sent twice, and a probed server restarts between probes.
     """
     import http.client
 
@@ -462,8 +627,7 @@ def exchange(url: str, *, method: str = "GET", what: str, deadline: float, max_b
     resp: http.client.HTTPResponse | None = None
     got = 0
     try:
-        route = _conn.route(url, use_proxy=False)
-        conn, target = _conn.connection(route, max(deadline, 0.001)), route.target
+        conn = _connection(route := _route(url, use_proxy=False), max(deadline, 0.001))
         try:
             guard.check(deadline)
             conn.connect()
@@ -477,7 +641,7 @@ def exchange(url: str, *, method: str = "GET", what: str, deadline: float, max_b
         chunks: list[bytes] = []
         try:
             guard.check(deadline)
-            conn.request(method, target, body=body,
+            conn.request(method, route.target, body=body,
                          headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})})
             resp = conn.getresponse()
             if resp.length is not None and resp.length > max_bytes:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import _http, _httpconn
+from builder import _http
 from builder.check import wheels
 from builder.errors import LockFileError, Unavailable
 from tests.helpers import httpserver, rss
@@ -438,7 +438,7 @@ def test_a_host_is_resolved_once_and_by_one_thread_at_a_time(site, monkeypatch: 
         return real(*a, **k)  # type: ignore[arg-type]
 
     monkeypatch.setattr(socket, "getaddrinfo", counting)
-    monkeypatch.setattr(_httpconn, "_DNS", {})
+    monkeypatch.setattr(_http, "_DNS", {})
     with ThreadPoolExecutor(8) as pool:
         bodies = list(pool.map(lambda _i: _http.fetch(f"{url}/f.bin", what="t", max_bytes=10_000).body, range(8)))
     assert bodies == [b"x" * 1000] * 8 and calls == [host] and most[0] == 1 and stats.requests == 8
@@ -449,4 +449,4 @@ def test_a_host_is_resolved_once_and_by_one_thread_at_a_time(site, monkeypatch: 
     monkeypatch.setattr(socket, "getaddrinfo", failing)
     with pytest.raises(Unavailable, match="Temporary failure in name resolution"):
         _http.fetch("http://nowhere.invalid/f.bin", what="t", max_bytes=10)
-    assert ("nowhere.invalid", 80) not in _httpconn._DNS
+    assert ("nowhere.invalid", 80) not in _http._DNS

@@ -179,10 +179,10 @@ class MetadataReader:
                     later = [x for x in self._later.values() if x[0].filename != ref.filename]
                     self._later.clear()
                 first = self._later.pop(ref.filename, (ref, first))[1]
-                fut = self._submit(ref, first)
+                fut = self._submit(ref, first=first)
                 for r, f in later:
                     if r.filename not in self._futs:
-                        self._submit(r, f)
+                        self._submit(r, first=f)
                 return fut
         # offline (or closed): the cache alone, and what it names, at once
         fut.set_result(hit if self._offline else None)
@@ -191,7 +191,7 @@ class MetadataReader:
                 self._start(t, first=False)
         return fut
 
-    def _submit(self, ref: WheelRef, first: bool) -> Future[WheelFacts | None]:  # under the lock
+    def _submit(self, ref: WheelRef, *, first: bool) -> Future[WheelFacts | None]:  # under the lock
         if not self._pools:
             from builder import _http
 

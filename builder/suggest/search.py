@@ -127,7 +127,7 @@ class _Ctx:
         return self.pinned[key]
 
 
-def _cancel_token(offline: bool) -> Any:
+def _cancel_token(*, offline: bool) -> Any:
     """A Cancel for the page reads (None offline: nothing to cancel, and no socket code loaded)."""
     if offline:
         return None
@@ -390,7 +390,7 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
     cache = paths.check_cache(req.cache_dir, project=project)
     memo.use_for_data(cache)
     urls = [req.index_url, *req.extra_index_urls]
-    cancel = _cancel_token(req.offline)
+    cancel = _cancel_token(offline=req.offline)
     pages = ThreadPoolExecutor(max_workers=2 * len(urls))  # every page at once, while the rest is set up
     futs = {(u, proj): pages.submit(index.read_page, u, proj, cache=cache, until=until, offline=req.offline,
                                     cancel=cancel)

@@ -1,4 +1,4 @@
-"""Kept connections (builder/_httpconn.py, used by builder/_http.py): requests to one host share
+"""Kept connections (HTTP/1.1 keep-alive in builder/_http.py): requests to one host share
 a few HTTP/1.1 connections, and a connection is used again only after a clean, complete answer.
 Against a REAL loopback server (tests/helpers/httpserver.py) that counts the TCP connections it
 accepts, closes idle ones, drops requests unanswered, answers errors on a kept-open connection
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import _http, _httpconn
+from builder import _http
 from builder.errors import Unavailable
 from tests.helpers import httpserver
 from tests.helpers.httpserver import Misbehave
@@ -25,9 +25,9 @@ BODY = os.urandom(5000)
 
 @pytest.fixture(autouse=True)
 def _no_kept_connections() -> Iterator[None]:
-    _http.close_idle()
+    _http._POOL.clear()
     yield
-    _http.close_idle()
+    _http._POOL.clear()
 
 
 def _site(tmp_path: Path, **kw: float | None) -> tuple[Path, object]:
@@ -66,7 +66,7 @@ def test_concurrent_requests_each_hold_their_own_connection(site) -> None:
 
 def test_at_most_pool_per_route_connections_are_kept(site, monkeypatch: pytest.MonkeyPatch) -> None:
     url, stats = site
-    monkeypatch.setattr(_httpconn, "POOL_PER_ROUTE", 3)
+    monkeypatch.setattr(_http, "POOL_PER_ROUTE", 3)
     stats.hold = threading.Event()  # every request waits: 6 connections at once
     with ThreadPoolExecutor(6) as pool:
         futs = [pool.submit(_get, f"{url}/a.bin") for _ in range(6)]
@@ -74,7 +74,7 @@ def test_at_most_pool_per_route_connections_are_kept(site, monkeypatch: pytest.M
             time.sleep(0.01)
         stats.hold.set()
         assert [f.result() for f in futs] == [BODY] * 6
-    assert stats.connections == 6 and sum(map(len, _httpconn.POOL._idle.values())) == 3
+    assert stats.connections == 6 and len(_http._POOL._idle) == 3
     stats.hold = None
     [_get(f"{url}/a.bin") for _ in range(4)]
     assert stats.connections == 6  # the kept three served them
@@ -96,24 +96,24 @@ def test_the_pool_gives_no_connection_that_reads_as_closed(tmp_path: Path) -> No
 
     _d, server = _site(tmp_path, idle=0.2)
     with server as (url, _stats):  # type: ignore[attr-defined]
-        route = _httpconn.route(url)
+        route = _http._route(url)
         conns = []
         for _ in range(2):
-            c = _httpconn.connection(route, 5.0)
+            c = _http._connection(route, 5.0)
             c.connect()
             conns.append(c)
-        _httpconn.POOL.give(route.key, conns[0])
+        _http._POOL.give(route.key, conns[0])
         time.sleep(0.6)  # the server's keep-alive timeout passes
-        assert _httpconn.POOL.take(route.key) is None and conns[0].sock is None  # closed, not given
+        assert _http._POOL.take(route.key) is None and conns[0].sock is None  # closed, not given
         assert conns[1].sock is not None
         conns[1].sock.shutdown(socket.SHUT_RDWR)
-        _httpconn.POOL.give(route.key, conns[1])
-        assert _httpconn.POOL.take(route.key) is None
+        _http._POOL.give(route.key, conns[1])
+        assert _http._POOL.take(route.key) is None
 
 
 def test_a_connection_idle_too_long_is_closed_instead_of_used(site, monkeypatch: pytest.MonkeyPatch) -> None:
     url, stats = site
-    monkeypatch.setattr(_httpconn, "POOL_IDLE", 0.1)
+    monkeypatch.setattr(_http, "POOL_IDLE", 0.1)
     _get(f"{url}/a.bin")
     time.sleep(0.2)
     _get(f"{url}/a.bin")
@@ -211,7 +211,7 @@ def test_exchange_never_keeps_a_connection(site) -> None:
     for _ in range(3):
         assert _http.exchange(f"{url}/a.bin", what="t", deadline=5, max_bytes=1 << 20).body == BODY
     assert stats.connections == 3
-    assert not _httpconn.POOL._idle
+    assert not _http._POOL._idle
 
 
 def test_one_tls_context_for_the_process_even_when_eight_reads_start_together(
@@ -227,7 +227,7 @@ def test_one_tls_context_for_the_process_even_when_eight_reads_start_together(
         return real(*a, **k)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ssl, "create_default_context", counting)
-    monkeypatch.setattr(_httpconn, "_TLS", [])
+    monkeypatch.setattr(_http, "_TLS", [])
     with ThreadPoolExecutor(8) as pool:
-        ctxs = list(pool.map(lambda _i: _httpconn.tls(), range(8)))
+        ctxs = list(pool.map(lambda _i: _http._tls(), range(8)))
     assert len(calls) == 1 and all(c is ctxs[0] for c in ctxs)
