@@ -33,6 +33,13 @@ def _why(o: Outcome, limit: int = 110) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _command(ctx: click.Context) -> str:
+    """The command line, for the written matrix's comment (the writer, and tomlkit, load only with --write)."""
+    from builder.suggest import write as wr
+
+    return wr.command_line(_argv(ctx))
+
+
 def _row(r: Row, fleet: bool) -> list[str]:
     line = r.line.release if r.line else "-"
     cells = [r.vllm, r.torch or "-", line, r.native_floor or "-"]
@@ -174,7 +181,6 @@ def suggest_cmd(ctx: click.Context, python: tuple[str, ...], native: bool, stric
     """
     from builder.spec import PYPI_SIMPLE
     from builder.suggest import policy as pol
-    from builder.suggest import write as wr
     from builder.suggest.search import DEFAULT_PYTHONS, SuggestRequest, run_suggest
 
     if force and write_id is None:
@@ -188,7 +194,7 @@ def suggest_cmd(ctx: click.Context, python: tuple[str, ...], native: bool, stric
         index_url=index_url or PYPI_SIMPLE, extra_index_urls=extra_index_urls, exclude_newer=exclude_newer,
         max_candidates=max_candidates, pre=pre, include_yanked=include_yanked, offline=offline, deep=deep,
         cache_dir=cache_dir, snapshots=from_snapshot, probe=probe, driver=driver, ccs=gpu_cc, glibc=glibc, arch=arch,
-        write=write_id, replace=force, command=wr.command_line(_argv(ctx)))
+        write=write_id, replace=force, command=_command(ctx) if write_id else "")
     res = run_suggest(proj, req, progress(ctx))
     if as_json:
         echo_json(res.as_dict())
