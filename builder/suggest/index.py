@@ -179,7 +179,7 @@ class MetadataReader:
                     later = [x for x in self._later.values() if x[0].filename != ref.filename]
                     self._later.clear()
                 first = self._later.pop(ref.filename, (ref, first))[1]
-                fut = self._submit(ref, first=first)
+                fut = self._submit(ref, first=first, hit=hit)
                 for r, f in later:
                     if r.filename not in self._futs:
                         self._submit(r, first=f)
@@ -191,22 +191,25 @@ class MetadataReader:
                 self._start(t, first=False)
         return fut
 
-    def _submit(self, ref: WheelRef, *, first: bool) -> Future[WheelFacts | None]:  # under the lock
+    def _submit(self, ref: WheelRef, *, first: bool,
+                hit: WheelFacts | None = None) -> Future[WheelFacts | None]:  # under the lock
         if not self._pools:
             from builder import _http
 
             self._cancel = _http.Cancel()
             self._pools = [ThreadPoolExecutor(max_workers=WORKERS) for _ in range(2)]
-        fut = self._pools[0 if first else 1].submit(self._read, ref, time.monotonic() + self._deadline)
+        fut = self._pools[0 if first else 1].submit(self._read, ref, time.monotonic() + self._deadline, hit)
         self._futs[ref.filename] = fut
         return fut
 
-    def _read(self, ref: WheelRef, not_after: float) -> WheelFacts | None:
-        self._go.wait()
-        if self._closed:
-            raise Unavailable(f"{ref.filename}: cancelled", "the search ended before this read")
-        facts = wheels.read_wheel(ref, want_binary=False, cache=self._cache, stats=self._stats, cancel=self._cancel,
-                                  not_after=not_after)
+    def _read(self, ref: WheelRef, not_after: float, hit: WheelFacts | None) -> WheelFacts | None:
+        facts = hit  # found in the cache already (not eager): what it names is still to start
+        if facts is None:
+            self._go.wait()
+            if self._closed:
+                raise Unavailable(f"{ref.filename}: cancelled", "the search ended before this read")
+            facts = wheels.read_wheel(ref, want_binary=False, cache=self._cache, stats=self._stats,
+                                      cancel=self._cancel, not_after=not_after)
         for t in self._then(ref, facts):
             self._start(t, first=False)
         return facts
