@@ -160,9 +160,11 @@ def test_permission_denied_is_exit_8(world_readable: Path) -> None:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root to run builder as an unprivileged user (setpriv)")
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    probe = subprocess.run([*nobody, sys.executable, "-c", "pass"], capture_output=True, text=True)
+    # The precondition is builder itself, not only the interpreter: a venv under a root-only
+    # directory runs as its base Python for another user (pyvenv.cfg unreadable) and has no builder.
+    probe = subprocess.run([*nobody, sys.executable, "-c", "import builder"], capture_output=True, text=True)
     if probe.returncode != 0:  # e.g. a pyenv Python whose libpython sits under a root-only /root
-        pytest.skip(f"an unprivileged user cannot run this interpreter: {probe.stderr.strip()[:200]}")
+        pytest.skip(f"an unprivileged user cannot run builder from here: {probe.stderr.strip()[:200]}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "BUILDER_"))}
     env["HOME"] = str(world_readable.parent)
     r = builder("spec", "set", "t", "torch.version", "2.9.0", cwd=world_readable, env=env,
