@@ -4,7 +4,8 @@ one loader that parses and validates them.
 ``cuda.toml`` (CUDA releases, driver floors, components; read by :mod:`builder.check.knowledge`
 and :mod:`builder.check.toolkit`), ``kernels.toml`` (GPU code of main extensions, by wheel
 sha256; :mod:`builder.check.kerneldata`) and ``driver_branches.toml`` (NVIDIA driver branches;
-:mod:`builder.driver.branches`).
+:mod:`builder.driver.branches`) and ``requires.toml`` (what the search reads of the vLLM and
+torch wheels' METADATA, by wheel sha256; :mod:`builder.suggest.known`).
 
 :func:`read` checks every table of a file against its :data:`LAYOUTS` entry (keys, their
 kinds, unknown keys; :mod:`builder.schema`, as for the specs) before any model is built from
@@ -17,6 +18,7 @@ the tables live in ``scripts/``.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 CUDA = HERE / "cuda.toml"
 KERNELS = HERE / "kernels.toml"
 DRIVER_BRANCHES = HERE / "driver_branches.toml"
+REQUIRES = HERE / "requires.toml"
 
 
 def _string_lists(value: Any) -> str | None:
@@ -55,6 +58,11 @@ def _rows(required: str, optional: str = "") -> Field:
 
 def _table(required: str) -> Field:
     return Field(dict, required=True, table=_keys(required))
+
+
+def _wheel_entry(value: Any) -> str | None:
+    ok = re.fullmatch(r"[0-9a-f]{64} \S+\.whl", value)
+    return None if ok else f"must be '<sha256> <wheel file name>', got {value!r}"
 
 
 def _schema(number: int) -> Field:
@@ -94,6 +102,13 @@ LAYOUTS: dict[str, tuple[Mapping[str, Field], str]] = {
                          "nvcc_banners:int containers:int entries:int produced_by:str reader_version:int date:str "
                          "source:str bytes_transferred:int", "ptx_isa:str nvcc:str nvcc_release:str"),
     }, "scripts/kernel_data.py"),
+    REQUIRES.name: ({
+        "schema": _schema(1),
+        "gpu": Field(list, required=True, item=str),
+        "release": Field(list, required=True, array_of_tables=True, table={
+            **_keys("package:str version:str arch:str requires:strs source:str date:str"),
+            "wheels": Field(list, required=True, item=str, check=_wheel_entry)}),
+    }, "scripts/requires_data.py"),
     DRIVER_BRANCHES.name: ({
         "branch": _rows("series:int kind:str source:str", "eol:str eol-by:str cuda:str"),
     }, ""),

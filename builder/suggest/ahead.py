@@ -4,7 +4,8 @@ uv takes a second or more per candidate, and then the checker reads the lock's G
 vLLM's CUDA binaries, and the METADATA or binaries of the GPU packages beside it (torchaudio,
 torchvision, xformers, flashinfer).  Those reads start before uv ends: vLLM's wheel, and the
 wheels of the GPU packages that vLLM's METADATA pins exactly (``torchaudio==2.10.0``), taken
-from their index pages for the target as the checker will take them from the lock.
+from their index pages for the target as the checker will take them from the lock, and torch's
+wheel when the search took its facts from builder's shipped data instead of reading it.
 
 Everything read is kept by the wheel's sha256 (the checker's own cache), so a guess the lock
 does not confirm costs only its requests, and the checker reads, and reports, whatever it
@@ -71,10 +72,12 @@ def _jobs(want: Mapping[str, Mapping[str, str]], *, pick: Pick, envs: Mapping[st
 @contextlib.contextmanager
 def reading(vllm_refs: Sequence[WheelRef], vllm: Mapping[str, WheelFacts], *, pick: Pick,
             envs: Mapping[str, dict[str, str]], index_urls: Sequence[str], until: dt.datetime, cache: Path,
-            stats: FetchStats, k: cuda.Knowledge, tk: toolkit.ToolkitKnowledge, workers: int = 8) -> Iterator[None]:
+            stats: FetchStats, k: cuda.Knowledge, tk: toolkit.ToolkitKnowledge, workers: int = 8,
+            torch: Mapping[str, WheelRef] | None = None) -> Iterator[None]:
     """Within the block (uv resolving), read into the wheel cache what the checker will ask of
-    the candidate: ``vllm_refs`` with their binaries, and the wheels of what ``vllm`` (its
-    METADATA per Python) pins exactly among the checker's GPU packages."""
+    the candidate: ``vllm_refs`` with their binaries, the wheels of what ``vllm`` (its
+    METADATA per Python) pins exactly among the checker's GPU packages, and ``torch``'s wheel
+    per Python where the search knew its facts from shipped data (so never read it)."""
     from builder import _http
     from builder.check import wheels
 
@@ -96,6 +99,8 @@ def reading(vllm_refs: Sequence[WheelRef], vllm: Mapping[str, WheelFacts], *, pi
 
     for ref in vllm_refs:
         pool.submit(read, ref, True)
+    for py, ref in (torch or {}).items():
+        pool.submit(read, ref, needs_binary(k, tk, "torch", env=envs[py]))
     pool.submit(guess)
     try:
         yield

@@ -1,6 +1,8 @@
 """Reading the index for a search: PEP 691 project pages through the one bounded reader
 (:mod:`builder._http`), and wheel METADATA through the checker's wheel cache (range reads of
-the zip's tail, kept by the wheel's sha256: PyPI serves vLLM no PEP 658 metadata).
+the zip's tail, kept by the wheel's sha256: PyPI serves vLLM no PEP 658 metadata), or, for a
+wheel whose sha256 on the page is one that builder ships facts for
+(:mod:`builder.suggest.known`), from those facts without a request.
 
 A page is kept in builder's cache with the time it was read.  A page read after the search's
 cut-off (the end of the ``exclude-newer`` day) lists every file uploaded before it, so a later
@@ -25,6 +27,7 @@ from builder.check import wheels
 from builder.check.fetchplan import FetchStats
 from builder.check.model import WheelFacts, WheelRef
 from builder.errors import Unavailable
+from builder.suggest.known import Known
 from builder.suggest.releases import ACCEPT, IndexFile, PageError, parse_page
 
 if TYPE_CHECKING:
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 PAGE_MAX = 64 * 1024 * 1024  # bytes of one project page (PyPI's torch page: about 0.4 MB)
 PAGE_KIND = "simple-pages"
 PAGE_FORMAT = 1
+SHIPPED = "shipped data"  # WheelFacts.origin of facts from builder/data/requires.toml
 WORKERS = 8  # concurrent METADATA reads per stage (vLLM, then torch), as many as a check makes
 
 
@@ -87,6 +91,15 @@ def read_page(index_url: str, project: str, *, cache: Path, until: dt.datetime, 
     return page
 
 
+def shipped(ref: WheelRef, known: Known | None) -> WheelFacts | None:
+    """What builder ships of ``ref``'s METADATA, when ``ref``'s sha256 (the index page's) is one a
+    row names: the Requires-Dist entries the search reads (partial: never for the wheel cache)."""
+    row = known.get(ref.sha256) if known is not None else None
+    if row is None:
+        return None
+    return WheelFacts(ref.filename, ref.sha256, ref.name, ref.version, row.requires, origin=SHIPPED)
+
+
 def ref(f: IndexFile, name: str, version: str) -> WheelRef:
     return WheelRef(name=name, version=version, filename=f.filename, url=f.url, sha256=f.sha256, size=f.size,
                     platform=not f.filename.endswith("-any.whl"), metadata_file=f.metadata_file)
@@ -106,14 +119,17 @@ class MetadataReader:
     search repeated), a wheel the cache lacks is read ahead only once the search has waited for
     one the cache lacked: a repeated search reads nothing beyond its answer.  :meth:`close`
     cancels what is still in flight.  Each read ends within ``deadline`` seconds of being asked
-    for (and its own bounds).
+    for (and its own bounds).  A wheel ``known`` has facts for (by the page's sha256) is not read
+    at all, online or offline: its facts answer as a cache hit would, and are not cached.
     """
 
     def __init__(self, then: Callable[[WheelRef, WheelFacts], Iterable[WheelRef]], *, cache_dir: Path,
-                 offline: bool, stats: FetchStats, eager: bool = True, deadline: float = wheels.CHECK_DEADLINE) -> None:
+                 offline: bool, stats: FetchStats, eager: bool = True, deadline: float = wheels.CHECK_DEADLINE,
+                 known: Known | None = None) -> None:
         import threading
 
         self._then, self._offline, self._stats, self._deadline = then, offline, stats, deadline
+        self._known = known
         self._cache = wheels.WheelCache(cache_dir)
         self._lock = threading.Lock()
         self._futs: dict[str, Future[WheelFacts | None]] = {}
@@ -161,7 +177,9 @@ class MetadataReader:
 
     def _start(self, ref: WheelRef, *, first: bool, needed: bool = False) -> Future[WheelFacts | None] | None:
         lazy = not self._offline and not self._eager
-        hit = wheels.cached(ref, want_binary=False, cache=self._cache) if lazy or self._offline else None
+        hit = shipped(ref, self._known)
+        if hit is None and (lazy or self._offline):
+            hit = wheels.cached(ref, want_binary=False, cache=self._cache)
         later: list[tuple[WheelRef, bool]] = []
         with self._lock:
             fut = self._futs.get(ref.filename)
@@ -179,7 +197,7 @@ class MetadataReader:
                     later = [x for x in self._later.values() if x[0].filename != ref.filename]
                     self._later.clear()
                 first = self._later.pop(ref.filename, (ref, first))[1]
-                fut = self._submit(ref, first=first, hit=hit)
+                fut = self._submit(ref, first=first, hit=hit)  # a hit's follow-ups start in the pool
                 for r, f in later:
                     if r.filename not in self._futs:
                         self._submit(r, first=f)
@@ -203,7 +221,7 @@ class MetadataReader:
         return fut
 
     def _read(self, ref: WheelRef, not_after: float, hit: WheelFacts | None) -> WheelFacts | None:
-        facts = hit  # found in the cache already (not eager): what it names is still to start
+        facts = hit  # shipped, or in the cache already (not eager): what it names is still to start
         if facts is None:
             self._go.wait()
             if self._closed:

@@ -34,7 +34,7 @@ from builder.driver.facts import HostFacts
 from builder.errors import SdistOnly, ToolFailed, Unavailable, UsageError
 from builder.report import Progress
 from builder.spec import PYPI_SIMPLE, Matrix
-from builder.suggest import fleet, hosts, index, releases, skips, stack
+from builder.suggest import fleet, hosts, index, known, releases, skips, stack
 from builder.suggest import policy as pol
 from builder.suggest.cudaline import CudaLine, torch_line
 from builder.suggest.model import (
@@ -192,6 +192,7 @@ class _Pending:
     host_skips: list[skips.Skip | None]
     vllm_refs: list[WheelRef]  # the vLLM wheel(s) the target installs, for the checker's read-ahead
     vllm_facts: dict[str, WheelFacts]  # their METADATA, per Python
+    torch_unread: dict[str, WheelRef]  # per Python, torch's wheel if its facts were shipped (not in the cache)
 
 
 def _vllm_refs(c: _Ctx, batch: list[releases.Release]) -> list[WheelRef]:
@@ -254,12 +255,15 @@ def _examine(c: _Ctx, r: releases.Release, reader: index.MetadataReader) -> Row 
                              torch=trel.version, wheel=first.filename)
     tmeta = reader.wait(index.ref(w, "torch", trel.version) for w in tpicks.values() if w is not None)
     lines: list[CudaLine | None] = []
+    unread: dict[str, WheelRef] = {}
     for py, w in tpicks.items():
         assert w is not None
         tf = tmeta.get(w.filename)
         if tf is None:
             return _unjudged_row(r, n, f"torch {trel.version}'s METADATA is not in builder's cache",
                                  torch=trel.version, vllm_wheel=first.filename)
+        if tf.origin == index.SHIPPED:
+            unread[py] = index.ref(w, "torch", trel.version)
         lines.append(torch_line(tf.requires_dist, c.env(py), c.k, tk=c.tk))
     line = lines[0]
     per_host: list[skips.Skip | None] = []
@@ -280,7 +284,7 @@ def _examine(c: _Ctx, r: releases.Release, reader: index.MetadataReader) -> Row 
     refs = {w.filename: index.ref(w, "vllm", r.version) for w in picks.values() if w is not None}
     return _Pending(release=r, torch=trel.version, line=line, wheel=first.filename, wheels=wheels,
                     host_skips=per_host, vllm_refs=list(refs.values()),
-                    vllm_facts={py: f for py, f in facts.items() if f is not None})
+                    vllm_facts={py: f for py, f in facts.items() if f is not None}, torch_unread=unread)
 
 
 def _reading_ahead(c: _Ctx, p: _Pending, m: Matrix) -> contextlib.AbstractContextManager[None]:
@@ -293,7 +297,8 @@ def _reading_ahead(c: _Ctx, p: _Pending, m: Matrix) -> contextlib.AbstractContex
         return contextlib.nullcontext()
     from builder.suggest import ahead
 
-    return ahead.reading(p.vllm_refs, p.vllm_facts, pick=c.pick, envs={py: c.env(py) for py in c.req.pythons},
+    return ahead.reading(p.vllm_refs, p.vllm_facts, torch=p.torch_unread, pick=c.pick,
+                         envs={py: c.env(py) for py in c.req.pythons},
                          index_urls=[c.req.index_url, *c.req.extra_index_urls], until=releases.cutoff(c.date),
                          cache=c.cache, stats=c.fetch, k=c.k, tk=c.tk)
 
@@ -409,12 +414,14 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
                  say=progress or (lambda _t, _m: None))
         if not req.offline:
             paths.temp_base(project=project)  # uv inherits $TMPDIR
+        shipped = known.load()  # while the pages are read
         vpages = [futs[u, "vllm"].result() for u in urls]
         cands, left = releases.select(releases.group([f for p in vpages for f in p.files], "vllm"), until=until,
                                       pre=req.pre, yanked=req.include_yanked,
                                       spec=releases.spec_set(req.vllm, "--vllm"))
         reader = index.MetadataReader(_pinned_torch(c), cache_dir=cache, offline=req.offline, stats=c.fetch,
-                                      eager=not all(p.kept for p in vpages))  # kept pages: a search repeated
+                                      eager=not all(p.kept for p in vpages),  # kept pages: a search repeated
+                                      known=shipped if known.usable(shipped, c.k.gpu) else None)
         asked = 0
         if not req.offline:  # vLLM's METADATA while torch's page is read (offline, the reader answers at once)
             asked = min(len(cands), AHEAD)
