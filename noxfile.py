@@ -51,6 +51,8 @@ REFRESH_MD = "lock-refresh.md"      # the pull request body (lock-refresh sessio
 REFRESH_JSON = "lock-refresh.json"  # the same diff, for the decision "did any package change"
 KERNEL_SCRIPT = ROOT / "scripts" / "kernel_data.py"  # builder's own kernel data (lock-refresh session)
 KERNEL_SUMMARY = "kernel-data.json"  # what it added, for the pull request
+REQUIRES_SCRIPT = ROOT / "scripts" / "requires_data.py"  # the search's shipped METADATA facts (lock-refresh)
+REQUIRES_SUMMARY = "requires-data.json"
 
 
 def _add_pyenv_pythons_to_path() -> None:
@@ -216,6 +218,20 @@ def _kernel_rows(session: nox.Session) -> list[dict[str, Any]]:
     return added
 
 
+def _requires_rows(session: nox.Session) -> list[str]:
+    """The search's METADATA facts (builder/data/requires.toml) for every CUDA vLLM wheel on PyPI
+    and the torch wheels they pin that have none (``scripts/requires_data.py --all``; the same
+    ``$BUILDER_KERNEL_INDEX``).  Only in builder's own checkout, as the kernel rows."""
+    if not REQUIRES_SCRIPT.exists():
+        return []
+    index = os.environ.get("BUILDER_KERNEL_INDEX")
+    summary = Path(REQUIRES_SUMMARY).resolve()
+    session.run("python", str(REQUIRES_SCRIPT), "--all", "--summary", str(summary),
+                *(["--index", index] if index else []), env=_env())
+    added: list[str] = json.loads(summary.read_text(encoding="utf-8"))["added"]
+    return added
+
+
 def _kernel_md(rows: list[dict[str, Any]]) -> str:
     """The pull request's section on new kernel rows."""
     lines = ["", f"### Kernel data: {len(rows)} new row(s) in `builder/data/kernels.toml`", "",
@@ -235,7 +251,8 @@ def lock_refresh(session: nox.Session) -> None:
     enter a re-run (docs/locks.md).
 
     First, in builder's own checkout, a kernel row for each new vLLM wheel on PyPI
-    (``scripts/kernel_data.py --all``); then ``builder lock --refresh`` (posargs go to it,
+    (``scripts/kernel_data.py --all``) and the search's METADATA facts of it and of the torch
+    wheels it pins (``scripts/requires_data.py --all``); then ``builder lock --refresh`` (posargs go to it,
     e.g. ``-- --exclude-newer 2026-01-05``), ``builder lock --verify``, then ``builder lock
     diff --git HEAD`` as Markdown (the pull request body, plus a table of the new kernel rows)
     and as JSON (did any package change?).  New rows alone are worth a pull request too.
@@ -244,6 +261,7 @@ def lock_refresh(session: nox.Session) -> None:
     """
     _install(session)
     kernels = _kernel_rows(session)  # first: the diff below judges gpu-arch with the new rows
+    facts = _requires_rows(session)
     session.run("builder", "lock", "--refresh", *session.posargs, env=_env())
     session.run("builder", "lock", "--verify", env=_env())
     clean = _diff(session, "md", Path(REFRESH_MD))
@@ -259,9 +277,14 @@ def lock_refresh(session: nox.Session) -> None:
         with Path(REFRESH_MD).open("a", encoding="utf-8") as f:
             f.write(_kernel_md(kernels))
         title += f" (+{len(kernels)} kernel row{'s' if len(kernels) > 1 else ''})"
-    _github_output(changed="true" if n or kernels else "false", regression="false", title=title)
-    if n or kernels:
+    if facts:
+        with Path(REFRESH_MD).open("a", encoding="utf-8") as f:
+            f.write(f"\n### Search data: {len(facts)} wheel(s) added to `builder/data/requires.toml`\n\n"
+                    + "".join(f"- `{w}`\n" for w in facts))
+    _github_output(changed="true" if n or kernels or facts else "false", regression="false", title=title)
+    if n or kernels or facts:
         rows = f", {len(kernels)} new kernel row(s)" if kernels else ""
+        rows += f", {len(facts)} wheel(s) of new search data" if facts else ""
         session.log(f"lock-refresh: {n} lock{'s' if n != 1 else ''} with package changes{rows}: propose them as "
                     f"{title!r} with {REFRESH_MD} as the description")
     else:

@@ -164,31 +164,45 @@ added = json.loads(os.environ["KERNEL_ADDED"])
 path = sys.argv[sys.argv.index("--summary") + 1]
 json.dump({"data": "builder/data/kernels.toml", "rows": 111, "failed": [], "added": added}, open(path, "w"))
 """
+# ... and for scripts/requires_data.py.
+FAKE_REQUIRES_SCRIPT = """import json, os, sys
+with open(os.environ["LOG"], "a") as f:
+    f.write("requires_data " + " ".join(a if not a.endswith("requires-data.json") else "SUMMARY"
+                                        for a in sys.argv[1:]) + "\\n")
+path = sys.argv[sys.argv.index("--summary") + 1]
+json.dump({"data": "builder/data/requires.toml", "wheels": 262, "failed": [],
+           "added": json.loads(os.environ["REQUIRES_ADDED"])}, open(path, "w"))
+"""
+NEW_WHEEL = ["torch-2.14.0-cp314-cp314-manylinux_2_28_x86_64.whl"]
 NEW_ROW = [{"version": "0.35.0", "arch": "aarch64", "wheel": "vllm-0.35.0-cp38-abi3-manylinux_2_28_aarch64.whl",
             "member": "vllm/_C_stable_libtorch.abi3.so", "sass": ["sm_90", "sm_100"], "ptx": ["compute_90"],
             "ptx_isa": "9.0", "nvcc": None, "nvcc_release": "13.0",
             "source": "https://files.pythonhosted.org/packages/x/vllm-0.35.0-cp38-abi3-manylinux_2_28_aarch64.whl"}]
 
 
-@pytest.mark.parametrize(("added", "changed"), [([], "false"), (NEW_ROW, "true")])
+@pytest.mark.parametrize(("added", "facts", "changed"), [([], [], "false"), (NEW_ROW, [], "true"),
+                                                         ([], NEW_WHEEL, "true")])
 def test_lock_refresh_adds_kernel_rows_first_and_proposes_them(tmp_path: Path, added: list[object],
-                                                               changed: str) -> None:
+                                                               facts: list[str], changed: str) -> None:
     import json
 
     proj = _project(tmp_path)
     (proj / "scripts").mkdir()
     (proj / "scripts" / "kernel_data.py").write_text(FAKE_KERNEL_SCRIPT)
+    (proj / "scripts" / "requires_data.py").write_text(FAKE_REQUIRES_SCRIPT)
     fake = tmp_path / "bin" / "builder"
     fake.parent.mkdir()
     fake.write_text(FAKE_BUILDER)
     fake.chmod(0o755)
     log, out = tmp_path / "calls.log", tmp_path / "github-output"
     env = _env(PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}", LOG=str(log), DIFF_JSON=SAME, DIFF_RC="0",
-               GITHUB_OUTPUT=str(out), KERNEL_ADDED=json.dumps(added), BUILDER_KERNEL_INDEX="http://127.0.0.1:9/simple")
+               GITHUB_OUTPUT=str(out), KERNEL_ADDED=json.dumps(added), REQUIRES_ADDED=json.dumps(facts),
+               BUILDER_KERNEL_INDEX="http://127.0.0.1:9/simple")
     r = _nox(proj, "--no-venv", "-s", "lock-refresh", "--", "--exclude-newer", "2026-01-05", env=env)
     assert r.returncode == 0, r.stderr
     assert log.read_text().splitlines() == [
         "kernel_data --all --summary SUMMARY --index http://127.0.0.1:9/simple",
+        "requires_data --all --summary SUMMARY --index http://127.0.0.1:9/simple",
         "lock --refresh --exclude-newer 2026-01-05", "lock --verify",
         "lock diff --git HEAD --format md", "lock diff --git HEAD --format json"]
     title = "Lock refresh (+1 kernel row)" if added else "Lock refresh"
@@ -201,5 +215,9 @@ def test_lock_refresh_adds_kernel_rows_first_and_proposes_them(tmp_path: Path, a
                 "sm_90, sm_100 | 9.0 | 13.0 |") in md
         assert "0 locks with package changes, 1 new kernel row(s): propose them as 'Lock refresh (+1 kernel row)'" \
             in r.stderr
-    else:
+    if facts:
+        assert ("### Search data: 1 wheel(s) added to `builder/data/requires.toml`\n\n"
+                "- `torch-2.14.0-cp314-cp314-manylinux_2_28_x86_64.whl`\n") in md
+        assert "1 wheel(s) of new search data" in r.stderr
+    if not added and not facts:
         assert md == "# lock refresh\n" and "nothing to propose" in r.stderr
