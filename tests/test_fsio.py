@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.queues
 import os
 import time
 from pathlib import Path
@@ -26,6 +27,42 @@ def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+def _write_under_umask(path: str, q: multiprocessing.queues.Queue[tuple[int, int]]) -> None:
+    os.umask(0o027)
+    fsio.atomic_write(Path(path), "x\n")
+    q.put((fsio.current_umask(), os.stat(path).st_mode & 0o777))
+
+
+def test_atomic_write_honours_the_process_umask(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_write_under_umask, args=(str(tmp_path / "f.toml"), q))
+    proc.start()
+    mask, mode = q.get(timeout=30)
+    proc.join(30)
+    assert (oct(mask), oct(mode)) == (oct(0o027), oct(0o640))
+
+
+def test_writes_never_open_a_no_umask_window_for_other_threads(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading the umask must not set it, even for a moment: a file another thread creates in
+    that moment would get another mode (smoke steps and wheel reads run on threads). Linux says
+    the umask in /proc/self/status; os.umask is watched (and still does its work) to prove it
+    is not called."""
+    calls: list[int] = []
+    real = os.umask
+
+    def watched(mask: int) -> int:
+        calls.append(mask)
+        return real(mask)
+
+    monkeypatch.setattr(os, "umask", watched)
+    fsio.atomic_write(tmp_path / "a.toml", "x\n")
+    fsio.write_all([(tmp_path / "b.toml", "y\n"), (tmp_path / "c.toml", "z\n")])
+    assert calls == []
+    assert {(tmp_path / n).stat().st_mode & 0o777 for n in ("a.toml", "b.toml", "c.toml")} == {0o666 & ~_umask()}
 
 
 def _hold(directory: str, seconds: float, ready: multiprocessing.synchronize.Event) -> None:

@@ -1,6 +1,6 @@
 """The smoke step ``import vllm main extension``: a GPU step; with the GPU steps on, skipped only
 without libcuda.so.1, never passed by default; it imports whichever main extension the install has
-(``vllm/_C.abi3.so`` up to 0.19, both in 0.20-0.23, only ``vllm/_C_stable_libtorch.abi3.so`` from
+(``vllm/_C.abi3.so`` alone up to 0.18.1, both in 0.19.0-0.23.0, only ``vllm/_C_stable_libtorch.abi3.so`` from
 0.24.0), tested on fake vLLMs of each shape whose extensions are real CPython extension modules."""
 
 from __future__ import annotations

@@ -55,6 +55,25 @@ def refuse_special(path: str | os.PathLike[str]) -> None:
                      "give a regular file path, or `-` for standard output")
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the kernel says it (Linux >= 4.7:
+    ``Umask:`` in /proc/self/status). Python has no getter: the fallback sets and restores it
+    under a lock, a window in which another thread's new file would get no umask, so it is
+    only the fallback (builder reads wheels and runs smoke steps on threads)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)  # the restrictive side while the window is open
+        os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old or the new file, never a mix.
 
@@ -72,9 +91,7 @@ def atomic_write(path: Path, text: str) -> None:
         raise FilesystemRefused.from_oserror(exc, path) or exc from None
     try:
         cancel.check()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a lock is a normal file
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a lock is a normal file
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
             f.flush()
@@ -98,9 +115,7 @@ def _temp_copy(path: Path, text: str) -> str:
 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
             f.flush()

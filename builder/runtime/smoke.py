@@ -8,7 +8,7 @@ guide, https://docs.vllm.ai/en/latest/usage/troubleshooting.html#failed-to-infer
 ``fail``.
 
 The main extension is whichever the install has: the first member of ``[[main-extension]]``
-in builder/data/cuda.toml that exists (``vllm/_C.abi3.so`` up to 0.19, both in 0.20-0.23, only
+in builder/data/cuda.toml that exists (``vllm/_C.abi3.so`` alone up to 0.18.1, both in 0.19.0-0.23.0, only
 ``vllm/_C_stable_libtorch.abi3.so`` from 0.24.0).
 
 Independent steps run side by side, at most one per core this process may use
