@@ -6,11 +6,10 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 from builder import _proc, tools
 from builder.runtime import doctor
 from tests.conftest import tree_digest
+from tests.helpers import needs
 from tests.helpers.runtimes import World, builder
 
 
@@ -118,10 +117,6 @@ def test_doctor_sees_packages_that_a_pth_file_adds_without_running_it(tmp_path: 
     assert not marker.exists()  # the .pth import line was not executed
 
 
-DEBIAN_PY = Path("/usr/bin/python3")
-
-
-@pytest.mark.skipif(not DEBIAN_PY.exists(), reason="no Debian/Ubuntu system python here")
 def test_doctor_reads_a_venv_of_a_debian_patched_python(tmp_path: Path) -> None:
     """Debian's site.getsitepackages() names only dist-packages; a uv/venv env of the
     system python (as on Ubuntu GPU hosts) keeps its packages in site-packages."""
@@ -130,8 +125,9 @@ def test_doctor_reads_a_venv_of_a_debian_patched_python(tmp_path: Path) -> None:
 
     from tests.helpers.wheels import make_wheel
 
+    debian_py = needs.debian_python()
     env = tmp_path / "env"
-    assert _proc.run([str(DEBIAN_PY), "-m", "venv", "--without-pip", str(env)], timeout=60).ok
+    assert _proc.run([debian_py, "-m", "venv", "--without-pip", str(env)], timeout=60).ok
     site = next(env.glob("lib/python3.*/site-packages"))
     zipfile.ZipFile(make_wheel(tmp_path / "w", "torch", "2.9.0")).extractall(site)
     res = _proc.run([sys.executable, "-m", "builder", "doctor", "--python", str(env / "bin" / "python3"),

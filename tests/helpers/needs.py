@@ -65,6 +65,23 @@ def python(*versions: str) -> tuple[str, str]:
                 reason=f"needs a CPython {' or '.join(versions)} (PATH, pyenv or uv-managed): {'; '.join(tried)}")
 
 
+def debian_python(path: str = "/usr/bin/python3") -> str:
+    """The Debian/Ubuntu system Python at ``path`` if it runs and has ``venv``, or skip.
+
+    Present is not enough: a host (or a test of the one-Python case) may have the name with
+    nothing runnable behind it.
+    """
+    from builder import _proc
+
+    if not os.path.lexists(path):
+        pytest.skip(f"needs a Debian/Ubuntu system python: no {path} here")
+    r = _proc.run([path, "-c", "import venv"], timeout=60)
+    if not r.ok:
+        pytest.skip(f"needs a Debian/Ubuntu system python with venv: {path} did not run it "
+                    f"({(r.stderr.strip() or f'exit {r.returncode}')[:200]})")
+    return path
+
+
 def gpu() -> None:
     """Skip on a host with no NVIDIA GPU at all: no ``nvidia-smi`` on PATH and no ``/dev/nvidiactl``.
 

@@ -251,12 +251,33 @@ def run_fake(port: int, env: dict[str, str], mode: str = "", name: str = "queryl
     raise AssertionError(f"the stand-in did not bind port {port}")
 
 
+def _group(pgid: int) -> list[int]:
+    """Live members of process group ``pgid`` (from /proc)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] not in "ZX":
+            out.append(int(d))
+    return out
+
+
 def stop_fake(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the stand-in's whole group and wait until every member is gone: a grandchild
+    (a unit's sh runs the server) can still be dying when its parent has been reaped."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except OSError:
         pass
     proc.wait(5)
+    deadline = time.monotonic() + 5
+    while _group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 builder = builder_cmd
