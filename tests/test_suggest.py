@@ -277,6 +277,54 @@ def test_an_unreachable_index_is_exit_3(proj: Path, tmp_path: Path) -> None:
     assert code == 3 and "cannot reach" in err
 
 
+@pytest.mark.parametrize("page", ["vllm", "torch"])
+def test_an_index_page_that_fails_while_the_search_loads_is_one_line_exit_3(world, proj: Path, tmp_path: Path,
+                                                                           page: str) -> None:
+    # the pages are read together, in threads: their error reaches the one error mapping, once
+    url, stats = world
+    stats.misbehave[f"/simple/{page}/"] = Misbehave(status=500)
+    try:
+        code, out, err = _cli(proj, "--index-url", url, "--cache-dir", str(tmp_path / "c"))
+    finally:
+        del stats.misbehave[f"/simple/{page}/"]
+    assert code == 3 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"{page} index page: HTTP 500" in err
+
+
+def test_judging_a_python_as_its_resolution_ends_gives_the_verdicts_of_judging_after(world, proj: Path,
+                                                                                   tmp_path: Path) -> None:
+    # online, each Python's lock is modelled and its facts gathered as soon as its uv run ends;
+    # offline from the kept resolutions (no uv), the checker gathers them after: the same verdicts
+    import shutil
+
+    from builder.suggest import judge
+
+    url, _ = world
+    cache = tmp_path / "c"
+    early = _run(proj, url, cache)
+    assert early.stats.uv_runs == 2
+    shutil.rmtree(cache / judge.KIND)
+    after = _run(proj, url, cache, offline=True)
+    assert after.stats.uv_runs == 0 and after.stats.kept_resolutions == 2 and after.stats.kept_verdicts == 0
+    assert early.winner is not None and after.winner is not None
+    assert early.winner.outcomes == after.winner.outcomes and early.rows == after.rows
+
+
+def test_judging_early_never_raises_and_an_error_drops_what_it_made(tmp_path: Path) -> None:
+    # on uv's thread: an error there would end the resolution; the search builds and gathers
+    # again after uv, and meets (and reports) the error itself
+    from builder.check.fetchplan import FetchStats
+    from builder.suggest import judge, stack
+
+    m = stack.candidate_matrix(vllm="0.13.0", torch="2.9.0", torch_cuda="12.8", pythons=("3.11", "3.12"),
+                               platform="x86_64-manylinux_2_35", exclude_newer=DATE,
+                               index_url="http://127.0.0.1:9/simple")
+    early = judge.Early(vllm="0.13.0", matrix=m, hosts=[None], cache=tmp_path, deep=False, stats=FetchStats())
+    early.resolved("3.12", "not = [a lock")  # no raise
+    assert early.lock("3.12") is None and early.facts(0, ("3.12",)) is None
+    assert judge.label("0.13.0", "3.12") == "suggest: vllm 0.13.0 py3.12"
+
+
 def test_json_on_stdout_progress_on_stderr_quiet_with_q(world, proj: Path, tmp_path: Path) -> None:
     url, _ = world
     args = ["--project", str(proj), "suggest", "--index-url", url, "--exclude-newer", DATE, "--python", "3.12",

@@ -6,13 +6,18 @@ check`` reads them, cached by sha256), its floors decide the driver floor the po
 on the candidate's matrix with that floor: exactly what ``builder check --matrix ID`` reports
 once the matrix is written.  The judgements of a candidate on a host are kept under
 :func:`builder.suggest.stack.verdict_key`, which hashes the checker's code and data too.
+
+The Pythons' resolutions rarely end together: :class:`Early` builds one Python's lock model and
+gathers its facts as soon as its uv run ends, while the other's still runs; :func:`judge` then
+takes those facts instead of gathering them again.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -75,9 +80,11 @@ def _floors(f: Facts) -> tuple[str | None, bool, str, str | None]:
 
 
 def judge(locks: Mapping[str, pylock.Lock], *, matrix: Matrix, host: HostFacts, arch: str, policy: str,
-          cache: Path, offline: bool, deep: bool, stats: FetchStats) -> tuple[tuple[Judgement, ...], bool]:
+          cache: Path, offline: bool, deep: bool, stats: FetchStats,
+          gathered: Mapping[str, Facts] | None = None) -> tuple[tuple[Judgement, ...], bool]:
     """The judgements of one candidate on one host, one per Python; and whether they were kept.
 
+    ``gathered``: every Python's facts on this host, gathered already (:class:`Early`).
     Raises Unavailable when a wheel cannot be read (``offline``: not in the cache).
     """
     key = stack.verdict_key(checker=checker_version(), policy=policy,
@@ -89,11 +96,14 @@ def judge(locks: Mapping[str, pylock.Lock], *, matrix: Matrix, host: HostFacts, 
             return tuple(Judgement.from_dict(d) for d in hit), True
         except (KeyError, TypeError, ValueError):
             pass
-    opts = {py: CheckOptions(python=py, cache_dir=cache, offline=offline, deep=deep) for py in locks}
-    if not offline:  # every Python's wheels in one concurrent read, each file once; then gather from the cache
-        read_ahead([j for py, lk in locks.items() for j in wheel_jobs(lk, matrix=matrix, host=host, opts=opts[py])],
-                   opts=opts[next(iter(locks))], stats=stats)
-    facts = {py: gather(lk, matrix=matrix, host=host, stats=stats, opts=opts[py]) for py, lk in locks.items()}
+    if gathered is not None and set(gathered) == set(locks):
+        facts = {py: gathered[py] for py in locks}
+    else:
+        opts = {py: _options(py, cache=cache, offline=offline, deep=deep) for py in locks}
+        if not offline:  # every Python's wheels in one concurrent read, each file once; then gather from the cache
+            read_ahead([j for py, lk in locks.items() for j in wheel_jobs(lk, matrix=matrix, host=host, opts=opts[py])],
+                       opts=opts[next(iter(locks))], stats=stats)
+        facts = {py: gather(lk, matrix=matrix, host=host, stats=stats, opts=opts[py]) for py, lk in locks.items()}
     floors = {py: _floors(f) for py, f in facts.items()}
     native, compat = pol.stack_floors([(fl[0], fl[3]) for fl in floors.values()])
     declared = pol.declared_floor(policy, native, compat, fallback=host.driver or stack.PLACEHOLDER_FLOOR)
@@ -109,6 +119,58 @@ def judge(locks: Mapping[str, pylock.Lock], *, matrix: Matrix, host: HostFacts, 
                              vllm_cuda=_vllm_cuda(f)))
     memo.keep_json(cache, KIND, key, value=[j.as_dict() for j in out])
     return tuple(out), False
+
+
+def _options(py: str, *, cache: Path, offline: bool, deep: bool) -> CheckOptions:
+    return CheckOptions(python=py, cache_dir=cache, offline=offline, deep=deep)
+
+
+def label(vllm: str, py: str) -> str:
+    """The name a resolution's lock model carries (in its validation errors)."""
+    return f"suggest: vllm {vllm} py{py}"
+
+
+class Early:
+    """Each Python's lock model, and its facts on each host, made as soon as its resolution is
+    in (:meth:`resolved`, called on that Python's uv thread), while another Python's uv run may
+    still go on.  Best effort: any error (a wheel that cannot be read, an interrupt) drops
+    everything made early, and the search builds and gathers as before, meeting (and reporting)
+    the same error in the same place.  ``hosts``: None for a host the data rules skipped."""
+
+    def __init__(self, *, vllm: str, matrix: Matrix, hosts: Sequence[HostFacts | None], cache: Path, deep: bool,
+                 stats: FetchStats) -> None:
+        self._vllm, self._matrix, self._hosts = vllm, matrix, hosts
+        self._cache, self._deep, self._stats = cache, deep, stats
+        self._lock = threading.Lock()
+        self._locks: dict[str, pylock.Lock] = {}
+        self._facts: dict[tuple[str, int], Facts] = {}
+        self._failed = False
+
+    def resolved(self, py: str, body: str) -> None:
+        """Model ``body`` and gather its facts on every host left (never raises)."""
+        try:
+            lock = lock_model(body, label(self._vllm, py), self._cache)
+            opts = _options(py, cache=self._cache, offline=False, deep=self._deep)
+            facts = {i: gather(lock, matrix=self._matrix, host=h, stats=self._stats, opts=opts)
+                     for i, h in enumerate(self._hosts) if h is not None}
+        except BaseException:  # an interrupt too: the search meets it again, in its own place
+            with self._lock:
+                self._failed = True
+            return
+        with self._lock:
+            self._locks[py] = lock
+            self._facts |= {(py, i): f for i, f in facts.items()}
+
+    def lock(self, py: str) -> pylock.Lock | None:
+        with self._lock:
+            return None if self._failed else self._locks.get(py)
+
+    def facts(self, host: int, pythons: Sequence[str]) -> dict[str, Facts] | None:
+        """Every Python's facts on host ``host``, or None (not all made early)."""
+        with self._lock:
+            if self._failed or any((py, host) not in self._facts for py in pythons):
+                return None
+            return {py: self._facts[py, host] for py in pythons}
 
 
 def lock_model(body: str, label: str, cache: Path) -> pylock.Lock:

@@ -10,7 +10,7 @@ index cannot change, so the answer repeats.  A timeout or an unreachable index i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +59,11 @@ def all_kept(m: Matrix, pythons: Sequence[str], *, uv_version: str, wheels: Mapp
 
 
 def resolve(m: Matrix, pythons: Sequence[str], *, uv: str, uv_version: str, wheels: Mapping[str, str | None],
-            cache: Path, uv_cache: Path, offline: bool, counter: Counter) -> dict[str, Resolution | None]:
+            cache: Path, uv_cache: Path, offline: bool, counter: Counter,
+            then: Callable[[str, str], None] | None = None) -> dict[str, Resolution | None]:
     """Each Python's resolution of ``m``: kept, or resolved now (None: ``offline`` and not kept).
+    ``then(python, body)`` runs on a fresh resolution's own thread as soon as it is in (it must
+    not raise: its work is the caller's, done early).
 
     The Pythons that need uv resolve in parallel (uv's cache takes concurrent runs; torch's
     wheels differ per Python, so one run's fetches would not spare another's).  Raises what
@@ -93,6 +96,8 @@ def resolve(m: Matrix, pythons: Sequence[str], *, uv: str, uv_version: str, whee
                                                   "error": type(exc).__name__})
             raise
         memo.keep_json(cache, KIND, key, value={"body": res.body, "argv": list(res.argv), "seconds": res.seconds})
+        if then is not None:
+            then(py, res.body)
         return Resolution(python=py, body=res.body, argv=res.argv, seconds=res.seconds, kept=False)
 
     if todo:

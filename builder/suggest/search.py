@@ -101,6 +101,7 @@ class _Ctx:
     kept_verdicts: int = 0
     picks: dict[tuple[str, str, str], releases.IndexFile | None] = field(default_factory=dict)
     pinned: dict[tuple[str, str], Any] = field(default_factory=dict)
+    lines: dict[tuple[str, str | None, str], CudaLine | None] = field(default_factory=dict)
     torch_ready: threading.Event = field(default_factory=threading.Event)  # torch_releases is set
     say: Progress = lambda _t, _m: None  # noqa: E731
 
@@ -125,6 +126,14 @@ class _Ctx:
         if key not in self.pinned:
             self.pinned[key] = pins(f.requires_dist, self.env(py)).get("torch")
         return self.pinned[key]
+
+    def torch_line(self, f: WheelFacts, py: str) -> CudaLine | None:
+        """:func:`~builder.suggest.cudaline.torch_line` of a torch wheel on the target, once per
+        wheel and Python (most torch releases are pinned by several vLLM releases)."""
+        key = (f.filename, f.sha256, py)
+        if key not in self.lines:
+            self.lines[key] = torch_line(f.requires_dist, self.env(py), self.k, tk=self.tk)
+        return self.lines[key]
 
 
 def _cancel_token(*, offline: bool) -> Any:
@@ -264,7 +273,7 @@ def _examine(c: _Ctx, r: releases.Release, reader: index.MetadataReader) -> Row 
                                  torch=trel.version, vllm_wheel=first.filename)
         if tf.origin == index.SHIPPED:
             unread[py] = index.ref(w, "torch", trel.version)
-        lines.append(torch_line(tf.requires_dist, c.env(py), c.k, tk=c.tk))
+        lines.append(c.torch_line(tf, py))
     line = lines[0]
     per_host: list[skips.Skip | None] = []
     for h in c.hosts:
@@ -321,11 +330,14 @@ def _judge(c: _Ctx, p: _Pending) -> Row:
                      for i, (h, s) in enumerate(zip(c.hosts, p.host_skips, strict=True)))
 
     counter = resolve.Counter()
+    early = judge.Early(vllm=p.release.version, matrix=m, hosts=[h if s is None else None for h, s in
+                                                                 zip(c.hosts, p.host_skips, strict=True)],
+                        cache=c.cache, deep=c.req.deep, stats=c.fetch)
     try:
         with _reading_ahead(c, p, m):
             res = resolve.resolve(m, c.req.pythons, uv=c.uv, uv_version=c.uv_version, wheels=p.wheels,
                                   cache=c.cache, uv_cache=c.uv_cache or c.cache, offline=c.req.offline,
-                                  counter=counter)
+                                  counter=counter, then=early.resolved)
     except (ToolFailed, SdistOnly) as exc:
         c.uv_runs += counter.uv_runs
         said = exc.message
@@ -336,14 +348,15 @@ def _judge(c: _Ctx, p: _Pending) -> Row:
     if missing:
         why = f"no resolution for Python {', '.join(missing)} in builder's cache"
         return row(each(lambda _i, _h: Outcome(status=NOT_JUDGED, rule="cache", reason=why)))
-    locks = {py: judge.lock_model(x.body, f"suggest: vllm {p.release.version} py{py}", c.cache)
+    locks = {py: early.lock(py) or judge.lock_model(x.body, judge.label(p.release.version, py), c.cache)
              for py, x in res.items() if x is not None}
     hashes = tuple(lk.content_hash for lk in locks.values())
 
-    def one(_i: int, h: HostFacts) -> Outcome:
+    def one(i: int, h: HostFacts) -> Outcome:
         try:
             js, kept = judge.judge(locks, matrix=m, host=h, arch=c.arch, policy=c.req.policy, cache=c.cache,
-                                   offline=c.req.offline, deep=c.req.deep, stats=c.fetch)
+                                   offline=c.req.offline, deep=c.req.deep, stats=c.fetch,
+                                   gathered=early.facts(i, c.req.pythons))
         except Unavailable as exc:
             if not c.req.offline:
                 raise
