@@ -168,13 +168,7 @@ def render(rows: Iterable[dict[str, Any]]) -> str:
                 t.add(key, value)
         aot.append(t)
     doc.add("kernels", aot)
-    text = tomlkit.dumps(doc)
-    doc = tomlkit.parse(text).unwrap()
-    problems = datafiles.problems_of(datafiles.KERNELS, doc)  # what we write must load
-    if problems:
-        raise datafiles.invalid(datafiles.KERNELS, problems)
-    kerneldata.from_mapping(doc)
-    return text
+    return datafiles.render(datafiles.KERNELS, doc, kerneldata.from_mapping)  # what we write must load
 
 
 def load_rows(path: Path) -> dict[str, dict[str, Any]]:

@@ -143,13 +143,7 @@ def render(rows: Rows, gpu: Iterable[str]) -> str:
         t.add("date", date)
         aot.append(t)
     doc.add("release", aot)
-    text = tomlkit.dumps(doc)
-    parsed = tomlkit.parse(text).unwrap()
-    problems = datafiles.problems_of(datafiles.REQUIRES, parsed)  # what we write must load
-    if problems:
-        raise datafiles.invalid(datafiles.REQUIRES, problems)
-    known.from_mapping(parsed)
-    return text
+    return datafiles.render(datafiles.REQUIRES, doc, known.from_mapping)  # what we write must load
 
 
 def load_rows(path: Path, gpu: frozenset[str]) -> Rows:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,26 @@ def invalid(path: Path, problems: list[str]) -> DataFileError:
     return DataFileError(f"{problems[0]}{more}", fix)
 
 
+def require_valid(path: Path, doc: Mapping[str, Any]) -> None:
+    """Raise :func:`invalid` if the parsed data file has any problem."""
+    problems = problems_of(path, doc)
+    if problems:
+        raise invalid(path, problems)
+
+
+def render(path: Path, doc: Any, build: Callable[[Mapping[str, Any]], object]) -> str:
+    """The TOML text of a generated data file (a tomlkit document), proven to load before it is
+    written: it parses back, passes its layout, and ``build`` (the reader's model constructor)
+    accepts it.  For the generators in scripts/."""
+    import tomlkit  # only the generators write data files
+
+    text = tomlkit.dumps(doc)
+    parsed = tomlkit.parse(text).unwrap()
+    require_valid(path, parsed)
+    build(parsed)
+    return text
+
+
 @functools.cache
 def read(path: Path) -> Mapping[str, Any]:
     """One data file, parsed and validated once per process (kept by content in builder's cache
@@ -157,7 +177,5 @@ def read(path: Path) -> Mapping[str, Any]:
         raise invalid(path, [f"{display(path)}: not valid TOML: {exc}"]) from None
     except OSError as exc:
         raise invalid(path, [f"{display(path)}: cannot read it: {exc.strerror or exc}"]) from None
-    problems = problems_of(path, doc)
-    if problems:
-        raise invalid(path, problems)
+    require_valid(path, doc)
     return doc
