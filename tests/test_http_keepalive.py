@@ -183,27 +183,20 @@ def test_no_reuse_after_a_cancel(site) -> None:
     assert stats.connections == 2
 
 
-def test_a_kept_connection_is_still_cut_at_the_deadline_and_not_kept(site) -> None:
+@pytest.mark.parametrize("path, misbehave", [("/drip.bin", Misbehave(drip=0.2)),
+                                             ("/slow.bin", Misbehave(drip_headers=0.3))], ids=["body", "headers"])
+def test_a_kept_connection_is_still_cut_at_the_deadline_and_not_kept(site, path: str, misbehave: Misbehave) -> None:
+    """A body or headers dripped on a kept connection: cut at the deadline, and not kept."""
     url, stats = site
-    stats.misbehave["/drip.bin"] = Misbehave(drip=0.2)
+    stats.misbehave[path] = misbehave
     _get(f"{url}/a.bin")
     t = time.monotonic()
     with pytest.raises(Unavailable, match=r"no complete answer within 1s"):
-        _http.fetch(f"{url}/drip.bin", what="t", max_bytes=10_000, deadline=1.0)
+        _http.fetch(f"{url}{path}", what="t", max_bytes=10_000, deadline=1.0)
     assert time.monotonic() - t < 2.0
     assert stats.connections == 1  # the drip came on the kept connection
     _get(f"{url}/a.bin")
     assert stats.connections == 2  # which the watchdog shut down: a new one
-
-
-def test_dripped_headers_on_a_kept_connection_are_cut_at_the_deadline(site) -> None:
-    url, stats = site
-    stats.misbehave["/slow.bin"] = Misbehave(drip_headers=0.3)
-    _get(f"{url}/a.bin")
-    t = time.monotonic()
-    with pytest.raises(Unavailable, match=r"no complete answer within 1s"):
-        _http.fetch(f"{url}/slow.bin", what="t", max_bytes=10_000, deadline=1.0)
-    assert time.monotonic() - t < 2.0 and stats.connections == 1
 
 
 def test_exchange_never_keeps_a_connection(site) -> None:

@@ -19,6 +19,7 @@ import pytest
 from builder.cli.common import escape
 from builder.errors import EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_USAGE
 from tests.conftest import ROOT, builder_cmd
+from tests.helpers.serve import raw_server
 
 HOSTILE = b"\x1b]0;TITLE\x07 evil\x00 \rCR\nSet-Cookie: injected\r\n\r\n"
 RAW = ("\x1b", "\x07", "\x00", "\r")
@@ -27,34 +28,13 @@ RAW = ("\x1b", "\x07", "\x00", "\r")
 @pytest.fixture
 def hostile_server() -> Iterator[str]:
     """A loopback server that answers every connection with a status line of control bytes."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    srv.settimeout(0.2)
-    stop = threading.Event()
+    def answer(conn: socket.socket, _stop: threading.Event) -> None:
+        conn.settimeout(2)
+        conn.recv(65536)
+        conn.sendall(HOSTILE)
 
-    def run() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                continue
-            with conn:
-                try:
-                    conn.settimeout(2)
-                    conn.recv(65536)
-                    conn.sendall(HOSTILE)
-                except OSError:
-                    pass
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
-    finally:
-        stop.set()
-        t.join(5)
-        srv.close()
+    with raw_server(answer) as (port, _):
+        yield f"http://127.0.0.1:{port}"
 
 
 def _clean(text: str) -> None:

@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.helpers import wheels
+from tests.helpers import needs, wheels
 
 TORCH_CUDA = '''\
 import os
@@ -62,7 +62,8 @@ def python_extension(out: Path, module: str, include: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     c = out.with_name(f"{module}.c")
     c.write_text(src)
-    subprocess.run(["gcc", "-shared", "-fPIC", f"-I{include}", "-o", str(out), str(c)], check=True,
+    needs.python_headers(include)
+    subprocess.run([needs.gcc(), "-shared", "-fPIC", f"-I{include}", "-o", str(out), str(c)], check=True,
                    capture_output=True, timeout=120)
     c.unlink()
     return out

@@ -65,6 +65,21 @@ def python(*versions: str) -> tuple[str, str]:
                 reason=f"needs a CPython {' or '.join(versions)} (PATH, pyenv or uv-managed): {'; '.join(tried)}")
 
 
+def gcc() -> str:
+    """The C compiler that makes the tests' real ELF files (shared objects, extension modules), or skip."""
+    exe = shutil.which("gcc")
+    if exe is None:
+        pytest.skip("needs gcc to compile real ELF test files (apt install gcc): it is not on PATH")
+    return exe
+
+
+def python_headers(include: str) -> None:
+    """Skip unless ``include`` (a Python's sysconfig include dir) has Python.h (python3-dev)."""
+    if not os.path.isfile(os.path.join(include, "Python.h")):
+        pytest.skip(f"needs Python's C headers to compile an extension module: no Python.h in {include} "
+                    "(apt install python3-dev, or a Python built with its headers)")
+
+
 def debian_python(path: str = "/usr/bin/python3") -> str:
     """The Debian/Ubuntu system Python at ``path`` if it runs and has ``venv``, or skip.
 

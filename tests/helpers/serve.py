@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,11 +292,11 @@ def _endless_head() -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def drip_server(port: int, interval: float = 0.5) -> Iterator[list[int]]:
-    """A hostile server on ``127.0.0.1:port``: it reads a request, then sends a status line and
-    headers without end, one byte every ``interval`` seconds (each read arrives well within any
-    per-read timeout; only a total deadline ends the exchange).  Yields the list of connection
-    counts (one entry per accepted connection)."""
+def raw_server(handle: Callable[[socket.socket, threading.Event], None],
+               port: int = 0) -> Iterator[tuple[int, list[int]]]:
+    """A loopback TCP server on ``127.0.0.1:port`` (0: any free port) that gives every accepted
+    connection to ``handle(conn, stop)`` on a thread of its own and closes it afterwards.
+    Yields (port, connection counts: one entry per accepted connection)."""
     stop = threading.Event()
     conns: list[int] = []
     srv = socket.socket()
@@ -305,16 +305,10 @@ def drip_server(port: int, interval: float = 0.5) -> Iterator[list[int]]:
     srv.listen(16)
     srv.settimeout(0.1)
 
-    def drip(c: socket.socket) -> None:
+    def serve_one(c: socket.socket) -> None:
         with c:
-            c.settimeout(5)
             try:
-                c.recv(65536)
-                for byte in _endless_head():
-                    if stop.is_set():
-                        return
-                    c.sendall(bytes([byte]))
-                    stop.wait(interval)
+                handle(c, stop)
             except OSError:
                 return
 
@@ -325,16 +319,35 @@ def drip_server(port: int, interval: float = 0.5) -> Iterator[list[int]]:
             except OSError:
                 continue
             conns.append(1)
-            threading.Thread(target=drip, args=(c,), daemon=True).start()
+            threading.Thread(target=serve_one, args=(c,), daemon=True).start()
 
     th = threading.Thread(target=accept, daemon=True)
     th.start()
     try:
-        yield conns
+        yield srv.getsockname()[1], conns
     finally:
         stop.set()
         th.join(5)
         srv.close()
+
+
+@contextlib.contextmanager
+def drip_server(port: int, interval: float = 0.5) -> Iterator[list[int]]:
+    """A hostile server on ``127.0.0.1:port``: it reads a request, then sends a status line and
+    headers without end, one byte every ``interval`` seconds (each read arrives well within any
+    per-read timeout; only a total deadline ends the exchange).  Yields the list of connection
+    counts (one entry per accepted connection)."""
+    def drip(c: socket.socket, stop: threading.Event) -> None:
+        c.settimeout(5)
+        c.recv(65536)
+        for byte in _endless_head():
+            if stop.is_set():
+                return
+            c.sendall(bytes([byte]))
+            stop.wait(interval)
+
+    with raw_server(drip, port) as (_, conns):
+        yield conns
 
 
 def account() -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from tests.helpers import needs
+
 
 def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
@@ -108,7 +110,7 @@ def compile_shared_object(
     out.parent.mkdir(parents=True, exist_ok=True)
     src = out.with_suffix(".c")
     src.write_text(c_source)
-    argv = ["gcc", "-shared", "-fPIC", "-Wl,--no-as-needed", "-o", str(out), str(src)]
+    argv = [needs.gcc(), "-shared", "-fPIC", "-Wl,--no-as-needed", "-o", str(out), str(src)]
     if soname:
         argv.insert(1, f"-Wl,-soname,{soname}")
     for lib in link:
