@@ -277,6 +277,23 @@ def test_an_unreachable_index_is_exit_3(proj: Path, tmp_path: Path) -> None:
     assert code == 3 and "cannot reach" in err
 
 
+@pytest.mark.parametrize(("uv", "code", "says"), [
+    ("", 4, "BUILDER_UV="),  # names no executable
+    ("#!/bin/sh\nexit 3\n", 5, "uv --version failed (exit 3)"),
+])
+def test_a_uv_that_is_missing_or_does_not_run_is_one_line_and_its_exit_code(world, proj: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch, uv: str,
+                                                                           code: int, says: str) -> None:
+    exe = tmp_path / "uv"
+    if uv:
+        exe.write_text(uv)
+        exe.chmod(0o755)
+    monkeypatch.setenv("BUILDER_UV", str(exe))
+    got, out, err = _cli(proj, "--index-url", world[0], "--exclude-newer", DATE, "--cache-dir", str(tmp_path / "c"))
+    assert (got, out) == (code, "") and says in err and len(err.strip().splitlines()) == 1, err
+    assert {4: "4 no uv", 5: "5 uv does not run"}[code] in " ".join(_cli(proj, "--help")[1].split())
+
+
 @pytest.mark.parametrize("page", ["vllm", "torch"])
 def test_an_index_page_that_fails_while_the_search_loads_is_one_line_exit_3(world, proj: Path, tmp_path: Path,
                                                                            page: str) -> None:

@@ -10,7 +10,14 @@ import click
 from builder.cli import options
 from builder.cli.app import main
 from builder.cli.common import echo, echo_json, escape, exits, progress, project, table
-from builder.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from builder.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TOOL_FAILED,
+    EXIT_TOOL_MISSING,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
 
 if TYPE_CHECKING:
     from builder.suggest.model import Outcome, Row, SuggestResult
@@ -136,7 +143,7 @@ def _argv(ctx: click.Context) -> list[str]:
 
 @exits({EXIT_OK: "a stack meets the policy", EXIT_FAILED: "nothing meets the policy (the table says why)",
         EXIT_USAGE: None, EXIT_UNAVAILABLE: "the index or a wheel cannot be read, or --offline and the cache "
-        "cannot decide"})
+        "cannot decide", EXIT_TOOL_MISSING: "no uv", EXIT_TOOL_FAILED: "uv does not run (`uv --version` fails)"})
 @main.command("suggest")
 @options.python("Judge for this Python (repeatable; default: 3.11 and 3.12, every one must pass).",
                 multiple=True)
