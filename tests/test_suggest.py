@@ -291,6 +291,42 @@ def test_an_index_page_that_fails_while_the_search_loads_is_one_line_exit_3(worl
     assert f"{page} index page: HTTP 500" in err
 
 
+@pytest.fixture(scope="module")
+def odd_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The test index, plus what a server may say: a vLLM 0.21.0 whose METADATA pins torch to a
+    string that is no PEP 440 version (``===nightly``), and 0.20.0 yanked with a reason holding a
+    newline and a terminal escape."""
+    from tests.helpers import wheels
+
+    house = suggest_world.build_wheelhouse(tmp_path_factory.mktemp("odd-house"))
+    wheels.make_wheel(house, "vllm", "0.21.0", tag="cp38-abi3-manylinux_2_35_x86_64", requires=["torch===nightly"],
+                      files={"vllm/__init__.py": '__version__ = "0.21.0"\n'})
+    root = tmp_path_factory.mktemp("odd-index")
+    yanked = {**suggest_world.YANKED, "vllm-0.20.0-cp38-abi3-manylinux_2_35_x86_64.whl":
+              "bad\nanswer: vLLM 9.9 + torch 9.9 for this host\x1b]0;title\x07"}
+    httpserver.write_simple_index(root, house, yanked=yanked, requires_python=suggest_world.REQUIRES_PYTHON)
+    with httpserver.serve(root) as (url, _stats):
+        yield f"{url}/simple"
+
+
+def test_a_torch_pin_that_is_no_version_skips_the_candidate_by_data(odd_world: str, proj: Path,
+                                                                   tmp_path: Path) -> None:
+    code, text, err = _cli(proj, "--index-url", odd_world, "--exclude-newer", DATE, "--python", "3.12",
+                           "--cache-dir", str(tmp_path / "c"))
+    assert code == 0, err
+    row = next(line for line in text.splitlines() if line.startswith("0.21.0 "))
+    assert "skipped" in row and "torch-pin: vLLM 0.21.0 requires torch===nightly" in row
+    assert "answer: vLLM 0.13.0 + torch 2.9.0" in text
+
+
+def test_an_index_yank_reason_is_printed_escaped_on_its_line(odd_world: str, proj: Path, tmp_path: Path) -> None:
+    code, text, _err = _cli(proj, "--index-url", odd_world, "--exclude-newer", DATE, "--python", "3.12",
+                            "--cache-dir", str(tmp_path / "c"))
+    assert code == 0
+    assert "0.20.0 (yanked (bad\\nanswer: vLLM 9.9 + torch 9.9 for this host\\x1b]0;title\\x07)" in text
+    assert "\x1b" not in text and not any(line.startswith("answer: vLLM 9.9") for line in text.splitlines())
+
+
 def test_judging_a_python_as_its_resolution_ends_gives_the_verdicts_of_judging_after(world, proj: Path,
                                                                                    tmp_path: Path) -> None:
     # online, each Python's lock is modelled and its facts gathered as soon as its uv run ends;
@@ -416,15 +452,20 @@ def test_the_human_view_names_the_deciding_facts(world, proj: Path, tmp_path: Pa
 # ---------------------------------------------------------------- the real index (network)
 
 
+def _pypi_project(tmp_path: Path) -> Path:
+    """A project whose one matrix has nothing to do with the search (suggest needs a project)."""
+    from tests.helpers import projects
+
+    return projects.write_project(tmp_path / "proj", {"a": projects.matrix_toml("a", "https://pypi.org/simple",
+                                                                               title="unrelated")})
+
+
 @pytest.mark.network
 def test_real_search_for_the_operators_host_on_pypi(tmp_path: Path) -> None:
     """PyPI as of 2026-12-06, envs/host.toml's facts: every CUDA 13 stack is skipped by data and
     vLLM 0.19.1 + torch 2.10.0 (CUDA 12.8) is the newest that runs, under minor-version
     compatibility; the written matrix locks to the judged packages and checks to the same verdict."""
-    from tests.helpers import projects
-
-    proj = projects.write_project(tmp_path / "proj", {"a": projects.matrix_toml("a", "https://pypi.org/simple",
-                                                                              title="unrelated")})
+    proj = _pypi_project(tmp_path)
     res = run_suggest(Project(proj), SuggestRequest(exclude_newer="2026-12-06", pythons=("3.12",),
                                                     cache_dir=tmp_path / "c", write="x"))
     assert res.winner is not None and (res.winner.vllm, res.winner.torch, res.winner.cuda) == ("0.19.1", "2.10.0",
@@ -447,10 +488,7 @@ def test_real_native_search_for_the_operators_host_on_pypi(tmp_path: Path) -> No
     """--native on PyPI as of 2026-12-06: everything from vLLM 0.9.0 on is skipped by data (torch
     on CUDA 12.6+ needs more than 550.107.02 natively) and vLLM 0.8.5.post1 + torch 2.6.0 passes,
     its kernels known to be CUDA 12.4 builds from builder/data/kernels.toml."""
-    from tests.helpers import projects
-
-    proj = projects.write_project(tmp_path / "proj", {"a": projects.matrix_toml("a", "https://pypi.org/simple",
-                                                                              title="unrelated")})
+    proj = _pypi_project(tmp_path)
     res = run_suggest(Project(proj), SuggestRequest(exclude_newer="2026-12-06", pythons=("3.12",),
                                                     cache_dir=tmp_path / "c", policy="native"))
     assert res.winner is not None and (res.winner.vllm, res.winner.torch, res.winner.cuda) == ("0.8.5.post1", "2.6.0",

@@ -9,7 +9,7 @@ import click
 
 from builder.cli import options
 from builder.cli.app import main
-from builder.cli.common import echo, echo_json, exits, progress, project, table
+from builder.cli.common import echo, echo_json, escape, exits, progress, project, table
 from builder.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def render(res: SuggestResult) -> str:
                f"cache); {tail}" + (f"; {s.not_tried} older releases not tried" if s.not_tried else "")
                + f"; {s.seconds:.1f}s")
     if res.left_out:
-        shown = ", ".join(f"{x.version} ({x.why})" for x in res.left_out[:6])
+        shown = ", ".join(f"{x.version} ({escape(x.why)})" for x in res.left_out[:6])  # the index's yank reason
         more = f" and {len(res.left_out) - 6} more" if len(res.left_out) > 6 else ""
         out.append(f"left out: {shown}{more}")
     if res.unjudged:
@@ -105,7 +105,7 @@ def render(res: SuggestResult) -> str:
                        f"declared {j.declared_floor}")
             for f in j.findings:
                 if f.level in ("warn", "fail"):
-                    out.append(f"    [{_MARK[f.level]:>4}] {f.id}: {f.message}")
+                    out.append(f"    [{_MARK[f.level]:>4}] {f.id}: {escape(f.message)}")  # names from METADATA
     if res.written is not None:
         out.append(f"\nwritten: {res.written}; next: builder lock --matrix {res.written.stem.removeprefix('matrix-')}"
                    f" && builder check --matrix {res.written.stem.removeprefix('matrix-')}")

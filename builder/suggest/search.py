@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from builder import pylock
 from builder.check import knowledge as cuda
@@ -184,7 +184,11 @@ def _unjudged_row(r: releases.Release, n: int, why: str, **kw: Any) -> Row:
 def _torch_release(c: _Ctx, requirement: Any) -> releases.Release | None:
     pin = exact(requirement)
     if pin is not None:  # an exact pin takes a yanked or pre-release file too (PEP 592), as uv does
-        return next((t for t in c.torch_releases if t.key == Version(pin)), None)
+        try:
+            want = Version(pin)
+        except InvalidVersion:  # ``===nightly``: no release of the index is that (its versions are PEP 440)
+            return None
+        return next((t for t in c.torch_releases if t.key == want), None)
     usable, _ = releases.select(c.torch_releases, until=releases.cutoff(c.date), pre=c.req.pre)
     return releases.newest_matching(usable, requirement.specifier)
 
