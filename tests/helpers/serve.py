@@ -194,12 +194,18 @@ def environ_of(pid: int) -> list[bytes]:
         return []
 
 
-def _live(pid: int) -> bool:
+def _stat(pid: int | str) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (state first), or None if it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
+        return None
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def _live(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in "ZX"
 
 
 def with_env(needle: str) -> list[int]:
@@ -253,18 +259,8 @@ def run_fake(port: int, env: dict[str, str], mode: str = "", name: str = "queryl
 
 def _group(pgid: int) -> list[int]:
     """Live members of process group ``pgid`` (from /proc)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] not in "ZX":
-            out.append(int(d))
-    return out
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()
+            and (f := _stat(d)) is not None and int(f[2]) == pgid and f[0] not in "ZX"]
 
 
 def stop_fake(proc: subprocess.Popen[bytes]) -> None:
