@@ -37,8 +37,9 @@ RATIO, WARM_BUDGET = 1.2, 5.0
 
 
 def builder_argv() -> list[str]:
-    script = Path(sys.executable).with_name("builder")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "builder"]
+    """``python -m builder``: the entry the ``builder`` script runs (builder.cli.app.run), from
+    this interpreter's path, so that ``PYTHONPATH=CHECKOUT`` measures another version side by side."""
+    return [sys.executable, "-m", "builder"]
 
 
 def _cpu() -> float:

@@ -5,6 +5,6 @@ import sys
 
 signal.signal(signal.SIGINT, lambda _s, _f: sys.exit(130))
 
-from builder.cli import main  # noqa: E402
+from builder.cli.app import run  # noqa: E402
 
-main()
+run()

@@ -23,10 +23,13 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder import cancel
-from builder.errors import ToolFailed, ToolNotFound, ToolTimeout
+from builder.errors import Dropped, ToolFailed, ToolNotFound, ToolTimeout
+
+if TYPE_CHECKING:
+    import threading
 
 _log: Any = None  # a logging.Logger once enable_debug() ran (`-v`)
 
@@ -263,8 +266,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _wait(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float,
-          *, max_output: int, on_line: LineCallback | None = None) -> tuple[bytes, bytes] | None:
-    """:func:`_communicate` in short slices, watching the stop flag; None on timeout.
+          *, max_output: int, on_line: LineCallback | None = None,
+          stop: threading.Event | None = None) -> tuple[bytes, bytes] | None:
+    """:func:`_communicate` in short slices, watching the stop flag (and ``stop``); None on timeout.
 
     A worker thread never sees a signal itself: polling the flag is how its
     child is stopped when the main thread got SIGINT/SIGTERM/SIGHUP.
@@ -274,6 +278,9 @@ def _wait(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float,
         if cancel.requested():
             _stop(proc)
             cancel.check()
+        if stop is not None and stop.is_set():
+            _stop(proc)
+            raise Dropped(shlex.join(proc.args) if isinstance(proc.args, list | tuple) else str(proc.args))
         left = deadline - time.monotonic()
         if left <= 0:
             return None
@@ -305,6 +312,8 @@ def run(
     what: str | None = None,
     max_output: int = MAX_OUTPUT,
     on_line: LineCallback | None = None,
+    started: threading.Event | None = None,
+    stop: threading.Event | None = None,
 ) -> Result:
     """Run ``argv`` with a hard ``timeout`` (seconds).
 
@@ -315,7 +324,10 @@ def run(
     A child that prints more than ``max_output`` bytes (stdout + stderr) is
     killed with its group; the Result keeps the first ``max_output`` bytes and
     says ``output_capped``.  ``on_line`` (optional) gets each output line as it
-    arrives (progress); the Result still holds the whole output.
+    arrives (progress); the Result still holds the whole output.  ``started`` (optional) is set
+    once the child runs (a caller starts other work only then: see builder.suggest.resolve);
+    setting ``stop`` (optional) kills the child's group within a poll and raises
+    :class:`~builder.errors.Dropped`, whatever ``check`` says.
     """
     argv = tuple(str(a) for a in argv)
     cancel.check()  # no new child once builder is stopping
@@ -345,12 +357,14 @@ def run(
             raise ToolNotFound(f"{label} cannot be run: {exc.strerror or exc}",
                                "check that it exists and is executable") from None
         return res
+    if started is not None:
+        started.set()
     timed_out = capped = False
     data = None
     try:
         cancel.check()  # a signal that arrived while the child was being started
         data = _wait(proc, input.encode() if input is not None else None, timeout, max_output=max_output,
-                     on_line=on_line)
+                     on_line=on_line, stop=stop)
         timed_out = data is None
     except _Overflow as ov:
         capped, data = True, (ov.out, ov.err)

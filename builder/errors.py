@@ -288,3 +288,9 @@ class Interrupted(BaseException):  # noqa: N818 - a BaseException like KeyboardI
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+class Dropped(Exception):  # noqa: N818 - control flow inside builder, never shown: not an error
+    """The caller no longer wants what a child was doing (its ``stop`` event was set):
+    :func:`builder._proc.run` killed the child's group.  Raised to the thread that ran it, and
+    handled there (builder.suggest.resolve's uv started ahead): it never reaches the CLI."""

@@ -33,6 +33,7 @@ writing of entries is here.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -85,19 +86,24 @@ def keep_json(cache: Path, kind: str, key: str, *, value: Any) -> None:
     _keep(cache / kind / f"{hashlib.sha256(key.encode()).hexdigest()}.json", text)
 
 
-def lock(raw: bytes, where: str, cache: Path | None) -> pylock.Lock:
+def lock(raw: bytes, where: str, cache: Path | None, *, parsed: pylock.Lock | None = None) -> pylock.Lock:
     """:func:`builder.pylock.parse` of ``raw``; packaging's verdict on it kept under ``cache``
     (None: not kept).  The model is always read from ``raw``: only the validation is skipped
-    when the cache holds a valid verdict on these very bytes."""
-    if cache is None:
-        return pylock.parse(raw, where)
+    when the cache holds a valid verdict on these very bytes.  ``parsed``: this process's own
+    :func:`~builder.pylock.parse` of ``raw`` (validated: uv's output is checked as it arrives),
+    taken as the model (named ``where``) instead of parsing the bytes again."""
     sha = hashlib.sha256(raw).hexdigest()
-    key = pylock.memo_key(sha)
-    if key is None:
-        return pylock.parse(raw, where)
-    if pylock.believes(get_json(cache, "locks", key), sha):
-        return pylock.parse(raw, where, validated=True)
-    parsed = pylock.parse(raw, where)  # raises on an invalid lock: nothing is kept
+    if parsed is not None and parsed.sha256 != sha:
+        parsed = None  # another lock's model: read these bytes
+    if parsed is not None:
+        parsed = dataclasses.replace(parsed, where=where)
+    key = pylock.memo_key(sha) if cache is not None else None
+    if cache is None or key is None:
+        return parsed or pylock.parse(raw, where)
+    believed = pylock.believes(get_json(cache, "locks", key), sha)
+    if believed:
+        return parsed or pylock.parse(raw, where, validated=True)
+    parsed = parsed or pylock.parse(raw, where)  # raises on an invalid lock: nothing is kept
     keep_json(cache, "locks", key, value=pylock.verdict(parsed))
     return parsed
 

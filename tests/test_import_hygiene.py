@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # code, every module it loaded and every TOML text builder.files.tomlread parsed.  No json here: the
 # harness must not load what the commands are checked for.
 HARNESS = r"""
-import runpy, sys
+import sys
 startup = sorted(sys.modules)  # what the interpreter and its site-packages' .pth files loaded
 parsed = []
 if sys.argv[1] == "toml":
@@ -29,8 +29,9 @@ if sys.argv[1] == "toml":
     tomlread._impl = _Spy
 sys.argv = ["builder", *sys.argv[2:]]
 code = 0
-try:
-    runpy.run_module("builder", run_name="__main__", alter_sys=True)
+try:  # what `python -m builder` runs, but click's main: builder.cli.app.run ends the process itself
+    from builder.cli import main
+    main()
 except SystemExit as e:
     code = e.code
 sys.stderr.write("\n" + repr({"code": code, "modules": sorted(sys.modules), "startup": startup,

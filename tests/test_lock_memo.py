@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import packaging
@@ -54,6 +55,24 @@ def test_a_warm_read_does_not_validate_again(tmp_path: Path) -> None:
                            check=True).stdout.strip() for _ in range(2)]
     assert runs[0] == "['packaging.markers', 'packaging.pylock']"  # the cold read validated
     assert runs[1] == "[]"
+
+
+def test_a_model_this_process_made_is_taken_renamed_and_its_verdict_kept(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """uv's output is parsed (and validated) as it arrives (builder.lock.uv); the search's lock
+    model is that parse, named for the search, not a second one; the verdict is kept all the same."""
+    raw = LOCKS[0].read_bytes()
+    made = pylock.parse(raw, "uv's output")
+    calls = []
+    real = pylock.parse
+    monkeypatch.setattr(pylock, "parse", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    got = memo_mod.lock(raw, "suggest: vllm 0.19.1 py3.12", tmp_path, parsed=made)
+    assert calls == [] and got.where == "suggest: vllm 0.19.1 py3.12" and got.packages == made.packages
+    assert len(entries(tmp_path)) == 1  # the verdict on these bytes, kept
+    again = memo_mod.lock(raw, "later", tmp_path)
+    assert calls == [{"validated": True}] and again == replace(made, where="later")
+    other = pylock.parse(LOCKS[1].read_bytes(), "another lock")  # not these bytes' model: not taken
+    assert memo_mod.lock(raw, "x", tmp_path, parsed=other).sha256 == made.sha256
 
 
 def test_one_changed_byte_misses(tmp_path: Path) -> None:

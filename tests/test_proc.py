@@ -121,3 +121,40 @@ def test_keyboard_interrupt_kills_the_child_group(tmp_path: Path) -> None:
         time.sleep(0.05)
     else:
         pytest.fail("child survived Ctrl-C")
+
+
+def test_started_is_set_once_the_child_runs(tmp_path: Path) -> None:
+    import threading
+
+    ran = threading.Event()
+    _proc.run(["true"], timeout=10, started=ran)
+    assert ran.is_set()
+    missing = threading.Event()
+    assert _proc.run([str(tmp_path / "no-such-tool")], timeout=10, started=missing).missing
+    assert not missing.is_set()  # nothing ran: a waiter learns it from the caller (builder.suggest.resolve)
+
+
+def test_stop_kills_the_child_group_and_raises_dropped(tmp_path: Path) -> None:
+    import threading
+
+    from builder.errors import Dropped
+
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    pidfile = tmp_path / "grandchild"
+    t = time.monotonic()
+    with pytest.raises(Dropped):
+        _proc.run(["sh", "-c", f"sleep 30 & echo $! > {pidfile}; wait"], timeout=60, stop=stop, check=True)
+    assert time.monotonic() - t < 5
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the group was SIGKILLed; the grandchild's parent reaps nothing
+        try:
+            os.kill(pid, 0)
+            if open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z":
+                break
+        except (ProcessLookupError, FileNotFoundError):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"pid {pid} still runs")

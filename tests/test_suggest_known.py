@@ -7,6 +7,8 @@ answer is the same with and without the data."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,3 +187,107 @@ def test_a_row_whose_sha256_differs_is_not_trusted(world: tuple[str, httpserver.
     first = res.rows[0]
     assert (first.vllm, first.torch, first.outcomes[0].rule) == ("0.20.0", "2.11.0", "cuda-driver")
     assert res.winner is not None and res.winner.vllm == "0.13.0"
+
+
+# ---------------------------------------------------------------- uv started ahead, from the rows
+
+
+def _uv(tmp_path: Path, *, hang: str | None = None) -> tuple[Path, Path]:
+    """A uv that logs each ``pip compile`` (its pid, then its requirements) and, when they name
+    ``hang``, never ends (a resolution slower than the search: it must be killed)."""
+    from builder import tools
+
+    real = tools.uv_bin()
+    log, script = tmp_path / "uv.log", tmp_path / "uv"
+    stall = f'if grep -q "{hang}" "$3"; then exec sleep 60; fi' if hang else ""
+    script.write_text(f'#!/bin/sh\nif [ "$1" = pip ] && [ "$2" = compile ]; then\n'
+                      f'    echo "$$ $(tr "\\n" " " < "$3")" >> "{log}"\n    {stall}\nfi\nexec "{real}" "$@"\n')
+    script.chmod(0o755)
+    return script, log
+
+
+def _runs(log: Path) -> list[tuple[int, str]]:
+    return [(int(pid), reqs) for pid, _, reqs in (line.partition(" ") for line in log.read_text().splitlines())]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _lying(data: Path, tmp_path: Path) -> Path:
+    """The rows, but vLLM 0.20.0's names a sha256 the index does not list, and torch 2.6.0
+    (CUDA 12.4, which driver 550 runs): a guess from them resolves vLLM 0.20.0 first, the search
+    (which reads that wheel: torch 2.11.0, CUDA 13) skips it."""
+    doc = tomlkit.parse(data.read_text())
+    for row in doc["release"]:  # type: ignore[union-attr]
+        if row["package"] == "vllm" and row["version"] == "0.20.0":
+            row["wheels"] = [f"{'0' * 64} {e.split(' ', 1)[1]}" for e in row["wheels"]]
+            row["requires"] = ["torch==2.6.0"]
+    out = tmp_path / "lie" / "requires.toml"
+    out.parent.mkdir()
+    out.write_text(tomlkit.dumps(doc))
+    return out
+
+
+def test_uv_starts_for_the_candidate_the_rows_name_and_the_search_takes_those_runs(
+        world: tuple[str, httpserver.Stats], data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _ = world
+    proj = suggest_world.write_project(tmp_path / "proj")
+    uv, log = _uv(tmp_path)
+    monkeypatch.setenv("BUILDER_UV", str(uv))
+    _shipping(monkeypatch, data)
+    res = run_suggest(Project(proj), SuggestRequest(index_url=url, cache_dir=tmp_path / "c"))  # the default date
+    assert res.winner is not None and res.winner.vllm == "0.13.0"
+    s = res.stats
+    assert (s.uv_ahead, s.uv_ahead_taken, s.uv_runs) == (2, 2, 2)
+    runs = _runs(log)
+    assert len(runs) == 2 and all("vllm==0.13.0" in reqs for _pid, reqs in runs)  # no run twice
+    # The answer is the one a search that guesses nothing gives.
+    _shipping(monkeypatch, None)
+    plain = run_suggest(Project(proj), SuggestRequest(index_url=url, cache_dir=tmp_path / "c2"))
+    assert plain.stats.uv_ahead == 0 and _answer(plain) == _answer(res)
+    # At a stated date the rows (no upload times) are not trusted to guess: nothing starts ahead.
+    _shipping(monkeypatch, data)
+    assert _run(proj, url, tmp_path / "c3").stats.uv_ahead == 0
+    # Offline, nothing starts either (the kept resolutions answer).
+    assert run_suggest(Project(proj), SuggestRequest(index_url=url, cache_dir=tmp_path / "c",
+                                                     offline=True)).stats.uv_ahead == 0
+
+
+def test_a_wrong_guess_is_killed_and_the_search_answers_as_without_it(
+        world: tuple[str, httpserver.Stats], data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _ = world
+    proj = suggest_world.write_project(tmp_path / "proj")
+    uv, log = _uv(tmp_path, hang="vllm==0.20.0")
+    monkeypatch.setenv("BUILDER_UV", str(uv))
+    _shipping(monkeypatch, _lying(data, tmp_path))
+    t = time.monotonic()
+    res = run_suggest(Project(proj), SuggestRequest(index_url=url, cache_dir=tmp_path / "c", pythons=("3.12",)))
+    assert time.monotonic() - t < 30  # the stalled guess did not hold the search up
+    assert res.winner is not None and res.winner.vllm == "0.13.0"
+    assert (res.stats.uv_ahead, res.stats.uv_ahead_taken, res.stats.uv_runs) == (1, 0, 1)
+    runs = _runs(log)
+    assert [reqs.split()[1] for _pid, reqs in runs] == ["vllm==0.20.0", "vllm==0.13.0"]
+    assert _gone(runs[0][0])  # killed, not left running
+    assert res.rows[0].vllm == "0.20.0" and res.rows[0].outcomes[0].rule == "cuda-driver"
+
+
+def test_a_search_that_resolves_nothing_kills_the_guess(
+        world: tuple[str, httpserver.Stats], data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _ = world
+    proj = suggest_world.write_project(tmp_path / "proj")
+    uv, log = _uv(tmp_path, hang="vllm==0.20.0")
+    monkeypatch.setenv("BUILDER_UV", str(uv))
+    _shipping(monkeypatch, _lying(data, tmp_path))
+    t = time.monotonic()
+    res = run_suggest(Project(proj), SuggestRequest(index_url=url, cache_dir=tmp_path / "c", pythons=("3.12",),
+                                                    vllm="==0.20.0"))
+    assert time.monotonic() - t < 30
+    assert res.winner is None and res.exit_code == 1  # 0.20.0 needs CUDA 13: skipped by data, nothing resolved
+    assert (res.stats.uv_ahead, res.stats.uv_ahead_taken, res.stats.uv_runs) == (1, 0, 0)
+    (pid, _reqs), = _runs(log)
+    assert _gone(pid)

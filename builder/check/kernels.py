@@ -21,7 +21,8 @@ from builder.errors import Unavailable
 
 
 @functools.cache
-def _rows() -> tuple[kerneldata.KernelRow, ...]:
+def rows() -> tuple[kerneldata.KernelRow, ...]:
+    """The shipped rows, loaded once per process (a search loads them ahead, while it waits)."""
     return kerneldata.load()
 
 
@@ -38,7 +39,7 @@ def shipped(p: Pkg, candidates: tuple[str, ...]) -> KernelEvidence | None:
     if not sha:
         return None
     for member in candidates:
-        row = kerneldata.find(_rows(), sha256=sha, member=member)
+        row = kerneldata.find(rows(), sha256=sha, member=member)
         if row is not None:
             return KernelEvidence(member, row.archs, row.ptx_isa, "shipped data",
                                   f"{datafiles.display(datafiles.KERNELS)}, read {row.date} by the {row.produced_by} "

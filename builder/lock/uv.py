@@ -12,10 +12,14 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder import _proc, paths, pylock
 from builder.errors import FilesystemRefused, LockFileError, SdistOnly, ToolFailed, Unavailable
 from builder.spec import Matrix
+
+if TYPE_CHECKING:
+    import threading
 
 #: uv is given this long per lock before it is killed.
 UV_TIMEOUT = 900.0
@@ -48,6 +52,7 @@ class CompileResult:
     body: str
     argv: tuple[str, ...]  # with temp paths replaced by placeholders
     seconds: float
+    lock: pylock.Lock  # ``body`` parsed and validated (as the wheel check below read it)
 
 
 def compile_argv(
@@ -132,24 +137,27 @@ def summarize(stderr: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def sdist_only(body: str, where: str = "uv output") -> list[str]:
-    """Names of packages in a pylock body that have no wheel (would build on the host)."""
-    return sorted(f"{p.name} {p.version}".strip() for p in pylock.parse(body.encode(), where).source_only())
+def sdist_only(lock: pylock.Lock) -> list[str]:
+    """Names of packages in a lock that have no wheel (would build on the host)."""
+    return sorted(f"{p.name} {p.version}".strip() for p in lock.source_only())
 
 
 def compile_lock(
     uv: str, matrix: Matrix, python: str, *, offline: bool = False, cache_dir: Path | None = None,
+    started: threading.Event | None = None, stop: threading.Event | None = None,
 ) -> CompileResult:
     """Resolve one lock; raise a typed error on any failure.
 
     ``cache_dir`` is uv's cache as the write gate approved it
-    (:func:`builder.paths.uv_cache`); None lets the gate pick it here.
+    (:func:`builder.paths.uv_cache`); None lets the gate pick it here.  ``started`` is set
+    once uv runs; setting ``stop`` kills it (:class:`~builder.errors.Dropped`: :func:`builder._proc.run`).
     """
     if cache_dir is None:
         cache_dir = paths.uv_cache()
     with paths.temp_dir("builder-lock-") as work:
         argv = compile_argv(uv, matrix, python, workdir=work, offline=offline, cache_dir=str(cache_dir))
-        res = _proc.run(argv, timeout=UV_TIMEOUT, env=uv_env(), what="uv pip compile")
+        res = _proc.run(argv, timeout=UV_TIMEOUT, env=uv_env(), what="uv pip compile", started=started,
+                        stop=stop)
         target = f"{matrix.name} py{python}"
         if res.missing:
             raise ToolFailed(f"uv not runnable: {uv}")
@@ -186,9 +194,10 @@ def compile_lock(
         body = (work / "pylock.toml").read_text(encoding="utf-8")
         shown = public_argv(argv, work)
     try:
-        missing = sdist_only(body, f"{target} (uv's output)")
+        lock = pylock.parse(body.encode(), f"{target} (uv's output)")
     except LockFileError as exc:
         raise LockFileError(f"uv wrote an unreadable lock: {exc.message}") from None
+    missing = sdist_only(lock)
     if missing:
         raise SdistOnly(
             f"{target}: resolves to source distributions only for {matrix.platform}: "
@@ -196,4 +205,4 @@ def compile_lock(
             "the lock would compile them on the host; pin versions that ship wheels "
             "or target a platform they support",
         )
-    return CompileResult(body=body, argv=shown, seconds=res.duration)
+    return CompileResult(body=body, argv=shown, seconds=res.duration, lock=lock)

@@ -146,10 +146,11 @@ class Early:
         self._facts: dict[tuple[str, int], Facts] = {}
         self._failed = False
 
-    def resolved(self, py: str, body: str) -> None:
-        """Model ``body`` and gather its facts on every host left (never raises)."""
+    def resolved(self, py: str, body: str, parsed: pylock.Lock | None = None) -> None:
+        """Model ``body`` (``parsed``: the model uv's output was checked with) and gather its
+        facts on every host left (never raises)."""
         try:
-            lock = lock_model(body, label(self._vllm, py), self._cache)
+            lock = lock_model(body, label(self._vllm, py), self._cache, parsed=parsed)
             opts = _options(py, cache=self._cache, offline=False, deep=self._deep)
             facts = {i: gather(lock, matrix=self._matrix, host=h, stats=self._stats, opts=opts)
                      for i, h in enumerate(self._hosts) if h is not None}
@@ -173,7 +174,8 @@ class Early:
             return {py: self._facts[py, host] for py in pythons}
 
 
-def lock_model(body: str, label: str, cache: Path) -> pylock.Lock:
-    """The validated lock model of a resolution (kept like every lock model)."""
-    return memo.lock(body.encode("utf-8"), label, cache)
+def lock_model(body: str, label: str, cache: Path, *, parsed: pylock.Lock | None = None) -> pylock.Lock:
+    """The validated lock model of a resolution (kept like every lock model); ``parsed``: the
+    model of these bytes this process made already (:func:`builder.memo.lock`)."""
+    return memo.lock(body.encode("utf-8"), label, cache, parsed=parsed)
 

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from builder import data as datafiles
+from builder.suggest import releases as rel
 
+ANY_TIME = "1970-01-01T00:00:00Z"  # the rows carry no upload time: :func:`releases` lists their files at any date
 SCHEMA = 1  # as builder/data/__init__.py's layout of requires.toml requires
 _WHEEL = re.compile(r"([0-9a-f]{64}) (\S+\.whl)")
 
@@ -77,3 +79,12 @@ def usable(known: Known, gpu: frozenset[str]) -> bool:
     """Whether the file kept every entry the search reads today: it was filtered with a GPU
     list that holds every name of ``gpu`` (cuda.toml's, now)."""
     return gpu <= known.gpu
+
+
+def releases(known: Known, package: str) -> list[rel.Release]:
+    """The releases of ``package`` the rows name, newest first, as if an index listed just their
+    wheels: no URL, size or ``requires-python``, never yanked, uploaded at :data:`ANY_TIME`.  For
+    a guess only (builder.suggest.search's, checked against the index before anything is judged)."""
+    files = [rel.IndexFile(filename=w.filename, url="", sha256=w.sha256, size=None, upload_time=ANY_TIME, yanked=False)
+             for w in known.by_sha256.values() if w.package == package]
+    return rel.group(files, package)

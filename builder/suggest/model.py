@@ -151,12 +151,15 @@ class Stats:
     kept_resolutions: int = 0  # resolutions answered from builder's cache
     kept_verdicts: int = 0
     not_tried: int = 0  # older releases left untried when the search stopped
+    uv_ahead: int = 0  # uv runs started ahead, for the candidate guessed from shipped data
+    uv_ahead_taken: int = 0  # ... that the search took (the rest were killed)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"candidates": self.candidates, "skipped": self.skipped, "resolved": self.resolved,
                 "uv_runs": self.uv_runs, "kept_resolutions": self.kept_resolutions,
-                "kept_verdicts": self.kept_verdicts, "not_tried": self.not_tried,
+                "kept_verdicts": self.kept_verdicts, "not_tried": self.not_tried, "uv_ahead": self.uv_ahead,
+                "uv_ahead_taken": self.uv_ahead_taken,
                 "seconds": round(self.seconds, 3)}
 
 

@@ -16,17 +16,17 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from packaging.version import InvalidVersion, Version
 
 from builder import pylock
+from builder.check import kernels, toolkit
 from builder.check import knowledge as cuda
-from builder.check import toolkit
 from builder.check.fetchplan import FetchStats
 from builder.check.identity import exact, pins
 from builder.check.model import WheelFacts, WheelRef
@@ -236,7 +236,21 @@ def _pinned_torch(c: _Ctx) -> Callable[[WheelRef, WheelFacts], list[WheelRef]]:
     return then
 
 
-def _examine(c: _Ctx, r: releases.Release, reader: index.MetadataReader) -> Row | _Pending:
+class _Reads(Protocol):
+    def wait(self, refs: Iterable[WheelRef]) -> dict[str, WheelFacts]: ...
+
+
+class _ShippedFacts:
+    """The METADATA :func:`_examine` reads, from builder's shipped rows alone (:func:`_guess`)."""
+
+    def __init__(self, shipped: known.Known) -> None:
+        self._known = shipped
+
+    def wait(self, refs: Iterable[WheelRef]) -> dict[str, WheelFacts]:
+        return {r.filename: f for r in refs if (f := index.shipped(r, self._known)) is not None}
+
+
+def _examine(c: _Ctx, r: releases.Release, reader: _Reads) -> Row | _Pending:
     """Run the data rules on one candidate, once its METADATA (and its torch's) is read."""
     n = len(c.hosts)
     picks = {py: c.pick(r, py) for py in c.req.pythons}
@@ -300,13 +314,11 @@ def _examine(c: _Ctx, r: releases.Release, reader: index.MetadataReader) -> Row 
                     vllm_facts={py: f for py, f in facts.items() if f is not None}, torch_unread=unread)
 
 
-def _reading_ahead(c: _Ctx, p: _Pending, m: Matrix) -> contextlib.AbstractContextManager[None]:
+def _reading_ahead(c: _Ctx, p: _Pending) -> contextlib.AbstractContextManager[None]:
     """While uv resolves ``p``, read what the checker will ask of it (:mod:`builder.suggest.ahead`);
-    not when no uv runs (every resolution kept: the verdicts are likely kept too)."""
-    from builder.suggest import resolve
-
-    if c.req.offline or not p.vllm_refs or resolve.all_kept(m, c.req.pythons, uv_version=c.uv_version,
-                                                             wheels=p.wheels, cache=c.cache):
+    entered once uv runs (so its threads take no CPU from uv's start), and only then: when every
+    resolution is kept, no uv runs and the verdicts are likely kept too."""
+    if c.req.offline or not p.vllm_refs:
         return contextlib.nullcontext()
     from builder.suggest import ahead
 
@@ -316,14 +328,65 @@ def _reading_ahead(c: _Ctx, p: _Pending, m: Matrix) -> contextlib.AbstractContex
                          cache=c.cache, stats=c.fetch, k=c.k, tk=c.tk)
 
 
-def _judge(c: _Ctx, p: _Pending) -> Row:
-    """Resolve a pending candidate and judge it on each host the data rules left."""
+def _matrix(c: _Ctx, p: _Pending) -> Matrix:
+    """The matrix a pending candidate is resolved as (the spec ``--write`` would write)."""
+    return stack.candidate_matrix(vllm=p.release.version, torch=p.torch,
+                                  torch_cuda=p.line.release if p.line else "12.0", pythons=c.req.pythons,
+                                  platform=c.platform, exclude_newer=c.date, index_url=c.req.index_url,
+                                  extra_index_urls=c.req.extra_index_urls, mid=c.req.write or stack.CANDIDATE_ID)
+
+
+def _guess(c: _Ctx, shipped: known.Known) -> _Pending | None:
+    """The candidate the search will most likely resolve first, from builder's shipped rows alone
+    (:mod:`builder.suggest.known`): the vLLM and torch wheels they name, taken as if the index
+    listed just those files, through the search's own data rules (:func:`_examine`).  None where
+    the rows stop telling (a release whose METADATA they lack).  A guess only: the index may list
+    a newer release, a yanked one, another file; the search checks it against the pages."""
+    g = replace(c, torch_releases=known.releases(shipped, "torch"), picks={}, pinned={}, lines={},
+                torch_ready=threading.Event(), fetch=FetchStats(), say=lambda _t, _m: None)
+    cands, _ = releases.select(known.releases(shipped, "vllm"), until=releases.cutoff(c.date), pre=c.req.pre,
+                               yanked=c.req.include_yanked, spec=releases.spec_set(c.req.vllm, "--vllm"))
+    facts = _ShippedFacts(shipped)
+    for r in cands:
+        got = _examine(g, r, facts)
+        if isinstance(got, _Pending):
+            return got
+        if any(o.status != SKIPPED for o in got.outcomes):
+            return None
+    return None
+
+
+def _start_ahead(c: _Ctx, shipped: known.Known) -> Any:
+    """uv started for :func:`_guess`'s candidate, for the Pythons whose resolution of it is not
+    kept, while the index pages are read (a :class:`builder.suggest.resolve.Ahead`, or None).
+
+    Started only where a wrong guess is unlikely: online, at the default date (the rows carry no
+    upload times, so at an older ``--exclude-newer`` they would name releases the index did not
+    have then), with rows made for today's GPU list.  The search's own first candidate takes
+    the runs when it is the same matrix (so the same uv command); otherwise they are killed."""
+    if c.req.offline or c.req.exclude_newer is not None or not known.usable(shipped, c.k.gpu):
+        return None
+    try:
+        p = _guess(c, shipped)
+    except Exception:  # noqa: BLE001 - a guess that fails costs only its head start; the search meets any real error
+        return None
+    if p is None:
+        return None
+    from builder.suggest import resolve
+
+    m = _matrix(c, p)
+    need = resolve.needs_uv(m, c.req.pythons, uv_version=c.uv_version, wheels=p.wheels, cache=c.cache)
+    return resolve.Ahead(m, need, uv=c.uv, uv_cache=c.uv_cache or c.cache) if need else None
+
+
+def _judge(c: _Ctx, p: _Pending, ahead: Any = None) -> Row:
+    """Resolve a pending candidate and judge it on each host the data rules left (``ahead``: uv
+    runs started for a guess, :func:`_start_ahead`; taken where they resolve this candidate)."""
     from builder.suggest import judge, resolve
 
-    m = stack.candidate_matrix(vllm=p.release.version, torch=p.torch, torch_cuda=p.line.release if p.line else "12.0",
-                               pythons=c.req.pythons, platform=c.platform, exclude_newer=c.date,
-                               index_url=c.req.index_url, extra_index_urls=c.req.extra_index_urls,
-                               mid=c.req.write or stack.CANDIDATE_ID)
+    m = _matrix(c, p)
+    if ahead is not None and ahead.matrix != m:
+        ahead.drop()  # a wrong guess: its uv ends before the search's own starts
 
     def row(outcomes: tuple[Outcome, ...], hashes: tuple[str, ...] = ()) -> Row:
         return Row(vllm=p.release.version, torch=p.torch, line=p.line, vllm_wheel=p.wheel, outcomes=outcomes,
@@ -338,10 +401,11 @@ def _judge(c: _Ctx, p: _Pending) -> Row:
                                                                  zip(c.hosts, p.host_skips, strict=True)],
                         cache=c.cache, deep=c.req.deep, stats=c.fetch)
     try:
-        with _reading_ahead(c, p, m):
+        with contextlib.ExitStack() as beside:  # the read-ahead, from when uv runs until it is done
             res = resolve.resolve(m, c.req.pythons, uv=c.uv, uv_version=c.uv_version, wheels=p.wheels,
                                   cache=c.cache, uv_cache=c.uv_cache or c.cache, offline=c.req.offline,
-                                  counter=counter, then=early.resolved)
+                                  counter=counter, then=early.resolved, ahead=ahead,
+                                  started=lambda: beside.enter_context(_reading_ahead(c, p)))
     except (ToolFailed, SdistOnly) as exc:
         c.uv_runs += counter.uv_runs
         said = exc.message
@@ -413,7 +477,8 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
     memo.use_for_data(cache)
     urls = [req.index_url, *req.extra_index_urls]
     cancel = _cancel_token(offline=req.offline)
-    pages = ThreadPoolExecutor(max_workers=2 * len(urls))  # every page at once, while the rest is set up
+    pages = ThreadPoolExecutor(max_workers=2 * len(urls) + 1)  # every page at once (and uv --version), while
+    # the rest is set up
     futs = {(u, proj): pages.submit(index.read_page, u, proj, cache=cache, until=until, offline=req.offline,
                                     cancel=cancel)
             for proj in ("vllm", "torch") for u in urls}
@@ -423,15 +488,20 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
     not_tried = 0
     reader: index.MetadataReader | None = None
     c: _Ctx | None = None
+    guessed: Any = None  # uv started for the guess from shipped data (resolve.Ahead)
+    ahead_started = ahead_taken = 0
     try:
         uv = tools.uv_bin()
+        uv_version = pages.submit(tools.uv_version, uv)  # a process of its own: no CPU taken from here
+        k, tk = cuda.load(), toolkit.load()
         c = _Ctx(req=req, hosts=hs, arch=hosts.arch_of(hs[0]), platform=platform, date=date, cache=cache,
                  uv_cache=None if req.offline else paths.uv_cache(project=project), uv=uv,
-                 uv_version=tools.uv_version(uv), k=cuda.load(), tk=toolkit.load(), torch_releases=[],
-                 say=progress or (lambda _t, _m: None))
+                 uv_version=uv_version.result(), k=k, tk=tk, torch_releases=[], say=progress or (lambda _t, _m: None))
         if not req.offline:
             paths.temp_base(project=project)  # uv inherits $TMPDIR
         shipped = known.load()  # while the pages are read
+        guessed = _start_ahead(c, shipped)
+        pages.submit(kernels.rows)  # the checker's kernel data, needed as uv ends: loaded while pages are read
         vpages = [futs[u, "vllm"].result() for u in urls]
         cands, left = releases.select(releases.group([f for p in vpages for f in p.files], "vllm"), until=until,
                                       pre=req.pre, yanked=req.include_yanked,
@@ -461,8 +531,13 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
                 c.say(f"vllm {r.version} + torch {got.torch}",
                       f"resolving for Python {', '.join(req.pythons)} ({'cache only' if req.offline else 'uv'})")
                 reader.hold()  # uv and the checker take the machine; reads for the next candidates wait
-                got = _judge(c, got)
+                got = _judge(c, got, guessed)
                 reader.resume()
+                if guessed is not None:  # only the first candidate resolved can take uv started ahead
+                    guessed.drop()
+                    ahead_started, ahead_taken = guessed.started, guessed.taken
+                    guessed.close()
+                    guessed = None
                 resolved += 1
             rows.append(got)
             _say(c, got)
@@ -474,6 +549,9 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
             cancel.cancel()  # a page still in flight ends now
         raise
     finally:
+        if guessed is not None:  # the search ended before its first resolution: the guess is not needed
+            ahead_started = guessed.started
+            guessed.close()
         if c is not None:
             c.torch_ready.set()  # a follow-up waiting for torch's page goes on (to nothing)
         if reader is not None:
@@ -483,7 +561,8 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
     unjudged = fleet.unjudged_before(rows, common)
     stats = Stats(candidates=len(rows), skipped=sum(all(o.status == SKIPPED for o in r.outcomes) for r in rows),
                   resolved=resolved, uv_runs=c.uv_runs, kept_resolutions=c.kept_res, kept_verdicts=c.kept_verdicts,
-                  not_tried=not_tried, seconds=time.monotonic() - t0)
+                  not_tried=not_tried, uv_ahead=ahead_started, uv_ahead_taken=ahead_taken,
+                  seconds=time.monotonic() - t0)
     result = SuggestResult(
         policy=req.policy, pythons=req.pythons, platform=platform, exclude_newer=date, index_url=req.index_url,
         extra_index_urls=req.extra_index_urls, hosts=tuple(hosts.view(h) for h in hs), rows=tuple(rows),
