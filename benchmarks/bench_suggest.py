@@ -38,7 +38,8 @@ RATIO, WARM_BUDGET = 1.2, 5.0
 
 def builder_argv() -> list[str]:
     """``python -m builder``: the entry the ``builder`` script runs (builder.cli.app.run), from
-    this interpreter's path, so that ``PYTHONPATH=CHECKOUT`` measures another version side by side."""
+    this interpreter's path, so that ``PYTHONPATH=CHECKOUT`` measures another version side by side
+    (run in the temp project: ``-m`` puts the current directory first on the path)."""
     return [sys.executable, "-m", "builder"]
 
 
@@ -50,7 +51,8 @@ def _cpu() -> float:
 def ours(proj: Path, flags: list[str], bcache: Path, uvcache: Path) -> tuple[float, float, dict[str, object]]:
     env = M.env({"BUILDER_CACHE_DIR": str(bcache), "UV_CACHE_DIR": str(uvcache)})
     c, t = _cpu(), time.perf_counter()
-    r = M.run([*builder_argv(), "-q", "--project", str(proj), "suggest", "--json", *flags], environ=env, ok=(0, 1))
+    r = M.run([*builder_argv(), "-q", "--project", str(proj), "suggest", "--json", *flags], cwd=proj, environ=env,
+              ok=(0, 1))
     return time.perf_counter() - t, _cpu() - c, json.loads(r.stdout)
 
 
@@ -117,7 +119,7 @@ def main() -> None:
         warm = M.wall([*builder_argv(), "-q", "--project", str(proj), "suggest", "--json", *flags],
                       n=args.warm_runs, environ=M.env({"BUILDER_CACHE_DIR": str(base / f"bc{args.repeat - 1}"),
                                                        "UV_CACHE_DIR": str(base / f"uv-ours{args.repeat - 1}")}),
-                      ok=(0, 1))
+                      cwd=proj, ok=(0, 1))
         ans = result.get("answer")
         out.update({
             "answer": ans, "exit_code": result.get("exit_code"),

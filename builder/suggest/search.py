@@ -342,8 +342,8 @@ def _guess(c: _Ctx, shipped: known.Known) -> _Pending | None:
     listed just those files, through the search's own data rules (:func:`_examine`).  None where
     the rows stop telling (a release whose METADATA they lack).  A guess only: the index may list
     a newer release, a yanked one, another file; the search checks it against the pages."""
-    g = replace(c, torch_releases=known.releases(shipped, "torch"), picks={}, pinned={}, lines={},
-                torch_ready=threading.Event(), fetch=FetchStats(), say=lambda _t, _m: None)
+    g = replace(c, torch_releases=known.releases(shipped, "torch"), picks={}, pinned={},
+                torch_ready=threading.Event(), fetch=FetchStats(), say=lambda _t, _m: None)  # c.lines: by sha256
     cands, _ = releases.select(known.releases(shipped, "vllm"), until=releases.cutoff(c.date), pre=c.req.pre,
                                yanked=c.req.include_yanked, spec=releases.spec_set(c.req.vllm, "--vllm"))
     facts = _ShippedFacts(shipped)
