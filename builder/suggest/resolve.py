@@ -81,6 +81,12 @@ class Ahead:
         finally:
             run.running.set()
 
+    def wait_started(self) -> None:
+        """Return once every run's uv runs (or its thread ended first): the caller's next work
+        then takes no CPU, and no GIL, from uv's start."""
+        for run in self._runs.values():
+            run.running.wait()
+
     def take(self, m: Matrix, python: str) -> _Run | None:
         """``python``'s run when it resolves ``m`` (it is the taker's from then on), else None."""
         run = self._runs.pop(python, None) if m == self.matrix else None

@@ -501,6 +501,8 @@ def run_suggest(project: Any, req: SuggestRequest, progress: Progress | None = N
             paths.temp_base(project=project)  # uv inherits $TMPDIR
         shipped = known.load()  # while the pages are read
         guessed = _start_ahead(c, shipped)
+        if guessed is not None:
+            guessed.wait_started()
         pages.submit(kernels.rows)  # the checker's kernel data, needed as uv ends: loaded while pages are read
         vpages = [futs[u, "vllm"].result() for u in urls]
         cands, left = releases.select(releases.group([f for p in vpages for f in p.files], "vllm"), until=until,
