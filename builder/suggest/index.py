@@ -120,7 +120,8 @@ class MetadataReader:
     one the cache lacked: a repeated search reads nothing beyond its answer.  :meth:`close`
     cancels what is still in flight.  Each read ends within ``deadline`` seconds of being asked
     for (and its own bounds).  A wheel ``known`` has facts for (by the page's sha256) is not read
-    at all, online or offline: its facts answer as a cache hit would, and are not cached.
+    at all, online or offline: its facts answer as a cache hit would, and are not cached; online
+    they answer on the search's own thread when it waits for them (there is nothing to read ahead).
     """
 
     def __init__(self, then: Callable[[WheelRef, WheelFacts], Iterable[WheelRef]], *, cache_dir: Path,
@@ -178,6 +179,8 @@ class MetadataReader:
     def _start(self, ref: WheelRef, *, first: bool, needed: bool = False) -> Future[WheelFacts | None] | None:
         lazy = not self._offline and not self._eager
         hit = shipped(ref, self._known)
+        if hit is not None and not self._offline:
+            return self._answer(ref, hit) if needed else None
         if hit is None and (lazy or self._offline):
             hit = wheels.cached(ref, want_binary=False, cache=self._cache)
         later: list[tuple[WheelRef, bool]] = []
@@ -206,6 +209,22 @@ class MetadataReader:
         fut.set_result(hit if self._offline else None)
         if hit is not None and not self._closed:
             for t in self._then(ref, hit):
+                self._start(t, first=False)
+        return fut
+
+    def _answer(self, ref: WheelRef, facts: WheelFacts) -> Future[WheelFacts | None]:
+        """Shipped facts, online: there is nothing to read, so nothing is read ahead (:meth:`ask`
+        passes them by); when the search waits for them they answer here, on its thread, and
+        what they name starts (the search waits only once torch's page is in)."""
+        with self._lock:
+            fut = self._futs.get(ref.filename)
+            if fut is not None:
+                return fut
+            fut = Future()
+            fut.set_result(facts)
+            self._futs[ref.filename] = fut
+        if not self._closed:
+            for t in self._then(ref, facts):
                 self._start(t, first=False)
         return fut
 
