@@ -4,7 +4,8 @@
 #
 #     scripts/gpu_install.sh PARTS_DIR [VENV]      # default VENV: ./gpu-venv ($PYTHON: python3)
 #
-# The venv is made with --system-site-packages (the host's torch stays visible) and
+# The venv is made with --system-site-packages (the host's torch stays visible; where python3 is
+# itself a venv, its site-packages by a .pth file) and
 # --without-pip; pip runs from its own wheel (python pip-*.whl/pip), so the host's python3 needs
 # neither pip nor ensurepip.  Every wheel is installed with --no-deps --no-index: nothing is
 # downloaded, and nothing is written outside VENV (the host's python3 is left as it was).
@@ -26,6 +27,16 @@ trap 'rm -rf "$WORK"' EXIT INT TERM
 cat "$PARTS"/gpu-wheels.tar.part-* | tar -C "$WORK" -xf -
 
 "$PY" -m venv --system-site-packages --without-pip "$VENV"
+# --system-site-packages shows the base interpreter's packages.  Where python3 is itself a venv
+# (the lent GPU host's: /opt/torch/.venv, which holds torch), its own site-packages come in by a
+# .pth file, after VENV's own (so the wheels installed below win).
+"$PY" - "$VENV" <<'EOF'
+import pathlib, sys, sysconfig
+if sys.prefix != sys.base_prefix:
+    own = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+    site = next(pathlib.Path(sys.argv[1]).glob("lib/python*/site-packages"))
+    (site / "zz-host-python.pth").write_text("".join(f"{p}\n" for p in own))
+EOF
 set --
 PIP=
 for whl in "$WORK"/wheels/*.whl; do
