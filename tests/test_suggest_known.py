@@ -170,15 +170,7 @@ def test_a_row_whose_sha256_differs_is_not_trusted(world: tuple[str, httpserver.
     pins torch 2.6.0 (CUDA 12.4): the search reads the wheel and keeps to what it says (torch
     2.11.0, CUDA 13: skipped by data)."""
     url, stats = world
-    doc = tomlkit.parse(data.read_text())
-    for row in doc["release"]:  # type: ignore[union-attr]
-        if row["package"] == "vllm" and row["version"] == "0.20.0":
-            row["wheels"] = [f"{'0' * 64} {e.split(' ', 1)[1]}" for e in row["wheels"]]
-            row["requires"] = ["torch==2.6.0"]
-    lied = tmp_path / "lie" / "requires.toml"
-    lied.parent.mkdir()
-    lied.write_text(tomlkit.dumps(doc))
-    _shipping(monkeypatch, lied)
+    _shipping(monkeypatch, _lying(data, tmp_path))
     proj = suggest_world.write_project(tmp_path / "proj")
     start = len(stats.paths)
     res = _run(proj, url, tmp_path / "c", pythons=("3.12",))
@@ -219,9 +211,9 @@ def _gone(pid: int) -> bool:
 
 
 def _lying(data: Path, tmp_path: Path) -> Path:
-    """The rows, but vLLM 0.20.0's names a sha256 the index does not list, and torch 2.6.0
-    (CUDA 12.4, which driver 550 runs): a guess from them resolves vLLM 0.20.0 first, the search
-    (which reads that wheel: torch 2.11.0, CUDA 13) skips it."""
+    """The rows, but vLLM 0.20.0's names a sha256 the index does not list (a replaced file, another
+    index) and torch 2.6.0 (CUDA 12.4, which driver 550 runs): the search reads that wheel (torch
+    2.11.0, CUDA 13) and skips it; a guess from the rows alone resolves vLLM 0.20.0 first."""
     doc = tomlkit.parse(data.read_text())
     for row in doc["release"]:  # type: ignore[union-attr]
         if row["package"] == "vllm" and row["version"] == "0.20.0":
