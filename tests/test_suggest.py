@@ -513,3 +513,28 @@ def test_real_native_search_for_the_operators_host_on_pypi(tmp_path: Path) -> No
     assert {o.rule for r in res.rows[:-1] for o in r.outcomes} == {"cuda-driver", "native-floor"}
     j = res.winner.outcomes[0].judgements[0]
     assert (j.verdict, j.native_floor, j.native_exact, j.declared_floor) == ("pass", "550.54.15", True, "550.54.15")
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("policy", ["default", "native"])
+def test_on_pypi_uv_started_ahead_is_taken_and_answers_as_a_search_that_guesses_nothing(tmp_path: Path,
+                                                                                        policy: str) -> None:
+    """At the default date (yesterday), the search starts uv for the candidate builder's shipped
+    facts name while PyPI's pages are read; on envs/host.toml's facts the pages confirm it (every
+    newer vLLM pins a CUDA 13 torch, or, --native, one whose native floor is above 550: skipped by
+    data), so the search takes those runs.  A search at the same date stated (no guess) answers
+    the same, with the same locks.  Should PyPI carry a vLLM newer than the shipped facts that
+    the data rules do not skip, the guess is dropped and this fails: refresh the facts
+    (scripts/requires_data.py, run by the lock-refresh workflow)."""
+    from builder.lock.refresh import parse_date
+
+    proj = _pypi_project(tmp_path)
+    guessed = run_suggest(Project(proj), SuggestRequest(pythons=("3.12",), cache_dir=tmp_path / "c1", policy=policy))
+    plain = run_suggest(Project(proj), SuggestRequest(exclude_newer=parse_date(None).isoformat(), pythons=("3.12",),
+                                                      cache_dir=tmp_path / "c2", policy=policy))
+    assert (guessed.stats.uv_ahead, guessed.stats.uv_ahead_taken) == (1, 1)
+    assert plain.stats.uv_ahead == 0
+    assert guessed.exclude_newer == plain.exclude_newer
+    assert guessed.winner is not None and plain.winner is not None
+    assert (guessed.winner.vllm, guessed.winner.torch) == (plain.winner.vllm, plain.winner.torch)
+    assert guessed.winner.lock_hashes == plain.winner.lock_hashes
