@@ -31,8 +31,7 @@ import json
 import sys
 import time
 import urllib.parse
-import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from packaging.version import Version
 from builder import data as datafiles
 from builder.binaries import fatbin
 from builder.check import deepread, kerneldata, knowledge
-from builder.errors import Unavailable
+from builder.errors import BuilderError, Unavailable
 from builder.files.fsio import atomic_write
 
 INDEX = "https://pypi.org/simple"
@@ -116,11 +115,38 @@ def project_page(index: str, package: str) -> str:
 
 
 def index_files(index: str, package: str) -> list[dict[str, Any]]:
-    """A project's files from a PEP 691 simple index (PyPI unless ``--index``)."""
-    req = urllib.request.Request(project_page(index, package),
-                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 (the operator's index URL)
-        return list(json.load(resp)["files"])
+    """A project's files from a PEP 691 simple index (PyPI unless ``--index``), through builder's
+    one bounded reader: an index that cannot be read, or is not JSON, is Unavailable."""
+    from builder import _http
+    from builder.suggest.index import PAGE_MAX
+    from builder.suggest.releases import ACCEPT
+
+    url = project_page(index, package)
+    with _http.open_url(url, what=f"{package} index page", max_bytes=PAGE_MAX, headers={"Accept": ACCEPT}) as r:
+        raw = b"".join(r.chunks())
+    try:
+        files = json.loads(raw)["files"]
+    except (ValueError, KeyError, TypeError):
+        raise Unavailable(f"{url}: not a PEP 691 JSON project page", "pass --index a PEP 691 simple index") from None
+    if not isinstance(files, list):
+        raise Unavailable(f"{url}: not a PEP 691 JSON project page", "pass --index a PEP 691 simple index")
+    return list(files)
+
+
+def guarded(main: Callable[[list[str] | None], int], prog: str) -> Callable[[list[str] | None], int]:
+    """``main`` with builder's errors (an index that cannot be read, a file refused) as one line on
+    stderr and their exit code, as the CLI gives them, instead of a traceback."""
+
+    def run(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except BuilderError as exc:
+            from builder.cli.common import escape
+
+            print(f"{prog}: error: {exc.line(escape)}", file=sys.stderr)
+            return exc.exit_code
+
+    return run
 
 
 def read_row(w: Wheel, members: tuple[str, ...]) -> dict[str, Any]:
@@ -200,7 +226,7 @@ def _spec_wheels(specs: list[str], default_member: str | None, ap: argparse.Argu
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("specs", nargs="*", help="NAME==VERSION[:MEMBER] to (re)read, every wheel of it")
     ap.add_argument("--all", action="store_true", help="every wheel of --package since --since that has no row")
@@ -270,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.data}: {len(rows)} rows; {len(added)} added; {len(failed)} wheel(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
+
+main = guarded(_main, "kernel_data.py")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
 import tomlkit  # noqa: E402
 from packaging.requirements import InvalidRequirement, Requirement  # noqa: E402
 from packaging.utils import canonicalize_name  # noqa: E402
-from packaging.version import Version  # noqa: E402
+from packaging.version import InvalidVersion, Version  # noqa: E402
 
 from builder import data as datafiles  # noqa: E402
 from builder.check import components, toolkit, wheelread  # noqa: E402
@@ -100,8 +100,11 @@ def torch_pins(rows: Iterable[Mapping[str, Any]]) -> set[str]:
             except InvalidRequirement:
                 continue
             v = exact(req) if canonicalize_name(req.name) == "torch" else None
-            if v is not None:
-                out.add(str(Version(v)))
+            try:
+                if v is not None:
+                    out.add(str(Version(v)))
+            except InvalidVersion:
+                continue  # ``torch===nightly``: no release of the index is that (the search skips it too)
     return out
 
 
@@ -147,11 +150,16 @@ def render(rows: Rows, gpu: Iterable[str]) -> str:
 
 
 def load_rows(path: Path, gpu: frozenset[str]) -> Rows:
-    """Rows by wheel sha256; a file of another schema or GPU list is dropped (read again)."""
+    """Rows by wheel sha256; a file of another schema or GPU list, or one that is not a valid
+    requires.toml (truncated, edited), is dropped: every wheel is read again."""
     if not path.exists():
         return {}
-    data = tomlkit.parse(path.read_text(encoding="utf-8")).unwrap()
-    if data.get("schema") != known.SCHEMA or frozenset(data.get("gpu", ())) != gpu:
+    try:
+        data = tomlkit.parse(path.read_text(encoding="utf-8")).unwrap()
+    except (tomlkit.exceptions.TOMLKitError, UnicodeDecodeError):
+        return {}
+    if datafiles.problems_of(datafiles.REQUIRES, data) or data.get("schema") != known.SCHEMA or \
+            frozenset(data.get("gpu", ())) != gpu:
         return {}
     out: Rows = {}
     for row in data.get("release", []):
@@ -178,7 +186,7 @@ def _read_all(todo: list[tuple[kernel_data.Wheel, str]], rows: Rows, failed: lis
     return added
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--all", action="store_true", required=True, help="every wheel that has no row")
     ap.add_argument("--dry-run", action="store_true", help="list what would be read; read and write nothing")
@@ -197,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"vllm: {len(todo)} wheel(s) to read; {len(rows)} row(s) kept", file=sys.stderr)
     if not args.dry_run:
         added += _read_all(todo, rows, failed, **kw)
+        if added:  # kept before torch's page is read: a stop or an error there loses no vLLM read
+            atomic_write(args.data, render(rows, k.gpu))
     pinned = torch_pins(r for r in rows.values() if r["package"] == "vllm")
     tpage = kernel_data.project_page(args.index, "torch")
     torch = [w for w in kernel_data.select(kernel_data.index_files(args.index, "torch"), "torch",
@@ -217,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.data}: {len(rows)} wheels; {len(added)} added; {len(failed)} failed", file=sys.stderr)
     return 1 if failed else 0
 
+
+main = kernel_data.guarded(_main, "requires_data.py")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -171,3 +171,15 @@ def test_dry_run_lists_and_writes_nothing(index: tuple[str, Path, httpserver.Sta
     assert not data.exists()
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 6 and out[0].startswith("vllm-0.6.0-cp38-abi3-manylinux_2_28_x86_64.whl 2026-")
+
+
+@pytest.mark.parametrize("script", ["kernel_data", "requires_data"])
+def test_an_index_that_cannot_be_read_is_one_line_and_exit_3(script: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    main = importlib.import_module(f"scripts.{script}").main
+    code = main(["--all", "--dry-run", "--index", "http://127.0.0.1:9/simple", "--data", str(tmp_path / "d.toml")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and len(err) == 1 and err[0].startswith(f"{script}.py: error: "), err
+    assert not (tmp_path / "d.toml").exists()

@@ -272,3 +272,14 @@ def test_a_wrong_guess_is_killed_and_the_search_answers_as_without_it(
     assert [reqs.split()[1] for _pid, reqs in runs] == asked
     assert _gone(runs[0][0])  # killed, not left running
     assert res.rows[0].vllm == "0.20.0" and res.rows[0].outcomes[0].rule == "cuda-driver"
+
+
+def test_the_script_skips_a_pin_that_is_no_version_and_rereads_a_broken_file(tmp_path: Path) -> None:
+    assert requires_data.torch_pins([{"requires": ["torch===nightly", "torch==2.9.0"]}]) == {"2.9.0"}
+    gpu = cuda.load().gpu
+    good = datafiles.REQUIRES.read_text(encoding="utf-8")
+    assert requires_data.load_rows(datafiles.REQUIRES, gpu)  # the shipped file loads
+    for bad in (good[: len(good) // 2], good.replace('version = "0.19.1"', "version = 19", 1)):
+        path = tmp_path / "requires.toml"
+        path.write_text(bad, encoding="utf-8")
+        assert requires_data.load_rows(path, gpu) == {}  # truncated or wrong: read again whole, no traceback

@@ -60,8 +60,12 @@ def _table(required: str) -> Field:
     return Field(dict, required=True, table=_keys(required))
 
 
+#: A wheel of requires.toml: ``"<sha256> <file name>"`` (checked here, split by builder.suggest.known).
+WHEEL_ENTRY = re.compile(r"([0-9a-f]{64}) (\S+\.whl)")
+
+
 def _wheel_entry(value: Any) -> str | None:
-    ok = re.fullmatch(r"[0-9a-f]{64} \S+\.whl", value)
+    ok = WHEEL_ENTRY.fullmatch(value)
     return None if ok else f"must be '<sha256> <wheel file name>', got {value!r}"
 
 

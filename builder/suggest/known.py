@@ -17,7 +17,6 @@ GPU list was shorter than today's is not used at all (:func:`usable`): it would 
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,6 @@ from builder.suggest import releases as rel
 
 ANY_TIME = "1970-01-01T00:00:00Z"  # the rows carry no upload time: :func:`releases` lists their files at any date
 SCHEMA = 1  # as builder/data/__init__.py's layout of requires.toml requires
-_WHEEL = re.compile(r"([0-9a-f]{64}) (\S+\.whl)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +51,7 @@ class Known:
 
 def wheel_entry(value: str) -> tuple[str, str] | None:
     """``"<sha256> <filename>"`` as (sha256, filename), or None."""
-    m = _WHEEL.fullmatch(value)
+    m = datafiles.WHEEL_ENTRY.fullmatch(value)
     return (m.group(1), m.group(2)) if m else None
 
 
