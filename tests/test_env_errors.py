@@ -162,7 +162,8 @@ def test_permission_denied_is_exit_8(world_readable: Path) -> None:
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     # The precondition is builder itself, not only the interpreter: a venv under a root-only
     # directory runs as its base Python for another user (pyvenv.cfg unreadable) and has no builder.
-    probe = subprocess.run([*nobody, sys.executable, "-c", "import builder"], capture_output=True, text=True)
+    probe = subprocess.run([*nobody, sys.executable, "-m", "builder", "--version"], capture_output=True, text=True,
+                           cwd=world_readable)  # as the test runs it: -c would find builder in this checkout
     if probe.returncode != 0:  # e.g. a pyenv Python whose libpython sits under a root-only /root
         pytest.skip(f"an unprivileged user cannot run builder from here: {probe.stderr.strip()[:200]}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "BUILDER_"))}

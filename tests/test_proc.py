@@ -140,12 +140,20 @@ def test_stop_kills_the_child_group_and_raises_dropped(tmp_path: Path) -> None:
     from builder.errors import Dropped
 
     stop = threading.Event()
-    threading.Timer(0.3, stop.set).start()
     pidfile = tmp_path / "grandchild"
-    t = time.monotonic()
+    stopped_at: list[float] = []
+
+    def stop_once_running() -> None:  # the grandchild exists before the stop, however slow the machine
+        while not (pidfile.exists() and pidfile.read_text().strip()):
+            time.sleep(0.02)
+        stopped_at.append(time.monotonic())
+        stop.set()
+
+    threading.Thread(target=stop_once_running, daemon=True).start()
     with pytest.raises(Dropped):
-        _proc.run(["sh", "-c", f"sleep 30 & echo $! > {pidfile}; wait"], timeout=60, stop=stop, check=True)
-    assert time.monotonic() - t < 5
+        _proc.run(["sh", "-c", f"sleep 30 & echo $! > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; wait"], timeout=60,
+                  stop=stop, check=True)
+    assert time.monotonic() - stopped_at[0] < 20  # within a poll and the kill's grace, not the sleep's 30 s
     pid = int(pidfile.read_text())
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:  # the group was SIGKILLed; the grandchild's parent reaps nothing
